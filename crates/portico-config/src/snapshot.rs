@@ -1,0 +1,578 @@
+//! The compiled, immutable configuration snapshot the data plane runs on.
+//!
+//! Everything here is resolved at compile time (regexes compiled, header names parsed,
+//! upstream references turned into indices, defaults filled in) so the request path never
+//! parses or validates anything. A `Snapshot` is built once per reload and shared behind an
+//! `Arc`; requests hold the snapshot they started with.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method};
+use regex::Regex;
+
+use crate::router::Router;
+
+/// One compiled configuration.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Listeners to bind. Never empty: with no `Listener` resource, one HTTP listener on
+    /// 0.0.0.0:8080.
+    pub listeners: Vec<ListenerConf>,
+    /// TLS/host policies, in SNI match order (exact names, then longer wildcard suffixes, then `*`).
+    pub hosts: Vec<HostConf>,
+    /// Every route, in match order; `Route::id` is the index here.
+    pub routes: Vec<Arc<Route>>,
+    /// The index used to find a route for a request.
+    pub router: Router,
+    /// Every upstream a route can reach; `UpstreamConf::id` is the index here.
+    pub upstreams: Vec<Arc<UpstreamConf>>,
+    /// Every resource read, for `/config`.
+    pub resources: Vec<ResourceInfo>,
+    /// Defaults from an Emissary `Module` (or built-in), already applied to routes.
+    pub access_log: Option<AccessLogConf>,
+}
+
+/// Where a resource came from and how it fared, for the admin API.
+#[derive(Debug, Clone)]
+pub struct ResourceInfo {
+    pub kind: String,
+    pub name: String,
+    pub file: String,
+    pub line: u32,
+    /// "applied", or "warning: ..." for accepted resources with warnings.
+    pub status: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct AccessLogConf {
+    /// `None` = stdout; `Some(path)` = file.
+    pub path: Option<PathBuf>,
+    pub enabled: bool,
+}
+
+// ---------------------------------------------------------------- listeners and hosts
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ListenerProtocol {
+    Http,
+    Https,
+    HttpProxy,
+    HttpsProxy,
+}
+
+impl ListenerProtocol {
+    pub fn is_tls(self) -> bool {
+        matches!(self, Self::Https | Self::HttpsProxy)
+    }
+    pub fn proxy_protocol(self) -> bool {
+        matches!(self, Self::HttpProxy | Self::HttpsProxy)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ListenerConf {
+    pub name: String,
+    pub address: IpAddr,
+    pub port: u16,
+    pub protocol: ListenerProtocol,
+    pub http2: bool,
+    pub max_connections: u32,
+    pub trust_forwarded: bool,
+}
+
+/// A hostname glob: `*`, `*.example.com` or an exact name (stored lowercase).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HostGlob {
+    Any,
+    /// `*.example.com` stored as `.example.com` (the suffix, with its leading dot).
+    Suffix(String),
+    Exact(String),
+}
+
+impl HostGlob {
+    pub fn parse(s: &str) -> HostGlob {
+        let s = s.trim().to_ascii_lowercase();
+        if s == "*" || s.is_empty() {
+            HostGlob::Any
+        } else if let Some(rest) = s.strip_prefix('*') {
+            HostGlob::Suffix(rest.to_string())
+        } else {
+            HostGlob::Exact(s)
+        }
+    }
+
+    /// `host` must already be lowercase with the port stripped.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostGlob::Any => true,
+            HostGlob::Suffix(suffix) => host.len() > suffix.len() && host.ends_with(suffix.as_str()),
+            HostGlob::Exact(name) => host == name,
+        }
+    }
+
+    /// Higher is more specific: exact, then longer wildcard suffix, then `*`.
+    pub fn specificity(&self) -> (u8, usize) {
+        match self {
+            HostGlob::Exact(n) => (2, n.len()),
+            HostGlob::Suffix(s) => (1, s.len()),
+            HostGlob::Any => (0, 0),
+        }
+    }
+}
+
+impl std::fmt::Display for HostGlob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostGlob::Any => f.write_str("*"),
+            HostGlob::Suffix(s) => write!(f, "*{s}"),
+            HostGlob::Exact(s) => f.write_str(s),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InsecureAction {
+    Redirect,
+    Route,
+    Reject,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TlsVersion {
+    V1_2,
+    V1_3,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TlsConf {
+    /// Absolute paths (resolved against the config file's directory).
+    pub cert_chain_file: PathBuf,
+    pub private_key_file: PathBuf,
+    pub alpn_protocols: Vec<String>,
+    pub min_tls_version: TlsVersion,
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HostConf {
+    pub name: String,
+    pub hostname: HostGlob,
+    pub tls: Option<TlsConf>,
+    pub insecure: InsecureAction,
+}
+
+// ---------------------------------------------------------------- routes
+
+#[derive(Debug, Clone)]
+pub enum PathMatch {
+    /// Path starts with `prefix`. When not case sensitive, `prefix` is stored lowercase.
+    Prefix { prefix: String, case_sensitive: bool },
+    /// Path equals `path`. When not case sensitive, `path` is stored lowercase.
+    Exact { path: String, case_sensitive: bool },
+    /// The regex must match the whole path (it is compiled anchored: `^(?:...)$`).
+    Regex { regex: Regex, source: String },
+}
+
+impl PathMatch {
+    /// The length that orders routes ("longer prefix first"); a regex counts its pattern.
+    pub fn order_len(&self) -> usize {
+        match self {
+            PathMatch::Prefix { prefix, .. } => prefix.len(),
+            PathMatch::Exact { path, .. } => path.len(),
+            PathMatch::Regex { source, .. } => source.len(),
+        }
+    }
+
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            PathMatch::Prefix { prefix, case_sensitive: true } => path.starts_with(prefix.as_str()),
+            PathMatch::Prefix { prefix, case_sensitive: false } => {
+                path.len() >= prefix.len()
+                    && path.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+            }
+            PathMatch::Exact { path: p, case_sensitive: true } => path == p,
+            PathMatch::Exact { path: p, case_sensitive: false } => path.eq_ignore_ascii_case(p),
+            PathMatch::Regex { regex, .. } => regex.is_match(path),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum ValueMatch {
+    /// The header/parameter must be present (config value `""`).
+    Present,
+    Exact(String),
+    /// Compiled anchored: must match the whole value.
+    Regex(Regex),
+}
+
+impl ValueMatch {
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            ValueMatch::Present => true,
+            ValueMatch::Exact(v) => v == value,
+            ValueMatch::Regex(r) => r.is_match(value),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HeaderMatch {
+    pub name: HeaderName,
+    pub value: ValueMatch,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueryMatch {
+    pub name: String,
+    pub value: ValueMatch,
+}
+
+#[derive(Debug, Clone)]
+pub enum Rewrite {
+    /// Path unchanged.
+    None,
+    /// Replace the matched prefix (the whole path for exact and regex matches).
+    Prefix(String),
+    /// `Regex::replace` on the path; `substitution` already converted from `\1` to `${1}`.
+    Regex { regex: Regex, substitution: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct HeaderAdd {
+    pub name: HeaderName,
+    pub value: HeaderValue,
+    /// true: appended (default, as in Emissary); false: replaces existing values.
+    pub append: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct RedirectConf {
+    pub https: bool,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    /// Replaces the whole path.
+    pub path: Option<String>,
+    /// Replaces the matched prefix.
+    pub prefix: Option<String>,
+    /// 301 (default), 302, 303, 307 or 308.
+    pub code: u16,
+}
+
+#[derive(Debug, Clone)]
+pub struct DirectResponseConf {
+    pub status: u16,
+    pub body: bytes::Bytes,
+    pub content_type: Option<HeaderValue>,
+}
+
+#[derive(Debug, Clone)]
+pub enum RouteAction {
+    /// Proxy to `Snapshot::upstreams[upstream]`.
+    Forward { upstream: usize },
+    Redirect(RedirectConf),
+    Direct(DirectResponseConf),
+}
+
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Parsed `retry_on` conditions.
+    pub retry_on: RetryOn,
+    pub num_retries: u32,
+    pub per_try_timeout: Option<Duration>,
+    pub retriable_status_codes: Vec<u16>,
+    pub budget_percent: f64,
+    pub min_retry_concurrency: u32,
+}
+
+/// Bit set of `retry_on` conditions (CONTRACT §3.3).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetryOn {
+    pub bits: u32,
+}
+
+impl RetryOn {
+    pub const FIVE_XX: u32 = 1 << 0;
+    pub const GATEWAY_ERROR: u32 = 1 << 1;
+    pub const CONNECT_FAILURE: u32 = 1 << 2;
+    pub const RESET: u32 = 1 << 3;
+    pub const RETRIABLE_4XX: u32 = 1 << 4;
+    pub const REFUSED_STREAM: u32 = 1 << 5;
+    pub const RETRIABLE_STATUS_CODES: u32 = 1 << 6;
+    pub const GRPC_CANCELLED: u32 = 1 << 7;
+    pub const GRPC_DEADLINE_EXCEEDED: u32 = 1 << 8;
+    pub const GRPC_INTERNAL: u32 = 1 << 9;
+    pub const GRPC_RESOURCE_EXHAUSTED: u32 = 1 << 10;
+    pub const GRPC_UNAVAILABLE: u32 = 1 << 11;
+
+    /// Parses one `retry_on` item; `None` for an unknown value.
+    pub fn flag(name: &str) -> Option<u32> {
+        Some(match name.trim() {
+            "5xx" => Self::FIVE_XX,
+            "gateway-error" => Self::GATEWAY_ERROR,
+            "connect-failure" => Self::CONNECT_FAILURE,
+            "reset" => Self::RESET,
+            "retriable-4xx" => Self::RETRIABLE_4XX,
+            "refused-stream" => Self::REFUSED_STREAM,
+            "retriable-status-codes" => Self::RETRIABLE_STATUS_CODES,
+            "cancelled" => Self::GRPC_CANCELLED,
+            "deadline-exceeded" => Self::GRPC_DEADLINE_EXCEEDED,
+            "internal" => Self::GRPC_INTERNAL,
+            "resource-exhausted" => Self::GRPC_RESOURCE_EXHAUSTED,
+            "unavailable" => Self::GRPC_UNAVAILABLE,
+            _ => return None,
+        })
+    }
+
+    pub fn has(self, flag: u32) -> bool {
+        self.bits & flag != 0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RateLimitUnit {
+    Second,
+    Minute,
+    Hour,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum DescriptorPart {
+    RemoteAddress,
+    Header(HeaderName),
+    Generic(String),
+    Path,
+    Method,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RateLimitScope {
+    Local,
+    Global,
+}
+
+#[derive(Debug, Clone)]
+pub struct RateLimitConf {
+    pub key: Vec<DescriptorPart>,
+    pub requests_per_unit: u64,
+    pub unit: RateLimitUnit,
+    pub burst: u64,
+    pub scope: RateLimitScope,
+}
+
+#[derive(Debug, Clone)]
+pub enum OriginMatch {
+    Any,
+    Exact(String),
+    /// Glob like `https://*.example.com`, compiled to an anchored regex.
+    Glob(Regex),
+}
+
+#[derive(Debug, Clone)]
+pub struct CorsConf {
+    pub origins: Vec<OriginMatch>,
+    pub methods: Vec<String>,
+    pub headers: Vec<String>,
+    pub exposed_headers: Vec<String>,
+    pub credentials: bool,
+    pub max_age: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ShadowConf {
+    pub upstream: usize,
+    pub percent: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct CompressionConf {
+    pub enabled: bool,
+    pub min_bytes: u64,
+    /// Patterns like `text/*` or `application/json`.
+    pub content_types: Vec<String>,
+}
+
+/// One Mapping, compiled.
+#[derive(Debug)]
+pub struct Route {
+    /// Index in `Snapshot::routes` (match order).
+    pub id: usize,
+    /// The Mapping's `metadata.name`.
+    pub name: String,
+    /// Source position, for `/routes` and `explain`.
+    pub file: String,
+    pub line: u32,
+    pub hostname: HostGlob,
+    pub path: PathMatch,
+    pub method: Option<Method>,
+    pub headers: Vec<HeaderMatch>,
+    pub query: Vec<QueryMatch>,
+    pub precedence: i32,
+    /// Explicit canary weight, if any (CONTRACT §2.5).
+    pub weight: Option<u32>,
+    /// The effective share of its canary group, in percent (100 when alone).
+    pub effective_weight: f64,
+    /// Id of the first route of this route's canary group (CONTRACT §2.5): routes with an
+    /// identical match are adjacent in match order; `group == id` for the first (or only) one.
+    pub group: usize,
+    pub action: RouteAction,
+    pub rewrite: Rewrite,
+    pub host_rewrite: Option<HeaderValue>,
+    pub add_request_headers: Vec<HeaderAdd>,
+    pub remove_request_headers: Vec<HeaderName>,
+    pub add_response_headers: Vec<HeaderAdd>,
+    pub remove_response_headers: Vec<HeaderName>,
+    /// Whole request, retries included; `None` = no limit (config 0).
+    pub timeout: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
+    pub grpc: bool,
+    /// Cap on a client's grpc-timeout; `None` = the route timeout is the cap.
+    pub grpc_timeout_max: Option<Duration>,
+    /// Lowercase upgrade protocols allowed (e.g. "websocket").
+    pub allow_upgrade: Vec<String>,
+    pub retry: Option<RetryPolicy>,
+    pub rate_limits: Vec<RateLimitConf>,
+    pub cors: Option<CorsConf>,
+    pub shadow: Option<ShadowConf>,
+    pub compression: Option<CompressionConf>,
+}
+
+impl Route {
+    pub fn upstream(&self) -> Option<usize> {
+        match self.action {
+            RouteAction::Forward { upstream } => Some(upstream),
+            _ => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- upstreams
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UpstreamProtocol {
+    Http1,
+    H2c,
+    Https,
+    /// TLS with ALPN h2 or http/1.1.
+    Auto,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EndpointConf {
+    /// `IP:port` or `host:port` (a host name is resolved by the data plane).
+    pub address: String,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum EndpointSource {
+    Static(Vec<EndpointConf>),
+    /// Every A/AAAA record of `host` is an endpoint on `port`.
+    Dns { host: String, port: u16, refresh: Duration },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UpstreamTlsConf {
+    pub ca_file: Option<PathBuf>,
+    pub sni: Option<String>,
+    pub cert_chain_file: Option<PathBuf>,
+    pub private_key_file: Option<PathBuf>,
+    pub insecure_skip_verify: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LbPolicy {
+    RoundRobin,
+    LeastRequest,
+    Ewma,
+    Random,
+    RingHash,
+    Maglev,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HashOn {
+    Header(HeaderName),
+    Cookie { name: String, ttl: Option<Duration> },
+    SourceIp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LbConf {
+    pub policy: LbPolicy,
+    pub hash_on: Option<HashOn>,
+    /// Percent, default 50.
+    pub healthy_panic_threshold: u32,
+    pub slow_start_window: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HealthCheckKind {
+    Http {
+        path: String,
+        host: Option<String>,
+        /// Inclusive ranges.
+        expected_statuses: Vec<(u16, u16)>,
+    },
+    Grpc {
+        service: Option<String>,
+    },
+    Tcp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HealthCheckConf {
+    pub kind: HealthCheckKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub unhealthy_threshold: u32,
+    pub healthy_threshold: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OutlierConf {
+    pub consecutive_5xx: u32,
+    pub consecutive_gateway_failure: u32,
+    pub interval: Duration,
+    pub base_ejection_time: Duration,
+    pub max_ejection_time: Duration,
+    pub max_ejection_percent: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CircuitBreakerConf {
+    pub max_connections: u32,
+    pub max_pending_requests: u32,
+    pub max_requests: u32,
+    pub max_retries: u32,
+}
+
+impl Default for CircuitBreakerConf {
+    fn default() -> Self {
+        Self { max_connections: 1024, max_pending_requests: 1024, max_requests: 1024, max_retries: 3 }
+    }
+}
+
+/// One upstream (an `Upstream` resource, or the implicit one of a bare `service: host:port`).
+/// `PartialEq`/`Hash` over the settings let the data plane keep pools and health state across
+/// reloads for upstreams whose settings did not change.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UpstreamConf {
+    /// Index in `Snapshot::upstreams`.
+    pub id: usize,
+    /// The Upstream's name, or `host:port` of a bare service.
+    pub name: String,
+    pub endpoints: EndpointSource,
+    pub protocol: UpstreamProtocol,
+    pub tls: Option<UpstreamTlsConf>,
+    pub lb: LbConf,
+    pub health_checks: Vec<HealthCheckConf>,
+    pub outlier: Option<OutlierConf>,
+    pub circuit_breakers: CircuitBreakerConf,
+    pub connect_timeout: Duration,
+    pub max_idle_connections_per_endpoint: u32,
+    pub idle_connection_timeout: Duration,
+}
