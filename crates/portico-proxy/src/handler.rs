@@ -1,0 +1,539 @@
+//! The request lifecycle, one named step at a time:
+//!
+//! 1. **accept**: the connection layer (`server.rs`) hands over a parsed request.
+//! 2. **route**: the snapshot current when the headers arrived picks a route (or 404 NR).
+//! 3. **admit**: local actions (`direct_response`, `redirect`) answer here; (rate limits and
+//!    circuit breakers hook in at this step).
+//! 4. **pick endpoint**: the upstream's load balancer chooses an endpoint.
+//! 5. **forward**: the request, rewritten, goes out on a pooled connection under the
+//!    request's deadline; connect failures fail over to another endpoint.
+//! 6. **respond**: the response headers are rewritten and the body streams back.
+//! 7. **log**: when the body ends (or the client goes away), [`Done`] writes the access log
+//!    line and returns the upstream connection to the pool.
+
+use std::borrow::Cow;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use http::header::{self, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use portico_config::RequestView;
+use portico_config::snapshot::{
+    DirectResponseConf, ListenerConf, PathMatch, RedirectConf, Rewrite, Route, RouteAction, UpstreamProtocol,
+};
+
+use crate::access_log::{Entry, rfc3339_millis};
+use crate::body::{BodyEnd, ByteCounter, Finish, ReqBody, RespBody};
+use crate::headers;
+use crate::local_reply::{Flag, Flags, is_grpc, local_reply};
+use crate::pool::{self, Conn, ConnectParams, PoolKey};
+use crate::state::{Active, Proxy};
+use crate::upstream::{Endpoint, UpstreamState};
+
+/// What the connection layer knows about the connection a request came on.
+#[derive(Debug)]
+pub struct ConnInfo {
+    /// The client's address (the PROXY-protocol source where there is one).
+    pub peer: SocketAddr,
+    pub listener: Arc<ListenerConf>,
+    pub tls: bool,
+}
+
+/// At most this many endpoints are tried when connecting fails (nothing was sent, so trying
+/// another endpoint is always safe).
+const MAX_CONNECT_ATTEMPTS: u32 = 3;
+
+/// Handles one request; never fails (every failure is a local reply).
+pub async fn handle(
+    proxy: Arc<Proxy>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<RespBody>, Infallible> {
+    let start = Instant::now();
+    // Step 2, route: one atomic load; this snapshot serves the request to its end.
+    let active = proxy.active();
+    let mut rec = Record::new(&proxy, &conn, &req, start);
+
+    let route = {
+        let authority = authority_of(&req);
+        let host = host_of(authority);
+        let view = RequestView {
+            host: &host,
+            path: req.uri().path(),
+            query: req.uri().query(),
+            method: req.method(),
+            headers: req.headers(),
+        };
+        active.config.router.lookup(&view).cloned()
+    };
+    let Some(route) = route else {
+        return Ok(rec.fail(&proxy, Flag::NR));
+    };
+    rec.route = Some(route.clone());
+
+    // Step 3, admit: routes that answer locally.
+    match &route.action {
+        RouteAction::Direct(d) => Ok(rec.local(&proxy, direct_response(d, &route))),
+        RouteAction::Redirect(r) => Ok(rec.local(&proxy, redirect(r, &route, &req, &conn))),
+        RouteAction::Forward { upstream } => {
+            let Some(up) = active.upstreams.get(*upstream).cloned() else {
+                return Ok(rec.fail(&proxy, Flag::UH));
+            };
+            Ok(forward(proxy, &active, route, up, conn, req, rec).await)
+        }
+    }
+}
+
+/// Steps 4–6: pick an endpoint, forward under the deadline, respond.
+async fn forward(
+    proxy: Arc<Proxy>,
+    _active: &Active,
+    route: Arc<Route>,
+    up: Arc<UpstreamState>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+    mut rec: Record,
+) -> Response<RespBody> {
+    rec.upstream = Some(up.clone());
+    let deadline = route.timeout.map(|t| tokio::time::Instant::from_std(rec.start + t));
+    let protocol = up.conf.protocol;
+    let h2 = matches!(protocol, UpstreamProtocol::H2c);
+    let downstream_version = req.version();
+
+    let (mut parts, body) = req.into_parts();
+    let authority = authority_of_parts(&parts.uri, &parts.headers).map(str::to_owned);
+
+    // Rewrite the path (the query string is kept).
+    let new_pq = rewrite_path(&route, &parts.uri);
+
+    // Request headers.
+    let te_trailers = headers::strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(header::EXPECT); // 100-continue is answered by Portico itself
+    headers::append_forwarded_for(&mut parts.headers, conn.peer.ip());
+    if !(conn.listener.trust_forwarded && parts.headers.contains_key(&headers::X_FORWARDED_PROTO)) {
+        let proto = if conn.tls { "https" } else { "http" };
+        parts.headers.insert(headers::X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    }
+    if let Some(id) = parts.headers.get(&headers::X_REQUEST_ID) {
+        rec.request_id = Some(id.clone());
+    } else {
+        let id = headers::new_request_id();
+        parts.headers.insert(headers::X_REQUEST_ID.clone(), id.clone());
+        rec.request_id = Some(id);
+    }
+    headers::apply_rules(&mut parts.headers, &route.remove_request_headers, &route.add_request_headers);
+    let host_value: Option<HeaderValue> = match &route.host_rewrite {
+        Some(h) => Some(h.clone()),
+        None => authority.as_deref().and_then(|a| HeaderValue::from_str(a).ok()),
+    };
+
+    if h2 {
+        parts.version = Version::HTTP_2;
+        parts.headers.remove(header::HOST);
+        if te_trailers {
+            parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+        let auth = host_value
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.parse::<Authority>().ok())
+            .unwrap_or_else(|| Authority::from_static("upstream"));
+        let mut uparts = http::uri::Parts::default();
+        uparts.scheme = Some(Scheme::HTTP);
+        uparts.authority = Some(auth);
+        uparts.path_and_query = Some(new_pq);
+        parts.uri = Uri::from_parts(uparts).unwrap_or_default();
+    } else {
+        parts.version = Version::HTTP_11;
+        if let Some(h) = host_value {
+            parts.headers.insert(header::HOST, h);
+        }
+        parts.uri = Uri::from(new_pq);
+    }
+
+    let body = if http_body::Body::is_end_stream(&body) {
+        ReqBody::Empty
+    } else {
+        ReqBody::Stream { inner: body, counter: rec.received.clone() }
+    };
+    let mut req = Request::from_parts(parts, body);
+    let params = ConnectParams { protocol, connect_timeout: up.conf.connect_timeout };
+
+    // Step 4 and 5: pick an endpoint and send, failing over on connect failure.
+    let mut avoid: Option<SocketAddr> = None;
+    loop {
+        rec.attempts += 1;
+        let Some(ep) = up.pick(avoid) else {
+            return rec.fail(&proxy, Flag::UH);
+        };
+        rec.upstream_addr = Some(ep.addr);
+        if let Some(d) = deadline
+            && tokio::time::Instant::now() >= d
+        {
+            return rec.fail(&proxy, Flag::UT);
+        }
+        if let Some(d) = deadline {
+            let left = d.saturating_duration_since(tokio::time::Instant::now()).as_millis() as u64;
+            req.headers_mut().insert(headers::X_EXPECTED_TIMEOUT.clone(), HeaderValue::from(left.max(1)));
+        }
+
+        let key = PoolKey { uid: up.uid, addr: ep.addr };
+        let mut fresh = false;
+        let conn = match pool::checkout(key, protocol).await {
+            Some(c) => c,
+            None => match within(deadline, pool::connect(key, params)).await {
+                Err(Elapsed) => {
+                    return rec.fail(&proxy, Flag::UT);
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(upstream = %up.conf.name, endpoint = %ep.addr, error = %e, "connect failed");
+                    let endpoints = up.endpoints.load().endpoints.len() as u32;
+                    if rec.attempts < MAX_CONNECT_ATTEMPTS.min(endpoints) {
+                        avoid = Some(ep.addr);
+                        continue;
+                    }
+                    return rec.fail(&proxy, Flag::UF);
+                }
+                Ok(Ok(c)) => {
+                    fresh = true;
+                    c
+                }
+            },
+        };
+
+        ep.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let upstream_start = Instant::now();
+        let (sent, h1) = match conn {
+            Conn::H1(mut tx) => {
+                let fut = tx.try_send_request(req);
+                (within(deadline, boxed_send(fut)).await, Some(tx))
+            }
+            Conn::H2(mut tx) => {
+                let fut = tx.try_send_request(req);
+                (within(deadline, boxed_send(fut)).await, None)
+            }
+        };
+        match sent {
+            Err(Elapsed) => {
+                ep.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                return rec.fail(&proxy, Flag::UT);
+            }
+            Ok(Err(mut e)) => {
+                ep.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                // A pooled connection the upstream had closed: the request was not sent,
+                // so it goes again on a fresh connection, invisibly to the client.
+                if let Some(back) = e.take_message()
+                    && !fresh
+                {
+                    req = back;
+                    rec.attempts -= 1;
+                    continue;
+                }
+                tracing::debug!(upstream = %up.conf.name, endpoint = %ep.addr, error = %e.error(), "upstream request failed");
+                return rec.fail(&proxy, Flag::UC);
+            }
+            Ok(Ok(resp)) => {
+                rec.upstream_start = Some(upstream_start);
+                // Step 6, respond.
+                let (mut rparts, rbody) = resp.into_parts();
+                headers::strip_hop_by_hop(&mut rparts.headers);
+                headers::apply_rules(
+                    &mut rparts.headers,
+                    &route.remove_response_headers,
+                    &route.add_response_headers,
+                );
+                if downstream_version != Version::HTTP_2 {
+                    rparts.version = Version::HTTP_11;
+                }
+                rec.status = rparts.status.as_u16();
+                let done = Done {
+                    proxy,
+                    rec,
+                    endpoint: ep,
+                    pooled: h1.map(|tx| (key, tx, up.conf.max_idle_connections_per_endpoint, up.conf.idle_connection_timeout)),
+                };
+                let body = RespBody::upstream(rbody, deadline).with_finish(Box::new(done));
+                return Response::from_parts(rparts, body);
+            }
+        }
+    }
+}
+
+type SendResult = Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<ReqBody>>>;
+
+fn boxed_send(
+    fut: impl Future<Output = SendResult> + Send + 'static,
+) -> impl Future<Output = SendResult> + Send + 'static {
+    fut
+}
+
+/// The deadline passed.
+pub struct Elapsed;
+
+/// Runs `f` until `deadline` (or forever without one).
+async fn within<F: Future>(deadline: Option<tokio::time::Instant>, f: F) -> Result<F::Output, Elapsed> {
+    match deadline {
+        None => Ok(f.await),
+        Some(d) => tokio::time::timeout_at(d, f).await.map_err(|_| Elapsed),
+    }
+}
+
+/// The `:authority` (HTTP/2) or Host header (HTTP/1.1) of a request.
+fn authority_of(req: &Request<Incoming>) -> &str {
+    authority_of_parts(req.uri(), req.headers()).unwrap_or("")
+}
+
+fn authority_of_parts<'a>(uri: &'a Uri, headers: &'a http::HeaderMap) -> Option<&'a str> {
+    uri.authority()
+        .map(|a| a.as_str())
+        .or_else(|| headers.get(header::HOST).and_then(|v| v.to_str().ok()))
+}
+
+/// The host of an authority: port stripped, lowercase (allocates only when it must).
+fn host_of(authority: &str) -> Cow<'_, str> {
+    let host = if let Some(rest) = authority.strip_prefix('[') {
+        // [v6]:port
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => authority,
+        }
+    };
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
+}
+
+/// The upstream path and query after the route's rewrite.
+fn rewrite_path(route: &Route, uri: &Uri) -> PathAndQuery {
+    let path = uri.path();
+    let new_path: Cow<'_, str> = match &route.rewrite {
+        Rewrite::None => Cow::Borrowed(path),
+        Rewrite::Prefix(to) => match &route.path {
+            PathMatch::Prefix { prefix, .. } if path.len() >= prefix.len() => {
+                let rest = &path[prefix.len()..];
+                let mut s = String::with_capacity(to.len() + rest.len() + 1);
+                s.push_str(to);
+                // Avoid a doubled slash when both sides carry one.
+                if to.ends_with('/') && rest.starts_with('/') {
+                    s.push_str(&rest[1..]);
+                } else {
+                    s.push_str(rest);
+                }
+                Cow::Owned(s)
+            }
+            _ => Cow::Borrowed(to.as_str()),
+        },
+        Rewrite::Regex { regex, substitution } => regex.replace_all(path, substitution.as_str()),
+    };
+    let new_path: Cow<'_, str> = if new_path.is_empty() { Cow::Borrowed("/") } else { new_path };
+    if matches!(new_path, Cow::Borrowed(p) if std::ptr::eq(p, path)) {
+        return uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    }
+    let full = match uri.query() {
+        Some(q) => format!("{new_path}?{q}"),
+        None => new_path.into_owned(),
+    };
+    full.parse().unwrap_or_else(|_| PathAndQuery::from_static("/"))
+}
+
+/// A `direct_response` route's answer.
+fn direct_response(d: &DirectResponseConf, route: &Route) -> Response<RespBody> {
+    let mut resp = Response::new(RespBody::full(d.body.clone()));
+    *resp.status_mut() = StatusCode::from_u16(d.status).unwrap_or(StatusCode::OK);
+    if let Some(ct) = &d.content_type {
+        resp.headers_mut().insert(header::CONTENT_TYPE, ct.clone());
+    }
+    headers::apply_rules(resp.headers_mut(), &route.remove_response_headers, &route.add_response_headers);
+    resp
+}
+
+/// A `redirect` route's answer (CONTRACT §2.3.1: default 301; query kept; `https: true`
+/// keeps the host without its port unless `port` is given).
+fn redirect(r: &RedirectConf, route: &Route, req: &Request<Incoming>, conn: &ConnInfo) -> Response<RespBody> {
+    let authority = authority_of(req);
+    let scheme = if r.https || conn.tls { "https" } else { "http" };
+    let mut host: String = match &r.host {
+        Some(h) => h.clone(),
+        None if r.https => host_of(authority).into_owned(),
+        None => authority.to_string(),
+    };
+    if let Some(p) = r.port {
+        let bare = host_of(&host).into_owned();
+        host = format!("{bare}:{p}");
+    }
+    let path = req.uri().path();
+    let new_path: String = if let Some(p) = &r.path {
+        p.clone()
+    } else if let Some(to) = &r.prefix {
+        match &route.path {
+            PathMatch::Prefix { prefix, .. } if path.len() >= prefix.len() => format!("{to}{}", &path[prefix.len()..]),
+            _ => to.clone(),
+        }
+    } else {
+        path.to_string()
+    };
+    let mut location = format!("{scheme}://{host}{new_path}");
+    if let Some(q) = req.uri().query() {
+        location.push('?');
+        location.push_str(q);
+    }
+    let status = StatusCode::from_u16(r.code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+    let mut resp = Response::new(RespBody::empty());
+    *resp.status_mut() = status;
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    headers::apply_rules(resp.headers_mut(), &route.remove_response_headers, &route.add_response_headers);
+    resp
+}
+
+/// What the access log needs about one request, gathered along the way.
+struct Record {
+    start: Instant,
+    wall: SystemTime,
+    grpc: bool,
+    flags: Flags,
+    status: u16,
+    route: Option<Arc<Route>>,
+    upstream: Option<Arc<UpstreamState>>,
+    upstream_addr: Option<SocketAddr>,
+    upstream_start: Option<Instant>,
+    attempts: u32,
+    received: Arc<ByteCounter>,
+    request_id: Option<HeaderValue>,
+    client: IpAddr,
+    /// Only filled when the access log is on.
+    log: Option<LogFields>,
+}
+
+struct LogFields {
+    method: http::Method,
+    authority: String,
+    path: String,
+    protocol: &'static str,
+}
+
+impl Record {
+    fn new(proxy: &Proxy, conn: &ConnInfo, req: &Request<Incoming>, start: Instant) -> Record {
+        let client = if conn.listener.trust_forwarded {
+            headers::last_forwarded_for(req.headers()).unwrap_or(conn.peer.ip())
+        } else {
+            conn.peer.ip()
+        };
+        let log = proxy.access_log.enabled().then(|| LogFields {
+            method: req.method().clone(),
+            authority: authority_of(req).to_owned(),
+            path: req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned(),
+            protocol: if req.version() == Version::HTTP_2 { "HTTP/2" } else { "HTTP/1.1" },
+        });
+        Record {
+            start,
+            wall: SystemTime::now(),
+            grpc: is_grpc(req.headers()),
+            flags: Flags::default(),
+            status: 0,
+            route: None,
+            upstream: None,
+            upstream_addr: None,
+            upstream_start: None,
+            attempts: 0,
+            received: Arc::new(ByteCounter::default()),
+            request_id: req.headers().get(&headers::X_REQUEST_ID).cloned(),
+            client,
+            log,
+        }
+    }
+
+    /// Records `flag` and answers with its local reply.
+    fn fail(mut self, proxy: &Proxy, flag: Flag) -> Response<RespBody> {
+        self.flags.insert(flag);
+        let reply = local_reply(flag, self.grpc, None);
+        self.local(proxy, reply)
+    }
+
+    /// Logs a locally answered request and returns the reply.
+    fn local(mut self, proxy: &Proxy, resp: Response<RespBody>) -> Response<RespBody> {
+        self.status = resp.status().as_u16();
+        let size = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
+        self.write(proxy, size, Instant::now());
+        resp
+    }
+
+    fn write(&self, proxy: &Proxy, bytes_sent: u64, end: Instant) {
+        let Some(log) = &self.log else { return };
+        let mut flags = String::new();
+        self.flags.write_to(&mut flags);
+        let ts = rfc3339_millis(self.wall);
+        let request_id = self.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
+        let entry = Entry {
+            ts: &ts,
+            method: log.method.as_str(),
+            authority: &log.authority,
+            path: &log.path,
+            protocol: log.protocol,
+            status: self.status,
+            flags: &flags,
+            route: self.route.as_ref().map(|r| r.name.as_str()),
+            upstream: self.upstream.as_ref().map(|u| u.conf.name.as_str()),
+            upstream_addr: self.upstream_addr.map(|a| a.to_string()),
+            attempts: self.attempts,
+            bytes_received: self.received.get(),
+            bytes_sent,
+            duration_ms: millis(end.duration_since(self.start)),
+            upstream_duration_ms: self.upstream_start.map(|s| millis(end.duration_since(s))),
+            request_id,
+            client: self.client.to_string(),
+        };
+        proxy.access_log.write(&entry);
+    }
+}
+
+fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// Step 7, log: runs when the response body ends or is dropped.
+struct Done {
+    proxy: Arc<Proxy>,
+    rec: Record,
+    endpoint: Arc<Endpoint>,
+    pooled: Option<(PoolKey, hyper::client::conn::http1::SendRequest<ReqBody>, u32, Duration)>,
+}
+
+impl Finish for Done {
+    fn finish(mut self: Box<Self>, end: BodyEnd, bytes_sent: u64, at: Instant) {
+        self.endpoint.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        match end {
+            BodyEnd::Complete => {
+                if let Some((key, tx, max_idle, idle_timeout)) = self.pooled.take() {
+                    pool::release_h1(key, tx, max_idle, idle_timeout);
+                }
+            }
+            BodyEnd::UpstreamError => self.rec.flags.insert(Flag::UC),
+            BodyEnd::Dropped => self.rec.flags.insert(Flag::DC),
+        }
+        self.rec.write(&self.proxy, bytes_sent, at);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_of_strips_port_and_lowercases() {
+        assert_eq!(host_of("Example.COM:8080"), "example.com");
+        assert_eq!(host_of("example.com"), "example.com");
+        assert_eq!(host_of("[::1]:80"), "::1");
+        assert_eq!(host_of(""), "");
+    }
+}

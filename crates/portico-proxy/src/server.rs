@@ -1,0 +1,293 @@
+//! Step 1 of the lifecycle, accept: worker threads, listeners and connections.
+//!
+//! Runtime model (PERFORMANCE.md): share-nothing workers. Each worker is one OS thread with
+//! a current-thread tokio runtime, its own `SO_REUSEPORT` socket per listener (the kernel
+//! spreads connections), and its own upstream pool. Listeners are bound by the control thread
+//! and handed to every worker, so a reload can add or remove them without a restart.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use portico_config::snapshot::ListenerConf;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::handler::{self, ConnInfo};
+use crate::state::Proxy;
+
+/// Limits on downstream HTTP (CONTRACT §5 defaults).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const MAX_HEADERS: usize = 100;
+/// Read buffer for a request head: 60 KiB of headers plus the request line.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+pub const H2_MAX_HEADER_LIST: u32 = 16 * 1024;
+
+enum Cmd {
+    Listen(Arc<ListenerHandle>, std::net::TcpListener),
+    Drain(oneshot::Sender<()>),
+}
+
+/// One bound listener, shared by the accept loops of all workers.
+struct ListenerHandle {
+    conf: ListenerConf,
+    stop: watch::Sender<bool>,
+    connections: AtomicUsize,
+}
+
+struct Worker {
+    tx: mpsc::UnboundedSender<Cmd>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The set of workers and the listeners they serve.
+pub struct Server {
+    proxy: Arc<Proxy>,
+    workers: Vec<Worker>,
+    listeners: Mutex<HashMap<(IpAddr, u16), Arc<ListenerHandle>>>,
+}
+
+impl Server {
+    /// Starts `n` worker threads (no listeners yet).
+    pub fn start(proxy: Arc<Proxy>, n: usize) -> std::io::Result<Server> {
+        let mut workers = Vec::with_capacity(n);
+        for i in 0..n.max(1) {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let p = proxy.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("portico-worker-{i}"))
+                .spawn(move || worker_main(p, rx))?;
+            workers.push(Worker { tx, thread: Some(thread) });
+        }
+        Ok(Server { proxy, workers, listeners: Mutex::new(HashMap::new()) })
+    }
+
+    /// Binds new listeners and closes removed ones so the set matches `wanted`. Returns one
+    /// message per listener that could not be bound (the others still apply).
+    pub fn reconcile(&self, wanted: &[ListenerConf]) -> Vec<String> {
+        let mut errors = Vec::new();
+        let Ok(mut bound) = self.listeners.lock() else {
+            return vec!["listener table poisoned".into()];
+        };
+        let keys: Vec<(IpAddr, u16)> = wanted.iter().map(|l| (l.address, l.port)).collect();
+        bound.retain(|key, handle| {
+            let keep = wanted.iter().any(|l| (l.address, l.port) == *key && *l == handle.conf);
+            if !keep {
+                let _ = handle.stop.send(true);
+                tracing::info!(listener = %handle.conf.name, address = %SocketAddr::from(*key), "listener closed");
+            }
+            keep
+        });
+        for (conf, key) in wanted.iter().zip(keys) {
+            if bound.contains_key(&key) {
+                continue;
+            }
+            let (stop, _) = watch::channel(false);
+            let handle = Arc::new(ListenerHandle { conf: conf.clone(), stop, connections: AtomicUsize::new(0) });
+            let mut sockets = Vec::with_capacity(self.workers.len());
+            let mut failed = None;
+            for _ in &self.workers {
+                match bind(SocketAddr::from(key)) {
+                    Ok(s) => sockets.push(s),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            if let Some(e) = failed {
+                errors.push(format!("listener {}: cannot bind {}: {e}", conf.name, SocketAddr::from(key)));
+                continue;
+            }
+            for (w, s) in self.workers.iter().zip(sockets) {
+                let _ = w.tx.send(Cmd::Listen(handle.clone(), s));
+            }
+            tracing::info!(listener = %conf.name, address = %SocketAddr::from(key), protocol = ?conf.protocol, "listening");
+            bound.insert(key, handle);
+        }
+        errors
+    }
+
+    /// The addresses currently bound.
+    pub fn bound(&self) -> Vec<SocketAddr> {
+        self.listeners.lock().map(|b| b.keys().map(|k| SocketAddr::from(*k)).collect()).unwrap_or_default()
+    }
+
+    /// Graceful drain: stop accepting, tell every connection to finish (HTTP/1 closes after
+    /// its current response, HTTP/2 gets GOAWAY), wait up to `drain_timeout`.
+    pub async fn drain(&self) {
+        self.proxy.start_draining();
+        if let Ok(bound) = self.listeners.lock() {
+            for h in bound.values() {
+                let _ = h.stop.send(true);
+            }
+        }
+        let mut waits = Vec::new();
+        for w in &self.workers {
+            let (tx, rx) = oneshot::channel();
+            if w.tx.send(Cmd::Drain(tx)).is_ok() {
+                waits.push(rx);
+            }
+        }
+        for rx in waits {
+            let _ = rx.await;
+        }
+    }
+
+    /// Waits for the worker threads to end (after `drain`).
+    pub fn join(&mut self) {
+        for w in &mut self.workers {
+            if let Some(t) = w.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
+fn worker_main(proxy: Arc<Proxy>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start worker runtime");
+            return;
+        }
+    };
+    rt.block_on(async move {
+        // Every connection holds a receiver; `closed()` tells when all have finished.
+        let (drain_tx, _) = watch::channel(false);
+        let drain_tx = Arc::new(drain_tx);
+        tokio::spawn(async {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                crate::pool::sweep();
+            }
+        });
+        while let Some(cmd) = rx.recv().await {
+            match cmd {
+                Cmd::Listen(handle, std) => match tokio::net::TcpListener::from_std(std) {
+                    Ok(l) => {
+                        tokio::spawn(accept_loop(proxy.clone(), handle, l, drain_tx.clone()));
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot register listener"),
+                },
+                Cmd::Drain(done) => {
+                    let _ = drain_tx.send(true);
+                    let timeout = proxy.settings.drain_timeout;
+                    if tokio::time::timeout(timeout, drain_tx.closed()).await.is_err() {
+                        tracing::warn!("drain timeout reached with requests in flight");
+                    }
+                    let _ = done.send(());
+                    break;
+                }
+            }
+        }
+    });
+}
+
+fn builder(conf: &ListenerConf) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(MAX_HEAD_BYTES);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(H2_MAX_HEADER_LIST)
+        .max_pending_accept_reset_streams(50)
+        .max_local_error_reset_streams(1024);
+    if conf.http2 { b } else { b.http1_only() }
+}
+
+async fn accept_loop(
+    proxy: Arc<Proxy>,
+    handle: Arc<ListenerHandle>,
+    listener: tokio::net::TcpListener,
+    drain: Arc<watch::Sender<bool>>,
+) {
+    let builder = Arc::new(builder(&handle.conf));
+    let listener_conf = Arc::new(handle.conf.clone());
+    let mut stop = handle.stop.subscribe();
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors and the like: back off briefly, keep serving.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let max = handle.conf.max_connections as usize;
+        if handle.connections.fetch_add(1, Ordering::Relaxed) >= max {
+            handle.connections.fetch_sub(1, Ordering::Relaxed);
+            tracing::warn!(listener = %handle.conf.name, "max_connections reached; connection refused");
+            drop(stream);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let info = Arc::new(ConnInfo { peer, listener: listener_conf.clone(), tls: false });
+        tokio::spawn(serve(
+            proxy.clone(),
+            handle.clone(),
+            builder.clone(),
+            stream,
+            info,
+            drain.subscribe(),
+        ));
+    }
+}
+
+async fn serve(
+    proxy: Arc<Proxy>,
+    handle: Arc<ListenerHandle>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    stream: TcpStream,
+    info: Arc<ConnInfo>,
+    mut drain: watch::Receiver<bool>,
+) {
+    let svc = {
+        let info = info.clone();
+        service_fn(move |req| handler::handle(proxy.clone(), info.clone(), req))
+    };
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    let res = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = async { drain.wait_for(|d| *d).await.map(|_| ()) } => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = res {
+        // Malformed requests, resets and timeouts: hyper has answered or closed already.
+        tracing::debug!(client = %info.peer, error = %e, "downstream connection error");
+    }
+    handle.connections.fetch_sub(1, Ordering::Relaxed);
+}

@@ -1,0 +1,144 @@
+//! The proxy's shared state: the active configuration behind one atomic pointer.
+//!
+//! `Active` pairs a compiled [`Snapshot`] with the runtime state it needs (upstream
+//! endpoint sets). A reload prepares a new `Active` off the request path (resolving DNS,
+//! reusing the state of upstreams whose settings did not change) and swaps it in with one
+//! atomic store; each request loads the pointer once when its headers arrive and keeps that
+//! snapshot to its end.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use portico_config::Snapshot;
+use portico_config::snapshot::{EndpointSource, UpstreamConf};
+
+use crate::access_log::AccessLog;
+use crate::upstream::{UpstreamState, resolve};
+
+/// A configuration in force, with its runtime state.
+#[derive(Debug)]
+pub struct Active {
+    pub generation: u64,
+    pub applied_at: SystemTime,
+    pub config: Arc<Snapshot>,
+    /// Indexed like `config.upstreams`.
+    pub upstreams: Vec<Arc<UpstreamState>>,
+}
+
+/// Settings fixed at start-up.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub drain_timeout: Duration,
+}
+
+/// Everything the data plane shares across workers.
+#[derive(Debug)]
+pub struct Proxy {
+    active: ArcSwap<Active>,
+    pub settings: ProxySettings,
+    pub access_log: AccessLog,
+    draining: AtomicBool,
+}
+
+impl Proxy {
+    pub fn new(first: Active, settings: ProxySettings, access_log: AccessLog) -> Proxy {
+        Proxy { active: ArcSwap::from_pointee(first), settings, access_log, draining: AtomicBool::new(false) }
+    }
+
+    /// The configuration in force (one atomic load and reference count).
+    pub fn active(&self) -> Arc<Active> {
+        self.active.load_full()
+    }
+
+    /// Swaps in a prepared configuration.
+    pub fn swap(&self, next: Active) {
+        self.active.store(Arc::new(next));
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// How long start-up and reload wait for a DNS answer before going on without it.
+const DNS_WAIT: Duration = Duration::from_secs(2);
+
+/// Builds the runtime state for `snapshot`, reusing upstream state from `previous` where the
+/// settings are unchanged. Must run inside a tokio runtime that lives as long as the proxy
+/// (it spawns DNS refresh tasks there).
+pub async fn prepare(snapshot: Snapshot, generation: u64, previous: Option<&Active>) -> Active {
+    let mut upstreams = Vec::with_capacity(snapshot.upstreams.len());
+    for conf in &snapshot.upstreams {
+        let reused = previous.and_then(|p| p.upstreams.iter().find(|u| u.same_settings(conf)).cloned());
+        let state = match reused {
+            Some(s) => s,
+            None => {
+                let s = Arc::new(UpstreamState::new(conf.clone()));
+                start_resolution(&s).await;
+                s
+            }
+        };
+        upstreams.push(state);
+    }
+    Active { generation, applied_at: SystemTime::now(), config: Arc::new(snapshot), upstreams }
+}
+
+/// Resolves an upstream's names now (bounded wait) and keeps them fresh in the background.
+async fn start_resolution(state: &Arc<UpstreamState>) {
+    let conf: &UpstreamConf = &state.conf;
+    match &conf.endpoints {
+        EndpointSource::Static(list) => {
+            if list.iter().all(|e| e.address.parse::<SocketAddr>().is_ok()) {
+                return;
+            }
+            // Some static endpoints are names: resolve them once.
+            let mut addrs = Vec::new();
+            for e in list {
+                if let Ok(a) = e.address.parse::<SocketAddr>() {
+                    addrs.push((a, e.weight));
+                    continue;
+                }
+                let Some((host, port)) = split_host_port(&e.address) else { continue };
+                match tokio::time::timeout(DNS_WAIT, resolve(host, port)).await {
+                    Ok(Ok(found)) => addrs.extend(found.into_iter().map(|a| (a, e.weight))),
+                    _ => tracing::warn!(upstream = %conf.name, endpoint = %e.address, "cannot resolve endpoint"),
+                }
+            }
+            state.set_endpoints(addrs);
+        }
+        EndpointSource::Dns { host, port, refresh } => {
+            match tokio::time::timeout(DNS_WAIT, resolve(host, *port)).await {
+                Ok(Ok(found)) => state.set_endpoints(found.into_iter().map(|a| (a, 1)).collect()),
+                Ok(Err(e)) => tracing::warn!(upstream = %conf.name, error = %e, "DNS resolution failed"),
+                Err(_) => tracing::warn!(upstream = %conf.name, "DNS resolution timed out"),
+            }
+            let weak: Weak<UpstreamState> = Arc::downgrade(state);
+            let (host, port, refresh) = (host.clone(), *port, *refresh);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(refresh).await;
+                    let Some(state) = weak.upgrade() else { break };
+                    match tokio::time::timeout(DNS_WAIT, resolve(&host, port)).await {
+                        // An empty or failed answer keeps the last known endpoints.
+                        Ok(Ok(found)) if !found.is_empty() => {
+                            state.set_endpoints(found.into_iter().map(|a| (a, 1)).collect())
+                        }
+                        _ => tracing::debug!(upstream = %state.conf.name, "DNS refresh failed; keeping endpoints"),
+                    }
+                }
+            });
+        }
+    }
+}
+
+fn split_host_port(s: &str) -> Option<(&str, u16)> {
+    let (h, p) = s.rsplit_once(':')?;
+    Some((h.trim_start_matches('[').trim_end_matches(']'), p.parse().ok()?))
+}

@@ -1,0 +1,176 @@
+//! Runtime state of one upstream: its resolved endpoints and the load-balancer state.
+//!
+//! An `UpstreamState` outlives reloads as long as the upstream's settings do not change, so
+//! its connection pools (keyed by `uid`) and counters survive. Endpoints are replaced
+//! wholesale (an atomic pointer swap) when DNS answers change; picking an endpoint is
+//! lock-free.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use arc_swap::ArcSwap;
+use portico_config::snapshot::{EndpointSource, UpstreamConf};
+
+static NEXT_UID: AtomicU64 = AtomicU64::new(1);
+
+/// One endpoint of an upstream.
+#[derive(Debug)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub weight: u32,
+    /// Requests in flight to this endpoint.
+    pub active: AtomicU32,
+}
+
+/// The endpoint set, with a precomputed smooth weighted round-robin schedule.
+#[derive(Debug, Default)]
+pub struct EndpointSet {
+    pub endpoints: Vec<Arc<Endpoint>>,
+    /// Indices into `endpoints`, in smooth-WRR order; empty when all weights are equal.
+    schedule: Vec<u32>,
+}
+
+impl EndpointSet {
+    pub fn new(endpoints: Vec<Arc<Endpoint>>) -> Self {
+        let weights: Vec<u32> = endpoints.iter().map(|e| e.weight.max(1)).collect();
+        let uniform = weights.windows(2).all(|w| w[0] == w[1]);
+        let schedule = if uniform { Vec::new() } else { smooth_wrr_schedule(&weights) };
+        EndpointSet { endpoints, schedule }
+    }
+}
+
+/// Nginx's smooth weighted round robin, unrolled into one period (sum of weights, capped).
+fn smooth_wrr_schedule(weights: &[u32]) -> Vec<u32> {
+    // Keep the period bounded: scale weights down if their sum is huge.
+    let total: u64 = weights.iter().map(|&w| w as u64).sum();
+    let scale = total.div_ceil(10_000).max(1);
+    let weights: Vec<i64> = weights.iter().map(|&w| ((w as u64 / scale).max(1)) as i64).collect();
+    let total: i64 = weights.iter().sum();
+    let mut current = vec![0i64; weights.len()];
+    let mut out = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        let mut best = 0;
+        for i in 0..weights.len() {
+            current[i] += weights[i];
+            if current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= total;
+        out.push(best as u32);
+    }
+    out
+}
+
+/// Runtime state of one upstream.
+#[derive(Debug)]
+pub struct UpstreamState {
+    /// Unique per state object: the key of its connection pools.
+    pub uid: u64,
+    pub conf: Arc<UpstreamConf>,
+    pub endpoints: ArcSwap<EndpointSet>,
+    rr: AtomicUsize,
+}
+
+impl UpstreamState {
+    pub fn new(conf: Arc<UpstreamConf>) -> Self {
+        let initial = match &conf.endpoints {
+            EndpointSource::Static(list) => list
+                .iter()
+                .filter_map(|e| e.address.parse::<SocketAddr>().ok().map(|a| (a, e.weight)))
+                .map(|(addr, weight)| Arc::new(Endpoint { addr, weight, active: AtomicU32::new(0) }))
+                .collect(),
+            EndpointSource::Dns { .. } => Vec::new(),
+        };
+        UpstreamState {
+            uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
+            conf,
+            endpoints: ArcSwap::from_pointee(EndpointSet::new(initial)),
+            rr: AtomicUsize::new(0),
+        }
+    }
+
+    /// Does this state serve `conf` unchanged (same settings; the id may differ)?
+    pub fn same_settings(&self, conf: &UpstreamConf) -> bool {
+        let a = &*self.conf;
+        a.name == conf.name
+            && a.endpoints == conf.endpoints
+            && a.protocol == conf.protocol
+            && a.tls == conf.tls
+            && a.lb == conf.lb
+            && a.health_checks == conf.health_checks
+            && a.outlier == conf.outlier
+            && a.circuit_breakers == conf.circuit_breakers
+            && a.connect_timeout == conf.connect_timeout
+            && a.max_idle_connections_per_endpoint == conf.max_idle_connections_per_endpoint
+            && a.idle_connection_timeout == conf.idle_connection_timeout
+    }
+
+    /// Replaces the endpoint set, keeping the state of endpoints that stay.
+    pub fn set_endpoints(&self, addrs: Vec<(SocketAddr, u32)>) {
+        let old = self.endpoints.load();
+        let mut fresh = Vec::with_capacity(addrs.len());
+        for (addr, weight) in addrs {
+            match old.endpoints.iter().find(|e| e.addr == addr && e.weight == weight) {
+                Some(e) => fresh.push(e.clone()),
+                None => fresh.push(Arc::new(Endpoint { addr, weight, active: AtomicU32::new(0) })),
+            }
+        }
+        let unchanged = fresh.len() == old.endpoints.len()
+            && fresh.iter().zip(old.endpoints.iter()).all(|(a, b)| Arc::ptr_eq(a, b));
+        if !unchanged {
+            self.endpoints.store(Arc::new(EndpointSet::new(fresh)));
+        }
+    }
+
+    /// Picks an endpoint by (weighted) round robin, skipping `avoid` when another exists.
+    pub fn pick(&self, avoid: Option<SocketAddr>) -> Option<Arc<Endpoint>> {
+        let set = self.endpoints.load();
+        let n = set.endpoints.len();
+        if n == 0 {
+            return None;
+        }
+        for _ in 0..n.min(4) {
+            let tick = self.rr.fetch_add(1, Ordering::Relaxed);
+            let idx = if set.schedule.is_empty() {
+                tick % n
+            } else {
+                set.schedule[tick % set.schedule.len()] as usize
+            };
+            let ep = &set.endpoints[idx];
+            if Some(ep.addr) != avoid || n == 1 {
+                return Some(ep.clone());
+            }
+        }
+        set.endpoints.iter().find(|e| Some(e.addr) != avoid).cloned()
+    }
+}
+
+/// Resolves `host:port` (all A/AAAA records), off the request path.
+pub async fn resolve(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+    let mut out: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smooth_wrr_interleaves() {
+        let s = smooth_wrr_schedule(&[5, 1, 1]);
+        assert_eq!(s.len(), 7);
+        assert_eq!(s.iter().filter(|&&i| i == 0).count(), 5);
+        // Smooth: the heavy endpoint never takes more than 3 in a row for 5:1:1.
+        let mut run = 0;
+        let mut max_run = 0;
+        for &i in &s {
+            run = if i == 0 { run + 1 } else { 0 };
+            max_run = max_run.max(run);
+        }
+        assert!(max_run <= 3, "{s:?}");
+    }
+}
