@@ -27,7 +27,7 @@ fn route(i: usize) -> Route {
         HostGlob::Any
     };
     let mut headers = Vec::new();
-    if i % 7 == 0 {
+    if i.is_multiple_of(7) {
         headers.push(HeaderMatch {
             name: HeaderName::from_static("x-tenant"),
             value: ValueMatch::Exact(format!("t{i}")),
@@ -43,7 +43,7 @@ fn route(i: usize) -> Route {
             prefix: format!("/svc{i}/api/"),
             case_sensitive: i % 11 != 4,
         },
-        method: (i % 13 == 0).then_some(Method::GET),
+        method: i.is_multiple_of(13).then_some(Method::GET),
         headers,
         query: Vec::new(),
         precedence: 0,

@@ -1027,8 +1027,8 @@ mod tests {
     fn index_agrees_with_linear_scan() {
         let mut rng = fastrand::Rng::with_seed(0x5eed);
         let mut matched = 0;
-        for round in 0..300 {
-            let n = if round % 10 == 0 {
+        for round in 0..300usize {
+            let n = if round.is_multiple_of(10) {
                 rng.usize(0..400)
             } else {
                 rng.usize(0..40)
@@ -1244,7 +1244,7 @@ mod tests {
     }
 
     fn ten_thousand() -> Vec<Arc<Route>> {
-        let routes = (0..10_000)
+        let routes = (0..10_000usize)
             .map(|i| {
                 let host = if i % 10 == 3 {
                     format!("svc{i}.example.com")
@@ -1252,7 +1252,7 @@ mod tests {
                     "*".to_string()
                 };
                 let mut r = route(&host, prefix(&format!("/svc{i}/api/")));
-                if i % 7 == 0 {
+                if i.is_multiple_of(7) {
                     r.headers.push(HeaderMatch {
                         name: HeaderName::from_static("x-tenant"),
                         value: ValueMatch::Exact(format!("t{i}")),
