@@ -20,10 +20,12 @@
 //!    routes whose path ends there (those only count when the whole request path was consumed).
 //!    Walking the request path therefore visits at most `path.len()` nodes and yields exactly the
 //!    routes whose path pattern matches. Regex routes sit in a per-bucket list and have their
-//!    (anchored) regex evaluated only if they could still beat the best id found so far.
+//!    (anchored) regex evaluated only if they could still beat the best id found so far. (No
+//!    `RegexSet`: it would have to be built from `Regex::as_str`, which loses builder flags
+//!    such as the case-insensitivity the compiler sets for `case_sensitive: false` regexes.)
 //! 3. **Remaining predicates.** Every id list in the index is ascending. For each list reached,
-//!    the ids below the best match found so far are checked (method, then headers, then query
-//!    parameters; for regex routes the path first) until one passes, which becomes the new best.
+//!    the ids below the best match found so far are checked (method, then the path for regex
+//!    routes, then headers, then query parameters) until one passes: the new best.
 //!    Each trie node also records the smallest id in its subtree, so a walk stops as soon as
 //!    nothing below can beat the current best. No candidate buffer is needed and a lookup does
 //!    not allocate (except to percent-decode a query parameter that contains `%` or `+`).
