@@ -33,6 +33,24 @@ pub struct Snapshot {
     pub resources: Vec<ResourceInfo>,
     /// Defaults from an Emissary `Module` (or built-in), already applied to routes.
     pub access_log: Option<AccessLogConf>,
+    /// The global rate limit service (CONTRACT §4.1), if a `RateLimitService` is configured.
+    pub rate_limit_service: Option<RateLimitServiceConf>,
+}
+
+/// A `RateLimitService` resource, compiled (CONTRACT §4.1).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RateLimitServiceConf {
+    /// The resource's `metadata.name`.
+    pub name: String,
+    /// Index in `Snapshot::upstreams` of the rate limit server (gRPC: protocol `H2c`, or `Auto`
+    /// for `https://`).
+    pub upstream: usize,
+    /// The descriptor domain sent to the server (default `portico`).
+    pub domain: String,
+    /// Deadline of one check (default 20 ms).
+    pub timeout: Duration,
+    /// true: a failed check rejects the request (429); false (default): it is allowed.
+    pub failure_mode_deny: bool,
 }
 
 /// Where a resource came from and how it fared, for the admin API.

@@ -1,0 +1,420 @@
+//! Reading config sources and splitting them into resources.
+//!
+//! Owns: walking files and directories, YAML parsing into positioned trees, the resource
+//! envelope (`apiVersion`, `kind`, `metadata`, `spec`), dispatch to the schema of an
+//! `apiVersion` (see [`schema_for`]), typed deserialization of each `spec`, duplicate names,
+//! and the [`Diags`] collector used by the rest of the crate.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::ConfigSource;
+use crate::diag::{Diagnostic, Severity};
+use crate::model::{self, Metadata, Spec};
+use crate::node::{self, Deserialized, Node, Pos, Value};
+
+/// How many times one resource is re-deserialized after dropping an offending entry.
+const RETRY_LIMIT: usize = 64;
+/// How deep directories are walked (guards against symlink loops).
+const MAX_DEPTH: usize = 32;
+
+/// Collects diagnostics.
+#[derive(Debug, Default)]
+pub(crate) struct Diags {
+    pub list: Vec<Diagnostic>,
+}
+
+impl Diags {
+    pub fn add(&mut self, file: &str, pos: Pos, kind: &str, name: &str, severity: Severity, message: String) {
+        self.list.push(Diagnostic {
+            file: file.to_string(),
+            line: pos.line.max(1),
+            column: pos.col.max(1),
+            kind: kind.to_string(),
+            name: name.to_string(),
+            severity,
+            message,
+        });
+    }
+}
+
+/// One config file's text.
+pub(crate) struct SourceFile {
+    pub name: Arc<str>,
+    pub base_dir: Arc<Path>,
+    pub text: String,
+}
+
+/// Reads every source; unreadable paths become diagnostics.
+pub(crate) fn read_sources(sources: &[ConfigSource], d: &mut Diags) -> Vec<SourceFile> {
+    let mut out = Vec::new();
+    for src in sources {
+        match src {
+            ConfigSource::Inline { name, text, base_dir } => out.push(SourceFile {
+                name: name.as_str().into(),
+                base_dir: Arc::from(absolute(base_dir).as_path()),
+                text: text.clone(),
+            }),
+            ConfigSource::Path(path) => {
+                let display = path.display().to_string();
+                match fs::metadata(path) {
+                    Ok(m) if m.is_dir() => {
+                        let mut files = Vec::new();
+                        walk(path, 0, &mut files, d);
+                        files.sort();
+                        if files.is_empty() {
+                            d.add(
+                                &display,
+                                Pos::default(),
+                                "-",
+                                "-",
+                                Severity::Warning,
+                                "no *.yaml or *.yml files in this directory".to_string(),
+                            );
+                        }
+                        for f in files {
+                            read_file(&f, &mut out, d);
+                        }
+                    }
+                    Ok(_) => read_file(path, &mut out, d),
+                    Err(e) => d.add(&display, Pos::default(), "-", "-", Severity::Error, format!("cannot read: {e}")),
+                }
+            }
+        }
+    }
+    out
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>, d: &mut Diags) {
+    if depth > MAX_DEPTH {
+        return;
+    }
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            let name = dir.display().to_string();
+            d.add(&name, Pos::default(), "-", "-", Severity::Error, format!("cannot read directory: {e}"));
+            return;
+        }
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        // Hidden entries (`.git`, editor files) are skipped.
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        match fs::metadata(&path) {
+            Ok(m) if m.is_dir() => walk(&path, depth + 1, out, d),
+            Ok(_) => {
+                let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default();
+                if ext == "yaml" || ext == "yml" {
+                    out.push(path);
+                }
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+fn read_file(path: &Path, out: &mut Vec<SourceFile>, d: &mut Diags) {
+    let name = path.display().to_string();
+    match fs::read_to_string(path) {
+        Ok(text) => {
+            let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+            out.push(SourceFile { name: name.into(), base_dir: Arc::from(absolute(&base).as_path()), text });
+        }
+        Err(e) => d.add(&name, Pos::default(), "-", "-", Severity::Error, format!("cannot read: {e}")),
+    }
+}
+
+/// Resource kinds.
+pub(crate) const LISTENER: &str = "Listener";
+pub(crate) const HOST: &str = "Host";
+pub(crate) const MAPPING: &str = "Mapping";
+pub(crate) const UPSTREAM: &str = "Upstream";
+pub(crate) const RATE_LIMIT_SERVICE: &str = "RateLimitService";
+
+/// One resource document, typed.
+pub(crate) struct Resource {
+    pub kind: &'static str,
+    /// `metadata.name`, or `-` when missing.
+    pub name: String,
+    pub file: Arc<str>,
+    pub base_dir: Arc<Path>,
+    /// The document (offending entries removed).
+    pub root: Node,
+    /// `None` when the spec could not be deserialized at all.
+    pub spec: Option<Spec>,
+    /// Dotted paths (from the document root, e.g. `spec.port`) dropped because of an error.
+    pub removed: Vec<String>,
+    /// Position among all resources (file order).
+    pub order: usize,
+}
+
+impl Resource {
+    fn emit(&self, d: &mut Diags, pos: Pos, severity: Severity, message: String) {
+        d.add(&self.file, pos, self.kind, &self.name, severity, message);
+    }
+
+    /// An error at the value at `path` (or the nearest existing ancestor).
+    pub fn error(&self, d: &mut Diags, path: &[&str], message: impl Into<String>) {
+        self.emit(d, self.root.pos_of(path), Severity::Error, message.into());
+    }
+
+    /// An error at the key of `path`.
+    pub fn error_key(&self, d: &mut Diags, path: &[&str], message: impl Into<String>) {
+        self.emit(d, self.root.key_pos_of(path), Severity::Error, message.into());
+    }
+
+    pub fn warn(&self, d: &mut Diags, path: &[&str], message: impl Into<String>) {
+        self.emit(d, self.root.key_pos_of(path), Severity::Warning, message.into());
+    }
+
+    /// A missing required field (`path` ends with the field): reported at the key of its parent,
+    /// unless the field was dropped because of an earlier error.
+    pub fn missing(&self, d: &mut Diags, path: &[&str], message: impl Into<String>) {
+        if self.was_removed(path) {
+            return;
+        }
+        let parent = &path[..path.len().saturating_sub(1)];
+        self.emit(d, self.root.key_pos_of(parent), Severity::Error, message.into());
+    }
+
+    /// Whether `path` or one of its ancestors was dropped because of an error.
+    pub fn was_removed(&self, path: &[&str]) -> bool {
+        let joined = path.join(".");
+        self.removed.iter().any(|r| joined == *r || (joined.starts_with(r.as_str()) && joined.as_bytes().get(r.len()) == Some(&b'.')))
+    }
+
+    /// `file:line` of the value at `path`, for messages naming another resource.
+    pub fn loc(&self, path: &[&str]) -> String {
+        format!("{}:{}", self.file, self.root.pos_of(path).line)
+    }
+}
+
+/// What an `apiVersion` understands.
+pub(crate) trait Schema: Sync {
+    /// The kinds of this schema (for messages).
+    fn kinds(&self) -> &'static [&'static str];
+    /// Deserializes the `spec` of `kind`; `None` when the kind is unknown.
+    fn parse_spec(&self, kind: &str, spec: &mut Node) -> Option<(&'static str, Deserialized<Spec>)>;
+}
+
+/// `portico.dev/v1`.
+struct PorticoV1;
+
+fn typed<T: serde::de::DeserializeOwned>(spec: &mut Node, wrap: fn(T) -> Spec) -> Deserialized<Spec> {
+    let r = node::deserialize_all::<T>(spec, RETRY_LIMIT);
+    Deserialized { value: r.value.map(wrap), errors: r.errors, removed: r.removed }
+}
+
+impl Schema for PorticoV1 {
+    fn kinds(&self) -> &'static [&'static str] {
+        &[LISTENER, HOST, MAPPING, UPSTREAM, RATE_LIMIT_SERVICE]
+    }
+
+    fn parse_spec(&self, kind: &str, spec: &mut Node) -> Option<(&'static str, Deserialized<Spec>)> {
+        Some(match kind {
+            LISTENER => (LISTENER, typed::<model::ListenerSpec>(spec, Spec::Listener)),
+            HOST => (HOST, typed::<model::HostSpec>(spec, Spec::Host)),
+            MAPPING => (MAPPING, typed::<model::MappingSpec>(spec, |m| Spec::Mapping(Box::new(m)))),
+            UPSTREAM => (UPSTREAM, typed::<model::UpstreamSpec>(spec, |u| Spec::Upstream(Box::new(u)))),
+            RATE_LIMIT_SERVICE => (RATE_LIMIT_SERVICE, typed::<model::RateLimitServiceSpec>(spec, Spec::RateLimitService)),
+            _ => return None,
+        })
+    }
+}
+
+pub(crate) const PORTICO_V1: &str = "portico.dev/v1";
+pub(crate) const EMISSARY_V3: &str = "getambassador.io/v3alpha1";
+
+/// The schema of an `apiVersion`: `Ok(None)` for an unknown one, `Err` for a known one that is
+/// not implemented yet. A second schema is added here.
+pub(crate) fn schema_for(api_version: &str) -> Result<Option<&'static dyn Schema>, String> {
+    match api_version {
+        PORTICO_V1 => Ok(Some(&PorticoV1)),
+        EMISSARY_V3 => Err(format!("{EMISSARY_V3} is not supported yet")),
+        _ => Ok(None),
+    }
+}
+
+const ENVELOPE_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
+
+/// Parses every file into resources.
+pub(crate) fn parse_files(files: &[SourceFile], d: &mut Diags) -> Vec<Resource> {
+    let mut out = Vec::new();
+    for f in files {
+        let docs = match node::parse_documents(&f.text) {
+            Ok(docs) => docs,
+            Err(e) => {
+                d.add(&f.name, e.pos, "-", "-", Severity::Error, format!("invalid YAML: {}", e.message));
+                continue;
+            }
+        };
+        for doc in docs {
+            if let Some(r) = parse_document(f, doc, out.len(), d) {
+                out.push(r);
+            }
+        }
+    }
+    check_duplicate_names(&out, d);
+    out
+}
+
+fn parse_document(f: &SourceFile, mut root: Node, order: usize, d: &mut Diags) -> Option<Resource> {
+    let file = &f.name;
+    let Value::Map(entries) = &root.value else {
+        if !matches!(root.value, Value::Null) {
+            d.add(
+                file,
+                root.pos,
+                "-",
+                "-",
+                Severity::Error,
+                format!("a resource must be a mapping with apiVersion, kind, metadata and spec, not a {}", root.value.type_name()),
+            );
+        }
+        return None;
+    };
+    let kind_text = root.get("kind").and_then(|k| k.as_str()).map(str::to_string);
+    let diag_kind = kind_text.clone().unwrap_or_else(|| "-".to_string());
+    let name_node = root.get("metadata").and_then(|m| m.get("name"));
+    let diag_name = name_node.and_then(|n| n.as_text()).map(|n| n.into_owned()).unwrap_or_else(|| "-".to_string());
+    let err = |d: &mut Diags, pos: Pos, msg: String| d.add(file, pos, &diag_kind, &diag_name, Severity::Error, msg);
+
+    let mut fatal = false;
+    for (k, _) in entries {
+        let key = k.as_text().unwrap_or_default();
+        if !ENVELOPE_FIELDS.contains(&key.as_ref()) {
+            err(d, k.pos, format!("unknown field `{key}`, expected one of `apiVersion`, `kind`, `metadata`, `spec`"));
+        }
+    }
+
+    // apiVersion
+    let schema = match root.get("apiVersion") {
+        None => {
+            err(d, root.pos, format!("missing field `apiVersion` (expected {PORTICO_V1})"));
+            None
+        }
+        Some(v) => match v.as_str() {
+            None => {
+                err(d, v.pos, format!("invalid type: {}, expected a string for `apiVersion`", v.value.type_name()));
+                None
+            }
+            Some(av) => match schema_for(av) {
+                Ok(Some(s)) => Some(s),
+                Ok(None) => {
+                    err(d, v.pos, format!("unknown apiVersion `{av}` (expected {PORTICO_V1})"));
+                    None
+                }
+                Err(msg) => {
+                    err(d, v.pos, msg);
+                    None
+                }
+            },
+        },
+    };
+
+    // kind
+    match root.get("kind") {
+        None => {
+            err(d, root.pos, "missing field `kind`".to_string());
+            fatal = true;
+        }
+        Some(k) if k.as_str().is_none() => {
+            err(d, k.pos, format!("invalid type: {}, expected a string for `kind`", k.value.type_name()));
+            fatal = true;
+        }
+        Some(_) => {}
+    }
+
+    // metadata
+    let mut removed = Vec::new();
+    let mut has_name = false;
+    match root.get_mut("metadata") {
+        None => err(d, root.pos, "missing field `metadata` (metadata.name is required)".to_string()),
+        Some(meta) => {
+            let r = node::deserialize_all::<Metadata>(meta, RETRY_LIMIT);
+            for (pos, msg) in r.errors {
+                err(d, pos, msg);
+            }
+            removed.extend(r.removed.iter().map(|p| format!("metadata.{p}")));
+            match r.value.and_then(|m| m.name) {
+                Some(n) if n.trim().is_empty() => err(d, meta.pos_of(&["name"]), "metadata.name must not be empty".to_string()),
+                Some(_) => has_name = true,
+                None if !removed.iter().any(|p| p == "metadata.name") => {
+                    let pos = root.key_pos_of(&["metadata"]);
+                    err(d, pos, "missing field `name` in metadata (metadata.name is required)".to_string());
+                }
+                None => {}
+            }
+        }
+    }
+    let name = if has_name { diag_name.clone() } else { "-".to_string() };
+
+    let (schema, kind_text) = match (schema, kind_text) {
+        (Some(s), Some(k)) if !fatal => (s, k),
+        _ => return None,
+    };
+
+    // spec
+    let spec_pos = root.key_pos_of(&["spec"]);
+    let mut spec_node = match root.get_mut("spec") {
+        Some(s) => std::mem::replace(s, Node { pos: spec_pos, value: Value::Null }),
+        None => Node { pos: root.pos, value: Value::Null },
+    };
+    if matches!(spec_node.value, Value::Null) {
+        spec_node.value = Value::Map(Vec::new());
+    }
+    if !matches!(spec_node.value, Value::Map(_)) {
+        let msg = format!("invalid type: {}, expected a mapping for `spec`", spec_node.value.type_name());
+        err(d, spec_node.pos, msg);
+        return None;
+    }
+    let Some((kind, parsed)) = schema.parse_spec(&kind_text, &mut spec_node) else {
+        let pos = root.pos_of(&["kind"]);
+        err(d, pos, format!("unknown kind `{kind_text}` (expected one of {})", schema.kinds().join(", ")));
+        return None;
+    };
+    for (pos, msg) in parsed.errors {
+        err(d, pos, msg);
+    }
+    removed.extend(parsed.removed.iter().map(|p| format!("spec.{p}")));
+    if let Some(s) = root.get_mut("spec") {
+        *s = spec_node;
+    }
+    Some(Resource {
+        kind,
+        name,
+        file: f.name.clone(),
+        base_dir: f.base_dir.clone(),
+        root,
+        spec: parsed.value,
+        removed,
+        order,
+    })
+}
+
+fn check_duplicate_names(resources: &[Resource], d: &mut Diags) {
+    let mut seen: HashMap<(&str, &str), &Resource> = HashMap::with_capacity(resources.len());
+    for r in resources {
+        if r.name == "-" {
+            continue;
+        }
+        match seen.get(&(r.kind, r.name.as_str())) {
+            Some(first) => {
+                let at = first.loc(&["metadata", "name"]);
+                r.error(d, &["metadata", "name"], format!("duplicate {} name `{}` (first defined at {at})", r.kind, r.name));
+            }
+            None => {
+                seen.insert((r.kind, r.name.as_str()), r);
+            }
+        }
+    }
+}
