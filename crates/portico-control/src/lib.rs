@@ -1,1 +1,11 @@
+//! Portico's control plane: config sources and reload (`reload`), file watching (`watch`),
+//! the admin API (`admin`, `views`) and route explanation (`explain`).
 #![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod explain;
+pub mod reload;
+pub mod views;
+pub mod watch;
+
+pub use reload::{Controller, Outcome};

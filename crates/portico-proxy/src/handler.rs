@@ -295,7 +295,7 @@ fn authority_of_parts<'a>(uri: &'a Uri, headers: &'a http::HeaderMap) -> Option<
 }
 
 /// The host of an authority: port stripped, lowercase (allocates only when it must).
-fn host_of(authority: &str) -> Cow<'_, str> {
+pub fn host_of(authority: &str) -> Cow<'_, str> {
     let host = if let Some(rest) = authority.strip_prefix('[') {
         // [v6]:port
         rest.split(']').next().unwrap_or(rest)
@@ -313,7 +313,7 @@ fn host_of(authority: &str) -> Cow<'_, str> {
 }
 
 /// The upstream path and query after the route's rewrite.
-fn rewrite_path(route: &Route, uri: &Uri) -> PathAndQuery {
+pub fn rewrite_path(route: &Route, uri: &Uri) -> PathAndQuery {
     let path = uri.path();
     let new_path: Cow<'_, str> = match &route.rewrite {
         Rewrite::None => Cow::Borrowed(path),
@@ -349,9 +349,8 @@ fn rewrite_path(route: &Route, uri: &Uri) -> PathAndQuery {
 fn direct_response(d: &DirectResponseConf, route: &Route) -> Response<RespBody> {
     let mut resp = Response::new(RespBody::full(d.body.clone()));
     *resp.status_mut() = StatusCode::from_u16(d.status).unwrap_or(StatusCode::OK);
-    if let Some(ct) = &d.content_type {
-        resp.headers_mut().insert(header::CONTENT_TYPE, ct.clone());
-    }
+    let ct = d.content_type.clone().unwrap_or(HeaderValue::from_static("text/plain"));
+    resp.headers_mut().insert(header::CONTENT_TYPE, ct);
     headers::apply_rules(resp.headers_mut(), &route.remove_response_headers, &route.add_response_headers);
     resp
 }

@@ -44,7 +44,7 @@ struct ListenerHandle {
 
 struct Worker {
     tx: mpsc::UnboundedSender<Cmd>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _thread: std::thread::JoinHandle<()>,
 }
 
 /// The set of workers and the listeners they serve.
@@ -64,7 +64,7 @@ impl Server {
             let thread = std::thread::Builder::new()
                 .name(format!("portico-worker-{i}"))
                 .spawn(move || worker_main(p, rx))?;
-            workers.push(Worker { tx, thread: Some(thread) });
+            workers.push(Worker { tx, _thread: thread });
         }
         Ok(Server { proxy, workers, listeners: Mutex::new(HashMap::new()) })
     }
@@ -138,15 +138,6 @@ impl Server {
         }
         for rx in waits {
             let _ = rx.await;
-        }
-    }
-
-    /// Waits for the worker threads to end (after `drain`).
-    pub fn join(&mut self) {
-        for w in &mut self.workers {
-            if let Some(t) = w.thread.take() {
-                let _ = t.join();
-            }
         }
     }
 }

@@ -1,2 +1,281 @@
+//! The `portico` binary: the command line of CONTRACT §1.
 #![forbid(unsafe_code)]
-fn main() {}
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use portico_config::diag::Diagnostic;
+use portico_config::{ConfigSource, DEFAULT_CONFIG};
+use portico_control::admin::{self, Admin, Command};
+use portico_control::reload::{self, Controller, Status};
+use portico_proxy::access_log::{AccessLog, LogTarget};
+use portico_proxy::{Proxy, ProxySettings, Server};
+use serde_json::json;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "portico", version, about = "An L7 edge proxy and its control plane")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the proxy.
+    Run {
+        /// Config file or directory (repeatable). Default: ./portico.yaml, else the embedded default.
+        #[arg(short = 'c', long = "config")]
+        config: Vec<PathBuf>,
+        /// Admin API address.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: SocketAddr,
+        /// Worker threads (default: one per CPU).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Access log: a file path, `-` for stdout (default), or `off`.
+        #[arg(long = "access-log", default_value = "-")]
+        access_log: String,
+        /// How long in-flight requests get to finish on drain.
+        #[arg(long = "drain-timeout-ms", default_value_t = 10_000)]
+        drain_timeout_ms: u64,
+    },
+    /// Validate configuration without binding anything.
+    Check {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Which route a request would take, offline.
+    Explain {
+        #[arg(short = 'c', long = "config", required = true)]
+        config: Vec<PathBuf>,
+        method: String,
+        url: String,
+        /// Request header `Name: value` (repeatable).
+        #[arg(short = 'H', long = "header")]
+        headers: Vec<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Version and build info.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Version => {
+            println!("portico {} ({} {})", env!("CARGO_PKG_VERSION"), std::env::consts::OS, std::env::consts::ARCH);
+            ExitCode::SUCCESS
+        }
+        Cmd::Check { paths, format } => check(paths, format),
+        Cmd::Explain { config, method, url, headers, format } => explain(config, &method, &url, &headers, format),
+        Cmd::Run { config, admin, workers, access_log, drain_timeout_ms } => {
+            init_logging();
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("portico: cannot start runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let opts = RunOpts { config, admin, workers, access_log, drain_timeout_ms };
+            match rt.block_on(run(opts)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTICO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn sources_of(paths: &[PathBuf]) -> Vec<ConfigSource> {
+    paths.iter().cloned().map(ConfigSource::Path).collect()
+}
+
+fn print_diagnostics(diags: &[Diagnostic], format: Format) {
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(diags).unwrap_or_else(|_| "[]".into())),
+        Format::Text => {
+            for d in diags {
+                println!("{d}");
+            }
+        }
+    }
+}
+
+fn check(paths: Vec<PathBuf>, format: Format) -> ExitCode {
+    let result = portico_config::load(&sources_of(&paths));
+    print_diagnostics(&result.diagnostics, format);
+    if result.has_errors() { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
+fn explain(config: Vec<PathBuf>, method: &str, url: &str, headers: &[String], format: Format) -> ExitCode {
+    let result = portico_config::load(&sources_of(&config));
+    let Some(snapshot) = result.snapshot else {
+        print_diagnostics(&result.diagnostics, Format::Text);
+        return ExitCode::from(2);
+    };
+    let v = match portico_control::explain::explain(&snapshot, method, url, headers) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("portico explain: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return ExitCode::SUCCESS;
+    }
+    match v["route"].as_str() {
+        Some(route) => {
+            println!("{method} {url}");
+            println!("  route:          {route}");
+            println!("  upstream:       {}", v["upstream"].as_str().unwrap_or("(answered locally)"));
+            println!("  rewritten path: {}", v["rewritten_path"].as_str().unwrap_or("-"));
+            println!("  match:          {}", v["match"]);
+            println!("  policies:       {}", v["policies"]);
+        }
+        None => println!("{method} {url}\n  no route matches: 404 NR"),
+    }
+    if let Some(rej) = v["rejected"].as_array().filter(|r| !r.is_empty()) {
+        println!("  not taken:");
+        for r in rej {
+            println!("    {}: {}", r["route"].as_str().unwrap_or("?"), r["reason"].as_str().unwrap_or(""));
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+struct RunOpts {
+    config: Vec<PathBuf>,
+    admin: SocketAddr,
+    workers: Option<usize>,
+    access_log: String,
+    drain_timeout_ms: u64,
+}
+
+async fn run(opts: RunOpts) -> anyhow::Result<()> {
+    // Sources: -c paths, else ./portico.yaml, else the embedded default.
+    let mut watch_paths = opts.config.clone();
+    let sources: Vec<ConfigSource> = if !opts.config.is_empty() {
+        sources_of(&opts.config)
+    } else if std::path::Path::new("portico.yaml").exists() {
+        watch_paths = vec![PathBuf::from("portico.yaml")];
+        vec![ConfigSource::Path(PathBuf::from("portico.yaml"))]
+    } else {
+        vec![ConfigSource::Inline {
+            name: "<default>".into(),
+            text: DEFAULT_CONFIG.into(),
+            base_dir: std::env::current_dir().unwrap_or_default(),
+        }]
+    };
+    let source_desc = if watch_paths.is_empty() {
+        json!({ "paths": [], "embedded": true })
+    } else {
+        json!({ "paths": watch_paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>() })
+    };
+
+    let (snapshot, diags) = reload::load(sources.clone()).await;
+    for d in &diags {
+        if d.is_error() {
+            tracing::error!("{d}");
+        } else {
+            tracing::warn!("{d}");
+        }
+    }
+    let Some(snapshot) = snapshot else {
+        anyhow::bail!("configuration rejected; not starting");
+    };
+
+    let target = match opts.access_log.as_str() {
+        "-" => LogTarget::Stdout,
+        "off" => LogTarget::Off,
+        p => LogTarget::File(PathBuf::from(p)),
+    };
+    let access_log = AccessLog::new(target)?;
+    let resources = reload::resources_json(&snapshot, &diags);
+    let listeners = snapshot.listeners.clone();
+    let first = portico_proxy::prepare(snapshot, 1, None).await;
+    let settings = ProxySettings { drain_timeout: Duration::from_millis(opts.drain_timeout_ms) };
+    let proxy = Arc::new(Proxy::new(first, settings, access_log));
+    let workers = opts.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let server = Arc::new(Server::start(proxy.clone(), workers)?);
+    let bind_errors = server.reconcile(&listeners);
+    if !bind_errors.is_empty() {
+        anyhow::bail!("{}", bind_errors.join("; "));
+    }
+
+    let ctl = Arc::new(Controller::new(
+        sources,
+        source_desc,
+        proxy.clone(),
+        server.clone(),
+        Status { last_error: None, resources },
+    ));
+    let (cmd_tx, mut cmd_rx) = tokio::sync::mpsc::unbounded_channel();
+    let admin_addr = admin::serve(opts.admin, Arc::new(Admin { ctl: ctl.clone(), commands: cmd_tx })).await?;
+    tracing::info!(address = %admin_addr, "admin API listening");
+    let _watcher = if watch_paths.is_empty() {
+        None
+    } else {
+        match portico_control::watch::watch(&watch_paths, ctl.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch config files; reload with SIGHUP or POST /reload");
+                None
+            }
+        }
+    };
+
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let mut drained = false;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => { ctl.reload("SIGHUP").await; }
+            _ = usr1.recv() => proxy.access_log.reopen(),
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            Some(Command::Drain { exit }) = cmd_rx.recv() => {
+                if !drained {
+                    tracing::info!("draining (admin)");
+                    server.drain().await;
+                    drained = true;
+                }
+                if exit { break; }
+            }
+        }
+    }
+    if !drained {
+        tracing::info!("draining");
+        server.drain().await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! Reloading: read the sources, validate and compile off the request path, prepare runtime
+//! state, swap it in atomically, and reconcile listeners. Reloads are serialized; a rejected
+//! config leaves the running one untouched and is reported in the log, in `/config` and in
+//! the reload counters.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use portico_config::diag::{Diagnostic, Severity};
+use portico_config::{ConfigSource, Snapshot};
+use portico_proxy::{Proxy, Server};
+use serde_json::{Value, json};
+
+/// The outcome of one reload.
+#[derive(Debug)]
+pub enum Outcome {
+    Applied { generation: u64 },
+    Rejected { errors: Vec<String> },
+}
+
+/// What `/config` reports about the last rejected config.
+#[derive(Debug, Clone)]
+pub struct LastError {
+    pub at: SystemTime,
+    pub errors: Vec<String>,
+    pub commit: Option<String>,
+}
+
+/// Status for the admin API.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    pub last_error: Option<LastError>,
+    /// Resources of the applied config with their status.
+    pub resources: Vec<Value>,
+}
+
+/// Reload counters (exported as metrics).
+#[derive(Debug, Default)]
+pub struct ReloadCounters {
+    pub applied: AtomicU64,
+    pub rejected: AtomicU64,
+}
+
+/// The control plane's handle on the running proxy.
+pub struct Controller {
+    pub sources: Vec<ConfigSource>,
+    /// JSON for `/config.source`.
+    pub source_desc: Value,
+    pub proxy: Arc<Proxy>,
+    pub server: Arc<Server>,
+    pub status: ArcSwap<Status>,
+    pub counters: ReloadCounters,
+    lock: tokio::sync::Mutex<()>,
+}
+
+/// Loads and compiles `sources` on a blocking thread.
+pub async fn load(sources: Vec<ConfigSource>) -> (Option<Snapshot>, Vec<Diagnostic>) {
+    match tokio::task::spawn_blocking(move || portico_config::load(&sources)).await {
+        Ok(r) => (r.snapshot, r.diagnostics),
+        Err(e) => (None, vec![internal_diag(format!("config loader failed: {e}"))]),
+    }
+}
+
+fn internal_diag(message: String) -> Diagnostic {
+    Diagnostic {
+        file: "-".into(),
+        line: 0,
+        column: 0,
+        kind: "-".into(),
+        name: "-".into(),
+        severity: Severity::Error,
+        message,
+    }
+}
+
+/// Per-resource status entries for `/config`.
+pub fn resources_json(snapshot: &Snapshot, warnings: &[Diagnostic]) -> Vec<Value> {
+    snapshot
+        .resources
+        .iter()
+        .map(|r| {
+            let warns: Vec<String> = warnings
+                .iter()
+                .filter(|w| w.kind == r.kind && w.name == r.name)
+                .map(|w| w.to_string())
+                .collect();
+            json!({
+                "kind": r.kind,
+                "name": r.name,
+                "file": r.file,
+                "line": r.line,
+                "status": if warns.is_empty() { r.status.clone() } else { "applied with warnings".to_string() },
+                "warnings": warns,
+            })
+        })
+        .collect()
+}
+
+impl Controller {
+    pub fn new(
+        sources: Vec<ConfigSource>,
+        source_desc: Value,
+        proxy: Arc<Proxy>,
+        server: Arc<Server>,
+        status: Status,
+    ) -> Controller {
+        Controller {
+            sources,
+            source_desc,
+            proxy,
+            server,
+            status: ArcSwap::from_pointee(status),
+            counters: ReloadCounters::default(),
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Reloads from the configured sources.
+    pub async fn reload(&self, trigger: &str) -> Outcome {
+        self.reload_from(self.sources.clone(), trigger, None).await
+    }
+
+    /// Reloads from `sources` (e.g. a freshly fetched git commit).
+    pub async fn reload_from(&self, sources: Vec<ConfigSource>, trigger: &str, commit: Option<String>) -> Outcome {
+        let _serial = self.lock.lock().await;
+        let (snapshot, diags) = load(sources).await;
+        let Some(snapshot) = snapshot else {
+            let errors: Vec<String> =
+                diags.iter().filter(|d| d.severity == Severity::Error).map(|d| d.to_string()).collect();
+            tracing::error!(trigger, errors = errors.len(), "config rejected; the running config stays");
+            for e in &errors {
+                tracing::error!("  {e}");
+            }
+            self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            let mut st = (**self.status.load()).clone();
+            st.last_error = Some(LastError { at: SystemTime::now(), errors: errors.clone(), commit });
+            self.status.store(Arc::new(st));
+            return Outcome::Rejected { errors };
+        };
+        let current = self.proxy.active();
+        let generation = current.generation + 1;
+        let resources = resources_json(&snapshot, &diags);
+        let listeners = snapshot.listeners.clone();
+        let next = portico_proxy::prepare(snapshot, generation, Some(&current)).await;
+        drop(current);
+        self.proxy.swap(next);
+        let bind_errors = self.server.reconcile(&listeners);
+        for e in &bind_errors {
+            tracing::error!("{e}");
+        }
+        self.counters.applied.fetch_add(1, Ordering::Relaxed);
+        let mut st = (**self.status.load()).clone();
+        st.resources = resources;
+        if !bind_errors.is_empty() {
+            st.last_error = Some(LastError { at: SystemTime::now(), errors: bind_errors, commit: None });
+        }
+        self.status.store(Arc::new(st));
+        tracing::info!(trigger, generation, "config applied");
+        Outcome::Applied { generation }
+    }
+}

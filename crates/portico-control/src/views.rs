@@ -1,0 +1,137 @@
+//! JSON views of the running state for the admin API: `/config`, `/routes`, `/upstreams`.
+
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+use portico_config::snapshot::{PathMatch, Route, RouteAction, Snapshot, ValueMatch};
+use portico_proxy::Active;
+use portico_proxy::access_log::rfc3339_millis;
+use serde_json::{Value, json};
+
+use crate::reload::Controller;
+
+fn ts(t: SystemTime) -> String {
+    rfc3339_millis(t)
+}
+
+pub fn config(ctl: &Controller) -> Value {
+    let active = ctl.proxy.active();
+    let st = ctl.status.load();
+    let last_error = st.last_error.as_ref().map(|e| {
+        let mut v = json!({ "at": ts(e.at), "errors": e.errors });
+        if let Some(c) = &e.commit {
+            v["commit"] = json!(c);
+        }
+        v
+    });
+    json!({
+        "generation": active.generation,
+        "source": ctl.source_desc,
+        "applied_at": ts(active.applied_at),
+        "resources": st.resources,
+        "last_error": last_error,
+    })
+}
+
+fn value_match(v: &ValueMatch) -> Value {
+    match v {
+        ValueMatch::Present => json!({ "present": true }),
+        ValueMatch::Exact(s) => json!({ "exact": s }),
+        ValueMatch::Regex(r) => json!({ "regex": r.as_str() }),
+    }
+}
+
+/// The match of a route as JSON (also used by `explain`).
+pub fn route_match(r: &Route) -> Value {
+    let mut m = serde_json::Map::new();
+    match &r.path {
+        PathMatch::Prefix { prefix, case_sensitive } => {
+            m.insert("prefix".into(), json!(prefix));
+            m.insert("case_sensitive".into(), json!(case_sensitive));
+        }
+        PathMatch::Exact { path, case_sensitive } => {
+            m.insert("exact".into(), json!(path));
+            m.insert("case_sensitive".into(), json!(case_sensitive));
+        }
+        PathMatch::Regex { source, .. } => {
+            m.insert("regex".into(), json!(source));
+        }
+    }
+    if let Some(method) = &r.method {
+        m.insert("method".into(), json!(method.as_str()));
+    }
+    if !r.headers.is_empty() {
+        let h: serde_json::Map<String, Value> =
+            r.headers.iter().map(|h| (h.name.as_str().to_string(), value_match(&h.value))).collect();
+        m.insert("headers".into(), Value::Object(h));
+    }
+    if !r.query.is_empty() {
+        let q: serde_json::Map<String, Value> = r.query.iter().map(|q| (q.name.clone(), value_match(&q.value))).collect();
+        m.insert("query".into(), Value::Object(q));
+    }
+    m.insert("precedence".into(), json!(r.precedence));
+    Value::Object(m)
+}
+
+pub fn upstream_name(snapshot: &Snapshot, r: &Route) -> Value {
+    match &r.action {
+        RouteAction::Forward { upstream } => {
+            snapshot.upstreams.get(*upstream).map(|u| json!(u.name)).unwrap_or(Value::Null)
+        }
+        _ => Value::Null,
+    }
+}
+
+pub fn routes(active: &Active) -> Value {
+    let snap = &active.config;
+    let routes: Vec<Value> = snap
+        .routes
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.name,
+                "hostname": r.hostname.to_string(),
+                "match": route_match(r),
+                "upstream": upstream_name(snap, r),
+                "weight": r.effective_weight,
+                "file": r.file,
+                "line": r.line,
+            })
+        })
+        .collect();
+    json!({ "routes": routes })
+}
+
+pub fn upstreams(active: &Active) -> Value {
+    let ups: Vec<Value> = active
+        .upstreams
+        .iter()
+        .map(|u| {
+            let set = u.endpoints.load();
+            let eps: Vec<Value> = set
+                .endpoints
+                .iter()
+                .map(|e| {
+                    json!({
+                        "address": e.addr.to_string(),
+                        "state": "healthy",
+                        "active_requests": e.active.load(Ordering::Relaxed),
+                        "weight": e.weight,
+                    })
+                })
+                .collect();
+            let cb = &u.conf.circuit_breakers;
+            json!({
+                "name": u.conf.name,
+                "endpoints": eps,
+                "circuit_breakers": {
+                    "max_connections": cb.max_connections,
+                    "max_pending_requests": cb.max_pending_requests,
+                    "max_requests": cb.max_requests,
+                    "max_retries": cb.max_retries,
+                },
+            })
+        })
+        .collect();
+    json!({ "upstreams": ups })
+}
