@@ -43,16 +43,29 @@ pub(crate) fn compile(resources: &[Resource], d: &mut Diags) -> Compiled {
     if listeners.iter().any(|l| l.protocol.is_tls()) && !hosts.iter().any(|h| h.tls.is_some()) {
         for r in resources.iter().filter(|r| r.kind == LISTENER) {
             if let Some(Spec::Listener(l)) = &r.spec
-                && matches!(l.protocol, Some(ListenerProtocolM::Https | ListenerProtocolM::HttpsProxy))
+                && matches!(
+                    l.protocol,
+                    Some(ListenerProtocolM::Https | ListenerProtocolM::HttpsProxy)
+                )
             {
-                r.error(c.d, &["spec", "protocol"], "a TLS listener needs at least one Host with tls");
+                r.error(
+                    c.d,
+                    &["spec", "protocol"],
+                    "a TLS listener needs at least one Host with tls",
+                );
             }
         }
     }
     c.upstream_resources(resources);
     let rate_limit_service = c.rate_limit_service(resources);
     let routes = c.routes(resources, rate_limit_service.is_some());
-    Compiled { listeners, hosts, routes, upstreams: c.upstreams, rate_limit_service }
+    Compiled {
+        listeners,
+        hosts,
+        routes,
+        upstreams: c.upstreams,
+        rate_limit_service,
+    }
 }
 
 /// Who first set an upstream-level field of an implicit upstream.
@@ -66,7 +79,13 @@ const F_HC: usize = 1;
 const F_OUTLIER: usize = 2;
 const F_CB: usize = 3;
 const F_CONNECT: usize = 4;
-const FIELD_NAMES: [&str; 5] = ["load_balancer", "health_checks", "outlier_detection", "circuit_breakers", "connect_timeout_ms"];
+const FIELD_NAMES: [&str; 5] = [
+    "load_balancer",
+    "health_checks",
+    "outlier_detection",
+    "circuit_breakers",
+    "connect_timeout_ms",
+];
 
 struct Ctx<'d> {
     d: &'d mut Diags,
@@ -102,7 +121,12 @@ fn p<'a>(base: &[&'a str], tail: &[&'a str]) -> Vec<&'a str> {
 /// The one-line reason of a regex error.
 fn regex_reason(e: &regex::Error) -> String {
     let s = e.to_string();
-    let reason = s.lines().rev().map(str::trim).find(|l| !l.is_empty()).unwrap_or("invalid");
+    let reason = s
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("invalid");
     reason.trim_start_matches("error: ").to_string()
 }
 
@@ -123,17 +147,23 @@ fn header_value(s: &str) -> Result<HeaderValue, String> {
 }
 
 fn parse_method(s: &str) -> Result<Method, String> {
-    let ok = !s.is_empty() && s.bytes().all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_');
+    let ok = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_');
     match Method::from_bytes(s.as_bytes()) {
         Ok(m) if ok => Ok(m),
-        _ => Err(format!("invalid method `{s}` (expected an uppercase HTTP method such as GET)")),
+        _ => Err(format!(
+            "invalid method `{s}` (expected an uppercase HTTP method such as GET)"
+        )),
     }
 }
 
 /// `host[:port]`, with IPv6 literals in brackets. Host is lowercased.
 fn parse_authority(s: &str) -> Result<(String, Option<u16>), String> {
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let (h, after) = rest.split_once(']').ok_or_else(|| format!("invalid address `{s}`: missing `]`"))?;
+        let (h, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("invalid address `{s}`: missing `]`"))?;
         if h.parse::<std::net::Ipv6Addr>().is_err() {
             return Err(format!("invalid IPv6 address `{h}`"));
         }
@@ -147,14 +177,18 @@ fn parse_authority(s: &str) -> Result<(String, Option<u16>), String> {
     } else {
         match s.rsplit_once(':') {
             Some((h, _)) if h.contains(':') => {
-                return Err(format!("invalid address `{s}`: write IPv6 addresses as [addr]:port"));
+                return Err(format!(
+                    "invalid address `{s}`: write IPv6 addresses as [addr]:port"
+                ));
             }
             Some((h, p)) => (h, Some(p)),
             None => (s, None),
         }
     };
     let valid_host = !host.is_empty()
-        && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':'));
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':'));
     if !valid_host {
         return Err(format!("invalid host `{host}` in `{s}`"));
     }
@@ -169,7 +203,11 @@ fn parse_authority(s: &str) -> Result<(String, Option<u16>), String> {
 }
 
 fn fmt_authority(host: &str, port: u16) -> String {
-    if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 /// Hostname glob syntax: `*`, `*.suffix` or a name.
@@ -178,11 +216,15 @@ fn check_host_glob(s: &str) -> Result<HostGlob, String> {
     let body = t.strip_prefix("*.").unwrap_or(t);
     let ok = t == "*"
         || (!body.is_empty()
-            && body.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')));
+            && body
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')));
     if ok {
         Ok(HostGlob::parse(t))
     } else {
-        Err(format!("invalid hostname `{s}` (expected `*`, `*.example.com` or a host name, without a port)"))
+        Err(format!(
+            "invalid hostname `{s}` (expected `*`, `*.example.com` or a host name, without a port)"
+        ))
     }
 }
 
@@ -224,7 +266,11 @@ fn origin_glob(s: &str) -> Result<Regex, String> {
 
 fn path_of(base: &Path, file: &str) -> std::path::PathBuf {
     let p = Path::new(file);
-    if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
 }
 
 /// A service reference, parsed.
@@ -232,7 +278,11 @@ enum ServiceTarget {
     Named(usize),
     /// References a broken Upstream resource: no further error.
     Broken,
-    Implicit { protocol: UpstreamProtocol, host: String, port: u16 },
+    Implicit {
+        protocol: UpstreamProtocol,
+        host: String,
+        port: u16,
+    },
 }
 
 impl Ctx<'_> {
@@ -254,18 +304,24 @@ impl Ctx<'_> {
             Some("https") => (UpstreamProtocol::Https, Some(443)),
             Some("h2c") => (UpstreamProtocol::H2c, Some(80)),
             Some(other) => {
-                return Err(format!("unsupported scheme `{other}://` in service `{s}` (expected http://, https:// or h2c://)"));
+                return Err(format!(
+                    "unsupported scheme `{other}://` in service `{s}` (expected http://, https:// or h2c://)"
+                ));
             }
         };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         if rest.contains('/') {
-            return Err(format!("service `{s}` must be [scheme://]host:port or an Upstream name (no path)"));
+            return Err(format!(
+                "service `{s}` must be [scheme://]host:port or an Upstream name (no path)"
+            ));
         }
         let (host, port) = parse_authority(rest)?;
         let port = match port.or(default_port) {
             Some(p) => p,
             None => {
-                return Err(format!("service `{s}` names no Upstream (a service without a port must be the name of an Upstream)"));
+                return Err(format!(
+                    "service `{s}` names no Upstream (a service without a port must be the name of an Upstream)"
+                ));
             }
         };
         if grpc {
@@ -275,11 +331,21 @@ impl Ctx<'_> {
                 other => other,
             };
         }
-        Ok(ServiceTarget::Implicit { protocol, host, port })
+        Ok(ServiceTarget::Implicit {
+            protocol,
+            host,
+            port,
+        })
     }
 
     /// The upstream index for a service (creating its implicit upstream); `None` after an error.
-    fn service_upstream(&mut self, r: &Resource, path: &[&str], s: &str, grpc: bool) -> Option<usize> {
+    fn service_upstream(
+        &mut self,
+        r: &Resource,
+        path: &[&str],
+        s: &str,
+        grpc: bool,
+    ) -> Option<usize> {
         match self.resolve_service(s, grpc) {
             Err(msg) => {
                 r.error(self.d, path, msg);
@@ -287,7 +353,11 @@ impl Ctx<'_> {
             }
             Ok(ServiceTarget::Broken) => None,
             Ok(ServiceTarget::Named(i)) => Some(i),
-            Ok(ServiceTarget::Implicit { protocol, host, port }) => {
+            Ok(ServiceTarget::Implicit {
+                protocol,
+                host,
+                port,
+            }) => {
                 let authority = fmt_authority(&host, port);
                 let key = (protocol, authority.clone());
                 if let Some(&i) = self.implicit.get(&key) {
@@ -305,16 +375,24 @@ impl Ctx<'_> {
                     authority.clone()
                 };
                 let endpoints = match host.parse::<IpAddr>() {
-                    Ok(_) => EndpointSource::Static(vec![EndpointConf { address: authority, weight: 1 }]),
-                    Err(_) => EndpointSource::Dns { host: host.clone(), port, refresh: ms(5000) },
+                    Ok(_) => EndpointSource::Static(vec![EndpointConf {
+                        address: authority,
+                        weight: 1,
+                    }]),
+                    Err(_) => EndpointSource::Dns {
+                        host: host.clone(),
+                        port,
+                        refresh: ms(5000),
+                    },
                 };
-                let tls = matches!(protocol, UpstreamProtocol::Https | UpstreamProtocol::Auto).then(|| UpstreamTlsConf {
-                    ca_file: None,
-                    sni: host.parse::<IpAddr>().is_err().then(|| host.clone()),
-                    cert_chain_file: None,
-                    private_key_file: None,
-                    insecure_skip_verify: false,
-                });
+                let tls = matches!(protocol, UpstreamProtocol::Https | UpstreamProtocol::Auto)
+                    .then(|| UpstreamTlsConf {
+                        ca_file: None,
+                        sni: host.parse::<IpAddr>().is_err().then(|| host.clone()),
+                        cert_chain_file: None,
+                        private_key_file: None,
+                        insecure_skip_verify: false,
+                    });
                 let id = self.upstreams.len();
                 self.upstreams.push(UpstreamConf {
                     id,
@@ -341,7 +419,12 @@ impl Ctx<'_> {
 }
 
 fn default_lb() -> LbConf {
-    LbConf { policy: LbPolicy::RoundRobin, hash_on: None, healthy_panic_threshold: 50, slow_start_window: None }
+    LbConf {
+        policy: LbPolicy::RoundRobin,
+        hash_on: None,
+        healthy_panic_threshold: 50,
+        slow_start_window: None,
+    }
 }
 
 /// Upstream-level settings given on a Mapping or an Upstream.
@@ -368,16 +451,29 @@ fn upstream_settings(
         s.lb = Some(compile_lb(d, r, lb));
     }
     if let Some(hc) = hc {
-        s.health_checks = Some(hc.iter().enumerate().filter_map(|(i, h)| compile_hc(d, r, i, h)).collect());
+        s.health_checks = Some(
+            hc.iter()
+                .enumerate()
+                .filter_map(|(i, h)| compile_hc(d, r, i, h))
+                .collect(),
+        );
     }
     if let Some(o) = od {
         let pct = o.max_ejection_percent.unwrap_or(10);
         if pct > 100 {
-            r.error(d, &["spec", "outlier_detection", "max_ejection_percent"], "max_ejection_percent must be 0-100");
+            r.error(
+                d,
+                &["spec", "outlier_detection", "max_ejection_percent"],
+                "max_ejection_percent must be 0-100",
+            );
         }
         let interval = o.interval_ms.unwrap_or(10_000);
         if interval == 0 {
-            r.error(d, &["spec", "outlier_detection", "interval_ms"], "interval_ms must be greater than 0");
+            r.error(
+                d,
+                &["spec", "outlier_detection", "interval_ms"],
+                "interval_ms must be greater than 0",
+            );
         }
         let base = o.base_ejection_time_ms.unwrap_or(30_000);
         let max = o.max_ejection_time_ms.unwrap_or(300_000).max(base);
@@ -401,7 +497,11 @@ fn upstream_settings(
     }
     if let Some(ct) = connect {
         if ct == 0 {
-            r.error(d, &["spec", "connect_timeout_ms"], "connect_timeout_ms must be greater than 0");
+            r.error(
+                d,
+                &["spec", "connect_timeout_ms"],
+                "connect_timeout_ms must be greater than 0",
+            );
         }
         s.connect_timeout = Some(ms(ct.max(1)));
     }
@@ -427,8 +527,18 @@ fn compile_lb(d: &mut Diags, r: &Resource, lb: &LoadBalancerM) -> LbConf {
     }
     if let Some(c) = &lb.cookie {
         match c.name.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
-            Some(n) => hashes.push(("cookie", HashOn::Cookie { name: n.to_string(), ttl: c.ttl_ms.and_then(nonzero_ms) })),
-            None => r.missing(d, &p(&base, &["cookie", "name"]), "missing field `name` in load_balancer.cookie"),
+            Some(n) => hashes.push((
+                "cookie",
+                HashOn::Cookie {
+                    name: n.to_string(),
+                    ttl: c.ttl_ms.and_then(nonzero_ms),
+                },
+            )),
+            None => r.missing(
+                d,
+                &p(&base, &["cookie", "name"]),
+                "missing field `name` in load_balancer.cookie",
+            ),
         }
     }
     if lb.source_ip == Some(true) {
@@ -436,21 +546,45 @@ fn compile_lb(d: &mut Diags, r: &Resource, lb: &LoadBalancerM) -> LbConf {
     }
     let hashing = matches!(policy, LbPolicy::RingHash | LbPolicy::Maglev);
     if hashes.len() > 1 {
-        r.error(d, &p(&base, &[hashes[1].0]), "set only one of header, cookie and source_ip");
+        r.error(
+            d,
+            &p(&base, &[hashes[1].0]),
+            "set only one of header, cookie and source_ip",
+        );
     }
     if !hashing && let Some((field, _)) = hashes.first() {
-        r.error(d, &p(&base, &[field]), format!("`{field}` only applies to the ring_hash and maglev policies"));
+        r.error(
+            d,
+            &p(&base, &[field]),
+            format!("`{field}` only applies to the ring_hash and maglev policies"),
+        );
     }
-    if hashing && hashes.is_empty() && !r.was_removed(&p(&base, &["header"])) && !r.was_removed(&p(&base, &["cookie"])) {
-        r.error(d, &p(&base, &["policy"]), "ring_hash and maglev need one of header, cookie or source_ip to hash on");
+    if hashing
+        && hashes.is_empty()
+        && !r.was_removed(&p(&base, &["header"]))
+        && !r.was_removed(&p(&base, &["cookie"]))
+    {
+        r.error(
+            d,
+            &p(&base, &["policy"]),
+            "ring_hash and maglev need one of header, cookie or source_ip to hash on",
+        );
     }
     let threshold = lb.healthy_panic_threshold.unwrap_or(50);
     if threshold > 100 {
-        r.error(d, &p(&base, &["healthy_panic_threshold"]), "healthy_panic_threshold must be 0-100");
+        r.error(
+            d,
+            &p(&base, &["healthy_panic_threshold"]),
+            "healthy_panic_threshold must be 0-100",
+        );
     }
     LbConf {
         policy,
-        hash_on: if hashing { hashes.into_iter().next().map(|(_, h)| h) } else { None },
+        hash_on: if hashing {
+            hashes.into_iter().next().map(|(_, h)| h)
+        } else {
+            None
+        },
         healthy_panic_threshold: threshold.min(100),
         slow_start_window: lb.slow_start_window_ms.and_then(nonzero_ms),
     }
@@ -458,12 +592,19 @@ fn compile_lb(d: &mut Diags, r: &Resource, lb: &LoadBalancerM) -> LbConf {
 
 fn parse_status_range(s: &StatusRangeM) -> Result<(u16, u16), String> {
     let code = |v: i64| -> Result<u16, String> {
-        u16::try_from(v).ok().filter(|c| (100..=599).contains(c)).ok_or_else(|| format!("status {v} out of range (100-599)"))
+        u16::try_from(v)
+            .ok()
+            .filter(|c| (100..=599).contains(c))
+            .ok_or_else(|| format!("status {v} out of range (100-599)"))
     };
     match s {
         StatusRangeM::Code(c) => code(*c).map(|c| (c, c)),
         StatusRangeM::Text(t) => {
-            let num = |x: &str| x.trim().parse::<i64>().map_err(|_| format!("invalid status range `{t}` (expected 200 or \"200-399\")"));
+            let num = |x: &str| {
+                x.trim().parse::<i64>().map_err(|_| {
+                    format!("invalid status range `{t}` (expected 200 or \"200-399\")")
+                })
+            };
             let (a, b) = match t.split_once('-') {
                 Some((a, b)) => (code(num(a)?)?, code(num(b)?)?),
                 None => {
@@ -472,7 +613,9 @@ fn parse_status_range(s: &StatusRangeM) -> Result<(u16, u16), String> {
                 }
             };
             if a > b {
-                return Err(format!("invalid status range `{t}`: {a} is greater than {b}"));
+                return Err(format!(
+                    "invalid status range `{t}`: {a} is greater than {b}"
+                ));
             }
             Ok((a, b))
         }
@@ -482,30 +625,53 @@ fn parse_status_range(s: &StatusRangeM) -> Result<(u16, u16), String> {
 fn compile_hc(d: &mut Diags, r: &Resource, i: usize, h: &HealthCheckM) -> Option<HealthCheckConf> {
     let is = i.to_string();
     let base = ["spec", "health_checks", is.as_str()];
-    let n_kinds = usize::from(h.grpc.is_some()) + usize::from(h.tcp.is_some()) + usize::from(h.path.is_some());
+    let n_kinds = usize::from(h.grpc.is_some())
+        + usize::from(h.tcp.is_some())
+        + usize::from(h.path.is_some());
     if n_kinds > 1 {
-        r.error(d, &base, "a health check is one of http (path), grpc or tcp");
+        r.error(
+            d,
+            &base,
+            "a health check is one of http (path), grpc or tcp",
+        );
         return None;
     }
-    let http_only = [("host", h.host.is_some()), ("expected_statuses", h.expected_statuses.is_some())];
+    let http_only = [
+        ("host", h.host.is_some()),
+        ("expected_statuses", h.expected_statuses.is_some()),
+    ];
     if h.path.is_none() {
         for (f, set) in http_only {
             if set {
-                r.error_key(d, &p(&base, &[f]), format!("`{f}` only applies to HTTP health checks (with path)"));
+                r.error_key(
+                    d,
+                    &p(&base, &[f]),
+                    format!("`{f}` only applies to HTTP health checks (with path)"),
+                );
             }
         }
     }
     let kind = if let Some(g) = &h.grpc {
-        HealthCheckKind::Grpc { service: g.service.clone() }
+        HealthCheckKind::Grpc {
+            service: g.service.clone(),
+        }
     } else if h.tcp.is_some() {
         HealthCheckKind::Tcp
     } else {
         let Some(path) = &h.path else {
-            r.missing(d, &p(&base, &["path"]), "a health check needs `path` (HTTP), `grpc: {}` or `tcp: {}`");
+            r.missing(
+                d,
+                &p(&base, &["path"]),
+                "a health check needs `path` (HTTP), `grpc: {}` or `tcp: {}`",
+            );
             return None;
         };
         if !path.starts_with('/') {
-            r.error(d, &p(&base, &["path"]), "health check path must start with `/`");
+            r.error(
+                d,
+                &p(&base, &["path"]),
+                "health check path must start with `/`",
+            );
         }
         let mut expected = Vec::new();
         for (j, s) in h.expected_statuses.iter().flatten().enumerate() {
@@ -517,7 +683,11 @@ fn compile_hc(d: &mut Diags, r: &Resource, i: usize, h: &HealthCheckM) -> Option
         if expected.is_empty() {
             expected.push((200, 399));
         }
-        HealthCheckKind::Http { path: path.clone(), host: h.host.clone(), expected_statuses: expected }
+        HealthCheckKind::Http {
+            path: path.clone(),
+            host: h.host.clone(),
+            expected_statuses: expected,
+        }
     };
     let interval = h.interval_ms.unwrap_or(5000);
     let timeout = h.timeout_ms.unwrap_or(1000);
@@ -528,7 +698,10 @@ fn compile_hc(d: &mut Diags, r: &Resource, i: usize, h: &HealthCheckM) -> Option
     }
     let unhealthy = h.unhealthy_threshold.unwrap_or(3);
     let healthy = h.healthy_threshold.unwrap_or(2);
-    for (f, v) in [("unhealthy_threshold", unhealthy), ("healthy_threshold", healthy)] {
+    for (f, v) in [
+        ("unhealthy_threshold", unhealthy),
+        ("healthy_threshold", healthy),
+    ] {
         if v == 0 {
             r.error(d, &p(&base, &[f]), format!("{f} must be at least 1"));
         }
@@ -542,14 +715,26 @@ fn compile_hc(d: &mut Diags, r: &Resource, i: usize, h: &HealthCheckM) -> Option
     })
 }
 
-fn check_files(d: &mut Diags, r: &Resource, base: &[&str], files: &[(&str, Option<&String>)]) -> Vec<Option<std::path::PathBuf>> {
+fn check_files(
+    d: &mut Diags,
+    r: &Resource,
+    base: &[&str],
+    files: &[(&str, Option<&String>)],
+) -> Vec<Option<std::path::PathBuf>> {
     files
         .iter()
         .map(|(field, f)| {
             let f = (*f)?;
             let path = path_of(&r.base_dir, f);
             if !path.is_file() {
-                r.error(d, &p(base, &[field]), format!("{field} `{f}` does not exist (resolved to {})", path.display()));
+                r.error(
+                    d,
+                    &p(base, &[field]),
+                    format!(
+                        "{field} `{f}` does not exist (resolved to {})",
+                        path.display()
+                    ),
+                );
             }
             Some(path)
         })
@@ -562,13 +747,23 @@ impl Ctx<'_> {
     fn listeners(&mut self, resources: &[Resource]) -> Vec<ListenerConf> {
         let mut out: Vec<(ListenerConf, &Resource)> = Vec::new();
         for r in resources.iter().filter(|r| r.kind == LISTENER) {
-            let Some(Spec::Listener(l)) = &r.spec else { continue };
+            let Some(Spec::Listener(l)) = &r.spec else {
+                continue;
+            };
             let address = match l.address.as_deref().map(str::trim) {
                 None | Some("") => IpAddr::from([0, 0, 0, 0]),
-                Some(a) => match a.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+                Some(a) => match a
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<IpAddr>()
+                {
                     Ok(ip) => ip,
                     Err(_) => {
-                        r.error(self.d, &["spec", "address"], format!("invalid address `{a}` (expected an IP address)"));
+                        r.error(
+                            self.d,
+                            &["spec", "address"],
+                            format!("invalid address `{a}` (expected an IP address)"),
+                        );
                         continue;
                     }
                 },
@@ -599,7 +794,11 @@ impl Ctx<'_> {
                 trust_forwarded: l.trust_forwarded.unwrap_or(false),
             };
             if conf.max_connections == 0 {
-                r.error(self.d, &["spec", "max_connections"], "max_connections must be at least 1");
+                r.error(
+                    self.d,
+                    &["spec", "max_connections"],
+                    "max_connections must be at least 1",
+                );
             }
             let clash = out.iter().find(|(o, _)| {
                 o.port == port
@@ -612,7 +811,10 @@ impl Ctx<'_> {
                 r.error(
                     self.d,
                     &["spec", "port"],
-                    format!("address {address}:{port} conflicts with Listener/{} ({}:{}, {at})", first.name, o.address, o.port),
+                    format!(
+                        "address {address}:{port} conflicts with Listener/{} ({}:{}, {at})",
+                        first.name, o.address, o.port
+                    ),
                 );
                 continue;
             }
@@ -637,7 +839,9 @@ impl Ctx<'_> {
         let mut out: Vec<HostConf> = Vec::new();
         let mut seen: HashMap<HostGlob, &Resource> = HashMap::new();
         for r in resources.iter().filter(|r| r.kind == HOST) {
-            let Some(Spec::Host(h)) = &r.spec else { continue };
+            let Some(Spec::Host(h)) = &r.spec else {
+                continue;
+            };
             let hostname = match &h.hostname {
                 None => {
                     r.missing(self.d, &["spec", "hostname"], "missing field `hostname`");
@@ -653,15 +857,29 @@ impl Ctx<'_> {
             };
             if let Some(first) = seen.get(&hostname) {
                 let at = first.loc(&["spec", "hostname"]);
-                r.error(self.d, &["spec", "hostname"], format!("hostname `{hostname}` is already used by Host/{} ({at})", first.name));
+                r.error(
+                    self.d,
+                    &["spec", "hostname"],
+                    format!(
+                        "hostname `{hostname}` is already used by Host/{} ({at})",
+                        first.name
+                    ),
+                );
                 continue;
             }
             seen.insert(hostname.clone(), r);
             let tls = h.tls.as_ref().and_then(|t| {
                 let base = ["spec", "tls"];
-                for (f, v) in [("cert_chain_file", &t.cert_chain_file), ("private_key_file", &t.private_key_file)] {
+                for (f, v) in [
+                    ("cert_chain_file", &t.cert_chain_file),
+                    ("private_key_file", &t.private_key_file),
+                ] {
                     if v.is_none() {
-                        r.missing(self.d, &p(&base, &[f]), format!("missing field `{f}` in tls"));
+                        r.missing(
+                            self.d,
+                            &p(&base, &[f]),
+                            format!("missing field `{f}` in tls"),
+                        );
                     }
                 }
                 let files = check_files(
@@ -684,11 +902,19 @@ impl Ctx<'_> {
                     .collect();
                 for a in &alpn {
                     if a != "h2" && a != "http/1.1" {
-                        r.error(self.d, &p(&base, &["alpn_protocols"]), format!("unsupported ALPN protocol `{a}` (expected h2, http/1.1)"));
+                        r.error(
+                            self.d,
+                            &p(&base, &["alpn_protocols"]),
+                            format!("unsupported ALPN protocol `{a}` (expected h2, http/1.1)"),
+                        );
                     }
                 }
                 let mut it = files.into_iter();
-                let (cert, key, ca) = (it.next().flatten(), it.next().flatten(), it.next().flatten());
+                let (cert, key, ca) = (
+                    it.next().flatten(),
+                    it.next().flatten(),
+                    it.next().flatten(),
+                );
                 Some(TlsConf {
                     cert_chain_file: cert?,
                     private_key_file: key?,
@@ -700,12 +926,22 @@ impl Ctx<'_> {
                     ca_file: ca,
                 })
             });
-            let insecure = match h.request_policy.as_ref().and_then(|p| p.insecure.as_ref()).and_then(|i| i.action) {
+            let insecure = match h
+                .request_policy
+                .as_ref()
+                .and_then(|p| p.insecure.as_ref())
+                .and_then(|i| i.action)
+            {
                 None | Some(InsecureActionM::Redirect) => InsecureAction::Redirect,
                 Some(InsecureActionM::Route) => InsecureAction::Route,
                 Some(InsecureActionM::Reject) => InsecureAction::Reject,
             };
-            out.push(HostConf { name: r.name.clone(), hostname, tls, insecure });
+            out.push(HostConf {
+                name: r.name.clone(),
+                hostname,
+                tls,
+                insecure,
+            });
         }
         out.sort_by_key(|h| std::cmp::Reverse(h.hostname.specificity()));
         out
@@ -725,36 +961,63 @@ impl Ctx<'_> {
             let base = ["spec"];
             let endpoints = match (&u.endpoints, &u.dns) {
                 (Some(_), Some(_)) => {
-                    r.error_key(self.d, &["spec", "dns"], "set either endpoints or dns, not both");
+                    r.error_key(
+                        self.d,
+                        &["spec", "dns"],
+                        "set either endpoints or dns, not both",
+                    );
                     None
                 }
                 (None, None) => {
                     if !r.was_removed(&["spec", "endpoints"]) && !r.was_removed(&["spec", "dns"]) {
-                        r.missing(self.d, &["spec", "endpoints"], "an Upstream needs `endpoints` or `dns`");
+                        r.missing(
+                            self.d,
+                            &["spec", "endpoints"],
+                            "an Upstream needs `endpoints` or `dns`",
+                        );
                     }
                     None
                 }
                 (Some(eps), None) => {
                     if eps.is_empty() && !r.was_removed(&["spec", "endpoints", "0"]) {
-                        r.error(self.d, &["spec", "endpoints"], "endpoints must not be empty");
+                        r.error(
+                            self.d,
+                            &["spec", "endpoints"],
+                            "endpoints must not be empty",
+                        );
                     }
                     let mut list = Vec::new();
                     for (i, e) in eps.iter().enumerate() {
                         let is = i.to_string();
                         let Some(addr) = &e.address else {
-                            r.missing(self.d, &["spec", "endpoints", &is, "address"], "missing field `address` in endpoint");
+                            r.missing(
+                                self.d,
+                                &["spec", "endpoints", &is, "address"],
+                                "missing field `address` in endpoint",
+                            );
                             continue;
                         };
                         match parse_authority(addr.trim()) {
                             Ok((h, Some(port))) => {
                                 let weight = e.weight.unwrap_or(1);
                                 if weight == 0 {
-                                    r.error(self.d, &["spec", "endpoints", &is, "weight"], "weight must be at least 1");
+                                    r.error(
+                                        self.d,
+                                        &["spec", "endpoints", &is, "weight"],
+                                        "weight must be at least 1",
+                                    );
                                 }
-                                list.push(EndpointConf { address: fmt_authority(&h, port), weight: weight.max(1) });
+                                list.push(EndpointConf {
+                                    address: fmt_authority(&h, port),
+                                    weight: weight.max(1),
+                                });
                             }
                             Ok((_, None)) => {
-                                r.error(self.d, &["spec", "endpoints", &is], format!("endpoint `{addr}` needs a port (host:port)"));
+                                r.error(
+                                    self.d,
+                                    &["spec", "endpoints", &is],
+                                    format!("endpoint `{addr}` needs a port (host:port)"),
+                                );
                             }
                             Err(m) => r.error(self.d, &["spec", "endpoints", &is], m),
                         }
@@ -765,12 +1028,24 @@ impl Ctx<'_> {
                     Ok((host, Some(port))) => {
                         let refresh = u.dns_refresh_ms.unwrap_or(5000);
                         if refresh == 0 {
-                            r.error(self.d, &["spec", "dns_refresh_ms"], "dns_refresh_ms must be greater than 0");
+                            r.error(
+                                self.d,
+                                &["spec", "dns_refresh_ms"],
+                                "dns_refresh_ms must be greater than 0",
+                            );
                         }
-                        Some(EndpointSource::Dns { host, port, refresh: ms(refresh.max(1)) })
+                        Some(EndpointSource::Dns {
+                            host,
+                            port,
+                            refresh: ms(refresh.max(1)),
+                        })
                     }
                     Ok((_, None)) => {
-                        r.error(self.d, &["spec", "dns"], format!("dns `{dns}` needs a port (host:port)"));
+                        r.error(
+                            self.d,
+                            &["spec", "dns"],
+                            format!("dns `{dns}` needs a port (host:port)"),
+                        );
                         None
                     }
                     Err(m) => {
@@ -780,7 +1055,11 @@ impl Ctx<'_> {
                 },
             };
             if u.dns.is_none() && u.dns_refresh_ms.is_some() {
-                r.warn(self.d, &["spec", "dns_refresh_ms"], "dns_refresh_ms is ignored without dns");
+                r.warn(
+                    self.d,
+                    &["spec", "dns_refresh_ms"],
+                    "dns_refresh_ms is ignored without dns",
+                );
             }
             let protocol = match u.protocol.unwrap_or(UpstreamProtocolM::Http1) {
                 UpstreamProtocolM::Http1 => UpstreamProtocol::Http1,
@@ -792,10 +1071,18 @@ impl Ctx<'_> {
             let tls = match &u.tls {
                 Some(t) => {
                     if !tls_proto {
-                        r.warn(self.d, &["spec", "tls"], "tls is only used with protocol https or auto");
+                        r.warn(
+                            self.d,
+                            &["spec", "tls"],
+                            "tls is only used with protocol https or auto",
+                        );
                     }
                     if t.cert_chain_file.is_some() != t.private_key_file.is_some() {
-                        r.error_key(self.d, &["spec", "tls"], "cert_chain_file and private_key_file go together");
+                        r.error_key(
+                            self.d,
+                            &["spec", "tls"],
+                            "cert_chain_file and private_key_file go together",
+                        );
                     }
                     let files = check_files(
                         self.d,
@@ -868,20 +1155,36 @@ impl Ctx<'_> {
     fn rate_limit_service(&mut self, resources: &[Resource]) -> Option<RateLimitServiceConf> {
         let mut out: Option<(RateLimitServiceConf, &Resource)> = None;
         for r in resources.iter().filter(|r| r.kind == RATE_LIMIT_SERVICE) {
-            let Some(Spec::RateLimitService(s)) = &r.spec else { continue };
+            let Some(Spec::RateLimitService(s)) = &r.spec else {
+                continue;
+            };
             if let Some((_, first)) = &out {
                 let at = first.loc(&[]);
-                r.error_key(self.d, &["kind"], format!("only one RateLimitService may be configured (RateLimitService/{} at {at})", first.name));
+                r.error_key(
+                    self.d,
+                    &["kind"],
+                    format!(
+                        "only one RateLimitService may be configured (RateLimitService/{} at {at})",
+                        first.name
+                    ),
+                );
                 continue;
             }
             let Some(service) = &s.service else {
                 r.missing(self.d, &["spec", "service"], "missing field `service`");
                 continue;
             };
-            let Some(upstream) = self.service_upstream(r, &["spec", "service"], service, true) else { continue };
+            let Some(upstream) = self.service_upstream(r, &["spec", "service"], service, true)
+            else {
+                continue;
+            };
             let timeout = s.timeout_ms.unwrap_or(20);
             if timeout == 0 {
-                r.error(self.d, &["spec", "timeout_ms"], "timeout_ms must be greater than 0");
+                r.error(
+                    self.d,
+                    &["spec", "timeout_ms"],
+                    "timeout_ms must be greater than 0",
+                );
             }
             let domain = s.domain.clone().unwrap_or_else(|| "portico".to_string());
             if domain.trim().is_empty() {
@@ -903,15 +1206,39 @@ impl Ctx<'_> {
 
     /// Applies a Mapping's upstream-level settings to the upstream it names (CONTRACT §2.3).
     fn apply_settings(&mut self, r: &Resource, upstream: usize, s: UpstreamSettings) {
-        let Some(u) = self.upstreams.get(upstream) else { return };
+        let Some(u) = self.upstreams.get(upstream) else {
+            return;
+        };
         let uname = u.name.clone();
         let resource = self.is_resource[upstream];
         let fields: [(usize, bool, bool); 5] = [
-            (F_LB, s.lb.is_some(), s.lb.as_ref().is_some_and(|v| *v == u.lb)),
-            (F_HC, s.health_checks.is_some(), s.health_checks.as_ref().is_some_and(|v| *v == u.health_checks)),
-            (F_OUTLIER, s.outlier.is_some(), s.outlier.is_some() && s.outlier == u.outlier),
-            (F_CB, s.circuit_breakers.is_some(), s.circuit_breakers.is_some_and(|v| v == u.circuit_breakers)),
-            (F_CONNECT, s.connect_timeout.is_some(), s.connect_timeout.is_some_and(|v| v == u.connect_timeout)),
+            (
+                F_LB,
+                s.lb.is_some(),
+                s.lb.as_ref().is_some_and(|v| *v == u.lb),
+            ),
+            (
+                F_HC,
+                s.health_checks.is_some(),
+                s.health_checks
+                    .as_ref()
+                    .is_some_and(|v| *v == u.health_checks),
+            ),
+            (
+                F_OUTLIER,
+                s.outlier.is_some(),
+                s.outlier.is_some() && s.outlier == u.outlier,
+            ),
+            (
+                F_CB,
+                s.circuit_breakers.is_some(),
+                s.circuit_breakers.is_some_and(|v| v == u.circuit_breakers),
+            ),
+            (
+                F_CONNECT,
+                s.connect_timeout.is_some(),
+                s.connect_timeout.is_some_and(|v| v == u.connect_timeout),
+            ),
         ];
         for (f, given, same) in fields {
             if !given {
@@ -930,19 +1257,27 @@ impl Ctx<'_> {
             }
             match &self.set_by[upstream][f] {
                 Some(first) if !same => {
-                    let msg = format!("{field} conflicts with the value {} gave upstream `{uname}`", first.what);
+                    let msg = format!(
+                        "{field} conflicts with the value {} gave upstream `{uname}`",
+                        first.what
+                    );
                     r.error_key(self.d, &["spec", field], msg);
                 }
                 Some(_) => {}
                 None => {
-                    self.set_by[upstream][f] = Some(SetBy { what: format!("Mapping/{} ({})", r.name, r.loc(&["spec", field])) });
+                    self.set_by[upstream][f] = Some(SetBy {
+                        what: format!("Mapping/{} ({})", r.name, r.loc(&["spec", field])),
+                    });
                     if let Some(u) = self.upstreams.get_mut(upstream) {
                         match f {
                             F_LB => u.lb = s.lb.clone().unwrap_or_else(default_lb),
                             F_HC => u.health_checks = s.health_checks.clone().unwrap_or_default(),
                             F_OUTLIER => u.outlier = s.outlier.clone(),
                             F_CB => u.circuit_breakers = s.circuit_breakers.unwrap_or_default(),
-                            _ => u.connect_timeout = s.connect_timeout.unwrap_or(ms(DEFAULT_CONNECT_TIMEOUT_MS)),
+                            _ => {
+                                u.connect_timeout =
+                                    s.connect_timeout.unwrap_or(ms(DEFAULT_CONNECT_TIMEOUT_MS))
+                            }
                         }
                     }
                 }
@@ -971,13 +1306,27 @@ fn value_match_key(v: &ValueMatch) -> String {
 /// Identity of a canary group (CONTRACT §2.5).
 fn group_key(r: &Route) -> String {
     let path = match &r.path {
-        PathMatch::Prefix { prefix, case_sensitive } => format!("p{}{prefix}", u8::from(*case_sensitive)),
-        PathMatch::Exact { path, case_sensitive } => format!("e{}{path}", u8::from(*case_sensitive)),
+        PathMatch::Prefix {
+            prefix,
+            case_sensitive,
+        } => format!("p{}{prefix}", u8::from(*case_sensitive)),
+        PathMatch::Exact {
+            path,
+            case_sensitive,
+        } => format!("e{}{path}", u8::from(*case_sensitive)),
         PathMatch::Regex { regex, .. } => format!("r{}", regex.as_str()),
     };
-    let mut headers: Vec<String> = r.headers.iter().map(|h| format!("{}={}", h.name, value_match_key(&h.value))).collect();
+    let mut headers: Vec<String> = r
+        .headers
+        .iter()
+        .map(|h| format!("{}={}", h.name, value_match_key(&h.value)))
+        .collect();
     headers.sort();
-    let mut query: Vec<String> = r.query.iter().map(|q| format!("{}={}", q.name, value_match_key(&q.value))).collect();
+    let mut query: Vec<String> = r
+        .query
+        .iter()
+        .map(|q| format!("{}={}", q.name, value_match_key(&q.value)))
+        .collect();
     query.sort();
     format!(
         "{}\u{0}{}\u{0}{path}\u{0}{}\u{0}{}\u{0}{}",
@@ -989,7 +1338,12 @@ fn group_key(r: &Route) -> String {
     )
 }
 
-fn header_adds(d: &mut Diags, r: &Resource, field: &str, adds: Option<&Pairs<HeaderAddM>>) -> Vec<HeaderAdd> {
+fn header_adds(
+    d: &mut Diags,
+    r: &Resource,
+    field: &str,
+    adds: Option<&Pairs<HeaderAddM>>,
+) -> Vec<HeaderAdd> {
     let mut out = Vec::new();
     for (name, add) in adds.map(|a| a.0.as_slice()).unwrap_or_default() {
         let path = ["spec", field, name.as_str()];
@@ -1001,11 +1355,19 @@ fn header_adds(d: &mut Diags, r: &Resource, field: &str, adds: Option<&Pairs<Hea
             }
         };
         let Some(value) = &add.value else {
-            r.missing(d, &p(&path, &["value"]), format!("missing field `value` for header `{name}`"));
+            r.missing(
+                d,
+                &p(&path, &["value"]),
+                format!("missing field `value` for header `{name}`"),
+            );
             continue;
         };
         match header_value(value) {
-            Ok(v) => out.push(HeaderAdd { name: n, value: v, append: add.append.unwrap_or(true) }),
+            Ok(v) => out.push(HeaderAdd {
+                name: n,
+                value: v,
+                append: add.append.unwrap_or(true),
+            }),
             Err(m) => {
                 // `value` of `{ value, append }`, else the plain value.
                 r.error(d, &p(&path, &["value"]), m);
@@ -1015,9 +1377,19 @@ fn header_adds(d: &mut Diags, r: &Resource, field: &str, adds: Option<&Pairs<Hea
     out
 }
 
-fn header_removes(d: &mut Diags, r: &Resource, field: &str, list: Option<&StrList>) -> Vec<HeaderName> {
+fn header_removes(
+    d: &mut Diags,
+    r: &Resource,
+    field: &str,
+    list: Option<&StrList>,
+) -> Vec<HeaderName> {
     let mut out = Vec::new();
-    for (i, name) in list.map(|l| l.0.as_slice()).unwrap_or_default().iter().enumerate() {
+    for (i, name) in list
+        .map(|l| l.0.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
         match header_name(name) {
             Ok(n) => out.push(n),
             Err(m) => r.error(d, &["spec", field, &i.to_string()], m),
@@ -1051,11 +1423,19 @@ fn retry_policy(d: &mut Diags, r: &Resource, rp: &RetryPolicyM) -> RetryPolicy {
         if (100..=599).contains(c) {
             codes.push(*c);
         } else {
-            r.error(d, &p(&base, &["retriable_status_codes", &i.to_string()]), format!("status {c} out of range (100-599)"));
+            r.error(
+                d,
+                &p(&base, &["retriable_status_codes", &i.to_string()]),
+                format!("status {c} out of range (100-599)"),
+            );
         }
     }
     if bits & RetryOn::RETRIABLE_STATUS_CODES != 0 && rp.retriable_status_codes.is_none() {
-        r.warn(d, &p(&base, &["retry_on"]), "retriable-status-codes without retriable_status_codes retries nothing");
+        r.warn(
+            d,
+            &p(&base, &["retry_on"]),
+            "retriable-status-codes without retriable_status_codes retries nothing",
+        );
     }
     if rp.retriable_status_codes.is_some() && bits & RetryOn::RETRIABLE_STATUS_CODES == 0 {
         bits |= RetryOn::RETRIABLE_STATUS_CODES;
@@ -1063,7 +1443,11 @@ fn retry_policy(d: &mut Diags, r: &Resource, rp: &RetryPolicyM) -> RetryPolicy {
     let budget = rp.retry_budget.clone().unwrap_or_default();
     let pct = budget.budget_percent.unwrap_or(20.0);
     if !(0.0..=100.0).contains(&pct) {
-        r.error(d, &p(&base, &["retry_budget", "budget_percent"]), "budget_percent must be 0-100");
+        r.error(
+            d,
+            &p(&base, &["retry_budget", "budget_percent"]),
+            "budget_percent must be 0-100",
+        );
     }
     RetryPolicy {
         retry_on: RetryOn { bits },
@@ -1075,7 +1459,12 @@ fn retry_policy(d: &mut Diags, r: &Resource, rp: &RetryPolicyM) -> RetryPolicy {
     }
 }
 
-fn rate_limits(d: &mut Diags, r: &Resource, list: &[RateLimitM], have_service: bool) -> Vec<RateLimitConf> {
+fn rate_limits(
+    d: &mut Diags,
+    r: &Resource,
+    list: &[RateLimitM],
+    have_service: bool,
+) -> Vec<RateLimitConf> {
     let mut out = Vec::new();
     for (i, rl) in list.iter().enumerate() {
         let is = i.to_string();
@@ -1101,7 +1490,10 @@ fn rate_limits(d: &mut Diags, r: &Resource, list: &[RateLimitM], have_service: b
                         _ => {
                             if let Some(h) = part_t.strip_prefix("header:") {
                                 header_name(h.trim()).map(DescriptorPart::Header)
-                            } else if let Some(g) = part_t.strip_prefix("generic:").filter(|g| !g.trim().is_empty()) {
+                            } else if let Some(g) = part_t
+                                .strip_prefix("generic:")
+                                .filter(|g| !g.trim().is_empty())
+                            {
                                 Ok(DescriptorPart::Generic(g.trim().to_string()))
                             } else {
                                 Err(format!(
@@ -1125,14 +1517,26 @@ fn rate_limits(d: &mut Diags, r: &Resource, list: &[RateLimitM], have_service: b
             _ => RateLimitScope::Local,
         };
         if scope == RateLimitScope::Global && !have_service {
-            r.error(d, &p(&base, &["scope"]), "scope global needs a RateLimitService resource");
+            r.error(
+                d,
+                &p(&base, &["scope"]),
+                "scope global needs a RateLimitService resource",
+            );
         }
         let rpu = rl.requests_per_unit.unwrap_or(0);
         if scope == RateLimitScope::Local && rpu == 0 {
             if rl.requests_per_unit.is_some() {
-                r.error(d, &p(&base, &["requests_per_unit"]), "requests_per_unit must be at least 1");
+                r.error(
+                    d,
+                    &p(&base, &["requests_per_unit"]),
+                    "requests_per_unit must be at least 1",
+                );
             } else {
-                r.missing(d, &p(&base, &["requests_per_unit"]), "missing field `requests_per_unit` in rate limit");
+                r.missing(
+                    d,
+                    &p(&base, &["requests_per_unit"]),
+                    "missing field `requests_per_unit` in rate limit",
+                );
             }
             ok = false;
         }
@@ -1160,7 +1564,11 @@ fn rate_limits(d: &mut Diags, r: &Resource, list: &[RateLimitM], have_service: b
 fn cors(d: &mut Diags, r: &Resource, c: &CorsM) -> CorsConf {
     let base = ["spec", "cors"];
     let mut origins = Vec::new();
-    let list = c.origins.as_ref().map(|o| o.0.as_slice()).unwrap_or_default();
+    let list = c
+        .origins
+        .as_ref()
+        .map(|o| o.0.as_slice())
+        .unwrap_or_default();
     if list.is_empty() {
         r.missing(d, &p(&base, &["origins"]), "cors needs at least one origin");
     }
@@ -1169,7 +1577,11 @@ fn cors(d: &mut Diags, r: &Resource, c: &CorsM) -> CorsConf {
         let o = o.trim().trim_end_matches('/');
         if o == "*" {
             if credentials {
-                r.error(d, &p(&base, &["origins", &i.to_string()]), "origin `*` cannot be used with credentials: true");
+                r.error(
+                    d,
+                    &p(&base, &["origins", &i.to_string()]),
+                    "origin `*` cannot be used with credentials: true",
+                );
             }
             origins.push(OriginMatch::Any);
         } else if o.contains('*') {
@@ -1178,7 +1590,11 @@ fn cors(d: &mut Diags, r: &Resource, c: &CorsM) -> CorsConf {
                 Err(m) => r.error(d, &p(&base, &["origins", &i.to_string()]), m),
             }
         } else if o.is_empty() {
-            r.error(d, &p(&base, &["origins", &i.to_string()]), "origin must not be empty");
+            r.error(
+                d,
+                &p(&base, &["origins", &i.to_string()]),
+                "origin must not be empty",
+            );
         } else {
             origins.push(OriginMatch::Exact(o.to_ascii_lowercase()));
         }
@@ -1192,7 +1608,12 @@ fn cors(d: &mut Diags, r: &Resource, c: &CorsM) -> CorsConf {
     }
     let mut names = |field: &str, list: Option<&StrList>| -> Vec<String> {
         let mut out = Vec::new();
-        for (i, h) in list.map(|l| l.0.as_slice()).unwrap_or_default().iter().enumerate() {
+        for (i, h) in list
+            .map(|l| l.0.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
             match header_name(h.trim()) {
                 Ok(n) => out.push(n.as_str().to_string()),
                 Err(e) => r.error(d, &p(&base, &[field, &i.to_string()]), e),
@@ -1202,23 +1623,42 @@ fn cors(d: &mut Diags, r: &Resource, c: &CorsM) -> CorsConf {
     };
     let headers = names("headers", c.headers.as_ref());
     let exposed_headers = names("exposed_headers", c.exposed_headers.as_ref());
-    CorsConf { origins, methods, headers, exposed_headers, credentials, max_age: c.max_age }
+    CorsConf {
+        origins,
+        methods,
+        headers,
+        exposed_headers,
+        credentials,
+        max_age: c.max_age,
+    }
 }
 
 fn redirect(d: &mut Diags, r: &Resource, rd: &RedirectM) -> RedirectConf {
     let base = ["spec", "redirect"];
     let code = rd.response_code.unwrap_or(301);
     if ![301, 302, 303, 307, 308].contains(&code) {
-        r.error(d, &p(&base, &["response_code"]), format!("response_code {code} is not a redirect (expected 301, 302, 303, 307 or 308)"));
+        r.error(
+            d,
+            &p(&base, &["response_code"]),
+            format!("response_code {code} is not a redirect (expected 301, 302, 303, 307 or 308)"),
+        );
     }
     if rd.path.is_some() && rd.prefix.is_some() {
-        r.error_key(d, &p(&base, &["prefix"]), "set either path or prefix, not both");
+        r.error_key(
+            d,
+            &p(&base, &["prefix"]),
+            "set either path or prefix, not both",
+        );
     }
     for (f, v) in [("path", &rd.path), ("prefix", &rd.prefix)] {
         if let Some(v) = v
             && !v.starts_with('/')
         {
-            r.error(d, &p(&base, &[f]), format!("redirect {f} must start with `/`"));
+            r.error(
+                d,
+                &p(&base, &[f]),
+                format!("redirect {f} must start with `/`"),
+            );
         }
     }
     if let Some(h) = &rd.host
@@ -1230,8 +1670,13 @@ fn redirect(d: &mut Diags, r: &Resource, rd: &RedirectM) -> RedirectConf {
         r.error(d, &p(&base, &["port"]), "port must be 1-65535");
     }
     let https = rd.https.unwrap_or(false);
-    if !https && rd.host.is_none() && rd.port.is_none() && rd.path.is_none() && rd.prefix.is_none() {
-        r.error_key(d, &base, "a redirect must set at least one of https, host, port, path or prefix");
+    if !https && rd.host.is_none() && rd.port.is_none() && rd.path.is_none() && rd.prefix.is_none()
+    {
+        r.error_key(
+            d,
+            &base,
+            "a redirect must set at least one of https, host, port, path or prefix",
+        );
     }
     RedirectConf {
         https,
@@ -1247,10 +1692,16 @@ impl Ctx<'_> {
     fn routes(&mut self, resources: &[Resource], have_rls: bool) -> Vec<Route> {
         let mut pending: Vec<Pending<'_>> = Vec::new();
         for r in resources.iter().filter(|r| r.kind == MAPPING) {
-            let Some(Spec::Mapping(m)) = &r.spec else { continue };
+            let Some(Spec::Mapping(m)) = &r.spec else {
+                continue;
+            };
             if let Some(route) = self.mapping(r, m, have_rls) {
                 let group_key = group_key(&route);
-                pending.push(Pending { route, res: r, group_key });
+                pending.push(Pending {
+                    route,
+                    res: r,
+                    group_key,
+                });
             }
         }
         order_and_group(self.d, pending)
@@ -1270,7 +1721,11 @@ impl Ctx<'_> {
         let exact = m.prefix_exact.unwrap_or(false);
         let is_regex = m.prefix_regex.unwrap_or(false);
         if exact && is_regex {
-            r.error_key(d, &["spec", "prefix_regex"], "set either prefix_exact or prefix_regex, not both");
+            r.error_key(
+                d,
+                &["spec", "prefix_regex"],
+                "set either prefix_exact or prefix_regex, not both",
+            );
         }
         let path = match &m.prefix {
             None => {
@@ -1278,7 +1733,10 @@ impl Ctx<'_> {
                 None
             }
             Some(pfx) if is_regex => match anchored(pfx, !case_sensitive) {
-                Ok(regex) => Some(PathMatch::Regex { regex, source: pfx.clone() }),
+                Ok(regex) => Some(PathMatch::Regex {
+                    regex,
+                    source: pfx.clone(),
+                }),
                 Err(e) => {
                     r.error(d, &["spec", "prefix"], e);
                     None
@@ -1286,18 +1744,34 @@ impl Ctx<'_> {
             },
             Some(pfx) => {
                 if !pfx.starts_with('/') {
-                    r.error(d, &["spec", "prefix"], format!("prefix `{pfx}` must start with `/`"));
+                    r.error(
+                        d,
+                        &["spec", "prefix"],
+                        format!("prefix `{pfx}` must start with `/`"),
+                    );
                 }
-                let stored = if case_sensitive { pfx.clone() } else { pfx.to_ascii_lowercase() };
-                Some(if exact {
-                    PathMatch::Exact { path: stored, case_sensitive }
+                let stored = if case_sensitive {
+                    pfx.clone()
                 } else {
-                    PathMatch::Prefix { prefix: stored, case_sensitive }
+                    pfx.to_ascii_lowercase()
+                };
+                Some(if exact {
+                    PathMatch::Exact {
+                        path: stored,
+                        case_sensitive,
+                    }
+                } else {
+                    PathMatch::Prefix {
+                        prefix: stored,
+                        case_sensitive,
+                    }
                 })
             }
         };
         let method = m.method.as_ref().and_then(|s| {
-            parse_method(s.trim()).map_err(|e| r.error(d, &["spec", "method"], e)).ok()
+            parse_method(s.trim())
+                .map_err(|e| r.error(d, &["spec", "method"], e))
+                .ok()
         });
 
         let mut headers = Vec::new();
@@ -1305,7 +1779,11 @@ impl Ctx<'_> {
             match header_name(name) {
                 Ok(n) => headers.push(HeaderMatch {
                     name: n,
-                    value: if v.is_empty() { ValueMatch::Present } else { ValueMatch::Exact(v.clone()) },
+                    value: if v.is_empty() {
+                        ValueMatch::Present
+                    } else {
+                        ValueMatch::Exact(v.clone())
+                    },
                 }),
                 Err(e) => r.error_key(d, &["spec", "headers", name], e),
             }
@@ -1313,7 +1791,10 @@ impl Ctx<'_> {
         for (name, v) in m.regex_headers.iter().flat_map(|h| h.0.iter()) {
             match header_name(name) {
                 Ok(n) => match anchored(v, false) {
-                    Ok(re) => headers.push(HeaderMatch { name: n, value: ValueMatch::Regex(re) }),
+                    Ok(re) => headers.push(HeaderMatch {
+                        name: n,
+                        value: ValueMatch::Regex(re),
+                    }),
                     Err(e) => r.error(d, &["spec", "regex_headers", name], e),
                 },
                 Err(e) => r.error_key(d, &["spec", "regex_headers", name], e),
@@ -1322,19 +1803,37 @@ impl Ctx<'_> {
         let mut query = Vec::new();
         for (name, v) in m.query_parameters.iter().flat_map(|h| h.0.iter()) {
             if name.is_empty() {
-                r.error_key(d, &["spec", "query_parameters", name], "query parameter name must not be empty");
+                r.error_key(
+                    d,
+                    &["spec", "query_parameters", name],
+                    "query parameter name must not be empty",
+                );
                 continue;
             }
-            let value = if v.is_empty() { ValueMatch::Present } else { ValueMatch::Exact(v.clone()) };
-            query.push(QueryMatch { name: name.clone(), value });
+            let value = if v.is_empty() {
+                ValueMatch::Present
+            } else {
+                ValueMatch::Exact(v.clone())
+            };
+            query.push(QueryMatch {
+                name: name.clone(),
+                value,
+            });
         }
         for (name, v) in m.regex_query_parameters.iter().flat_map(|h| h.0.iter()) {
             if name.is_empty() {
-                r.error_key(d, &["spec", "regex_query_parameters", name], "query parameter name must not be empty");
+                r.error_key(
+                    d,
+                    &["spec", "regex_query_parameters", name],
+                    "query parameter name must not be empty",
+                );
                 continue;
             }
             match anchored(v, false) {
-                Ok(re) => query.push(QueryMatch { name: name.clone(), value: ValueMatch::Regex(re) }),
+                Ok(re) => query.push(QueryMatch {
+                    name: name.clone(),
+                    value: ValueMatch::Regex(re),
+                }),
                 Err(e) => r.error(d, &["spec", "regex_query_parameters", name], e),
             }
         }
@@ -1347,7 +1846,11 @@ impl Ctx<'_> {
 
         let rewrite = match (&m.rewrite, &m.regex_rewrite) {
             (Some(_), Some(_)) => {
-                r.error_key(d, &["spec", "regex_rewrite"], "set either rewrite or regex_rewrite, not both");
+                r.error_key(
+                    d,
+                    &["spec", "regex_rewrite"],
+                    "set either rewrite or regex_rewrite, not both",
+                );
                 Rewrite::None
             }
             (Some(rw), None) if rw.is_empty() => Rewrite::None,
@@ -1358,17 +1861,32 @@ impl Ctx<'_> {
                     (Some(pat), sub) => match Regex::new(pat) {
                         Ok(regex) => {
                             if sub.is_none() {
-                                r.missing(d, &p(&base, &["substitution"]), "missing field `substitution` in regex_rewrite");
+                                r.missing(
+                                    d,
+                                    &p(&base, &["substitution"]),
+                                    "missing field `substitution` in regex_rewrite",
+                                );
                             }
-                            Rewrite::Regex { regex, substitution: convert_substitution(sub.as_deref().unwrap_or("")) }
+                            Rewrite::Regex {
+                                regex,
+                                substitution: convert_substitution(sub.as_deref().unwrap_or("")),
+                            }
                         }
                         Err(e) => {
-                            r.error(d, &p(&base, &["pattern"]), format!("invalid regex `{pat}`: {}", regex_reason(&e)));
+                            r.error(
+                                d,
+                                &p(&base, &["pattern"]),
+                                format!("invalid regex `{pat}`: {}", regex_reason(&e)),
+                            );
                             Rewrite::None
                         }
                     },
                     (None, _) => {
-                        r.missing(d, &p(&base, &["pattern"]), "missing field `pattern` in regex_rewrite");
+                        r.missing(
+                            d,
+                            &p(&base, &["pattern"]),
+                            "missing field `pattern` in regex_rewrite",
+                        );
                         Rewrite::None
                     }
                 }
@@ -1381,16 +1899,44 @@ impl Ctx<'_> {
                 .map_err(|e| r.error(d, &["spec", "host_rewrite"], e))
                 .ok()
         });
-        let add_request_headers = header_adds(d, r, "add_request_headers", m.add_request_headers.as_ref());
-        let add_response_headers = header_adds(d, r, "add_response_headers", m.add_response_headers.as_ref());
-        let remove_request_headers = header_removes(d, r, "remove_request_headers", m.remove_request_headers.as_ref());
-        let remove_response_headers = header_removes(d, r, "remove_response_headers", m.remove_response_headers.as_ref());
+        let add_request_headers =
+            header_adds(d, r, "add_request_headers", m.add_request_headers.as_ref());
+        let add_response_headers = header_adds(
+            d,
+            r,
+            "add_response_headers",
+            m.add_response_headers.as_ref(),
+        );
+        let remove_request_headers = header_removes(
+            d,
+            r,
+            "remove_request_headers",
+            m.remove_request_headers.as_ref(),
+        );
+        let remove_response_headers = header_removes(
+            d,
+            r,
+            "remove_response_headers",
+            m.remove_response_headers.as_ref(),
+        );
 
-        let allow_upgrade: Vec<String> =
-            m.allow_upgrade.iter().flat_map(|a| a.0.iter()).map(|s| s.trim().to_ascii_lowercase()).collect();
+        let allow_upgrade: Vec<String> = m
+            .allow_upgrade
+            .iter()
+            .flat_map(|a| a.0.iter())
+            .map(|s| s.trim().to_ascii_lowercase())
+            .collect();
         for (i, a) in allow_upgrade.iter().enumerate() {
-            if a.is_empty() || !a.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'/')) {
-                r.error(d, &["spec", "allow_upgrade", &i.to_string()], format!("invalid upgrade protocol `{a}`"));
+            if a.is_empty()
+                || !a
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'/'))
+            {
+                r.error(
+                    d,
+                    &["spec", "allow_upgrade", &i.to_string()],
+                    format!("invalid upgrade protocol `{a}`"),
+                );
             }
         }
         let retry = m.retry_policy.as_ref().map(|rp| retry_policy(d, r, rp));
@@ -1399,11 +1945,21 @@ impl Ctx<'_> {
         let compression = m.compression.as_ref().map(|c| CompressionConf {
             enabled: c.enabled.unwrap_or(true),
             min_bytes: c.min_bytes.unwrap_or(1024),
-            content_types: c.content_types.as_ref().map(|l| l.0.clone()).unwrap_or_else(|| {
-                ["text/*", "application/json", "application/javascript", "application/xml", "image/svg+xml"]
+            content_types: c
+                .content_types
+                .as_ref()
+                .map(|l| l.0.clone())
+                .unwrap_or_else(|| {
+                    [
+                        "text/*",
+                        "application/json",
+                        "application/javascript",
+                        "application/xml",
+                        "image/svg+xml",
+                    ]
                     .map(String::from)
                     .to_vec()
-            }),
+                }),
         });
         let grpc = m.grpc.unwrap_or(false);
 
@@ -1419,26 +1975,44 @@ impl Ctx<'_> {
         );
         let action = match (&m.redirect, &m.direct_response) {
             (Some(_), Some(_)) => {
-                r.error_key(d, &["spec", "direct_response"], "set either redirect or direct_response, not both");
+                r.error_key(
+                    d,
+                    &["spec", "direct_response"],
+                    "set either redirect or direct_response, not both",
+                );
                 None
             }
             (Some(rd), None) => {
                 if m.service.is_some() {
-                    r.warn(d, &["spec", "service"], "service is ignored because redirect is set");
+                    r.warn(
+                        d,
+                        &["spec", "service"],
+                        "service is ignored because redirect is set",
+                    );
                 }
                 Some(RouteAction::Redirect(redirect(d, r, rd)))
             }
             (None, Some(dr)) => {
                 if m.service.is_some() {
-                    r.warn(d, &["spec", "service"], "service is ignored because direct_response is set");
+                    r.warn(
+                        d,
+                        &["spec", "service"],
+                        "service is ignored because direct_response is set",
+                    );
                 }
                 let base = ["spec", "direct_response"];
                 let status = dr.status.unwrap_or(200);
                 if !(200..=599).contains(&status) {
-                    r.error(d, &p(&base, &["status"]), format!("status {status} out of range (200-599)"));
+                    r.error(
+                        d,
+                        &p(&base, &["status"]),
+                        format!("status {status} out of range (200-599)"),
+                    );
                 }
                 let content_type = dr.content_type.as_ref().and_then(|c| {
-                    header_value(c).map_err(|e| r.error(d, &p(&base, &["content_type"]), e)).ok()
+                    header_value(c)
+                        .map_err(|e| r.error(d, &p(&base, &["content_type"]), e))
+                        .ok()
                 });
                 Some(RouteAction::Direct(DirectResponseConf {
                     status,
@@ -1470,12 +2044,19 @@ impl Ctx<'_> {
                 }
                 match &sh.service {
                     None => {
-                        r.missing(d, &["spec", "shadow", "service"], "missing field `service` in shadow");
+                        r.missing(
+                            d,
+                            &["spec", "shadow", "service"],
+                            "missing field `service` in shadow",
+                        );
                         None
                     }
                     Some(s) => self
                         .service_upstream(r, &["spec", "shadow", "service"], s, grpc)
-                        .map(|upstream| ShadowConf { upstream, percent: percent.clamp(0.0, 100.0) }),
+                        .map(|upstream| ShadowConf {
+                            upstream,
+                            percent: percent.clamp(0.0, 100.0),
+                        }),
                 }
             }
         };
@@ -1485,7 +2066,11 @@ impl Ctx<'_> {
         if let (Some(rt), Some(t)) = (&retry, timeout)
             && rt.per_try_timeout.is_some_and(|pt| pt > t)
         {
-            r.warn(d, &["spec", "retry_policy", "per_try_timeout_ms"], "per_try_timeout_ms is longer than timeout_ms");
+            r.warn(
+                d,
+                &["spec", "retry_policy", "per_try_timeout_ms"],
+                "per_try_timeout_ms is longer than timeout_ms",
+            );
         }
         if d.list[errors_before..].iter().any(|x| x.is_error()) {
             return None;
@@ -1532,7 +2117,9 @@ fn order_and_group(d: &mut Diags, mut pending: Vec<Pending<'_>>) -> Vec<Route> {
     let mut first_of_group: HashMap<&str, usize> = HashMap::with_capacity(pending.len());
     let mut keys = Vec::with_capacity(pending.len());
     for (i, pd) in pending.iter().enumerate() {
-        let g = *first_of_group.entry(pd.group_key.as_str()).or_insert(pd.res.order);
+        let g = *first_of_group
+            .entry(pd.group_key.as_str())
+            .or_insert(pd.res.order);
         let rt = &pd.route;
         keys.push((
             (
@@ -1551,7 +2138,10 @@ fn order_and_group(d: &mut Diags, mut pending: Vec<Pending<'_>>) -> Vec<Route> {
     }
     keys.sort_unstable();
     let mut slots: Vec<Option<Pending<'_>>> = pending.drain(..).map(Some).collect();
-    let ordered: Vec<Pending<'_>> = keys.iter().filter_map(|(_, i)| slots.get_mut(*i).and_then(Option::take)).collect();
+    let ordered: Vec<Pending<'_>> = keys
+        .iter()
+        .filter_map(|(_, i)| slots.get_mut(*i).and_then(Option::take))
+        .collect();
 
     let mut info: Vec<(usize, usize, f64)> = Vec::with_capacity(ordered.len());
     let mut start = 0;
@@ -1561,11 +2151,16 @@ fn order_and_group(d: &mut Diags, mut pending: Vec<Pending<'_>>) -> Vec<Route> {
             end += 1;
         }
         let group = &ordered[start..end];
-        let explicit: u64 = group.iter().filter_map(|p| p.route.weight).map(u64::from).sum();
+        let explicit: u64 = group
+            .iter()
+            .filter_map(|p| p.route.weight)
+            .map(u64::from)
+            .sum();
         let unweighted = group.iter().filter(|p| p.route.weight.is_none()).count();
         if explicit > 100 {
             // Report on the member (in file order) whose weight pushes the sum over 100.
-            let mut by_file: Vec<&Pending<'_>> = group.iter().filter(|p| p.route.weight.is_some()).collect();
+            let mut by_file: Vec<&Pending<'_>> =
+                group.iter().filter(|p| p.route.weight.is_some()).collect();
             by_file.sort_by_key(|p| p.res.order);
             let mut sum = 0u64;
             let names: Vec<String> = by_file
@@ -1575,7 +2170,14 @@ fn order_and_group(d: &mut Diags, mut pending: Vec<Pending<'_>>) -> Vec<Route> {
             for p in &by_file {
                 sum += u64::from(p.route.weight.unwrap_or(0));
                 if sum > 100 {
-                    p.res.error(d, &["spec", "weight"], format!("canary weights add up to {explicit}, over 100: {}", names.join(", ")));
+                    p.res.error(
+                        d,
+                        &["spec", "weight"],
+                        format!(
+                            "canary weights add up to {explicit}, over 100: {}",
+                            names.join(", ")
+                        ),
+                    );
                     break;
                 }
             }
@@ -1583,12 +2185,18 @@ fn order_and_group(d: &mut Diags, mut pending: Vec<Pending<'_>>) -> Vec<Route> {
         if group.len() > 1 && unweighted == group.len() {
             let mut by_file: Vec<&Pending<'_>> = group.iter().collect();
             by_file.sort_by_key(|p| p.res.order);
-            let others: Vec<String> = by_file.iter().map(|p| format!("Mapping/{}", p.res.name)).collect();
+            let others: Vec<String> = by_file
+                .iter()
+                .map(|p| format!("Mapping/{}", p.res.name))
+                .collect();
             if let Some(second) = by_file.get(1) {
                 second.res.warn(
                     d,
                     &["spec", "prefix"],
-                    format!("{} have an identical match and no weights; traffic is split equally", others.join(", ")),
+                    format!(
+                        "{} have an identical match and no weights; traffic is split equally",
+                        others.join(", ")
+                    ),
                 );
             }
         }

@@ -37,7 +37,11 @@ impl Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}/{}: ", self.file, self.line, self.column, self.kind, self.name)?;
+        write!(
+            f,
+            "{}:{}:{}: {}/{}: ",
+            self.file, self.line, self.column, self.kind, self.name
+        )?;
         if self.severity == Severity::Warning {
             f.write_str("warning: ")?;
         }
@@ -63,7 +67,10 @@ mod tests {
 
     #[test]
     fn display_error_and_warning() {
-        assert_eq!(sample(Severity::Error).to_string(), "a.yaml:3:5: Mapping/quote: bad \"thing\"");
+        assert_eq!(
+            sample(Severity::Error).to_string(),
+            "a.yaml:3:5: Mapping/quote: bad \"thing\""
+        );
         assert_eq!(
             sample(Severity::Warning).to_string(),
             "a.yaml:3:5: Mapping/quote: warning: bad \"thing\""

@@ -28,7 +28,11 @@ pub enum ConfigSource {
     Path(PathBuf),
     /// YAML text; `name` stands for the file name in diagnostics and `base_dir` resolves
     /// relative file paths (TLS certificates).
-    Inline { name: String, text: String, base_dir: PathBuf },
+    Inline {
+        name: String,
+        text: String,
+        base_dir: PathBuf,
+    },
 }
 
 /// The outcome of [`load`].
@@ -74,17 +78,32 @@ pub fn load(sources: &[ConfigSource]) -> LoadResult {
     let compiled = compile::compile(&resources, &mut d);
 
     // Sort diagnostics by file (in read order), line, column; unreadable paths first.
-    let file_order: std::collections::HashMap<&str, usize> =
-        files.iter().enumerate().map(|(i, f)| (&*f.name, i)).collect();
+    let file_order: std::collections::HashMap<&str, usize> = files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (&*f.name, i))
+        .collect();
     let mut diagnostics = d.list;
-    diagnostics.sort_by_key(|x| (file_order.get(x.file.as_str()).map_or(0, |i| i + 1), x.line, x.column));
+    diagnostics.sort_by_key(|x| {
+        (
+            file_order.get(x.file.as_str()).map_or(0, |i| i + 1),
+            x.line,
+            x.column,
+        )
+    });
 
     if diagnostics.iter().any(Diagnostic::is_error) {
-        return LoadResult { snapshot: None, diagnostics };
+        return LoadResult {
+            snapshot: None,
+            diagnostics,
+        };
     }
-    let mut warned: std::collections::HashMap<(&str, &str, &str), &str> = std::collections::HashMap::new();
+    let mut warned: std::collections::HashMap<(&str, &str, &str), &str> =
+        std::collections::HashMap::new();
     for w in &diagnostics {
-        warned.entry((w.file.as_str(), w.kind.as_str(), w.name.as_str())).or_insert(w.message.as_str());
+        warned
+            .entry((w.file.as_str(), w.kind.as_str(), w.name.as_str()))
+            .or_insert(w.message.as_str());
     }
     let resources_info = resources
         .iter()
@@ -111,5 +130,8 @@ pub fn load(sources: &[ConfigSource]) -> LoadResult {
         access_log: None,
         rate_limit_service: compiled.rate_limit_service,
     };
-    LoadResult { snapshot: Some(snapshot), diagnostics }
+    LoadResult {
+        snapshot: Some(snapshot),
+        diagnostics,
+    }
 }

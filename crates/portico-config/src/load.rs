@@ -27,7 +27,15 @@ pub(crate) struct Diags {
 }
 
 impl Diags {
-    pub fn add(&mut self, file: &str, pos: Pos, kind: &str, name: &str, severity: Severity, message: String) {
+    pub fn add(
+        &mut self,
+        file: &str,
+        pos: Pos,
+        kind: &str,
+        name: &str,
+        severity: Severity,
+        message: String,
+    ) {
         self.list.push(Diagnostic {
             file: file.to_string(),
             line: pos.line.max(1),
@@ -52,7 +60,11 @@ pub(crate) fn read_sources(sources: &[ConfigSource], d: &mut Diags) -> Vec<Sourc
     let mut out = Vec::new();
     for src in sources {
         match src {
-            ConfigSource::Inline { name, text, base_dir } => out.push(SourceFile {
+            ConfigSource::Inline {
+                name,
+                text,
+                base_dir,
+            } => out.push(SourceFile {
                 name: name.as_str().into(),
                 base_dir: Arc::from(absolute(base_dir).as_path()),
                 text: text.clone(),
@@ -79,7 +91,14 @@ pub(crate) fn read_sources(sources: &[ConfigSource], d: &mut Diags) -> Vec<Sourc
                         }
                     }
                     Ok(_) => read_file(path, &mut out, d),
-                    Err(e) => d.add(&display, Pos::default(), "-", "-", Severity::Error, format!("cannot read: {e}")),
+                    Err(e) => d.add(
+                        &display,
+                        Pos::default(),
+                        "-",
+                        "-",
+                        Severity::Error,
+                        format!("cannot read: {e}"),
+                    ),
                 }
             }
         }
@@ -99,7 +118,14 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>, d: &mut Diags) {
         Ok(e) => e,
         Err(e) => {
             let name = dir.display().to_string();
-            d.add(&name, Pos::default(), "-", "-", Severity::Error, format!("cannot read directory: {e}"));
+            d.add(
+                &name,
+                Pos::default(),
+                "-",
+                "-",
+                Severity::Error,
+                format!("cannot read directory: {e}"),
+            );
             return;
         }
     };
@@ -112,7 +138,10 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>, d: &mut Diags) {
         match fs::metadata(&path) {
             Ok(m) if m.is_dir() => walk(&path, depth + 1, out, d),
             Ok(_) => {
-                let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default();
+                let ext = path
+                    .extension()
+                    .and_then(|e| e.to_str())
+                    .unwrap_or_default();
                 if ext == "yaml" || ext == "yml" {
                     out.push(path);
                 }
@@ -127,9 +156,20 @@ fn read_file(path: &Path, out: &mut Vec<SourceFile>, d: &mut Diags) {
     match fs::read_to_string(path) {
         Ok(text) => {
             let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-            out.push(SourceFile { name: name.into(), base_dir: Arc::from(absolute(&base).as_path()), text });
+            out.push(SourceFile {
+                name: name.into(),
+                base_dir: Arc::from(absolute(&base).as_path()),
+                text,
+            });
         }
-        Err(e) => d.add(&name, Pos::default(), "-", "-", Severity::Error, format!("cannot read: {e}")),
+        Err(e) => d.add(
+            &name,
+            Pos::default(),
+            "-",
+            "-",
+            Severity::Error,
+            format!("cannot read: {e}"),
+        ),
     }
 }
 
@@ -169,11 +209,21 @@ impl Resource {
 
     /// An error at the key of `path`.
     pub fn error_key(&self, d: &mut Diags, path: &[&str], message: impl Into<String>) {
-        self.emit(d, self.root.key_pos_of(path), Severity::Error, message.into());
+        self.emit(
+            d,
+            self.root.key_pos_of(path),
+            Severity::Error,
+            message.into(),
+        );
     }
 
     pub fn warn(&self, d: &mut Diags, path: &[&str], message: impl Into<String>) {
-        self.emit(d, self.root.key_pos_of(path), Severity::Warning, message.into());
+        self.emit(
+            d,
+            self.root.key_pos_of(path),
+            Severity::Warning,
+            message.into(),
+        );
     }
 
     /// A missing required field (`path` ends with the field): reported at the key of its parent,
@@ -183,13 +233,21 @@ impl Resource {
             return;
         }
         let parent = &path[..path.len().saturating_sub(1)];
-        self.emit(d, self.root.key_pos_of(parent), Severity::Error, message.into());
+        self.emit(
+            d,
+            self.root.key_pos_of(parent),
+            Severity::Error,
+            message.into(),
+        );
     }
 
     /// Whether `path` or one of its ancestors was dropped because of an error.
     pub fn was_removed(&self, path: &[&str]) -> bool {
         let joined = path.join(".");
-        self.removed.iter().any(|r| joined == *r || (joined.starts_with(r.as_str()) && joined.as_bytes().get(r.len()) == Some(&b'.')))
+        self.removed.iter().any(|r| {
+            joined == *r
+                || (joined.starts_with(r.as_str()) && joined.as_bytes().get(r.len()) == Some(&b'.'))
+        })
     }
 
     /// `file:line` of the value at `path`, for messages naming another resource.
@@ -203,15 +261,23 @@ pub(crate) trait Schema: Sync {
     /// The kinds of this schema (for messages).
     fn kinds(&self) -> &'static [&'static str];
     /// Deserializes the `spec` of `kind`; `None` when the kind is unknown.
-    fn parse_spec(&self, kind: &str, spec: &mut Node) -> Option<(&'static str, Deserialized<Spec>)>;
+    fn parse_spec(&self, kind: &str, spec: &mut Node)
+    -> Option<(&'static str, Deserialized<Spec>)>;
 }
 
 /// `portico.dev/v1`.
 struct PorticoV1;
 
-fn typed<T: serde::de::DeserializeOwned>(spec: &mut Node, wrap: fn(T) -> Spec) -> Deserialized<Spec> {
+fn typed<T: serde::de::DeserializeOwned>(
+    spec: &mut Node,
+    wrap: fn(T) -> Spec,
+) -> Deserialized<Spec> {
     let r = node::deserialize_all::<T>(spec, RETRY_LIMIT);
-    Deserialized { value: r.value.map(wrap), errors: r.errors, removed: r.removed }
+    Deserialized {
+        value: r.value.map(wrap),
+        errors: r.errors,
+        removed: r.removed,
+    }
 }
 
 impl Schema for PorticoV1 {
@@ -219,13 +285,26 @@ impl Schema for PorticoV1 {
         &[LISTENER, HOST, MAPPING, UPSTREAM, RATE_LIMIT_SERVICE]
     }
 
-    fn parse_spec(&self, kind: &str, spec: &mut Node) -> Option<(&'static str, Deserialized<Spec>)> {
+    fn parse_spec(
+        &self,
+        kind: &str,
+        spec: &mut Node,
+    ) -> Option<(&'static str, Deserialized<Spec>)> {
         Some(match kind {
             LISTENER => (LISTENER, typed::<model::ListenerSpec>(spec, Spec::Listener)),
             HOST => (HOST, typed::<model::HostSpec>(spec, Spec::Host)),
-            MAPPING => (MAPPING, typed::<model::MappingSpec>(spec, |m| Spec::Mapping(Box::new(m)))),
-            UPSTREAM => (UPSTREAM, typed::<model::UpstreamSpec>(spec, |u| Spec::Upstream(Box::new(u)))),
-            RATE_LIMIT_SERVICE => (RATE_LIMIT_SERVICE, typed::<model::RateLimitServiceSpec>(spec, Spec::RateLimitService)),
+            MAPPING => (
+                MAPPING,
+                typed::<model::MappingSpec>(spec, |m| Spec::Mapping(Box::new(m))),
+            ),
+            UPSTREAM => (
+                UPSTREAM,
+                typed::<model::UpstreamSpec>(spec, |u| Spec::Upstream(Box::new(u))),
+            ),
+            RATE_LIMIT_SERVICE => (
+                RATE_LIMIT_SERVICE,
+                typed::<model::RateLimitServiceSpec>(spec, Spec::RateLimitService),
+            ),
             _ => return None,
         })
     }
@@ -253,7 +332,14 @@ pub(crate) fn parse_files(files: &[SourceFile], d: &mut Diags) -> Vec<Resource> 
         let docs = match node::parse_documents(&f.text) {
             Ok(docs) => docs,
             Err(e) => {
-                d.add(&f.name, e.pos, "-", "-", Severity::Error, format!("invalid YAML: {}", e.message));
+                d.add(
+                    &f.name,
+                    e.pos,
+                    "-",
+                    "-",
+                    Severity::Error,
+                    format!("invalid YAML: {}", e.message),
+                );
                 continue;
             }
         };
@@ -282,35 +368,64 @@ fn parse_document(f: &SourceFile, mut root: Node, order: usize, d: &mut Diags) -
         }
         return None;
     };
-    let kind_text = root.get("kind").and_then(|k| k.as_str()).map(str::to_string);
+    let kind_text = root
+        .get("kind")
+        .and_then(|k| k.as_str())
+        .map(str::to_string);
     let diag_kind = kind_text.clone().unwrap_or_else(|| "-".to_string());
     let name_node = root.get("metadata").and_then(|m| m.get("name"));
-    let diag_name = name_node.and_then(|n| n.as_text()).map(|n| n.into_owned()).unwrap_or_else(|| "-".to_string());
-    let err = |d: &mut Diags, pos: Pos, msg: String| d.add(file, pos, &diag_kind, &diag_name, Severity::Error, msg);
+    let diag_name = name_node
+        .and_then(|n| n.as_text())
+        .map(|n| n.into_owned())
+        .unwrap_or_else(|| "-".to_string());
+    let err = |d: &mut Diags, pos: Pos, msg: String| {
+        d.add(file, pos, &diag_kind, &diag_name, Severity::Error, msg)
+    };
 
     let mut fatal = false;
     for (k, _) in entries {
         let key = k.as_text().unwrap_or_default();
         if !ENVELOPE_FIELDS.contains(&key.as_ref()) {
-            err(d, k.pos, format!("unknown field `{key}`, expected one of `apiVersion`, `kind`, `metadata`, `spec`"));
+            err(
+                d,
+                k.pos,
+                format!(
+                    "unknown field `{key}`, expected one of `apiVersion`, `kind`, `metadata`, `spec`"
+                ),
+            );
         }
     }
 
     // apiVersion
     let schema = match root.get("apiVersion") {
         None => {
-            err(d, root.pos, format!("missing field `apiVersion` (expected {PORTICO_V1})"));
+            err(
+                d,
+                root.pos,
+                format!("missing field `apiVersion` (expected {PORTICO_V1})"),
+            );
             None
         }
         Some(v) => match v.as_str() {
             None => {
-                err(d, v.pos, format!("invalid type: {}, expected a string for `apiVersion`", v.value.type_name()));
+                err(
+                    d,
+                    v.pos,
+                    format!(
+                        "invalid type: {}, expected a string for `apiVersion`",
+                        v.value.type_name()
+                    ),
+                );
                 None
             }
             Some(av) => match schema_for(av) {
                 Ok(Some(s)) => Some(s),
                 Ok(None) => {
-                    err(d, v.pos, format!("unknown apiVersion `{av}` (expected {PORTICO_V1})"));
+                    err(
+                        d,
+                        v.pos,
+                        format!("unknown apiVersion `{av}` (expected {PORTICO_V1})"),
+                    );
                     None
                 }
                 Err(msg) => {
@@ -328,7 +443,14 @@ fn parse_document(f: &SourceFile, mut root: Node, order: usize, d: &mut Diags) -
             fatal = true;
         }
         Some(k) if k.as_str().is_none() => {
-            err(d, k.pos, format!("invalid type: {}, expected a string for `kind`", k.value.type_name()));
+            err(
+                d,
+                k.pos,
+                format!(
+                    "invalid type: {}, expected a string for `kind`",
+                    k.value.type_name()
+                ),
+            );
             fatal = true;
         }
         Some(_) => {}
@@ -338,7 +460,11 @@ fn parse_document(f: &SourceFile, mut root: Node, order: usize, d: &mut Diags) -
     let mut removed = Vec::new();
     let mut has_name = false;
     match root.get_mut("metadata") {
-        None => err(d, root.pos, "missing field `metadata` (metadata.name is required)".to_string()),
+        None => err(
+            d,
+            root.pos,
+            "missing field `metadata` (metadata.name is required)".to_string(),
+        ),
         Some(meta) => {
             let r = node::deserialize_all::<Metadata>(meta, RETRY_LIMIT);
             for (pos, msg) in r.errors {
@@ -346,17 +472,29 @@ fn parse_document(f: &SourceFile, mut root: Node, order: usize, d: &mut Diags) -
             }
             removed.extend(r.removed.iter().map(|p| format!("metadata.{p}")));
             match r.value.and_then(|m| m.name) {
-                Some(n) if n.trim().is_empty() => err(d, meta.pos_of(&["name"]), "metadata.name must not be empty".to_string()),
+                Some(n) if n.trim().is_empty() => err(
+                    d,
+                    meta.pos_of(&["name"]),
+                    "metadata.name must not be empty".to_string(),
+                ),
                 Some(_) => has_name = true,
                 None if !removed.iter().any(|p| p == "metadata.name") => {
                     let pos = root.key_pos_of(&["metadata"]);
-                    err(d, pos, "missing field `name` in metadata (metadata.name is required)".to_string());
+                    err(
+                        d,
+                        pos,
+                        "missing field `name` in metadata (metadata.name is required)".to_string(),
+                    );
                 }
                 None => {}
             }
         }
     }
-    let name = if has_name { diag_name.clone() } else { "-".to_string() };
+    let name = if has_name {
+        diag_name.clone()
+    } else {
+        "-".to_string()
+    };
 
     let (schema, kind_text) = match (schema, kind_text) {
         (Some(s), Some(k)) if !fatal => (s, k),
@@ -366,20 +504,39 @@ fn parse_document(f: &SourceFile, mut root: Node, order: usize, d: &mut Diags) -
     // spec
     let spec_pos = root.key_pos_of(&["spec"]);
     let mut spec_node = match root.get_mut("spec") {
-        Some(s) => std::mem::replace(s, Node { pos: spec_pos, value: Value::Null }),
-        None => Node { pos: root.pos, value: Value::Null },
+        Some(s) => std::mem::replace(
+            s,
+            Node {
+                pos: spec_pos,
+                value: Value::Null,
+            },
+        ),
+        None => Node {
+            pos: root.pos,
+            value: Value::Null,
+        },
     };
     if matches!(spec_node.value, Value::Null) {
         spec_node.value = Value::Map(Vec::new());
     }
     if !matches!(spec_node.value, Value::Map(_)) {
-        let msg = format!("invalid type: {}, expected a mapping for `spec`", spec_node.value.type_name());
+        let msg = format!(
+            "invalid type: {}, expected a mapping for `spec`",
+            spec_node.value.type_name()
+        );
         err(d, spec_node.pos, msg);
         return None;
     }
     let Some((kind, parsed)) = schema.parse_spec(&kind_text, &mut spec_node) else {
         let pos = root.pos_of(&["kind"]);
-        err(d, pos, format!("unknown kind `{kind_text}` (expected one of {})", schema.kinds().join(", ")));
+        err(
+            d,
+            pos,
+            format!(
+                "unknown kind `{kind_text}` (expected one of {})",
+                schema.kinds().join(", ")
+            ),
+        );
         return None;
     };
     for (pos, msg) in parsed.errors {
@@ -410,7 +567,14 @@ fn check_duplicate_names(resources: &[Resource], d: &mut Diags) {
         match seen.get(&(r.kind, r.name.as_str())) {
             Some(first) => {
                 let at = first.loc(&["metadata", "name"]);
-                r.error(d, &["metadata", "name"], format!("duplicate {} name `{}` (first defined at {at})", r.kind, r.name));
+                r.error(
+                    d,
+                    &["metadata", "name"],
+                    format!(
+                        "duplicate {} name `{}` (first defined at {at})",
+                        r.kind, r.name
+                    ),
+                );
             }
             None => {
                 seen.insert((r.kind, r.name.as_str()), r);

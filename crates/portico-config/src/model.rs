@@ -67,7 +67,12 @@ impl<'de> Deserialize<'de> for StrList {
                 f.write_str("a list of strings or a comma-separated string")
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<StrList, E> {
-                Ok(StrList(s.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect()))
+                Ok(StrList(
+                    s.split(',')
+                        .map(|p| p.trim().to_string())
+                        .filter(|p| !p.is_empty())
+                        .collect(),
+                ))
             }
             fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<StrList, A::Error> {
                 let mut out = Vec::new();
@@ -228,14 +233,23 @@ impl<'de> Deserialize<'de> for HeaderAddM {
                 f.write_str("a header value or { value, append }")
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<HeaderAddM, E> {
-                Ok(HeaderAddM { value: Some(s.to_string()), append: None })
+                Ok(HeaderAddM {
+                    value: Some(s.to_string()),
+                    append: None,
+                })
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<HeaderAddM, E> {
-                Ok(HeaderAddM { value: Some(v.to_string()), append: None })
+                Ok(HeaderAddM {
+                    value: Some(v.to_string()),
+                    append: None,
+                })
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<HeaderAddM, A::Error> {
                 let o = HeaderAddObj::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(HeaderAddM { value: o.value, append: o.append })
+                Ok(HeaderAddM {
+                    value: o.value,
+                    append: o.append,
+                })
             }
         }
         d.deserialize_any(V)
@@ -473,11 +487,17 @@ impl<'de> Deserialize<'de> for EndpointM {
                 f.write_str("\"host:port\" or { address, weight }")
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<EndpointM, E> {
-                Ok(EndpointM { address: Some(s.to_string()), weight: None })
+                Ok(EndpointM {
+                    address: Some(s.to_string()),
+                    weight: None,
+                })
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<EndpointM, A::Error> {
                 let o = EndpointObj::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(EndpointM { address: o.address, weight: o.weight })
+                Ok(EndpointM {
+                    address: o.address,
+                    weight: o.weight,
+                })
             }
         }
         d.deserialize_any(V)

@@ -56,7 +56,10 @@ pub struct SyntaxError {
 /// Parses every document of a YAML stream.
 pub fn parse_documents(text: &str) -> Result<Vec<Node>, SyntaxError> {
     let docs = MarkedYaml::load_from_str(text).map_err(|e| SyntaxError {
-        pos: Pos { line: to_u32(e.marker().line()), col: to_u32(e.marker().col() + 1) },
+        pos: Pos {
+            line: to_u32(e.marker().line()),
+            col: to_u32(e.marker().col() + 1),
+        },
         message: e.info().to_string(),
     })?;
     let chars = CharIndex::new(text);
@@ -96,7 +99,10 @@ impl CharIndex {
 }
 
 fn convert(n: &MarkedYaml<'_>, text: &str, chars: &CharIndex) -> Node {
-    let pos = Pos { line: to_u32(n.span.start.line()), col: to_u32(n.span.start.col() + 1) };
+    let pos = Pos {
+        line: to_u32(n.span.start.line()),
+        col: to_u32(n.span.start.col() + 1),
+    };
     let raw = || -> Box<str> {
         chars
             .slice(text, n.span.start.index(), n.span.end.index())
@@ -109,20 +115,43 @@ fn convert(n: &MarkedYaml<'_>, text: &str, chars: &CharIndex) -> Node {
             Scalar::Boolean(b) => Value::Bool(*b),
             Scalar::Integer(i) => {
                 let r = raw();
-                Value::Int(*i, if r.is_empty() { i.to_string().into() } else { r })
+                Value::Int(
+                    *i,
+                    if r.is_empty() {
+                        i.to_string().into()
+                    } else {
+                        r
+                    },
+                )
             }
             Scalar::FloatingPoint(f) => {
                 let r = raw();
-                Value::Float(f.0, if r.is_empty() { f.0.to_string().into() } else { r })
+                Value::Float(
+                    f.0,
+                    if r.is_empty() {
+                        f.0.to_string().into()
+                    } else {
+                        r
+                    },
+                )
             }
             Scalar::String(s) => Value::Str(s.to_string()),
         },
         YamlData::Representation(s, _, _) => Value::Str(s.to_string()),
-        YamlData::Sequence(items) => Value::Seq(items.iter().map(|i| convert(i, text, chars)).collect()),
-        YamlData::Mapping(m) => {
-            Value::Map(m.iter().map(|(k, v)| (convert(k, text, chars), convert(v, text, chars))).collect())
+        YamlData::Sequence(items) => {
+            Value::Seq(items.iter().map(|i| convert(i, text, chars)).collect())
         }
-        YamlData::Tagged(_, inner) => return Node { pos, ..convert(inner, text, chars) },
+        YamlData::Mapping(m) => Value::Map(
+            m.iter()
+                .map(|(k, v)| (convert(k, text, chars), convert(v, text, chars)))
+                .collect(),
+        ),
+        YamlData::Tagged(_, inner) => {
+            return Node {
+                pos,
+                ..convert(inner, text, chars)
+            };
+        }
         YamlData::Alias(_) | YamlData::BadValue => Value::Null,
     };
     Node { pos, value }
@@ -164,9 +193,10 @@ impl Node {
     /// The map entry `key`: `(key node, value node)`.
     pub fn entry(&self, key: &str) -> Option<(&Node, &Node)> {
         match &self.value {
-            Value::Map(entries) => {
-                entries.iter().find(|(k, _)| k.as_text().as_deref() == Some(key)).map(|(k, v)| (k, v))
-            }
+            Value::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| k.as_text().as_deref() == Some(key))
+                .map(|(k, v)| (k, v)),
             _ => None,
         }
     }
@@ -177,9 +207,10 @@ impl Node {
 
     pub fn get_mut(&mut self, key: &str) -> Option<&mut Node> {
         match &mut self.value {
-            Value::Map(entries) => {
-                entries.iter_mut().find(|(k, _)| k.as_text().as_deref() == Some(key)).map(|(_, v)| v)
-            }
+            Value::Map(entries) => entries
+                .iter_mut()
+                .find(|(k, _)| k.as_text().as_deref() == Some(key))
+                .map(|(_, v)| v),
             _ => None,
         }
     }
@@ -292,7 +323,11 @@ impl std::error::Error for DeError {}
 
 impl de::Error for DeError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        DeError { message: msg.to_string(), pos: None, path: Vec::new() }
+        DeError {
+            message: msg.to_string(),
+            pos: None,
+            path: Vec::new(),
+        }
     }
 }
 
@@ -313,7 +348,13 @@ pub fn deserialize_all<T: DeserializeOwned>(node: &mut Node, limit: usize) -> De
     let mut removed = Vec::new();
     for _ in 0..=limit {
         match T::deserialize(NodeDe(node)) {
-            Ok(v) => return Deserialized { value: Some(v), errors, removed },
+            Ok(v) => {
+                return Deserialized {
+                    value: Some(v),
+                    errors,
+                    removed,
+                };
+            }
             Err(e) => {
                 let pos = e.pos.unwrap_or(node.pos);
                 errors.push((pos, tidy(&e.message)));
@@ -325,18 +366,31 @@ pub fn deserialize_all<T: DeserializeOwned>(node: &mut Node, limit: usize) -> De
             }
         }
     }
-    Deserialized { value: None, errors, removed }
+    Deserialized {
+        value: None,
+        errors,
+        removed,
+    }
 }
 
 /// Shortens serde's "unknown field `x`, expected one of ..." (a long list for big specs) to
 /// the field and, when one is close, a suggestion.
 fn tidy(msg: &str) -> String {
-    let Some(rest) = msg.strip_prefix("unknown field `") else { return msg.to_string() };
-    let Some((field, list)) = rest.split_once("`, expected one of ") else { return msg.to_string() };
+    let Some(rest) = msg.strip_prefix("unknown field `") else {
+        return msg.to_string();
+    };
+    let Some((field, list)) = rest.split_once("`, expected one of ") else {
+        return msg.to_string();
+    };
     let candidates: Vec<&str> = list.split(", ").map(|c| c.trim_matches('`')).collect();
-    let best = candidates.iter().map(|c| (edit_distance(field, c), *c)).min();
+    let best = candidates
+        .iter()
+        .map(|c| (edit_distance(field, c), *c))
+        .min();
     match best {
-        Some((dist, c)) if dist <= 2.max(field.len() / 4) => format!("unknown field `{field}` (did you mean `{c}`?)"),
+        Some((dist, c)) if dist <= 2.max(field.len() / 4) => {
+            format!("unknown field `{field}` (did you mean `{c}`?)")
+        }
         _ if candidates.len() > 6 => format!("unknown field `{field}`"),
         _ => msg.to_string(),
     }
@@ -379,7 +433,9 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
     fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         let n = self.0;
         match &n.value {
-            Value::Int(_, raw) | Value::Float(_, raw) => visitor.visit_str(raw).map_err(|e: DeError| e.at(n.pos)),
+            Value::Int(_, raw) | Value::Float(_, raw) => {
+                visitor.visit_str(raw).map_err(|e: DeError| e.at(n.pos))
+            }
             _ => self.deserialize_any(visitor),
         }
     }
@@ -406,7 +462,9 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
         visitor: V,
     ) -> Result<V::Value, DeError> {
         let pos = self.0.pos;
-        visitor.visit_newtype_struct(self).map_err(|e: DeError| e.at(pos))
+        visitor
+            .visit_newtype_struct(self)
+            .map_err(|e: DeError| e.at(pos))
     }
 
     fn deserialize_enum<V: Visitor<'de>>(
@@ -421,7 +479,8 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
                 let d: de::value::StrDeserializer<'_, DeError> = t.as_ref().into_deserializer();
                 visitor.visit_enum(d).map_err(|e: DeError| e.at(n.pos))
             }
-            _ => Err(de::Error::invalid_type(unexpected(n), &visitor)).map_err(|e: DeError| e.at(n.pos)),
+            _ => Err(de::Error::invalid_type(unexpected(n), &visitor))
+                .map_err(|e: DeError| e.at(n.pos)),
         }
     }
 
@@ -455,11 +514,18 @@ struct SeqAcc<'a> {
 impl<'de, 'a> de::SeqAccess<'de> for SeqAcc<'a> {
     type Error = DeError;
 
-    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, DeError> {
-        let Some(item) = self.items.get(self.i) else { return Ok(None) };
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, DeError> {
+        let Some(item) = self.items.get(self.i) else {
+            return Ok(None);
+        };
         let i = self.i;
         self.i += 1;
-        seed.deserialize(NodeDe(item)).map(Some).map_err(|e| e.at(item.pos).within(i))
+        seed.deserialize(NodeDe(item))
+            .map(Some)
+            .map_err(|e| e.at(item.pos).within(i))
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -475,17 +541,28 @@ struct MapAcc<'a> {
 impl<'de, 'a> de::MapAccess<'de> for MapAcc<'a> {
     type Error = DeError;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
-        let Some((k, _)) = self.entries.get(self.i) else { return Ok(None) };
-        seed.deserialize(NodeDe(k)).map(Some).map_err(|e| e.at(k.pos).within(self.i))
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
+        let Some((k, _)) = self.entries.get(self.i) else {
+            return Ok(None);
+        };
+        seed.deserialize(NodeDe(k))
+            .map(Some)
+            .map_err(|e| e.at(k.pos).within(self.i))
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
         let i = self.i;
         self.i += 1;
         match self.entries.get(i) {
-            Some((_, v)) => seed.deserialize(NodeDe(v)).map_err(|e| e.at(v.pos).within(i)),
-            None => Err(de::Error::custom("value requested past the end of a mapping")),
+            Some((_, v)) => seed
+                .deserialize(NodeDe(v))
+                .map_err(|e| e.at(v.pos).within(i)),
+            None => Err(de::Error::custom(
+                "value requested past the end of a mapping",
+            )),
         }
     }
 
@@ -535,8 +612,14 @@ mod tests {
         assert_eq!(tidy(long), "unknown field `prefx` (did you mean `prefix`?)");
         let none = "unknown field `zzzzzz`, expected one of `hostname`, `prefix`, `prefix_exact`, `method`, `headers`, `service`, `weight`";
         assert_eq!(tidy(none), "unknown field `zzzzzz`");
-        assert_eq!(tidy("unknown field `zzzz`, expected `b`"), "unknown field `zzzz`, expected `b`");
-        assert_eq!(tidy("unknown field `zzzz`, expected one of `a`, `b`"), "unknown field `zzzz`, expected one of `a`, `b`");
+        assert_eq!(
+            tidy("unknown field `zzzz`, expected `b`"),
+            "unknown field `zzzz`, expected `b`"
+        );
+        assert_eq!(
+            tidy("unknown field `zzzz`, expected one of `a`, `b`"),
+            "unknown field `zzzz`, expected one of `a`, `b`"
+        );
     }
 
     #[test]
@@ -557,6 +640,9 @@ mod tests {
         let v = d.value.unwrap();
         assert!(v.inner.unwrap().port.is_none());
         assert_eq!(v.list.unwrap().len(), 2);
-        assert_eq!(d.removed, vec!["inner.port", "inner.bogus", "list.0.port", "flag"]);
+        assert_eq!(
+            d.removed,
+            vec!["inner.port", "inner.bogus", "list.0.port", "flag"]
+        );
     }
 }

@@ -126,7 +126,9 @@ impl HostGlob {
     pub fn matches(&self, host: &str) -> bool {
         match self {
             HostGlob::Any => true,
-            HostGlob::Suffix(suffix) => host.len() > suffix.len() && host.ends_with(suffix.as_str()),
+            HostGlob::Suffix(suffix) => {
+                host.len() > suffix.len() && host.ends_with(suffix.as_str())
+            }
             HostGlob::Exact(name) => host == name,
         }
     }
@@ -187,7 +189,10 @@ pub struct HostConf {
 #[derive(Debug, Clone)]
 pub enum PathMatch {
     /// Path starts with `prefix`. When not case sensitive, `prefix` is stored lowercase.
-    Prefix { prefix: String, case_sensitive: bool },
+    Prefix {
+        prefix: String,
+        case_sensitive: bool,
+    },
     /// Path equals `path`. When not case sensitive, `path` is stored lowercase.
     Exact { path: String, case_sensitive: bool },
     /// The regex must match the whole path (it is compiled anchored: `^(?:...)$`).
@@ -206,13 +211,25 @@ impl PathMatch {
 
     pub fn matches(&self, path: &str) -> bool {
         match self {
-            PathMatch::Prefix { prefix, case_sensitive: true } => path.starts_with(prefix.as_str()),
-            PathMatch::Prefix { prefix, case_sensitive: false } => {
+            PathMatch::Prefix {
+                prefix,
+                case_sensitive: true,
+            } => path.starts_with(prefix.as_str()),
+            PathMatch::Prefix {
+                prefix,
+                case_sensitive: false,
+            } => {
                 path.len() >= prefix.len()
                     && path.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
             }
-            PathMatch::Exact { path: p, case_sensitive: true } => path == p,
-            PathMatch::Exact { path: p, case_sensitive: false } => path.eq_ignore_ascii_case(p),
+            PathMatch::Exact {
+                path: p,
+                case_sensitive: true,
+            } => path == p,
+            PathMatch::Exact {
+                path: p,
+                case_sensitive: false,
+            } => path.eq_ignore_ascii_case(p),
             PathMatch::Regex { regex, .. } => regex.is_match(path),
         }
     }
@@ -290,7 +307,9 @@ pub struct DirectResponseConf {
 #[derive(Debug, Clone)]
 pub enum RouteAction {
     /// Proxy to `Snapshot::upstreams[upstream]`.
-    Forward { upstream: usize },
+    Forward {
+        upstream: usize,
+    },
     Redirect(RedirectConf),
     Direct(DirectResponseConf),
 }
@@ -489,7 +508,11 @@ pub struct EndpointConf {
 pub enum EndpointSource {
     Static(Vec<EndpointConf>),
     /// Every A/AAAA record of `host` is an endpoint on `port`.
-    Dns { host: String, port: u16, refresh: Duration },
+    Dns {
+        host: String,
+        port: u16,
+        refresh: Duration,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -570,7 +593,12 @@ pub struct CircuitBreakerConf {
 
 impl Default for CircuitBreakerConf {
     fn default() -> Self {
-        Self { max_connections: 1024, max_pending_requests: 1024, max_requests: 1024, max_retries: 3 }
+        Self {
+            max_connections: 1024,
+            max_pending_requests: 1024,
+            max_requests: 1024,
+            max_retries: 3,
+        }
     }
 }
 
