@@ -20,7 +20,11 @@ use serde_json::json;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "portico", version, about = "An L7 edge proxy and its control plane")]
+#[command(
+    name = "portico",
+    version,
+    about = "An L7 edge proxy and its control plane"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -79,21 +83,47 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Version => {
-            println!("portico {} ({} {})", env!("CARGO_PKG_VERSION"), std::env::consts::OS, std::env::consts::ARCH);
+            println!(
+                "portico {} ({} {})",
+                env!("CARGO_PKG_VERSION"),
+                std::env::consts::OS,
+                std::env::consts::ARCH
+            );
             ExitCode::SUCCESS
         }
         Cmd::Check { paths, format } => check(paths, format),
-        Cmd::Explain { config, method, url, headers, format } => explain(config, &method, &url, &headers, format),
-        Cmd::Run { config, admin, workers, access_log, drain_timeout_ms } => {
+        Cmd::Explain {
+            config,
+            method,
+            url,
+            headers,
+            format,
+        } => explain(config, &method, &url, &headers, format),
+        Cmd::Run {
+            config,
+            admin,
+            workers,
+            access_log,
+            drain_timeout_ms,
+        } => {
             init_logging();
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("portico: cannot start runtime: {e}");
                     return ExitCode::FAILURE;
                 }
             };
-            let opts = RunOpts { config, admin, workers, access_log, drain_timeout_ms };
+            let opts = RunOpts {
+                config,
+                admin,
+                workers,
+                access_log,
+                drain_timeout_ms,
+            };
             match rt.block_on(run(opts)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -108,7 +138,10 @@ fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PORTICO_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn sources_of(paths: &[PathBuf]) -> Vec<ConfigSource> {
@@ -117,7 +150,10 @@ fn sources_of(paths: &[PathBuf]) -> Vec<ConfigSource> {
 
 fn print_diagnostics(diags: &[Diagnostic], format: Format) {
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(diags).unwrap_or_else(|_| "[]".into())),
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(diags).unwrap_or_else(|_| "[]".into())
+        ),
         Format::Text => {
             for d in diags {
                 println!("{d}");
@@ -129,10 +165,20 @@ fn print_diagnostics(diags: &[Diagnostic], format: Format) {
 fn check(paths: Vec<PathBuf>, format: Format) -> ExitCode {
     let result = portico_config::load(&sources_of(&paths));
     print_diagnostics(&result.diagnostics, format);
-    if result.has_errors() { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+    if result.has_errors() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
-fn explain(config: Vec<PathBuf>, method: &str, url: &str, headers: &[String], format: Format) -> ExitCode {
+fn explain(
+    config: Vec<PathBuf>,
+    method: &str,
+    url: &str,
+    headers: &[String],
+    format: Format,
+) -> ExitCode {
     let result = portico_config::load(&sources_of(&config));
     let Some(snapshot) = result.snapshot else {
         print_diagnostics(&result.diagnostics, Format::Text);
@@ -153,8 +199,14 @@ fn explain(config: Vec<PathBuf>, method: &str, url: &str, headers: &[String], fo
         Some(route) => {
             println!("{method} {url}");
             println!("  route:          {route}");
-            println!("  upstream:       {}", v["upstream"].as_str().unwrap_or("(answered locally)"));
-            println!("  rewritten path: {}", v["rewritten_path"].as_str().unwrap_or("-"));
+            println!(
+                "  upstream:       {}",
+                v["upstream"].as_str().unwrap_or("(answered locally)")
+            );
+            println!(
+                "  rewritten path: {}",
+                v["rewritten_path"].as_str().unwrap_or("-")
+            );
             println!("  match:          {}", v["match"]);
             println!("  policies:       {}", v["policies"]);
         }
@@ -163,7 +215,11 @@ fn explain(config: Vec<PathBuf>, method: &str, url: &str, headers: &[String], fo
     if let Some(rej) = v["rejected"].as_array().filter(|r| !r.is_empty()) {
         println!("  not taken:");
         for r in rej {
-            println!("    {}: {}", r["route"].as_str().unwrap_or("?"), r["reason"].as_str().unwrap_or(""));
+            println!(
+                "    {}: {}",
+                r["route"].as_str().unwrap_or("?"),
+                r["reason"].as_str().unwrap_or("")
+            );
         }
     }
     ExitCode::SUCCESS
@@ -219,9 +275,15 @@ async fn run(opts: RunOpts) -> anyhow::Result<()> {
     let resources = reload::resources_json(&snapshot, &diags);
     let listeners = snapshot.listeners.clone();
     let first = portico_proxy::prepare(snapshot, 1, None).await;
-    let settings = ProxySettings { drain_timeout: Duration::from_millis(opts.drain_timeout_ms) };
+    let settings = ProxySettings {
+        drain_timeout: Duration::from_millis(opts.drain_timeout_ms),
+    };
     let proxy = Arc::new(Proxy::new(first, settings, access_log));
-    let workers = opts.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let workers = opts.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
     let server = Arc::new(Server::start(proxy.clone(), workers)?);
     let bind_errors = server.reconcile(&listeners);
     if !bind_errors.is_empty() {
@@ -233,10 +295,20 @@ async fn run(opts: RunOpts) -> anyhow::Result<()> {
         source_desc,
         proxy.clone(),
         server.clone(),
-        Status { last_error: None, resources },
+        Status {
+            last_error: None,
+            resources,
+        },
     ));
     let (cmd_tx, mut cmd_rx) = tokio::sync::mpsc::unbounded_channel();
-    let admin_addr = admin::serve(opts.admin, Arc::new(Admin { ctl: ctl.clone(), commands: cmd_tx })).await?;
+    let admin_addr = admin::serve(
+        opts.admin,
+        Arc::new(Admin {
+            ctl: ctl.clone(),
+            commands: cmd_tx,
+        }),
+    )
+    .await?;
     tracing::info!(address = %admin_addr, "admin API listening");
     let _watcher = if watch_paths.is_empty() {
         None

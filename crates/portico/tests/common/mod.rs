@@ -1,0 +1,366 @@
+//! Test harness: real `portico` binary, real loopback upstreams (in-process hyper servers),
+//! real clients (hyper). Everything binds 127.0.0.1 on ports the test picks.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+/// A free loopback port (bound and released; the race is acceptable in tests).
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// What an upstream saw.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub uri: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub version: http::Version,
+}
+
+pub type Behavior = Arc<dyn Fn(&Seen) -> Response<Full<Bytes>> + Send + Sync>;
+
+/// An in-process HTTP/1.1 + h2c upstream that records every request.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub name: String,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Upstream {
+    /// Answers 200 with body `upstream NAME` and header `x-upstream: NAME`.
+    pub async fn start(name: &str) -> Upstream {
+        let n = name.to_string();
+        Self::with(
+            name,
+            Arc::new(move |_s: &Seen| {
+                let mut r = Response::new(Full::new(Bytes::from(format!("upstream {n}"))));
+                r.headers_mut()
+                    .insert("x-upstream", n.parse().expect("header"));
+                r
+            }),
+        )
+        .await
+    }
+
+    pub async fn with(name: &str, behavior: Behavior) -> Upstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
+        let addr = listener.local_addr().expect("addr");
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let seen2 = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    a = listener.accept() => a,
+                    _ = &mut stop_rx => break,
+                };
+                let Ok((stream, _)) = accepted else { continue };
+                let seen = seen2.clone();
+                let behavior = behavior.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let seen = seen.clone();
+                        let behavior = behavior.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|c| c.to_bytes())
+                                .unwrap_or_default();
+                            let s = Seen {
+                                method: parts.method.to_string(),
+                                uri: parts.uri.to_string(),
+                                headers: parts.headers,
+                                body,
+                                version: parts.version,
+                            };
+                            let resp = behavior(&s);
+                            seen.lock().expect("lock").push(s);
+                            Ok::<_, Infallible>(resp)
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Upstream {
+            addr,
+            name: name.to_string(),
+            seen,
+            stop: Some(stop_tx),
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().expect("lock").len()
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen
+            .lock()
+            .expect("lock")
+            .last()
+            .cloned()
+            .expect("upstream saw no request")
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A running `portico run` process.
+pub struct Portico {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub port: u16,
+    pub admin: u16,
+    pub access_log: PathBuf,
+}
+
+pub const API: &str = "apiVersion: portico.dev/v1";
+
+/// A Listener document on `port`.
+pub fn listener(port: u16) -> String {
+    format!(
+        "{API}\nkind: Listener\nmetadata: {{ name: main }}\nspec: {{ address: 127.0.0.1, port: {port} }}\n"
+    )
+}
+
+impl Portico {
+    /// Starts portico with a listener on a free port plus `docs` (YAML documents joined by `---`).
+    pub async fn start(docs: &str) -> Portico {
+        Self::start_with(docs, &[]).await
+    }
+
+    pub async fn start_with(docs: &str, extra_args: &[&str]) -> Portico {
+        let port = free_port();
+        let admin = free_port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("portico.yaml");
+        std::fs::write(&config, format!("{}---\n{docs}", listener(port))).expect("write config");
+        let access_log = dir.path().join("access.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_portico"))
+            .args(["run", "-c"])
+            .arg(&config)
+            .args([
+                "--admin",
+                &format!("127.0.0.1:{admin}"),
+                "--workers",
+                "2",
+                "--access-log",
+            ])
+            .arg(&access_log)
+            .args(extra_args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn portico");
+        let mut p = Portico {
+            child,
+            dir,
+            config,
+            port,
+            admin,
+            access_log,
+        };
+        p.wait_ready().await;
+        p
+    }
+
+    pub async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let mut err = String::new();
+                if let Some(mut e) = self.child.stderr.take() {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut err);
+                }
+                panic!("portico exited early ({status}): {err}");
+            }
+            if let Ok(r) = http_get(&format!("http://127.0.0.1:{}/ready", self.admin), &[]).await
+                && r.status == StatusCode::OK
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "portico not ready in time");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin)
+    }
+
+    /// Rewrites the config file (listener kept) without triggering anything else.
+    pub fn write_config(&self, docs: &str) {
+        let tmp = self.dir.path().join("portico.yaml.tmp");
+        std::fs::write(&tmp, format!("{}---\n{docs}", listener(self.port))).expect("write");
+        std::fs::rename(&tmp, &self.config).expect("rename");
+    }
+
+    /// Access log lines so far, parsed.
+    pub fn access_log(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.access_log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Polls the access log until `n` lines are there (the writer is asynchronous).
+    pub async fn wait_log_lines(&self, n: usize) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let lines = self.access_log();
+            if lines.len() >= n || Instant::now() > deadline {
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status();
+    }
+}
+
+impl Drop for Portico {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A response, fully read.
+#[derive(Debug)]
+pub struct Got {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Got {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+type Cl = Client<HttpConnector, Full<Bytes>>;
+
+fn client(h2: bool) -> Cl {
+    let mut b = Client::builder(TokioExecutor::new());
+    b.pool_idle_timeout(Duration::from_secs(5));
+    if h2 {
+        b.http2_only(true);
+    }
+    b.build_http()
+}
+
+thread_local! {
+    static H1: Cl = client(false);
+    static H2: Cl = client(true);
+}
+
+pub async fn send(req: Request<Full<Bytes>>, h2: bool) -> Result<Got, String> {
+    let c = if h2 {
+        H2.with(|c| c.clone())
+    } else {
+        H1.with(|c| c.clone())
+    };
+    let fut = c.request(req);
+    let resp = tokio::time::timeout(Duration::from_secs(10), fut)
+        .await
+        .map_err(|_| "timeout".to_string())?
+        .map_err(|e| format!("{e:?}"))?;
+    let (parts, body) = resp.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e:?}"))?
+        .to_bytes();
+    Ok(Got {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
+}
+
+pub fn request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Request<Full<Bytes>> {
+    let mut b = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(Full::new(body.into())).expect("request")
+}
+
+pub async fn http_get(url: &str, headers: &[(&str, &str)]) -> Result<Got, String> {
+    send(request("GET", url, headers, Bytes::new()), false).await
+}
+
+pub async fn get(url: &str, headers: &[(&str, &str)]) -> Got {
+    http_get(url, headers).await.expect("request failed")
+}
+
+pub async fn post(url: &str, body: &str) -> Got {
+    send(request("POST", url, &[], body.to_string()), false)
+        .await
+        .expect("request failed")
+}
+
+/// Header map of a Seen as simple name -> first value strings.
+pub fn header_map(h: &HeaderMap) -> HashMap<String, String> {
+    h.iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect()
+}
