@@ -1303,8 +1303,9 @@ fn value_match_key(v: &ValueMatch) -> String {
     }
 }
 
-/// Identity of a canary group (CONTRACT §2.5).
-fn group_key(r: &Route) -> String {
+/// Identity of a canary group (CONTRACT §2.5). `case_sensitive` matters for regexes, whose
+/// compiled form does not show it.
+fn group_key(r: &Route, case_sensitive: bool) -> String {
     let path = match &r.path {
         PathMatch::Prefix {
             prefix,
@@ -1314,7 +1315,9 @@ fn group_key(r: &Route) -> String {
             path,
             case_sensitive,
         } => format!("e{}{path}", u8::from(*case_sensitive)),
-        PathMatch::Regex { regex, .. } => format!("r{}", regex.as_str()),
+        PathMatch::Regex { regex, .. } => {
+            format!("r{}{}", u8::from(case_sensitive), regex.as_str())
+        }
     };
     let mut headers: Vec<String> = r
         .headers
@@ -1696,7 +1699,7 @@ impl Ctx<'_> {
                 continue;
             };
             if let Some(route) = self.mapping(r, m, have_rls) {
-                let group_key = group_key(&route);
+                let group_key = group_key(&route, m.case_sensitive.unwrap_or(true));
                 pending.push(Pending {
                     route,
                     res: r,
@@ -2228,4 +2231,90 @@ fn order_and_group(d: &mut Diags, mut pending: Vec<Pending<'_>>) -> Vec<Route> {
             route
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn substitution_conversion() {
+        assert_eq!(convert_substitution("/\\1"), "/${1}");
+        assert_eq!(convert_substitution("/a/\\12/\\2"), "/a/${12}/${2}");
+        assert_eq!(convert_substitution("$5 \\\\ x"), "$$5 \\ x");
+        assert_eq!(convert_substitution("plain"), "plain");
+    }
+
+    #[test]
+    fn authorities() {
+        assert_eq!(
+            parse_authority("Quote:8080"),
+            Ok(("quote".into(), Some(8080)))
+        );
+        assert_eq!(parse_authority("quote"), Ok(("quote".into(), None)));
+        assert_eq!(parse_authority("[::1]:80"), Ok(("::1".into(), Some(80))));
+        assert!(parse_authority("::1:80").is_err());
+        assert!(parse_authority("a:0").is_err());
+        assert!(parse_authority("a:x").is_err());
+        assert!(parse_authority("a b:1").is_err());
+        assert!(parse_authority(":80").is_err());
+        assert_eq!(fmt_authority("::1", 80), "[::1]:80");
+    }
+
+    #[test]
+    fn status_ranges() {
+        assert_eq!(parse_status_range(&StatusRangeM::Code(204)), Ok((204, 204)));
+        assert_eq!(
+            parse_status_range(&StatusRangeM::Text("200-399".into())),
+            Ok((200, 399))
+        );
+        assert_eq!(
+            parse_status_range(&StatusRangeM::Text("404".into())),
+            Ok((404, 404))
+        );
+        assert!(parse_status_range(&StatusRangeM::Text("399-200".into())).is_err());
+        assert!(parse_status_range(&StatusRangeM::Code(99)).is_err());
+        assert!(parse_status_range(&StatusRangeM::Text("2xx".into())).is_err());
+    }
+
+    #[test]
+    fn host_globs() {
+        assert_eq!(check_host_glob("*"), Ok(HostGlob::Any));
+        assert_eq!(
+            check_host_glob("*.A.com"),
+            Ok(HostGlob::Suffix(".a.com".into()))
+        );
+        assert_eq!(
+            check_host_glob("a.com"),
+            Ok(HostGlob::Exact("a.com".into()))
+        );
+        assert!(check_host_glob("*a.com").is_err());
+        assert!(check_host_glob("a.com:80").is_err());
+        assert!(check_host_glob("a.*.com").is_err());
+    }
+
+    #[test]
+    fn methods() {
+        assert_eq!(parse_method("GET"), Ok(Method::GET));
+        assert!(parse_method("PURGE").is_ok());
+        assert!(parse_method("get").is_err());
+        assert!(parse_method("").is_err());
+        assert!(parse_method("G T").is_err());
+    }
+
+    #[test]
+    fn origins_and_regexes() {
+        let re = origin_glob("https://*.example.com").unwrap_or_else(|e| panic!("{e}"));
+        assert!(re.is_match("https://a.example.com"));
+        assert!(re.is_match("HTTPS://A.EXAMPLE.COM"));
+        assert!(!re.is_match("https://a.example.com.evil"));
+        assert!(!re.is_match("http://a.example.com"));
+        let re = anchored("/a|/b", false).unwrap_or_else(|e| panic!("{e}"));
+        assert!(re.is_match("/b") && !re.is_match("/b/c"));
+        let e = anchored("(", false).err().unwrap_or_default();
+        assert!(
+            e.starts_with("invalid regex `(`: ") && !e.contains('\n'),
+            "{e}"
+        );
+    }
 }

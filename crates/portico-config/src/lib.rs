@@ -3,6 +3,40 @@
 //!
 //! No I/O beyond reading the config files (and checking that referenced files exist).
 //! Entry point: [`load`].
+//!
+//! Module map: [`node`] (positioned YAML tree + serde bridge), [`model`] (typed resources of
+//! `portico.dev/v1`), `load` (sources, envelope, schema per `apiVersion`), `compile` (semantic
+//! checks and compilation), [`diag`] (diagnostics), [`snapshot`] (the data plane's view),
+//! [`router`] (the route index).
+//!
+//! Semantics chosen where CONTRACT §2 is silent:
+//! - **Implicit upstreams** (`service: [scheme://]host:port`) are deduplicated by (protocol,
+//!   `host:port`) and named `host:port` (`[v6]:port` for IPv6). If that name is taken by an
+//!   implicit upstream of another protocol, the later one is named `scheme://host:port` (`h2c`,
+//!   `https`, `https+h2`). A scheme without a port takes 80 (http, h2c) or 443 (https). IP hosts
+//!   give `EndpointSource::Static`, names `EndpointSource::Dns` (refresh 5 s). `grpc: true` turns
+//!   http into `H2c` and https into `Auto` (TLS with ALPN). https upstreams get a default
+//!   `UpstreamTlsConf` with `sni` = the host name.
+//! - **Upstream-level fields on a Mapping** (`load_balancer`, `health_checks`,
+//!   `outlier_detection`, `circuit_breakers`, `connect_timeout_ms`): on an implicit upstream the
+//!   first Mapping that sets a field sets it, and a later Mapping setting it differently is an
+//!   error naming the first. On an `Upstream` resource the resource's own settings always apply;
+//!   a differing Mapping-level value is ignored with a warning. A shadow's upstream never gets
+//!   them.
+//! - **Canary groups**: explicit weights take their percentage, the unweighted members share
+//!   the rest equally; when every member has a weight and the sum is under 100 they are scaled
+//!   to 100 (all 0: equal shares); a lone route has 100. So effective weights of a group always
+//!   add up to 100. Regexes with different `case_sensitive` are different groups.
+//! - `rewrite: ""` means no rewrite. `regex_rewrite.substitution` is converted from `\1` to
+//!   `${1}` and a literal `$` to `$$`. Header/query regexes and `prefix_regex` are anchored;
+//!   `regex_rewrite.pattern` is used as written.
+//! - Without `retry_on` a `retry_policy` retries on `5xx,connect-failure,reset`;
+//!   `num_retries` defaults to 1; giving `retriable_status_codes` implies
+//!   `retriable-status-codes`.
+//! - Resource names: ASCII letters, digits, `-`, `_`, `.`, alphanumeric at both ends.
+//! - Directory sources skip hidden entries (`.git`, editor files).
+//! - Only one `RateLimitService` may exist; `domain` defaults to `portico`; it is reached over
+//!   gRPC (`H2c`, or `Auto` for `https://`). `scope: global` rate limits need one.
 #![forbid(unsafe_code)]
 
 mod compile;

@@ -477,6 +477,14 @@ fn parse_document(f: &SourceFile, mut root: Node, order: usize, d: &mut Diags) -
                     meta.pos_of(&["name"]),
                     "metadata.name must not be empty".to_string(),
                 ),
+                Some(n) if !valid_name(&n) => err(
+                    d,
+                    meta.pos_of(&["name"]),
+                    format!(
+                        "invalid name `{n}` (use letters, digits, `-`, `_` and `.`, \
+                         starting and ending with a letter or digit)"
+                    ),
+                ),
                 Some(_) => has_name = true,
                 None if !removed.iter().any(|p| p == "metadata.name") => {
                     let pos = root.key_pos_of(&["metadata"]);
@@ -558,6 +566,18 @@ fn parse_document(f: &SourceFile, mut root: Node, order: usize, d: &mut Diags) -
     })
 }
 
+/// Resource names: ASCII letters, digits, `-`, `_`, `.`; alphanumeric at both ends (so they
+/// never look like a `host:port` or a URL).
+fn valid_name(n: &str) -> bool {
+    let b = n.as_bytes();
+    !b.is_empty()
+        && b.len() <= 253
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && b.first().is_some_and(u8::is_ascii_alphanumeric)
+        && b.last().is_some_and(u8::is_ascii_alphanumeric)
+}
+
 fn check_duplicate_names(resources: &[Resource], d: &mut Diags) {
     let mut seen: HashMap<(&str, &str), &Resource> = HashMap::with_capacity(resources.len());
     for r in resources {
@@ -580,5 +600,42 @@ fn check_duplicate_names(resources: &[Resource], d: &mut Diags) {
                 seen.insert((r.kind, r.name.as_str()), r);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["a", "quote", "quote-v2", "Quote_1.x", "9"] {
+            assert!(valid_name(ok), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "a:80", "a b", "http://x", "é"] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn schemas() {
+        assert!(matches!(schema_for(PORTICO_V1), Ok(Some(_))));
+        assert!(matches!(schema_for(EMISSARY_V3), Err(m) if m.contains("not supported yet")));
+        assert!(matches!(schema_for("v1"), Ok(None)));
+    }
+
+    #[test]
+    fn empty_documents_are_skipped() {
+        let mut d = Diags::default();
+        let f = SourceFile {
+            name: "x".into(),
+            base_dir: Arc::from(Path::new("/")),
+            text: "---
+---
+"
+            .into(),
+        };
+        assert!(parse_files(&[f], &mut d).is_empty());
+        assert!(d.list.is_empty());
     }
 }

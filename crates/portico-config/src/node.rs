@@ -1,7 +1,7 @@
 //! The positioned YAML tree and the serde bridge onto it.
 //!
 //! Owns [`Node`] (an owned copy of saphyr's `MarkedYaml` with 1-based positions), path lookups
-//! that turn `spec.endpoints[2]` into a `line:col`, and a serde [`Deserializer`] over a node
+//! that turn `spec.endpoints[2]` into a `line:col`, and a serde [`Deserializer`](serde::Deserializer) over a node
 //! whose errors carry the position of the innermost offending node (the key, for unknown
 //! fields) plus the path of map entries / sequence items that contain it.
 //! [`deserialize_all`] uses that path to drop the offending entry and retry, so one pass

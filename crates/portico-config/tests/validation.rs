@@ -813,3 +813,73 @@ fn directory_sources_are_read_recursively_and_sorted() {
     assert!(missing.diagnostics[0].message.starts_with("cannot read"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn tls_listener_needs_a_host_with_tls() {
+    one_error(
+        "apiVersion: portico.dev/v1\nkind: Listener\nmetadata: {name: l}\nspec: {port: 443, protocol: HTTPS}\n",
+        4,
+        29,
+        "needs at least one Host with tls",
+    );
+}
+
+#[test]
+fn invalid_resource_names() {
+    one_error(
+        "apiVersion: portico.dev/v1\nkind: Listener\nmetadata: {name: \"a:b\"}\nspec: {port: 1}\n",
+        3,
+        18,
+        "invalid name `a:b`",
+    );
+}
+
+#[test]
+fn many_errors_in_one_resource_are_all_reported() {
+    let text = mapping(
+        "m",
+        "  prefix: /\n  service: a:1\n  timeout_ms: -1\n  grpc: 3\n  weight: x\n  cors: {origins: 5}\n  nope: 1\n",
+    );
+    let d = errors(&text);
+    let lines: Vec<&str> = d
+        .iter()
+        .map(|l| l.split(": ").next().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            "t.yaml:9:15",
+            "t.yaml:10:9",
+            "t.yaml:11:11",
+            "t.yaml:12:19",
+            "t.yaml:13:3"
+        ],
+        "{d:#?}"
+    );
+}
+
+#[test]
+fn header_names_are_case_insensitive_and_regex_case_flags_split_groups() {
+    let text = [
+        mapping(
+            "a",
+            "  prefix: /\n  headers: {X-Canary: \"1\"}\n  service: a:1\n",
+        ),
+        mapping(
+            "r1",
+            "  prefix: \"/x.*\"\n  prefix_regex: true\n  service: a:1\n",
+        ),
+        mapping(
+            "r2",
+            "  prefix: \"/x.*\"\n  prefix_regex: true\n  case_sensitive: false\n  service: a:1\n",
+        ),
+    ]
+    .concat();
+    let s = clean(&text);
+    assert_eq!(s.routes[2].headers[0].name.as_str(), "x-canary");
+    assert_eq!(s.routes[0].group, 0);
+    assert_eq!(
+        s.routes[1].group, 1,
+        "different case flags: different groups"
+    );
+}
