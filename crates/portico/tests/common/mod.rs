@@ -188,7 +188,7 @@ impl Portico {
             .arg(&access_log)
             .args(extra_args)
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(std::fs::File::create(dir.path().join("stderr.log")).expect("stderr file"))
             .spawn()
             .expect("spawn portico");
         let mut p = Portico {
@@ -207,11 +207,7 @@ impl Portico {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                let mut err = String::new();
-                if let Some(mut e) = self.child.stderr.take() {
-                    use std::io::Read;
-                    let _ = e.read_to_string(&mut err);
-                }
+                let err = self.stderr();
                 panic!("portico exited early ({status}): {err}");
             }
             if let Ok(r) = http_get(&format!("http://127.0.0.1:{}/ready", self.admin), &[]).await
@@ -222,6 +218,11 @@ impl Portico {
             assert!(Instant::now() < deadline, "portico not ready in time");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// What portico wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
     }
 
     pub fn url(&self, path: &str) -> String {
