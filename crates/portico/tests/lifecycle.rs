@@ -1,0 +1,206 @@
+//! Streaming bodies in constant memory, 100-continue, and graceful shutdown.
+
+mod common;
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+const CHUNK: usize = 256 * 1024;
+
+fn chunks(total: u64) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, Infallible>> + Send {
+    let chunk = Bytes::from(vec![b'x'; CHUNK]);
+    let n = total / CHUNK as u64;
+    futures_util::stream::iter((0..n).map(move |_| Ok(Frame::data(chunk.clone()))))
+}
+
+/// An upstream that counts request body bytes and answers with `x-received`, or, for
+/// `GET /download/N`, streams N bytes.
+async fn counting_upstream() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                let svc = service_fn(|req: http::Request<Incoming>| async move {
+                    let path = req.uri().path().to_string();
+                    if let Some(n) = path.strip_prefix("/download/") {
+                        let total: u64 = n.parse().unwrap_or(0);
+                        let body = http_body_util::combinators::BoxBody::new(StreamBody::new(chunks(total)));
+                        return Ok::<_, Infallible>(http::Response::new(body));
+                    }
+                    let mut body = req.into_body();
+                    let mut n = 0u64;
+                    while let Some(f) = body.frame().await {
+                        match f {
+                            Ok(f) => n += f.data_ref().map(|d| d.len() as u64).unwrap_or(0),
+                            Err(_) => break,
+                        }
+                    }
+                    let mut r = http::Response::new(http_body_util::combinators::BoxBody::new(
+                        http_body_util::Full::new(Bytes::new()).map_err(|e| match e {}),
+                    ));
+                    r.headers_mut().insert("x-received", n.into());
+                    Ok(r)
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_gigabyte_each_way_in_constant_memory() {
+    let up = counting_upstream().await;
+    let p = Portico::start(&format!("{API}\nkind: Mapping\nmetadata: {{ name: big }}\nspec: {{ prefix: /, service: {up} }}\n")).await;
+    let pid = p.child.id();
+    let before = rss_kb(pid);
+    const GB: u64 = 1 << 30;
+
+    // Upload 1 GiB (chunked) through the proxy.
+    let started = Instant::now();
+    let (mut tx, rx) = hyper::client::conn::http1::handshake::<_, StreamBody<_>>(TokioIo::new(
+        tokio::net::TcpStream::connect(("127.0.0.1", p.port)).await.expect("connect"),
+    ))
+    .await
+    .map(|(tx, conn)| {
+        tokio::spawn(conn);
+        (tx, ())
+    })
+    .expect("handshake");
+    let _ = rx;
+    let req = http::Request::post("/upload")
+        .header("host", "big")
+        .body(StreamBody::new(chunks(GB).boxed()))
+        .expect("req");
+    let resp = tx.send_request(req).await.expect("upload");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-received"], GB.to_string().as_str());
+    let upload_rss = rss_kb(pid);
+
+    // Download 1 GiB through the proxy.
+    tx.ready().await.expect("ready");
+    let req = http::Request::get(format!("/download/{GB}")).header("host", "big").body(StreamBody::new(chunks(0).boxed())).expect("req");
+    let resp = tx.send_request(req).await.expect("download");
+    let mut body = resp.into_body();
+    let mut n = 0u64;
+    let mut peak = 0;
+    while let Some(f) = body.frame().await {
+        n += f.expect("frame").data_ref().map(|d| d.len() as u64).unwrap_or(0);
+        if n % (64 << 20) < CHUNK as u64 {
+            peak = peak.max(rss_kb(pid));
+        }
+    }
+    assert_eq!(n, GB);
+    let after = rss_kb(pid);
+    eprintln!(
+        "1 GiB up+down in {:.1}s; RSS kB before={before} after-upload={upload_rss} peak-download={peak} after={after}",
+        started.elapsed().as_secs_f64()
+    );
+    // Constant memory: a few MB of buffers, never anything near the body size.
+    for rss in [upload_rss, peak, after] {
+        assert!(rss < before + 64 * 1024, "RSS grew from {before} kB to {rss} kB");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_100_continue_and_chunked_upload() {
+    let up = Upstream::start("a").await;
+    let p = Portico::start(&format!("{API}\nkind: Mapping\nmetadata: {{ name: m }}\nspec: {{ prefix: /, service: {} }}\n", up.addr)).await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", p.port)).await.expect("connect");
+    s.write_all(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n").await.expect("write");
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("100 in time").expect("read");
+    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 100 Continue"), "{head}");
+    s.write_all(b"hello").await.expect("body");
+    let mut got = String::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !got.contains("upstream a") && Instant::now() < deadline {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("read in time").expect("read");
+        if n == 0 {
+            break;
+        }
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(got.contains("200 OK") && got.contains("upstream a"), "{got}");
+    assert_eq!(up.last().body.as_ref(), b"hello");
+    assert!(!up.last().headers.contains_key("expect"));
+
+    // Chunked request body is de-chunked/re-framed and arrives intact.
+    s.write_all(b"POST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+        .await
+        .expect("write");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while up.count() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(up.last().body.as_ref(), b"hello world");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_then_exits_zero() {
+    let slow = Upstream::with(
+        "slow",
+        std::sync::Arc::new(|_s: &Seen| http::Response::new(http_body_util::Full::new(Bytes::from("late")))),
+    )
+    .await;
+    // The upstream answers only after a delay: put a delaying hop in front of it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let delay_addr = listener.local_addr().expect("addr");
+    let target = slow.addr;
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                if let Ok(mut u) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                }
+            });
+        }
+    });
+    let mut p = Portico::start(&format!("{API}\nkind: Mapping\nmetadata: {{ name: m }}\nspec: {{ prefix: /, service: {delay_addr} }}\n")).await;
+    let url = p.url("/slow");
+    let inflight = tokio::spawn(async move { http_get(&url, &[]).await });
+    // Wait until the request is in flight (the upstream hop has the connection).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    p.signal("TERM");
+    // While draining: /ready answers 503 (or the admin is already gone at exit).
+    let ready = http_get(&p.admin_url("/ready"), &[]).await;
+    if let Ok(r) = ready {
+        assert_eq!(r.status, 503);
+    }
+    let r = inflight.await.expect("join").expect("in-flight request must complete");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "late");
+    assert_eq!(r.header("connection"), Some("close"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = p.child.try_wait().expect("wait") {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "portico did not exit after drain");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The project's test command (README): installs what the tests need on a fresh Debian
+# machine, then runs formatting, lints and the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for tool in curl git; do
+  command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
+done
+if [ "${#need[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+  else
+    echo "missing tools: ${need[*]} (install them, or run as root to install them)" >&2
+    exit 1
+  fi
+fi
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace
+# Release-mode checks (timing targets that only make sense optimised).
+cargo test --release -p portico-config -- --ignored
