@@ -54,3 +54,30 @@ async fn proxies_http1_and_h2c_with_forwarding_headers() {
     assert_eq!(ok["client"], "127.0.0.1");
     assert_eq!(ok["bytes_sent"], 10);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_upstream_by_scheme_and_by_grpc_flag() {
+    let up = Upstream::start("h2").await;
+    let p = Portico::start(&format!(
+        "{API}\nkind: Mapping\nmetadata: {{ name: h2 }}\nspec: {{ prefix: /h2/, service: h2c://{a} }}\n---\n\
+         {API}\nkind: Mapping\nmetadata: {{ name: g }}\nspec: {{ prefix: /g/, service: {a}, grpc: true }}\n",
+        a = up.addr
+    ))
+    .await;
+    // HTTP/1.1 downstream -> HTTP/2 upstream.
+    for path in ["/h2/a", "/g/b"] {
+        let r = get(&p.url(path), &[]).await;
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(up.last().version, http::Version::HTTP_2);
+        assert_eq!(up.last().uri.rsplit_once(&format!("{}", p.port)).map(|x| x.1).unwrap_or(&up.last().uri), path);
+    }
+    // Many requests share few upstream connections (multiplexed).
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let url = p.url(&format!("/h2/{i}"));
+        tasks.push(tokio::spawn(async move { http_get(&url, &[]).await.map(|r| r.status.as_u16()) }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.expect("join"), Ok(200));
+    }
+}
