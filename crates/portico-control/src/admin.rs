@@ -34,7 +34,9 @@ pub async fn serve(addr: SocketAddr, admin: Arc<Admin>) -> std::io::Result<Socke
     let local = listener.local_addr()?;
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let admin = admin.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
@@ -50,10 +52,17 @@ pub async fn serve(addr: SocketAddr, admin: Arc<Admin>) -> std::io::Result<Socke
     Ok(local)
 }
 
-fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+fn reply(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
     r
 }
 
@@ -74,8 +83,13 @@ async fn route(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
             }
         }
         (Method::GET, "/config") => json_reply(StatusCode::OK, &crate::views::config(ctl)),
-        (Method::GET, "/routes") => json_reply(StatusCode::OK, &crate::views::routes(&ctl.proxy.active())),
-        (Method::GET, "/upstreams") => json_reply(StatusCode::OK, &crate::views::upstreams(&ctl.proxy.active())),
+        (Method::GET, "/routes") => {
+            json_reply(StatusCode::OK, &crate::views::routes(&ctl.proxy.active()))
+        }
+        (Method::GET, "/upstreams") => json_reply(
+            StatusCode::OK,
+            &crate::views::upstreams(&ctl.proxy.active()),
+        ),
         (Method::GET, "/explain") => {
             let q = req.uri().query().unwrap_or("");
             match crate::explain::from_query(&ctl.proxy.active().config, q) {
@@ -84,20 +98,27 @@ async fn route(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
             }
         }
         (Method::POST, "/reload") => match ctl.reload("admin").await {
-            Outcome::Applied { generation } => {
-                json_reply(StatusCode::OK, &json!({ "result": "applied", "generation": generation }))
-            }
-            Outcome::Rejected { errors } => {
-                json_reply(StatusCode::BAD_REQUEST, &json!({ "result": "rejected", "errors": errors }))
-            }
+            Outcome::Applied { generation } => json_reply(
+                StatusCode::OK,
+                &json!({ "result": "applied", "generation": generation }),
+            ),
+            Outcome::Rejected { errors } => json_reply(
+                StatusCode::BAD_REQUEST,
+                &json!({ "result": "rejected", "errors": errors }),
+            ),
         },
         (Method::POST, "/drain") => {
             let _ = admin.commands.send(Command::Drain { exit: false });
             json_reply(StatusCode::OK, &json!({ "result": "draining" }))
         }
-        (_, "/ready" | "/config" | "/routes" | "/upstreams" | "/explain" | "/reload" | "/drain") => {
-            reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n")
-        }
+        (
+            _,
+            "/ready" | "/config" | "/routes" | "/upstreams" | "/explain" | "/reload" | "/drain",
+        ) => reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "method not allowed\n",
+        ),
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
 }

@@ -10,28 +10,53 @@ use serde_json::{Value, json};
 use crate::views::{route_match, upstream_name};
 
 /// Explains `method url` with `headers` (`Name: value` strings) against `snapshot`.
-pub fn explain(snapshot: &Snapshot, method: &str, url: &str, headers: &[String]) -> Result<Value, String> {
-    let method = Method::from_bytes(method.as_bytes()).map_err(|_| format!("invalid method {method:?}"))?;
+pub fn explain(
+    snapshot: &Snapshot,
+    method: &str,
+    url: &str,
+    headers: &[String],
+) -> Result<Value, String> {
+    let method =
+        Method::from_bytes(method.as_bytes()).map_err(|_| format!("invalid method {method:?}"))?;
     let uri: Uri = url.parse().map_err(|_| format!("invalid URL {url:?}"))?;
     let mut map = HeaderMap::new();
     for h in headers {
-        let (n, v) = h.split_once(':').ok_or_else(|| format!("invalid header {h:?}: expected 'Name: value'"))?;
-        let name = HeaderName::from_bytes(n.trim().as_bytes()).map_err(|_| format!("invalid header name {n:?}"))?;
-        let value = HeaderValue::from_str(v.trim()).map_err(|_| format!("invalid header value {v:?}"))?;
+        let (n, v) = h
+            .split_once(':')
+            .ok_or_else(|| format!("invalid header {h:?}: expected 'Name: value'"))?;
+        let name = HeaderName::from_bytes(n.trim().as_bytes())
+            .map_err(|_| format!("invalid header name {n:?}"))?;
+        let value =
+            HeaderValue::from_str(v.trim()).map_err(|_| format!("invalid header value {v:?}"))?;
         map.append(name, value);
     }
     let authority = uri
         .authority()
         .map(|a| a.as_str().to_string())
-        .or_else(|| map.get(http::header::HOST).and_then(|v| v.to_str().ok()).map(str::to_string))
+        .or_else(|| {
+            map.get(http::header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        })
         .unwrap_or_default();
     let host = portico_proxy::handler::host_of(&authority).into_owned();
-    let view = RequestView { host: &host, path: uri.path(), query: uri.query(), method: &method, headers: &map };
+    let view = RequestView {
+        host: &host,
+        path: uri.path(),
+        query: uri.query(),
+        method: &method,
+        headers: &map,
+    };
     let ex = snapshot.router.explain(&view);
     let rejected: Vec<Value> = ex
         .rejected
         .iter()
-        .filter_map(|(id, reason)| snapshot.routes.get(*id).map(|r| json!({ "route": r.name, "reason": reason })))
+        .filter_map(|(id, reason)| {
+            snapshot
+                .routes
+                .get(*id)
+                .map(|r| json!({ "route": r.name, "reason": reason }))
+        })
         .collect();
     let Some(route) = ex.chosen.and_then(|id| snapshot.routes.get(id)) else {
         return Ok(json!({

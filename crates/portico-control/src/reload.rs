@@ -59,7 +59,10 @@ pub struct Controller {
 pub async fn load(sources: Vec<ConfigSource>) -> (Option<Snapshot>, Vec<Diagnostic>) {
     match tokio::task::spawn_blocking(move || portico_config::load(&sources)).await {
         Ok(r) => (r.snapshot, r.diagnostics),
-        Err(e) => (None, vec![internal_diag(format!("config loader failed: {e}"))]),
+        Err(e) => (
+            None,
+            vec![internal_diag(format!("config loader failed: {e}"))],
+        ),
     }
 }
 
@@ -123,19 +126,35 @@ impl Controller {
     }
 
     /// Reloads from `sources` (e.g. a freshly fetched git commit).
-    pub async fn reload_from(&self, sources: Vec<ConfigSource>, trigger: &str, commit: Option<String>) -> Outcome {
+    pub async fn reload_from(
+        &self,
+        sources: Vec<ConfigSource>,
+        trigger: &str,
+        commit: Option<String>,
+    ) -> Outcome {
         let _serial = self.lock.lock().await;
         let (snapshot, diags) = load(sources).await;
         let Some(snapshot) = snapshot else {
-            let errors: Vec<String> =
-                diags.iter().filter(|d| d.severity == Severity::Error).map(|d| d.to_string()).collect();
-            tracing::error!(trigger, errors = errors.len(), "config rejected; the running config stays");
+            let errors: Vec<String> = diags
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+                .map(|d| d.to_string())
+                .collect();
+            tracing::error!(
+                trigger,
+                errors = errors.len(),
+                "config rejected; the running config stays"
+            );
             for e in &errors {
                 tracing::error!("  {e}");
             }
             self.counters.rejected.fetch_add(1, Ordering::Relaxed);
             let mut st = (**self.status.load()).clone();
-            st.last_error = Some(LastError { at: SystemTime::now(), errors: errors.clone(), commit });
+            st.last_error = Some(LastError {
+                at: SystemTime::now(),
+                errors: errors.clone(),
+                commit,
+            });
             self.status.store(Arc::new(st));
             return Outcome::Rejected { errors };
         };
@@ -154,7 +173,11 @@ impl Controller {
         let mut st = (**self.status.load()).clone();
         st.resources = resources;
         if !bind_errors.is_empty() {
-            st.last_error = Some(LastError { at: SystemTime::now(), errors: bind_errors, commit: None });
+            st.last_error = Some(LastError {
+                at: SystemTime::now(),
+                errors: bind_errors,
+                commit: None,
+            });
         }
         self.status.store(Arc::new(st));
         tracing::info!(trigger, generation, "config applied");

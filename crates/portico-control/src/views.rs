@@ -45,11 +45,17 @@ fn value_match(v: &ValueMatch) -> Value {
 pub fn route_match(r: &Route) -> Value {
     let mut m = serde_json::Map::new();
     match &r.path {
-        PathMatch::Prefix { prefix, case_sensitive } => {
+        PathMatch::Prefix {
+            prefix,
+            case_sensitive,
+        } => {
             m.insert("prefix".into(), json!(prefix));
             m.insert("case_sensitive".into(), json!(case_sensitive));
         }
-        PathMatch::Exact { path, case_sensitive } => {
+        PathMatch::Exact {
+            path,
+            case_sensitive,
+        } => {
             m.insert("exact".into(), json!(path));
             m.insert("case_sensitive".into(), json!(case_sensitive));
         }
@@ -61,12 +67,19 @@ pub fn route_match(r: &Route) -> Value {
         m.insert("method".into(), json!(method.as_str()));
     }
     if !r.headers.is_empty() {
-        let h: serde_json::Map<String, Value> =
-            r.headers.iter().map(|h| (h.name.as_str().to_string(), value_match(&h.value))).collect();
+        let h: serde_json::Map<String, Value> = r
+            .headers
+            .iter()
+            .map(|h| (h.name.as_str().to_string(), value_match(&h.value)))
+            .collect();
         m.insert("headers".into(), Value::Object(h));
     }
     if !r.query.is_empty() {
-        let q: serde_json::Map<String, Value> = r.query.iter().map(|q| (q.name.clone(), value_match(&q.value))).collect();
+        let q: serde_json::Map<String, Value> = r
+            .query
+            .iter()
+            .map(|q| (q.name.clone(), value_match(&q.value)))
+            .collect();
         m.insert("query".into(), Value::Object(q));
     }
     m.insert("precedence".into(), json!(r.precedence));
@@ -75,9 +88,11 @@ pub fn route_match(r: &Route) -> Value {
 
 pub fn upstream_name(snapshot: &Snapshot, r: &Route) -> Value {
     match &r.action {
-        RouteAction::Forward { upstream } => {
-            snapshot.upstreams.get(*upstream).map(|u| json!(u.name)).unwrap_or(Value::Null)
-        }
+        RouteAction::Forward { upstream } => snapshot
+            .upstreams
+            .get(*upstream)
+            .map(|u| json!(u.name))
+            .unwrap_or(Value::Null),
         _ => Value::Null,
     }
 }

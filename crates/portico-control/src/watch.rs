@@ -14,7 +14,10 @@ const DEBOUNCE: Duration = Duration::from_millis(200);
 
 /// Starts watching `paths`; reloads through `ctl` on change. The returned watcher must be
 /// kept alive.
-pub fn watch(paths: &[PathBuf], ctl: Arc<Controller>) -> notify::Result<notify::RecommendedWatcher> {
+pub fn watch(
+    paths: &[PathBuf],
+    ctl: Arc<Controller>,
+) -> notify::Result<notify::RecommendedWatcher> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let files: Vec<PathBuf> = paths.iter().map(|p| absolute(p)).collect();
     let relevant = files.clone();
@@ -58,5 +61,9 @@ pub fn watch(paths: &[PathBuf], ctl: Arc<Controller>) -> notify::Result<notify::
 }
 
 fn absolute(p: &Path) -> PathBuf {
-    std::fs::canonicalize(p).unwrap_or_else(|_| std::env::current_dir().map(|d| d.join(p)).unwrap_or(p.to_path_buf()))
+    std::fs::canonicalize(p).unwrap_or_else(|_| {
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or(p.to_path_buf())
+    })
 }

@@ -61,7 +61,13 @@ pub struct Entry<'a> {
 impl AccessLog {
     pub fn new(target: LogTarget) -> std::io::Result<AccessLog> {
         let out: Box<dyn Write + Send> = match &target {
-            LogTarget::Off => return Ok(AccessLog { tx: None, dropped: AtomicU64::new(0), written: AtomicU64::new(0) }),
+            LogTarget::Off => {
+                return Ok(AccessLog {
+                    tx: None,
+                    dropped: AtomicU64::new(0),
+                    written: AtomicU64::new(0),
+                });
+            }
             LogTarget::Stdout => Box::new(std::io::stdout()),
             LogTarget::File(p) => Box::new(open(p)?),
         };
@@ -69,7 +75,11 @@ impl AccessLog {
         std::thread::Builder::new()
             .name("portico-access-log".into())
             .spawn(move || writer(rx, out, target))?;
-        Ok(AccessLog { tx: Some(tx), dropped: AtomicU64::new(0), written: AtomicU64::new(0) })
+        Ok(AccessLog {
+            tx: Some(tx),
+            dropped: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+        })
     }
 
     pub fn enabled(&self) -> bool {
@@ -102,7 +112,10 @@ impl AccessLog {
 }
 
 fn open(p: &PathBuf) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new().create(true).append(true).open(p)
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(p)
 }
 
 fn writer(rx: Receiver<Msg>, out: Box<dyn Write + Send>, target: LogTarget) {
@@ -119,8 +132,12 @@ fn writer(rx: Receiver<Msg>, out: Box<dyn Write + Send>, target: LogTarget) {
                     let _ = out.flush();
                     if let LogTarget::File(p) = &target {
                         match open(p) {
-                            Ok(f) => out = std::io::BufWriter::with_capacity(64 * 1024, Box::new(f)),
-                            Err(e) => tracing::error!(error = %e, path = %p.display(), "cannot reopen access log"),
+                            Ok(f) => {
+                                out = std::io::BufWriter::with_capacity(64 * 1024, Box::new(f))
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, path = %p.display(), "cannot reopen access log")
+                            }
                         }
                     }
                 }
@@ -160,7 +177,10 @@ mod tests {
 
     #[test]
     fn timestamps() {
-        assert_eq!(rfc3339_millis(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            rfc3339_millis(SystemTime::UNIX_EPOCH),
+            "1970-01-01T00:00:00.000Z"
+        );
         let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_000_000_123);
         assert_eq!(rfc3339_millis(t), "2026-11-18T11:06:40.123Z");
     }

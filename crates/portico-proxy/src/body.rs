@@ -33,7 +33,10 @@ impl ByteCounter {
 pub enum ReqBody {
     Empty,
     /// The client's body, streamed, with its byte count.
-    Stream { inner: Incoming, counter: Arc<ByteCounter> },
+    Stream {
+        inner: Incoming,
+        counter: Arc<ByteCounter>,
+    },
 }
 
 impl Body for ReqBody {

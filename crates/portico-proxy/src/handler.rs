@@ -24,7 +24,8 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use portico_config::RequestView;
 use portico_config::snapshot::{
-    DirectResponseConf, ListenerConf, PathMatch, RedirectConf, Rewrite, Route, RouteAction, UpstreamProtocol,
+    DirectResponseConf, ListenerConf, PathMatch, RedirectConf, Rewrite, Route, RouteAction,
+    UpstreamProtocol,
 };
 
 use crate::access_log::{Entry, rfc3339_millis};
@@ -100,7 +101,9 @@ async fn forward(
     mut rec: Record,
 ) -> Response<RespBody> {
     rec.upstream = Some(up.clone());
-    let deadline = route.timeout.map(|t| tokio::time::Instant::from_std(rec.start + t));
+    let deadline = route
+        .timeout
+        .map(|t| tokio::time::Instant::from_std(rec.start + t));
     let protocol = up.conf.protocol;
     let h2 = matches!(protocol, UpstreamProtocol::H2c);
     let downstream_version = req.version();
@@ -117,26 +120,39 @@ async fn forward(
     headers::append_forwarded_for(&mut parts.headers, conn.peer.ip());
     if !(conn.listener.trust_forwarded && parts.headers.contains_key(&headers::X_FORWARDED_PROTO)) {
         let proto = if conn.tls { "https" } else { "http" };
-        parts.headers.insert(headers::X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+        parts.headers.insert(
+            headers::X_FORWARDED_PROTO.clone(),
+            HeaderValue::from_static(proto),
+        );
     }
     if let Some(id) = parts.headers.get(&headers::X_REQUEST_ID) {
         rec.request_id = Some(id.clone());
     } else {
         let id = headers::new_request_id();
-        parts.headers.insert(headers::X_REQUEST_ID.clone(), id.clone());
+        parts
+            .headers
+            .insert(headers::X_REQUEST_ID.clone(), id.clone());
         rec.request_id = Some(id);
     }
-    headers::apply_rules(&mut parts.headers, &route.remove_request_headers, &route.add_request_headers);
+    headers::apply_rules(
+        &mut parts.headers,
+        &route.remove_request_headers,
+        &route.add_request_headers,
+    );
     let host_value: Option<HeaderValue> = match &route.host_rewrite {
         Some(h) => Some(h.clone()),
-        None => authority.as_deref().and_then(|a| HeaderValue::from_str(a).ok()),
+        None => authority
+            .as_deref()
+            .and_then(|a| HeaderValue::from_str(a).ok()),
     };
 
     if h2 {
         parts.version = Version::HTTP_2;
         parts.headers.remove(header::HOST);
         if te_trailers {
-            parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
+            parts
+                .headers
+                .insert(header::TE, HeaderValue::from_static("trailers"));
         }
         let auth = host_value
             .as_ref()
@@ -159,10 +175,16 @@ async fn forward(
     let body = if http_body::Body::is_end_stream(&body) {
         ReqBody::Empty
     } else {
-        ReqBody::Stream { inner: body, counter: rec.received.clone() }
+        ReqBody::Stream {
+            inner: body,
+            counter: rec.received.clone(),
+        }
     };
     let mut req = Request::from_parts(parts, body);
-    let params = ConnectParams { protocol, connect_timeout: up.conf.connect_timeout };
+    let params = ConnectParams {
+        protocol,
+        connect_timeout: up.conf.connect_timeout,
+    };
 
     // Step 4 and 5: pick an endpoint and send, failing over on connect failure.
     let mut avoid: Option<SocketAddr> = None;
@@ -178,11 +200,19 @@ async fn forward(
             return rec.fail(&proxy, Flag::UT);
         }
         if let Some(d) = deadline {
-            let left = d.saturating_duration_since(tokio::time::Instant::now()).as_millis() as u64;
-            req.headers_mut().insert(headers::X_EXPECTED_TIMEOUT.clone(), HeaderValue::from(left.max(1)));
+            let left = d
+                .saturating_duration_since(tokio::time::Instant::now())
+                .as_millis() as u64;
+            req.headers_mut().insert(
+                headers::X_EXPECTED_TIMEOUT.clone(),
+                HeaderValue::from(left.max(1)),
+            );
         }
 
-        let key = PoolKey { uid: up.uid, addr: ep.addr };
+        let key = PoolKey {
+            uid: up.uid,
+            addr: ep.addr,
+        };
         let mut fresh = false;
         let conn = match pool::checkout(key, protocol).await {
             Some(c) => c,
@@ -255,7 +285,14 @@ async fn forward(
                     proxy,
                     rec,
                     endpoint: ep,
-                    pooled: h1.map(|tx| (key, tx, up.conf.max_idle_connections_per_endpoint, up.conf.idle_connection_timeout)),
+                    pooled: h1.map(|tx| {
+                        (
+                            key,
+                            tx,
+                            up.conf.max_idle_connections_per_endpoint,
+                            up.conf.idle_connection_timeout,
+                        )
+                    }),
                 };
                 let body = RespBody::upstream(rbody, deadline).with_finish(Box::new(done));
                 return Response::from_parts(rparts, body);
@@ -276,7 +313,10 @@ fn boxed_send(
 pub struct Elapsed;
 
 /// Runs `f` until `deadline` (or forever without one).
-async fn within<F: Future>(deadline: Option<tokio::time::Instant>, f: F) -> Result<F::Output, Elapsed> {
+async fn within<F: Future>(
+    deadline: Option<tokio::time::Instant>,
+    f: F,
+) -> Result<F::Output, Elapsed> {
     match deadline {
         None => Ok(f.await),
         Some(d) => tokio::time::timeout_at(d, f).await.map_err(|_| Elapsed),
@@ -332,32 +372,55 @@ pub fn rewrite_path(route: &Route, uri: &Uri) -> PathAndQuery {
             }
             _ => Cow::Borrowed(to.as_str()),
         },
-        Rewrite::Regex { regex, substitution } => regex.replace_all(path, substitution.as_str()),
+        Rewrite::Regex {
+            regex,
+            substitution,
+        } => regex.replace_all(path, substitution.as_str()),
     };
-    let new_path: Cow<'_, str> = if new_path.is_empty() { Cow::Borrowed("/") } else { new_path };
+    let new_path: Cow<'_, str> = if new_path.is_empty() {
+        Cow::Borrowed("/")
+    } else {
+        new_path
+    };
     if matches!(new_path, Cow::Borrowed(p) if std::ptr::eq(p, path)) {
-        return uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        return uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
     }
     let full = match uri.query() {
         Some(q) => format!("{new_path}?{q}"),
         None => new_path.into_owned(),
     };
-    full.parse().unwrap_or_else(|_| PathAndQuery::from_static("/"))
+    full.parse()
+        .unwrap_or_else(|_| PathAndQuery::from_static("/"))
 }
 
 /// A `direct_response` route's answer.
 fn direct_response(d: &DirectResponseConf, route: &Route) -> Response<RespBody> {
     let mut resp = Response::new(RespBody::full(d.body.clone()));
     *resp.status_mut() = StatusCode::from_u16(d.status).unwrap_or(StatusCode::OK);
-    let ct = d.content_type.clone().unwrap_or(HeaderValue::from_static("text/plain"));
+    let ct = d
+        .content_type
+        .clone()
+        .unwrap_or(HeaderValue::from_static("text/plain"));
     resp.headers_mut().insert(header::CONTENT_TYPE, ct);
-    headers::apply_rules(resp.headers_mut(), &route.remove_response_headers, &route.add_response_headers);
+    headers::apply_rules(
+        resp.headers_mut(),
+        &route.remove_response_headers,
+        &route.add_response_headers,
+    );
     resp
 }
 
 /// A `redirect` route's answer (CONTRACT §2.3.1: default 301; query kept; `https: true`
 /// keeps the host without its port unless `port` is given).
-fn redirect(r: &RedirectConf, route: &Route, req: &Request<Incoming>, conn: &ConnInfo) -> Response<RespBody> {
+fn redirect(
+    r: &RedirectConf,
+    route: &Route,
+    req: &Request<Incoming>,
+    conn: &ConnInfo,
+) -> Response<RespBody> {
     let authority = authority_of(req);
     let scheme = if r.https || conn.tls { "https" } else { "http" };
     let mut host: String = match &r.host {
@@ -374,7 +437,9 @@ fn redirect(r: &RedirectConf, route: &Route, req: &Request<Incoming>, conn: &Con
         p.clone()
     } else if let Some(to) = &r.prefix {
         match &route.path {
-            PathMatch::Prefix { prefix, .. } if path.len() >= prefix.len() => format!("{to}{}", &path[prefix.len()..]),
+            PathMatch::Prefix { prefix, .. } if path.len() >= prefix.len() => {
+                format!("{to}{}", &path[prefix.len()..])
+            }
             _ => to.clone(),
         }
     } else {
@@ -391,7 +456,11 @@ fn redirect(r: &RedirectConf, route: &Route, req: &Request<Incoming>, conn: &Con
     if let Ok(v) = HeaderValue::from_str(&location) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
-    headers::apply_rules(resp.headers_mut(), &route.remove_response_headers, &route.add_response_headers);
+    headers::apply_rules(
+        resp.headers_mut(),
+        &route.remove_response_headers,
+        &route.add_response_headers,
+    );
     resp
 }
 
@@ -431,8 +500,17 @@ impl Record {
         let log = proxy.access_log.enabled().then(|| LogFields {
             method: req.method().clone(),
             authority: authority_of(req).to_owned(),
-            path: req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned(),
-            protocol: if req.version() == Version::HTTP_2 { "HTTP/2" } else { "HTTP/1.1" },
+            path: req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/")
+                .to_owned(),
+            protocol: if req.version() == Version::HTTP_2 {
+                "HTTP/2"
+            } else {
+                "HTTP/1.1"
+            },
         });
         Record {
             start,
@@ -472,7 +550,11 @@ impl Record {
         let mut flags = String::new();
         self.flags.write_to(&mut flags);
         let ts = rfc3339_millis(self.wall);
-        let request_id = self.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
+        let request_id = self
+            .request_id
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
         let entry = Entry {
             ts: &ts,
             method: log.method.as_str(),
@@ -505,12 +587,19 @@ struct Done {
     proxy: Arc<Proxy>,
     rec: Record,
     endpoint: Arc<Endpoint>,
-    pooled: Option<(PoolKey, hyper::client::conn::http1::SendRequest<ReqBody>, u32, Duration)>,
+    pooled: Option<(
+        PoolKey,
+        hyper::client::conn::http1::SendRequest<ReqBody>,
+        u32,
+        Duration,
+    )>,
 }
 
 impl Finish for Done {
     fn finish(mut self: Box<Self>, end: BodyEnd, bytes_sent: u64, at: Instant) {
-        self.endpoint.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.endpoint
+            .active
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         match end {
             BodyEnd::Complete => {
                 if let Some((key, tx, max_idle, idle_timeout)) = self.pooled.take() {

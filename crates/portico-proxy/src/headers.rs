@@ -65,7 +65,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-pub static X_EXPECTED_TIMEOUT: HeaderName = HeaderName::from_static("x-portico-expected-timeout-ms");
+pub static X_EXPECTED_TIMEOUT: HeaderName =
+    HeaderName::from_static("x-portico-expected-timeout-ms");
 
 /// Appends `client` to `x-forwarded-for`.
 pub fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
@@ -134,7 +135,10 @@ mod tests {
     #[test]
     fn strips_named_and_fixed_hop_headers() {
         let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("te", HeaderValue::from_static("trailers"));

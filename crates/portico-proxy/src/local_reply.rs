@@ -56,13 +56,33 @@ impl Flag {
     pub fn reply(self) -> (StatusCode, Option<u8>, &'static str) {
         match self {
             Flag::NR => (StatusCode::NOT_FOUND, Some(12), "no route"),
-            Flag::UH => (StatusCode::SERVICE_UNAVAILABLE, Some(14), "no healthy upstream"),
-            Flag::UO => (StatusCode::SERVICE_UNAVAILABLE, Some(14), "upstream overloaded"),
-            Flag::UF => (StatusCode::SERVICE_UNAVAILABLE, Some(14), "upstream connect failure"),
-            Flag::UC => (StatusCode::BAD_GATEWAY, Some(14), "upstream reset or protocol error"),
+            Flag::UH => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(14),
+                "no healthy upstream",
+            ),
+            Flag::UO => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(14),
+                "upstream overloaded",
+            ),
+            Flag::UF => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(14),
+                "upstream connect failure",
+            ),
+            Flag::UC => (
+                StatusCode::BAD_GATEWAY,
+                Some(14),
+                "upstream reset or protocol error",
+            ),
             Flag::UT => (StatusCode::GATEWAY_TIMEOUT, Some(4), "deadline exceeded"),
             Flag::RL | Flag::RLSE => (StatusCode::TOO_MANY_REQUESTS, Some(8), "rate limited"),
-            Flag::URX => (StatusCode::SERVICE_UNAVAILABLE, Some(14), "retries exhausted"),
+            Flag::URX => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(14),
+                "retries exhausted",
+            ),
             Flag::DC => (StatusCode::BAD_REQUEST, None, "downstream closed"),
             Flag::DPE => (StatusCode::BAD_REQUEST, None, "invalid request"),
             Flag::SI => (StatusCode::REQUEST_TIMEOUT, Some(4), "stream idle timeout"),
@@ -132,7 +152,10 @@ pub fn local_reply(flag: Flag, grpc: bool, detail: Option<&str>) -> Response<Res
     if grpc && let Some(code) = grpc_status {
         let mut resp = Response::new(RespBody::empty());
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
         h.insert("grpc-status", HeaderValue::from(u16::from(code)));
         if let Ok(v) = HeaderValue::from_str(msg) {
             h.insert("grpc-message", v);
@@ -149,8 +172,10 @@ pub fn text_reply(status: StatusCode, msg: &str) -> Response<RespBody> {
     body.push('\n');
     let mut resp = Response::new(RespBody::full(body));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     resp
 }
 

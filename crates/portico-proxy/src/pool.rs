@@ -110,7 +110,12 @@ pub async fn checkout(key: PoolKey, protocol: UpstreamProtocol) -> Option<Conn> 
 }
 
 /// Returns an HTTP/1 connection whose response finished, for the next request.
-pub fn release_h1(key: PoolKey, tx: http1::SendRequest<ReqBody>, max_idle: u32, idle_timeout: Duration) {
+pub fn release_h1(
+    key: PoolKey,
+    tx: http1::SendRequest<ReqBody>,
+    max_idle: u32,
+    idle_timeout: Duration,
+) {
     if tx.is_closed() || max_idle == 0 {
         return;
     }
@@ -118,7 +123,11 @@ pub fn release_h1(key: PoolKey, tx: http1::SendRequest<ReqBody>, max_idle: u32, 
         let mut p = p.borrow_mut();
         let list = p.h1.entry(key).or_default();
         if list.len() < max_idle as usize {
-            list.push(IdleH1 { tx, since: Instant::now(), idle_timeout });
+            list.push(IdleH1 {
+                tx,
+                since: Instant::now(),
+                idle_timeout,
+            });
         }
     });
 }
@@ -137,14 +146,18 @@ pub fn sweep() {
 
 /// Opens a new connection to `key.addr`. HTTP/2 connections are shared through the pool.
 pub async fn connect(key: PoolKey, params: ConnectParams) -> Result<Conn, ConnectError> {
-    if matches!(params.protocol, UpstreamProtocol::Https | UpstreamProtocol::Auto) {
+    if matches!(
+        params.protocol,
+        UpstreamProtocol::Https | UpstreamProtocol::Auto
+    ) {
         return Err(ConnectError::Unsupported("TLS to upstreams"));
     }
-    let stream = match tokio::time::timeout(params.connect_timeout, TcpStream::connect(key.addr)).await {
-        Err(_) => return Err(ConnectError::Timeout),
-        Ok(Err(e)) => return Err(ConnectError::Io(e)),
-        Ok(Ok(s)) => s,
-    };
+    let stream =
+        match tokio::time::timeout(params.connect_timeout, TcpStream::connect(key.addr)).await {
+            Err(_) => return Err(ConnectError::Timeout),
+            Ok(Err(e)) => return Err(ConnectError::Io(e)),
+            Ok(Ok(s)) => s,
+        };
     let _ = stream.set_nodelay(true);
     let io = TokioIo::new(stream);
     match params.protocol {

@@ -64,9 +64,16 @@ impl Server {
             let thread = std::thread::Builder::new()
                 .name(format!("portico-worker-{i}"))
                 .spawn(move || worker_main(p, rx))?;
-            workers.push(Worker { tx, _thread: thread });
+            workers.push(Worker {
+                tx,
+                _thread: thread,
+            });
         }
-        Ok(Server { proxy, workers, listeners: Mutex::new(HashMap::new()) })
+        Ok(Server {
+            proxy,
+            workers,
+            listeners: Mutex::new(HashMap::new()),
+        })
     }
 
     /// Binds new listeners and closes removed ones so the set matches `wanted`. Returns one
@@ -90,7 +97,11 @@ impl Server {
                 continue;
             }
             let (stop, _) = watch::channel(false);
-            let handle = Arc::new(ListenerHandle { conf: conf.clone(), stop, connections: AtomicUsize::new(0) });
+            let handle = Arc::new(ListenerHandle {
+                conf: conf.clone(),
+                stop,
+                connections: AtomicUsize::new(0),
+            });
             let mut sockets = Vec::with_capacity(self.workers.len());
             let mut failed = None;
             for _ in &self.workers {
@@ -103,7 +114,11 @@ impl Server {
                 }
             }
             if let Some(e) = failed {
-                errors.push(format!("listener {}: cannot bind {}: {e}", conf.name, SocketAddr::from(key)));
+                errors.push(format!(
+                    "listener {}: cannot bind {}: {e}",
+                    conf.name,
+                    SocketAddr::from(key)
+                ));
                 continue;
             }
             for (w, s) in self.workers.iter().zip(sockets) {
@@ -117,7 +132,10 @@ impl Server {
 
     /// The addresses currently bound.
     pub fn bound(&self) -> Vec<SocketAddr> {
-        self.listeners.lock().map(|b| b.keys().map(|k| SocketAddr::from(*k)).collect()).unwrap_or_default()
+        self.listeners
+            .lock()
+            .map(|b| b.keys().map(|k| SocketAddr::from(*k)).collect())
+            .unwrap_or_default()
     }
 
     /// Graceful drain: stop accepting, tell every connection to finish (HTTP/1 closes after
@@ -156,7 +174,10 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 }
 
 fn worker_main(proxy: Arc<Proxy>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start worker runtime");
@@ -185,7 +206,10 @@ fn worker_main(proxy: Arc<Proxy>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
                 Cmd::Drain(done) => {
                     let _ = drain_tx.send(true);
                     let timeout = proxy.settings.drain_timeout;
-                    if tokio::time::timeout(timeout, drain_tx.closed()).await.is_err() {
+                    if tokio::time::timeout(timeout, drain_tx.closed())
+                        .await
+                        .is_err()
+                    {
                         tracing::warn!("drain timeout reached with requests in flight");
                     }
                     let _ = done.send(());
@@ -243,7 +267,11 @@ async fn accept_loop(
             continue;
         }
         let _ = stream.set_nodelay(true);
-        let info = Arc::new(ConnInfo { peer, listener: listener_conf.clone(), tls: false });
+        let info = Arc::new(ConnInfo {
+            peer,
+            listener: listener_conf.clone(),
+            tls: false,
+        });
         tokio::spawn(serve(
             proxy.clone(),
             handle.clone(),

@@ -45,7 +45,12 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn new(first: Active, settings: ProxySettings, access_log: AccessLog) -> Proxy {
-        Proxy { active: ArcSwap::from_pointee(first), settings, access_log, draining: AtomicBool::new(false) }
+        Proxy {
+            active: ArcSwap::from_pointee(first),
+            settings,
+            access_log,
+            draining: AtomicBool::new(false),
+        }
     }
 
     /// The configuration in force (one atomic load and reference count).
@@ -76,7 +81,8 @@ const DNS_WAIT: Duration = Duration::from_secs(2);
 pub async fn prepare(snapshot: Snapshot, generation: u64, previous: Option<&Active>) -> Active {
     let mut upstreams = Vec::with_capacity(snapshot.upstreams.len());
     for conf in &snapshot.upstreams {
-        let reused = previous.and_then(|p| p.upstreams.iter().find(|u| u.same_settings(conf)).cloned());
+        let reused =
+            previous.and_then(|p| p.upstreams.iter().find(|u| u.same_settings(conf)).cloned());
         let state = match reused {
             Some(s) => s,
             None => {
@@ -87,7 +93,12 @@ pub async fn prepare(snapshot: Snapshot, generation: u64, previous: Option<&Acti
         };
         upstreams.push(state);
     }
-    Active { generation, applied_at: SystemTime::now(), config: Arc::new(snapshot), upstreams }
+    Active {
+        generation,
+        applied_at: SystemTime::now(),
+        config: Arc::new(snapshot),
+        upstreams,
+    }
 }
 
 /// Resolves an upstream's names now (bounded wait) and keeps them fresh in the background.
@@ -105,18 +116,28 @@ async fn start_resolution(state: &Arc<UpstreamState>) {
                     addrs.push((a, e.weight));
                     continue;
                 }
-                let Some((host, port)) = split_host_port(&e.address) else { continue };
+                let Some((host, port)) = split_host_port(&e.address) else {
+                    continue;
+                };
                 match tokio::time::timeout(DNS_WAIT, resolve(host, port)).await {
                     Ok(Ok(found)) => addrs.extend(found.into_iter().map(|a| (a, e.weight))),
-                    _ => tracing::warn!(upstream = %conf.name, endpoint = %e.address, "cannot resolve endpoint"),
+                    _ => {
+                        tracing::warn!(upstream = %conf.name, endpoint = %e.address, "cannot resolve endpoint")
+                    }
                 }
             }
             state.set_endpoints(addrs);
         }
-        EndpointSource::Dns { host, port, refresh } => {
+        EndpointSource::Dns {
+            host,
+            port,
+            refresh,
+        } => {
             match tokio::time::timeout(DNS_WAIT, resolve(host, *port)).await {
                 Ok(Ok(found)) => state.set_endpoints(found.into_iter().map(|a| (a, 1)).collect()),
-                Ok(Err(e)) => tracing::warn!(upstream = %conf.name, error = %e, "DNS resolution failed"),
+                Ok(Err(e)) => {
+                    tracing::warn!(upstream = %conf.name, error = %e, "DNS resolution failed")
+                }
                 Err(_) => tracing::warn!(upstream = %conf.name, "DNS resolution timed out"),
             }
             let weak: Weak<UpstreamState> = Arc::downgrade(state);
@@ -130,7 +151,9 @@ async fn start_resolution(state: &Arc<UpstreamState>) {
                         Ok(Ok(found)) if !found.is_empty() => {
                             state.set_endpoints(found.into_iter().map(|a| (a, 1)).collect())
                         }
-                        _ => tracing::debug!(upstream = %state.conf.name, "DNS refresh failed; keeping endpoints"),
+                        _ => {
+                            tracing::debug!(upstream = %state.conf.name, "DNS refresh failed; keeping endpoints")
+                        }
                     }
                 }
             });
@@ -140,5 +163,8 @@ async fn start_resolution(state: &Arc<UpstreamState>) {
 
 fn split_host_port(s: &str) -> Option<(&str, u16)> {
     let (h, p) = s.rsplit_once(':')?;
-    Some((h.trim_start_matches('[').trim_end_matches(']'), p.parse().ok()?))
+    Some((
+        h.trim_start_matches('[').trim_end_matches(']'),
+        p.parse().ok()?,
+    ))
 }

@@ -35,8 +35,15 @@ impl EndpointSet {
     pub fn new(endpoints: Vec<Arc<Endpoint>>) -> Self {
         let weights: Vec<u32> = endpoints.iter().map(|e| e.weight.max(1)).collect();
         let uniform = weights.windows(2).all(|w| w[0] == w[1]);
-        let schedule = if uniform { Vec::new() } else { smooth_wrr_schedule(&weights) };
-        EndpointSet { endpoints, schedule }
+        let schedule = if uniform {
+            Vec::new()
+        } else {
+            smooth_wrr_schedule(&weights)
+        };
+        EndpointSet {
+            endpoints,
+            schedule,
+        }
     }
 }
 
@@ -45,7 +52,10 @@ fn smooth_wrr_schedule(weights: &[u32]) -> Vec<u32> {
     // Keep the period bounded: scale weights down if their sum is huge.
     let total: u64 = weights.iter().map(|&w| w as u64).sum();
     let scale = total.div_ceil(10_000).max(1);
-    let weights: Vec<i64> = weights.iter().map(|&w| ((w as u64 / scale).max(1)) as i64).collect();
+    let weights: Vec<i64> = weights
+        .iter()
+        .map(|&w| ((w as u64 / scale).max(1)) as i64)
+        .collect();
     let total: i64 = weights.iter().sum();
     let mut current = vec![0i64; weights.len()];
     let mut out = Vec::with_capacity(total as usize);
@@ -79,7 +89,13 @@ impl UpstreamState {
             EndpointSource::Static(list) => list
                 .iter()
                 .filter_map(|e| e.address.parse::<SocketAddr>().ok().map(|a| (a, e.weight)))
-                .map(|(addr, weight)| Arc::new(Endpoint { addr, weight, active: AtomicU32::new(0) }))
+                .map(|(addr, weight)| {
+                    Arc::new(Endpoint {
+                        addr,
+                        weight,
+                        active: AtomicU32::new(0),
+                    })
+                })
                 .collect(),
             EndpointSource::Dns { .. } => Vec::new(),
         };
@@ -112,13 +128,24 @@ impl UpstreamState {
         let old = self.endpoints.load();
         let mut fresh = Vec::with_capacity(addrs.len());
         for (addr, weight) in addrs {
-            match old.endpoints.iter().find(|e| e.addr == addr && e.weight == weight) {
+            match old
+                .endpoints
+                .iter()
+                .find(|e| e.addr == addr && e.weight == weight)
+            {
                 Some(e) => fresh.push(e.clone()),
-                None => fresh.push(Arc::new(Endpoint { addr, weight, active: AtomicU32::new(0) })),
+                None => fresh.push(Arc::new(Endpoint {
+                    addr,
+                    weight,
+                    active: AtomicU32::new(0),
+                })),
             }
         }
         let unchanged = fresh.len() == old.endpoints.len()
-            && fresh.iter().zip(old.endpoints.iter()).all(|(a, b)| Arc::ptr_eq(a, b));
+            && fresh
+                .iter()
+                .zip(old.endpoints.iter())
+                .all(|(a, b)| Arc::ptr_eq(a, b));
         if !unchanged {
             self.endpoints.store(Arc::new(EndpointSet::new(fresh)));
         }
@@ -143,7 +170,10 @@ impl UpstreamState {
                 return Some(ep.clone());
             }
         }
-        set.endpoints.iter().find(|e| Some(e.addr) != avoid).cloned()
+        set.endpoints
+            .iter()
+            .find(|e| Some(e.addr) != avoid)
+            .cloned()
     }
 }
 
