@@ -1137,7 +1137,8 @@ impl Ctx<'_> {
                 name: r.name.clone(),
                 endpoints,
                 protocol,
-                tls,
+                // Only TLS protocols carry TLS settings (others got a warning above).
+                tls: if tls_proto { tls } else { None },
                 lb: s.lb.unwrap_or_else(default_lb),
                 health_checks: s.health_checks.unwrap_or_default(),
                 outlier: s.outlier,

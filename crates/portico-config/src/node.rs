@@ -1,6 +1,7 @@
 //! The positioned YAML tree and the serde bridge onto it.
 //!
-//! Owns [`Node`] (an owned copy of saphyr's `MarkedYaml` with 1-based positions), path lookups
+//! Owns [`Node`] (an owned YAML tree with 1-based positions, built from saphyr's parser events
+//! with the YAML 1.2 core schema), path lookups
 //! that turn `spec.endpoints[2]` into a `line:col`, and a serde [`Deserializer`](serde::Deserializer) over a node
 //! whose errors carry the position of the innermost offending node (the key, for unknown
 //! fields) plus the path of map entries / sequence items that contain it.
@@ -9,7 +10,7 @@
 
 use std::fmt;
 
-use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
+use saphyr::Scalar;
 use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, Visitor};
 
 /// A 1-based line and column.
@@ -55,15 +56,217 @@ pub struct SyntaxError {
 
 /// Parses every document of a YAML stream.
 pub fn parse_documents(text: &str) -> Result<Vec<Node>, SyntaxError> {
-    let docs = MarkedYaml::load_from_str(text).map_err(|e| SyntaxError {
-        pos: Pos {
-            line: to_u32(e.marker().line()),
-            col: to_u32(e.marker().col() + 1),
-        },
-        message: e.info().to_string(),
-    })?;
-    let chars = CharIndex::new(text);
-    Ok(docs.iter().map(|d| convert(d, text, &chars)).collect())
+    Builder::new(text).run()
+}
+
+/// How many nodes alias expansion may produce in one file (guards against "billion laughs").
+const ALIAS_BUDGET: usize = 1_000_000;
+
+/// A collection being built.
+enum Frame {
+    Seq {
+        pos: Pos,
+        anchor: usize,
+        items: Vec<Node>,
+    },
+    Map {
+        pos: Pos,
+        anchor: usize,
+        entries: Vec<(Node, Node)>,
+        key: Option<Node>,
+    },
+}
+
+/// Builds [`Node`] trees straight from saphyr's parser events (faster than going through
+/// `MarkedYaml` and converting).
+struct Builder<'t> {
+    text: &'t str,
+    chars: CharIndex,
+    stack: Vec<Frame>,
+    anchors: std::collections::HashMap<usize, Node>,
+    budget: usize,
+    docs: Vec<Node>,
+}
+
+fn pos_of_marker(m: &saphyr_parser::Marker) -> Pos {
+    Pos {
+        line: to_u32(m.line()),
+        col: to_u32(m.col() + 1),
+    }
+}
+
+fn syntax(pos: Pos, message: impl Into<String>) -> SyntaxError {
+    SyntaxError {
+        pos,
+        message: message.into(),
+    }
+}
+
+/// YAML key identity: same type and value.
+fn same_key(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Str(x), Value::Str(y)) => x == y,
+        (Value::Int(x, _), Value::Int(y, _)) => x == y,
+        (Value::Float(x, _), Value::Float(y, _)) => x.to_bits() == y.to_bits(),
+        (Value::Bool(x), Value::Bool(y)) => x == y,
+        (Value::Null, Value::Null) => true,
+        _ => false,
+    }
+}
+
+fn count_nodes(n: &Node) -> usize {
+    1 + match &n.value {
+        Value::Seq(items) => items.iter().map(count_nodes).sum(),
+        Value::Map(entries) => entries
+            .iter()
+            .map(|(k, v)| count_nodes(k) + count_nodes(v))
+            .sum(),
+        _ => 0,
+    }
+}
+
+impl<'t> Builder<'t> {
+    fn new(text: &'t str) -> Self {
+        Builder {
+            text,
+            chars: CharIndex::new(text),
+            stack: Vec::new(),
+            anchors: std::collections::HashMap::new(),
+            budget: ALIAS_BUDGET,
+            docs: Vec::new(),
+        }
+    }
+
+    fn run(mut self) -> Result<Vec<Node>, SyntaxError> {
+        use saphyr_parser::{Event, Parser};
+        for ev in Parser::new_from_str(self.text) {
+            let (ev, span) = ev.map_err(|e| syntax(pos_of_marker(e.marker()), e.info()))?;
+            let pos = pos_of_marker(&span.start);
+            let (node, anchor) = match ev {
+                Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => {
+                    continue;
+                }
+                Event::DocumentStart(_) => {
+                    self.anchors.clear();
+                    continue;
+                }
+                Event::SequenceStart(anchor, _) => {
+                    self.stack.push(Frame::Seq {
+                        pos,
+                        anchor,
+                        items: Vec::new(),
+                    });
+                    continue;
+                }
+                Event::MappingStart(anchor, _) => {
+                    self.stack.push(Frame::Map {
+                        pos,
+                        anchor,
+                        entries: Vec::new(),
+                        key: None,
+                    });
+                    continue;
+                }
+                Event::SequenceEnd | Event::MappingEnd => match self.stack.pop() {
+                    Some(Frame::Seq { pos, anchor, items }) => (
+                        Node {
+                            pos,
+                            value: Value::Seq(items),
+                        },
+                        anchor,
+                    ),
+                    Some(Frame::Map {
+                        pos,
+                        anchor,
+                        entries,
+                        ..
+                    }) => (
+                        Node {
+                            pos,
+                            value: Value::Map(entries),
+                        },
+                        anchor,
+                    ),
+                    None => return Err(syntax(pos, "unbalanced collection end")),
+                },
+                Event::Alias(id) => {
+                    let Some(n) = self.anchors.get(&id) else {
+                        return Err(syntax(pos, "unknown anchor"));
+                    };
+                    let size = count_nodes(n);
+                    if size > self.budget {
+                        return Err(syntax(pos, "too many nodes from alias expansion"));
+                    }
+                    self.budget -= size;
+                    (n.clone(), 0)
+                }
+                Event::Scalar(v, style, anchor, tag) => {
+                    let raw = || -> Box<str> {
+                        self.chars
+                            .slice(self.text, span.start.index(), span.end.index())
+                            .map(|s| s.trim().into())
+                            .unwrap_or_default()
+                    };
+                    let value =
+                        match Scalar::parse_from_cow_and_metadata(v.clone(), style, tag.as_ref()) {
+                            Some(Scalar::Null) => Value::Null,
+                            Some(Scalar::Boolean(b)) => Value::Bool(b),
+                            Some(Scalar::Integer(i)) => {
+                                let r = raw();
+                                Value::Int(
+                                    i,
+                                    if r.is_empty() {
+                                        i.to_string().into()
+                                    } else {
+                                        r
+                                    },
+                                )
+                            }
+                            Some(Scalar::FloatingPoint(f)) => {
+                                let r = raw();
+                                Value::Float(
+                                    f.0,
+                                    if r.is_empty() {
+                                        f.0.to_string().into()
+                                    } else {
+                                        r
+                                    },
+                                )
+                            }
+                            Some(Scalar::String(s)) => Value::Str(s.into_owned()),
+                            None => Value::Str(v.into_owned()),
+                        };
+                    (Node { pos, value }, anchor)
+                }
+            };
+            if anchor > 0 {
+                self.anchors.insert(anchor, node.clone());
+            }
+            self.attach(node)?;
+        }
+        Ok(self.docs)
+    }
+
+    fn attach(&mut self, node: Node) -> Result<(), SyntaxError> {
+        match self.stack.last_mut() {
+            None => self.docs.push(node),
+            Some(Frame::Seq { items, .. }) => items.push(node),
+            Some(Frame::Map { entries, key, .. }) => match key.take() {
+                None => {
+                    if entries.iter().any(|(k, _)| same_key(&k.value, &node.value)) {
+                        let what = node
+                            .as_text()
+                            .map(|t| format!(" `{t}`"))
+                            .unwrap_or_default();
+                        return Err(syntax(node.pos, format!("duplicated key{what} in mapping")));
+                    }
+                    *key = Some(node);
+                }
+                Some(k) => entries.push((k, node)),
+            },
+        }
+        Ok(())
+    }
 }
 
 fn to_u32(v: usize) -> u32 {
@@ -96,65 +299,6 @@ impl CharIndex {
     fn slice<'t>(&self, text: &'t str, start: usize, end: usize) -> Option<&'t str> {
         text.get(self.byte(start)..self.byte(end))
     }
-}
-
-fn convert(n: &MarkedYaml<'_>, text: &str, chars: &CharIndex) -> Node {
-    let pos = Pos {
-        line: to_u32(n.span.start.line()),
-        col: to_u32(n.span.start.col() + 1),
-    };
-    let raw = || -> Box<str> {
-        chars
-            .slice(text, n.span.start.index(), n.span.end.index())
-            .map(|s| s.trim().into())
-            .unwrap_or_default()
-    };
-    let value = match &n.data {
-        YamlData::Value(s) => match s {
-            Scalar::Null => Value::Null,
-            Scalar::Boolean(b) => Value::Bool(*b),
-            Scalar::Integer(i) => {
-                let r = raw();
-                Value::Int(
-                    *i,
-                    if r.is_empty() {
-                        i.to_string().into()
-                    } else {
-                        r
-                    },
-                )
-            }
-            Scalar::FloatingPoint(f) => {
-                let r = raw();
-                Value::Float(
-                    f.0,
-                    if r.is_empty() {
-                        f.0.to_string().into()
-                    } else {
-                        r
-                    },
-                )
-            }
-            Scalar::String(s) => Value::Str(s.to_string()),
-        },
-        YamlData::Representation(s, _, _) => Value::Str(s.to_string()),
-        YamlData::Sequence(items) => {
-            Value::Seq(items.iter().map(|i| convert(i, text, chars)).collect())
-        }
-        YamlData::Mapping(m) => Value::Map(
-            m.iter()
-                .map(|(k, v)| (convert(k, text, chars), convert(v, text, chars)))
-                .collect(),
-        ),
-        YamlData::Tagged(_, inner) => {
-            return Node {
-                pos,
-                ..convert(inner, text, chars)
-            };
-        }
-        YamlData::Alias(_) | YamlData::BadValue => Value::Null,
-    };
-    Node { pos, value }
 }
 
 impl Value {
@@ -620,6 +764,46 @@ mod tests {
             tidy("unknown field `zzzz`, expected one of `a`, `b`"),
             "unknown field `zzzz`, expected one of `a`, `b`"
         );
+    }
+
+    #[test]
+    fn anchors_tags_and_documents() {
+        let docs = parse_documents(
+            "a: &x {b: 1}\nc: *x\nd: !!str 12\ne: ~\n---\n---\nf: [1, 2.5, true, '3']\n",
+        )
+        .unwrap();
+        assert_eq!(docs.len(), 3);
+        assert!(matches!(
+            docs[0].get("c").and_then(|c| c.get("b")).map(|b| &b.value),
+            Some(Value::Int(1, _))
+        ));
+        assert_eq!(docs[0].get("d").and_then(Node::as_str), Some("12"));
+        assert!(matches!(
+            docs[0].get("e").map(|e| &e.value),
+            Some(Value::Null)
+        ));
+        assert!(matches!(docs[1].value, Value::Null));
+        let f = docs[2].get("f").map(|f| &f.value);
+        assert!(matches!(f, Some(Value::Seq(items)) if items.len() == 4
+            && matches!(items[1].value, Value::Float(..))
+            && matches!(items[2].value, Value::Bool(true))
+            && matches!(&items[3].value, Value::Str(s) if s == "3")));
+        let e = parse_documents("a: 1\nb: 2\n'a': 3\n").unwrap_err();
+        assert_eq!((e.pos.line, e.pos.col), (3, 1));
+        assert!(e.message.contains("duplicated key `a`"));
+        // `1` and `"1"` are different keys
+        assert!(parse_documents("1: a\n'1': b\n").is_ok());
+    }
+
+    #[test]
+    fn alias_bombs_are_refused() {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..8 {
+            let p = i - 1;
+            text.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
+        }
+        let e = parse_documents(&text).unwrap_err();
+        assert!(e.message.contains("alias"), "{}", e.message);
     }
 
     #[test]

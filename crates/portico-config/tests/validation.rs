@@ -126,7 +126,7 @@ fn yaml_syntax_error_is_file_level() {
     let d = diags("a: 1\na: 2\n");
     assert_eq!(
         d,
-        vec!["t.yaml:2:1: -/-: invalid YAML: duplicated key in mapping"]
+        vec!["t.yaml:2:1: -/-: invalid YAML: duplicated key `a` in mapping"]
     );
 }
 
