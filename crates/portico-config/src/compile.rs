@@ -751,20 +751,20 @@ impl Ctx<'_> {
                 continue;
             };
             let address = match l.address.as_deref().map(str::trim) {
-                None | Some("") => IpAddr::from([0, 0, 0, 0]),
+                None | Some("") => Some(IpAddr::from([0, 0, 0, 0])),
                 Some(a) => match a
                     .trim_start_matches('[')
                     .trim_end_matches(']')
                     .parse::<IpAddr>()
                 {
-                    Ok(ip) => ip,
+                    Ok(ip) => Some(ip),
                     Err(_) => {
                         r.error(
                             self.d,
                             &["spec", "address"],
                             format!("invalid address `{a}` (expected an IP address)"),
                         );
-                        continue;
+                        None
                     }
                 },
             };
@@ -779,6 +779,7 @@ impl Ctx<'_> {
                     continue;
                 }
             };
+            let Some(address) = address else { continue };
             let conf = ListenerConf {
                 name: r.name.clone(),
                 address,
@@ -1783,10 +1784,10 @@ impl Ctx<'_> {
             match header_name(name) {
                 Ok(n) => headers.push(HeaderMatch {
                     name: n,
-                    value: if v.is_empty() {
+                    value: if v.0.is_empty() {
                         ValueMatch::Present
                     } else {
-                        ValueMatch::Exact(v.clone())
+                        ValueMatch::Exact(v.0.clone())
                     },
                 }),
                 Err(e) => r.error_key(d, &["spec", "headers", name], e),
@@ -1814,10 +1815,10 @@ impl Ctx<'_> {
                 );
                 continue;
             }
-            let value = if v.is_empty() {
+            let value = if v.0.is_empty() {
                 ValueMatch::Present
             } else {
-                ValueMatch::Exact(v.clone())
+                ValueMatch::Exact(v.0.clone())
             };
             query.push(QueryMatch {
                 name: name.clone(),

@@ -86,6 +86,33 @@ impl<'de> Deserialize<'de> for StrList {
     }
 }
 
+/// An exact-match value of `headers`/`query_parameters`: a string, or empty/null for
+/// "must be present".
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MatchStr(pub String);
+
+impl<'de> Deserialize<'de> for MatchStr {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = MatchStr;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string (empty or null: the header/parameter must be present)")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<MatchStr, E> {
+                Ok(MatchStr(s.to_string()))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<MatchStr, E> {
+                Ok(MatchStr(String::new()))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<MatchStr, E> {
+                Ok(MatchStr(String::new()))
+            }
+        }
+        d.deserialize_string(V)
+    }
+}
+
 // ---------------------------------------------------------------- Listener (§2.1)
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -170,9 +197,9 @@ pub struct MappingSpec {
     pub prefix_regex: Option<bool>,
     pub case_sensitive: Option<bool>,
     pub method: Option<String>,
-    pub headers: Option<Pairs<String>>,
+    pub headers: Option<Pairs<MatchStr>>,
     pub regex_headers: Option<Pairs<String>>,
-    pub query_parameters: Option<Pairs<String>>,
+    pub query_parameters: Option<Pairs<MatchStr>>,
     pub regex_query_parameters: Option<Pairs<String>>,
     pub precedence: Option<i32>,
     pub service: Option<String>,

@@ -883,3 +883,23 @@ fn header_names_are_case_insensitive_and_regex_case_flags_split_groups() {
         "different case flags: different groups"
     );
 }
+
+#[test]
+fn null_header_match_means_present_and_listener_errors_are_independent() {
+    let s = clean(&mapping(
+        "m",
+        "  prefix: /\n  service: a:1\n  headers:\n    x-present:\n  query_parameters: {flag: ~}\n",
+    ));
+    assert!(matches!(
+        s.routes[0].headers[0].value,
+        portico_config::snapshot::ValueMatch::Present
+    ));
+    assert!(matches!(
+        s.routes[0].query[0].value,
+        portico_config::snapshot::ValueMatch::Present
+    ));
+    let d = errors(
+        "apiVersion: portico.dev/v1\nkind: Listener\nmetadata: {name: l}\nspec: {address: localhost, port: 0}\n",
+    );
+    assert_eq!(d.len(), 2, "{d:?}");
+}
