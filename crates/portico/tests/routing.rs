@@ -390,7 +390,8 @@ async fn precedence_then_longer_prefix_then_more_header_matches() {
     ]))
     .await;
 
-    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         ("/pre/longer/x", &[], "pre"), // precedence beats the longer prefix
         ("/pre/x", &[], "pre"),
         ("/lp/longer/x", &[], "lplong"), // longer prefix wins otherwise
@@ -939,4 +940,63 @@ async fn upstream_closing_mid_response_gives_error_not_hang() {
         .expect("log line");
     assert_eq!(uc["status"], 502);
     assert_eq!(uc["flags"], "UC");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_round_robin_over_upstream_endpoints() {
+    let u = ups(&["w1", "w2"]).await;
+    let p = Portico::start(&docs(&[
+        format!(
+            "{API}\nkind: Upstream\nmetadata: {{ name: wpool }}\nspec: {{ endpoints: [\"{}\", {{ address: \"{}\", weight: 2 }}] }}\n",
+            u[0].addr, u[1].addr
+        ),
+        mapping("wrr", "{ prefix: /wrr/, service: wpool }"),
+    ]))
+    .await;
+    let mut m: HashMap<String, usize> = HashMap::new();
+    for _ in 0..300 {
+        let r = get(&p.url("/wrr/x"), &[]).await;
+        assert_eq!(r.status, 200);
+        *m.entry(who(&r)).or_insert(0) += 1;
+    }
+    eprintln!("weighted round robin 1:2 over 300 requests: {m:?}");
+    let w1 = m.get("w1").copied().unwrap_or(0);
+    let w2 = m.get("w2").copied().unwrap_or(0);
+    assert_eq!(w1 + w2, 300);
+    assert!((85..=115).contains(&w1), "w1 got {w1}: {m:?}");
+    assert_eq!(u[1].last().uri, "/wrr/x");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_failure_fails_over_to_another_endpoint() {
+    let u = ups(&["alive1", "alive2"]).await;
+    let dead = free_port();
+    let p = Portico::start(&docs(&[
+        format!(
+            "{API}\nkind: Upstream\nmetadata: {{ name: half }}\nspec: {{ endpoints: [\"127.0.0.1:{dead}\", \"{}\", \"{}\"] }}\n",
+            u[0].addr, u[1].addr
+        ),
+        mapping("fo", "{ prefix: /fo/, service: half }"),
+    ]))
+    .await;
+    for i in 0..60 {
+        let r = get(&p.url(&format!("/fo/{i}")), &[]).await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+    }
+    assert_eq!(u[0].count() + u[1].count(), 60);
+    assert!(
+        u[0].count() >= 10 && u[1].count() >= 10,
+        "{} / {}",
+        u[0].count(),
+        u[1].count()
+    );
+    // Some requests hit the dead endpoint first and needed a second attempt.
+    let log = p.wait_log_lines(60).await;
+    let retried = log
+        .iter()
+        .filter(|l| l["attempts"].as_u64() == Some(2))
+        .count();
+    eprintln!("requests that failed over after a refused connect: {retried}/60");
+    assert!(retried >= 1, "{log:?}");
+    assert!(log.iter().all(|l| l["status"] == 200 && l["flags"] == "-"));
 }
