@@ -2033,6 +2033,18 @@ impl Ctx<'_> {
                 Some(s) => {
                     let up = self.service_upstream(r, &["spec", "service"], s, grpc);
                     if let Some(u) = up {
+                        if grpc
+                            && self.upstreams.get(u).is_some_and(|c| {
+                                self.is_resource[u] && c.protocol == UpstreamProtocol::Http1
+                            })
+                        {
+                            r.warn(
+                                self.d,
+                                &["spec", "grpc"],
+                                "grpc needs HTTP/2, but this Upstream's protocol is http1 \
+                                 (set protocol: h2c, https or auto on the Upstream)",
+                            );
+                        }
                         self.apply_settings(r, u, settings);
                     }
                     up.map(|upstream| RouteAction::Forward { upstream })

@@ -903,3 +903,17 @@ fn null_header_match_means_present_and_listener_errors_are_independent() {
     );
     assert_eq!(d.len(), 2, "{d:?}");
 }
+
+#[test]
+fn grpc_mapping_on_an_http1_upstream_warns() {
+    let text = format!(
+        "apiVersion: portico.dev/v1\nkind: Upstream\nmetadata: {{name: u}}\nspec: {{dns: \"a:1\"}}\n{}",
+        mapping("m", "  prefix: /\n  service: u\n  grpc: true\n")
+    );
+    let w = warnings(&text);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with("t.yaml:13:3: Mapping/m: warning: grpc needs HTTP/2"),
+        "{w:?}"
+    );
+}
