@@ -56,6 +56,9 @@ pub struct Entry<'a> {
     pub upstream_duration_ms: Option<f64>,
     pub request_id: &'a str,
     pub client: String,
+    /// Why Portico rejected the request, when it did so before routing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'a str>,
 }
 
 impl AccessLog {

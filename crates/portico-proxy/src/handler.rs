@@ -573,9 +573,43 @@ impl Record {
             upstream_duration_ms: self.upstream_start.map(|s| millis(end.duration_since(s))),
             request_id,
             client: self.client.to_string(),
+            error: None,
         };
         proxy.access_log.write(&entry);
     }
+}
+
+/// Logs a request that the HTTP layer rejected before it reached the lifecycle (flag DPE).
+pub fn log_rejected(proxy: &Proxy, conn: &ConnInfo, status: u16, detail: &str) {
+    if !proxy.access_log.enabled() {
+        return;
+    }
+    let mut flags = Flags::default();
+    flags.insert(Flag::DPE);
+    let mut f = String::new();
+    flags.write_to(&mut f);
+    let ts = rfc3339_millis(SystemTime::now());
+    let entry = Entry {
+        ts: &ts,
+        method: "-",
+        authority: "-",
+        path: "-",
+        protocol: "HTTP/1.1",
+        status,
+        flags: &f,
+        route: None,
+        upstream: None,
+        upstream_addr: None,
+        attempts: 0,
+        bytes_received: 0,
+        bytes_sent: 0,
+        duration_ms: 0.0,
+        upstream_duration_ms: None,
+        request_id: "-",
+        client: conn.peer.ip().to_string(),
+        error: Some(detail),
+    };
+    proxy.access_log.write(&entry);
 }
 
 fn millis(d: Duration) -> f64 {

@@ -5,6 +5,7 @@
 
 pub mod access_log;
 pub mod body;
+pub mod h1_guard;
 pub mod handler;
 pub mod headers;
 pub mod local_reply;

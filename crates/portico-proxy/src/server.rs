@@ -19,6 +19,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::h1_guard::{Guarded, Report, Violation};
 use crate::handler::{self, ConnInfo};
 use crate::state::Proxy;
 
@@ -291,11 +292,14 @@ async fn serve(
     info: Arc<ConnInfo>,
     mut drain: watch::Receiver<bool>,
 ) {
+    let proxy_for_log = proxy.clone();
     let svc = {
         let info = info.clone();
         service_fn(move |req| handler::handle(proxy.clone(), info.clone(), req))
     };
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+    let report = Arc::new(Report::default());
+    let io = TokioIo::new(Guarded::new(stream, report.clone()));
+    let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
     let res = tokio::select! {
         r = conn.as_mut() => r,
@@ -306,7 +310,27 @@ async fn serve(
     };
     if let Err(e) = res {
         // Malformed requests, resets and timeouts: hyper has answered or closed already.
-        tracing::debug!(client = %info.peer, error = %e, "downstream connection error");
+        let violation = report.get();
+        let parse = e
+            .downcast_ref::<hyper::Error>()
+            .map(|h| (h.is_parse(), h.is_parse_too_large()));
+        if violation != Violation::None || matches!(parse, Some((true, _))) {
+            let status = if matches!(parse, Some((_, true))) || violation == Violation::HeadTooLarge
+            {
+                431
+            } else {
+                400
+            };
+            let detail = if violation != Violation::None {
+                violation.as_str().to_string()
+            } else {
+                e.to_string()
+            };
+            tracing::info!(client = %info.peer, status, reason = %detail, "invalid request rejected");
+            handler::log_rejected(&proxy_for_log, &info, status, &detail);
+        } else {
+            tracing::debug!(client = %info.peer, error = %e, "downstream connection error");
+        }
     }
     handle.connections.fetch_sub(1, Ordering::Relaxed);
 }
