@@ -33,17 +33,23 @@ fn chunks(total: u64) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, I
 /// An upstream that counts request body bytes and answers with `x-received`, or, for
 /// `GET /download/N`, streams N bytes.
 async fn counting_upstream() -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         loop {
-            let Ok((s, _)) = listener.accept().await else { continue };
+            let Ok((s, _)) = listener.accept().await else {
+                continue;
+            };
             tokio::spawn(async move {
                 let svc = service_fn(|req: http::Request<Incoming>| async move {
                     let path = req.uri().path().to_string();
                     if let Some(n) = path.strip_prefix("/download/") {
                         let total: u64 = n.parse().unwrap_or(0);
-                        let body = http_body_util::combinators::BoxBody::new(StreamBody::new(chunks(total)));
+                        let body = http_body_util::combinators::BoxBody::new(StreamBody::new(
+                            chunks(total),
+                        ));
                         return Ok::<_, Infallible>(http::Response::new(body));
                     }
                     let mut body = req.into_body();
@@ -72,7 +78,10 @@ async fn counting_upstream() -> std::net::SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_gigabyte_each_way_in_constant_memory() {
     let up = counting_upstream().await;
-    let p = Portico::start(&format!("{API}\nkind: Mapping\nmetadata: {{ name: big }}\nspec: {{ prefix: /, service: {up} }}\n")).await;
+    let p = Portico::start(&format!(
+        "{API}\nkind: Mapping\nmetadata: {{ name: big }}\nspec: {{ prefix: /, service: {up} }}\n"
+    ))
+    .await;
     let pid = p.child.id();
     let before = rss_kb(pid);
     const GB: u64 = 1 << 30;
@@ -80,7 +89,9 @@ async fn one_gigabyte_each_way_in_constant_memory() {
     // Upload 1 GiB (chunked) through the proxy.
     let started = Instant::now();
     let (mut tx, rx) = hyper::client::conn::http1::handshake::<_, StreamBody<_>>(TokioIo::new(
-        tokio::net::TcpStream::connect(("127.0.0.1", p.port)).await.expect("connect"),
+        tokio::net::TcpStream::connect(("127.0.0.1", p.port))
+            .await
+            .expect("connect"),
     ))
     .await
     .map(|(tx, conn)| {
@@ -100,13 +111,20 @@ async fn one_gigabyte_each_way_in_constant_memory() {
 
     // Download 1 GiB through the proxy.
     tx.ready().await.expect("ready");
-    let req = http::Request::get(format!("/download/{GB}")).header("host", "big").body(StreamBody::new(chunks(0).boxed())).expect("req");
+    let req = http::Request::get(format!("/download/{GB}"))
+        .header("host", "big")
+        .body(StreamBody::new(chunks(0).boxed()))
+        .expect("req");
     let resp = tx.send_request(req).await.expect("download");
     let mut body = resp.into_body();
     let mut n = 0u64;
     let mut peak = 0;
     while let Some(f) = body.frame().await {
-        n += f.expect("frame").data_ref().map(|d| d.len() as u64).unwrap_or(0);
+        n += f
+            .expect("frame")
+            .data_ref()
+            .map(|d| d.len() as u64)
+            .unwrap_or(0);
         if n % (64 << 20) < CHUNK as u64 {
             peak = peak.max(rss_kb(pid));
         }
@@ -119,31 +137,53 @@ async fn one_gigabyte_each_way_in_constant_memory() {
     );
     // Constant memory: a few MB of buffers, never anything near the body size.
     for rss in [upload_rss, peak, after] {
-        assert!(rss < before + 64 * 1024, "RSS grew from {before} kB to {rss} kB");
+        assert!(
+            rss < before + 64 * 1024,
+            "RSS grew from {before} kB to {rss} kB"
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expect_100_continue_and_chunked_upload() {
     let up = Upstream::start("a").await;
-    let p = Portico::start(&format!("{API}\nkind: Mapping\nmetadata: {{ name: m }}\nspec: {{ prefix: /, service: {} }}\n", up.addr)).await;
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", p.port)).await.expect("connect");
-    s.write_all(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n").await.expect("write");
+    let p = Portico::start(&format!(
+        "{API}\nkind: Mapping\nmetadata: {{ name: m }}\nspec: {{ prefix: /, service: {} }}\n",
+        up.addr
+    ))
+    .await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", p.port))
+        .await
+        .expect("connect");
+    s.write_all(
+        b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .expect("write");
     let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("100 in time").expect("read");
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("100 in time")
+        .expect("read");
     let head = String::from_utf8_lossy(&buf[..n]).to_string();
     assert!(head.starts_with("HTTP/1.1 100 Continue"), "{head}");
     s.write_all(b"hello").await.expect("body");
     let mut got = String::new();
     let deadline = Instant::now() + Duration::from_secs(5);
     while !got.contains("upstream a") && Instant::now() < deadline {
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("read in time").expect("read");
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("read in time")
+            .expect("read");
         if n == 0 {
             break;
         }
         got.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
-    assert!(got.contains("200 OK") && got.contains("upstream a"), "{got}");
+    assert!(
+        got.contains("200 OK") && got.contains("upstream a"),
+        "{got}"
+    );
     assert_eq!(up.last().body.as_ref(), b"hello");
     assert!(!up.last().headers.contains_key("expect"));
 
@@ -162,11 +202,15 @@ async fn expect_100_continue_and_chunked_upload() {
 async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     let slow = Upstream::with(
         "slow",
-        std::sync::Arc::new(|_s: &Seen| http::Response::new(http_body_util::Full::new(Bytes::from("late")))),
+        std::sync::Arc::new(|_s: &Seen| {
+            http::Response::new(http_body_util::Full::new(Bytes::from("late")))
+        }),
     )
     .await;
     // The upstream answers only after a delay: put a delaying hop in front of it.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let delay_addr = listener.local_addr().expect("addr");
     let target = slow.addr;
     tokio::spawn(async move {
@@ -190,7 +234,10 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     if let Ok(r) = ready {
         assert_eq!(r.status, 503);
     }
-    let r = inflight.await.expect("join").expect("in-flight request must complete");
+    let r = inflight
+        .await
+        .expect("join")
+        .expect("in-flight request must complete");
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "late");
     assert_eq!(r.header("connection"), Some("close"));
@@ -200,7 +247,10 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
             assert!(status.success(), "exit status {status}");
             break;
         }
-        assert!(Instant::now() < deadline, "portico did not exit after drain");
+        assert!(
+            Instant::now() < deadline,
+            "portico did not exit after drain"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -69,13 +69,22 @@ async fn h2c_upstream_by_scheme_and_by_grpc_flag() {
         let r = get(&p.url(path), &[]).await;
         assert_eq!(r.status, 200, "{path}");
         assert_eq!(up.last().version, http::Version::HTTP_2);
-        assert_eq!(up.last().uri.rsplit_once(&format!("{}", p.port)).map(|x| x.1).unwrap_or(&up.last().uri), path);
+        assert_eq!(
+            up.last()
+                .uri
+                .rsplit_once(&format!("{}", p.port))
+                .map(|x| x.1)
+                .unwrap_or(&up.last().uri),
+            path
+        );
     }
     // Many requests share few upstream connections (multiplexed).
     let mut tasks = Vec::new();
     for i in 0..50 {
         let url = p.url(&format!("/h2/{i}"));
-        tasks.push(tokio::spawn(async move { http_get(&url, &[]).await.map(|r| r.status.as_u16()) }));
+        tasks.push(tokio::spawn(async move {
+            http_get(&url, &[]).await.map(|r| r.status.as_u16())
+        }));
     }
     for t in tasks {
         assert_eq!(t.await.expect("join"), Ok(200));

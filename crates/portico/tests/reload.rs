@@ -9,7 +9,9 @@ use std::time::Duration;
 use common::*;
 
 fn mapping(name: &str, prefix: &str, service: &str, extra: &str) -> String {
-    format!("{API}\nkind: Mapping\nmetadata: {{ name: {name} }}\nspec:\n  prefix: {prefix}\n  service: {service}\n{extra}")
+    format!(
+        "{API}\nkind: Mapping\nmetadata: {{ name: {name} }}\nspec:\n  prefix: {prefix}\n  service: {service}\n{extra}"
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -25,11 +27,19 @@ async fn hundred_reloads_under_load_lose_nothing() {
     let failed = Arc::new(AtomicU64::new(0));
     let mut clients = Vec::new();
     for i in 0..4 {
-        let (stop, ok, failed, url) = (stop.clone(), ok.clone(), failed.clone(), p.url(&format!("/c{i}")));
+        let (stop, ok, failed, url) = (
+            stop.clone(),
+            ok.clone(),
+            failed.clone(),
+            p.url(&format!("/c{i}")),
+        );
         clients.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 match http_get(&url, &[]).await {
-                    Ok(r) if r.status == 200 && (r.text() == "upstream a" || r.text() == "upstream b") => {
+                    Ok(r)
+                        if r.status == 200
+                            && (r.text() == "upstream a" || r.text() == "upstream b") =>
+                    {
                         ok.fetch_add(1, Ordering::Relaxed);
                     }
                     other => {
@@ -62,7 +72,10 @@ async fn hundred_reloads_under_load_lose_nothing() {
     assert_eq!(r.status, 400);
     let v: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
     assert_eq!(v["result"], "rejected");
-    assert!(v["errors"].to_string().contains("unknown field `bogus`"), "{v}");
+    assert!(
+        v["errors"].to_string().contains("unknown field `bogus`"),
+        "{v}"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
     for c in clients {
@@ -79,10 +92,17 @@ async fn hundred_reloads_under_load_lose_nothing() {
 
     // After the rejection the old config still answers, and /config reports the error.
     assert_eq!(get(&p.url("/x"), &[]).await.status, 200);
-    let cfg: serde_json::Value = serde_json::from_slice(&get(&p.admin_url("/config"), &[]).await.body).expect("json");
-    assert!(cfg["last_error"]["errors"].to_string().contains("bogus"), "{cfg}");
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&get(&p.admin_url("/config"), &[]).await.body).expect("json");
+    assert!(
+        cfg["last_error"]["errors"].to_string().contains("bogus"),
+        "{cfg}"
+    );
     // The file watcher may have applied the same files again; never a lower generation.
-    assert!(cfg["generation"].as_u64().unwrap_or(0) >= generation, "{cfg}");
+    assert!(
+        cfg["generation"].as_u64().unwrap_or(0) >= generation,
+        "{cfg}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,7 +116,10 @@ async fn file_change_and_sighup_reload() {
     p.write_config(&mapping("r", "/", &b.addr.to_string(), ""));
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while get(&p.url("/"), &[]).await.text() != "upstream b" {
-        assert!(std::time::Instant::now() < deadline, "file change not applied");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "file change not applied"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -122,7 +145,10 @@ async fn listeners_added_and_removed_by_reload() {
         if std::net::TcpStream::connect(("127.0.0.1", extra)).is_err() {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "removed listener still accepts");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "removed listener still accepts"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(get(&p.url("/"), &[]).await.status, 200);
