@@ -32,8 +32,12 @@ impl ByteCounter {
 /// The body sent upstream.
 pub enum ReqBody {
     Empty,
-    /// The client's body, streamed, with its byte count.
+    /// A body read whole beforehand (so it can be sent again on a retry).
+    Full(Option<Bytes>),
+    /// The client's body, streamed, with its byte count; `prefix` was read before streaming
+    /// started (while deciding whether the body fits the replay buffer).
     Stream {
+        prefix: Option<Bytes>,
         inner: Incoming,
         counter: Arc<ByteCounter>,
     },
@@ -49,7 +53,15 @@ impl Body for ReqBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             ReqBody::Empty => Poll::Ready(None),
-            ReqBody::Stream { inner, counter } => {
+            ReqBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ReqBody::Stream {
+                prefix,
+                inner,
+                counter,
+            } => {
+                if let Some(p) = prefix.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(p))));
+                }
                 let frame = ready!(Pin::new(inner).poll_frame(cx));
                 if let Some(Ok(f)) = &frame
                     && let Some(d) = f.data_ref()
@@ -64,6 +76,10 @@ impl Body for ReqBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ReqBody::Empty => true,
+            ReqBody::Full(b) => b.is_none(),
+            ReqBody::Stream {
+                prefix: Some(_), ..
+            } => false,
             ReqBody::Stream { inner, .. } => inner.is_end_stream(),
         }
     }
@@ -71,7 +87,17 @@ impl Body for ReqBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ReqBody::Empty => SizeHint::with_exact(0),
-            ReqBody::Stream { inner, .. } => inner.size_hint(),
+            ReqBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            ReqBody::Stream { prefix, inner, .. } => {
+                let p = prefix.as_ref().map_or(0, |b| b.len() as u64);
+                let h = inner.size_hint();
+                let mut out = SizeHint::new();
+                out.set_lower(h.lower() + p);
+                if let Some(u) = h.upper() {
+                    out.set_upper(u + p);
+                }
+                out
+            }
         }
     }
 }
@@ -81,8 +107,12 @@ impl Body for ReqBody {
 pub enum BodyEnd {
     /// Every byte was delivered.
     Complete,
-    /// The upstream failed mid-body (reset, protocol error, deadline).
+    /// The upstream failed mid-body (reset, protocol error).
     UpstreamError,
+    /// The request's deadline passed mid-body.
+    DeadlineExceeded,
+    /// No bytes for the route's idle timeout.
+    IdleTimeout,
     /// The client went away before the end.
     Dropped,
 }
@@ -99,6 +129,9 @@ pin_project_lite::pin_project! {
         bytes_sent: u64,
         #[pin]
         deadline: Option<tokio::time::Sleep>,
+        #[pin]
+        idle: Option<tokio::time::Sleep>,
+        idle_for: Option<std::time::Duration>,
         finish: Option<Box<dyn Finish>>,
     }
 
@@ -123,17 +156,23 @@ enum Kind {
     Upstream(Incoming),
 }
 
-/// Error raised when the request deadline passes while the response body streams.
-#[derive(Debug)]
-pub struct DeadlineExceeded;
+/// Why Portico cut a response body short.
+#[derive(Debug, Clone, Copy)]
+pub enum Cut {
+    Deadline,
+    Idle,
+}
 
-impl std::fmt::Display for DeadlineExceeded {
+impl std::fmt::Display for Cut {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("request deadline reached while streaming the response")
+        match self {
+            Cut::Deadline => f.write_str("request deadline reached while streaming the response"),
+            Cut::Idle => f.write_str("stream idle timeout"),
+        }
     }
 }
 
-impl std::error::Error for DeadlineExceeded {}
+impl std::error::Error for Cut {}
 
 impl RespBody {
     pub fn full(bytes: impl Into<Bytes>) -> Self {
@@ -142,6 +181,8 @@ impl RespBody {
             kind: Kind::Full(if b.is_empty() { None } else { Some(b) }),
             bytes_sent: 0,
             deadline: None,
+            idle: None,
+            idle_for: None,
             finish: None,
         }
     }
@@ -150,11 +191,18 @@ impl RespBody {
         Self::full(Bytes::new())
     }
 
-    pub fn upstream(inner: Incoming, deadline: Option<tokio::time::Instant>) -> Self {
+    /// The upstream's body, cut when `deadline` passes or when no bytes come for `idle`.
+    pub fn upstream(
+        inner: Incoming,
+        deadline: Option<tokio::time::Instant>,
+        idle: Option<std::time::Duration>,
+    ) -> Self {
         RespBody {
             kind: Kind::Upstream(inner),
             bytes_sent: 0,
             deadline: deadline.map(tokio::time::sleep_until),
+            idle: idle.map(tokio::time::sleep),
+            idle_for: idle,
             finish: None,
         }
     }
@@ -177,18 +225,29 @@ impl Body for RespBody {
         let mut this = self.project();
         let res: Option<Result<Frame<Bytes>, BoxError>> = match this.kind {
             Kind::Full(b) => b.take().map(|b| Ok(Frame::data(b))),
-            Kind::Upstream(inner) => {
-                if let Some(d) = this.deadline.as_mut().as_pin_mut()
-                    && d.poll(cx).is_ready()
-                {
-                    Some(Err(Box::new(DeadlineExceeded) as BoxError))
-                } else {
-                    match Pin::new(inner).poll_frame(cx) {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(r) => r.map(|r| r.map_err(|e| Box::new(e) as BoxError)),
+            Kind::Upstream(inner) => match Pin::new(inner).poll_frame(cx) {
+                Poll::Ready(r) => {
+                    // Bytes came: the idle timer starts again.
+                    if let (Some(idle), Some(d)) = (this.idle.as_mut().as_pin_mut(), *this.idle_for)
+                    {
+                        idle.reset(tokio::time::Instant::now() + d);
+                    }
+                    r.map(|r| r.map_err(|e| Box::new(e) as BoxError))
+                }
+                Poll::Pending => {
+                    if let Some(d) = this.deadline.as_mut().as_pin_mut()
+                        && d.poll(cx).is_ready()
+                    {
+                        Some(Err(Box::new(Cut::Deadline) as BoxError))
+                    } else if let Some(i) = this.idle.as_mut().as_pin_mut()
+                        && i.poll(cx).is_ready()
+                    {
+                        Some(Err(Box::new(Cut::Idle) as BoxError))
+                    } else {
+                        return Poll::Pending;
                     }
                 }
-            }
+            },
         };
         match &res {
             Some(Ok(frame)) => {
@@ -196,9 +255,14 @@ impl Body for RespBody {
                     *this.bytes_sent += d.len() as u64;
                 }
             }
-            Some(Err(_)) => {
+            Some(Err(e)) => {
+                let end = match e.downcast_ref::<Cut>() {
+                    Some(Cut::Deadline) => BodyEnd::DeadlineExceeded,
+                    Some(Cut::Idle) => BodyEnd::IdleTimeout,
+                    None => BodyEnd::UpstreamError,
+                };
                 if let Some(f) = this.finish.take() {
-                    f.finish(BodyEnd::UpstreamError, *this.bytes_sent, Instant::now());
+                    f.finish(end, *this.bytes_sent, Instant::now());
                 }
             }
             None => {

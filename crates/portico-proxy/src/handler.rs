@@ -18,6 +18,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
@@ -30,11 +31,13 @@ use portico_config::snapshot::{
 
 use crate::access_log::{Entry, rfc3339_millis};
 use crate::body::{BodyEnd, ByteCounter, Finish, ReqBody, RespBody};
+use crate::deadline;
 use crate::headers;
 use crate::local_reply::{Flag, Flags, is_grpc, local_reply};
-use crate::pool::{self, Conn, ConnectParams, PoolKey};
-use crate::state::{Active, Proxy};
-use crate::upstream::{Endpoint, UpstreamState};
+use crate::pool::{self, Conn, ConnectError, ConnectParams, PoolKey};
+use crate::retry::{self, Attempt};
+use crate::state::Proxy;
+use crate::upstream::{AttemptReport, Endpoint, Held, PickCtx, UpstreamState, Which};
 
 /// What the connection layer knows about the connection a request came on.
 #[derive(Debug)]
@@ -85,15 +88,17 @@ pub async fn handle(
             let Some(up) = active.upstreams.get(*upstream).cloned() else {
                 return Ok(rec.fail(&proxy, Flag::UH));
             };
-            Ok(forward(proxy, &active, route, up, conn, req, rec).await)
+            Ok(forward(proxy, route, up, conn, req, rec).await)
         }
     }
 }
 
-/// Steps 4–6: pick an endpoint, forward under the deadline, respond.
+/// Largest request body buffered so it can be replayed on a retry (CONTRACT §3.3).
+const REPLAY_LIMIT: usize = 64 * 1024;
+
+/// Steps 4–6: pick an endpoint, forward under the deadline with retries, respond.
 async fn forward(
     proxy: Arc<Proxy>,
-    _active: &Active,
     route: Arc<Route>,
     up: Arc<UpstreamState>,
     conn: Arc<ConnInfo>,
@@ -101,17 +106,31 @@ async fn forward(
     mut rec: Record,
 ) -> Response<RespBody> {
     rec.upstream = Some(up.clone());
-    let deadline = route
-        .timeout
-        .map(|t| tokio::time::Instant::from_std(rec.start + t));
     let protocol = up.conf.protocol;
     let h2 = matches!(protocol, UpstreamProtocol::H2c);
     let downstream_version = req.version();
 
+    // The deadline: the earliest of the route timeout and the client's grpc-timeout.
+    let client_budget = req
+        .headers()
+        .get("grpc-timeout")
+        .and_then(deadline::parse_grpc_timeout);
+    let budget = deadline::budget(route.timeout, client_budget, route.grpc_timeout_max);
+    let deadline = budget.map(|t| tokio::time::Instant::from_std(rec.start + t));
+    if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+        // Already spent (e.g. grpc-timeout: 0m): never contact the upstream.
+        return rec.fail(&proxy, Flag::UT);
+    }
+
+    // Admit: the upstream's request breaker.
+    let policy = route.retry.as_ref();
+    let cb = up.conf.circuit_breakers;
+    let Some(request_slot) = up.breakers.try_hold(Which::Requests, cb.max_requests) else {
+        return rec.overloaded(&proxy);
+    };
+
     let (mut parts, body) = req.into_parts();
     let authority = authority_of_parts(&parts.uri, &parts.headers).map(str::to_owned);
-
-    // Rewrite the path (the query string is kept).
     let new_pq = rewrite_path(&route, &parts.uri);
 
     // Request headers.
@@ -145,7 +164,6 @@ async fn forward(
             .as_deref()
             .and_then(|a| HeaderValue::from_str(a).ok()),
     };
-
     if h2 {
         parts.version = Version::HTTP_2;
         parts.headers.remove(header::HOST);
@@ -172,141 +190,464 @@ async fn forward(
         parts.uri = Uri::from(new_pq);
     }
 
+    // With a retry policy the request line and headers are kept to build retries.
+    let template = policy_template(&route, &parts);
+
+    // The body: with a retry policy, bodies up to 64 KiB are read first so they can be sent
+    // again; larger ones (and all bodies without a policy) stream.
+    let mut replay: Option<Bytes> = None;
     let body = if http_body::Body::is_end_stream(&body) {
+        replay = Some(Bytes::new());
         ReqBody::Empty
+    } else if policy.is_some() {
+        match within(deadline, buffer_up_to(body, REPLAY_LIMIT)).await {
+            Err(Elapsed) => return rec.fail(&proxy, Flag::UT),
+            Ok(Err(())) => return rec.fail(&proxy, Flag::DC),
+            Ok(Ok(Buffered::Whole(b))) => {
+                rec.received.add(b.len());
+                replay = Some(b.clone());
+                ReqBody::Full(Some(b))
+            }
+            Ok(Ok(Buffered::Partial(prefix, rest))) => {
+                rec.received.add(prefix.len());
+                ReqBody::Stream {
+                    prefix: Some(prefix),
+                    inner: rest,
+                    counter: rec.received.clone(),
+                }
+            }
+        }
     } else {
         ReqBody::Stream {
+            prefix: None,
             inner: body,
             counter: rec.received.clone(),
         }
     };
-    let mut req = Request::from_parts(parts, body);
+    let mut pending_req: Option<Request<ReqBody>> = Some(Request::from_parts(parts, body));
+
     let params = ConnectParams {
         protocol,
         connect_timeout: up.conf.connect_timeout,
     };
+    let max_attempts = 1 + policy.map_or(0, |p| p.num_retries);
+    let grpc = rec.grpc;
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut retries: u32 = 0;
+    // Connect failures fail over to another endpoint even without a policy (nothing was sent).
+    let mut connect_failovers: u32 = 0;
+    let mut retry_slot: Option<Held> = None;
 
-    // Step 4 and 5: pick an endpoint and send, failing over on connect failure.
-    let mut avoid: Option<SocketAddr> = None;
+    // Step 4 and 5: pick, send, maybe retry.
     loop {
+        let Some(mut req) = pending_req.take() else {
+            return rec.fail(&proxy, Flag::URX);
+        };
         rec.attempts += 1;
-        let Some(ep) = up.pick(avoid) else {
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            return rec.fail(&proxy, Flag::UT);
+        }
+        let ctx = PickCtx {
+            avoid: &tried,
+            hash: None,
+        };
+        let Some(ep) = up.pick(&ctx) else {
             return rec.fail(&proxy, Flag::UH);
         };
         rec.upstream_addr = Some(ep.addr);
-        if let Some(d) = deadline
-            && tokio::time::Instant::now() >= d
-        {
-            return rec.fail(&proxy, Flag::UT);
-        }
+        let h = req.headers_mut();
         if let Some(d) = deadline {
-            let left = d
-                .saturating_duration_since(tokio::time::Instant::now())
-                .as_millis() as u64;
-            req.headers_mut().insert(
+            let left = d.saturating_duration_since(tokio::time::Instant::now());
+            h.insert(
                 headers::X_EXPECTED_TIMEOUT.clone(),
-                HeaderValue::from(left.max(1)),
+                HeaderValue::from((left.as_millis() as u64).max(1)),
             );
+            if grpc {
+                h.insert("grpc-timeout", deadline::grpc_timeout_value(left));
+            }
         }
+        h.insert(
+            headers::X_ATTEMPT_COUNT.clone(),
+            HeaderValue::from(rec.attempts),
+        );
+        // Per-try timeout, never past the request's deadline.
+        let try_deadline = match (policy.and_then(|p| p.per_try_timeout), deadline) {
+            (Some(t), Some(d)) => Some((tokio::time::Instant::now() + t).min(d)),
+            (Some(t), None) => Some(tokio::time::Instant::now() + t),
+            (None, d) => d,
+        };
 
         let key = PoolKey {
             uid: up.uid,
             addr: ep.addr,
         };
-        let mut fresh = false;
-        let conn = match pool::checkout(key, protocol).await {
-            Some(c) => c,
-            None => match within(deadline, pool::connect(key, params)).await {
-                Err(Elapsed) => {
+        let attempt_start = Instant::now();
+        let outcome = attempt(&up, key, params, req, try_deadline, &ep).await;
+        let latency = attempt_start.elapsed();
+        let mut answered: Option<(Response<Incoming>, Option<H1Sender>, ActiveGuard)> = None;
+        let (result, back) = match outcome {
+            AttemptOutcome::Response(resp, tx, active) => {
+                let status = resp.status().as_u16();
+                let grpc_status = if grpc {
+                    retry::grpc_status(resp.headers())
+                } else {
+                    None
+                };
+                up.report(
+                    &ep,
+                    AttemptReport {
+                        status: Some(status),
+                        gateway_failure: false,
+                        latency,
+                    },
+                );
+                answered = Some((resp, tx, active));
+                (
+                    Attempt::Status {
+                        status,
+                        grpc: grpc_status,
+                    },
+                    None,
+                )
+            }
+            AttemptOutcome::Overflow => return rec.overloaded(&proxy),
+            AttemptOutcome::ConnectFailed(e, back) => {
+                tracing::debug!(upstream = %up.conf.name, endpoint = %ep.addr, error = %e, "connect failed");
+                up.report(
+                    &ep,
+                    AttemptReport {
+                        status: None,
+                        gateway_failure: true,
+                        latency,
+                    },
+                );
+                (Attempt::ConnectFailure, back)
+            }
+            AttemptOutcome::Failed(r, back) => {
+                up.report(
+                    &ep,
+                    AttemptReport {
+                        status: None,
+                        gateway_failure: true,
+                        latency,
+                    },
+                );
+                (r, back)
+            }
+            AttemptOutcome::Deadline => {
+                up.report(
+                    &ep,
+                    AttemptReport {
+                        status: None,
+                        gateway_failure: true,
+                        latency,
+                    },
+                );
+                if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                     return rec.fail(&proxy, Flag::UT);
                 }
-                Ok(Err(e)) => {
-                    tracing::debug!(upstream = %up.conf.name, endpoint = %ep.addr, error = %e, "connect failed");
-                    let endpoints = up.endpoints.load().endpoints.len() as u32;
-                    if rec.attempts < MAX_CONNECT_ATTEMPTS.min(endpoints) {
-                        avoid = Some(ep.addr);
-                        continue;
-                    }
-                    return rec.fail(&proxy, Flag::UF);
-                }
-                Ok(Ok(c)) => {
-                    fresh = true;
-                    c
-                }
-            },
+                (Attempt::PerTryTimeout, None)
+            }
         };
+        tried.push(ep.addr);
 
+        // Go again? A connect failure fails over to another endpoint (nothing was sent);
+        // otherwise the retry policy, its budget and the max_retries breaker decide.
+        let policy_retry = policy.is_some_and(|p| retry::retriable(p, result));
+        let endpoints = up.endpoints.load().endpoints.len() as u32;
+        let mut again = false;
+        if result == Attempt::ConnectFailure
+            && back.is_some()
+            && connect_failovers + 1 < MAX_CONNECT_ATTEMPTS.min(endpoints)
+        {
+            connect_failovers += 1; // a failover does not use up the retry policy
+            again = true;
+        } else if let Some(p) = policy
+            && policy_retry
+            && rec.attempts - connect_failovers < max_attempts
+            && (back.is_some() || replay.is_some())
+        {
+            let pause = retry::backoff(retries + 1);
+            let in_time = deadline.is_none_or(|d| tokio::time::Instant::now() + pause < d);
+            let active = up
+                .breakers
+                .requests
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let retrying = up
+                .breakers
+                .retries
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let slot = if in_time && retry::within_budget(p, active, retrying) {
+                up.breakers.try_hold(Which::Retries, cb.max_retries)
+            } else {
+                None
+            };
+            if let Some(slot) = slot {
+                retry_slot = Some(slot);
+                retries += 1;
+                proxy
+                    .counters
+                    .retries
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                drop(answered.take());
+                tokio::time::sleep(pause).await;
+                again = true;
+            } else {
+                proxy
+                    .counters
+                    .retries_denied
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        if !again {
+            if policy_retry {
+                rec.flags.insert(Flag::URX);
+            }
+            return match answered {
+                Some((resp, tx, active)) => {
+                    rec.upstream_start = Some(attempt_start);
+                    let held = (request_slot, retry_slot);
+                    respond(
+                        proxy,
+                        rec,
+                        &route,
+                        &up,
+                        key,
+                        resp,
+                        tx,
+                        active,
+                        held,
+                        deadline,
+                        downstream_version,
+                    )
+                }
+                None => rec.fail(&proxy, failure_flag(result)),
+            };
+        }
+        pending_req = back.or_else(|| {
+            let (method, uri, version, headers) = template.as_ref()?;
+            let body = match replay.clone() {
+                Some(b) if b.is_empty() => ReqBody::Empty,
+                Some(b) => ReqBody::Full(Some(b)),
+                None => return None,
+            };
+            let mut r = Request::new(body);
+            *r.method_mut() = method.clone();
+            *r.uri_mut() = uri.clone();
+            *r.version_mut() = *version;
+            *r.headers_mut() = headers.clone();
+            Some(r)
+        });
+    }
+}
+
+type H1Sender = hyper::client::conn::http1::SendRequest<ReqBody>;
+
+/// Keeps an endpoint's active-request count for as long as it lives.
+pub struct ActiveGuard(Arc<Endpoint>);
+
+impl ActiveGuard {
+    fn new(ep: &Arc<Endpoint>) -> Self {
         ep.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let upstream_start = Instant::now();
-        let (sent, h1) = match conn {
+        ActiveGuard(ep.clone())
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0
+            .active
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// How one attempt ended.
+enum AttemptOutcome {
+    Response(Response<Incoming>, Option<H1Sender>, ActiveGuard),
+    /// A circuit breaker refused a new connection.
+    Overflow,
+    /// No connection; the request comes back unsent.
+    ConnectFailed(ConnectError, Option<Request<ReqBody>>),
+    /// Reset or protocol error; the request comes back if it was not sent.
+    Failed(Attempt, Option<Request<ReqBody>>),
+    /// The per-try timeout or the deadline fired.
+    Deadline,
+}
+
+/// One attempt: a pooled or new connection, then the request, under `deadline`.
+async fn attempt(
+    up: &UpstreamState,
+    key: PoolKey,
+    params: ConnectParams,
+    mut req: Request<ReqBody>,
+    deadline: Option<tokio::time::Instant>,
+    ep: &Arc<Endpoint>,
+) -> AttemptOutcome {
+    let cb = up.conf.circuit_breakers;
+    let mut pooled = pool::checkout(key, params.protocol).await;
+    loop {
+        let fresh = pooled.is_none();
+        let conn = match pooled.take() {
+            Some(c) => c,
+            None => {
+                let Some(_pending) = up
+                    .breakers
+                    .try_hold(Which::Pending, cb.max_pending_requests)
+                else {
+                    return AttemptOutcome::Overflow;
+                };
+                let Some(slot) = up.breakers.try_hold(Which::Connections, cb.max_connections)
+                else {
+                    return AttemptOutcome::Overflow;
+                };
+                match within(deadline, pool::connect(key, params, slot)).await {
+                    Err(Elapsed) => return AttemptOutcome::Deadline,
+                    Ok(Err(e)) => return AttemptOutcome::ConnectFailed(e, Some(req)),
+                    Ok(Ok(c)) => c,
+                }
+            }
+        };
+        let active = ActiveGuard::new(ep);
+        let (sent, tx) = match conn {
             Conn::H1(mut tx) => {
                 let fut = tx.try_send_request(req);
-                (within(deadline, boxed_send(fut)).await, Some(tx))
+                (within(deadline, fut).await, Some(tx))
             }
             Conn::H2(mut tx) => {
                 let fut = tx.try_send_request(req);
-                (within(deadline, boxed_send(fut)).await, None)
+                (within(deadline, fut).await, None)
             }
         };
         match sent {
-            Err(Elapsed) => {
-                ep.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                return rec.fail(&proxy, Flag::UT);
-            }
+            Err(Elapsed) => return AttemptOutcome::Deadline,
+            Ok(Ok(resp)) => return AttemptOutcome::Response(resp, tx, active),
             Ok(Err(mut e)) => {
-                ep.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                // A pooled connection the upstream had closed: the request was not sent,
-                // so it goes again on a fresh connection, invisibly to the client.
-                if let Some(back) = e.take_message()
-                    && !fresh
-                {
-                    req = back;
-                    rec.attempts -= 1;
-                    continue;
+                let back = e.take_message();
+                match back {
+                    // A pooled connection the upstream had closed: the request was not
+                    // sent, so it goes again on a fresh connection, invisibly.
+                    Some(r) if !fresh => {
+                        req = r;
+                        continue;
+                    }
+                    back => {
+                        tracing::debug!(upstream = %up.conf.name, endpoint = %key.addr, error = %e.error(), "upstream request failed");
+                        return AttemptOutcome::Failed(classify(e.error()), back);
+                    }
                 }
-                tracing::debug!(upstream = %up.conf.name, endpoint = %ep.addr, error = %e.error(), "upstream request failed");
-                return rec.fail(&proxy, Flag::UC);
-            }
-            Ok(Ok(resp)) => {
-                rec.upstream_start = Some(upstream_start);
-                // Step 6, respond.
-                let (mut rparts, rbody) = resp.into_parts();
-                headers::strip_hop_by_hop(&mut rparts.headers);
-                headers::apply_rules(
-                    &mut rparts.headers,
-                    &route.remove_response_headers,
-                    &route.add_response_headers,
-                );
-                if downstream_version != Version::HTTP_2 {
-                    rparts.version = Version::HTTP_11;
-                }
-                rec.status = rparts.status.as_u16();
-                let done = Done {
-                    proxy,
-                    rec,
-                    endpoint: ep,
-                    pooled: h1.map(|tx| {
-                        (
-                            key,
-                            tx,
-                            up.conf.max_idle_connections_per_endpoint,
-                            up.conf.idle_connection_timeout,
-                        )
-                    }),
-                };
-                let body = RespBody::upstream(rbody, deadline).with_finish(Box::new(done));
-                return Response::from_parts(rparts, body);
             }
         }
     }
 }
 
-type SendResult = Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<ReqBody>>>;
+/// Reset vs refused stream, from a hyper client error.
+fn classify(e: &hyper::Error) -> Attempt {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h2e) = s.downcast_ref::<h2::Error>()
+            && h2e.reason() == Some(h2::Reason::REFUSED_STREAM)
+        {
+            return Attempt::RefusedStream;
+        }
+        source = s.source();
+    }
+    Attempt::Reset
+}
 
-fn boxed_send(
-    fut: impl Future<Output = SendResult> + Send + 'static,
-) -> impl Future<Output = SendResult> + Send + 'static {
-    fut
+/// The local reply flag for a failed last attempt.
+fn failure_flag(a: Attempt) -> Flag {
+    match a {
+        Attempt::ConnectFailure => Flag::UF,
+        Attempt::Reset | Attempt::RefusedStream => Flag::UC,
+        Attempt::PerTryTimeout => Flag::UT,
+        Attempt::Status { .. } => Flag::URX,
+    }
+}
+
+/// A request body read before forwarding.
+enum Buffered {
+    /// The whole body (it fitted the limit).
+    Whole(Bytes),
+    /// What was read before the limit, and the rest of the stream.
+    Partial(Bytes, Incoming),
+}
+
+/// Reads `body` until it ends or exceeds `limit` bytes. `Err` when the client's body failed.
+async fn buffer_up_to(mut body: Incoming, limit: usize) -> Result<Buffered, ()> {
+    use http_body_util::BodyExt;
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        match body.frame().await {
+            None => return Ok(Buffered::Whole(buf.freeze())),
+            Some(Err(_)) => return Err(()),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    buf.extend_from_slice(&data);
+                }
+                if buf.len() > limit {
+                    return Ok(Buffered::Partial(buf.freeze(), body));
+                }
+            }
+        }
+    }
+}
+
+/// Step 6, respond: rewrite the upstream's response headers and stream its body back.
+#[allow(clippy::too_many_arguments)]
+fn respond(
+    proxy: Arc<Proxy>,
+    mut rec: Record,
+    route: &Route,
+    up: &UpstreamState,
+    key: PoolKey,
+    resp: Response<Incoming>,
+    tx: Option<H1Sender>,
+    active: ActiveGuard,
+    held: (Held, Option<Held>),
+    deadline: Option<tokio::time::Instant>,
+    downstream_version: Version,
+) -> Response<RespBody> {
+    let (mut rparts, rbody) = resp.into_parts();
+    headers::strip_hop_by_hop(&mut rparts.headers);
+    headers::apply_rules(
+        &mut rparts.headers,
+        &route.remove_response_headers,
+        &route.add_response_headers,
+    );
+    if downstream_version != Version::HTTP_2 {
+        rparts.version = Version::HTTP_11;
+    }
+    rec.status = rparts.status.as_u16();
+    let done = Done {
+        proxy,
+        rec,
+        _active: active,
+        _held: held,
+        pooled: tx.map(|tx| {
+            (
+                key,
+                tx,
+                up.conf.max_idle_connections_per_endpoint,
+                up.conf.idle_connection_timeout,
+            )
+        }),
+    };
+    let body = RespBody::upstream(rbody, deadline, route.idle_timeout).with_finish(Box::new(done));
+    Response::from_parts(rparts, body)
+}
+
+/// The request line and headers of a route with a retry policy, to build retries from.
+fn policy_template(
+    route: &Route,
+    parts: &http::request::Parts,
+) -> Option<(http::Method, Uri, Version, http::HeaderMap)> {
+    route.retry.as_ref()?;
+    Some((
+        parts.method.clone(),
+        parts.uri.clone(),
+        parts.version,
+        parts.headers.clone(),
+    ))
 }
 
 /// The deadline passed.
@@ -537,6 +878,20 @@ impl Record {
         self.local(proxy, reply)
     }
 
+    /// A circuit breaker refused the request: 503 with `x-portico-overloaded: true`.
+    fn overloaded(mut self, proxy: &Proxy) -> Response<RespBody> {
+        self.flags.insert(Flag::UO);
+        proxy
+            .counters
+            .overflows
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut reply = local_reply(Flag::UO, self.grpc, None);
+        reply
+            .headers_mut()
+            .insert("x-portico-overloaded", HeaderValue::from_static("true"));
+        self.local(proxy, reply)
+    }
+
     /// Logs a locally answered request and returns the reply.
     fn local(mut self, proxy: &Proxy, resp: Response<RespBody>) -> Response<RespBody> {
         self.status = resp.status().as_u16();
@@ -620,20 +975,14 @@ fn millis(d: Duration) -> f64 {
 struct Done {
     proxy: Arc<Proxy>,
     rec: Record,
-    endpoint: Arc<Endpoint>,
-    pooled: Option<(
-        PoolKey,
-        hyper::client::conn::http1::SendRequest<ReqBody>,
-        u32,
-        Duration,
-    )>,
+    _active: ActiveGuard,
+    /// Breaker slots (request, retry) held until the response ends.
+    _held: (Held, Option<Held>),
+    pooled: Option<(PoolKey, H1Sender, u32, Duration)>,
 }
 
 impl Finish for Done {
     fn finish(mut self: Box<Self>, end: BodyEnd, bytes_sent: u64, at: Instant) {
-        self.endpoint
-            .active
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         match end {
             BodyEnd::Complete => {
                 if let Some((key, tx, max_idle, idle_timeout)) = self.pooled.take() {
@@ -641,6 +990,8 @@ impl Finish for Done {
                 }
             }
             BodyEnd::UpstreamError => self.rec.flags.insert(Flag::UC),
+            BodyEnd::DeadlineExceeded => self.rec.flags.insert(Flag::UT),
+            BodyEnd::IdleTimeout => self.rec.flags.insert(Flag::SI),
             BodyEnd::Dropped => self.rec.flags.insert(Flag::DC),
         }
         self.rec.write(&self.proxy, bytes_sent, at);

@@ -67,6 +67,7 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_EXPECTED_TIMEOUT: HeaderName =
     HeaderName::from_static("x-portico-expected-timeout-ms");
+pub static X_ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-portico-attempt-count");
 
 /// Appends `client` to `x-forwarded-for`.
 pub fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {

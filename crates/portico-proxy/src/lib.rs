@@ -5,11 +5,13 @@
 
 pub mod access_log;
 pub mod body;
+pub mod deadline;
 pub mod h1_guard;
 pub mod handler;
 pub mod headers;
 pub mod local_reply;
 pub mod pool;
+pub mod retry;
 pub mod server;
 pub mod state;
 pub mod upstream;

@@ -17,6 +17,7 @@ use portico_config::snapshot::UpstreamProtocol;
 use tokio::net::TcpStream;
 
 use crate::body::ReqBody;
+use crate::upstream::Held;
 
 /// Identifies one endpoint of one upstream state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -145,7 +146,12 @@ pub fn sweep() {
 }
 
 /// Opens a new connection to `key.addr`. HTTP/2 connections are shared through the pool.
-pub async fn connect(key: PoolKey, params: ConnectParams) -> Result<Conn, ConnectError> {
+/// `slot` (the upstream's connection breaker) is held for the connection's life.
+pub async fn connect(
+    key: PoolKey,
+    params: ConnectParams,
+    slot: Held,
+) -> Result<Conn, ConnectError> {
     if matches!(
         params.protocol,
         UpstreamProtocol::Https | UpstreamProtocol::Auto
@@ -168,6 +174,7 @@ pub async fn connect(key: PoolKey, params: ConnectParams) -> Result<Conn, Connec
                 .await
                 .map_err(ConnectError::Handshake)?;
             tokio::spawn(async move {
+                let _slot = slot;
                 if let Err(e) = conn.await {
                     tracing::debug!(error = %e, "upstream h2 connection ended");
                 }
@@ -181,6 +188,7 @@ pub async fn connect(key: PoolKey, params: ConnectParams) -> Result<Conn, Connec
                 .await
                 .map_err(ConnectError::Handshake)?;
             tokio::spawn(async move {
+                let _slot = slot;
                 if let Err(e) = conn.await {
                     tracing::debug!(error = %e, "upstream connection ended");
                 }

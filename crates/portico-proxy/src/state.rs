@@ -34,12 +34,23 @@ pub struct ProxySettings {
     pub drain_timeout: Duration,
 }
 
+/// Process-wide counters (exported as metrics).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub retries: std::sync::atomic::AtomicU64,
+    /// Retries not made because of the budget, the deadline or `max_retries`.
+    pub retries_denied: std::sync::atomic::AtomicU64,
+    /// Requests refused by a circuit breaker.
+    pub overflows: std::sync::atomic::AtomicU64,
+}
+
 /// Everything the data plane shares across workers.
 #[derive(Debug)]
 pub struct Proxy {
     active: ArcSwap<Active>,
     pub settings: ProxySettings,
     pub access_log: AccessLog,
+    pub counters: Counters,
     draining: AtomicBool,
 }
 
@@ -49,6 +60,7 @@ impl Proxy {
             active: ArcSwap::from_pointee(first),
             settings,
             access_log,
+            counters: Counters::default(),
             draining: AtomicBool::new(false),
         }
     }

@@ -73,6 +73,97 @@ fn smooth_wrr_schedule(weights: &[u32]) -> Vec<u32> {
     out
 }
 
+/// Circuit-breaker counters of one upstream (CONTRACT §3.4), shared by all workers.
+#[derive(Debug, Default)]
+pub struct Breakers {
+    /// Requests in flight to the upstream.
+    pub requests: AtomicU32,
+    /// Requests waiting for a connection.
+    pub pending: AtomicU32,
+    /// Open upstream connections.
+    pub connections: AtomicU32,
+    /// Retries in flight.
+    pub retries: AtomicU32,
+    /// Requests refused by a breaker.
+    pub overflows: AtomicU64,
+}
+
+/// Holds one unit of a breaker counter; releases it on drop.
+#[derive(Debug)]
+pub struct Held {
+    breakers: Arc<Breakers>,
+    which: Which,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Which {
+    Requests,
+    Pending,
+    Connections,
+    Retries,
+}
+
+impl Breakers {
+    fn counter(&self, w: Which) -> &AtomicU32 {
+        match w {
+            Which::Requests => &self.requests,
+            Which::Pending => &self.pending,
+            Which::Connections => &self.connections,
+            Which::Retries => &self.retries,
+        }
+    }
+
+    /// Takes one unit of `which` if fewer than `max` are held.
+    pub fn try_hold(self: &Arc<Self>, which: Which, max: u32) -> Option<Held> {
+        let c = self.counter(which);
+        if c.fetch_add(1, Ordering::AcqRel) >= max {
+            c.fetch_sub(1, Ordering::AcqRel);
+            self.overflows.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Held {
+            breakers: self.clone(),
+            which,
+        })
+    }
+
+    /// Takes one unit without a limit (for counting only).
+    pub fn hold(self: &Arc<Self>, which: Which) -> Held {
+        self.counter(which).fetch_add(1, Ordering::AcqRel);
+        Held {
+            breakers: self.clone(),
+            which,
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.breakers
+            .counter(self.which)
+            .fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What the load balancer may use to choose.
+#[derive(Debug, Default)]
+pub struct PickCtx<'a> {
+    /// Endpoints that just failed this request: avoided while another is available.
+    pub avoid: &'a [SocketAddr],
+    /// Hash of the request's key, for consistent-hash policies.
+    pub hash: Option<u64>,
+}
+
+/// How one attempt on an endpoint ended, for passive health and latency-aware balancing.
+#[derive(Debug, Clone, Copy)]
+pub struct AttemptReport {
+    /// The upstream's status, if it answered.
+    pub status: Option<u16>,
+    /// Connect failure, reset or timeout (a gateway failure).
+    pub gateway_failure: bool,
+    pub latency: std::time::Duration,
+}
+
 /// Runtime state of one upstream.
 #[derive(Debug)]
 pub struct UpstreamState {
@@ -80,6 +171,7 @@ pub struct UpstreamState {
     pub uid: u64,
     pub conf: Arc<UpstreamConf>,
     pub endpoints: ArcSwap<EndpointSet>,
+    pub breakers: Arc<Breakers>,
     rr: AtomicUsize,
 }
 
@@ -103,6 +195,7 @@ impl UpstreamState {
             uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
             conf,
             endpoints: ArcSwap::from_pointee(EndpointSet::new(initial)),
+            breakers: Arc::default(),
             rr: AtomicUsize::new(0),
         }
     }
@@ -151,8 +244,8 @@ impl UpstreamState {
         }
     }
 
-    /// Picks an endpoint by (weighted) round robin, skipping `avoid` when another exists.
-    pub fn pick(&self, avoid: Option<SocketAddr>) -> Option<Arc<Endpoint>> {
+    /// Picks an endpoint by (weighted) round robin, skipping `ctx.avoid` when another exists.
+    pub fn pick(&self, ctx: &PickCtx<'_>) -> Option<Arc<Endpoint>> {
         let set = self.endpoints.load();
         let n = set.endpoints.len();
         if n == 0 {
@@ -166,14 +259,20 @@ impl UpstreamState {
                 set.schedule[tick % set.schedule.len()] as usize
             };
             let ep = &set.endpoints[idx];
-            if Some(ep.addr) != avoid || n == 1 {
+            if !ctx.avoid.contains(&ep.addr) || n == 1 {
                 return Some(ep.clone());
             }
         }
         set.endpoints
             .iter()
-            .find(|e| Some(e.addr) != avoid)
+            .find(|e| !ctx.avoid.contains(&e.addr))
+            .or(set.endpoints.first())
             .cloned()
+    }
+
+    /// Records how an attempt on `ep` ended (outlier detection, latency-aware balancing).
+    pub fn report(&self, ep: &Endpoint, report: AttemptReport) {
+        let _ = (ep, report);
     }
 }
 
