@@ -373,12 +373,11 @@ async fn forward(
                 .breakers
                 .requests
                 .load(std::sync::atomic::Ordering::Relaxed);
-            let retrying = up
-                .breakers
-                .retries
-                .load(std::sync::atomic::Ordering::Relaxed);
-            let slot = if in_time && retry::within_budget(p, active, retrying) {
-                up.breakers.try_hold(Which::Retries, cb.max_retries)
+            // Budget and breaker in one atomic step on the retry counter. A request that
+            // retried before still holds its slot here, so it counts as in flight.
+            let allowed = retry::budget_allowance(p, active).min(cb.max_retries);
+            let slot = if in_time {
+                up.breakers.try_hold(Which::Retries, allowed)
             } else {
                 None
             };

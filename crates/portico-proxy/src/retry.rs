@@ -76,9 +76,14 @@ pub fn backoff(retry: u32) -> Duration {
 
 /// Envoy's retry budget: retries in flight may not exceed
 /// max(`min_retry_concurrency`, `budget_percent` × requests in flight).
-pub fn within_budget(policy: &RetryPolicy, active_requests: u32, active_retries: u32) -> bool {
+pub fn budget_allowance(policy: &RetryPolicy, active_requests: u32) -> u32 {
     let allowed = ((policy.budget_percent / 100.0) * active_requests as f64) as u32;
-    active_retries < allowed.max(policy.min_retry_concurrency)
+    allowed.max(policy.min_retry_concurrency)
+}
+
+/// Whether one more retry fits the budget.
+pub fn within_budget(policy: &RetryPolicy, active_requests: u32, active_retries: u32) -> bool {
+    active_retries < budget_allowance(policy, active_requests)
 }
 
 #[cfg(test)]

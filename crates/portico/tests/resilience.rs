@@ -1,0 +1,420 @@
+//! Resilience against misbehaving upstreams (CONTRACT §3.3, §3.4, §5): route timeouts,
+//! deadlines from grpc-timeout, retries with their budget, circuit breakers, idle timeouts.
+
+mod common;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+/// What the scripted upstream does with request number `n` (0-based).
+#[derive(Clone, Copy)]
+struct Step {
+    delay: Duration,
+    status: u16,
+    /// Close the connection instead of answering.
+    reset: bool,
+}
+
+fn ok() -> Step {
+    Step {
+        delay: Duration::ZERO,
+        status: 200,
+        reset: false,
+    }
+}
+
+/// An upstream (HTTP/1.1 and h2c) whose answers follow `script(n)`; records request headers.
+struct Scripted {
+    addr: SocketAddr,
+    hits: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Vec<http::HeaderMap>>>,
+}
+
+async fn scripted(script: impl Fn(usize) -> Step + Send + Sync + 'static) -> Scripted {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let hits = Arc::new(AtomicUsize::new(0));
+    let seen: Arc<Mutex<Vec<http::HeaderMap>>> = Arc::default();
+    let script = Arc::new(script);
+    let (h, s) = (hits.clone(), seen.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let (hits, seen, script) = (h.clone(), s.clone(), script.clone());
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: http::Request<Incoming>| {
+                    let (hits, seen, script) = (hits.clone(), seen.clone(), script.clone());
+                    async move {
+                        let n = hits.fetch_add(1, Ordering::SeqCst);
+                        seen.lock().expect("lock").push(req.headers().clone());
+                        let _ = req.into_body().collect().await;
+                        let step = script(n);
+                        tokio::time::sleep(step.delay).await;
+                        if step.reset {
+                            return Err("reset".to_string());
+                        }
+                        let mut r =
+                            http::Response::new(Full::new(Bytes::from(format!("answer {n}"))));
+                        *r.status_mut() = http::StatusCode::from_u16(step.status).expect("status");
+                        Ok::<_, String>(r)
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Scripted { addr, hits, seen }
+}
+
+fn mapping(name: &str, spec: &str) -> String {
+    format!("{API}\nkind: Mapping\nmetadata: {{ name: {name} }}\nspec:\n{spec}\n---\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_timeout_answers_504_in_time() {
+    let up = scripted(|_| Step {
+        delay: Duration::from_secs(2),
+        ..ok()
+    })
+    .await;
+    let p = Portico::start(&mapping(
+        "slow",
+        &format!("  prefix: /\n  service: {}\n  timeout_ms: 300", up.addr),
+    ))
+    .await;
+    let t = Instant::now();
+    let r = get(&p.url("/x"), &[]).await;
+    let took = t.elapsed();
+    assert_eq!(r.status, 504);
+    assert_eq!(r.text(), "deadline exceeded\n");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_millis(400),
+        "took {took:?}"
+    );
+    let log = p.wait_log_lines(1).await;
+    assert_eq!(log[0]["flags"], "UT");
+}
+
+async fn grpc_call(p: &Portico, path: &str, timeout: Option<&str>) -> Got {
+    let mut h = vec![("content-type", "application/grpc"), ("te", "trailers")];
+    if let Some(t) = timeout {
+        h.push(("grpc-timeout", t));
+    }
+    send(
+        request("POST", &p.url(path), &h, Bytes::from_static(b"\0\0\0\0\0")),
+        true,
+    )
+    .await
+    .expect("grpc call")
+}
+
+fn header_ms(h: &http::HeaderMap, name: &str) -> u64 {
+    let v = h
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_else(|| panic!("no {name}"));
+    v.trim_end_matches('m')
+        .parse()
+        .unwrap_or_else(|_| panic!("bad {name}: {v}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_propagate_as_grpc_timeout() {
+    let up = scripted(|_| ok()).await;
+    let p = Portico::start(&format!(
+        "{}{}",
+        mapping(
+            "g",
+            &format!("  prefix: /g/\n  service: {}\n  grpc: true", up.addr)
+        ),
+        mapping(
+            "short",
+            &format!(
+                "  prefix: /short/\n  service: {}\n  grpc: true\n  timeout_ms: 300",
+                up.addr
+            )
+        ),
+    ))
+    .await;
+
+    // A 2 s client deadline arrives as a grpc-timeout in (1 s, 2 s].
+    let r = grpc_call(&p, "/g/Svc/M", Some("2S")).await;
+    assert_eq!(r.status, 200);
+    let seen = up.seen.lock().expect("lock").last().cloned().expect("seen");
+    let ms = header_ms(&seen, "grpc-timeout");
+    assert!(ms > 1000 && ms <= 2000, "grpc-timeout {ms}m");
+    assert!(header_ms(&seen, "x-portico-expected-timeout-ms") <= 2000);
+
+    // A 300 ms route timeout under a 5 s client deadline arrives as <= 300 ms.
+    let r = grpc_call(&p, "/short/Svc/M", Some("5S")).await;
+    assert_eq!(r.status, 200);
+    let seen = up.seen.lock().expect("lock").last().cloned().expect("seen");
+    assert!(header_ms(&seen, "grpc-timeout") <= 300);
+    assert!(header_ms(&seen, "x-portico-expected-timeout-ms") <= 300);
+
+    // A deadline already spent: DEADLINE_EXCEEDED without contacting the upstream.
+    let before = up.hits.load(Ordering::SeqCst);
+    let r = grpc_call(&p, "/g/Svc/M", Some("0m")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("grpc-status"), Some("4"));
+    assert_eq!(up.hits.load(Ordering::SeqCst), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_until_success_and_none_without_policy() {
+    let up = scripted(|n| {
+        if n < 2 {
+            Step {
+                status: 503,
+                ..ok()
+            }
+        } else {
+            ok()
+        }
+    })
+    .await;
+    let p = Portico::start(&mapping(
+        "r",
+        &format!(
+            "  prefix: /\n  service: {}\n  retry_policy: {{ retry_on: \"5xx\", num_retries: 2 }}",
+            up.addr
+        ),
+    ))
+    .await;
+    let r = get(&p.url("/x"), &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "answer 2");
+    assert_eq!(up.hits.load(Ordering::SeqCst), 3);
+    let attempts: Vec<String> = up
+        .seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|h| {
+            h["x-portico-attempt-count"]
+                .to_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(attempts, ["1", "2", "3"]);
+    let log = p.wait_log_lines(1).await;
+    assert_eq!(log[0]["attempts"], 3);
+
+    // Without a retry policy: exactly one attempt, the upstream's 503 passes through.
+    let up = scripted(|n| {
+        if n < 2 {
+            Step {
+                status: 503,
+                ..ok()
+            }
+        } else {
+            ok()
+        }
+    })
+    .await;
+    let p = Portico::start(&mapping(
+        "r",
+        &format!("  prefix: /\n  service: {}", up.addr),
+    ))
+    .await;
+    let r = get(&p.url("/x"), &[]).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(up.hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausted_retries_return_the_last_status_with_urx() {
+    let up = scripted(|_| Step {
+        status: 502,
+        ..ok()
+    })
+    .await;
+    let p = Portico::start(&mapping(
+        "r",
+        &format!("  prefix: /\n  service: {}\n  retry_policy: {{ retry_on: gateway-error, num_retries: 2 }}", up.addr),
+    ))
+    .await;
+    let r = post(&p.url("/x"), "replayed body").await;
+    assert_eq!(r.status, 502);
+    assert_eq!(up.hits.load(Ordering::SeqCst), 3);
+    let log = p.wait_log_lines(1).await;
+    assert_eq!(log[0]["flags"], "URX");
+    assert_eq!(log[0]["bytes_received"], 13);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resets_and_per_try_timeouts_are_retried() {
+    // First attempt: connection closed without an answer; second: slower than the per-try
+    // timeout; third: fine.
+    let up = scripted(|n| match n {
+        0 => Step {
+            reset: true,
+            ..ok()
+        },
+        1 => Step {
+            delay: Duration::from_secs(2),
+            ..ok()
+        },
+        _ => ok(),
+    })
+    .await;
+    let p = Portico::start(&mapping(
+        "r",
+        &format!(
+            "  prefix: /\n  service: {}\n  retry_policy: {{ retry_on: \"reset,5xx\", num_retries: 3, per_try_timeout_ms: 200 }}",
+            up.addr
+        ),
+    ))
+    .await;
+    let t = Instant::now();
+    let r = get(&p.url("/x"), &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "answer 2");
+    assert!(t.elapsed() < Duration::from_secs(1));
+    assert_eq!(up.hits.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_budget_bounds_retries_under_load() {
+    let up = scripted(|_| Step {
+        delay: Duration::from_millis(300),
+        status: 503,
+        reset: false,
+    })
+    .await;
+    let p = Portico::start(&mapping(
+        "r",
+        &format!(
+            "  prefix: /\n  service: {}\n  retry_policy: {{ retry_on: \"5xx\", num_retries: 2 }}\n  circuit_breakers: {{ max_retries: 100 }}",
+            up.addr
+        ),
+    ))
+    .await;
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let url = p.url(&format!("/x{i}"));
+        tasks.push(tokio::spawn(async move {
+            http_get(&url, &[]).await.map(|r| r.status.as_u16())
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.expect("join"), Ok(503));
+    }
+    // The budget bounds retries *in flight* (Envoy's): 20% of the 50 requests in flight
+    // retry in the first round; when those fail again, at most min_retry_concurrency (3) more
+    // go. With num_retries 2 that is 10 + 3 at most.
+    let hits = up.hits.load(Ordering::SeqCst);
+    let retries = hits - 50;
+    eprintln!("50 requests, {retries} retries");
+    assert!(
+        retries <= 50 * 20 / 100 + 3,
+        "retries {retries} exceed the budget"
+    );
+    assert!(
+        retries >= 3,
+        "the budget allows at least min_retry_concurrency retries: {retries}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circuit_breaker_overflow_is_an_immediate_503() {
+    let up = scripted(|_| Step {
+        delay: Duration::from_millis(500),
+        ..ok()
+    })
+    .await;
+    let p = Portico::start(&mapping(
+        "cb",
+        &format!(
+            "  prefix: /\n  service: {}\n  circuit_breakers: {{ max_requests: 1 }}",
+            up.addr
+        ),
+    ))
+    .await;
+    let (a, b) = (p.url("/a"), p.url("/b"));
+    let t1 = tokio::spawn(async move { http_get(&a, &[]).await });
+    let t2 = tokio::spawn(async move { http_get(&b, &[]).await });
+    let r1 = t1.await.expect("join").expect("r1");
+    let r2 = t2.await.expect("join").expect("r2");
+    let mut statuses = [r1.status.as_u16(), r2.status.as_u16()];
+    statuses.sort();
+    assert_eq!(statuses, [200, 503]);
+    let over = if r1.status == 503 { &r1 } else { &r2 };
+    assert_eq!(over.header("x-portico-overloaded"), Some("true"));
+    assert_eq!(up.hits.load(Ordering::SeqCst), 1);
+    let log = p.wait_log_lines(2).await;
+    assert!(log.iter().any(|l| l["flags"] == "UO"), "{log:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_cuts_a_stalled_response_body() {
+    // Headers now, then a body that never comes.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = service_fn(|_req: http::Request<Incoming>| async {
+                    let (tx, body) = futures_channel_body();
+                    std::mem::forget(tx);
+                    Ok::<_, Infallible>(http::Response::new(body))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    let p = Portico::start(&mapping(
+        "idle",
+        &format!("  prefix: /\n  service: {addr}\n  idle_timeout_ms: 300\n  timeout_ms: 0"),
+    ))
+    .await;
+    let t = Instant::now();
+    let r = http_get(&p.url("/stall"), &[]).await;
+    assert!(r.is_err(), "a stalled body must end in an error: {r:?}");
+    assert!(t.elapsed() < Duration::from_secs(2));
+    let log = p.wait_log_lines(1).await;
+    assert_eq!(log[0]["flags"], "SI");
+}
+
+/// A body that stays open until its sender is dropped (never, here).
+fn futures_channel_body() -> (
+    tokio::sync::mpsc::Sender<Bytes>,
+    http_body_util::StreamBody<ChanStream>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    (tx, http_body_util::StreamBody::new(ChanStream(rx)))
+}
+
+struct ChanStream(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl futures_util::Stream for ChanStream {
+    type Item = Result<hyper::body::Frame<Bytes>, Infallible>;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0
+            .poll_recv(cx)
+            .map(|o| o.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
