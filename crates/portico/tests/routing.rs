@@ -1000,3 +1000,60 @@ async fn connect_failure_fails_over_to_another_endpoint() {
     assert!(retried >= 1, "{log:?}");
     assert!(log.iter().all(|l| l["status"] == 200 && l["flags"] == "-"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_explain_agrees_with_the_route_taken() {
+    let u = ups(&["a", "b", "c", "d"]).await;
+    let a = |i: usize| u[i].addr;
+    let p = Portico::start(&docs(&[
+        mapping("ex-star", &format!("{{ prefix: /x/, service: {} }}", a(0))),
+        mapping(
+            "ex-host",
+            &format!("{{ hostname: '*.example.com', prefix: /x/, rewrite: /y/, service: {} }}", a(1)),
+        ),
+        mapping(
+            "ex-hdr",
+            &format!("{{ prefix: /x/, headers: {{ x-v: '2' }}, service: {} }}", a(2)),
+        ),
+        mapping(
+            "ex-regex-ci",
+            &format!(
+                "{{ prefix: '/x/[a-z]+/[0-9]+', prefix_regex: true, case_sensitive: false, service: {} }}",
+                a(3)
+            ),
+        ),
+    ]))
+    .await;
+    let cases: &[(&str, &str, Option<&str>, &str, &str)] = &[
+        // (host, path, header x-v, expected route, path the upstream sees)
+        ("127.0.0.1", "/x/1", None, "ex-star", "/x/1"),
+        ("www.example.com", "/x/1?q", None, "ex-host", "/y/1?q"),
+        ("127.0.0.1", "/x/1", Some("2"), "ex-hdr", "/x/1"),
+        ("127.0.0.1", "/X/ABC/42", None, "ex-regex-ci", "/X/ABC/42"),
+    ];
+    for (i, (host, path, xv, route, upath)) in cases.iter().enumerate() {
+        let mut h = vec![("host", *host)];
+        if let Some(v) = xv {
+            h.push(("x-v", v));
+        }
+        let r = get(&p.url(path), &h).await;
+        assert_eq!(r.status, 200, "{path}");
+        let log = p.wait_log_lines(i + 1).await;
+        assert_eq!(log[i]["route"], *route, "{path}");
+        let served = u.iter().find(|x| x.name == who(&r)).unwrap();
+        assert_eq!(served.last().uri, *upath);
+
+        let mut q = format!(
+            "/explain?method=GET&url=http%3A%2F%2F{host}{}",
+            path.replace('?', "%3F")
+        );
+        if let Some(v) = xv {
+            q.push_str(&format!("&header=x-v%3A{v}"));
+        }
+        let e = get(&p.admin_url(&q), &[]).await;
+        assert_eq!(e.status, 200, "{}", e.text());
+        let v: serde_json::Value = serde_json::from_slice(&e.body).expect("json");
+        assert_eq!(v["route"], *route, "{v:#}");
+        assert_eq!(v["rewritten_path"], *upath, "{v:#}");
+    }
+}
