@@ -82,6 +82,11 @@ async fn route(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
                 reply(StatusCode::OK, "text/plain", "LIVE\n")
             }
         }
+        (Method::GET, "/metrics") => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            crate::metrics::render(ctl),
+        ),
         (Method::GET, "/config") => json_reply(StatusCode::OK, &crate::views::config(ctl)),
         (Method::GET, "/routes") => {
             json_reply(StatusCode::OK, &crate::views::routes(&ctl.proxy.active()))

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod explain;
+pub mod metrics;
 pub mod reload;
 pub mod views;
 pub mod watch;

@@ -162,7 +162,8 @@ impl Controller {
         let generation = current.generation + 1;
         let resources = resources_json(&snapshot, &diags);
         let listeners = snapshot.listeners.clone();
-        let next = portico_proxy::prepare(snapshot, generation, Some(&current)).await;
+        let next =
+            portico_proxy::prepare(snapshot, generation, Some(&current), &self.proxy.metrics).await;
         drop(current);
         self.proxy.swap(next);
         let bind_errors = self.server.reconcile(&listeners);

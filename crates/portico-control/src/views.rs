@@ -117,6 +117,18 @@ pub fn routes(active: &Active) -> Value {
     json!({ "routes": routes })
 }
 
+/// Endpoint counts by state (`healthy`, `unhealthy`, `ejected`) of one upstream.
+pub fn endpoint_state_counts(
+    state: &portico_proxy::upstream::UpstreamState,
+) -> [(&'static str, usize); 3] {
+    let set = state.endpoints.load();
+    [
+        ("healthy", set.endpoints.len()),
+        ("unhealthy", 0),
+        ("ejected", 0),
+    ]
+}
+
 pub fn upstreams(active: &Active) -> Value {
     let ups: Vec<Value> = active
         .upstreams

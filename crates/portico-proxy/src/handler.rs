@@ -34,6 +34,7 @@ use crate::body::{BodyEnd, ByteCounter, Finish, ReqBody, RespBody};
 use crate::deadline;
 use crate::headers;
 use crate::local_reply::{Flag, Flags, is_grpc, local_reply};
+use crate::metrics::{RouteMetrics, UpstreamMetrics};
 use crate::pool::{self, Conn, ConnectError, ConnectParams, PoolKey};
 use crate::retry::{self, Attempt};
 use crate::state::Proxy;
@@ -79,6 +80,10 @@ pub async fn handle(
         return Ok(rec.fail(&proxy, Flag::NR));
     };
     rec.route = Some(route.clone());
+    if let Some(m) = active.route_metrics.get(route.id) {
+        m.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        rec.metrics = Some(m.clone());
+    }
 
     // Step 3, admit: routes that answer locally.
     match &route.action {
@@ -88,7 +93,12 @@ pub async fn handle(
             let Some(up) = active.upstreams.get(*upstream).cloned() else {
                 return Ok(rec.fail(&proxy, Flag::UH));
             };
-            Ok(forward(proxy, route, up, conn, req, rec).await)
+            let um = active
+                .upstream_metrics
+                .get(*upstream)
+                .cloned()
+                .unwrap_or_default();
+            Ok(forward(proxy, route, up, um, conn, req, rec).await)
         }
     }
 }
@@ -101,6 +111,7 @@ async fn forward(
     proxy: Arc<Proxy>,
     route: Arc<Route>,
     up: Arc<UpstreamState>,
+    um: Arc<UpstreamMetrics>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
     mut rec: Record,
@@ -126,7 +137,11 @@ async fn forward(
     let policy = route.retry.as_ref();
     let cb = up.conf.circuit_breakers;
     let Some(request_slot) = up.breakers.try_hold(Which::Requests, cb.max_requests) else {
-        return rec.overloaded(&proxy);
+        {
+            um.overflows
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return rec.overloaded(&proxy);
+        }
     };
 
     let (mut parts, body) = req.into_parts();
@@ -287,6 +302,7 @@ async fn forward(
         let mut answered: Option<(Response<Incoming>, Option<H1Sender>, ActiveGuard)> = None;
         let (result, back) = match outcome {
             AttemptOutcome::Response(resp, tx, active) => {
+                um.requests.add(resp.status().as_u16());
                 let status = resp.status().as_u16();
                 let grpc_status = if grpc {
                     retry::grpc_status(resp.headers())
@@ -310,8 +326,14 @@ async fn forward(
                     None,
                 )
             }
-            AttemptOutcome::Overflow => return rec.overloaded(&proxy),
+            AttemptOutcome::Overflow => {
+                um.overflows
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return rec.overloaded(&proxy);
+            }
             AttemptOutcome::ConnectFailed(e, back) => {
+                um.connect_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::debug!(upstream = %up.conf.name, endpoint = %ep.addr, error = %e, "connect failed");
                 up.report(
                     &ep,
@@ -388,6 +410,9 @@ async fn forward(
                     .counters
                     .retries
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if let Some(m) = &rec.metrics {
+                    m.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 drop(answered.take());
                 tokio::time::sleep(pause).await;
                 again = true;
@@ -395,6 +420,8 @@ async fn forward(
                 proxy
                     .counters
                     .retries_denied
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                um.retry_budget_exhausted
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
@@ -819,6 +846,8 @@ struct Record {
     received: Arc<ByteCounter>,
     request_id: Option<HeaderValue>,
     client: IpAddr,
+    /// The route's metrics (or the no-route family).
+    metrics: Option<Arc<RouteMetrics>>,
     /// Only filled when the access log is on.
     log: Option<LogFields>,
 }
@@ -866,6 +895,7 @@ impl Record {
             received: Arc::new(ByteCounter::default()),
             request_id: req.headers().get(&headers::X_REQUEST_ID).cloned(),
             client,
+            metrics: None,
             log,
         }
     }
@@ -895,8 +925,23 @@ impl Record {
     fn local(mut self, proxy: &Proxy, resp: Response<RespBody>) -> Response<RespBody> {
         self.status = resp.status().as_u16();
         let size = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
-        self.write(proxy, size, Instant::now());
+        self.finish(proxy, size, Instant::now());
         resp
+    }
+
+    /// Step 7: metrics and the access log line, once per request.
+    fn finish(&self, proxy: &Proxy, bytes_sent: u64, end: Instant) {
+        let m = self.metrics.as_deref().unwrap_or(&proxy.metrics.no_route);
+        m.requests.add(self.status);
+        m.duration.observe(end.duration_since(self.start));
+        m.bytes_sent
+            .fetch_add(bytes_sent, std::sync::atomic::Ordering::Relaxed);
+        m.bytes_received
+            .fetch_add(self.received.get(), std::sync::atomic::Ordering::Relaxed);
+        if self.metrics.is_some() {
+            m.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.write(proxy, bytes_sent, end);
     }
 
     fn write(&self, proxy: &Proxy, bytes_sent: u64, end: Instant) {
@@ -935,6 +980,7 @@ impl Record {
 
 /// Logs a request that the HTTP layer rejected before it reached the lifecycle (flag DPE).
 pub fn log_rejected(proxy: &Proxy, conn: &ConnInfo, status: u16, detail: &str) {
+    proxy.metrics.rejected.add(status);
     if !proxy.access_log.enabled() {
         return;
     }
@@ -993,7 +1039,7 @@ impl Finish for Done {
             BodyEnd::IdleTimeout => self.rec.flags.insert(Flag::SI),
             BodyEnd::Dropped => self.rec.flags.insert(Flag::DC),
         }
-        self.rec.write(&self.proxy, bytes_sent, at);
+        self.rec.finish(&self.proxy, bytes_sent, at);
     }
 }
 

@@ -10,6 +10,7 @@ pub mod h1_guard;
 pub mod handler;
 pub mod headers;
 pub mod local_reply;
+pub mod metrics;
 pub mod pool;
 pub mod retry;
 pub mod server;

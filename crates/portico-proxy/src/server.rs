@@ -39,6 +39,8 @@ enum Cmd {
 /// One bound listener, shared by the accept loops of all workers.
 struct ListenerHandle {
     conf: ListenerConf,
+    /// `portico_downstream_connections{listener}`.
+    gauge: Arc<std::sync::atomic::AtomicI64>,
     stop: watch::Sender<bool>,
     connections: AtomicUsize,
 }
@@ -99,6 +101,7 @@ impl Server {
             }
             let (stop, _) = watch::channel(false);
             let handle = Arc::new(ListenerHandle {
+                gauge: self.proxy.metrics.listener(&conf.name),
                 conf: conf.clone(),
                 stop,
                 connections: AtomicUsize::new(0),
@@ -268,6 +271,11 @@ async fn accept_loop(
             continue;
         }
         let _ = stream.set_nodelay(true);
+        handle.gauge.fetch_add(1, Ordering::Relaxed);
+        proxy
+            .metrics
+            .downstream_connections_total
+            .fetch_add(1, Ordering::Relaxed);
         let info = Arc::new(ConnInfo {
             peer,
             listener: listener_conf.clone(),
@@ -333,4 +341,5 @@ async fn serve(
         }
     }
     handle.connections.fetch_sub(1, Ordering::Relaxed);
+    handle.gauge.fetch_sub(1, Ordering::Relaxed);
 }

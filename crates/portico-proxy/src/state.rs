@@ -16,6 +16,7 @@ use portico_config::Snapshot;
 use portico_config::snapshot::{EndpointSource, UpstreamConf};
 
 use crate::access_log::AccessLog;
+use crate::metrics::{Registry, RouteMetrics, UpstreamMetrics};
 use crate::upstream::{UpstreamState, resolve};
 
 /// A configuration in force, with its runtime state.
@@ -26,6 +27,10 @@ pub struct Active {
     pub config: Arc<Snapshot>,
     /// Indexed like `config.upstreams`.
     pub upstreams: Vec<Arc<UpstreamState>>,
+    /// Indexed like `config.routes`.
+    pub route_metrics: Vec<Arc<RouteMetrics>>,
+    /// Indexed like `config.upstreams`.
+    pub upstream_metrics: Vec<Arc<UpstreamMetrics>>,
 }
 
 /// Settings fixed at start-up.
@@ -51,16 +56,23 @@ pub struct Proxy {
     pub settings: ProxySettings,
     pub access_log: AccessLog,
     pub counters: Counters,
+    pub metrics: Arc<Registry>,
     draining: AtomicBool,
 }
 
 impl Proxy {
-    pub fn new(first: Active, settings: ProxySettings, access_log: AccessLog) -> Proxy {
+    pub fn new(
+        first: Active,
+        settings: ProxySettings,
+        access_log: AccessLog,
+        metrics: Arc<Registry>,
+    ) -> Proxy {
         Proxy {
             active: ArcSwap::from_pointee(first),
             settings,
             access_log,
             counters: Counters::default(),
+            metrics,
             draining: AtomicBool::new(false),
         }
     }
@@ -90,7 +102,12 @@ const DNS_WAIT: Duration = Duration::from_secs(2);
 /// Builds the runtime state for `snapshot`, reusing upstream state from `previous` where the
 /// settings are unchanged. Must run inside a tokio runtime that lives as long as the proxy
 /// (it spawns DNS refresh tasks there).
-pub async fn prepare(snapshot: Snapshot, generation: u64, previous: Option<&Active>) -> Active {
+pub async fn prepare(
+    snapshot: Snapshot,
+    generation: u64,
+    previous: Option<&Active>,
+    registry: &Registry,
+) -> Active {
     let mut upstreams = Vec::with_capacity(snapshot.upstreams.len());
     for conf in &snapshot.upstreams {
         let reused =
@@ -105,11 +122,23 @@ pub async fn prepare(snapshot: Snapshot, generation: u64, previous: Option<&Acti
         };
         upstreams.push(state);
     }
+    let route_metrics = snapshot
+        .routes
+        .iter()
+        .map(|r| registry.route(&r.name))
+        .collect();
+    let upstream_metrics = snapshot
+        .upstreams
+        .iter()
+        .map(|u| registry.upstream(&u.name))
+        .collect();
     Active {
         generation,
         applied_at: SystemTime::now(),
         config: Arc::new(snapshot),
         upstreams,
+        route_metrics,
+        upstream_metrics,
     }
 }
 

@@ -274,11 +274,12 @@ async fn run(opts: RunOpts) -> anyhow::Result<()> {
     let access_log = AccessLog::new(target)?;
     let resources = reload::resources_json(&snapshot, &diags);
     let listeners = snapshot.listeners.clone();
-    let first = portico_proxy::prepare(snapshot, 1, None).await;
+    let registry = Arc::new(portico_proxy::metrics::Registry::default());
+    let first = portico_proxy::prepare(snapshot, 1, None, &registry).await;
     let settings = ProxySettings {
         drain_timeout: Duration::from_millis(opts.drain_timeout_ms),
     };
-    let proxy = Arc::new(Proxy::new(first, settings, access_log));
+    let proxy = Arc::new(Proxy::new(first, settings, access_log, registry));
     let workers = opts.workers.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())

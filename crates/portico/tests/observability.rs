@@ -1,0 +1,190 @@
+//! Metrics (CONTRACT §8) and the admin API views (§7) against live traffic.
+
+mod common;
+use common::*;
+
+/// The value of one exact series line in a Prometheus text page.
+fn series(page: &str, line_prefix: &str) -> f64 {
+    page.lines()
+        .find_map(|l| {
+            l.strip_prefix(line_prefix)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no series {line_prefix}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_counters_histograms_and_flags() {
+    let up = Upstream::start("a").await;
+    let dead = free_port();
+    let p = Portico::start(&format!(
+        "{API}\nkind: Mapping\nmetadata: {{ name: ok }}\nspec: {{ prefix: /ok/, service: {} }}\n---\n\
+         {API}\nkind: Mapping\nmetadata: {{ name: down }}\nspec: {{ prefix: /down/, service: \"127.0.0.1:{dead}\" }}\n",
+        up.addr
+    ))
+    .await;
+    let page = get(&p.admin_url("/metrics"), &[]).await.text();
+    // Series exist at 0 as soon as the route and upstream do.
+    assert_eq!(
+        series(&page, "portico_requests_total{route=\"ok\",code=\"2xx\"}"),
+        0.0
+    );
+    assert_eq!(
+        series(
+            &page,
+            &format!(
+                "portico_upstream_requests_total{{upstream=\"{}\",code=\"2xx\"}}",
+                up.addr
+            )
+        ),
+        0.0
+    );
+    assert_eq!(series(&page, "portico_config_generation"), 1.0);
+
+    const N: usize = 37;
+    for i in 0..N {
+        assert_eq!(get(&p.url(&format!("/ok/{i}")), &[]).await.status, 200);
+    }
+    assert_eq!(get(&p.url("/down/x"), &[]).await.status, 503);
+    assert_eq!(get(&p.url("/nothing"), &[]).await.status, 404);
+
+    let page = get(&p.admin_url("/metrics"), &[]).await.text();
+    assert_eq!(
+        series(&page, "portico_requests_total{route=\"ok\",code=\"2xx\"}"),
+        N as f64
+    );
+    assert_eq!(
+        series(
+            &page,
+            "portico_request_duration_seconds_count{route=\"ok\"}"
+        ),
+        N as f64
+    );
+    assert_eq!(
+        series(
+            &page,
+            "portico_request_duration_seconds_bucket{route=\"ok\",le=\"+Inf\"}"
+        ),
+        N as f64
+    );
+    assert_eq!(
+        series(
+            &page,
+            &format!(
+                "portico_upstream_requests_total{{upstream=\"{}\",code=\"2xx\"}}",
+                up.addr
+            )
+        ),
+        N as f64
+    );
+    assert_eq!(
+        series(&page, "portico_requests_total{route=\"down\",code=\"5xx\"}"),
+        1.0
+    );
+    assert!(
+        series(
+            &page,
+            &format!("portico_upstream_connect_failures_total{{upstream=\"127.0.0.1:{dead}\"}}")
+        ) >= 1.0
+    );
+    assert_eq!(
+        series(
+            &page,
+            "portico_requests_total{route=\"(no_route)\",code=\"4xx\"}"
+        ),
+        1.0
+    );
+    assert!(series(&page, "portico_downstream_connections{listener=\"main\"}") >= 0.0);
+    assert_eq!(
+        series(&page, "portico_config_reloads_total{result=\"rejected\"}"),
+        0.0
+    );
+
+    let log = p.wait_log_lines(N + 2).await;
+    let down = log
+        .iter()
+        .find(|l| l["route"] == "down")
+        .expect("down line");
+    assert_eq!(down["flags"], "UF");
+    assert_eq!(down["status"], 503);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_views_and_explain_agree_with_traffic() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let p = Portico::start(&format!(
+        "{API}\nkind: Mapping\nmetadata: {{ name: api }}\nspec: {{ prefix: /api/, service: {}, rewrite: /v2/ }}\n---\n\
+         {API}\nkind: Mapping\nmetadata: {{ name: canary }}\nspec: {{ prefix: /api/, service: {}, headers: {{ x-canary: \"1\" }} }}\n",
+        a.addr, b.addr
+    ))
+    .await;
+    let routes: serde_json::Value =
+        serde_json::from_slice(&get(&p.admin_url("/routes"), &[]).await.body).expect("json");
+    let names: Vec<&str> = routes["routes"]
+        .as_array()
+        .expect("routes")
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert_eq!(names, ["canary", "api"], "more header matches first");
+
+    let url = format!("http://x:{}/api/users?id=1", p.port);
+    let enc = |s: &str| {
+        s.replace(':', "%3A")
+            .replace('/', "%2F")
+            .replace('?', "%3F")
+            .replace('=', "%3D")
+    };
+    let ex: serde_json::Value = serde_json::from_slice(
+        &get(
+            &p.admin_url(&format!("/explain?method=GET&url={}", enc(&url))),
+            &[],
+        )
+        .await
+        .body,
+    )
+    .expect("json");
+    assert_eq!(ex["route"], "api");
+    assert_eq!(ex["rewritten_path"], "/v2/users?id=1");
+    assert_eq!(ex["rejected"][0]["route"], "canary");
+    assert!(
+        ex["rejected"][0]["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("x-canary")
+    );
+    // And the proxy does what explain said.
+    assert_eq!(
+        get(&p.url("/api/users?id=1"), &[]).await.text(),
+        "upstream a"
+    );
+    assert_eq!(a.last().uri, "/v2/users?id=1");
+
+    let ex: serde_json::Value = serde_json::from_slice(
+        &get(
+            &p.admin_url(&format!(
+                "/explain?method=GET&url={}&header=x-canary%3A1",
+                enc(&url)
+            )),
+            &[],
+        )
+        .await
+        .body,
+    )
+    .expect("json");
+    assert_eq!(ex["route"], "canary");
+
+    let ups: serde_json::Value =
+        serde_json::from_slice(&get(&p.admin_url("/upstreams"), &[]).await.body).expect("json");
+    let first = &ups["upstreams"][0];
+    assert!(
+        first["endpoints"][0]["address"]
+            .as_str()
+            .expect("address")
+            .starts_with("127.0.0.1:")
+    );
+    assert_eq!(first["endpoints"][0]["state"], "healthy");
+    assert_eq!(first["circuit_breakers"]["max_requests"], 1024);
+}
