@@ -40,6 +40,7 @@ pub enum Violation {
     BadChunk = 8,
     HeadTooLarge = 9,
     BadRequestLine = 10,
+    HeadTimeout = 11,
 }
 
 impl Violation {
@@ -55,6 +56,7 @@ impl Violation {
             8 => Violation::BadChunk,
             9 => Violation::HeadTooLarge,
             10 => Violation::BadRequestLine,
+            11 => Violation::HeadTimeout,
             _ => Violation::None,
         }
     }
@@ -74,6 +76,7 @@ impl Violation {
             Violation::BadChunk => "invalid chunked framing",
             Violation::HeadTooLarge => "request head too large",
             Violation::BadRequestLine => "invalid request line",
+            Violation::HeadTimeout => "request head not received in time",
         }
     }
 }
@@ -125,7 +128,14 @@ pub struct Guarded<S> {
     out: Vec<u8>,
     out_pos: usize,
     report: Arc<Report>,
+    /// Header read timeout while Portico holds the bytes of a head (hyper's own timer cannot
+    /// run before it sees them), and from accept until the first head is complete.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    first_head_done: bool,
 }
+
+/// How long a request head may take to arrive (CONTRACT §5).
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl<S> Guarded<S> {
     pub fn new(inner: S, report: Arc<Report>) -> Self {
@@ -136,6 +146,23 @@ impl<S> Guarded<S> {
             out: Vec::new(),
             out_pos: 0,
             report,
+            // Armed on the first read (inside the runtime).
+            timer: None,
+            first_head_done: false,
+        }
+    }
+
+    /// Arms the header timer while a head is being received, disarms it otherwise.
+    fn update_timer(&mut self) {
+        let in_head = matches!(self.state, State::Start | State::Head);
+        if !in_head {
+            self.timer = None;
+        } else if !self.hold.is_empty() || !self.first_head_done {
+            if self.timer.is_none() {
+                self.timer = Some(Box::pin(tokio::time::sleep(HEADER_READ_TIMEOUT)));
+            }
+        } else {
+            self.timer = None;
         }
     }
 }
@@ -268,6 +295,7 @@ impl<S> Guarded<S> {
                         Ok(Some(end)) => match check_head(&rest[..end]) {
                             Err(v) => return Verdict::Reject(i, v),
                             Ok(next) => {
+                                self.first_head_done = true;
                                 i += end;
                                 self.state = match next {
                                     Next::Body(0) => State::Head,
@@ -422,9 +450,19 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
             if matches!(this.state, State::Failed) {
                 return Poll::Ready(Ok(()));
             }
+            this.update_timer();
             let before = buf.filled().len();
             match Pin::new(&mut this.inner).poll_read(cx, buf) {
                 Poll::Ready(Ok(())) => {}
+                Poll::Pending => {
+                    if let Some(t) = this.timer.as_mut()
+                        && t.as_mut().poll(cx).is_ready()
+                    {
+                        this.reject(Violation::HeadTimeout);
+                        return Poll::Ready(Ok(()));
+                    }
+                    return Poll::Pending;
+                }
                 other => return other,
             }
             let filled = buf.filled().len();

@@ -323,8 +323,9 @@ async fn serve(
             .downcast_ref::<hyper::Error>()
             .map(|h| (h.is_parse(), h.is_parse_too_large()));
         if violation != Violation::None || matches!(parse, Some((true, _))) {
-            let status = if matches!(parse, Some((_, true))) || violation == Violation::HeadTooLarge
-            {
+            let status = if violation == Violation::HeadTimeout {
+                408
+            } else if matches!(parse, Some((_, true))) || violation == Violation::HeadTooLarge {
                 431
             } else {
                 400
