@@ -75,6 +75,12 @@ fn json_reply(status: StatusCode, v: &Value) -> Response<Full<Bytes>> {
 async fn route(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let ctl = &admin.ctl;
     match (req.method().clone(), req.uri().path()) {
+        (Method::GET, "/") => reply(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            crate::stats::DASHBOARD_HTML,
+        ),
+        (Method::GET, "/stats") => json_reply(StatusCode::OK, &crate::stats::stats(ctl)),
         (Method::GET, "/ready") => {
             if ctl.proxy.is_draining() {
                 reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "DRAINING\n")
@@ -118,7 +124,8 @@ async fn route(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
         }
         (
             _,
-            "/ready" | "/config" | "/routes" | "/upstreams" | "/explain" | "/reload" | "/drain",
+            "/" | "/stats" | "/ready" | "/config" | "/routes" | "/upstreams" | "/explain"
+            | "/reload" | "/drain",
         ) => reply(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",

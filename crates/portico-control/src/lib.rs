@@ -1,11 +1,12 @@
 //! Portico's control plane: config sources and reload (`reload`), file watching (`watch`),
-//! the admin API (`admin`, `views`) and route explanation (`explain`).
+//! the admin API (`admin`, `views`, `stats` and the dashboard) and route explanation (`explain`).
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod explain;
 pub mod metrics;
 pub mod reload;
+pub mod stats;
 pub mod views;
 pub mod watch;
 

@@ -1,0 +1,94 @@
+//! `GET /stats`: one JSON answer with everything the dashboard (`GET /`) shows — the applied
+//! config (generation, source, last reload error), per-route counters and latency quantiles,
+//! and upstream endpoint health. Built from the running snapshot and the other views, so it
+//! says exactly what `/config`, `/upstreams` and `/metrics` say. `time_ms` (the server's
+//! clock, Unix milliseconds) lets a client turn the differences between two answers into rates.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use portico_proxy::metrics::{CLASSES, Histogram, RouteMetrics};
+use serde_json::{Map, Value, json};
+
+use crate::reload::Controller;
+
+/// The dashboard page, embedded in the binary.
+pub const DASHBOARD_HTML: &str = include_str!("dashboard.html");
+
+/// A latency quantile in milliseconds: `null` without observations, `"+Inf"` above the
+/// largest histogram bucket.
+fn quantile_ms(h: &Histogram, q: f64) -> Value {
+    match h.quantile(q) {
+        None => Value::Null,
+        Some(s) if s.is_finite() => json!((s * 1e6).round() / 1e3),
+        Some(_) => json!("+Inf"),
+    }
+}
+
+fn route_stats(name: &str, upstream: Value, m: &RouteMetrics) -> Value {
+    let requests: Map<String, Value> = CLASSES
+        .iter()
+        .enumerate()
+        .map(|(i, c)| ((*c).to_string(), json!(m.requests.get(i))))
+        .collect();
+    json!({
+        "name": name,
+        "upstream": upstream,
+        "requests": requests,
+        "total": m.requests.total(),
+        "errors": m.requests.get(4),
+        "p50_ms": quantile_ms(&m.duration, 0.5),
+        "p99_ms": quantile_ms(&m.duration, 0.99),
+        "active": m.active.load(Ordering::Relaxed).max(0),
+    })
+}
+
+pub fn stats(ctl: &Controller) -> Value {
+    // `/config` and the routes must describe the same generation: retry if a reload lands
+    // between the two reads.
+    let (active, cfg) = {
+        let mut tries = 0;
+        loop {
+            let active = ctl.proxy.active();
+            let cfg = crate::views::config(ctl);
+            tries += 1;
+            if cfg["generation"] == json!(active.generation) || tries >= 3 {
+                break (active, cfg);
+            }
+        }
+    };
+
+    // Route metrics are keyed by name in the registry, so routes sharing a name share them:
+    // list each name once, in match order.
+    let mut seen = HashSet::new();
+    let routes: Vec<Value> = active
+        .config
+        .routes
+        .iter()
+        .zip(active.route_metrics.iter())
+        .filter(|(r, _)| seen.insert(r.name.clone()))
+        .map(|(r, m)| route_stats(&r.name, crate::views::upstream_name(&active.config, r), m))
+        .collect();
+    let no_route = &ctl.proxy.metrics.no_route;
+
+    let upstreams = crate::views::upstreams(&active)
+        .get("upstreams")
+        .cloned()
+        .unwrap_or_else(|| json!([]));
+
+    let time_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    json!({
+        "time_ms": time_ms,
+        "generation": active.generation,
+        "applied_at": cfg["applied_at"],
+        "source": cfg["source"],
+        "last_error": cfg["last_error"],
+        "routes": routes,
+        "unmatched": { "total": no_route.requests.total() },
+        "upstreams": upstreams,
+    })
+}
