@@ -127,6 +127,8 @@ async fn dashboard_renders_live_data_in_headless_chromium() {
         assert_eq!(get(&p.url(&format!("/legacy/{i}")), &[]).await.status, 503);
     }
 
+    assert_eq!(get(&p.url("/nowhere"), &[]).await.status, 404);
+
     // The JSON behind the page.
     let stats: serde_json::Value =
         serde_json::from_str(&get(&p.admin_url("/stats"), &[]).await.text()).expect("json");
@@ -154,6 +156,7 @@ async fn dashboard_renders_live_data_in_headless_chromium() {
     let l = route("legacy");
     assert_eq!(l["errors"], NL);
     assert_eq!(l["requests"]["5xx"], NL);
+    assert_eq!(stats["unmatched"]["total"], 1, "{stats}");
     let ups = stats["upstreams"].as_array().expect("upstreams");
     let eps: Vec<&str> = ups
         .iter()
@@ -162,6 +165,21 @@ async fn dashboard_renders_live_data_in_headless_chromium() {
         .collect();
     assert!(eps.contains(&quotes.addr.to_string().as_str()), "{stats}");
     assert!(eps.contains(&users.addr.to_string().as_str()), "{stats}");
+
+    // A rejected reload: the old config keeps serving, and the page must show the error.
+    p.write_config(&format!(
+        "{API}\nkind: Mapping\nmetadata: {{ name: quotes }}\nspec: {{ prefix: /quotes/, service: {}, bogus_field: 1 }}\n",
+        quotes.addr
+    ));
+    assert_eq!(post(&p.admin_url("/reload"), "").await.status, 400);
+    let stats: serde_json::Value =
+        serde_json::from_str(&get(&p.admin_url("/stats"), &[]).await.text()).expect("json");
+    assert_eq!(stats["generation"], 1, "{stats}");
+    let reload_error = stats["last_error"]["errors"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("no last_error in {stats}"))
+        .to_string();
+    assert!(reload_error.contains("bogus_field"), "{reload_error}");
 
     // The page: one self-contained document.
     let page = get(&p.admin_url("/"), &[]).await;
@@ -242,7 +260,10 @@ async fn dashboard_renders_live_data_in_headless_chromium() {
         "{dom}"
     );
     assert!(dom.contains("class=\"state healthy\""), "{dom}");
-    assert!(dom.contains("None — the last reload was applied."), "{dom}");
+    let error_box = &dom[dom.find("id=\"last-error\"").expect("last-error box")..];
+    let error_box = &error_box[..error_box.find("</section>").expect("box end")];
+    assert!(error_box.contains("class=\"bad\""), "{error_box}");
+    assert!(error_box.contains("bogus_field"), "{error_box}");
     for (name, at_least) in [("quotes", NQ), ("users", NU)] {
         let row = route_row(&dom, name);
         assert!(
