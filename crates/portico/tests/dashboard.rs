@@ -215,7 +215,7 @@ async fn dashboard_renders_live_data_in_headless_chromium() {
             let mut n = 0u64;
             while running.load(Ordering::Relaxed) {
                 let _ = http_get(&uq, &[]).await;
-                if n % 3 == 0 {
+                if n.is_multiple_of(3) {
                     let _ = http_get(&uu, &[]).await;
                 }
                 n += 1;
