@@ -13,6 +13,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::compress::Encoder;
+
 /// The error type of proxied bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -143,7 +145,7 @@ pin_project_lite::pin_project! {
                 let end = match this.kind {
                     Kind::Full(_) => BodyEnd::Complete,
                     Kind::Upstream(i) if i.is_end_stream() => BodyEnd::Complete,
-                    Kind::Upstream(_) => BodyEnd::Dropped,
+                    Kind::Upstream(_) | Kind::Compressed(..) => BodyEnd::Dropped,
                 };
                 f.finish(end, *this.bytes_sent, Instant::now());
             }
@@ -154,6 +156,8 @@ pin_project_lite::pin_project! {
 enum Kind {
     Full(Option<Bytes>),
     Upstream(Incoming),
+    /// The upstream's body through a compressor (`None` once finished).
+    Compressed(Incoming, Option<Box<Encoder>>),
 }
 
 /// Why Portico cut a response body short.
@@ -207,6 +211,14 @@ impl RespBody {
         }
     }
 
+    /// Compresses the upstream body with `enc` from here on.
+    pub fn compressed(mut self, enc: Encoder) -> Self {
+        if let Kind::Upstream(inner) = std::mem::replace(&mut self.kind, Kind::Full(None)) {
+            self.kind = Kind::Compressed(inner, Some(Box::new(enc)));
+        }
+        self
+    }
+
     /// Attaches the end-of-request work; runs exactly once.
     pub fn with_finish(mut self, f: Box<dyn Finish>) -> Self {
         self.finish = Some(f);
@@ -225,6 +237,49 @@ impl Body for RespBody {
         let mut this = self.project();
         let res: Option<Result<Frame<Bytes>, BoxError>> = match this.kind {
             Kind::Full(b) => b.take().map(|b| Ok(Frame::data(b))),
+            Kind::Compressed(inner, enc) => loop {
+                let Some(e) = enc.as_mut() else { break None };
+                match Pin::new(&mut *inner).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let (Some(idle), Some(d)) =
+                            (this.idle.as_mut().as_pin_mut(), *this.idle_for)
+                        {
+                            idle.reset(tokio::time::Instant::now() + d);
+                        }
+                        // Trailers are dropped: a compressed body is plain content.
+                        let Ok(data) = frame.into_data() else {
+                            continue;
+                        };
+                        match e.push(&data) {
+                            Ok(out) if out.is_empty() => continue,
+                            Ok(out) => break Some(Ok(Frame::data(out))),
+                            Err(err) => break Some(Err(Box::new(err) as BoxError)),
+                        }
+                    }
+                    Poll::Ready(Some(Err(err))) => break Some(Err(Box::new(err) as BoxError)),
+                    Poll::Ready(None) => {
+                        let last = enc.take().map(|e| e.finish());
+                        match last {
+                            Some(Ok(out)) if !out.is_empty() => break Some(Ok(Frame::data(out))),
+                            Some(Err(err)) => break Some(Err(Box::new(err) as BoxError)),
+                            _ => break None,
+                        }
+                    }
+                    Poll::Pending => {
+                        if let Some(d) = this.deadline.as_mut().as_pin_mut()
+                            && d.poll(cx).is_ready()
+                        {
+                            break Some(Err(Box::new(Cut::Deadline) as BoxError));
+                        }
+                        if let Some(i) = this.idle.as_mut().as_pin_mut()
+                            && i.poll(cx).is_ready()
+                        {
+                            break Some(Err(Box::new(Cut::Idle) as BoxError));
+                        }
+                        return Poll::Pending;
+                    }
+                }
+            },
             Kind::Upstream(inner) => match Pin::new(inner).poll_frame(cx) {
                 Poll::Ready(r) => {
                     // Bytes came: the idle timer starts again.
@@ -278,6 +333,7 @@ impl Body for RespBody {
         match &self.kind {
             Kind::Full(b) => b.is_none(),
             Kind::Upstream(i) => i.is_end_stream(),
+            Kind::Compressed(_, enc) => enc.is_none(),
         }
     }
 
@@ -286,6 +342,7 @@ impl Body for RespBody {
             Kind::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Kind::Full(None) => SizeHint::with_exact(0),
             Kind::Upstream(i) => i.size_hint(),
+            Kind::Compressed(..) => SizeHint::default(),
         }
     }
 }

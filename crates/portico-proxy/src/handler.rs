@@ -31,12 +31,15 @@ use portico_config::snapshot::{
 
 use crate::access_log::{Entry, rfc3339_millis};
 use crate::body::{BodyEnd, ByteCounter, Finish, ReqBody, RespBody};
+use crate::compress::{self, Encoder};
+use crate::cors;
 use crate::deadline;
 use crate::headers;
 use crate::local_reply::{Flag, Flags, is_grpc, local_reply};
 use crate::metrics::{RouteMetrics, UpstreamMetrics};
 use crate::pool::{self, Conn, ConnectError, ConnectParams, PoolKey};
 use crate::retry::{self, Attempt};
+use crate::shadow;
 use crate::state::Proxy;
 use crate::upstream::{AttemptReport, Endpoint, Held, PickCtx, UpstreamState, Which};
 
@@ -64,6 +67,13 @@ pub async fn handle(
     let active = proxy.active();
     let mut rec = Record::new(&proxy, &conn, &req, start);
 
+    // A CORS preflight is matched with the method it asks about.
+    let preflight = cors::is_preflight(req.method(), req.headers());
+    let asked = if preflight {
+        cors::requested_method(req.headers())
+    } else {
+        None
+    };
     let route = {
         let authority = authority_of(&req);
         let host = host_of(authority);
@@ -71,7 +81,7 @@ pub async fn handle(
             host: &host,
             path: req.uri().path(),
             query: req.uri().query(),
-            method: req.method(),
+            method: asked.as_ref().unwrap_or(req.method()),
             headers: req.headers(),
         };
         active.config.router.lookup(&view).cloned()
@@ -85,33 +95,51 @@ pub async fn handle(
         rec.metrics = Some(m.clone());
     }
 
-    // Step 3, admit: routes that answer locally.
-    match &route.action {
-        RouteAction::Direct(d) => Ok(rec.local(&proxy, direct_response(d, &route))),
-        RouteAction::Redirect(r) => Ok(rec.local(&proxy, redirect(r, &route, &req, &conn))),
-        RouteAction::Forward { upstream } => {
-            let Some(up) = active.upstreams.get(*upstream).cloned() else {
-                return Ok(rec.fail(&proxy, Flag::UH));
-            };
-            let um = active
-                .upstream_metrics
-                .get(*upstream)
-                .cloned()
-                .unwrap_or_default();
-            Ok(forward(proxy, route, up, um, conn, req, rec).await)
+    // Step 3, admit: CORS preflights and routes that answer locally.
+    let mut cors_origin = None;
+    if let Some(c) = &route.cors {
+        if preflight {
+            return Ok(rec.local(&proxy, cors::preflight(c, req.headers())));
         }
+        cors_origin = cors::allowed_origin(c, req.headers()).cloned();
     }
+    let mut resp = match &route.action {
+        RouteAction::Direct(d) => rec.local(&proxy, direct_response(d, &route)),
+        RouteAction::Redirect(r) => rec.local(&proxy, redirect(r, &route, &req, &conn)),
+        RouteAction::Forward { upstream } => match active.upstreams.get(*upstream).cloned() {
+            None => rec.fail(&proxy, Flag::UH),
+            Some(up) => {
+                let um = active
+                    .upstream_metrics
+                    .get(*upstream)
+                    .cloned()
+                    .unwrap_or_default();
+                let shadow = route
+                    .shadow
+                    .as_ref()
+                    .filter(|s| shadow::picked(s))
+                    .and_then(|s| active.upstreams.get(s.upstream).cloned());
+                forward(proxy, route.clone(), up, um, shadow, conn, req, rec).await
+            }
+        },
+    };
+    if let (Some(c), Some(origin)) = (&route.cors, cors_origin) {
+        cors::decorate(c, origin, resp.headers_mut());
+    }
+    Ok(resp)
 }
 
 /// Largest request body buffered so it can be replayed on a retry (CONTRACT §3.3).
 const REPLAY_LIMIT: usize = 64 * 1024;
 
 /// Steps 4–6: pick an endpoint, forward under the deadline with retries, respond.
+#[allow(clippy::too_many_arguments)]
 async fn forward(
     proxy: Arc<Proxy>,
     route: Arc<Route>,
     up: Arc<UpstreamState>,
     um: Arc<UpstreamMetrics>,
+    shadow: Option<Arc<UpstreamState>>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
     mut rec: Record,
@@ -205,8 +233,22 @@ async fn forward(
         parts.uri = Uri::from(new_pq);
     }
 
-    // With a retry policy the request line and headers are kept to build retries.
-    let template = policy_template(&route, &parts);
+    // With a retry policy (or a mirror copy to make) the request line and headers are kept.
+    let template = (policy.is_some() || shadow.is_some()).then(|| {
+        (
+            parts.method.clone(),
+            parts.uri.clone(),
+            parts.version,
+            parts.headers.clone(),
+        )
+    });
+    // What response compression needs to know about the request.
+    let compress_req = route.compression.as_ref().filter(|c| c.enabled).map(|_| {
+        (
+            parts.method.clone(),
+            compress::request_headers(&parts.headers),
+        )
+    });
 
     // The body: with a retry policy, bodies up to 64 KiB are read first so they can be sent
     // again; larger ones (and all bodies without a policy) stream.
@@ -214,7 +256,7 @@ async fn forward(
     let body = if http_body::Body::is_end_stream(&body) {
         replay = Some(Bytes::new());
         ReqBody::Empty
-    } else if policy.is_some() {
+    } else if policy.is_some() || shadow.is_some() {
         match within(deadline, buffer_up_to(body, REPLAY_LIMIT)).await {
             Err(Elapsed) => return rec.fail(&proxy, Flag::UT),
             Ok(Err(())) => return rec.fail(&proxy, Flag::DC),
@@ -240,6 +282,17 @@ async fn forward(
         }
     };
     let mut pending_req: Option<Request<ReqBody>> = Some(Request::from_parts(parts, body));
+    if let (Some(shadow_up), Some((method, uri, _, headers)), Some(m)) =
+        (shadow, template.as_ref(), &rec.metrics)
+    {
+        let copy = shadow::Copy {
+            method: method.clone(),
+            uri: uri.clone(),
+            headers: headers.clone(),
+            body: replay.clone(),
+        };
+        shadow::mirror(shadow_up, m.clone(), copy);
+    }
 
     let params = ConnectParams {
         protocol,
@@ -433,19 +486,12 @@ async fn forward(
                 Some((resp, tx, active)) => {
                     rec.upstream_start = Some(attempt_start);
                     let held = (request_slot, retry_slot);
-                    respond(
-                        proxy,
-                        rec,
-                        &route,
-                        &up,
-                        key,
-                        resp,
-                        tx,
-                        active,
-                        held,
+                    let ctx = RespondCtx {
                         deadline,
                         downstream_version,
-                    )
+                        compress_req,
+                    };
+                    respond(proxy, rec, &route, &up, key, resp, tx, active, held, ctx)
                 }
                 None => rec.fail(&proxy, failure_flag(result)),
             };
@@ -630,9 +676,13 @@ fn respond(
     tx: Option<H1Sender>,
     active: ActiveGuard,
     held: (Held, Option<Held>),
-    deadline: Option<tokio::time::Instant>,
-    downstream_version: Version,
+    ctx: RespondCtx,
 ) -> Response<RespBody> {
+    let RespondCtx {
+        deadline,
+        downstream_version,
+        compress_req,
+    } = ctx;
     let (mut rparts, rbody) = resp.into_parts();
     headers::strip_hop_by_hop(&mut rparts.headers);
     headers::apply_rules(
@@ -658,22 +708,24 @@ fn respond(
             )
         }),
     };
-    let body = RespBody::upstream(rbody, deadline, route.idle_timeout).with_finish(Box::new(done));
-    Response::from_parts(rparts, body)
+    let mut body = RespBody::upstream(rbody, deadline, route.idle_timeout);
+    if let (Some(conf), Some((method, req_headers))) = (&route.compression, &compress_req)
+        && let Some(coding) =
+            compress::choose(conf, method, req_headers, rparts.status, &rparts.headers)
+        && let Ok(enc) = Encoder::new(coding)
+    {
+        compress::mark(&mut rparts.headers, coding);
+        body = body.compressed(enc);
+    }
+    Response::from_parts(rparts, body.with_finish(Box::new(done)))
 }
 
-/// The request line and headers of a route with a retry policy, to build retries from.
-fn policy_template(
-    route: &Route,
-    parts: &http::request::Parts,
-) -> Option<(http::Method, Uri, Version, http::HeaderMap)> {
-    route.retry.as_ref()?;
-    Some((
-        parts.method.clone(),
-        parts.uri.clone(),
-        parts.version,
-        parts.headers.clone(),
-    ))
+/// What the respond step needs from the request.
+struct RespondCtx {
+    deadline: Option<tokio::time::Instant>,
+    downstream_version: Version,
+    /// Method and the headers compression looks at, when the route compresses.
+    compress_req: Option<(http::Method, http::HeaderMap)>,
 }
 
 /// The deadline passed.

@@ -5,6 +5,8 @@
 
 pub mod access_log;
 pub mod body;
+pub mod compress;
+pub mod cors;
 pub mod deadline;
 pub mod h1_guard;
 pub mod handler;
@@ -14,6 +16,7 @@ pub mod metrics;
 pub mod pool;
 pub mod retry;
 pub mod server;
+pub mod shadow;
 pub mod state;
 pub mod upstream;
 

@@ -104,6 +104,11 @@ pub struct RouteMetrics {
     pub bytes_received: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub active: AtomicI64,
+    /// Mirrored copies: sent, dropped (too many outstanding, or body too large), failed.
+    pub shadow_sent: AtomicU64,
+    pub shadow_dropped: AtomicU64,
+    pub shadow_failed: AtomicU64,
+    pub shadow_outstanding: AtomicI64,
 }
 
 /// One upstream's metrics.
@@ -247,6 +252,26 @@ pub fn render_routes(out: &mut String, routes: &[(String, Arc<RouteMetrics>)]) {
         header(out, metric, "counter", help);
         for (name, m) in routes {
             let _ = writeln!(out, "{metric}{{route=\"{}\"}} {}", label(name), get(m));
+        }
+    }
+    header(
+        out,
+        "portico_shadow_requests_total",
+        "counter",
+        "Mirrored request copies by result.",
+    );
+    for (name, m) in routes {
+        for (result, v) in [
+            ("sent", &m.shadow_sent),
+            ("dropped", &m.shadow_dropped),
+            ("failed", &m.shadow_failed),
+        ] {
+            let _ = writeln!(
+                out,
+                "portico_shadow_requests_total{{route=\"{}\",result=\"{result}\"}} {}",
+                label(name),
+                v.load(Ordering::Relaxed)
+            );
         }
     }
     header(
