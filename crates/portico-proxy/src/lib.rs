@@ -10,8 +10,10 @@ pub mod handler;
 pub mod headers;
 pub mod local_reply;
 pub mod pool;
+pub mod proxy_protocol;
 pub mod server;
 pub mod state;
+pub mod tls;
 pub mod upstream;
 
 pub use server::Server;

@@ -26,6 +26,8 @@ pub struct Active {
     pub config: Arc<Snapshot>,
     /// Indexed like `config.upstreams`.
     pub upstreams: Vec<Arc<UpstreamState>>,
+    /// TLS termination state of the Hosts with `tls` (certificates loaded, rotation polled).
+    pub tls: Arc<crate::tls::TlsHosts>,
 }
 
 /// Settings fixed at start-up.
@@ -93,8 +95,10 @@ pub async fn prepare(snapshot: Snapshot, generation: u64, previous: Option<&Acti
         };
         upstreams.push(state);
     }
+    let tls = crate::tls::TlsHosts::build(&snapshot, previous.map(|p| &*p.tls));
     Active {
         generation,
+        tls,
         applied_at: SystemTime::now(),
         config: Arc::new(snapshot),
         upstreams,
