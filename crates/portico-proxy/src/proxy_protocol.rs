@@ -56,7 +56,8 @@ fn parse_v1(buf: &[u8]) -> Result<Option<(Option<SocketAddr>, usize)>, Invalid> 
         }
         return Ok(None);
     };
-    let line = std::str::from_utf8(&buf[PREFIX.len()..end]).map_err(|_| Invalid("v1: not ASCII"))?;
+    let line =
+        std::str::from_utf8(&buf[PREFIX.len()..end]).map_err(|_| Invalid("v1: not ASCII"))?;
     let mut parts = line.split(' ');
     let proto = parts.next().unwrap_or_default();
     if proto == "UNKNOWN" {
@@ -73,11 +74,18 @@ fn parse_v1(buf: &[u8]) -> Result<Option<(Option<SocketAddr>, usize)>, Invalid> 
         _ => return Err(Invalid("v1: wrong number of fields")),
     };
     let ip: IpAddr = match proto {
-        "TCP4" => IpAddr::V4(src.parse::<Ipv4Addr>().map_err(|_| Invalid("v1: bad IPv4"))?),
-        "TCP6" => IpAddr::V6(src.parse::<Ipv6Addr>().map_err(|_| Invalid("v1: bad IPv6"))?),
+        "TCP4" => IpAddr::V4(
+            src.parse::<Ipv4Addr>()
+                .map_err(|_| Invalid("v1: bad IPv4"))?,
+        ),
+        "TCP6" => IpAddr::V6(
+            src.parse::<Ipv6Addr>()
+                .map_err(|_| Invalid("v1: bad IPv6"))?,
+        ),
         _ => return Err(Invalid("v1: unknown protocol")),
     };
-    let valid_port = |p: &str| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit());
+    let valid_port =
+        |p: &str| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit());
     if !valid_port(sport) || !valid_port(_dport) || !valid_addr(proto, _dst) {
         return Err(Invalid("v1: bad port or destination"));
     }
@@ -163,7 +171,10 @@ pub async fn read_header<S: AsyncRead + Unpin>(
             Err(Invalid(m)) => return Err(io::Error::new(io::ErrorKind::InvalidData, m)),
         }
         if buf.len() >= 16 + 65535 {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "header too long"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "header too long",
+            ));
         }
         if io.read_buf(&mut buf).await? == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());

@@ -22,8 +22,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::h1_guard::{Guarded, Report, Violation};
 use crate::handler::{self, ConnInfo};
 use crate::proxy_protocol::{self, Prefixed};
-use crate::tls;
 use crate::state::Proxy;
+use crate::tls;
 
 /// Limits on downstream HTTP (CONTRACT §5 defaults).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);

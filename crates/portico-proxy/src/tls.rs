@@ -31,8 +31,8 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode};
-use portico_config::{Diagnostic, Severity, Snapshot};
 use portico_config::snapshot::{HostConf, HostGlob, InsecureAction, TlsConf, TlsVersion};
+use portico_config::{Diagnostic, Severity, Snapshot};
 use rustls::crypto::CryptoProvider;
 use rustls::server::{Acceptor, ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
@@ -52,8 +52,7 @@ pub const POLL: Duration = Duration::from_secs(1);
 /// A TLS handshake must complete within this time.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub static X_FORWARDED_CLIENT_CERT: HeaderName =
-    HeaderName::from_static("x-forwarded-client-cert");
+pub static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 
 /// The process-wide crypto provider: `ring`, set explicitly (no process default needed).
 fn provider() -> Arc<CryptoProvider> {
@@ -512,7 +511,11 @@ pub fn insecure_policy<B>(
             "insecure request rejected: use https",
         )),
         InsecureAction::Redirect => {
-            let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            let pq = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/");
             let location = format!("https://{host}{pq}");
             let mut resp = Response::new(RespBody::empty());
             *resp.status_mut() = StatusCode::MOVED_PERMANENTLY;
