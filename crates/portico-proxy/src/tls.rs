@@ -380,7 +380,12 @@ where
         }
         let mut rd: &[u8] = &buf[..n];
         while !rd.is_empty() {
-            acceptor.read_tls(&mut rd as &mut dyn Read)?;
+            if acceptor.read_tls(&mut rd as &mut dyn Read)? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "ClientHello not consumed",
+                ));
+            }
         }
         match acceptor.accept() {
             Ok(Some(a)) => break a,
