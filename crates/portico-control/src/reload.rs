@@ -57,7 +57,19 @@ pub struct Controller {
 
 /// Loads and compiles `sources` on a blocking thread.
 pub async fn load(sources: Vec<ConfigSource>) -> (Option<Snapshot>, Vec<Diagnostic>) {
-    match tokio::task::spawn_blocking(move || portico_config::load(&sources)).await {
+    let load = move || {
+        let mut r = portico_config::load(&sources);
+        // Certificates and keys must load and match (the config crate checks existence only).
+        if let Some(s) = &r.snapshot {
+            let tls_errors = portico_proxy::tls::validate(s);
+            if !tls_errors.is_empty() {
+                r.diagnostics.extend(tls_errors);
+                r.snapshot = None;
+            }
+        }
+        r
+    };
+    match tokio::task::spawn_blocking(load).await {
         Ok(r) => (r.snapshot, r.diagnostics),
         Err(e) => (
             None,

@@ -50,6 +50,8 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     pub listener: Arc<ListenerConf>,
     pub tls: bool,
+    /// The verified client certificate (mTLS), as its `x-forwarded-client-cert` value.
+    pub client_cert: Option<HeaderValue>,
 }
 
 /// At most this many endpoints are tried when connecting fails (nothing was sent, so trying
@@ -66,6 +68,9 @@ pub async fn handle(
     // Step 2, route: one atomic load; this snapshot serves the request to its end.
     let active = proxy.active();
     let mut rec = Record::new(&proxy, &conn, &req, start);
+    if let Some(resp) = crate::tls::insecure_policy(&active.config, &conn, &req) {
+        return Ok(rec.local(&proxy, resp));
+    }
 
     // A CORS preflight is matched with the method it asks about.
     let preflight = cors::is_preflight(req.method(), req.headers());
@@ -180,6 +185,7 @@ async fn forward(
     let te_trailers = headers::strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::EXPECT); // 100-continue is answered by Portico itself
     headers::append_forwarded_for(&mut parts.headers, conn.peer.ip());
+    crate::tls::forward_client_cert(&mut parts.headers, &conn);
     if !(conn.listener.trust_forwarded && parts.headers.contains_key(&headers::X_FORWARDED_PROTO)) {
         let proto = if conn.tls { "https" } else { "http" };
         parts.headers.insert(

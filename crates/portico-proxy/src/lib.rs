@@ -15,9 +15,11 @@ pub mod local_reply;
 pub mod metrics;
 pub mod pool;
 pub mod retry;
+pub mod proxy_protocol;
 pub mod server;
 pub mod shadow;
 pub mod state;
+pub mod tls;
 pub mod upstream;
 
 pub use server::Server;

@@ -21,7 +21,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::h1_guard::{Guarded, Report, Violation};
 use crate::handler::{self, ConnInfo};
+use crate::proxy_protocol::{self, Prefixed};
 use crate::state::Proxy;
+use crate::tls;
 
 /// Limits on downstream HTTP (CONTRACT §5 defaults).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,6 +32,20 @@ pub const MAX_HEADERS: usize = 100;
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
 pub const H2_MAX_HEADER_LIST: u32 = 16 * 1024;
+/// Streams a client may open and reset before the server even accepted them; beyond this the
+/// connection gets GOAWAY ENHANCE_YOUR_CALM (h2's CVE-2023-44487 "rapid reset" guard).
+pub const H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 50;
+/// Streams the server may reset because of the client's protocol errors before it sends
+/// GOAWAY (h2's guard against provoked-reset floods).
+pub const H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+/// Flow control: per-stream and per-connection receive windows advertised to clients
+/// (bounds what one client can make Portico buffer per stream / per connection).
+pub const H2_INITIAL_STREAM_WINDOW: u32 = 1024 * 1024;
+pub const H2_INITIAL_CONNECTION_WINDOW: u32 = 2 * 1024 * 1024;
+/// Largest frame payload accepted (the RFC 9113 default).
+pub const H2_MAX_FRAME_SIZE: u32 = 16 * 1024;
+/// Response bytes buffered per stream before backpressure reaches the upstream.
+pub const H2_MAX_SEND_BUF: usize = 400 * 1024;
 
 enum Cmd {
     Listen(Arc<ListenerHandle>, std::net::TcpListener),
@@ -235,8 +251,12 @@ fn builder(conf: &ListenerConf) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
         .max_header_list_size(H2_MAX_HEADER_LIST)
-        .max_pending_accept_reset_streams(50)
-        .max_local_error_reset_streams(1024);
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESET_STREAMS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESET_STREAMS)
+        .initial_stream_window_size(H2_INITIAL_STREAM_WINDOW)
+        .initial_connection_window_size(H2_INITIAL_CONNECTION_WINDOW)
+        .max_frame_size(H2_MAX_FRAME_SIZE)
+        .max_send_buf_size(H2_MAX_SEND_BUF);
     if conf.http2 { b } else { b.http1_only() }
 }
 
@@ -272,34 +292,103 @@ async fn accept_loop(
         }
         let _ = stream.set_nodelay(true);
         handle.gauge.fetch_add(1, Ordering::Relaxed);
-        proxy
-            .metrics
-            .downstream_connections_total
-            .fetch_add(1, Ordering::Relaxed);
-        let info = Arc::new(ConnInfo {
-            peer,
-            listener: listener_conf.clone(),
-            tls: false,
-        });
-        tokio::spawn(serve(
+        proxy.metrics.downstream_connections_total.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(connection(
             proxy.clone(),
-            handle.clone(),
+            Slot(handle.clone()),
             builder.clone(),
             stream,
-            info,
+            peer,
+            listener_conf.clone(),
             drain.subscribe(),
         ));
     }
 }
 
-async fn serve(
+/// Gives a connection's `max_connections` slot back however the connection ends.
+struct Slot(Arc<ListenerHandle>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+        self.0.gauge.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Before HTTP: the PROXY protocol header (HTTPPROXY/HTTPSPROXY) and the TLS handshake
+/// (HTTPS/HTTPSPROXY), each time-bounded; a connection failing either is closed.
+async fn connection(
     proxy: Arc<Proxy>,
-    handle: Arc<ListenerHandle>,
+    slot: Slot,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    stream: TcpStream,
+    mut stream: TcpStream,
+    mut peer: SocketAddr,
+    listener: Arc<ListenerConf>,
+    drain: watch::Receiver<bool>,
+) {
+    let mut leftover = bytes::BytesMut::new();
+    if listener.protocol.proxy_protocol() {
+        let read = proxy_protocol::read_header(&mut stream);
+        match tokio::time::timeout(proxy_protocol::HEADER_TIMEOUT, read).await {
+            Ok(Ok((source, rest))) => {
+                if let Some(source) = source {
+                    peer = source;
+                }
+                leftover = rest;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(client = %peer, error = %e, "invalid PROXY protocol header; connection closed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(client = %peer, "no PROXY protocol header within 5 s; connection closed");
+                return;
+            }
+        }
+    }
+    let io = Prefixed::new(stream, leftover);
+    if listener.protocol.is_tls() {
+        let hosts = proxy.active().tls.clone();
+        let http2 = listener.http2;
+        let accepted =
+            tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, tls::accept(&hosts, io, http2)).await;
+        drop(hosts);
+        match accepted {
+            Ok(Ok(a)) => {
+                let info = Arc::new(ConnInfo {
+                    peer,
+                    listener,
+                    tls: true,
+                    client_cert: a.client_cert,
+                });
+                serve(proxy, builder, a.stream, info, drain).await;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
+            }
+            Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
+        }
+    } else {
+        let info = Arc::new(ConnInfo {
+            peer,
+            listener,
+            tls: false,
+            client_cert: None,
+        });
+        serve(proxy, builder, io, info, drain).await;
+    }
+    drop(slot);
+}
+
+async fn serve<S>(
+    proxy: Arc<Proxy>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    stream: S,
     info: Arc<ConnInfo>,
     mut drain: watch::Receiver<bool>,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let proxy_for_log = proxy.clone();
     let svc = {
         let info = info.clone();
@@ -341,6 +430,4 @@ async fn serve(
             tracing::debug!(client = %info.peer, error = %e, "downstream connection error");
         }
     }
-    handle.connections.fetch_sub(1, Ordering::Relaxed);
-    handle.gauge.fetch_sub(1, Ordering::Relaxed);
 }

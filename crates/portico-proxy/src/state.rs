@@ -31,6 +31,8 @@ pub struct Active {
     pub route_metrics: Vec<Arc<RouteMetrics>>,
     /// Indexed like `config.upstreams`.
     pub upstream_metrics: Vec<Arc<UpstreamMetrics>>,
+    /// TLS termination state of the Hosts with `tls` (certificates loaded, rotation polled).
+    pub tls: Arc<crate::tls::TlsHosts>,
 }
 
 /// Settings fixed at start-up.
@@ -132,8 +134,10 @@ pub async fn prepare(
         .iter()
         .map(|u| registry.upstream(&u.name))
         .collect();
+    let tls = crate::tls::TlsHosts::build(&snapshot, previous.map(|p| &*p.tls));
     Active {
         generation,
+        tls,
         applied_at: SystemTime::now(),
         config: Arc::new(snapshot),
         upstreams,

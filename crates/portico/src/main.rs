@@ -163,7 +163,10 @@ fn print_diagnostics(diags: &[Diagnostic], format: Format) {
 }
 
 fn check(paths: Vec<PathBuf>, format: Format) -> ExitCode {
-    let result = portico_config::load(&sources_of(&paths));
+    let mut result = portico_config::load(&sources_of(&paths));
+    if let Some(s) = &result.snapshot {
+        result.diagnostics.extend(portico_proxy::tls::validate(s));
+    }
     print_diagnostics(&result.diagnostics, format);
     if result.has_errors() {
         ExitCode::FAILURE

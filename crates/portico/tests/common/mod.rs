@@ -365,3 +365,58 @@ pub fn header_map(h: &HeaderMap) -> HashMap<String, String> {
         .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
         .collect()
 }
+
+impl Portico {
+    /// Like [`Portico::start`], with more Listener documents (`extra_listeners`, YAML documents
+    /// joined by `---`, ending with a newline) after the default HTTP listener on `port`.
+    pub async fn start_with_listeners(extra_listeners: &str, docs: &str) -> Portico {
+        let port = free_port();
+        let admin = free_port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("portico.yaml");
+        std::fs::write(
+            &config,
+            format!("{}---\n{extra_listeners}---\n{docs}", listener(port)),
+        )
+        .expect("write config");
+        let access_log = dir.path().join("access.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_portico"))
+            .args(["run", "-c"])
+            .arg(&config)
+            .args([
+                "--admin",
+                &format!("127.0.0.1:{admin}"),
+                "--workers",
+                "2",
+                "--access-log",
+            ])
+            .arg(&access_log)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("stderr.log")).expect("stderr file"))
+            .spawn()
+            .expect("spawn portico");
+        let mut p = Portico {
+            child,
+            dir,
+            config,
+            port,
+            admin,
+            access_log,
+        };
+        p.wait_ready().await;
+        p
+    }
+}
+
+/// A Listener document named `name` on 127.0.0.1:`port` with `protocol` (HTTP, HTTPS,
+/// HTTPPROXY, HTTPSPROXY) and extra spec fields (`extra`, e.g. `"http2: false"`, or "").
+pub fn listener_doc(name: &str, port: u16, protocol: &str, extra: &str) -> String {
+    let extra = if extra.is_empty() {
+        String::new()
+    } else {
+        format!(", {extra}")
+    };
+    format!(
+        "{API}\nkind: Listener\nmetadata: {{ name: {name} }}\nspec: {{ address: 127.0.0.1, port: {port}, protocol: {protocol}{extra} }}\n"
+    )
+}
