@@ -34,6 +34,7 @@ use crate::headers;
 use crate::local_reply::{Flag, Flags, is_grpc, local_reply};
 use crate::pool::{self, Conn, ConnectParams, PoolKey};
 use crate::state::{Active, Proxy};
+use crate::upgrade;
 use crate::upstream::{Endpoint, UpstreamState};
 
 /// What the connection layer knows about the connection a request came on.
@@ -115,7 +116,15 @@ async fn forward(
     let new_pq = rewrite_path(&route, &parts.uri);
 
     // Request headers.
+    let mut upgrade = match upgrade::take(&route, protocol, &mut parts) {
+        upgrade::Asked::No => None,
+        upgrade::Asked::Allowed(u) => Some(u),
+        upgrade::Asked::Refused => return rec.local(&proxy, upgrade::refused()),
+    };
     let te_trailers = headers::strip_hop_by_hop(&mut parts.headers);
+    if let Some(u) = &upgrade {
+        u.restore_request_headers(&mut parts.headers);
+    }
     parts.headers.remove(header::EXPECT); // 100-continue is answered by Portico itself
     headers::append_forwarded_for(&mut parts.headers, conn.peer.ip());
     if !(conn.listener.trust_forwarded && parts.headers.contains_key(&headers::X_FORWARDED_PROTO)) {
@@ -166,6 +175,12 @@ async fn forward(
         parts.uri = Uri::from_parts(uparts).unwrap_or_default();
     } else {
         parts.version = Version::HTTP_11;
+        if te_trailers && protocol == UpstreamProtocol::Auto {
+            // May become HTTP/2 (ALPN) in `pool::fit_form`; gRPC needs `te: trailers` there.
+            parts
+                .headers
+                .insert(header::TE, HeaderValue::from_static("trailers"));
+        }
         if let Some(h) = host_value {
             parts.headers.insert(header::HOST, h);
         }
@@ -181,10 +196,7 @@ async fn forward(
         }
     };
     let mut req = Request::from_parts(parts, body);
-    let params = ConnectParams {
-        protocol,
-        connect_timeout: up.conf.connect_timeout,
-    };
+    let params = ConnectParams::of(&up);
 
     // Step 4 and 5: pick an endpoint and send, failing over on connect failure.
     let mut avoid: Option<SocketAddr> = None;
@@ -216,7 +228,7 @@ async fn forward(
         let mut fresh = false;
         let conn = match pool::checkout(key, protocol).await {
             Some(c) => c,
-            None => match within(deadline, pool::connect(key, params)).await {
+            None => match within(deadline, pool::connect(key, params.clone())).await {
                 Err(Elapsed) => {
                     return rec.fail(&proxy, Flag::UT);
                 }
@@ -240,10 +252,12 @@ async fn forward(
         let upstream_start = Instant::now();
         let (sent, h1) = match conn {
             Conn::H1(mut tx) => {
+                pool::fit_form(&mut req, false, protocol);
                 let fut = tx.try_send_request(req);
                 (within(deadline, boxed_send(fut)).await, Some(tx))
             }
             Conn::H2(mut tx) => {
+                pool::fit_form(&mut req, true, protocol);
                 let fut = tx.try_send_request(req);
                 (within(deadline, boxed_send(fut)).await, None)
             }
@@ -272,6 +286,9 @@ async fn forward(
                 // Step 6, respond.
                 let (mut rparts, rbody) = resp.into_parts();
                 headers::strip_hop_by_hop(&mut rparts.headers);
+                let upgraded = upgrade
+                    .take()
+                    .is_some_and(|u| u.tunnel(&mut rparts, route.idle_timeout));
                 headers::apply_rules(
                     &mut rparts.headers,
                     &route.remove_response_headers,
@@ -285,7 +302,8 @@ async fn forward(
                     proxy,
                     rec,
                     endpoint: ep,
-                    pooled: h1.map(|tx| {
+                    // An upgraded connection is the tunnel's, never pooled.
+                    pooled: h1.filter(|_| !upgraded).map(|tx| {
                         (
                             key,
                             tx,

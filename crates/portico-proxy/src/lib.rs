@@ -12,7 +12,9 @@ pub mod local_reply;
 pub mod pool;
 pub mod server;
 pub mod state;
+pub mod upgrade;
 pub mod upstream;
+pub mod upstream_tls;
 
 pub use server::Server;
 pub use state::{Active, Proxy, ProxySettings, prepare};

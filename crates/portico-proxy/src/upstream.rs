@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use arc_swap::ArcSwap;
 use portico_config::snapshot::{EndpointSource, UpstreamConf};
 
+use crate::upstream_tls::UpstreamTls;
+
 static NEXT_UID: AtomicU64 = AtomicU64::new(1);
 
 /// One endpoint of an upstream.
@@ -80,6 +82,9 @@ pub struct UpstreamState {
     pub uid: u64,
     pub conf: Arc<UpstreamConf>,
     pub endpoints: ArcSwap<EndpointSet>,
+    /// TLS client settings (`https`/`auto` upstreams), built once with the state; `None` for
+    /// plain-text upstreams, or when the settings are unusable (logged; connects then fail).
+    pub tls: Option<Arc<UpstreamTls>>,
     rr: AtomicUsize,
 }
 
@@ -99,10 +104,18 @@ impl UpstreamState {
                 .collect(),
             EndpointSource::Dns { .. } => Vec::new(),
         };
+        let tls = match UpstreamTls::build(&conf) {
+            Ok(t) => t.map(Arc::new),
+            Err(e) => {
+                tracing::error!(upstream = %conf.name, error = %e, "upstream TLS settings unusable; connections will fail");
+                None
+            }
+        };
         UpstreamState {
             uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
             conf,
             endpoints: ArcSwap::from_pointee(EndpointSet::new(initial)),
+            tls,
             rr: AtomicUsize::new(0),
         }
     }
