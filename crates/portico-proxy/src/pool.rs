@@ -140,21 +140,21 @@ pub async fn checkout(key: PoolKey, protocol: UpstreamProtocol) -> Option<Conn> 
     // HTTP/2 first: always for h2c, and for `auto` when ALPN picked h2 on an earlier connection.
     if matches!(protocol, UpstreamProtocol::H2c | UpstreamProtocol::Auto) {
         let shared = POOL.with(|p| {
-                let mut p = p.borrow_mut();
-                match p.h2.get(&key) {
-                    Some(tx) if !tx.is_closed() => Some(tx.clone()),
-                    Some(_) => {
-                        p.h2.remove(&key);
-                        None
-                    }
-                    None => None,
+            let mut p = p.borrow_mut();
+            match p.h2.get(&key) {
+                Some(tx) if !tx.is_closed() => Some(tx.clone()),
+                Some(_) => {
+                    p.h2.remove(&key);
+                    None
                 }
-            });
-            if let Some(mut tx) = shared
-                && tx.ready().await.is_ok()
-            {
-                return Some(Conn::H2(tx));
+                None => None,
             }
+        });
+        if let Some(mut tx) = shared
+            && tx.ready().await.is_ok()
+        {
+            return Some(Conn::H2(tx));
+        }
         if protocol == UpstreamProtocol::H2c {
             return None;
         }

@@ -168,7 +168,11 @@ impl Upgrade {
 fn log_end(r: io::Result<(u64, u64)>) {
     match r {
         Ok((to_up, to_down)) => {
-            tracing::debug!(to_upstream = to_up, to_client = to_down, "upgraded connection closed")
+            tracing::debug!(
+                to_upstream = to_up,
+                to_client = to_down,
+                "upgraded connection closed"
+            )
         }
         Err(e) => tracing::debug!(error = %e, "upgraded connection ended"),
     }

@@ -44,13 +44,16 @@ impl UpstreamTls {
             UpstreamProtocol::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
             UpstreamProtocol::Http1 | UpstreamProtocol::H2c => return Ok(None),
         };
-        let tls = conf.tls.clone().unwrap_or(portico_config::snapshot::UpstreamTlsConf {
-            ca_file: None,
-            sni: None,
-            cert_chain_file: None,
-            private_key_file: None,
-            insecure_skip_verify: false,
-        });
+        let tls = conf
+            .tls
+            .clone()
+            .unwrap_or(portico_config::snapshot::UpstreamTlsConf {
+                ca_file: None,
+                sni: None,
+                cert_chain_file: None,
+                private_key_file: None,
+                insecure_skip_verify: false,
+            });
         // The `ring` provider, explicitly: faster to build than aws-lc-rs.
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider.clone())
@@ -93,10 +96,9 @@ impl UpstreamTls {
         };
         config.alpn_protocols = alpn;
         let name = match &tls.sni {
-            Some(sni) => Some(
-                ServerName::try_from(sni.clone())
-                    .map_err(|e| format!("sni `{sni}`: {e}"))?,
-            ),
+            Some(sni) => {
+                Some(ServerName::try_from(sni.clone()).map_err(|e| format!("sni `{sni}`: {e}"))?)
+            }
             None => endpoint_host_name(&conf.endpoints),
         };
         Ok(Some(UpstreamTls {

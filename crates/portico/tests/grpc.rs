@@ -117,9 +117,7 @@ impl tonic::server::StreamingService<Msg> for Bidi {
     type Future = BoxFut<BoxStream>;
     fn call(&mut self, req: Request<Streaming<Msg>>) -> Self::Future {
         Box::pin(async move {
-            let s = req
-                .into_inner()
-                .map(|m| m.map(|m| msg(&m.text, m.n * 2)));
+            let s = req.into_inner().map(|m| m.map(|m| msg(&m.text, m.n * 2)));
             Ok(Response::new(Box::pin(s) as BoxStream))
         })
     }
@@ -210,7 +208,9 @@ async fn unary_with_metadata_and_error_trailers() {
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(err.message(), "bad input: fail");
     assert_eq!(
-        err.metadata().get("x-trailer").and_then(|v| v.to_str().ok()),
+        err.metadata()
+            .get("x-trailer")
+            .and_then(|v| v.to_str().ok()),
         Some("t1")
     );
 
@@ -272,7 +272,9 @@ async fn server_streaming_with_trailers() {
     assert_eq!(err.code(), Code::DataLoss);
     assert_eq!(err.message(), "after the messages");
     assert_eq!(
-        err.metadata().get("x-trailer").and_then(|v| v.to_str().ok()),
+        err.metadata()
+            .get("x-trailer")
+            .and_then(|v| v.to_str().ok()),
         Some("t1")
     );
 }
@@ -297,9 +299,8 @@ async fn client_streaming_and_bidi() {
 
     // Bidi, interleaved: each message is answered before the next is sent.
     let (tx, rx) = tokio::sync::mpsc::channel::<Msg>(1);
-    let outbound = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|m| (m, rx))
-    });
+    let outbound =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
     g.ready().await.expect("ready");
     let mut s = g
         .streaming(

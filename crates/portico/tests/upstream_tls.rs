@@ -18,9 +18,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType,
-};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -338,7 +336,10 @@ async fn auto_negotiates_h2_by_alpn_and_https_stays_http1() {
     let (chain, key) = ca.leaf("server", &["backend.test"]);
     let up = TlsUpstream::start(&chain, &key, &[b"h2", b"http/1.1"], None).await;
     let h1only = TlsUpstream::start(&chain, &key, &[b"http/1.1"], None).await;
-    let tls = format!("{{ ca_file: \"{}\", sni: backend.test }}", ca.ca_file().display());
+    let tls = format!(
+        "{{ ca_file: \"{}\", sni: backend.test }}",
+        ca.ca_file().display()
+    );
     let p = Portico::start(&join(&[
         upstream_doc("auto", up.addr, "auto", &tls),
         upstream_doc("https", up.addr, "https", &tls),

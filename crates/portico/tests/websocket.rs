@@ -50,10 +50,7 @@ async fn echo_server() -> (SocketAddr, Arc<AtomicUsize>) {
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
-async fn ws_connect(
-    port: u16,
-    path: &str,
-) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+async fn ws_connect(port: u16, path: &str) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
@@ -72,13 +69,7 @@ fn mapping(name: &str, prefix: &str, addr: SocketAddr, extra: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_echo_round_trip() {
     let (addr, _) = echo_server().await;
-    let p = Portico::start(&mapping(
-        "ws",
-        "/ws/",
-        addr,
-        ", allow_upgrade: [websocket]",
-    ))
-    .await;
+    let p = Portico::start(&mapping("ws", "/ws/", addr, ", allow_upgrade: [websocket]")).await;
     let mut ws = ws_connect(p.port, "/ws/echo").await.expect("upgrade");
     ws.send(Message::text("hello through portico"))
         .await
@@ -117,7 +108,11 @@ async fn upgrade_refused_403_without_allow_upgrade() {
         Err(e) => panic!("expected an HTTP 403, got {e:?}"),
         Ok(_) => panic!("upgrade was allowed"),
     }
-    assert_eq!(accepted.load(Ordering::SeqCst), 0, "nothing reached the upstream");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        0,
+        "nothing reached the upstream"
+    );
     // `Upgrade: h2c` (curl --http2 on http://) is not an upgrade Portico refuses: it answers
     // as plain HTTP/1.1.
     let up = Upstream::start("plain").await;
@@ -152,7 +147,9 @@ async fn idle_timeout_closes_an_idle_tunnel() {
     let mut ws = ws_connect(p.port, "/ws/idle").await.expect("upgrade");
     // Activity keeps it open past the idle timeout...
     for i in 0..4 {
-        ws.send(Message::text(format!("ping {i}"))).await.expect("send");
+        ws.send(Message::text(format!("ping {i}")))
+            .await
+            .expect("send");
         let got = ws.next().await.expect("open").expect("message");
         assert_eq!(got, Message::text(format!("ping {i}")));
         tokio::time::sleep(Duration::from_millis(200)).await;
