@@ -125,6 +125,11 @@ impl tonic::server::StreamingService<Msg> for Bidi {
 
 /// An h2c gRPC server with the four methods under `/test.Echo/`.
 async fn grpc_server() -> SocketAddr {
+    grpc_server_on(None).await
+}
+
+/// The same server, over TLS when `tls` is given.
+async fn grpc_server_on(tls: Option<tokio_rustls::TlsAcceptor>) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -134,25 +139,40 @@ async fn grpc_server() -> SocketAddr {
             let Ok((tcp, _)) = listener.accept().await else {
                 continue;
             };
+            let tls = tls.clone();
             tokio::spawn(async move {
-                let svc = service_fn(|req: http::Request<Incoming>| async move {
-                    let mut g = tonic::server::Grpc::new(ProstCodec::<Msg, Msg>::default());
-                    let resp = match req.uri().path() {
-                        "/test.Echo/Unary" => g.unary(Unary, req).await,
-                        "/test.Echo/ServerStream" => g.server_streaming(ServerStream, req).await,
-                        "/test.Echo/ClientStream" => g.client_streaming(ClientStream, req).await,
-                        "/test.Echo/Bidi" => g.streaming(Bidi, req).await,
-                        _ => Status::unimplemented("no such method").into_http(),
-                    };
-                    Ok::<_, Infallible>(resp)
-                });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .await;
+                match tls {
+                    None => serve_grpc(tcp).await,
+                    Some(acceptor) => {
+                        if let Ok(s) = acceptor.accept(tcp).await {
+                            serve_grpc(s).await
+                        }
+                    }
+                }
             });
         }
     });
     addr
+}
+
+async fn serve_grpc<S>(io: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(|req: http::Request<Incoming>| async move {
+        let mut g = tonic::server::Grpc::new(ProstCodec::<Msg, Msg>::default());
+        let resp = match req.uri().path() {
+            "/test.Echo/Unary" => g.unary(Unary, req).await,
+            "/test.Echo/ServerStream" => g.server_streaming(ServerStream, req).await,
+            "/test.Echo/ClientStream" => g.client_streaming(ClientStream, req).await,
+            "/test.Echo/Bidi" => g.streaming(Bidi, req).await,
+            _ => Status::unimplemented("no such method").into_http(),
+        };
+        Ok::<_, Infallible>(resp)
+    });
+    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(io), svc)
+        .await;
 }
 
 async fn client(port: u16) -> tonic::client::Grpc<tonic::transport::Channel> {
@@ -348,4 +368,79 @@ async fn no_route_is_unimplemented_trailers_only() {
     .expect("h2c");
     assert_eq!(r.status, 200);
     assert_eq!(r.header("grpc-status"), Some("12"));
+}
+
+/// `grpc: true` to a TLS upstream (`protocol: auto`): HTTP/2 by ALPN, trailers intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_to_tls_upstream_by_alpn_h2() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "grpc ca");
+    let ca =
+        CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("ca");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).expect("write");
+    let key = KeyPair::generate().expect("key");
+    let cert = CertificateParams::new(vec!["grpc.test".to_string()])
+        .expect("params")
+        .signed_by(&key, &ca)
+        .expect("sign");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(cert.der().to_vec())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .expect("server config");
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let addr = grpc_server_on(Some(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(
+        config,
+    ))))
+    .await;
+    let p = Portico::start(&format!(
+        "{API}\nkind: Upstream\nmetadata: {{ name: tls }}\nspec: {{ endpoints: [\"{addr}\"], protocol: auto, tls: {{ ca_file: \"{}\", sni: grpc.test }} }}\n---\n\
+         {API}\nkind: Mapping\nmetadata: {{ name: echo }}\nspec: {{ prefix: /test.Echo/, service: tls, grpc: true }}\n",
+        ca_file.display()
+    ))
+    .await;
+    let mut g = client(p.port).await;
+    g.ready().await.expect("ready");
+    let resp = g
+        .unary(
+            Request::new(msg("tls", 1)),
+            PathAndQuery::from_static("/test.Echo/Unary"),
+            codec(),
+        )
+        .await
+        .expect("unary over TLS");
+    assert_eq!(resp.into_inner(), msg("tls", 2));
+    g.ready().await.expect("ready");
+    let mut s = g
+        .server_streaming(
+            Request::new(msg("trail", 2)),
+            PathAndQuery::from_static("/test.Echo/ServerStream"),
+            codec(),
+        )
+        .await
+        .expect("call")
+        .into_inner();
+    assert_eq!(s.message().await.expect("m").map(|m| m.n), Some(0));
+    assert_eq!(s.message().await.expect("m").map(|m| m.n), Some(1));
+    let err = s.message().await.expect_err("trailers");
+    assert_eq!(err.code(), Code::DataLoss);
+    assert_eq!(
+        err.metadata()
+            .get("x-trailer")
+            .and_then(|v| v.to_str().ok()),
+        Some("t1")
+    );
 }
