@@ -2033,16 +2033,27 @@ impl Ctx<'_> {
                 Some(s) => {
                     let up = self.service_upstream(r, &["spec", "service"], s, grpc);
                     if let Some(u) = up {
+                        // `https` offers only http/1.1 in ALPN (`auto` offers h2 too).
                         if grpc
-                            && self.upstreams.get(u).is_some_and(|c| {
-                                self.is_resource[u] && c.protocol == UpstreamProtocol::Http1
-                            })
+                            && let Some(c) = self.upstreams.get(u)
+                            && self.is_resource[u]
+                            && matches!(
+                                c.protocol,
+                                UpstreamProtocol::Http1 | UpstreamProtocol::Https
+                            )
                         {
+                            let proto = if c.protocol == UpstreamProtocol::Https {
+                                "https (TLS with HTTP/1.1 only)"
+                            } else {
+                                "http1"
+                            };
                             r.warn(
                                 self.d,
                                 &["spec", "grpc"],
-                                "grpc needs HTTP/2, but this Upstream's protocol is http1 \
-                                 (set protocol: h2c, https or auto on the Upstream)",
+                                format!(
+                                    "grpc needs HTTP/2, but this Upstream's protocol is {proto} \
+                                     (set protocol: h2c, or auto for TLS, on the Upstream)"
+                                ),
                             );
                         }
                         self.apply_settings(r, u, settings);

@@ -917,3 +917,19 @@ fn grpc_mapping_on_an_http1_upstream_warns() {
         "{w:?}"
     );
 }
+
+#[test]
+fn grpc_mapping_on_an_https_upstream_warns_but_not_on_auto() {
+    for (protocol, expected) in [("https", 1), ("auto", 0), ("h2c", 0)] {
+        let text = format!(
+            "apiVersion: portico.dev/v1\nkind: Upstream\nmetadata: {{name: u}}\nspec: {{dns: \"a:1\", protocol: {protocol}}}\n{}",
+            mapping("m", "  prefix: /\n  service: u\n  grpc: true\n")
+        );
+        let w = warnings(&text);
+        assert_eq!(w.len(), expected, "{protocol}: {w:?}");
+        if expected == 1 {
+            assert!(w[0].contains("grpc needs HTTP/2"), "{w:?}");
+            assert!(w[0].contains("auto for TLS"), "{w:?}");
+        }
+    }
+}

@@ -41,6 +41,7 @@ use crate::pool::{self, Conn, ConnectError, ConnectParams, PoolKey};
 use crate::retry::{self, Attempt};
 use crate::shadow;
 use crate::state::Proxy;
+use crate::upgrade;
 use crate::upstream::{AttemptReport, Endpoint, Held, PickCtx, UpstreamState, Which};
 
 /// What the connection layer knows about the connection a request came on.
@@ -182,7 +183,15 @@ async fn forward(
     let new_pq = rewrite_path(&route, &parts.uri);
 
     // Request headers.
+    let upgrade = match upgrade::take(&route, protocol, &mut parts) {
+        upgrade::Asked::No => None,
+        upgrade::Asked::Allowed(u) => Some(u),
+        upgrade::Asked::Refused => return rec.local(&proxy, upgrade::refused()),
+    };
     let te_trailers = headers::strip_hop_by_hop(&mut parts.headers);
+    if let Some(u) = &upgrade {
+        u.restore_request_headers(&mut parts.headers);
+    }
     parts.headers.remove(header::EXPECT); // 100-continue is answered by Portico itself
     headers::append_forwarded_for(&mut parts.headers, conn.peer.ip());
     crate::tls::forward_client_cert(&mut parts.headers, &conn);
@@ -233,6 +242,12 @@ async fn forward(
         parts.uri = Uri::from_parts(uparts).unwrap_or_default();
     } else {
         parts.version = Version::HTTP_11;
+        if te_trailers && protocol == UpstreamProtocol::Auto {
+            // May become HTTP/2 (ALPN) in `pool::fit_form`; gRPC needs `te: trailers` there.
+            parts
+                .headers
+                .insert(header::TE, HeaderValue::from_static("trailers"));
+        }
         if let Some(h) = host_value {
             parts.headers.insert(header::HOST, h);
         }
@@ -300,10 +315,7 @@ async fn forward(
         shadow::mirror(shadow_up, m.clone(), copy);
     }
 
-    let params = ConnectParams {
-        protocol,
-        connect_timeout: up.conf.connect_timeout,
-    };
+    let params = ConnectParams::of(&up);
     let max_attempts = 1 + policy.map_or(0, |p| p.num_retries);
     let grpc = rec.grpc;
     let mut tried: Vec<SocketAddr> = Vec::new();
@@ -356,7 +368,7 @@ async fn forward(
             addr: ep.addr,
         };
         let attempt_start = Instant::now();
-        let outcome = attempt(&up, key, params, req, try_deadline, &ep).await;
+        let outcome = attempt(&up, key, params.clone(), req, try_deadline, &ep).await;
         let latency = attempt_start.elapsed();
         let mut answered: Option<(Response<Incoming>, Option<H1Sender>, ActiveGuard)> = None;
         let (result, back) = match outcome {
@@ -493,6 +505,7 @@ async fn forward(
                     rec.upstream_start = Some(attempt_start);
                     let held = (request_slot, retry_slot);
                     let ctx = RespondCtx {
+                        upgrade,
                         deadline,
                         downstream_version,
                         compress_req,
@@ -578,7 +591,7 @@ async fn attempt(
                 else {
                     return AttemptOutcome::Overflow;
                 };
-                match within(deadline, pool::connect(key, params, slot)).await {
+                match within(deadline, pool::connect(key, params.clone(), slot)).await {
                     Err(Elapsed) => return AttemptOutcome::Deadline,
                     Ok(Err(e)) => return AttemptOutcome::ConnectFailed(e, Some(req)),
                     Ok(Ok(c)) => c,
@@ -588,10 +601,12 @@ async fn attempt(
         let active = ActiveGuard::new(ep);
         let (sent, tx) = match conn {
             Conn::H1(mut tx) => {
+                pool::fit_form(&mut req, false, params.protocol);
                 let fut = tx.try_send_request(req);
                 (within(deadline, fut).await, Some(tx))
             }
             Conn::H2(mut tx) => {
+                pool::fit_form(&mut req, true, params.protocol);
                 let fut = tx.try_send_request(req);
                 (within(deadline, fut).await, None)
             }
@@ -685,12 +700,14 @@ fn respond(
     ctx: RespondCtx,
 ) -> Response<RespBody> {
     let RespondCtx {
+        upgrade,
         deadline,
         downstream_version,
         compress_req,
     } = ctx;
     let (mut rparts, rbody) = resp.into_parts();
     headers::strip_hop_by_hop(&mut rparts.headers);
+    let upgraded = upgrade.is_some_and(|u| u.tunnel(&mut rparts, route.idle_timeout));
     headers::apply_rules(
         &mut rparts.headers,
         &route.remove_response_headers,
@@ -705,7 +722,8 @@ fn respond(
         rec,
         _active: active,
         _held: held,
-        pooled: tx.map(|tx| {
+        // An upgraded connection is the tunnel's, never pooled.
+        pooled: tx.filter(|_| !upgraded).map(|tx| {
             (
                 key,
                 tx,
@@ -728,6 +746,8 @@ fn respond(
 
 /// What the respond step needs from the request.
 struct RespondCtx {
+    /// A WebSocket (or other) upgrade the route allowed.
+    upgrade: Option<upgrade::Upgrade>,
     deadline: Option<tokio::time::Instant>,
     downstream_version: Version,
     /// Method and the headers compression looks at, when the route compresses.

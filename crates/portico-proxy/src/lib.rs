@@ -14,13 +14,15 @@ pub mod headers;
 pub mod local_reply;
 pub mod metrics;
 pub mod pool;
-pub mod retry;
 pub mod proxy_protocol;
+pub mod retry;
 pub mod server;
 pub mod shadow;
 pub mod state;
 pub mod tls;
+pub mod upgrade;
 pub mod upstream;
+pub mod upstream_tls;
 
 pub use server::Server;
 pub use state::{Active, Proxy, ProxySettings, prepare};

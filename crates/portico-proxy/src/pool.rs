@@ -11,13 +11,20 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::uri::{Authority, Scheme};
+use http::{Request, Uri, Version};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use portico_config::snapshot::UpstreamProtocol;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::body::ReqBody;
-use crate::upstream::Held;
+use crate::upstream::{Held, UpstreamState};
+use crate::upstream_tls::UpstreamTls;
 
 /// Identifies one endpoint of one upstream state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -54,7 +61,9 @@ pub enum ConnectError {
     Timeout,
     Io(std::io::Error),
     Handshake(hyper::Error),
-    /// The protocol needs TLS, which this build does not do yet for upstreams.
+    /// The TLS handshake failed (certificate not trusted, wrong name, no common ALPN...).
+    Tls(std::io::Error),
+    /// The upstream's TLS settings could not be loaded (logged when the config was applied).
     Unsupported(&'static str),
 }
 
@@ -64,49 +73,101 @@ impl std::fmt::Display for ConnectError {
             ConnectError::Timeout => f.write_str("connect timeout"),
             ConnectError::Io(e) => write!(f, "connect: {e}"),
             ConnectError::Handshake(e) => write!(f, "handshake: {e}"),
+            ConnectError::Tls(e) => write!(f, "TLS handshake: {e}"),
             ConnectError::Unsupported(what) => write!(f, "unsupported: {what}"),
         }
     }
 }
 
 /// Settings for opening a connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnectParams {
     pub protocol: UpstreamProtocol,
     pub connect_timeout: Duration,
+    /// The upstream's TLS client settings (`https`/`auto`), built once per upstream state.
+    pub tls: Option<Arc<UpstreamTls>>,
+}
+
+impl ConnectParams {
+    /// The connect settings of `up` (cheap: a reference count).
+    pub fn of(up: &UpstreamState) -> ConnectParams {
+        ConnectParams {
+            protocol: up.conf.protocol,
+            connect_timeout: up.conf.connect_timeout,
+            tls: up.tls.clone(),
+        }
+    }
+}
+
+/// Puts `req` in the form its connection needs, for TLS upstreams whose HTTP version is only
+/// known once ALPN has picked it (`protocol: auto`): HTTP/2 takes an absolute URI and no
+/// `Host`; HTTP/1.1 the origin form and `Host`. A no-op for the other protocols (the handler
+/// already built the right form) and when the form already fits.
+pub fn fit_form(req: &mut Request<ReqBody>, h2: bool, protocol: UpstreamProtocol) {
+    if !matches!(protocol, UpstreamProtocol::Https | UpstreamProtocol::Auto) {
+        return;
+    }
+    let is_h2 = req.version() == Version::HTTP_2;
+    if h2 && !is_h2 {
+        let auth = req
+            .headers_mut()
+            .remove(header::HOST)
+            .and_then(|h| h.to_str().ok().and_then(|h| h.parse::<Authority>().ok()))
+            .unwrap_or_else(|| Authority::from_static("upstream"));
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(Scheme::HTTPS);
+        parts.authority = Some(auth);
+        parts.path_and_query = req.uri().path_and_query().cloned();
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+        *req.version_mut() = Version::HTTP_2;
+    } else if !h2 && is_h2 {
+        if let Some(a) = req.uri().authority()
+            && let Ok(v) = HeaderValue::from_str(a.as_str())
+        {
+            req.headers_mut().insert(header::HOST, v);
+        }
+        let pq = req.uri().path_and_query().cloned();
+        *req.uri_mut() = pq.map(Uri::from).unwrap_or_else(|| Uri::from_static("/"));
+        *req.version_mut() = Version::HTTP_11;
+    }
 }
 
 /// Takes an idle connection to `key`, if one is usable. `reused` tells the caller that a
 /// failure to send on it may be a stale connection.
 pub async fn checkout(key: PoolKey, protocol: UpstreamProtocol) -> Option<Conn> {
-    match protocol {
-        UpstreamProtocol::H2c => {
-            let mut tx = POOL.with(|p| {
-                let mut p = p.borrow_mut();
-                match p.h2.get(&key) {
-                    Some(tx) if !tx.is_closed() => Some(tx.clone()),
-                    Some(_) => {
-                        p.h2.remove(&key);
-                        None
-                    }
-                    None => None,
+    // HTTP/2 first: always for h2c, and for `auto` when ALPN picked h2 on an earlier connection.
+    if matches!(protocol, UpstreamProtocol::H2c | UpstreamProtocol::Auto) {
+        let shared = POOL.with(|p| {
+            let mut p = p.borrow_mut();
+            match p.h2.get(&key) {
+                Some(tx) if !tx.is_closed() => Some(tx.clone()),
+                Some(_) => {
+                    p.h2.remove(&key);
+                    None
                 }
-            })?;
-            match tx.ready().await {
-                Ok(()) => Some(Conn::H2(tx)),
-                Err(_) => None,
+                None => None,
             }
+        });
+        if let Some(mut tx) = shared
+            && tx.ready().await.is_ok()
+        {
+            return Some(Conn::H2(tx));
         }
-        _ => loop {
-            let idle = POOL.with(|p| p.borrow_mut().h1.get_mut(&key).and_then(|v| v.pop()))?;
-            if idle.tx.is_closed() || idle.since.elapsed() >= idle.idle_timeout {
-                continue;
-            }
-            let mut tx = idle.tx;
-            if tx.is_ready() || tx.ready().await.is_ok() {
-                return Some(Conn::H1(tx));
-            }
-        },
+        if protocol == UpstreamProtocol::H2c {
+            return None;
+        }
+    }
+    loop {
+        let idle = POOL.with(|p| p.borrow_mut().h1.get_mut(&key).and_then(|v| v.pop()))?;
+        if idle.tx.is_closed() || idle.since.elapsed() >= idle.idle_timeout {
+            continue;
+        }
+        let mut tx = idle.tx;
+        if tx.is_ready() || tx.ready().await.is_ok() {
+            return Some(Conn::H1(tx));
+        }
     }
 }
 
@@ -145,55 +206,74 @@ pub fn sweep() {
     });
 }
 
-/// Opens a new connection to `key.addr`. HTTP/2 connections are shared through the pool.
+/// Opens a new connection to `key.addr` (TCP, then TLS for `https`/`auto`). HTTP/2
+/// connections are shared through the pool. `connect_timeout` covers TCP and TLS together.
 /// `slot` (the upstream's connection breaker) is held for the connection's life.
 pub async fn connect(
     key: PoolKey,
     params: ConnectParams,
     slot: Held,
 ) -> Result<Conn, ConnectError> {
-    if matches!(
-        params.protocol,
-        UpstreamProtocol::Https | UpstreamProtocol::Auto
-    ) {
-        return Err(ConnectError::Unsupported("TLS to upstreams"));
-    }
-    let stream =
-        match tokio::time::timeout(params.connect_timeout, TcpStream::connect(key.addr)).await {
-            Err(_) => return Err(ConnectError::Timeout),
-            Ok(Err(e)) => return Err(ConnectError::Io(e)),
-            Ok(Ok(s)) => s,
-        };
+    let until = tokio::time::Instant::now() + params.connect_timeout;
+    let stream = match tokio::time::timeout_at(until, TcpStream::connect(key.addr)).await {
+        Err(_) => return Err(ConnectError::Timeout),
+        Ok(Err(e)) => return Err(ConnectError::Io(e)),
+        Ok(Ok(s)) => s,
+    };
     let _ = stream.set_nodelay(true);
-    let io = TokioIo::new(stream);
     match params.protocol {
-        UpstreamProtocol::H2c => {
-            let (tx, conn) = http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .handshake(io)
-                .await
-                .map_err(ConnectError::Handshake)?;
-            tokio::spawn(async move {
-                let _slot = slot;
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "upstream h2 connection ended");
-                }
-            });
-            POOL.with(|p| p.borrow_mut().h2.insert(key, tx.clone()));
-            Ok(Conn::H2(tx))
+        UpstreamProtocol::H2c => handshake(key, stream, true, slot).await,
+        UpstreamProtocol::Http1 => handshake(key, stream, false, slot).await,
+        UpstreamProtocol::Https | UpstreamProtocol::Auto => {
+            let Some(tls) = params.tls else {
+                return Err(ConnectError::Unsupported("upstream TLS settings unusable"));
+            };
+            let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+            let name = tls.server_name(key.addr);
+            let stream = match tokio::time::timeout_at(until, connector.connect(name, stream)).await
+            {
+                Err(_) => return Err(ConnectError::Timeout),
+                Ok(Err(e)) => return Err(ConnectError::Tls(e)),
+                Ok(Ok(s)) => s,
+            };
+            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            handshake(key, stream, h2, slot).await
         }
-        _ => {
-            let (tx, conn) = http1::Builder::new()
-                .handshake(io)
-                .await
-                .map_err(ConnectError::Handshake)?;
-            tokio::spawn(async move {
-                let _slot = slot;
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "upstream connection ended");
-                }
-            });
-            Ok(Conn::H1(tx))
-        }
+    }
+}
+
+/// The HTTP handshake on an open stream.
+async fn handshake<S>(key: PoolKey, stream: S, h2: bool, slot: Held) -> Result<Conn, ConnectError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(stream);
+    if h2 {
+        let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(io)
+            .await
+            .map_err(ConnectError::Handshake)?;
+        tokio::spawn(async move {
+            let _slot = slot;
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream h2 connection ended");
+            }
+        });
+        POOL.with(|p| p.borrow_mut().h2.insert(key, tx.clone()));
+        Ok(Conn::H2(tx))
+    } else {
+        let (tx, conn) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(ConnectError::Handshake)?;
+        tokio::spawn(async move {
+            let _slot = slot;
+            // `with_upgrades`: a 101 answer hands the connection to `upgrade.rs` (WebSocket).
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended");
+            }
+        });
+        Ok(Conn::H1(tx))
     }
 }

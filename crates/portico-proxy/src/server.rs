@@ -292,7 +292,10 @@ async fn accept_loop(
         }
         let _ = stream.set_nodelay(true);
         handle.gauge.fetch_add(1, Ordering::Relaxed);
-        proxy.metrics.downstream_connections_total.fetch_add(1, Ordering::Relaxed);
+        proxy
+            .metrics
+            .downstream_connections_total
+            .fetch_add(1, Ordering::Relaxed);
         tokio::spawn(connection(
             proxy.clone(),
             Slot(handle.clone()),

@@ -120,10 +120,7 @@ async fn send(
         uid: up.uid,
         addr: ep.addr,
     };
-    let params = ConnectParams {
-        protocol: up.conf.protocol,
-        connect_timeout: up.conf.connect_timeout,
-    };
+    let params = ConnectParams::of(up);
     let conn = match pool::checkout(key, params.protocol).await {
         Some(c) => c,
         None => {
@@ -133,7 +130,7 @@ async fn send(
             else {
                 return false;
             };
-            match pool::connect(key, params, slot).await {
+            match pool::connect(key, params.clone(), slot).await {
                 Ok(c) => c,
                 Err(_) => return false,
             }

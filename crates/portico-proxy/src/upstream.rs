@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use arc_swap::ArcSwap;
 use portico_config::snapshot::{EndpointSource, UpstreamConf};
 
+use crate::upstream_tls::UpstreamTls;
+
 static NEXT_UID: AtomicU64 = AtomicU64::new(1);
 
 /// One endpoint of an upstream.
@@ -172,6 +174,9 @@ pub struct UpstreamState {
     pub conf: Arc<UpstreamConf>,
     pub endpoints: ArcSwap<EndpointSet>,
     pub breakers: Arc<Breakers>,
+    /// TLS client settings (`https`/`auto` upstreams), built once with the state; `None` for
+    /// plain-text upstreams, or when the settings are unusable (logged; connects then fail).
+    pub tls: Option<Arc<UpstreamTls>>,
     rr: AtomicUsize,
 }
 
@@ -191,11 +196,19 @@ impl UpstreamState {
                 .collect(),
             EndpointSource::Dns { .. } => Vec::new(),
         };
+        let tls = match UpstreamTls::build(&conf) {
+            Ok(t) => t.map(Arc::new),
+            Err(e) => {
+                tracing::error!(upstream = %conf.name, error = %e, "upstream TLS settings unusable; connections will fail");
+                None
+            }
+        };
         UpstreamState {
             uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
             conf,
             endpoints: ArcSwap::from_pointee(EndpointSet::new(initial)),
             breakers: Arc::default(),
+            tls,
             rr: AtomicUsize::new(0),
         }
     }

@@ -1,0 +1,163 @@
+//! WebSocket (HTTP/1.1 Upgrade) through the real binary: an echo round trip on a Mapping with
+//! `allow_upgrade: [websocket]`, 403 on one without it, and the route's idle timeout closing
+//! an idle tunnel.
+
+mod common;
+use common::*;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+/// A WebSocket echo server; counts the connections it accepted.
+async fn echo_server() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let a2 = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            a2.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    let echo = matches!(msg, Message::Text(_) | Message::Binary(_));
+                    if matches!(msg, Message::Close(_)) || (echo && ws.send(msg).await.is_err()) {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+async fn ws_connect(port: u16, path: &str) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let url = format!("ws://127.0.0.1:{port}{path}");
+    tokio_tungstenite::client_async(url, tcp)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+fn mapping(name: &str, prefix: &str, addr: SocketAddr, extra: &str) -> String {
+    format!(
+        "{API}\nkind: Mapping\nmetadata: {{ name: {name} }}\nspec: {{ prefix: {prefix}, service: {addr}{extra} }}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_echo_round_trip() {
+    let (addr, _) = echo_server().await;
+    let p = Portico::start(&mapping("ws", "/ws/", addr, ", allow_upgrade: [websocket]")).await;
+    let mut ws = ws_connect(p.port, "/ws/echo").await.expect("upgrade");
+    ws.send(Message::text("hello through portico"))
+        .await
+        .expect("send");
+    let got = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("echo in time")
+        .expect("stream open")
+        .expect("message");
+    assert_eq!(got, Message::text("hello through portico"));
+    // A larger binary message, both ways.
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    ws.send(Message::binary(big.clone())).await.expect("send");
+    let got = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("echo in time")
+        .expect("stream open")
+        .expect("message");
+    assert_eq!(got.into_data().as_ref(), big.as_slice());
+    ws.close(None).await.expect("close");
+
+    // Plain requests on the same route still work, and the 101 is in the access log.
+    let log = p.wait_log_lines(1).await;
+    assert_eq!(log[0]["status"], 101, "{log:?}");
+    assert_eq!(log[0]["route"], "ws");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_refused_403_without_allow_upgrade() {
+    let (addr, accepted) = echo_server().await;
+    let p = Portico::start(&mapping("plain", "/plain/", addr, "")).await;
+    match ws_connect(p.port, "/plain/echo").await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 403);
+        }
+        Err(e) => panic!("expected an HTTP 403, got {e:?}"),
+        Ok(_) => panic!("upgrade was allowed"),
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        0,
+        "nothing reached the upstream"
+    );
+    // `Upgrade: h2c` (curl --http2 on http://) is not an upgrade Portico refuses: it answers
+    // as plain HTTP/1.1.
+    let up = Upstream::start("plain").await;
+    let p2 = Portico::start(&format!(
+        "{API}\nkind: Mapping\nmetadata: {{ name: p }}\nspec: {{ prefix: /, service: {} }}\n",
+        up.addr
+    ))
+    .await;
+    let r = get(
+        &p2.url("/x"),
+        &[
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", "h2c"),
+            ("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(!up.last().headers.contains_key("upgrade"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_closes_an_idle_tunnel() {
+    let (addr, _) = echo_server().await;
+    let p = Portico::start(&mapping(
+        "ws",
+        "/ws/",
+        addr,
+        ", allow_upgrade: [websocket], idle_timeout_ms: 400",
+    ))
+    .await;
+    let mut ws = ws_connect(p.port, "/ws/idle").await.expect("upgrade");
+    // Activity keeps it open past the idle timeout...
+    for i in 0..4 {
+        ws.send(Message::text(format!("ping {i}")))
+            .await
+            .expect("send");
+        let got = ws.next().await.expect("open").expect("message");
+        assert_eq!(got, Message::text(format!("ping {i}")));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // ...and silence closes it.
+    let start = Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("tunnel closed in time");
+    assert!(
+        !matches!(end, Some(Ok(Message::Text(_) | Message::Binary(_)))),
+        "{end:?}"
+    );
+    let waited = start.elapsed();
+    assert!(waited >= Duration::from_millis(150), "{waited:?}");
+}
