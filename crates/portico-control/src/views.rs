@@ -129,9 +129,10 @@ pub fn upstreams(active: &Active) -> Value {
                 .map(|e| {
                     json!({
                         "address": e.addr.to_string(),
-                        "state": "healthy",
+                        "state": e.health().as_str(),
                         "active_requests": e.active.load(Ordering::Relaxed),
                         "weight": e.weight,
+                        "ejections": e.ejections.load(Ordering::Relaxed),
                     })
                 })
                 .collect();
@@ -139,6 +140,7 @@ pub fn upstreams(active: &Active) -> Value {
             json!({
                 "name": u.conf.name,
                 "endpoints": eps,
+                "ejections_total": u.ejections_total.load(Ordering::Relaxed),
                 "circuit_breakers": {
                     "max_connections": cb.max_connections,
                     "max_pending_requests": cb.max_pending_requests,

@@ -130,6 +130,8 @@ async fn forward(
     };
 
     let (mut parts, body) = req.into_parts();
+    // ring_hash/maglev: the request's key, and a Set-Cookie when Portico made the cookie up.
+    let (lb_hash, lb_cookie) = crate::lb::hash_key(&up.conf.lb, &parts.headers, rec.client);
     let authority = authority_of_parts(&parts.uri, &parts.headers).map(str::to_owned);
     let new_pq = rewrite_path(&route, &parts.uri);
 
@@ -249,7 +251,7 @@ async fn forward(
         }
         let ctx = PickCtx {
             avoid: &tried,
-            hash: None,
+            hash: lb_hash,
         };
         let Some(ep) = up.pick(&ctx) else {
             return rec.fail(&proxy, Flag::UH);
@@ -406,7 +408,7 @@ async fn forward(
                 Some((resp, tx, active)) => {
                     rec.upstream_start = Some(attempt_start);
                     let held = (request_slot, retry_slot);
-                    respond(
+                    let mut resp = respond(
                         proxy,
                         rec,
                         &route,
@@ -418,7 +420,11 @@ async fn forward(
                         held,
                         deadline,
                         downstream_version,
-                    )
+                    );
+                    if let Some(c) = lb_cookie {
+                        resp.headers_mut().append(header::SET_COOKIE, c);
+                    }
+                    resp
                 }
                 None => rec.fail(&proxy, failure_flag(result)),
             };
