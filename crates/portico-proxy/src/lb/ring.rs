@@ -1,7 +1,7 @@
 //! Ketama-style consistent hash ring (`ring_hash`).
 //!
-//! Each endpoint owns a number of points proportional to its weight (at least 1024 points in
-//! all); a key goes to the first point at or after its hash. Points are hashes of the
+//! Each endpoint owns 256 points per unit of weight (fewer when the ring would pass 2^20
+//! points); a key goes to the first point at or after its hash. Points are hashes of the
 //! endpoint's address, so removing one endpoint only moves the keys it owned. Built once per
 //! endpoint set; a lookup is a binary search.
 
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::lb::hash_bytes;
 use crate::upstream::Endpoint;
 
-const MIN_RING: u64 = 1024;
+const POINTS_PER_WEIGHT: u64 = 256;
 const MAX_RING: u64 = 1 << 20;
 
 #[derive(Debug, Default)]
@@ -25,13 +25,14 @@ impl Ring {
         if endpoints.is_empty() {
             return Ring::default();
         }
+        // A fixed number of points per unit of weight, so an endpoint's points do not depend
+        // on the others: when one leaves, only its keys move. Scaled down for huge sets.
         let total: u64 = endpoints.iter().map(|e| u64::from(e.weight.max(1))).sum();
-        let size = (endpoints.len() as u64 * 160).clamp(MIN_RING, MAX_RING);
-        let mut points = Vec::with_capacity(size as usize + endpoints.len());
+        let per_weight = (MAX_RING / total.max(1)).clamp(1, POINTS_PER_WEIGHT);
+        let mut points = Vec::with_capacity((per_weight * total) as usize);
         let mut name = String::with_capacity(64);
         for (i, e) in endpoints.iter().enumerate() {
-            let share = (size * u64::from(e.weight.max(1))).div_ceil(total).max(1);
-            for r in 0..share {
+            for r in 0..per_weight * u64::from(e.weight.max(1)) {
                 name.clear();
                 let _ = write!(name, "{}_{r}", e.addr);
                 points.push((hash_bytes(name.as_bytes()), i as u32));

@@ -1,0 +1,209 @@
+//! Health through the real binary (CONTRACT §3.2, §7): outlier ejection and return, active
+//! HTTP and TCP checks taking endpoints out of rotation and back, the panic threshold, and
+//! what `/upstreams` shows.
+
+mod common;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn upstream(name: &str, addrs: &[&Controlled], extra: &str) -> String {
+    let list: Vec<String> = addrs.iter().map(|u| format!("\"{}\"", u.addr)).collect();
+    format!(
+        "{API}\nkind: Upstream\nmetadata: {{ name: {name} }}\nspec:\n  endpoints: [{}]\n{extra}---\n{API}\nkind: Mapping\nmetadata: {{ name: m-{name} }}\nspec: {{ prefix: /, service: {name} }}\n",
+        list.join(", ")
+    )
+}
+
+async fn three() -> Vec<Controlled> {
+    vec![
+        Controlled::start("a", Duration::ZERO).await,
+        Controlled::start("b", Duration::ZERO).await,
+        Controlled::start("c", Duration::ZERO).await,
+    ]
+}
+
+/// The `/upstreams` state of `addr` in upstream `pool`.
+async fn state_of(p: &Portico, u: &Controlled) -> (String, u64) {
+    let addr = u.addr.to_string();
+    endpoint_states(p, "pool")
+        .await
+        .into_iter()
+        .find(|(a, _, _)| *a == addr)
+        .map(|(_, s, e)| (s, e))
+        .unwrap_or_default()
+}
+
+/// Polls `/upstreams` (every 10 ms, up to `limit`) until `u` is in `state`; the time it took.
+async fn wait_state(p: &Portico, u: &Controlled, state: &str, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        if state_of(p, u).await.0 == state {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{} not {state} within {limit:?}: {:?}",
+            u.name,
+            endpoint_states(p, "pool").await
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outlier_ejects_returns_and_ejects_again() {
+    let u = three().await;
+    u[1].status.store(500, Ordering::SeqCst);
+    let p = Portico::start(&upstream(
+        "pool",
+        &[&u[0], &u[1], &u[2]],
+        "  outlier_detection: { consecutive_5xx: 3, base_ejection_time_ms: 1000, interval_ms: 10000 }\n",
+    ))
+    .await;
+    // Round robin: b answers 500 every third request; its third 500 ejects it.
+    let mut sent = 0;
+    while state_of(&p, &u[1]).await.0 != "ejected" {
+        let _ = get(&p.url("/x"), &[]).await;
+        sent += 1;
+        assert!(sent < 30, "b never ejected");
+    }
+    let ejected_at = Instant::now();
+    assert_eq!(u[1].hits(), 3);
+    let mut ok = 0;
+    for _ in 0..200 {
+        if get(&p.url("/x"), &[]).await.status == 200 {
+            ok += 1;
+        }
+    }
+    eprintln!(
+        "ejected after {sent} requests; {ok}/200 succeeded next ({:?})",
+        ejected_at.elapsed()
+    );
+    assert!(ok >= 190, "{ok}");
+    // Back after base_ejection_time (1 s).
+    let back = wait_state(&p, &u[1], "healthy", Duration::from_secs(3)).await;
+    let out_for = ejected_at.elapsed();
+    eprintln!("back in rotation {out_for:?} after ejection");
+    assert!(
+        out_for >= Duration::from_millis(900) && out_for < Duration::from_millis(1600),
+        "{out_for:?} ({back:?})"
+    );
+    // Still failing: ejected again (for 2 s this time), twice ejected in all.
+    let mut sent = 0;
+    while state_of(&p, &u[1]).await.0 != "ejected" {
+        let _ = get(&p.url("/x"), &[]).await;
+        sent += 1;
+        assert!(sent < 30, "b never ejected again");
+    }
+    let (_, ejections) = state_of(&p, &u[1]).await;
+    assert_eq!(ejections, 2);
+    let again = Instant::now();
+    let back = wait_state(&p, &u[1], "healthy", Duration::from_secs(4)).await;
+    eprintln!(
+        "re-ejected after {sent} requests; second ejection lasted {:?}",
+        again.elapsed()
+    );
+    assert!(back >= Duration::from_millis(1800), "{back:?}");
+    let v: serde_json::Value =
+        serde_json::from_slice(&get(&p.admin_url("/upstreams"), &[]).await.body).expect("json");
+    assert_eq!(v["upstreams"][0]["ejections_total"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_http_health_check_leaves_and_returns() {
+    let u = three().await;
+    let p = Portico::start(&upstream(
+        "pool",
+        &[&u[0], &u[1], &u[2]],
+        "  health_checks: [{ path: /healthz, interval_ms: 200, timeout_ms: 100, unhealthy_threshold: 2, healthy_threshold: 2 }]\n",
+    ))
+    .await;
+    // Checks run and pass; all three take traffic.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(u[0].health_hits.load(Ordering::SeqCst) >= 1);
+    for _ in 0..30 {
+        assert_eq!(get(&p.url("/x"), &[]).await.status, 200);
+    }
+    assert!(u[0].hits() >= 9);
+
+    u[0].health_status.store(503, Ordering::SeqCst);
+    let out = wait_state(&p, &u[0], "unhealthy", Duration::from_secs(2)).await;
+    eprintln!("unhealthy after {out:?} (threshold 2 x 200 ms)");
+    assert!(out <= Duration::from_millis(2 * 220 + 150), "{out:?}");
+    let before = u[0].hits();
+    for _ in 0..60 {
+        assert_eq!(get(&p.url("/x"), &[]).await.status, 200);
+    }
+    assert_eq!(u[0].hits(), before, "unhealthy endpoint got traffic");
+
+    u[0].health_status.store(200, Ordering::SeqCst);
+    let back = wait_state(&p, &u[0], "healthy", Duration::from_secs(2)).await;
+    eprintln!("healthy again after {back:?} (threshold 2 x 200 ms)");
+    assert!(back <= Duration::from_millis(2 * 220 + 150), "{back:?}");
+    for _ in 0..30 {
+        assert_eq!(get(&p.url("/x"), &[]).await.status, 200);
+    }
+    assert!(u[0].hits() >= before + 9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_health_check_notices_a_dead_endpoint() {
+    let mut u = three().await;
+    let p = Portico::start(&upstream(
+        "pool",
+        &[&u[0], &u[1], &u[2]],
+        "  health_checks: [{ tcp: {}, interval_ms: 150, timeout_ms: 100, unhealthy_threshold: 1, healthy_threshold: 1 }]\n",
+    ))
+    .await;
+    let victim = u.remove(2);
+    let addr = victim.addr;
+    drop(victim);
+    let start = Instant::now();
+    loop {
+        let states = endpoint_states(&p, "pool").await;
+        if states
+            .iter()
+            .any(|(a, s, _)| *a == addr.to_string() && s == "unhealthy")
+        {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(2), "{states:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for _ in 0..30 {
+        assert_eq!(get(&p.url("/x"), &[]).await.status, 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn below_panic_threshold_all_endpoints_are_used() {
+    let u = three().await;
+    let p = Portico::start(&upstream(
+        "pool",
+        &[&u[0], &u[1], &u[2]],
+        "  health_checks: [{ path: /healthz, interval_ms: 100, timeout_ms: 100, unhealthy_threshold: 1, healthy_threshold: 1 }]\n",
+    ))
+    .await;
+    // One of three unhealthy (67% available): it gets nothing.
+    u[0].health_status.store(500, Ordering::SeqCst);
+    wait_state(&p, &u[0], "unhealthy", Duration::from_secs(2)).await;
+    let before = u[0].hits();
+    for _ in 0..60 {
+        let _ = get(&p.url("/x"), &[]).await;
+    }
+    assert_eq!(u[0].hits(), before);
+    // Two of three (33% < 50%): panic mode, all three take traffic.
+    u[1].health_status.store(500, Ordering::SeqCst);
+    wait_state(&p, &u[1], "unhealthy", Duration::from_secs(2)).await;
+    let base: Vec<usize> = u.iter().map(|x| x.hits()).collect();
+    for _ in 0..300 {
+        assert_eq!(get(&p.url("/x"), &[]).await.status, 200);
+    }
+    let got: Vec<usize> = u.iter().zip(&base).map(|(x, b)| x.hits() - b).collect();
+    eprintln!("panic mode, 300 requests: {got:?}");
+    for g in got {
+        assert!(g >= 80, "panic mode should use all endpoints");
+    }
+}
