@@ -1,12 +1,19 @@
 //! Health through the real binary (CONTRACT §3.2, §7): outlier ejection and return, active
-//! HTTP and TCP checks taking endpoints out of rotation and back, the panic threshold, and
+//! HTTP, gRPC and TCP checks taking endpoints out of rotation and back, the panic threshold, and
 //! what `/upstreams` shows.
 
 mod common;
-use std::sync::atomic::Ordering;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use common::*;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 
 fn upstream(name: &str, addrs: &[&Controlled], extra: &str) -> String {
     let list: Vec<String> = addrs.iter().map(|u| format!("\"{}\"", u.addr)).collect();
@@ -205,5 +212,97 @@ async fn below_panic_threshold_all_endpoints_are_used() {
     eprintln!("panic mode, 300 requests: {got:?}");
     for g in got {
         assert!(g >= 80, "panic mode should use all endpoints");
+    }
+}
+
+/// A gRPC health server (h2c): answers `grpc.health.v1.Health/Check` with `serving`
+/// (1 = SERVING, 2 = NOT_SERVING) and records the request bodies.
+async fn grpc_health_server(
+    serving: Arc<AtomicU8>,
+    bodies: Arc<Mutex<Vec<(String, Bytes)>>>,
+) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let (serving, bodies) = (serving.clone(), bodies.clone());
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: http::Request<Incoming>| {
+                    let (serving, bodies) = (serving.clone(), bodies.clone());
+                    async move {
+                        let path = req.uri().path().to_string();
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|c| c.to_bytes())
+                            .unwrap_or_default();
+                        bodies.lock().expect("lock").push((path, body));
+                        let msg = vec![0, 0, 0, 0, 2, 0x08, serving.load(Ordering::SeqCst)];
+                        let body = Full::new(Bytes::from(msg)).with_trailers(async {
+                            let mut t = http::HeaderMap::new();
+                            t.insert("grpc-status", http::HeaderValue::from_static("0"));
+                            Some(Ok(t))
+                        });
+                        let mut r = http::Response::new(body);
+                        r.headers_mut().insert(
+                            "content-type",
+                            http::HeaderValue::from_static("application/grpc"),
+                        );
+                        Ok::<_, Infallible>(r)
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_health_check_follows_serving_status() {
+    let serving = Arc::new(AtomicU8::new(1));
+    let bodies: Arc<Mutex<Vec<(String, Bytes)>>> = Arc::default();
+    let addr = grpc_health_server(serving.clone(), bodies.clone()).await;
+    let p = Portico::start(&format!(
+        "{API}\nkind: Upstream\nmetadata: {{ name: pool }}\nspec:\n  endpoints: [\"{addr}\"]\n  protocol: h2c\n  health_checks: [{{ grpc: {{ service: quote }}, interval_ms: 150, timeout_ms: 100, unhealthy_threshold: 1, healthy_threshold: 1 }}]\n"
+    ))
+    .await;
+    let state = || async {
+        endpoint_states(&p, "pool")
+            .await
+            .first()
+            .map(|(_, s, _)| s.clone())
+            .unwrap_or_default()
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(state().await, "healthy");
+    {
+        let seen = bodies.lock().expect("lock");
+        assert!(!seen.is_empty());
+        assert_eq!(seen[0].0, "/grpc.health.v1.Health/Check");
+        assert_eq!(&seen[0].1[..], b"\0\0\0\0\x07\x0a\x05quote");
+    }
+    serving.store(2, Ordering::SeqCst);
+    let start = Instant::now();
+    while state().await != "unhealthy" {
+        assert!(start.elapsed() < Duration::from_secs(2), "never unhealthy");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    serving.store(1, Ordering::SeqCst);
+    let start = Instant::now();
+    while state().await != "healthy" {
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "never healthy again"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -332,4 +332,16 @@ mod tests {
         let c = conf(LbPolicy::RoundRobin, Some(HashOn::SourceIp));
         assert_eq!(hash_key(&c, &h, ip), (None, None));
     }
+
+    #[test]
+    fn slow_start_ramps_linearly_from_ten_percent() {
+        let e = Endpoint::new("127.0.0.1:1".parse().expect("addr"), 1);
+        let w = Some(Duration::from_millis(1000));
+        assert_eq!(ramp(&e, 5_000, w), 1.0); // present from the start
+        e.since.store(4_000, Ordering::Relaxed);
+        assert!((ramp(&e, 4_500, w) - 0.5).abs() < 1e-9);
+        assert_eq!(ramp(&e, 4_010, w), 0.1);
+        assert_eq!(ramp(&e, 5_000, w), 1.0);
+        assert_eq!(ramp(&e, 4_010, None), 1.0);
+    }
 }
