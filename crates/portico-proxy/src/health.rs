@@ -6,8 +6,9 @@
 //! concurrently (each probe bounded by `timeout`), then sleeps `interval` ± 10% (measured
 //! from the round's start). `unhealthy_threshold` consecutive failures set the check's bit
 //! in `Endpoint::hc_down`; `healthy_threshold` consecutive passes clear it. Endpoints start
-//! healthy. TLS upstreams (`https`, `auto`) are probed with a TCP connect until upstream TLS
-//! exists.
+//! healthy. An endpoint taken over by a newer state of the same upstream (a reload that
+//! changed its settings) is left to that state's checks. TLS upstreams (`https`, `auto`)
+//! are probed with a TCP connect until upstream TLS exists.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -40,12 +41,13 @@ async fn run(weak: Weak<UpstreamState>, bit: u32, check: HealthCheckConf) {
     let mut streaks: HashMap<SocketAddr, (u32, u32)> = HashMap::new();
     loop {
         let round = tokio::time::Instant::now();
-        let (set, host, protocol) = {
+        let (set, host, protocol, uid) = {
             let Some(state) = weak.upgrade() else { break };
             (
                 state.endpoints.load_full(),
                 state.conf.name.clone(),
                 state.conf.protocol,
+                state.uid,
             )
         };
         let probes = set.endpoints.iter().map(|e| {
@@ -59,6 +61,9 @@ async fn run(weak: Weak<UpstreamState>, bit: u32, check: HealthCheckConf) {
         });
         let results = futures_util::future::join_all(probes).await;
         for (e, ok) in set.endpoints.iter().zip(results) {
+            if e.owner.load(Ordering::Relaxed) != uid {
+                continue; // taken over by a newer state of this upstream
+            }
             let s = streaks.entry(e.addr).or_insert((0, 0));
             if ok {
                 *s = (s.0.saturating_add(1), 0);

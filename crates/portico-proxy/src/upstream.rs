@@ -39,6 +39,9 @@ pub struct Endpoint {
     pub(crate) ewma: Ewma,
     /// `lb::now_ms()` when it joined or recovered, for slow start (0: from the start).
     pub since: AtomicU64,
+    /// `uid` of the upstream state whose health checks update this endpoint (the newest one
+    /// that took it over; an older state still held by long requests leaves it alone).
+    pub(crate) owner: AtomicU64,
 }
 
 /// What `/upstreams` shows for an endpoint.
@@ -73,6 +76,7 @@ impl Endpoint {
             consec_gw: AtomicU32::new(0),
             ewma: Ewma::default(),
             since: AtomicU64::new(0),
+            owner: AtomicU64::new(0),
         }
     }
 
@@ -285,8 +289,12 @@ impl UpstreamState {
             EndpointSource::Dns { .. } => Vec::new(),
         };
         let policy = conf.lb.policy;
+        let uid = NEXT_UID.fetch_add(1, Ordering::Relaxed);
+        for e in &initial {
+            e.owner.store(uid, Ordering::Relaxed);
+        }
         UpstreamState {
-            uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
+            uid,
             conf,
             endpoints: ArcSwap::from_pointee(EndpointSet::new(initial, policy)),
             breakers: Arc::default(),
@@ -319,6 +327,7 @@ impl UpstreamState {
                         if !same_checks {
                             o.hc_down.store(0, Ordering::Relaxed);
                         }
+                        o.owner.store(self.uid, Ordering::Relaxed);
                         o.clone()
                     }
                     None => {
@@ -368,6 +377,7 @@ impl UpstreamState {
                 None => {
                     let e = Endpoint::new(addr, weight);
                     e.since.store(since, Ordering::Relaxed);
+                    e.owner.store(self.uid, Ordering::Relaxed);
                     fresh.push(Arc::new(e))
                 }
             }

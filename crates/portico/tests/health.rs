@@ -306,3 +306,40 @@ async fn grpc_health_check_follows_serving_status() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_ejection_survive_a_reload_that_changes_settings() {
+    let u = three().await;
+    // One of three left available is 33%: a panic threshold of 30 keeps panic mode off.
+    let checks = "  health_checks: [{ path: /healthz, interval_ms: 200, timeout_ms: 100, unhealthy_threshold: 2, healthy_threshold: 2 }]\n  outlier_detection: { consecutive_5xx: 3, base_ejection_time_ms: 5000 }\n  load_balancer: { healthy_panic_threshold: 30 }\n";
+    let p = Portico::start(&upstream("pool", &[&u[0], &u[1], &u[2]], checks)).await;
+    u[0].health_status.store(503, Ordering::SeqCst);
+    u[1].status.store(500, Ordering::SeqCst);
+    wait_state(&p, &u[0], "unhealthy", Duration::from_secs(2)).await;
+    let mut sent = 0;
+    while state_of(&p, &u[1]).await.0 != "ejected" {
+        let _ = get(&p.url("/x"), &[]).await;
+        sent += 1;
+        assert!(sent < 40, "b never ejected");
+    }
+    // New settings (a circuit breaker): a new upstream state, same endpoints.
+    p.write_config(&upstream(
+        "pool",
+        &[&u[0], &u[1], &u[2]],
+        &format!("{checks}  circuit_breakers: {{ max_requests: 500 }}\n"),
+    ));
+    let r = post(&p.admin_url("/reload"), "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let states = endpoint_states(&p, "pool").await;
+    assert_eq!(states[0].1, "unhealthy", "{states:?}");
+    assert_eq!(states[1].1, "ejected", "{states:?}");
+    assert_eq!(states[2].1, "healthy", "{states:?}");
+    let before = (u[0].hits(), u[1].hits());
+    for _ in 0..30 {
+        assert_eq!(get(&p.url("/x"), &[]).await.status, 200);
+    }
+    assert_eq!((u[0].hits(), u[1].hits()), before);
+    // The new state's checks bring a back.
+    u[0].health_status.store(200, Ordering::SeqCst);
+    wait_state(&p, &u[0], "healthy", Duration::from_secs(2)).await;
+}
