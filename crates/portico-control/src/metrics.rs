@@ -61,7 +61,7 @@ pub fn render(ctl: &Controller) -> String {
             );
         }
     }
-    let simple: [UpstreamCounter; 4] = [
+    let simple: [UpstreamCounter; 3] = [
         (
             "portico_upstream_connect_failures_total",
             "Failed connection attempts.",
@@ -71,11 +71,6 @@ pub fn render(ctl: &Controller) -> String {
             "portico_circuit_breaker_overflows_total",
             "Requests refused by a circuit breaker.",
             |m| m.overflows.load(Ordering::Relaxed),
-        ),
-        (
-            "portico_outlier_ejections_total",
-            "Endpoints ejected by outlier detection.",
-            |m| m.ejections.load(Ordering::Relaxed),
         ),
         (
             "portico_retry_budget_exhausted_total",
@@ -88,6 +83,20 @@ pub fn render(ctl: &Controller) -> String {
         for (name, _, m) in &ups {
             let _ = writeln!(out, "{metric}{{upstream=\"{}\"}} {}", label(name), get(m));
         }
+    }
+    header(
+        &mut out,
+        "portico_outlier_ejections_total",
+        "counter",
+        "Endpoints ejected by outlier detection.",
+    );
+    for (name, state, _) in &ups {
+        let n = state.ejections_total.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "portico_outlier_ejections_total{{upstream=\"{}\"}} {n}",
+            label(name)
+        );
     }
     header(
         &mut out,

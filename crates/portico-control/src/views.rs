@@ -121,11 +121,13 @@ pub fn routes(active: &Active) -> Value {
 pub fn endpoint_state_counts(
     state: &portico_proxy::upstream::UpstreamState,
 ) -> [(&'static str, usize); 3] {
+    use portico_proxy::upstream::EndpointHealth;
     let set = state.endpoints.load();
+    let count = |h: EndpointHealth| set.endpoints.iter().filter(|e| e.health() == h).count();
     [
-        ("healthy", set.endpoints.len()),
-        ("unhealthy", 0),
-        ("ejected", 0),
+        ("healthy", count(EndpointHealth::Healthy)),
+        ("unhealthy", count(EndpointHealth::Unhealthy)),
+        ("ejected", count(EndpointHealth::Ejected)),
     ]
 }
 
@@ -141,9 +143,10 @@ pub fn upstreams(active: &Active) -> Value {
                 .map(|e| {
                     json!({
                         "address": e.addr.to_string(),
-                        "state": "healthy",
+                        "state": e.health().as_str(),
                         "active_requests": e.active.load(Ordering::Relaxed),
                         "weight": e.weight,
+                        "ejections": e.ejections.load(Ordering::Relaxed),
                     })
                 })
                 .collect();
@@ -151,6 +154,7 @@ pub fn upstreams(active: &Active) -> Value {
             json!({
                 "name": u.conf.name,
                 "endpoints": eps,
+                "ejections_total": u.ejections_total.load(Ordering::Relaxed),
                 "circuit_breakers": {
                     "max_connections": cb.max_connections,
                     "max_pending_requests": cb.max_pending_requests,

@@ -179,6 +179,8 @@ async fn forward(
     };
 
     let (mut parts, body) = req.into_parts();
+    // ring_hash/maglev: the request's key, and a Set-Cookie when Portico made the cookie up.
+    let (lb_hash, lb_cookie) = crate::lb::hash_key(&up.conf.lb, &parts.headers, rec.client);
     let authority = authority_of_parts(&parts.uri, &parts.headers).map(str::to_owned);
     let new_pq = rewrite_path(&route, &parts.uri);
 
@@ -335,7 +337,7 @@ async fn forward(
         }
         let ctx = PickCtx {
             avoid: &tried,
-            hash: None,
+            hash: lb_hash,
         };
         let Some(ep) = up.pick(&ctx) else {
             return rec.fail(&proxy, Flag::UH);
@@ -510,7 +512,12 @@ async fn forward(
                         downstream_version,
                         compress_req,
                     };
-                    respond(proxy, rec, &route, &up, key, resp, tx, active, held, ctx)
+                    let mut resp =
+                        respond(proxy, rec, &route, &up, key, resp, tx, active, held, ctx);
+                    if let Some(c) = lb_cookie {
+                        resp.headers_mut().append(header::SET_COOKIE, c);
+                    }
+                    resp
                 }
                 None => rec.fail(&proxy, failure_flag(result)),
             };

@@ -1,6 +1,7 @@
 //! Portico's data plane: listeners and workers (`server`), the request lifecycle
-//! (`handler`), upstream state and connection pools (`upstream`, `pool`), bodies, local
-//! replies and the access log.
+//! (`handler`), upstream state and connection pools (`upstream`, `pool`), load balancing
+//! (`lb`), active and passive health (`health`, `outlier`), bodies, local replies and the
+//! access log.
 #![forbid(unsafe_code)]
 
 pub mod access_log;
@@ -11,8 +12,11 @@ pub mod deadline;
 pub mod h1_guard;
 pub mod handler;
 pub mod headers;
+pub mod health;
+pub mod lb;
 pub mod local_reply;
 pub mod metrics;
+pub mod outlier;
 pub mod pool;
 pub mod proxy_protocol;
 pub mod retry;

@@ -103,7 +103,7 @@ const DNS_WAIT: Duration = Duration::from_secs(2);
 
 /// Builds the runtime state for `snapshot`, reusing upstream state from `previous` where the
 /// settings are unchanged. Must run inside a tokio runtime that lives as long as the proxy
-/// (it spawns DNS refresh tasks there).
+/// (it spawns DNS refresh and health-check tasks there).
 pub async fn prepare(
     snapshot: Snapshot,
     generation: u64,
@@ -119,6 +119,14 @@ pub async fn prepare(
             None => {
                 let s = Arc::new(UpstreamState::new(conf.clone()));
                 start_resolution(&s).await;
+                // Changed settings: endpoints that stay keep their health, ejection and
+                // latency state.
+                if let Some(prev) =
+                    previous.and_then(|p| p.upstreams.iter().find(|u| u.conf.name == conf.name))
+                {
+                    s.adopt_endpoints(prev);
+                }
+                crate::health::spawn(&s);
                 s
             }
         };

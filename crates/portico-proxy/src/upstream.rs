@@ -3,14 +3,18 @@
 //! An `UpstreamState` outlives reloads as long as the upstream's settings do not change, so
 //! its connection pools (keyed by `uid`) and counters survive. Endpoints are replaced
 //! wholesale (an atomic pointer swap) when DNS answers change; picking an endpoint is
-//! lock-free.
+//! lock-free. Load balancing lives in `lb`, active health checks in `health`, passive ones
+//! in `outlier`; their per-endpoint state is atomics on [`Endpoint`], so it survives endpoint
+//! set changes for endpoints that stay.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use arc_swap::ArcSwap;
-use portico_config::snapshot::{EndpointSource, UpstreamConf};
+use portico_config::snapshot::{EndpointSource, LbPolicy, UpstreamConf};
+
+use crate::lb::{self, HashTable, p2c::Ewma};
 
 use crate::upstream_tls::UpstreamTls;
 
@@ -23,28 +27,125 @@ pub struct Endpoint {
     pub weight: u32,
     /// Requests in flight to this endpoint.
     pub active: AtomicU32,
+    /// Bit i set: active health check i considers the endpoint unhealthy.
+    pub hc_down: AtomicU32,
+    /// `lb::now_ms()` until which outlier detection ejects it (0: never ejected).
+    pub ejected_until: AtomicU64,
+    /// Times ejected (for `/upstreams`).
+    pub ejections: AtomicU32,
+    /// Ejection-time multiplier (decays while the endpoint behaves).
+    pub(crate) eject_mult: AtomicU32,
+    pub(crate) consec_5xx: AtomicU32,
+    pub(crate) consec_gw: AtomicU32,
+    /// Peak-EWMA latency (the `ewma` policy).
+    pub(crate) ewma: Ewma,
+    /// `lb::now_ms()` when it joined or recovered, for slow start (0: from the start).
+    pub since: AtomicU64,
+    /// `uid` of the upstream state whose health checks update this endpoint (the newest one
+    /// that took it over; an older state still held by long requests leaves it alone).
+    pub(crate) owner: AtomicU64,
 }
 
-/// The endpoint set, with a precomputed smooth weighted round-robin schedule.
+/// What `/upstreams` shows for an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointHealth {
+    Healthy,
+    Unhealthy,
+    Ejected,
+}
+
+impl EndpointHealth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointHealth::Healthy => "healthy",
+            EndpointHealth::Unhealthy => "unhealthy",
+            EndpointHealth::Ejected => "ejected",
+        }
+    }
+}
+
+impl Endpoint {
+    pub fn new(addr: SocketAddr, weight: u32) -> Endpoint {
+        Endpoint {
+            addr,
+            weight,
+            active: AtomicU32::new(0),
+            hc_down: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+            ejections: AtomicU32::new(0),
+            eject_mult: AtomicU32::new(0),
+            consec_5xx: AtomicU32::new(0),
+            consec_gw: AtomicU32::new(0),
+            ewma: Ewma::default(),
+            since: AtomicU64::new(0),
+            owner: AtomicU64::new(0),
+        }
+    }
+
+    /// Passing its active health checks?
+    pub fn is_healthy(&self) -> bool {
+        self.hc_down.load(Ordering::Relaxed) == 0
+    }
+
+    /// Ejected by outlier detection at `now` (`lb::now_ms()`)?
+    pub fn is_ejected(&self, now: u64) -> bool {
+        self.ejected_until.load(Ordering::Relaxed) > now
+    }
+
+    /// Healthy and not ejected: may take traffic outside panic mode.
+    pub fn available(&self, now: u64) -> bool {
+        self.is_healthy() && !self.is_ejected(now)
+    }
+
+    pub fn health(&self) -> EndpointHealth {
+        if !self.is_healthy() {
+            EndpointHealth::Unhealthy
+        } else if self.is_ejected(lb::now_ms()) {
+            EndpointHealth::Ejected
+        } else {
+            EndpointHealth::Healthy
+        }
+    }
+}
+
+/// The endpoint set, with what its load-balancing policy precomputes: the smooth weighted
+/// round-robin schedule, cumulative weights (weighted random), the hash ring or Maglev table.
 #[derive(Debug, Default)]
 pub struct EndpointSet {
     pub endpoints: Vec<Arc<Endpoint>>,
     /// Indices into `endpoints`, in smooth-WRR order; empty when all weights are equal.
-    schedule: Vec<u32>,
+    pub(crate) schedule: Vec<u32>,
+    /// Running sums of weights; empty when all weights are equal.
+    pub(crate) cumulative: Vec<u64>,
+    pub(crate) hash: HashTable,
 }
 
 impl EndpointSet {
-    pub fn new(endpoints: Vec<Arc<Endpoint>>) -> Self {
+    pub fn new(endpoints: Vec<Arc<Endpoint>>, policy: LbPolicy) -> Self {
         let weights: Vec<u32> = endpoints.iter().map(|e| e.weight.max(1)).collect();
         let uniform = weights.windows(2).all(|w| w[0] == w[1]);
-        let schedule = if uniform {
+        let schedule = if uniform || policy != LbPolicy::RoundRobin {
             Vec::new()
         } else {
             smooth_wrr_schedule(&weights)
         };
+        let cumulative = if uniform || policy != LbPolicy::Random {
+            Vec::new()
+        } else {
+            weights
+                .iter()
+                .scan(0u64, |acc, &w| {
+                    *acc += u64::from(w);
+                    Some(*acc)
+                })
+                .collect()
+        };
+        let hash = HashTable::build(policy, &endpoints);
         EndpointSet {
             endpoints,
             schedule,
+            cumulative,
+            hash,
         }
     }
 }
@@ -177,7 +278,9 @@ pub struct UpstreamState {
     /// TLS client settings (`https`/`auto` upstreams), built once with the state; `None` for
     /// plain-text upstreams, or when the settings are unusable (logged; connects then fail).
     pub tls: Option<Arc<UpstreamTls>>,
-    rr: AtomicUsize,
+    pub(crate) rr: AtomicUsize,
+    /// Outlier ejections so far.
+    pub ejections_total: AtomicU64,
 }
 
 impl UpstreamState {
@@ -186,13 +289,7 @@ impl UpstreamState {
             EndpointSource::Static(list) => list
                 .iter()
                 .filter_map(|e| e.address.parse::<SocketAddr>().ok().map(|a| (a, e.weight)))
-                .map(|(addr, weight)| {
-                    Arc::new(Endpoint {
-                        addr,
-                        weight,
-                        active: AtomicU32::new(0),
-                    })
-                })
+                .map(|(addr, weight)| Arc::new(Endpoint::new(addr, weight)))
                 .collect(),
             EndpointSource::Dns { .. } => Vec::new(),
         };
@@ -203,14 +300,58 @@ impl UpstreamState {
                 None
             }
         };
+        let policy = conf.lb.policy;
+        let uid = NEXT_UID.fetch_add(1, Ordering::Relaxed);
+        for e in &initial {
+            e.owner.store(uid, Ordering::Relaxed);
+        }
         UpstreamState {
-            uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
+            uid,
             conf,
-            endpoints: ArcSwap::from_pointee(EndpointSet::new(initial)),
+            endpoints: ArcSwap::from_pointee(EndpointSet::new(initial, policy)),
             breakers: Arc::default(),
             tls,
             rr: AtomicUsize::new(0),
+            ejections_total: AtomicU64::new(0),
         }
+    }
+
+    /// Takes over the endpoint state (health, ejection, latency, slow start) of `prev`, the
+    /// state this one replaces after a reload that changed the upstream's settings, for the
+    /// endpoints that stay; endpoints that are new to it start slow.
+    pub fn adopt_endpoints(&self, prev: &UpstreamState) {
+        let old = prev.endpoints.load();
+        if old.endpoints.is_empty() {
+            return;
+        }
+        let same_checks = prev.conf.health_checks == self.conf.health_checks;
+        let now = lb::now_ms();
+        let cur = self.endpoints.load();
+        let fresh: Vec<Arc<Endpoint>> = cur
+            .endpoints
+            .iter()
+            .map(|e| {
+                match old
+                    .endpoints
+                    .iter()
+                    .find(|o| o.addr == e.addr && o.weight == e.weight)
+                {
+                    Some(o) => {
+                        if !same_checks {
+                            o.hc_down.store(0, Ordering::Relaxed);
+                        }
+                        o.owner.store(self.uid, Ordering::Relaxed);
+                        o.clone()
+                    }
+                    None => {
+                        e.since.store(now, Ordering::Relaxed);
+                        e.clone()
+                    }
+                }
+            })
+            .collect();
+        self.endpoints
+            .store(Arc::new(EndpointSet::new(fresh, self.conf.lb.policy)));
     }
 
     /// Does this state serve `conf` unchanged (same settings; the id may differ)?
@@ -232,6 +373,12 @@ impl UpstreamState {
     /// Replaces the endpoint set, keeping the state of endpoints that stay.
     pub fn set_endpoints(&self, addrs: Vec<(SocketAddr, u32)>) {
         let old = self.endpoints.load();
+        // Endpoints joining a set that had some start slow.
+        let since = if old.endpoints.is_empty() {
+            0
+        } else {
+            lb::now_ms()
+        };
         let mut fresh = Vec::with_capacity(addrs.len());
         for (addr, weight) in addrs {
             match old
@@ -240,11 +387,12 @@ impl UpstreamState {
                 .find(|e| e.addr == addr && e.weight == weight)
             {
                 Some(e) => fresh.push(e.clone()),
-                None => fresh.push(Arc::new(Endpoint {
-                    addr,
-                    weight,
-                    active: AtomicU32::new(0),
-                })),
+                None => {
+                    let e = Endpoint::new(addr, weight);
+                    e.since.store(since, Ordering::Relaxed);
+                    e.owner.store(self.uid, Ordering::Relaxed);
+                    fresh.push(Arc::new(e))
+                }
             }
         }
         let unchanged = fresh.len() == old.endpoints.len()
@@ -253,39 +401,25 @@ impl UpstreamState {
                 .zip(old.endpoints.iter())
                 .all(|(a, b)| Arc::ptr_eq(a, b));
         if !unchanged {
-            self.endpoints.store(Arc::new(EndpointSet::new(fresh)));
+            self.endpoints
+                .store(Arc::new(EndpointSet::new(fresh, self.conf.lb.policy)));
         }
     }
 
-    /// Picks an endpoint by (weighted) round robin, skipping `ctx.avoid` when another exists.
+    /// Picks an endpoint for one attempt with the upstream's policy (see `lb`): only
+    /// healthy, non-ejected endpoints unless in panic mode; `ctx.avoid` while another is left.
     pub fn pick(&self, ctx: &PickCtx<'_>) -> Option<Arc<Endpoint>> {
-        let set = self.endpoints.load();
-        let n = set.endpoints.len();
-        if n == 0 {
-            return None;
-        }
-        for _ in 0..n.min(4) {
-            let tick = self.rr.fetch_add(1, Ordering::Relaxed);
-            let idx = if set.schedule.is_empty() {
-                tick % n
-            } else {
-                set.schedule[tick % set.schedule.len()] as usize
-            };
-            let ep = &set.endpoints[idx];
-            if !ctx.avoid.contains(&ep.addr) || n == 1 {
-                return Some(ep.clone());
-            }
-        }
-        set.endpoints
-            .iter()
-            .find(|e| !ctx.avoid.contains(&e.addr))
-            .or(set.endpoints.first())
-            .cloned()
+        lb::pick(self, ctx)
     }
 
     /// Records how an attempt on `ep` ended (outlier detection, latency-aware balancing).
     pub fn report(&self, ep: &Endpoint, report: AttemptReport) {
-        let _ = (ep, report);
+        if self.conf.lb.policy == LbPolicy::Ewma && report.status.is_some() {
+            ep.ewma.observe(report.latency, lb::now_us());
+        }
+        if let Some(o) = &self.conf.outlier {
+            crate::outlier::observe(self, o, ep, &report);
+        }
     }
 }
 

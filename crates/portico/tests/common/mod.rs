@@ -420,3 +420,123 @@ pub fn listener_doc(name: &str, port: u16, protocol: &str, extra: &str) -> Strin
         "{API}\nkind: Listener\nmetadata: {{ name: {name} }}\nspec: {{ address: 127.0.0.1, port: {port}, protocol: {protocol}{extra} }}\n"
     )
 }
+
+/// A loopback upstream (HTTP/1.1 + h2c) whose behaviour a test changes while it runs:
+/// `status` and `delay_ms` for ordinary requests, `health_status` for paths starting with
+/// `/healthz`. Answers carry `x-upstream: NAME`; `hits` counts ordinary requests only.
+pub struct Controlled {
+    pub addr: SocketAddr,
+    pub name: String,
+    pub status: Arc<std::sync::atomic::AtomicU16>,
+    pub health_status: Arc<std::sync::atomic::AtomicU16>,
+    pub delay_ms: Arc<std::sync::atomic::AtomicU64>,
+    pub hits: Arc<std::sync::atomic::AtomicUsize>,
+    pub health_hits: Arc<std::sync::atomic::AtomicUsize>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Controlled {
+    pub async fn start(name: &str, delay: Duration) -> Controlled {
+        use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
+        let addr = listener.local_addr().expect("addr");
+        let status = Arc::new(AtomicU16::new(200));
+        let health_status = Arc::new(AtomicU16::new(200));
+        let delay_ms = Arc::new(AtomicU64::new(delay.as_millis() as u64));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let health_hits = Arc::new(AtomicUsize::new(0));
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let shared = (
+            status.clone(),
+            health_status.clone(),
+            delay_ms.clone(),
+            hits.clone(),
+            health_hits.clone(),
+            name.to_string(),
+        );
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    a = listener.accept() => a,
+                    _ = &mut stop_rx => break,
+                };
+                let Ok((stream, _)) = accepted else { continue };
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let (status, health_status, delay_ms, hits, health_hits, name) =
+                            shared.clone();
+                        async move {
+                            let health = req.uri().path().starts_with("/healthz");
+                            let _ = req.into_body().collect().await;
+                            let code = if health {
+                                health_hits.fetch_add(1, Ordering::SeqCst);
+                                health_status.load(Ordering::SeqCst)
+                            } else {
+                                hits.fetch_add(1, Ordering::SeqCst);
+                                let d = delay_ms.load(Ordering::SeqCst);
+                                if d > 0 {
+                                    tokio::time::sleep(Duration::from_millis(d)).await;
+                                }
+                                status.load(Ordering::SeqCst)
+                            };
+                            let mut r =
+                                Response::new(Full::new(Bytes::from(format!("upstream {name}"))));
+                            *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
+                            r.headers_mut()
+                                .insert("x-upstream", name.parse().expect("header"));
+                            Ok::<_, Infallible>(r)
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Controlled {
+            addr,
+            name: name.to_string(),
+            status,
+            health_status,
+            delay_ms,
+            hits,
+            health_hits,
+            stop: Some(stop_tx),
+        }
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Controlled {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// `GET /upstreams`, the endpoints of upstream `name` as (address, state, ejections).
+pub async fn endpoint_states(p: &Portico, name: &str) -> Vec<(String, String, u64)> {
+    let r = get(&p.admin_url("/upstreams"), &[]).await;
+    let v: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+    v["upstreams"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|u| u["name"] == name)
+        .flat_map(|u| u["endpoints"].as_array().cloned().unwrap_or_default())
+        .map(|e| {
+            (
+                e["address"].as_str().unwrap_or("").to_string(),
+                e["state"].as_str().unwrap_or("").to_string(),
+                e["ejections"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}

@@ -1,0 +1,345 @@
+//! Health through the real binary (CONTRACT §3.2, §7): outlier ejection and return, active
+//! HTTP, gRPC and TCP checks taking endpoints out of rotation and back, the panic threshold, and
+//! what `/upstreams` shows.
+
+mod common;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+fn upstream(name: &str, addrs: &[&Controlled], extra: &str) -> String {
+    let list: Vec<String> = addrs.iter().map(|u| format!("\"{}\"", u.addr)).collect();
+    format!(
+        "{API}\nkind: Upstream\nmetadata: {{ name: {name} }}\nspec:\n  endpoints: [{}]\n{extra}---\n{API}\nkind: Mapping\nmetadata: {{ name: m-{name} }}\nspec: {{ prefix: /, service: {name} }}\n",
+        list.join(", ")
+    )
+}
+
+async fn three() -> Vec<Controlled> {
+    vec![
+        Controlled::start("a", Duration::ZERO).await,
+        Controlled::start("b", Duration::ZERO).await,
+        Controlled::start("c", Duration::ZERO).await,
+    ]
+}
+
+/// The `/upstreams` state of `addr` in upstream `pool`.
+async fn state_of(p: &Portico, u: &Controlled) -> (String, u64) {
+    let addr = u.addr.to_string();
+    endpoint_states(p, "pool")
+        .await
+        .into_iter()
+        .find(|(a, _, _)| *a == addr)
+        .map(|(_, s, e)| (s, e))
+        .unwrap_or_default()
+}
+
+/// Polls `/upstreams` (every 10 ms, up to `limit`) until `u` is in `state`; the time it took.
+async fn wait_state(p: &Portico, u: &Controlled, state: &str, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        if state_of(p, u).await.0 == state {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{} not {state} within {limit:?}: {:?}",
+            u.name,
+            endpoint_states(p, "pool").await
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outlier_ejects_returns_and_ejects_again() {
+    let u = three().await;
+    u[1].status.store(500, Ordering::SeqCst);
+    let p = Portico::start(&upstream(
+        "pool",
+        &[&u[0], &u[1], &u[2]],
+        "  outlier_detection: { consecutive_5xx: 3, base_ejection_time_ms: 1000, interval_ms: 10000 }\n",
+    ))
+    .await;
+    // Round robin: b answers 500 every third request; its third 500 ejects it.
+    let mut sent = 0;
+    while state_of(&p, &u[1]).await.0 != "ejected" {
+        let _ = get(&p.url("/x"), &[]).await;
+        sent += 1;
+        assert!(sent < 30, "b never ejected");
+    }
+    let ejected_at = Instant::now();
+    assert_eq!(u[1].hits(), 3);
+    let mut ok = 0;
+    for _ in 0..200 {
+        if get(&p.url("/x"), &[]).await.status == 200 {
+            ok += 1;
+        }
+    }
+    eprintln!(
+        "ejected after {sent} requests; {ok}/200 succeeded next ({:?})",
+        ejected_at.elapsed()
+    );
+    assert!(ok >= 190, "{ok}");
+    // Back after base_ejection_time (1 s).
+    let back = wait_state(&p, &u[1], "healthy", Duration::from_secs(3)).await;
+    let out_for = ejected_at.elapsed();
+    eprintln!("back in rotation {out_for:?} after ejection");
+    assert!(
+        out_for >= Duration::from_millis(900) && out_for < Duration::from_millis(1600),
+        "{out_for:?} ({back:?})"
+    );
+    // Still failing: ejected again (for 2 s this time), twice ejected in all.
+    let mut sent = 0;
+    while state_of(&p, &u[1]).await.0 != "ejected" {
+        let _ = get(&p.url("/x"), &[]).await;
+        sent += 1;
+        assert!(sent < 30, "b never ejected again");
+    }
+    let (_, ejections) = state_of(&p, &u[1]).await;
+    assert_eq!(ejections, 2);
+    let again = Instant::now();
+    let back = wait_state(&p, &u[1], "healthy", Duration::from_secs(4)).await;
+    eprintln!(
+        "re-ejected after {sent} requests; second ejection lasted {:?}",
+        again.elapsed()
+    );
+    assert!(back >= Duration::from_millis(1800), "{back:?}");
+    let v: serde_json::Value =
+        serde_json::from_slice(&get(&p.admin_url("/upstreams"), &[]).await.body).expect("json");
+    assert_eq!(v["upstreams"][0]["ejections_total"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_http_health_check_leaves_and_returns() {
+    let u = three().await;
+    let p = Portico::start(&upstream(
+        "pool",
+        &[&u[0], &u[1], &u[2]],
+        "  health_checks: [{ path: /healthz, interval_ms: 200, timeout_ms: 100, unhealthy_threshold: 2, healthy_threshold: 2 }]\n",
+    ))
+    .await;
+    // Checks run and pass; all three take traffic.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(u[0].health_hits.load(Ordering::SeqCst) >= 1);
+    for _ in 0..30 {
+        assert_eq!(get(&p.url("/x"), &[]).await.status, 200);
+    }
+    assert!(u[0].hits() >= 9);
+
+    u[0].health_status.store(503, Ordering::SeqCst);
+    let out = wait_state(&p, &u[0], "unhealthy", Duration::from_secs(2)).await;
+    eprintln!("unhealthy after {out:?} (threshold 2 x 200 ms)");
+    assert!(out <= Duration::from_millis(2 * 220 + 150), "{out:?}");
+    let before = u[0].hits();
+    for _ in 0..60 {
+        assert_eq!(get(&p.url("/x"), &[]).await.status, 200);
+    }
+    assert_eq!(u[0].hits(), before, "unhealthy endpoint got traffic");
+
+    u[0].health_status.store(200, Ordering::SeqCst);
+    let back = wait_state(&p, &u[0], "healthy", Duration::from_secs(2)).await;
+    eprintln!("healthy again after {back:?} (threshold 2 x 200 ms)");
+    assert!(back <= Duration::from_millis(2 * 220 + 150), "{back:?}");
+    for _ in 0..30 {
+        assert_eq!(get(&p.url("/x"), &[]).await.status, 200);
+    }
+    assert!(u[0].hits() >= before + 9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_health_check_notices_a_dead_endpoint() {
+    let mut u = three().await;
+    let p = Portico::start(&upstream(
+        "pool",
+        &[&u[0], &u[1], &u[2]],
+        "  health_checks: [{ tcp: {}, interval_ms: 150, timeout_ms: 100, unhealthy_threshold: 1, healthy_threshold: 1 }]\n",
+    ))
+    .await;
+    let victim = u.remove(2);
+    let addr = victim.addr;
+    drop(victim);
+    let start = Instant::now();
+    loop {
+        let states = endpoint_states(&p, "pool").await;
+        if states
+            .iter()
+            .any(|(a, s, _)| *a == addr.to_string() && s == "unhealthy")
+        {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(2), "{states:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for _ in 0..30 {
+        assert_eq!(get(&p.url("/x"), &[]).await.status, 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn below_panic_threshold_all_endpoints_are_used() {
+    let u = three().await;
+    let p = Portico::start(&upstream(
+        "pool",
+        &[&u[0], &u[1], &u[2]],
+        "  health_checks: [{ path: /healthz, interval_ms: 100, timeout_ms: 100, unhealthy_threshold: 1, healthy_threshold: 1 }]\n",
+    ))
+    .await;
+    // One of three unhealthy (67% available): it gets nothing.
+    u[0].health_status.store(500, Ordering::SeqCst);
+    wait_state(&p, &u[0], "unhealthy", Duration::from_secs(2)).await;
+    let before = u[0].hits();
+    for _ in 0..60 {
+        let _ = get(&p.url("/x"), &[]).await;
+    }
+    assert_eq!(u[0].hits(), before);
+    // Two of three (33% < 50%): panic mode, all three take traffic.
+    u[1].health_status.store(500, Ordering::SeqCst);
+    wait_state(&p, &u[1], "unhealthy", Duration::from_secs(2)).await;
+    let base: Vec<usize> = u.iter().map(|x| x.hits()).collect();
+    for _ in 0..300 {
+        assert_eq!(get(&p.url("/x"), &[]).await.status, 200);
+    }
+    let got: Vec<usize> = u.iter().zip(&base).map(|(x, b)| x.hits() - b).collect();
+    eprintln!("panic mode, 300 requests: {got:?}");
+    for g in got {
+        assert!(g >= 80, "panic mode should use all endpoints");
+    }
+}
+
+/// A gRPC health server (h2c): answers `grpc.health.v1.Health/Check` with `serving`
+/// (1 = SERVING, 2 = NOT_SERVING) and records the request bodies.
+async fn grpc_health_server(
+    serving: Arc<AtomicU8>,
+    bodies: Arc<Mutex<Vec<(String, Bytes)>>>,
+) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let (serving, bodies) = (serving.clone(), bodies.clone());
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: http::Request<Incoming>| {
+                    let (serving, bodies) = (serving.clone(), bodies.clone());
+                    async move {
+                        let path = req.uri().path().to_string();
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|c| c.to_bytes())
+                            .unwrap_or_default();
+                        bodies.lock().expect("lock").push((path, body));
+                        let msg = vec![0, 0, 0, 0, 2, 0x08, serving.load(Ordering::SeqCst)];
+                        let body = Full::new(Bytes::from(msg)).with_trailers(async {
+                            let mut t = http::HeaderMap::new();
+                            t.insert("grpc-status", http::HeaderValue::from_static("0"));
+                            Some(Ok(t))
+                        });
+                        let mut r = http::Response::new(body);
+                        r.headers_mut().insert(
+                            "content-type",
+                            http::HeaderValue::from_static("application/grpc"),
+                        );
+                        Ok::<_, Infallible>(r)
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_health_check_follows_serving_status() {
+    let serving = Arc::new(AtomicU8::new(1));
+    let bodies: Arc<Mutex<Vec<(String, Bytes)>>> = Arc::default();
+    let addr = grpc_health_server(serving.clone(), bodies.clone()).await;
+    let p = Portico::start(&format!(
+        "{API}\nkind: Upstream\nmetadata: {{ name: pool }}\nspec:\n  endpoints: [\"{addr}\"]\n  protocol: h2c\n  health_checks: [{{ grpc: {{ service: quote }}, interval_ms: 150, timeout_ms: 100, unhealthy_threshold: 1, healthy_threshold: 1 }}]\n"
+    ))
+    .await;
+    let state = || async {
+        endpoint_states(&p, "pool")
+            .await
+            .first()
+            .map(|(_, s, _)| s.clone())
+            .unwrap_or_default()
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(state().await, "healthy");
+    {
+        let seen = bodies.lock().expect("lock");
+        assert!(!seen.is_empty());
+        assert_eq!(seen[0].0, "/grpc.health.v1.Health/Check");
+        assert_eq!(&seen[0].1[..], b"\0\0\0\0\x07\x0a\x05quote");
+    }
+    serving.store(2, Ordering::SeqCst);
+    let start = Instant::now();
+    while state().await != "unhealthy" {
+        assert!(start.elapsed() < Duration::from_secs(2), "never unhealthy");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    serving.store(1, Ordering::SeqCst);
+    let start = Instant::now();
+    while state().await != "healthy" {
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "never healthy again"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_ejection_survive_a_reload_that_changes_settings() {
+    let u = three().await;
+    // One of three left available is 33%: a panic threshold of 30 keeps panic mode off.
+    let checks = "  health_checks: [{ path: /healthz, interval_ms: 200, timeout_ms: 100, unhealthy_threshold: 2, healthy_threshold: 2 }]\n  outlier_detection: { consecutive_5xx: 3, base_ejection_time_ms: 5000 }\n  load_balancer: { healthy_panic_threshold: 30 }\n";
+    let p = Portico::start(&upstream("pool", &[&u[0], &u[1], &u[2]], checks)).await;
+    u[0].health_status.store(503, Ordering::SeqCst);
+    u[1].status.store(500, Ordering::SeqCst);
+    wait_state(&p, &u[0], "unhealthy", Duration::from_secs(2)).await;
+    let mut sent = 0;
+    while state_of(&p, &u[1]).await.0 != "ejected" {
+        let _ = get(&p.url("/x"), &[]).await;
+        sent += 1;
+        assert!(sent < 40, "b never ejected");
+    }
+    // New settings (a circuit breaker): a new upstream state, same endpoints.
+    p.write_config(&upstream(
+        "pool",
+        &[&u[0], &u[1], &u[2]],
+        &format!("{checks}  circuit_breakers: {{ max_requests: 500 }}\n"),
+    ));
+    let r = post(&p.admin_url("/reload"), "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let states = endpoint_states(&p, "pool").await;
+    assert_eq!(states[0].1, "unhealthy", "{states:?}");
+    assert_eq!(states[1].1, "ejected", "{states:?}");
+    assert_eq!(states[2].1, "healthy", "{states:?}");
+    let before = (u[0].hits(), u[1].hits());
+    for _ in 0..30 {
+        assert_eq!(get(&p.url("/x"), &[]).await.status, 200);
+    }
+    assert_eq!((u[0].hits(), u[1].hits()), before);
+    // The new state's checks bring a back.
+    u[0].health_status.store(200, Ordering::SeqCst);
+    wait_state(&p, &u[0], "healthy", Duration::from_secs(2)).await;
+}
