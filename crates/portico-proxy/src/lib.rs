@@ -12,6 +12,7 @@ pub mod headers;
 pub mod local_reply;
 pub mod metrics;
 pub mod pool;
+pub mod ratelimit;
 pub mod retry;
 pub mod server;
 pub mod state;

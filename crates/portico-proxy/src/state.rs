@@ -31,6 +31,8 @@ pub struct Active {
     pub route_metrics: Vec<Arc<RouteMetrics>>,
     /// Indexed like `config.upstreams`.
     pub upstream_metrics: Vec<Arc<UpstreamMetrics>>,
+    /// Rate-limit state (buckets kept across reloads for unchanged rules).
+    pub rate_limits: Arc<crate::ratelimit::Limits>,
 }
 
 /// Settings fixed at start-up.
@@ -47,6 +49,8 @@ pub struct Counters {
     pub retries_denied: std::sync::atomic::AtomicU64,
     /// Requests refused by a circuit breaker.
     pub overflows: std::sync::atomic::AtomicU64,
+    /// Rate limit service calls that failed (flag RLSE).
+    pub rate_limit_service_errors: std::sync::atomic::AtomicU64,
 }
 
 /// Everything the data plane shares across workers.
@@ -132,6 +136,10 @@ pub async fn prepare(
         .iter()
         .map(|u| registry.upstream(&u.name))
         .collect();
+    let rate_limits = Arc::new(crate::ratelimit::Limits::build(
+        &snapshot,
+        previous.map(|p| &*p.rate_limits),
+    ));
     Active {
         generation,
         applied_at: SystemTime::now(),
@@ -139,6 +147,7 @@ pub async fn prepare(
         upstreams,
         route_metrics,
         upstream_metrics,
+        rate_limits,
     }
 }
 
