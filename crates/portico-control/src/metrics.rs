@@ -11,7 +11,11 @@ use portico_proxy::metrics::{CLASSES, header, label, render_routes};
 use crate::reload::Controller;
 
 /// An upstream counter family: name, help, and how to read it.
-type UpstreamCounter = (&'static str, &'static str, fn(&portico_proxy::metrics::UpstreamMetrics) -> u64);
+type UpstreamCounter = (
+    &'static str,
+    &'static str,
+    fn(&portico_proxy::metrics::UpstreamMetrics) -> u64,
+);
 
 pub fn render(ctl: &Controller) -> String {
     let active = ctl.proxy.active();

@@ -126,10 +126,7 @@ impl Rules {
                 let mut found: Vec<PathBuf> = rd
                     .filter_map(Result::ok)
                     .map(|e| e.path())
-                    .filter(|p| {
-                        p.extension()
-                            .is_some_and(|e| e == "yaml" || e == "yml")
-                    })
+                    .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
                     .collect();
                 found.sort();
                 files.extend(found);
@@ -281,20 +278,36 @@ descriptors:
         let r = rules();
         let e = |k: &str, v: &str| Entry::new(k, v);
         let l = r.lookup("portico", &[e("generic_key", "api")]).cloned();
-        assert_eq!(l.map(|l| (l.requests_per_unit, l.unit)), Some((100, Unit::Minute)));
+        assert_eq!(
+            l.map(|l| (l.requests_per_unit, l.unit)),
+            Some((100, Unit::Minute))
+        );
         assert!(r.lookup("portico", &[e("generic_key", "other")]).is_none());
-        let l = r.lookup("portico", &[e("remote_address", "1.2.3.4")]).cloned();
+        let l = r
+            .lookup("portico", &[e("remote_address", "1.2.3.4")])
+            .cloned();
         assert_eq!(l.map(|l| l.requests_per_unit), Some(10));
         let l = r
-            .lookup("portico", &[e("remote_address", "1.2.3.4"), e("path", "/login")])
+            .lookup(
+                "portico",
+                &[e("remote_address", "1.2.3.4"), e("path", "/login")],
+            )
             .cloned();
-        assert_eq!(l.map(|l| (l.requests_per_unit, l.unit)), Some((5, Unit::Minute)));
+        assert_eq!(
+            l.map(|l| (l.requests_per_unit, l.unit)),
+            Some((5, Unit::Minute))
+        );
         assert!(
-            r.lookup("portico", &[e("remote_address", "1.2.3.4"), e("path", "/x")])
-                .is_none()
+            r.lookup(
+                "portico",
+                &[e("remote_address", "1.2.3.4"), e("path", "/x")]
+            )
+            .is_none()
         );
         assert!(r.lookup("portico", &[e("tenant", "a")]).is_none());
-        let l = r.lookup("portico", &[e("tenant", "a"), e("plan", "free")]).cloned();
+        let l = r
+            .lookup("portico", &[e("tenant", "a"), e("plan", "free")])
+            .cloned();
         assert_eq!(l.map(|l| l.requests_per_unit), Some(7));
         assert!(r.lookup("other", &[e("generic_key", "api")]).is_none());
         assert!(r.lookup("portico", &[]).is_none());

@@ -30,9 +30,7 @@ use tokio::net::TcpListener;
 use tonic::Status;
 use tonic::server::UnaryService;
 
-use crate::proto::{
-    self, Code, DescriptorStatus, RateLimit, RateLimitRequest, RateLimitResponse,
-};
+use crate::proto::{self, Code, DescriptorStatus, RateLimit, RateLimitRequest, RateLimitResponse};
 use crate::rules::Rules;
 
 /// After a failed connect to Redis, calls fail at once for this long.
@@ -89,7 +87,8 @@ impl Store {
             .set_response_timeout(Some(self.timeout));
         let attempt = tokio::time::timeout(
             self.timeout,
-            self.client.get_multiplexed_async_connection_with_config(&cfg),
+            self.client
+                .get_multiplexed_async_connection_with_config(&cfg),
         )
         .await;
         match attempt {

@@ -80,7 +80,10 @@ impl Limits {
             out.routes.push(rules);
         }
         out.global = snapshot.rate_limit_service.as_ref().map(|conf| {
-            let client = GlobalClient::new(conf.clone(), snapshot.upstreams.get(conf.upstream).map(|u| &**u));
+            let client = GlobalClient::new(
+                conf.clone(),
+                snapshot.upstreams.get(conf.upstream).map(|u| &**u),
+            );
             match previous.and_then(|p| p.global.as_ref()) {
                 Some(old) if old.same_as(&client) => old.clone(),
                 _ => Arc::new(client),
