@@ -170,6 +170,20 @@ pub fn render(ctl: &Controller) -> String {
     );
     header(
         &mut out,
+        "portico_rate_limit_service_errors_total",
+        "counter",
+        "Rate limit service calls that failed (flag RLSE).",
+    );
+    let _ = writeln!(
+        out,
+        "portico_rate_limit_service_errors_total {}",
+        ctl.proxy
+            .counters
+            .rate_limit_service_errors
+            .load(Ordering::Relaxed)
+    );
+    header(
+        &mut out,
         "portico_downstream_rejected_total",
         "counter",
         "Requests rejected as invalid before routing (DPE).",

@@ -2,8 +2,8 @@
 //!
 //! 1. **accept**: the connection layer (`server.rs`) hands over a parsed request.
 //! 2. **route**: the snapshot current when the headers arrived picks a route (or 404 NR).
-//! 3. **admit**: local actions (`direct_response`, `redirect`) answer here; (rate limits and
-//!    circuit breakers hook in at this step).
+//! 3. **admit**: rate limits (`ratelimit`) may refuse with 429; local actions
+//!    (`direct_response`, `redirect`) answer here; circuit breakers hook in at this step.
 //! 4. **pick endpoint**: the upstream's load balancer chooses an endpoint.
 //! 5. **forward**: the request, rewritten, goes out on a pooled connection under the
 //!    request's deadline; connect failures fail over to another endpoint.
@@ -101,7 +101,26 @@ pub async fn handle(
         rec.metrics = Some(m.clone());
     }
 
-    // Step 3, admit: CORS preflights and routes that answer locally.
+    // Step 3, admit: rate limits (CONTRACT §4), CORS preflights, routes that answer locally.
+    if !route.rate_limits.is_empty() {
+        use crate::ratelimit::{Verdict, admit};
+        match admit(&active.rate_limits, &route, &req, rec.client).await {
+            Verdict::Allow => {}
+            Verdict::FailedOpen => rec.rate_limit_service_failed(&proxy),
+            Verdict::Deny { flag, headers } => {
+                if flag == Flag::RLSE {
+                    rec.rate_limit_service_failed(&proxy);
+                }
+                if let Some(m) = &rec.metrics {
+                    m.rate_limited
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                rec.flags.insert(flag);
+                let reply = Verdict::reply(flag, headers.as_ref(), rec.grpc);
+                return Ok(rec.local(&proxy, reply));
+            }
+        }
+    }
     let mut cors_origin = None;
     if let Some(c) = &route.cors {
         if preflight {
@@ -1004,6 +1023,15 @@ impl Record {
             .headers_mut()
             .insert("x-portico-overloaded", HeaderValue::from_static("true"));
         self.local(proxy, reply)
+    }
+
+    /// The rate limit service failed: flag RLSE and count it.
+    fn rate_limit_service_failed(&mut self, proxy: &Proxy) {
+        self.flags.insert(Flag::RLSE);
+        proxy
+            .counters
+            .rate_limit_service_errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Logs a locally answered request and returns the reply.

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod outlier;
 pub mod pool;
 pub mod proxy_protocol;
+pub mod ratelimit;
 pub mod retry;
 pub mod server;
 pub mod shadow;

@@ -33,6 +33,8 @@ pub struct Active {
     pub upstream_metrics: Vec<Arc<UpstreamMetrics>>,
     /// TLS termination state of the Hosts with `tls` (certificates loaded, rotation polled).
     pub tls: Arc<crate::tls::TlsHosts>,
+    /// Rate-limit state (buckets kept across reloads for unchanged rules).
+    pub rate_limits: Arc<crate::ratelimit::Limits>,
 }
 
 /// Settings fixed at start-up.
@@ -49,6 +51,8 @@ pub struct Counters {
     pub retries_denied: std::sync::atomic::AtomicU64,
     /// Requests refused by a circuit breaker.
     pub overflows: std::sync::atomic::AtomicU64,
+    /// Rate limit service calls that failed (flag RLSE).
+    pub rate_limit_service_errors: std::sync::atomic::AtomicU64,
 }
 
 /// Everything the data plane shares across workers.
@@ -143,6 +147,10 @@ pub async fn prepare(
         .map(|u| registry.upstream(&u.name))
         .collect();
     let tls = crate::tls::TlsHosts::build(&snapshot, previous.map(|p| &*p.tls));
+    let rate_limits = Arc::new(crate::ratelimit::Limits::build(
+        &snapshot,
+        previous.map(|p| &*p.rate_limits),
+    ));
     Active {
         generation,
         tls,
@@ -151,6 +159,7 @@ pub async fn prepare(
         upstreams,
         route_metrics,
         upstream_metrics,
+        rate_limits,
     }
 }
 

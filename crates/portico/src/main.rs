@@ -75,6 +75,24 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
+    /// Serve Envoy's rate limit service API, counters in Redis (CONTRACT §4.1).
+    Ratelimit {
+        /// gRPC (h2c) listen address.
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: SocketAddr,
+        /// Redis URL.
+        #[arg(long, default_value = "redis://127.0.0.1:6379")]
+        redis: String,
+        /// Rules file or directory, envoyproxy/ratelimit format (repeatable).
+        #[arg(short = 'c', long = "config", required = true)]
+        config: Vec<PathBuf>,
+        /// Connect and response timeout for Redis.
+        #[arg(long = "redis-timeout-ms", default_value_t = 100)]
+        redis_timeout_ms: u64,
+        /// Worker threads (default: one per CPU).
+        #[arg(long)]
+        workers: Option<usize>,
+    },
     /// Version and build info.
     Version,
 }
@@ -92,6 +110,29 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Cmd::Check { paths, format } => check(paths, format),
+        Cmd::Ratelimit {
+            listen,
+            redis,
+            config,
+            redis_timeout_ms,
+            workers,
+        } => {
+            init_logging();
+            let opts = portico_ratelimit::server::ServerOpts {
+                listen,
+                redis,
+                rules: config,
+                redis_timeout: Duration::from_millis(redis_timeout_ms.max(1)),
+                workers,
+            };
+            match portico_ratelimit::server::run(opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Explain {
             config,
             method,

@@ -1,0 +1,280 @@
+//! Local rate limits (CONTRACT §4, `scope: local`): one token bucket per distinct key (the
+//! values of the rule's descriptor parts), kept per process.
+//!
+//! **Algorithm.** Each bucket is GCRA (the "generic cell rate algorithm", equivalent to a token
+//! bucket of capacity `burst` refilled at `requests_per_unit` per `unit`), stored as a single
+//! `AtomicU64`: the *theoretical arrival time* (TAT) in nanoseconds since the limiter's epoch.
+//! A request at `now` is allowed when `max(TAT, now) + T - now <= burst * T` (with
+//! `T = unit / requests_per_unit`), and then TAT moves to `max(TAT, now) + T` by one
+//! compare-and-swap; a refused request changes nothing. No lock is taken to decide.
+//!
+//! **Bounded state.** Keys live in [`SHARDS`] shards, each a `RwLock<HashMap<u64, AtomicU64>>`
+//! keyed by a 64-bit keyed hash of the key (ahash with a per-limiter random seed; a collision,
+//! about 2^-64 per pair, would make two keys share a bucket). The hot path takes a shard's
+//! *read* lock (shared: readers never wait for each other) for the few nanoseconds it takes to
+//! find the bucket and run the CAS; only a key seen for the first time takes the shard's write
+//! lock, for one insert. A shard holds at most `max_keys / SHARDS` buckets: when full, buckets
+//! whose TAT is in the past are dropped first (a full bucket is indistinguishable from a new
+//! one, so this loses nothing), and if the shard is still over 3/4 of its cap, arbitrary
+//! buckets are dropped down to half (those keys get a fresh burst: under a flood of distinct
+//! keys the limiter stays within memory rather than exact). A bucket costs 16 bytes of table
+//! plus hashbrown's control byte and load-factor slack, so the default [`DEFAULT_MAX_KEYS`]
+//! (262,144) bounds one limiter at about 9 MiB (`tests/ratelimit_memory.rs` measures it).
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use portico_config::snapshot::RateLimitUnit;
+
+/// Shards per limiter (a power of two).
+pub const SHARDS: usize = 64;
+/// Most keys one limiter keeps.
+pub const DEFAULT_MAX_KEYS: usize = 1 << 18;
+
+/// The map's hasher: keys are already uniform 64-bit hashes.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Buckets = HashMap<u64, AtomicU64, BuildHasherDefault<IdHasher>>;
+
+/// One shard, on its own cache lines.
+#[repr(align(128))]
+struct Shard(RwLock<Buckets>);
+
+/// What a check decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Allowed; `remaining` more requests could pass right now.
+    Allow { remaining: u64 },
+    /// Over the limit.
+    Deny(Denied),
+}
+
+/// The figures of a refusal, for the `retry-after` and `x-ratelimit-*` headers (seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Denied {
+    /// The bucket's capacity (`burst`).
+    pub limit: u64,
+    /// Seconds (rounded up, at least 1) until one request would pass.
+    pub retry_after: u64,
+    /// Seconds (rounded up, at least 1) until the bucket is full again.
+    pub reset: u64,
+}
+
+/// The token buckets of one rule of one route.
+pub struct LocalLimiter {
+    /// T: nanoseconds per token.
+    interval: u64,
+    /// burst * T.
+    tolerance: u64,
+    burst: u64,
+    shards: Box<[Shard]>,
+    per_shard: usize,
+    hasher: ahash::RandomState,
+    epoch: Instant,
+}
+
+impl std::fmt::Debug for LocalLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalLimiter")
+            .field("interval_ns", &self.interval)
+            .field("burst", &self.burst)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unit_nanos(unit: RateLimitUnit) -> u64 {
+    match unit {
+        RateLimitUnit::Second => 1_000_000_000,
+        RateLimitUnit::Minute => 60_000_000_000,
+        RateLimitUnit::Hour => 3_600_000_000_000,
+    }
+}
+
+fn ceil_secs(ns: u64) -> u64 {
+    ns.div_ceil(1_000_000_000).max(1)
+}
+
+/// TATs are stored shifted by this much so that 0 can mean "new bucket" with no special case.
+const START: u64 = 1;
+
+impl LocalLimiter {
+    pub fn new(requests_per_unit: u64, unit: RateLimitUnit, burst: u64) -> LocalLimiter {
+        Self::with_max_keys(requests_per_unit, unit, burst, DEFAULT_MAX_KEYS)
+    }
+
+    pub fn with_max_keys(
+        requests_per_unit: u64,
+        unit: RateLimitUnit,
+        burst: u64,
+        max_keys: usize,
+    ) -> LocalLimiter {
+        let interval = (unit_nanos(unit) / requests_per_unit.max(1)).max(1);
+        let burst = burst.max(1);
+        LocalLimiter {
+            interval,
+            tolerance: interval.saturating_mul(burst),
+            burst,
+            shards: (0..SHARDS)
+                .map(|_| Shard(RwLock::new(Buckets::default())))
+                .collect(),
+            per_shard: (max_keys / SHARDS).max(4),
+            hasher: ahash::RandomState::new(),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// A hasher for building a key (seeded per limiter).
+    pub fn key_hasher(&self) -> ahash::AHasher {
+        self.hasher.build_hasher()
+    }
+
+    fn now(&self) -> u64 {
+        START + self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// How many buckets are kept.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.0.read().map(|m| m.len()).unwrap_or(0))
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Most buckets kept.
+    pub fn max_keys(&self) -> usize {
+        self.per_shard * SHARDS
+    }
+
+    /// Takes one token from the bucket of `key` (a hash from [`LocalLimiter::key_hasher`]).
+    pub fn check(&self, key: u64) -> Decision {
+        self.check_at(key, self.now())
+    }
+
+    fn check_at(&self, key: u64, now: u64) -> Decision {
+        let shard = &self.shards[(key >> 58) as usize & (SHARDS - 1)].0;
+        {
+            let map = shard.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(tat) = map.get(&key) {
+                return self.gcra(tat, now);
+            }
+        }
+        let mut map = shard.write().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= self.per_shard && !map.contains_key(&key) {
+            self.evict(&mut map, now);
+        }
+        let tat = map.entry(key).or_insert_with(|| AtomicU64::new(0));
+        self.gcra(tat, now)
+    }
+
+    fn gcra(&self, tat: &AtomicU64, now: u64) -> Decision {
+        let mut cur = tat.load(Ordering::Relaxed);
+        loop {
+            let next = cur.max(now) + self.interval;
+            let used = next - now;
+            if used > self.tolerance {
+                return Decision::Deny(Denied {
+                    limit: self.burst,
+                    retry_after: ceil_secs(used - self.tolerance),
+                    reset: ceil_secs(cur.saturating_sub(now)),
+                });
+            }
+            match tat.compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => {
+                    return Decision::Allow {
+                        remaining: (self.tolerance - used) / self.interval,
+                    };
+                }
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Makes room in a full shard (see the module docs).
+    fn evict(&self, map: &mut Buckets, now: u64) {
+        map.retain(|_, tat| tat.load(Ordering::Relaxed) > now);
+        if map.len() > self.per_shard / 4 * 3 {
+            let mut excess = map.len() - self.per_shard / 2;
+            map.retain(|_, _| {
+                if excess > 0 {
+                    excess -= 1;
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: u64 = 1_000_000_000;
+
+    fn allowed(l: &LocalLimiter, key: u64, now: u64, n: usize) -> usize {
+        (0..n)
+            .filter(|_| matches!(l.check_at(key, now), Decision::Allow { .. }))
+            .count()
+    }
+
+    #[test]
+    fn burst_then_refill() {
+        let l = LocalLimiter::new(10, RateLimitUnit::Second, 10);
+        assert_eq!(allowed(&l, 1, START, 40), 10);
+        match l.check_at(1, START) {
+            Decision::Deny(d) => {
+                assert_eq!(d.limit, 10);
+                assert_eq!(d.retry_after, 1);
+                assert_eq!(d.reset, 1);
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        // 100 ms later one token is back; one second later, ten.
+        assert_eq!(allowed(&l, 1, START + SEC / 10, 5), 1);
+        assert_eq!(allowed(&l, 1, START + SEC + SEC / 10, 40), 10);
+        // Another key has its own bucket.
+        assert_eq!(allowed(&l, 2, START, 40), 10);
+    }
+
+    #[test]
+    fn remaining_counts_down() {
+        let l = LocalLimiter::new(100, RateLimitUnit::Minute, 3);
+        assert_eq!(l.check_at(7, START), Decision::Allow { remaining: 2 });
+        assert_eq!(l.check_at(7, START), Decision::Allow { remaining: 1 });
+        assert_eq!(l.check_at(7, START), Decision::Allow { remaining: 0 });
+        assert!(matches!(l.check_at(7, START), Decision::Deny(_)));
+    }
+
+    #[test]
+    fn state_is_bounded() {
+        let l = LocalLimiter::with_max_keys(1, RateLimitUnit::Hour, 1, 1024);
+        for k in 0..100_000u64 {
+            let key = k.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            l.check_at(key, START + k);
+        }
+        assert!(l.len() <= l.max_keys(), "{} > {}", l.len(), l.max_keys());
+    }
+}

@@ -1,0 +1,325 @@
+//! Rate limit rules in envoyproxy/ratelimit's YAML format, and the lookup of the limit that
+//! applies to a request descriptor.
+//!
+//! ```yaml
+//! domain: portico
+//! descriptors:
+//!   - key: generic_key
+//!     value: api
+//!     rate_limit: { unit: minute, requests_per_unit: 100 }
+//!   - key: remote_address            # no value: one counter per distinct address
+//!     rate_limit: { unit: second, requests_per_unit: 10 }
+//!     descriptors:                   # nested: matches descriptors with more entries
+//!       - key: path
+//!         value: /login
+//!         rate_limit: { unit: minute, requests_per_unit: 5 }
+//! ```
+//!
+//! Matching follows envoyproxy/ratelimit: entry by entry, a node with the same key and value
+//! wins over one with the key alone (the default for any value); the limit is the one on the
+//! node reached by the descriptor's last entry. Unknown fields (`detailed_metric`, …) are
+//! accepted and ignored so configs written for envoyproxy/ratelimit load unchanged.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::proto::{Entry, Unit};
+
+/// One rules file as written.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DomainFile {
+    pub domain: String,
+    #[serde(default)]
+    pub descriptors: Vec<DescriptorFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DescriptorFile {
+    pub key: String,
+    #[serde(default)]
+    pub value: Option<String>,
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitFile>,
+    #[serde(default)]
+    pub shadow_mode: bool,
+    #[serde(default)]
+    pub descriptors: Vec<DescriptorFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RateLimitFile {
+    pub unit: String,
+    #[serde(default)]
+    pub requests_per_unit: u32,
+    #[serde(default)]
+    pub unlimited: bool,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// A limit found for a descriptor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limit {
+    pub requests_per_unit: u32,
+    pub unit: Unit,
+    /// Unlimited: counted nowhere, always OK.
+    pub unlimited: bool,
+    /// Shadow mode: counted, reported, but never over the limit.
+    pub shadow: bool,
+    pub name: String,
+}
+
+impl Limit {
+    /// The fixed window's length, in seconds.
+    pub fn window_secs(&self) -> u64 {
+        unit_secs(self.unit)
+    }
+}
+
+pub fn unit_secs(unit: Unit) -> u64 {
+    match unit {
+        Unit::Second | Unit::Unknown => 1,
+        Unit::Minute => 60,
+        Unit::Hour => 3600,
+        Unit::Day => 86_400,
+        Unit::Month => 30 * 86_400,
+        Unit::Year => 365 * 86_400,
+    }
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    limit: Option<Limit>,
+    children: Level,
+}
+
+/// Children by "key" (default) and by "key_value".
+#[derive(Debug, Default)]
+struct Level(HashMap<(String, Option<String>), Node>);
+
+/// Every domain's rules, compiled for lookups.
+#[derive(Debug, Default)]
+pub struct Rules {
+    domains: HashMap<String, Level>,
+}
+
+/// A rules file that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    #[error("{0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("{0}: {1}")]
+    Parse(PathBuf, String),
+    #[error("{0}: {1}")]
+    Invalid(PathBuf, String),
+}
+
+impl Rules {
+    /// Loads rules from files and directories (every `*.yaml`/`*.yml` in a directory).
+    pub fn load(paths: &[PathBuf]) -> Result<Rules, RulesError> {
+        let mut files = Vec::new();
+        for p in paths {
+            if p.is_dir() {
+                let rd = std::fs::read_dir(p).map_err(|e| RulesError::Read(p.clone(), e))?;
+                let mut found: Vec<PathBuf> = rd
+                    .filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+                    .collect();
+                found.sort();
+                files.extend(found);
+            } else {
+                files.push(p.clone());
+            }
+        }
+        let mut rules = Rules::default();
+        for f in files {
+            let text = std::fs::read_to_string(&f).map_err(|e| RulesError::Read(f.clone(), e))?;
+            rules.add_yaml(&f, &text)?;
+        }
+        Ok(rules)
+    }
+
+    /// Adds one rules document (`path` names it in errors).
+    pub fn add_yaml(&mut self, path: &Path, text: &str) -> Result<(), RulesError> {
+        let file: DomainFile = serde_saphyr::from_str(text)
+            .map_err(|e| RulesError::Parse(path.to_path_buf(), e.to_string()))?;
+        self.add(path, file)
+    }
+
+    pub fn add(&mut self, path: &Path, file: DomainFile) -> Result<(), RulesError> {
+        let bad = |m: String| RulesError::Invalid(path.to_path_buf(), m);
+        if file.domain.is_empty() {
+            return Err(bad("domain must not be empty".into()));
+        }
+        if self.domains.contains_key(&file.domain) {
+            return Err(bad(format!("domain `{}` is defined twice", file.domain)));
+        }
+        let level = build_level(&file.descriptors).map_err(bad)?;
+        self.domains.insert(file.domain, level);
+        Ok(())
+    }
+
+    pub fn domains(&self) -> impl Iterator<Item = &str> {
+        self.domains.keys().map(String::as_str)
+    }
+
+    /// The limit for one descriptor of `domain`, if any.
+    pub fn lookup(&self, domain: &str, entries: &[Entry]) -> Option<&Limit> {
+        let mut level = self.domains.get(domain)?;
+        let last = entries.len().checked_sub(1)?;
+        for (i, e) in entries.iter().enumerate() {
+            let node = level
+                .0
+                .get(&(e.key.clone(), Some(e.value.clone())))
+                .or_else(|| level.0.get(&(e.key.clone(), None)))?;
+            if i == last {
+                return node.limit.as_ref();
+            }
+            if node.children.0.is_empty() {
+                return None;
+            }
+            level = &node.children;
+        }
+        None
+    }
+}
+
+fn build_level(list: &[DescriptorFile]) -> Result<Level, String> {
+    let mut level = Level::default();
+    for d in list {
+        if d.key.is_empty() {
+            return Err("descriptor key must not be empty".into());
+        }
+        let limit = match &d.rate_limit {
+            None => None,
+            Some(rl) => {
+                let unit = match rl.unit.to_ascii_lowercase().as_str() {
+                    "second" => Unit::Second,
+                    "minute" => Unit::Minute,
+                    "hour" => Unit::Hour,
+                    "day" => Unit::Day,
+                    "month" => Unit::Month,
+                    "year" => Unit::Year,
+                    other => {
+                        return Err(format!(
+                            "descriptor `{}`: unknown unit `{other}` (second, minute, hour, day)",
+                            d.key
+                        ));
+                    }
+                };
+                if rl.requests_per_unit == 0 && !rl.unlimited {
+                    return Err(format!(
+                        "descriptor `{}`: requests_per_unit must be at least 1",
+                        d.key
+                    ));
+                }
+                Some(Limit {
+                    requests_per_unit: rl.requests_per_unit,
+                    unit,
+                    unlimited: rl.unlimited,
+                    shadow: d.shadow_mode,
+                    name: rl.name.clone().unwrap_or_default(),
+                })
+            }
+        };
+        let key = (d.key.clone(), d.value.clone());
+        if level.0.contains_key(&key) {
+            return Err(format!(
+                "descriptor `{}`{} is defined twice",
+                d.key,
+                d.value
+                    .as_deref()
+                    .map(|v| format!("=`{v}`"))
+                    .unwrap_or_default()
+            ));
+        }
+        let children = build_level(&d.descriptors)?;
+        level.0.insert(key, Node { limit, children });
+    }
+    Ok(level)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RULES: &str = r#"
+domain: portico
+descriptors:
+  - key: generic_key
+    value: api
+    rate_limit: { unit: minute, requests_per_unit: 100 }
+  - key: remote_address
+    rate_limit:
+      unit: second
+      requests_per_unit: 10
+    descriptors:
+      - key: path
+        value: /login
+        rate_limit: { unit: MINUTE, requests_per_unit: 5 }
+  - key: tenant
+    descriptors:
+      - key: plan
+        rate_limit: { unit: hour, requests_per_unit: 7 }
+    detailed_metric: true
+"#;
+
+    fn rules() -> Rules {
+        let mut r = Rules::default();
+        r.add_yaml(Path::new("t.yaml"), RULES).expect("rules load");
+        r
+    }
+
+    #[test]
+    fn lookup_follows_envoy_ratelimit_matching() {
+        let r = rules();
+        let e = |k: &str, v: &str| Entry::new(k, v);
+        let l = r.lookup("portico", &[e("generic_key", "api")]).cloned();
+        assert_eq!(
+            l.map(|l| (l.requests_per_unit, l.unit)),
+            Some((100, Unit::Minute))
+        );
+        assert!(r.lookup("portico", &[e("generic_key", "other")]).is_none());
+        let l = r
+            .lookup("portico", &[e("remote_address", "1.2.3.4")])
+            .cloned();
+        assert_eq!(l.map(|l| l.requests_per_unit), Some(10));
+        let l = r
+            .lookup(
+                "portico",
+                &[e("remote_address", "1.2.3.4"), e("path", "/login")],
+            )
+            .cloned();
+        assert_eq!(
+            l.map(|l| (l.requests_per_unit, l.unit)),
+            Some((5, Unit::Minute))
+        );
+        assert!(
+            r.lookup(
+                "portico",
+                &[e("remote_address", "1.2.3.4"), e("path", "/x")]
+            )
+            .is_none()
+        );
+        assert!(r.lookup("portico", &[e("tenant", "a")]).is_none());
+        let l = r
+            .lookup("portico", &[e("tenant", "a"), e("plan", "free")])
+            .cloned();
+        assert_eq!(l.map(|l| l.requests_per_unit), Some(7));
+        assert!(r.lookup("other", &[e("generic_key", "api")]).is_none());
+        assert!(r.lookup("portico", &[]).is_none());
+    }
+
+    #[test]
+    fn bad_rules_are_rejected() {
+        let mut r = Rules::default();
+        let bad_unit = "domain: d\ndescriptors:\n  - key: k\n    rate_limit: { unit: fortnight, requests_per_unit: 1 }\n";
+        assert!(r.add_yaml(Path::new("a"), bad_unit).is_err());
+        let zero = "domain: d\ndescriptors:\n  - key: k\n    rate_limit: { unit: second, requests_per_unit: 0 }\n";
+        assert!(r.add_yaml(Path::new("b"), zero).is_err());
+        assert!(r.add_yaml(Path::new("c"), "domain: [").is_err());
+    }
+}
