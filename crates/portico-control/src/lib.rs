@@ -1,9 +1,10 @@
 //! Portico's control plane: config sources and reload (`reload`), file watching (`watch`),
-//! the admin API (`admin`, `views`) and route explanation (`explain`).
+//! the git source (`git`), the admin API (`admin`, `views`) and route explanation (`explain`).
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod explain;
+pub mod git;
 pub mod metrics;
 pub mod reload;
 pub mod views;
