@@ -340,5 +340,6 @@ pub fn lint(s: &Snapshot) -> Vec<Diagnostic> {
             }
         }
     }
+    out.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
     out
 }

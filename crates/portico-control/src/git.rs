@@ -121,18 +121,17 @@ pub async fn materialize(git_dir: &Path, rev: &str, dest: &Path) -> Result<(), S
         .await
         .map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
     let index = dest.with_extension("index");
-    let env = [("GIT_DIR", git_dir), ("GIT_INDEX_FILE", index.as_path())];
+    // A bare cache has no work tree: `dest` is made the work tree of these two commands.
+    let env = [
+        ("GIT_DIR", git_dir),
+        ("GIT_INDEX_FILE", index.as_path()),
+        ("GIT_WORK_TREE", dest),
+    ];
     let res = async {
-        git(None, &["read-tree", rev], &env).await?;
-        let mut prefix = dest.display().to_string();
-        prefix.push('/');
-        git(
-            None,
-            &["checkout-index", "--all", "--force", &format!("--prefix={prefix}")],
-            &env,
-        )
-        .await
-        .map(|_| ())
+        git(Some(dest), &["read-tree", rev], &env).await?;
+        git(Some(dest), &["checkout-index", "--all", "--force"], &env)
+            .await
+            .map(|_| ())
     }
     .await;
     let _ = tokio::fs::remove_file(&index).await;
