@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde::de::{self, IgnoredAny, Visitor};
 
-use crate::load::{self, Diags, HOST, LISTENER, MAPPING, Resource, Schema, UPSTREAM};
+use crate::load::{self, Diags, HOST, LISTENER, MAPPING, Parsed, Resource, Schema, UPSTREAM};
 use crate::model::*;
 use crate::node::{self, Deserialized, Node, Pos};
 
@@ -412,8 +412,8 @@ const EMISSARY_KINDS: &[&str] = &[MAPPING, HOST, LISTENER, TLS_CONTEXT, MODULE];
 
 fn typed<T: serde::de::DeserializeOwned>(
     spec: &mut Node,
-    wrap: impl FnOnce(T) -> Spec,
-) -> Deserialized<Spec> {
+    wrap: impl FnOnce(T) -> Parsed,
+) -> Deserialized<Parsed> {
     let r = node::deserialize_all::<T>(spec, 64);
     Deserialized {
         value: r.value.map(wrap),
@@ -422,8 +422,8 @@ fn typed<T: serde::de::DeserializeOwned>(
     }
 }
 
-fn em(s: EmSpec) -> Spec {
-    Spec::Emissary(Box::new(s))
+fn em(s: EmSpec) -> Parsed {
+    Parsed::Emissary(Box::new(s))
 }
 
 /// Positions of fields that are accepted but ignored (for warnings).
@@ -445,8 +445,13 @@ impl Schema for EmissaryV3 {
         kind: &str,
         spec: &mut Node,
         warns: &mut Vec<(Pos, String)>,
-    ) -> Option<(&'static str, Deserialized<Spec>)> {
-        ignored_fields(spec, &["ambassador_id"], "one Portico serves one config", warns);
+    ) -> Option<(&'static str, Deserialized<Parsed>)> {
+        ignored_fields(
+            spec,
+            &["ambassador_id"],
+            "one Portico serves one config",
+            warns,
+        );
         Some(match kind {
             MAPPING => {
                 ignored_fields(
@@ -467,7 +472,10 @@ impl Schema for EmissaryV3 {
                     "every Mapping is served on every Host",
                     warns,
                 );
-                (HOST, typed::<EmHost>(spec, |h| em(EmSpec::Host(Box::new(h)))))
+                (
+                    HOST,
+                    typed::<EmHost>(spec, |h| em(EmSpec::Host(Box::new(h)))),
+                )
             }
             LISTENER => {
                 ignored_fields(
@@ -479,15 +487,20 @@ impl Schema for EmissaryV3 {
                 (
                     LISTENER,
                     typed::<EmListener>(spec, |l| {
-                        let _ = (l.security_model, l.host_binding, l.stats_prefix, l.ambassador_id);
-                        Spec::Listener(ListenerSpec {
+                        let _ = (
+                            l.security_model,
+                            l.host_binding,
+                            l.stats_prefix,
+                            l.ambassador_id,
+                        );
+                        Parsed::Spec(Spec::Listener(ListenerSpec {
                             address: None,
                             port: l.port,
                             protocol: l.protocol,
                             http2: None,
                             max_connections: None,
                             trust_forwarded: l.l7_depth.map(|d| d > 0),
-                        })
+                        }))
                     }),
                 )
             }
@@ -562,7 +575,7 @@ impl Schema for KubeV1 {
         kind: &str,
         spec: &mut Node,
         _warns: &mut Vec<(Pos, String)>,
-    ) -> Option<(&'static str, Deserialized<Spec>)> {
+    ) -> Option<(&'static str, Deserialized<Parsed>)> {
         (kind == SECRET).then(|| (SECRET, typed::<EmSecret>(spec, |s| em(EmSpec::Secret(s)))))
     }
 }
@@ -570,10 +583,7 @@ impl Schema for KubeV1 {
 // ---------------------------------------------------------------- translation
 
 fn spec_of(r: &Resource) -> Option<&EmSpec> {
-    match &r.spec {
-        Some(Spec::Emissary(e)) => Some(e),
-        _ => None,
-    }
+    r.emissary.as_deref()
 }
 
 /// Translates every Emissary resource (see the module doc). Runs after all files are read.
@@ -626,12 +636,13 @@ pub(crate) fn resolve(resources: &mut Vec<Resource>, d: &mut Diags) {
         let m = (**m).clone();
         if m.shadow == Some(true) {
             shadows.push((i, m));
-            resources[i].spec = Some(em(EmSpec::Ignored));
+            resources[i].emissary = Some(Box::new(EmSpec::Ignored));
             continue;
         }
         let r = &resources[i];
         let spec = mapping(r, d, &m, &module, &upstream_names);
         resources[i].spec = spec.map(|s| Spec::Mapping(Box::new(s)));
+        resources[i].emissary = None;
     }
     for (i, s) in shadows {
         fold_shadow(resources, d, i, &s, &upstream_names);
@@ -648,6 +659,7 @@ pub(crate) fn resolve(resources: &mut Vec<Resource>, d: &mut Diags) {
         covered.insert(hostname.clone());
         let spec = host(&resources[i], d, &h, resources, &secrets, &contexts);
         resources[i].spec = spec.map(Spec::Host);
+        resources[i].emissary = None;
     }
     let mut extra = Vec::new();
     let mut names: Vec<(&String, &usize)> = contexts.iter().collect();
@@ -682,6 +694,7 @@ pub(crate) fn resolve(resources: &mut Vec<Resource>, d: &mut Diags) {
                     tls: Some(tls),
                     request_policy: None,
                 })),
+                emissary: None,
                 removed: Vec::new(),
                 order: r.order,
             });
@@ -960,7 +973,11 @@ fn fold_shadow(
         resources[i].missing(d, &["spec", "service"], "a shadow Mapping needs a service");
         return;
     };
-    let key = |hostname: &Option<String>, prefix: &Option<String>, rx: Option<bool>, ex: Option<bool>, method: &Option<String>| {
+    let key = |hostname: &Option<String>,
+               prefix: &Option<String>,
+               rx: Option<bool>,
+               ex: Option<bool>,
+               method: &Option<String>| {
         (
             hostname.clone().unwrap_or_else(|| "*".into()),
             prefix.clone().unwrap_or_default(),
@@ -984,7 +1001,14 @@ fn fold_shadow(
         let Some(Spec::Mapping(m)) = &mut r.spec else {
             continue;
         };
-        if key(&m.hostname, &m.prefix, m.prefix_regex, m.prefix_exact, &m.method) != want {
+        if key(
+            &m.hostname,
+            &m.prefix,
+            m.prefix_regex,
+            m.prefix_exact,
+            &m.method,
+        ) != want
+        {
             continue;
         }
         m.shadow = Some(ShadowM {
@@ -1147,10 +1171,17 @@ fn context_tls(
     let at = ["spec", "secret"];
     let cert = secret_file(r, d, &at, resources, secrets, secret, "tls.crt")?;
     let key = secret_file(r, d, &at, resources, secrets, secret, "tls.key")?;
-    let ca = t
-        .ca_secret
-        .as_ref()
-        .and_then(|ca| secret_file(r, d, &["spec", "ca_secret"], resources, secrets, ca, "tls.crt"));
+    let ca = t.ca_secret.as_ref().and_then(|ca| {
+        secret_file(
+            r,
+            d,
+            &["spec", "ca_secret"],
+            resources,
+            secrets,
+            ca,
+            "tls.crt",
+        )
+    });
     Some(HostTlsM {
         cert_chain_file: Some(cert),
         private_key_file: Some(key),
@@ -1314,5 +1345,74 @@ mod tests {
         assert_eq!(service("https://quote", &none), "https://quote");
         let ups: HashSet<String> = ["quote".to_string()].into();
         assert_eq!(service("quote", &ups), "quote");
+    }
+
+    fn load(text: &str) -> crate::LoadResult {
+        crate::load(&[crate::ConfigSource::Inline {
+            name: "e.yaml".into(),
+            text: text.into(),
+            base_dir: std::env::temp_dir(),
+        }])
+    }
+
+    const EM: &str = "apiVersion: getambassador.io/v3alpha1";
+
+    #[test]
+    fn emissary_and_module_defaults() {
+        let r = load(&format!(
+            "{EM}\nkind: Module\nmetadata: {{ name: ambassador }}\nspec: {{ config: {{ retry_policy: {{ retry_on: 5xx, num_retries: 4 }} }} }}\n---\n\
+             {EM}\nkind: Mapping\nmetadata: {{ name: a }}\nspec: {{ prefix: /a/, service: quote, host: x.example.com }}\n---\n\
+             {EM}\nkind: Mapping\nmetadata: {{ name: b }}\nspec: {{ prefix: /b/, service: quote, timeout_ms: 0, rewrite: /v2/, retry_policy: {{ num_retries: 1 }} }}\n---\n\
+             {EM}\nkind: Mapping\nmetadata: {{ name: s }}\nspec: {{ prefix: /a/, service: other:81, shadow: true, weight: 10, host: x.example.com }}\n"
+        ));
+        let snap = r.snapshot.expect("loads");
+        let a = snap.routes.iter().find(|r| r.name == "a").expect("a");
+        let b = snap.routes.iter().find(|r| r.name == "b").expect("b");
+        assert_eq!(snap.routes.len(), 2, "the shadow Mapping is folded");
+        assert_eq!(a.timeout, Some(std::time::Duration::from_millis(3000)));
+        assert!(matches!(&a.rewrite, crate::snapshot::Rewrite::Prefix(p) if p == "/"));
+        assert_eq!(a.hostname.to_string(), "x.example.com");
+        assert_eq!(a.retry.as_ref().map(|r| r.num_retries), Some(4));
+        assert_eq!(b.retry.as_ref().map(|r| r.num_retries), Some(1));
+        assert_eq!(b.timeout, None);
+        let sh = a.shadow.as_ref().expect("shadow");
+        assert_eq!(snap.upstreams[sh.upstream].name, "other:81");
+        assert_eq!(sh.percent, 10.0);
+        assert_eq!(snap.upstreams[a.upstream().expect("fwd")].name, "quote:80");
+    }
+
+    #[test]
+    fn redirects_and_errors() {
+        let r = load(&format!(
+            "{EM}\nkind: Mapping\nmetadata: {{ name: r }}\nspec: {{ prefix: /r/, host_redirect: true, service: https://new.example.com, redirect_response_code: 308 }}\n"
+        ));
+        let snap = r.snapshot.expect("loads");
+        match &snap.routes[0].action {
+            crate::snapshot::RouteAction::Redirect(rd) => {
+                assert!(rd.https);
+                assert_eq!(rd.host.as_deref(), Some("new.example.com"));
+                assert_eq!(rd.code, 308);
+            }
+            other => panic!("{other:?}"),
+        }
+        let r = load(&format!(
+            "{EM}\nkind: Filter\nmetadata: {{ name: f }}\nspec: {{}}\n---\n\
+             {EM}\nkind: Mapping\nmetadata: {{ name: m }}\nspec: {{ prefix: /, service: a, retry_policy: {{ per_try_timeout: soon }} }}\n---\n\
+             {EM}\nkind: Host\nmetadata: {{ name: h }}\nspec: {{ hostname: a.example.com, tlsSecret: {{ name: missing }} }}\n"
+        ));
+        let msgs: Vec<String> = r.diagnostics.iter().map(|d| d.to_string()).collect();
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains("Filter/f: Filter is not supported")),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs.iter().any(|m| m.contains("invalid duration `soon`")),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs.iter().any(|m| m.contains("no Secret named `missing`")),
+            "{msgs:?}"
+        );
     }
 }

@@ -189,8 +189,10 @@ pub(crate) struct Resource {
     pub base_dir: Arc<Path>,
     /// The document (offending entries removed).
     pub root: Node,
-    /// `None` when the spec could not be deserialized at all.
+    /// `None` when the spec could not be deserialized at all (or is an Emissary document).
     pub spec: Option<Spec>,
+    /// An Emissary document before (or instead of) translation; see `emissary::resolve`.
+    pub emissary: Option<Box<crate::emissary::EmSpec>>,
     /// Dotted paths (from the document root, e.g. `spec.port`) dropped because of an error.
     pub removed: Vec<String>,
     /// Position among all resources (file order).
@@ -256,6 +258,13 @@ impl Resource {
     }
 }
 
+/// What a schema makes of a `spec`: a typed `portico.dev/v1` spec, or an Emissary document
+/// that `emissary::resolve` translates once every file is read.
+pub(crate) enum Parsed {
+    Spec(Spec),
+    Emissary(Box<crate::emissary::EmSpec>),
+}
+
 /// What an `apiVersion` understands.
 pub(crate) trait Schema: Sync {
     /// The kinds of this schema (for messages).
@@ -267,7 +276,7 @@ pub(crate) trait Schema: Sync {
         kind: &str,
         spec: &mut Node,
         warns: &mut Vec<(Pos, String)>,
-    ) -> Option<(&'static str, Deserialized<Spec>)>;
+    ) -> Option<(&'static str, Deserialized<Parsed>)>;
 }
 
 /// `portico.dev/v1`.
@@ -276,10 +285,10 @@ struct PorticoV1;
 fn typed<T: serde::de::DeserializeOwned>(
     spec: &mut Node,
     wrap: fn(T) -> Spec,
-) -> Deserialized<Spec> {
+) -> Deserialized<Parsed> {
     let r = node::deserialize_all::<T>(spec, RETRY_LIMIT);
     Deserialized {
-        value: r.value.map(wrap),
+        value: r.value.map(|v| Parsed::Spec(wrap(v))),
         errors: r.errors,
         removed: r.removed,
     }
@@ -295,7 +304,7 @@ impl Schema for PorticoV1 {
         kind: &str,
         spec: &mut Node,
         _warns: &mut Vec<(Pos, String)>,
-    ) -> Option<(&'static str, Deserialized<Spec>)> {
+    ) -> Option<(&'static str, Deserialized<Parsed>)> {
         Some(match kind {
             LISTENER => (LISTENER, typed::<model::ListenerSpec>(spec, Spec::Listener)),
             HOST => (HOST, typed::<model::HostSpec>(spec, Spec::Host)),
@@ -600,6 +609,11 @@ fn parse_document(f: &SourceFile, mut root: Node, order: usize, d: &mut Diags) -
         d.add(file, pos, kind, &name, Severity::Warning, msg);
     }
     removed.extend(parsed.removed.iter().map(|p| format!("spec.{p}")));
+    let (spec, emissary) = match parsed.value {
+        Some(Parsed::Spec(s)) => (Some(s), None),
+        Some(Parsed::Emissary(e)) => (None, Some(e)),
+        None => (None, None),
+    };
     if let Some(s) = root.get_mut("spec") {
         *s = spec_node;
     }
@@ -609,7 +623,8 @@ fn parse_document(f: &SourceFile, mut root: Node, order: usize, d: &mut Diags) -
         file: f.name.clone(),
         base_dir: f.base_dir.clone(),
         root,
-        spec: parsed.value,
+        spec,
+        emissary,
         removed,
         order,
     })

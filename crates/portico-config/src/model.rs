@@ -569,7 +569,4 @@ pub enum Spec {
     Mapping(Box<MappingSpec>),
     Upstream(Box<UpstreamSpec>),
     RateLimitService(RateLimitServiceSpec),
-    /// An Emissary document not yet translated, or one that compiles to nothing (Module,
-    /// TLSContext, Secret, tuning kinds); see `emissary.rs`.
-    Emissary(Box<crate::emissary::EmSpec>),
 }

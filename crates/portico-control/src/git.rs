@@ -74,7 +74,11 @@ struct SyncState {
 }
 
 /// Runs `git ARGS` (in `dir` when given) under [`GIT_TIMEOUT`]; stdout on success.
-pub async fn git(dir: Option<&Path>, args: &[&str], env: &[(&str, &Path)]) -> Result<String, String> {
+pub async fn git(
+    dir: Option<&Path>,
+    args: &[&str],
+    env: &[(&str, &Path)],
+) -> Result<String, String> {
     let mut cmd = Command::new("git");
     if let Some(d) = dir {
         cmd.arg("-C").arg(d);
@@ -215,7 +219,14 @@ impl GitSource {
         let r = self.opts.git_ref.as_deref().unwrap_or("HEAD");
         git(
             Some(&repo),
-            &["fetch", "--quiet", "--no-tags", "--force", &self.opts.url, r],
+            &[
+                "fetch",
+                "--quiet",
+                "--no-tags",
+                "--force",
+                &self.opts.url,
+                r,
+            ],
             &[],
         )
         .await?;
@@ -261,7 +272,12 @@ impl GitSource {
 
     /// Fetches, and reloads when the ref moved (or always when `force`: local files or a
     /// manual reload). `Ok(None)`: nothing to do.
-    pub async fn sync(&self, ctl: &Controller, trigger: &str, force: bool) -> Result<Option<Outcome>, String> {
+    pub async fn sync(
+        &self,
+        ctl: &Controller,
+        trigger: &str,
+        force: bool,
+    ) -> Result<Option<Outcome>, String> {
         let mut st = self.sync.lock().await;
         let c = self.fetch().await?;
         if !force && st.last_tried.as_deref() == Some(c.sha.as_str()) {
@@ -293,8 +309,14 @@ impl GitSource {
                     let _ = tokio::fs::remove_dir_all(&old).await;
                 }
             }
-            Outcome::Rejected { .. } => {
+            Outcome::Rejected { errors } => {
                 tracing::error!(commit = %c.sha, "git: commit rejected; the applied commit keeps serving");
+                // Name files as they are in the repository, not in the private cache.
+                let prefix = format!("{}/", tree.display());
+                ctl.report_error(
+                    errors.iter().map(|e| e.replace(&prefix, "")).collect(),
+                    Some(c.sha.clone()),
+                );
                 if st.applied.as_ref().is_none_or(|(sha, _)| *sha != c.sha) {
                     let _ = tokio::fs::remove_dir_all(&tree).await;
                 }

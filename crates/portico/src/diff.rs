@@ -42,7 +42,9 @@ async fn resolve(spec: &str) -> Result<Side, String> {
         None => (rest, None),
     };
     if rev.is_empty() {
-        return Err(format!("`{spec}`: missing revision (git:REV or git:REV:PATH)"));
+        return Err(format!(
+            "`{spec}`: missing revision (git:REV or git:REV:PATH)"
+        ));
     }
     let git_dir = portico_control::git::git(None, &["rev-parse", "--absolute-git-dir"], &[])
         .await

@@ -6,8 +6,8 @@
 mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -170,11 +170,17 @@ async fn broken_commit_is_rejected_whole_and_a_fix_applies() {
         if c["last_error"]["commit"] == bad {
             break c["last_error"].clone();
         }
-        assert!(start.elapsed() < Duration::from_secs(3), "no rejection: {c}");
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "no rejection: {c}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let errors = err["errors"].to_string();
-    assert!(errors.contains("b.yaml") && errors.contains("bogus_field"), "{errors}");
+    assert!(
+        errors.contains("\"b.yaml:6:3: Mapping/b: unknown field `bogus_field`"),
+        "{errors}"
+    );
     assert_eq!(get(&p.url("/a"), &[]).await.text(), "a1");
     assert_eq!(get(&p.url("/b"), &[]).await.text(), "b1");
     assert_ne!(config(&p).await["source"]["commit"], bad);
@@ -186,7 +192,10 @@ async fn broken_commit_is_rejected_whole_and_a_fix_applies() {
     assert_eq!(c["source"]["commit"], fix);
     assert!(c["last_error"].is_null(), "{c}");
     let m = get(&p.admin_url("/metrics"), &[]).await.text();
-    assert!(m.contains("portico_config_reloads_total{result=\"rejected\"} 1"), "{m}");
+    assert!(
+        m.contains("portico_config_reloads_total{result=\"rejected\"} 1"),
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,11 +210,21 @@ async fn webhook_fetches_now_and_git_path_selects_a_directory() {
     );
     let (p, _local) = start_git(
         &repo,
-        &["--poll", "60", "--git-path", "deploy/edge", "--git-ref", "main"],
+        &[
+            "--poll",
+            "60",
+            "--git-path",
+            "deploy/edge",
+            "--git-ref",
+            "main",
+        ],
     )
     .await;
     assert_eq!(get(&p.url("/"), &[]).await.text(), "one");
-    let sha = repo.commit(&[("deploy/edge/routes.yaml", &direct("r", "/", "two"))], "two");
+    let sha = repo.commit(
+        &[("deploy/edge/routes.yaml", &direct("r", "/", "two"))],
+        "two",
+    );
     let r = post(&p.admin_url("/hooks/git"), "").await;
     assert_eq!(r.status, 202, "{}", r.text());
     let took = wait_body(&p.url("/"), "two", Duration::from_secs(3)).await;
@@ -214,7 +233,10 @@ async fn webhook_fetches_now_and_git_path_selects_a_directory() {
     assert_eq!(config(&p).await["source"]["ref"], "main");
 
     // POST /reload fetches too.
-    repo.commit(&[("deploy/edge/routes.yaml", &direct("r", "/", "three"))], "three");
+    repo.commit(
+        &[("deploy/edge/routes.yaml", &direct("r", "/", "three"))],
+        "three",
+    );
     let r = post(&p.admin_url("/reload"), "").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(get(&p.url("/"), &[]).await.text(), "three");
@@ -237,7 +259,10 @@ async fn names_stay_unique_across_local_and_git_sources() {
     loop {
         let c = config(&p).await;
         if c["last_error"]["commit"] == bad {
-            assert!(c["last_error"]["errors"].to_string().contains("duplicate"), "{c}");
+            assert!(
+                c["last_error"]["errors"].to_string().contains("duplicate"),
+                "{c}"
+            );
             break;
         }
         assert!(start.elapsed() < Duration::from_secs(3), "{c}");
@@ -335,17 +360,30 @@ fn diff_between_revisions_reports_exactly_the_changed_mappings() {
     };
     let c_doc = m("c", "/c/", "");
     let d_doc = m("d", "/d/", "  rewrite: /\n");
-    let r1 = repo.commit(&[("cfg/routes.yaml", &files("", Some(&c_doc), None))], "one");
+    let r1 = repo.commit(
+        &[("cfg/routes.yaml", &files("", Some(&c_doc), None))],
+        "one",
+    );
     let r2 = repo.commit(
         &[(
             "cfg/routes.yaml",
-            &files("  timeout_ms: 5000\n  host_rewrite: b.internal\n", None, Some(&d_doc)),
+            &files(
+                "  timeout_ms: 5000\n  host_rewrite: b.internal\n",
+                None,
+                Some(&d_doc),
+            ),
         )],
         "two",
     );
     let (code, out, err) = portico_cmd(
         repo.path(),
-        &["diff", &format!("git:{r1}:cfg"), &format!("git:{r2}:cfg"), "--format", "json"],
+        &[
+            "diff",
+            &format!("git:{r1}:cfg"),
+            &format!("git:{r2}:cfg"),
+            "--format",
+            "json",
+        ],
     );
     assert_eq!(code, 1, "{out}{err}");
     let v: serde_json::Value = serde_json::from_str(&out).expect("json");
@@ -368,9 +406,15 @@ fn diff_between_revisions_reports_exactly_the_changed_mappings() {
     assert_eq!(fields.as_object().map(|o| o.len()), Some(2), "{fields}");
 
     // Human format; the same revision twice is equal; a bad revision is an error.
-    let (code, out, _) = portico_cmd(repo.path(), &["diff", &format!("git:{r1}:cfg"), "git:HEAD:cfg"]);
+    let (code, out, _) = portico_cmd(
+        repo.path(),
+        &["diff", &format!("git:{r1}:cfg"), "git:HEAD:cfg"],
+    );
     assert_eq!(code, 1);
-    assert!(out.contains("~ Mapping b") && out.contains("timeout_ms: 15000 -> 5000"), "{out}");
+    assert!(
+        out.contains("~ Mapping b") && out.contains("timeout_ms: 15000 -> 5000"),
+        "{out}"
+    );
     let (code, _, _) = portico_cmd(repo.path(), &["diff", "git:HEAD:cfg", "cfg"]);
     assert_eq!(code, 0);
     let (code, _, err) = portico_cmd(repo.path(), &["diff", "git:nope", "cfg"]);
@@ -398,7 +442,12 @@ fn check_github_format_and_unreachable_route_warnings() {
     assert_eq!(code, 0, "{out}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
-    assert!(lines[0].starts_with("::warning file=c.yaml,line=6,col=1::Mapping/shadowed: never matches: Mapping `all`"), "{out}");
+    assert!(
+        lines[0].starts_with(
+            "::warning file=c.yaml,line=6,col=1::Mapping/shadowed: never matches: Mapping `all`"
+        ),
+        "{out}"
+    );
     assert!(lines[1].contains("Mapping/with-header"), "{out}");
 
     // HTTPS-only listener: a Mapping for a hostname no Host serves is never received.
@@ -416,10 +465,19 @@ fn check_github_format_and_unreachable_route_warnings() {
     let (code, out, _) = portico_cmd(dir.path(), &["check", "c.yaml"]);
     assert_eq!(code, 0, "{out}");
     assert_eq!(out.lines().count(), 1, "{out}");
-    assert!(out.contains("Mapping/api: warning: never receives traffic"), "{out}");
+    assert!(
+        out.contains("Mapping/api: warning: never receives traffic"),
+        "{out}"
+    );
 
     // Errors in GitHub format.
-    std::fs::write(&f, format!("{API}\nkind: Mapping\nmetadata: {{ name: x }}\nspec: {{ prefix: /, sevice: a:1 }}\n")).expect("write");
+    std::fs::write(
+        &f,
+        format!(
+            "{API}\nkind: Mapping\nmetadata: {{ name: x }}\nspec: {{ prefix: /, sevice: a:1 }}\n"
+        ),
+    )
+    .expect("write");
     let (code, out, _) = portico_cmd(dir.path(), &["check", "c.yaml", "--format", "github"]);
     assert_eq!(code, 1);
     assert!(out.starts_with("::error file=c.yaml,line=4,col="), "{out}");
@@ -473,10 +531,17 @@ async fn emissary_corpus_is_accepted_and_behaves_as_documented() {
     let d = Upstream::start("d").await;
     let e = Upstream::start("e").await;
     let f = Upstream::start("f").await;
-    let addrs: Vec<(&str, String)> = [("__A__", &a), ("__B__", &b), ("__C__", &c), ("__D__", &d), ("__E__", &e), ("__F__", &f)]
-        .iter()
-        .map(|(k, u)| (*k, u.addr.to_string()))
-        .collect();
+    let addrs: Vec<(&str, String)> = [
+        ("__A__", &a),
+        ("__B__", &b),
+        ("__C__", &c),
+        ("__D__", &d),
+        ("__E__", &e),
+        ("__F__", &f),
+    ]
+    .iter()
+    .map(|(k, u)| (*k, u.addr.to_string()))
+    .collect();
     let docs = corpus(&addrs);
     assert!(docs.matches("kind: Mapping").count() >= 25);
 
@@ -487,7 +552,10 @@ async fn emissary_corpus_is_accepted_and_behaves_as_documented() {
     assert_eq!(code, 0, "{out}");
     assert!(out.lines().all(|l| l.contains("warning:")), "{out}");
     assert!(out.contains("ambassador_id"), "{out}");
-    assert!(out.contains("Mapping/catalog-deep: warning: never matches"), "{out}");
+    assert!(
+        out.contains("Mapping/catalog-deep: warning: never matches"),
+        "{out}"
+    );
 
     let p = Portico::start(&docs).await;
     let seen = |u: &Upstream| u.last();
@@ -505,16 +573,24 @@ async fn emissary_corpus_is_accepted_and_behaves_as_documented() {
 
     // timeout_ms defaults to 3000.
     get(&p.url("/timeout-default/"), &[]).await;
-    let t: u64 = header_map(&seen(&a).headers)["x-portico-expected-timeout-ms"].parse().expect("ms");
+    let t: u64 = header_map(&seen(&a).headers)["x-portico-expected-timeout-ms"]
+        .parse()
+        .expect("ms");
     assert!((2000..=3000).contains(&t), "{t}");
     get(&p.url("/timeout-long/"), &[]).await;
-    let t: u64 = header_map(&seen(&a).headers)["x-portico-expected-timeout-ms"].parse().expect("ms");
+    let t: u64 = header_map(&seen(&a).headers)["x-portico-expected-timeout-ms"]
+        .parse()
+        .expect("ms");
     assert!((9000..=10000).contains(&t), "{t}");
 
     // host_rewrite, header edits.
     get(&p.url("/host-rewrite/"), &[]).await;
     assert_eq!(header_map(&seen(&a).headers)["host"], "quote.internal");
-    let r = get(&p.url("/edge-headers/"), &[("cookie", "s=1"), ("x-tenant", "evil")]).await;
+    let r = get(
+        &p.url("/edge-headers/"),
+        &[("cookie", "s=1"), ("x-tenant", "evil")],
+    )
+    .await;
     let h = header_map(&seen(&a).headers);
     assert_eq!(h["x-edge"], "portico");
     assert_eq!(h["x-tenant"], "acme");
@@ -532,25 +608,56 @@ async fn emissary_corpus_is_accepted_and_behaves_as_documented() {
     assert!((5..=45).contains(&to_b), "canary got {to_b}/200");
 
     // Header, regex header, regex prefix, exact, method, query, case, hostnames, precedence.
-    assert_eq!(get(&p.url("/search/"), &[("x-team", "blue")]).await.text(), "upstream b");
+    assert_eq!(
+        get(&p.url("/search/"), &[("x-team", "blue")]).await.text(),
+        "upstream b"
+    );
     assert_eq!(get(&p.url("/search/"), &[]).await.text(), "upstream a");
-    assert_eq!(get(&p.url("/mobile/"), &[("user-agent", "X Mobile Y")]).await.text(), "upstream b");
-    assert_eq!(get(&p.url("/mobile/"), &[("user-agent", "desktop")]).await.status, 404);
+    assert_eq!(
+        get(&p.url("/mobile/"), &[("user-agent", "X Mobile Y")])
+            .await
+            .text(),
+        "upstream b"
+    );
+    assert_eq!(
+        get(&p.url("/mobile/"), &[("user-agent", "desktop")])
+            .await
+            .status,
+        404
+    );
     assert_eq!(get(&p.url("/users/42"), &[]).await.text(), "upstream a");
     assert_eq!(seen(&a).uri, "/users/42");
     assert_eq!(get(&p.url("/users/abc"), &[]).await.status, 404);
     assert_eq!(get(&p.url("/healthz"), &[]).await.text(), "upstream a");
     assert_eq!(get(&p.url("/healthz/x"), &[]).await.status, 404);
     assert_eq!(get(&p.url("/upload/"), &[]).await.status, 404);
-    let r = send(request("POST", &p.url("/upload/"), &[], "x"), false).await.expect("post");
+    let r = send(request("POST", &p.url("/upload/"), &[], "x"), false)
+        .await
+        .expect("post");
     assert_eq!(r.text(), "upstream a");
-    assert_eq!(get(&p.url("/report/?debug=1"), &[]).await.text(), "upstream b");
+    assert_eq!(
+        get(&p.url("/report/?debug=1"), &[]).await.text(),
+        "upstream b"
+    );
     assert_eq!(get(&p.url("/report/"), &[]).await.status, 404);
     assert_eq!(get(&p.url("/docs/x"), &[]).await.text(), "upstream a");
-    assert_eq!(get(&p.url("/host-only/"), &[("host", "api.example.com")]).await.text(), "upstream a");
+    assert_eq!(
+        get(&p.url("/host-only/"), &[("host", "api.example.com")])
+            .await
+            .text(),
+        "upstream a"
+    );
     assert_eq!(get(&p.url("/host-only/"), &[]).await.status, 404);
-    assert_eq!(get(&p.url("/legacy/"), &[("host", "legacy.example.com")]).await.text(), "upstream b");
-    assert_eq!(get(&p.url("/catalog/deep/x"), &[]).await.text(), "upstream b");
+    assert_eq!(
+        get(&p.url("/legacy/"), &[("host", "legacy.example.com")])
+            .await
+            .text(),
+        "upstream b"
+    );
+    assert_eq!(
+        get(&p.url("/catalog/deep/x"), &[]).await.text(),
+        "upstream b"
+    );
 
     // Retries: every other answer of c is a 503; one retry hides it.
     let r = get(&p.url("/flaky/"), &[]).await;
@@ -558,7 +665,8 @@ async fn emissary_corpus_is_accepted_and_behaves_as_documented() {
     assert_eq!(flaky_n.load(Ordering::Relaxed), 2);
 
     // Circuit breakers and load balancers reach the upstreams.
-    let ups: serde_json::Value = serde_json::from_slice(&get(&p.admin_url("/upstreams"), &[]).await.body).expect("json");
+    let ups: serde_json::Value =
+        serde_json::from_slice(&get(&p.admin_url("/upstreams"), &[]).await.body).expect("json");
     let cb = ups["upstreams"]
         .as_array()
         .expect("upstreams")
@@ -568,46 +676,76 @@ async fn emissary_corpus_is_accepted_and_behaves_as_documented() {
         .expect("upstream d");
     assert_eq!(cb["max_requests"], 200);
     assert_eq!(cb["max_pending_requests"], 50);
-    assert_eq!(get(&p.url("/sessions/"), &[("x-user", "u1")]).await.text(), "upstream e");
+    assert_eq!(
+        get(&p.url("/sessions/"), &[("x-user", "u1")]).await.text(),
+        "upstream e"
+    );
     assert_eq!(get(&p.url("/carts/"), &[]).await.text(), "upstream f");
     assert_eq!(get(&p.url("/orders/"), &[]).await.text(), "upstream d");
 
     // CORS: the policy is compiled onto the route (answering preflights is the data plane's
     // job, tested with the portico.dev/v1 form elsewhere).
     let ex: serde_json::Value = serde_json::from_slice(
-        &get(&p.admin_url(&format!("/explain?method=GET&url={}", p.url("/cors/"))), &[]).await.body,
+        &get(
+            &p.admin_url(&format!("/explain?method=GET&url={}", p.url("/cors/"))),
+            &[],
+        )
+        .await
+        .body,
     )
     .expect("json");
     assert_eq!(ex["route"], "app-cors", "{ex}");
     assert_eq!(ex["policies"]["cors"], true, "{ex}");
     let ex: serde_json::Value = serde_json::from_slice(
-        &get(&p.admin_url(&format!("/explain?method=GET&url={}", p.url("/flaky/"))), &[]).await.body,
+        &get(
+            &p.admin_url(&format!("/explain?method=GET&url={}", p.url("/flaky/"))),
+            &[],
+        )
+        .await
+        .body,
     )
     .expect("json");
-    assert_eq!(ex["policies"]["retry_policy"]["per_try_timeout_ms"], 500, "{ex}");
+    assert_eq!(
+        ex["policies"]["retry_policy"]["per_try_timeout_ms"], 500,
+        "{ex}"
+    );
 
     // Redirects.
     let r = get(&p.url("/old-site/page?q=1"), &[]).await;
     assert_eq!(r.status, 301);
-    assert_eq!(r.header("location"), Some("http://www.example.com/old-site/page?q=1"));
+    assert_eq!(
+        r.header("location"),
+        Some("http://www.example.com/old-site/page?q=1")
+    );
     let r = get(&p.url("/moved"), &[]).await;
     assert_eq!(r.status, 302);
-    assert_eq!(r.header("location"), Some("http://docs.example.com/new-place"));
+    assert_eq!(
+        r.header("location"),
+        Some("http://docs.example.com/new-place")
+    );
 
     // shadow: true becomes the shadow of the Mapping with the same match (the diff against
     // the corpus without the shadow Mapping shows exactly that field).
-    let at = docs.find("metadata: { name: mirror-shadow }").expect("shadow doc");
+    let at = docs
+        .find("metadata: { name: mirror-shadow }")
+        .expect("shadow doc");
     let start = docs[..at].rfind("---").expect("doc start");
     let end = docs[at..].find("---").map_or(docs.len(), |e| at + e);
     let without = format!("{}{}", &docs[..start], &docs[end..]);
     std::fs::write(dir.path().join("without.yaml"), &without).expect("write");
-    let (code, out, err) = portico_cmd(dir.path(), &["diff", "without.yaml", "emissary.yaml", "--format", "json"]);
+    let (code, out, err) = portico_cmd(
+        dir.path(),
+        &["diff", "without.yaml", "emissary.yaml", "--format", "json"],
+    );
     assert_eq!(code, 1, "{out}{err}");
     let v: serde_json::Value = serde_json::from_str(&out).expect("json");
     let changed = &v["routes"]["changed"];
     assert_eq!(changed.as_array().map(|a| a.len()), Some(1), "{v}");
     assert_eq!(changed[0]["name"], "mirror-live");
-    assert_eq!(changed[0]["fields"]["shadow"]["new"], format!("{} 100%", b.addr));
+    assert_eq!(
+        changed[0]["fields"]["shadow"]["new"],
+        format!("{} 100%", b.addr)
+    );
     assert_eq!(get(&p.url("/mirror/x"), &[]).await.text(), "upstream a");
 }
 
@@ -636,11 +774,40 @@ fn emissary_module_hosts_secrets_and_unsupported_kinds() {
     let text = diags.to_string();
     assert!(text.contains("KubernetesEndpointResolver"), "{text}");
     assert!(text.contains("diagnostics"), "{text}");
-    assert!(diags.as_array().expect("array").iter().all(|d| d["severity"] == "warning"), "{text}");
+    assert!(
+        diags
+            .as_array()
+            .expect("array")
+            .iter()
+            .all(|d| d["severity"] == "warning"),
+        "{text}"
+    );
     // Module defaults and Emissary defaults, as explain shows them.
-    let (_, out, _) = portico_cmd(dir.path(), &["explain", "-c", "e.yaml", "GET", "http://x/m/a", "--format", "json"]);
+    let (_, out, _) = portico_cmd(
+        dir.path(),
+        &[
+            "explain",
+            "-c",
+            "e.yaml",
+            "GET",
+            "http://x/m/a",
+            "--format",
+            "json",
+        ],
+    );
     assert!(out.contains("7000"), "{out}");
-    let (_, out, _) = portico_cmd(dir.path(), &["explain", "-c", "e.yaml", "GET", "http://x/own/a", "--format", "json"]);
+    let (_, out, _) = portico_cmd(
+        dir.path(),
+        &[
+            "explain",
+            "-c",
+            "e.yaml",
+            "GET",
+            "http://x/own/a",
+            "--format",
+            "json",
+        ],
+    );
     assert!(out.contains("100"), "{out}");
 
     // Security kinds and unsupported fields are errors naming them.
@@ -654,6 +821,12 @@ fn emissary_module_hosts_secrets_and_unsupported_kinds() {
     .expect("write");
     let (code, out, _) = portico_cmd(dir.path(), &["check", "e.yaml"]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("AuthService/auth: AuthService is not supported"), "{out}");
-    assert!(out.contains("Mapping/m: unknown field `bypass_auth`"), "{out}");
+    assert!(
+        out.contains("AuthService/auth: AuthService is not supported"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Mapping/m: unknown field `bypass_auth`"),
+        "{out}"
+    );
 }
