@@ -629,20 +629,19 @@ pub(crate) fn resolve(resources: &mut Vec<Resource>, d: &mut Diags) {
 
     // Mappings.
     let mut shadows: Vec<(usize, EmMapping)> = Vec::new();
-    for i in 0..resources.len() {
-        let Some(EmSpec::Mapping(m)) = spec_of(&resources[i]) else {
+    for (i, r) in resources.iter_mut().enumerate() {
+        let Some(EmSpec::Mapping(m)) = spec_of(r) else {
             continue;
         };
         let m = (**m).clone();
         if m.shadow == Some(true) {
             shadows.push((i, m));
-            resources[i].emissary = Some(Box::new(EmSpec::Ignored));
+            r.emissary = Some(Box::new(EmSpec::Ignored));
             continue;
         }
-        let r = &resources[i];
         let spec = mapping(r, d, &m, &module, &upstream_names);
-        resources[i].spec = spec.map(|s| Spec::Mapping(Box::new(s)));
-        resources[i].emissary = None;
+        r.spec = spec.map(|s| Spec::Mapping(Box::new(s)));
+        r.emissary = None;
     }
     for (i, s) in shadows {
         fold_shadow(resources, d, i, &s, &upstream_names);

@@ -160,6 +160,18 @@ pub fn private_dir(prefix: &str) -> std::io::Result<PathBuf> {
     Ok(dir)
 }
 
+/// Rewrites the `file` of `/config.resources` entries from the private tree `tree` to
+/// repository-relative paths.
+pub fn repo_relative(tree: &Path, resources: &mut [serde_json::Value]) {
+    let prefix = format!("{}/", tree.display());
+    for r in resources {
+        if let Some(f) = r.get("file").and_then(|f| f.as_str()) {
+            let f = f.replace(&prefix, "");
+            r["file"] = serde_json::Value::String(f);
+        }
+    }
+}
+
 impl GitSource {
     /// Creates the private cache and its bare repository.
     pub async fn open(opts: GitOptions) -> Result<Arc<GitSource>, String> {
@@ -256,8 +268,18 @@ impl GitSource {
         s
     }
 
-    /// Fetches the first commit and returns its sources (for the initial load), without
-    /// applying anything. [`GitSource::mark_applied`] records it once it runs.
+    /// The tree of the applied commit (after [`GitSource::initial`]).
+    pub async fn applied_tree(&self) -> Option<PathBuf> {
+        self.sync
+            .lock()
+            .await
+            .applied
+            .as_ref()
+            .map(|(_, t)| t.clone())
+    }
+
+    /// Fetches the first commit and returns its sources for the initial load (recorded as
+    /// applied: the caller refuses to start when that load fails).
     pub async fn initial(&self) -> Result<(Commit, Vec<ConfigSource>), String> {
         let c = self.fetch().await?;
         let tree = self.cache.join("trees").join(&c.sha);
@@ -303,6 +325,9 @@ impl GitSource {
         match &outcome {
             Outcome::Applied { .. } => {
                 self.applied_time.store(c.time, Ordering::Relaxed);
+                let mut status = (**ctl.status.load()).clone();
+                repo_relative(&tree, &mut status.resources);
+                ctl.status.store(Arc::new(status));
                 if let Some((old_sha, old)) = st.applied.replace((c.sha.clone(), tree))
                     && old_sha != c.sha
                 {

@@ -15,6 +15,8 @@ use portico_config::{ConfigSource, Snapshot, describe};
 use serde_json::{Value, json};
 
 type Fields = BTreeMap<String, String>;
+/// A changed field: name, old value, new value (`None`: unset).
+type FieldChange = (String, Option<String>, Option<String>);
 
 /// One side: a path, or a materialized git revision (removed on drop).
 struct Side {
@@ -92,7 +94,7 @@ fn load(label: &str, path: &Path) -> Result<Snapshot, String> {
 struct KindDiff {
     added: Vec<(String, Fields)>,
     removed: Vec<(String, Fields)>,
-    changed: Vec<(String, Vec<(String, Option<String>, Option<String>)>)>,
+    changed: Vec<(String, Vec<FieldChange>)>,
 }
 
 impl KindDiff {

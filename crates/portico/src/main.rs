@@ -357,7 +357,12 @@ async fn run(opts: RunOpts) -> anyhow::Result<()> {
         p => LogTarget::File(PathBuf::from(p)),
     };
     let access_log = AccessLog::new(target)?;
-    let resources = reload::resources_json(&snapshot, &diags);
+    let mut resources = reload::resources_json(&snapshot, &diags);
+    if let Some(g) = &git_source
+        && let Some(tree) = g.applied_tree().await
+    {
+        portico_control::git::repo_relative(&tree, &mut resources);
+    }
     let listeners = snapshot.listeners.clone();
     let registry = Arc::new(portico_proxy::metrics::Registry::default());
     let first = portico_proxy::prepare(snapshot, 1, None, &registry).await;

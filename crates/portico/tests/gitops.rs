@@ -130,6 +130,13 @@ async fn pushed_commit_applies_within_poll_interval() {
     let c = config(&p).await;
     assert_eq!(c["source"]["commit"], sha2, "{c}");
     assert!(c["last_error"].is_null(), "{c}");
+    let files: Vec<&str> = c["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .filter_map(|r| r["file"].as_str())
+        .collect();
+    assert!(files.contains(&"routes.yaml"), "{files:?}");
 
     let m = get(&p.admin_url("/metrics"), &[]).await.text();
     let age = m
@@ -521,7 +528,7 @@ async fn emissary_corpus_is_accepted_and_behaves_as_documented() {
         Arc::new(move |_s: &Seen| {
             let n = n2.fetch_add(1, Ordering::Relaxed);
             let mut r = Response::new(Full::new(Bytes::from(format!("try {n}"))));
-            if n % 2 == 0 {
+            if n.is_multiple_of(2) {
                 *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
             }
             r
