@@ -231,11 +231,13 @@ impl GitSource {
         let r = self.opts.git_ref.as_deref().unwrap_or("HEAD");
         git(
             Some(&repo),
+            // `--`: a URL or ref starting with `-` is never taken for an option.
             &[
                 "fetch",
                 "--quiet",
                 "--no-tags",
                 "--force",
+                "--",
                 &self.opts.url,
                 r,
             ],

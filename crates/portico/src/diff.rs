@@ -43,7 +43,7 @@ async fn resolve(spec: &str) -> Result<Side, String> {
         Some((r, p)) => (r, Some(p)),
         None => (rest, None),
     };
-    if rev.is_empty() {
+    if rev.is_empty() || rev.starts_with('-') {
         return Err(format!(
             "`{spec}`: missing revision (git:REV or git:REV:PATH)"
         ));
