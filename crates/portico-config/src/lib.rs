@@ -40,7 +40,9 @@
 #![forbid(unsafe_code)]
 
 mod compile;
+pub mod describe;
 pub mod diag;
+pub mod emissary;
 mod load;
 pub mod model;
 pub mod node;

@@ -189,8 +189,10 @@ pub(crate) struct Resource {
     pub base_dir: Arc<Path>,
     /// The document (offending entries removed).
     pub root: Node,
-    /// `None` when the spec could not be deserialized at all.
+    /// `None` when the spec could not be deserialized at all (or is an Emissary document).
     pub spec: Option<Spec>,
+    /// An Emissary document before (or instead of) translation; see `emissary::resolve`.
+    pub emissary: Option<Box<crate::emissary::EmSpec>>,
     /// Dotted paths (from the document root, e.g. `spec.port`) dropped because of an error.
     pub removed: Vec<String>,
     /// Position among all resources (file order).
@@ -256,13 +258,25 @@ impl Resource {
     }
 }
 
+/// What a schema makes of a `spec`: a typed `portico.dev/v1` spec, or an Emissary document
+/// that `emissary::resolve` translates once every file is read.
+pub(crate) enum Parsed {
+    Spec(Spec),
+    Emissary(Box<crate::emissary::EmSpec>),
+}
+
 /// What an `apiVersion` understands.
 pub(crate) trait Schema: Sync {
     /// The kinds of this schema (for messages).
     fn kinds(&self) -> &'static [&'static str];
-    /// Deserializes the `spec` of `kind`; `None` when the kind is unknown.
-    fn parse_spec(&self, kind: &str, spec: &mut Node)
-    -> Option<(&'static str, Deserialized<Spec>)>;
+    /// Deserializes the `spec` of `kind`; `None` when the kind is unknown. Warnings (fields
+    /// accepted but ignored) go to `warns`.
+    fn parse_spec(
+        &self,
+        kind: &str,
+        spec: &mut Node,
+        warns: &mut Vec<(Pos, String)>,
+    ) -> Option<(&'static str, Deserialized<Parsed>)>;
 }
 
 /// `portico.dev/v1`.
@@ -271,10 +285,10 @@ struct PorticoV1;
 fn typed<T: serde::de::DeserializeOwned>(
     spec: &mut Node,
     wrap: fn(T) -> Spec,
-) -> Deserialized<Spec> {
+) -> Deserialized<Parsed> {
     let r = node::deserialize_all::<T>(spec, RETRY_LIMIT);
     Deserialized {
-        value: r.value.map(wrap),
+        value: r.value.map(|v| Parsed::Spec(wrap(v))),
         errors: r.errors,
         removed: r.removed,
     }
@@ -289,7 +303,8 @@ impl Schema for PorticoV1 {
         &self,
         kind: &str,
         spec: &mut Node,
-    ) -> Option<(&'static str, Deserialized<Spec>)> {
+        _warns: &mut Vec<(Pos, String)>,
+    ) -> Option<(&'static str, Deserialized<Parsed>)> {
         Some(match kind {
             LISTENER => (LISTENER, typed::<model::ListenerSpec>(spec, Spec::Listener)),
             HOST => (HOST, typed::<model::HostSpec>(spec, Spec::Host)),
@@ -312,13 +327,16 @@ impl Schema for PorticoV1 {
 
 pub(crate) const PORTICO_V1: &str = "portico.dev/v1";
 pub(crate) const EMISSARY_V3: &str = "getambassador.io/v3alpha1";
+/// Kubernetes core `v1`: only `Secret` (for Emissary's `Host.tlsSecret`).
+pub(crate) const KUBE_V1: &str = "v1";
 
 /// The schema of an `apiVersion`: `Ok(None)` for an unknown one, `Err` for a known one that is
 /// not implemented yet. A second schema is added here.
 pub(crate) fn schema_for(api_version: &str) -> Result<Option<&'static dyn Schema>, String> {
     match api_version {
         PORTICO_V1 => Ok(Some(&PorticoV1)),
-        EMISSARY_V3 => Err(format!("{EMISSARY_V3} is not supported yet")),
+        EMISSARY_V3 => Ok(Some(&crate::emissary::EmissaryV3)),
+        KUBE_V1 => Ok(Some(&crate::emissary::KubeV1)),
         _ => Ok(None),
     }
 }
@@ -350,11 +368,47 @@ pub(crate) fn parse_files(files: &[SourceFile], d: &mut Diags) -> Vec<Resource> 
         }
     }
     check_duplicate_names(&out, d);
+    crate::emissary::resolve(&mut out, d);
     out
+}
+
+/// A Kubernetes `Secret` keeps `type`/`data`/`stringData` at the top level: move them under
+/// `spec` so the envelope stays uniform.
+fn secret_envelope(root: &mut Node) {
+    let is_secret = root.get("apiVersion").and_then(|v| v.as_str()) == Some(KUBE_V1)
+        && root.get("kind").and_then(|v| v.as_str()) == Some("Secret");
+    let pos = root.pos;
+    let Value::Map(entries) = &mut root.value else {
+        return;
+    };
+    if !is_secret || entries.iter().any(|(k, _)| k.as_str() == Some("spec")) {
+        return;
+    }
+    let mut spec = Vec::new();
+    let mut i = 0;
+    while i < entries.len() {
+        if matches!(entries[i].0.as_str(), Some("type" | "data" | "stringData")) {
+            spec.push(entries.remove(i));
+        } else {
+            i += 1;
+        }
+    }
+    let key_pos = spec.first().map_or(pos, |(k, _)| k.pos);
+    entries.push((
+        Node {
+            pos: key_pos,
+            value: Value::Str("spec".into()),
+        },
+        Node {
+            pos: key_pos,
+            value: Value::Map(spec),
+        },
+    ));
 }
 
 fn parse_document(f: &SourceFile, mut root: Node, order: usize, d: &mut Diags) -> Option<Resource> {
     let file = &f.name;
+    secret_envelope(&mut root);
     let Value::Map(entries) = &root.value else {
         if !matches!(root.value, Value::Null) {
             d.add(
@@ -535,7 +589,8 @@ fn parse_document(f: &SourceFile, mut root: Node, order: usize, d: &mut Diags) -
         err(d, spec_node.pos, msg);
         return None;
     }
-    let Some((kind, parsed)) = schema.parse_spec(&kind_text, &mut spec_node) else {
+    let mut warns = Vec::new();
+    let Some((kind, parsed)) = schema.parse_spec(&kind_text, &mut spec_node, &mut warns) else {
         let pos = root.pos_of(&["kind"]);
         err(
             d,
@@ -550,7 +605,15 @@ fn parse_document(f: &SourceFile, mut root: Node, order: usize, d: &mut Diags) -
     for (pos, msg) in parsed.errors {
         err(d, pos, msg);
     }
+    for (pos, msg) in warns {
+        d.add(file, pos, kind, &name, Severity::Warning, msg);
+    }
     removed.extend(parsed.removed.iter().map(|p| format!("spec.{p}")));
+    let (spec, emissary) = match parsed.value {
+        Some(Parsed::Spec(s)) => (Some(s), None),
+        Some(Parsed::Emissary(e)) => (None, Some(e)),
+        None => (None, None),
+    };
     if let Some(s) = root.get_mut("spec") {
         *s = spec_node;
     }
@@ -560,7 +623,8 @@ fn parse_document(f: &SourceFile, mut root: Node, order: usize, d: &mut Diags) -
         file: f.name.clone(),
         base_dir: f.base_dir.clone(),
         root,
-        spec: parsed.value,
+        spec,
+        emissary,
         removed,
         order,
     })
@@ -620,8 +684,8 @@ mod tests {
     #[test]
     fn schemas() {
         assert!(matches!(schema_for(PORTICO_V1), Ok(Some(_))));
-        assert!(matches!(schema_for(EMISSARY_V3), Err(m) if m.contains("not supported yet")));
-        assert!(matches!(schema_for("v1"), Ok(None)));
+        assert!(matches!(schema_for(EMISSARY_V3), Ok(Some(_))));
+        assert!(matches!(schema_for("v2"), Ok(None)));
     }
 
     #[test]

@@ -163,11 +163,12 @@ fn unknown_kind_and_api_versions() {
         1,
         "missing field `apiVersion`",
     );
+    // Emissary's schema (CONTRACT §2.6): its own field names, unknown ones are errors.
     one_error(
-        "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: r}\nspec: {}\n",
-        1,
-        13,
-        "getambassador.io/v3alpha1 is not supported yet",
+        "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: r}\nspec: {prefix: /, service: a, bypass_auth: true}\n",
+        4,
+        31,
+        "unknown field `bypass_auth`",
     );
     one_error(
         "apiVersion: portico.dev/v1\nmetadata: {name: r}\nspec: {}\n",

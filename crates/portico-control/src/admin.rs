@@ -118,6 +118,17 @@ async fn route(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
                 &json!({ "result": "rejected", "errors": errors }),
             ),
         },
+        (Method::POST, "/hooks/git") => match ctl.git.get() {
+            Some(g) => {
+                // Answer at once; the poll loop fetches (serialized with other syncs).
+                g.wake();
+                json_reply(StatusCode::ACCEPTED, &json!({ "result": "fetching" }))
+            }
+            None => json_reply(
+                StatusCode::NOT_FOUND,
+                &json!({ "error": "no git source (run with --git)" }),
+            ),
+        },
         (Method::POST, "/drain") => {
             let _ = admin.commands.send(Command::Drain { exit: false });
             json_reply(StatusCode::OK, &json!({ "result": "draining" }))
@@ -125,7 +136,7 @@ async fn route(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
         (
             _,
             "/" | "/stats" | "/ready" | "/config" | "/routes" | "/upstreams" | "/explain"
-            | "/reload" | "/drain",
+            | "/reload" | "/drain" | "/hooks/git",
         ) => reply(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",

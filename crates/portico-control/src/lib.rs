@@ -1,9 +1,11 @@
 //! Portico's control plane: config sources and reload (`reload`), file watching (`watch`),
-//! the admin API (`admin`, `views`, `stats` and the dashboard) and route explanation (`explain`).
+//! the git source (`git`), the admin API (`admin`, `views`, `stats` and the dashboard) and route
+//! explanation (`explain`).
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod explain;
+pub mod git;
 pub mod metrics;
 pub mod reload;
 pub mod stats;

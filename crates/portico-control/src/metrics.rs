@@ -219,6 +219,23 @@ pub fn render(ctl: &Controller) -> String {
         "Generation of the applied config.",
     );
     let _ = writeln!(out, "portico_config_generation {}", active.generation);
+    if let Some(g) = ctl.git.get() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        header(
+            &mut out,
+            "portico_config_commit_age_seconds",
+            "gauge",
+            "Age of the applied git commit (now minus its committer time).",
+        );
+        let _ = writeln!(
+            out,
+            "portico_config_commit_age_seconds {}",
+            (now - g.applied_commit_time() as f64).max(0.0)
+        );
+    }
 
     header(
         &mut out,

@@ -34,6 +34,8 @@ pub struct Status {
     pub last_error: Option<LastError>,
     /// Resources of the applied config with their status.
     pub resources: Vec<Value>,
+    /// The applied git commit (git source only).
+    pub commit: Option<String>,
 }
 
 /// Reload counters (exported as metrics).
@@ -52,6 +54,8 @@ pub struct Controller {
     pub server: Arc<Server>,
     pub status: ArcSwap<Status>,
     pub counters: ReloadCounters,
+    /// The git source, when running with `--git` (set once at start).
+    pub git: std::sync::OnceLock<Arc<crate::git::GitSource>>,
     lock: tokio::sync::Mutex<()>,
 }
 
@@ -128,13 +132,40 @@ impl Controller {
             server,
             status: ArcSwap::from_pointee(status),
             counters: ReloadCounters::default(),
+            git: std::sync::OnceLock::new(),
             lock: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// Reloads from the configured sources.
+    /// Reloads from the configured sources. With a git source this fetches first and reloads
+    /// the ref's commit (with the `-c` paths).
     pub async fn reload(&self, trigger: &str) -> Outcome {
+        if let Some(g) = self.git.get() {
+            return match g.sync(self, trigger, true).await {
+                Ok(Some(o)) => o,
+                Ok(None) => Outcome::Applied {
+                    generation: self.proxy.active().generation,
+                },
+                Err(e) => {
+                    tracing::error!(error = %e, "git: fetch failed; the applied commit keeps serving");
+                    self.report_error(vec![e.clone()], None);
+                    Outcome::Rejected { errors: vec![e] }
+                }
+            };
+        }
         self.reload_from(self.sources.clone(), trigger, None).await
+    }
+
+    /// Records a problem that is not a rejected config (e.g. a failed git fetch) in
+    /// `/config.last_error`.
+    pub fn report_error(&self, errors: Vec<String>, commit: Option<String>) {
+        let mut st = (**self.status.load()).clone();
+        st.last_error = Some(LastError {
+            at: SystemTime::now(),
+            errors,
+            commit,
+        });
+        self.status.store(Arc::new(st));
     }
 
     /// Reloads from `sources` (e.g. a freshly fetched git commit).
@@ -185,6 +216,11 @@ impl Controller {
         self.counters.applied.fetch_add(1, Ordering::Relaxed);
         let mut st = (**self.status.load()).clone();
         st.resources = resources;
+        if commit.is_some() {
+            // The newest commit applied: an earlier rejected commit is no longer news.
+            st.last_error = None;
+            st.commit = commit;
+        }
         if !bind_errors.is_empty() {
             st.last_error = Some(LastError {
                 at: SystemTime::now(),

@@ -24,9 +24,13 @@ pub fn config(ctl: &Controller) -> Value {
         }
         v
     });
+    let mut source = ctl.source_desc.clone();
+    if let Some(c) = &st.commit {
+        source["commit"] = json!(c);
+    }
     json!({
         "generation": active.generation,
-        "source": ctl.source_desc,
+        "source": source,
         "applied_at": ts(active.applied_at),
         "resources": st.resources,
         "last_error": last_error,

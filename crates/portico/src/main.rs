@@ -16,6 +16,8 @@ use portico_proxy::access_log::{AccessLog, LogTarget};
 use portico_proxy::{Proxy, ProxySettings, Server};
 use serde_json::json;
 
+mod diff;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -34,6 +36,8 @@ struct Cli {
 enum Format {
     Text,
     Json,
+    /// GitHub Actions annotations (`check`; other commands print text).
+    Github,
 }
 
 #[derive(Subcommand)]
@@ -55,6 +59,19 @@ enum Cmd {
         /// How long in-flight requests get to finish on drain.
         #[arg(long = "drain-timeout-ms", default_value_t = 10_000)]
         drain_timeout_ms: u64,
+        /// Pull the config from this git repository (file://, https://, ssh://); combines
+        /// with `-c` paths.
+        #[arg(long)]
+        git: Option<String>,
+        /// Branch, tag or commit to follow (default: the remote's HEAD).
+        #[arg(long = "git-ref", requires = "git")]
+        git_ref: Option<String>,
+        /// Directory of the config inside the repository (default: its root).
+        #[arg(long = "git-path", requires = "git")]
+        git_path: Option<PathBuf>,
+        /// Seconds between fetches of the git source.
+        #[arg(long, default_value_t = 10)]
+        poll: u64,
     },
     /// Validate configuration without binding anything.
     Check {
@@ -92,6 +109,14 @@ enum Cmd {
         /// Worker threads (default: one per CPU).
         #[arg(long)]
         workers: Option<usize>,
+    },
+    /// Route-level difference between two configs: files, directories, or `git:REV` /
+    /// `git:REV:PATH` in the current repository. Exit 0 equal, 1 different, 2 error.
+    Diff {
+        old: String,
+        new: String,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
     },
     /// Version and build info.
     Version,
@@ -133,6 +158,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Diff { old, new, format } => diff::run(&old, &new, format == Format::Json),
         Cmd::Explain {
             config,
             method,
@@ -146,6 +172,10 @@ fn main() -> ExitCode {
             workers,
             access_log,
             drain_timeout_ms,
+            git,
+            git_ref,
+            git_path,
+            poll,
         } => {
             init_logging();
             let rt = match tokio::runtime::Builder::new_current_thread()
@@ -164,6 +194,13 @@ fn main() -> ExitCode {
                 workers,
                 access_log,
                 drain_timeout_ms,
+                git: git.map(|url| portico_control::git::GitOptions {
+                    url,
+                    git_ref,
+                    path: git_path,
+                    poll: Duration::from_secs(poll.max(1)),
+                    extra: Vec::new(),
+                }),
             };
             match rt.block_on(run(opts)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -200,13 +237,41 @@ fn print_diagnostics(diags: &[Diagnostic], format: Format) {
                 println!("{d}");
             }
         }
+        Format::Github => {
+            for d in diags {
+                println!("{}", github_annotation(d));
+            }
+        }
     }
+}
+
+/// `::error file=F,line=L,col=C::KIND/NAME: message` (GitHub Actions workflow command).
+fn github_annotation(d: &Diagnostic) -> String {
+    fn data(s: &str) -> String {
+        s.replace('%', "%25")
+            .replace('\r', "%0D")
+            .replace('\n', "%0A")
+    }
+    fn prop(s: &str) -> String {
+        data(s).replace(':', "%3A").replace(',', "%2C")
+    }
+    let level = if d.is_error() { "error" } else { "warning" };
+    format!(
+        "::{level} file={},line={},col={}::{}",
+        prop(&d.file),
+        d.line.max(1),
+        d.column.max(1),
+        data(&format!("{}/{}: {}", d.kind, d.name, d.message))
+    )
 }
 
 fn check(paths: Vec<PathBuf>, format: Format) -> ExitCode {
     let mut result = portico_config::load(&sources_of(&paths));
     if let Some(s) = &result.snapshot {
-        result.diagnostics.extend(portico_proxy::tls::validate(s));
+        let tls = portico_proxy::tls::validate(s);
+        let lint = portico_config::describe::lint(s);
+        result.diagnostics.extend(tls);
+        result.diagnostics.extend(lint);
     }
     print_diagnostics(&result.diagnostics, format);
     if result.has_errors() {
@@ -275,12 +340,29 @@ struct RunOpts {
     workers: Option<usize>,
     access_log: String,
     drain_timeout_ms: u64,
+    git: Option<portico_control::git::GitOptions>,
 }
 
 async fn run(opts: RunOpts) -> anyhow::Result<()> {
     // Sources: -c paths, else ./portico.yaml, else the embedded default.
     let mut watch_paths = opts.config.clone();
-    let sources: Vec<ConfigSource> = if !opts.config.is_empty() {
+    let mut git_source = None;
+    let mut initial_commit = None;
+    let sources: Vec<ConfigSource> = if let Some(mut g) = opts.git.clone() {
+        // Git source, plus the -c paths (e.g. certificates kept out of git).
+        g.extra = sources_of(&opts.config);
+        let src = portico_control::git::GitSource::open(g)
+            .await
+            .map_err(|e| anyhow::anyhow!("git source: {e}"))?;
+        let (commit, sources) = src
+            .initial()
+            .await
+            .map_err(|e| anyhow::anyhow!("git source: {e}"))?;
+        tracing::info!(commit = %commit.sha, "git: initial commit");
+        initial_commit = Some(commit.sha);
+        git_source = Some(src);
+        sources
+    } else if !opts.config.is_empty() {
         sources_of(&opts.config)
     } else if std::path::Path::new("portico.yaml").exists() {
         watch_paths = vec![PathBuf::from("portico.yaml")];
@@ -292,7 +374,9 @@ async fn run(opts: RunOpts) -> anyhow::Result<()> {
             base_dir: std::env::current_dir().unwrap_or_default(),
         }]
     };
-    let source_desc = if watch_paths.is_empty() {
+    let source_desc = if let Some(g) = &git_source {
+        g.describe()
+    } else if watch_paths.is_empty() {
         json!({ "paths": [], "embedded": true })
     } else {
         json!({ "paths": watch_paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>() })
@@ -316,7 +400,12 @@ async fn run(opts: RunOpts) -> anyhow::Result<()> {
         p => LogTarget::File(PathBuf::from(p)),
     };
     let access_log = AccessLog::new(target)?;
-    let resources = reload::resources_json(&snapshot, &diags);
+    let mut resources = reload::resources_json(&snapshot, &diags);
+    if let Some(g) = &git_source
+        && let Some(tree) = g.applied_tree().await
+    {
+        portico_control::git::repo_relative(&tree, &mut resources);
+    }
     let listeners = snapshot.listeners.clone();
     let registry = Arc::new(portico_proxy::metrics::Registry::default());
     let first = portico_proxy::prepare(snapshot, 1, None, &registry).await;
@@ -343,8 +432,13 @@ async fn run(opts: RunOpts) -> anyhow::Result<()> {
         Status {
             last_error: None,
             resources,
+            commit: initial_commit,
         },
     ));
+    if let Some(g) = git_source {
+        let _ = ctl.git.set(g.clone());
+        g.spawn_poller(ctl.clone());
+    }
     let (cmd_tx, mut cmd_rx) = tokio::sync::mpsc::unbounded_channel();
     let admin_addr = admin::serve(
         opts.admin,

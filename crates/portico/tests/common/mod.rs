@@ -540,3 +540,55 @@ pub async fn endpoint_states(p: &Portico, name: &str) -> Vec<(String, String, u6
         })
         .collect()
 }
+
+impl Portico {
+    /// Starts `portico run ARGS` (admin, workers and access log added) without writing a
+    /// config: for sources the test builds itself (e.g. `--git file://...` plus a `-c` file
+    /// holding a Listener on `port`).
+    pub async fn start_args(port: u16, args: &[String]) -> Portico {
+        let admin = free_port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("portico.yaml");
+        let access_log = dir.path().join("access.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_portico"))
+            .arg("run")
+            .args(args)
+            .args([
+                "--admin",
+                &format!("127.0.0.1:{admin}"),
+                "--workers",
+                "2",
+                "--access-log",
+            ])
+            .arg(&access_log)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("stderr.log")).expect("stderr file"))
+            .spawn()
+            .expect("spawn portico");
+        let mut p = Portico {
+            child,
+            dir,
+            config,
+            port,
+            admin,
+            access_log,
+        };
+        p.wait_ready().await;
+        p
+    }
+}
+
+/// Runs the `portico` binary to completion (`check`, `diff`, ...) in `cwd`:
+/// (exit code, stdout, stderr).
+pub fn portico_cmd(cwd: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run portico");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,839 @@
+//! GitOps (CONTRACT §1 `run --git`/`diff`/`check`, §2.6, §6) with real git repositories made
+//! in the test: commits applied within the poll interval, broken commits rejected whole,
+//! churn under traffic, `portico diff` between revisions, and an Emissary v3alpha1 corpus
+//! (`tests/emissary/`) checked and proxied through real upstreams.
+
+mod common;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use http::Response;
+use http_body_util::Full;
+
+/// A git repository in a temp dir, committed to with fixed identities.
+struct Repo {
+    dir: tempfile::TempDir,
+}
+
+impl Repo {
+    fn new() -> Repo {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = Repo { dir };
+        r.git(&["init", "--quiet", "--initial-branch=main"]);
+        r
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn url(&self) -> String {
+        format!("file://{}", self.path().display())
+    }
+
+    fn git(&self, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args)
+            .current_dir(self.path())
+            .output()
+            .expect("git");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Writes `files` (path, content; empty content deletes) and commits; returns the SHA.
+    fn commit(&self, files: &[(&str, &str)], msg: &str) -> String {
+        for (p, content) in files {
+            let path = self.path().join(p);
+            if content.is_empty() {
+                let _ = std::fs::remove_file(&path);
+            } else {
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent).expect("mkdir");
+                }
+                std::fs::write(&path, content).expect("write");
+            }
+        }
+        self.git(&["add", "--all", "."]);
+        self.git(&["commit", "--quiet", "--allow-empty", "-m", msg]);
+        self.git(&["rev-parse", "HEAD"])
+    }
+}
+
+fn direct(name: &str, prefix: &str, body: &str) -> String {
+    format!(
+        "{API}\nkind: Mapping\nmetadata: {{ name: {name} }}\nspec:\n  prefix: {prefix}\n  direct_response: {{ status: 200, body: \"{body}\" }}\n"
+    )
+}
+
+/// Starts portico on `--git repo --poll N` plus a local `-c` file holding the Listener.
+async fn start_git(repo: &Repo, extra: &[&str]) -> (Portico, tempfile::TempDir) {
+    let port = free_port();
+    let local = tempfile::tempdir().expect("tempdir");
+    let listener_file = local.path().join("listener.yaml");
+    std::fs::write(&listener_file, listener(port)).expect("write");
+    let mut args: Vec<String> = vec![
+        "-c".into(),
+        listener_file.display().to_string(),
+        "--git".into(),
+        repo.url(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    (Portico::start_args(port, &args).await, local)
+}
+
+async fn config(p: &Portico) -> serde_json::Value {
+    let r = get(&p.admin_url("/config"), &[]).await;
+    serde_json::from_slice(&r.body).expect("config json")
+}
+
+/// Polls `url` until its body is `want`; returns how long that took.
+async fn wait_body(url: &str, want: &str, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        if let Ok(r) = http_get(url, &[]).await
+            && r.text() == want
+        {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "`{want}` not served within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushed_commit_applies_within_poll_interval() {
+    let repo = Repo::new();
+    let sha1 = repo.commit(&[("routes.yaml", &direct("r", "/", "v1"))], "v1");
+    let (p, _local) = start_git(&repo, &["--poll", "1"]).await;
+    assert_eq!(get(&p.url("/"), &[]).await.text(), "v1");
+    let c = config(&p).await;
+    assert_eq!(c["source"]["git"], repo.url());
+    assert_eq!(c["source"]["commit"], sha1);
+
+    let sha2 = repo.commit(&[("routes.yaml", &direct("r", "/", "v2"))], "v2");
+    let took = wait_body(&p.url("/"), "v2", Duration::from_secs(2)).await;
+    eprintln!("commit applied after {took:?} (poll 1 s)");
+    let c = config(&p).await;
+    assert_eq!(c["source"]["commit"], sha2, "{c}");
+    assert!(c["last_error"].is_null(), "{c}");
+    let files: Vec<&str> = c["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .filter_map(|r| r["file"].as_str())
+        .collect();
+    assert!(files.contains(&"routes.yaml"), "{files:?}");
+
+    let m = get(&p.admin_url("/metrics"), &[]).await.text();
+    let age = m
+        .lines()
+        .find_map(|l| l.strip_prefix("portico_config_commit_age_seconds "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect("commit age metric");
+    assert!((0.0..120.0).contains(&age), "age {age}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_commit_is_rejected_whole_and_a_fix_applies() {
+    let repo = Repo::new();
+    repo.commit(
+        &[
+            ("a.yaml", &direct("a", "/a", "a1")),
+            ("b.yaml", &direct("b", "/b", "b1")),
+        ],
+        "good",
+    );
+    let (p, _local) = start_git(&repo, &["--poll", "1"]).await;
+    assert_eq!(get(&p.url("/a"), &[]).await.text(), "a1");
+
+    // One valid change and one broken file in the same commit: nothing of it applies.
+    let bad = repo.commit(
+        &[
+            ("a.yaml", &direct("a", "/a", "a2")),
+            (
+                "b.yaml",
+                &format!("{API}\nkind: Mapping\nmetadata: {{ name: b }}\nspec:\n  prefix: /b\n  bogus_field: 1\n"),
+            ),
+        ],
+        "broken",
+    );
+    let start = Instant::now();
+    let err = loop {
+        let c = config(&p).await;
+        if c["last_error"]["commit"] == bad {
+            break c["last_error"].clone();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "no rejection: {c}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let errors = err["errors"].to_string();
+    assert!(
+        errors.contains("\"b.yaml:6:3: Mapping/b: unknown field `bogus_field`"),
+        "{errors}"
+    );
+    assert_eq!(get(&p.url("/a"), &[]).await.text(), "a1");
+    assert_eq!(get(&p.url("/b"), &[]).await.text(), "b1");
+    assert_ne!(config(&p).await["source"]["commit"], bad);
+
+    let fix = repo.commit(&[("b.yaml", &direct("b", "/b", "b3"))], "fix");
+    wait_body(&p.url("/b"), "b3", Duration::from_secs(3)).await;
+    assert_eq!(get(&p.url("/a"), &[]).await.text(), "a2");
+    let c = config(&p).await;
+    assert_eq!(c["source"]["commit"], fix);
+    assert!(c["last_error"].is_null(), "{c}");
+    let m = get(&p.admin_url("/metrics"), &[]).await.text();
+    assert!(
+        m.contains("portico_config_reloads_total{result=\"rejected\"} 1"),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_fetches_now_and_git_path_selects_a_directory() {
+    let repo = Repo::new();
+    repo.commit(
+        &[
+            ("deploy/edge/routes.yaml", &direct("r", "/", "one")),
+            ("README.yaml", "not: a resource\n"),
+        ],
+        "one",
+    );
+    let (p, _local) = start_git(
+        &repo,
+        &[
+            "--poll",
+            "60",
+            "--git-path",
+            "deploy/edge",
+            "--git-ref",
+            "main",
+        ],
+    )
+    .await;
+    assert_eq!(get(&p.url("/"), &[]).await.text(), "one");
+    let sha = repo.commit(
+        &[("deploy/edge/routes.yaml", &direct("r", "/", "two"))],
+        "two",
+    );
+    let r = post(&p.admin_url("/hooks/git"), "").await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let took = wait_body(&p.url("/"), "two", Duration::from_secs(3)).await;
+    eprintln!("webhook: applied after {took:?}");
+    assert_eq!(config(&p).await["source"]["commit"], sha);
+    assert_eq!(config(&p).await["source"]["ref"], "main");
+
+    // POST /reload fetches too.
+    repo.commit(
+        &[("deploy/edge/routes.yaml", &direct("r", "/", "three"))],
+        "three",
+    );
+    let r = post(&p.admin_url("/reload"), "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(get(&p.url("/"), &[]).await.text(), "three");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_stay_unique_across_local_and_git_sources() {
+    let repo = Repo::new();
+    repo.commit(&[("routes.yaml", &direct("r", "/", "v1"))], "v1");
+    let (p, local) = start_git(&repo, &["--poll", "1"]).await;
+    // A second Listener named like the local one, in git: the whole commit is rejected.
+    let bad = repo.commit(
+        &[
+            ("routes.yaml", &direct("r", "/", "v2")),
+            ("listener.yaml", &listener(free_port())),
+        ],
+        "dup",
+    );
+    let start = Instant::now();
+    loop {
+        let c = config(&p).await;
+        if c["last_error"]["commit"] == bad {
+            assert!(
+                c["last_error"]["errors"].to_string().contains("duplicate"),
+                "{c}"
+            );
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(3), "{c}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(get(&p.url("/"), &[]).await.text(), "v1");
+    drop(local);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_commits_under_traffic_lose_nothing_and_never_mix() {
+    let repo = Repo::new();
+    // Two routes per commit, both naming the commit: a response must never mix them.
+    let cfg = |i: usize| {
+        format!(
+            "{}---\n{}",
+            direct("a", "/a", &format!("commit {i}")),
+            direct("b", "/b", &format!("commit {i}"))
+        )
+    };
+    repo.commit(&[("routes.yaml", &cfg(0))], "c0");
+    let (p, _local) = start_git(&repo, &["--poll", "1"]).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut clients = Vec::new();
+    for c in 0..4 {
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        let urls = [p.url("/a"), p.url("/b")];
+        clients.push(tokio::spawn(async move {
+            let mut last = 0usize;
+            let mut n = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let url = &urls[(n + c) % 2];
+                n += 1;
+                match http_get(url, &[]).await {
+                    Ok(r) if r.status == 200 => {
+                        let Some(i) = r
+                            .text()
+                            .strip_prefix("commit ")
+                            .and_then(|i| i.parse::<usize>().ok())
+                        else {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        };
+                        assert!(i >= last, "client {c}: commit {i} after {last}");
+                        last = i;
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    other => {
+                        eprintln!("failed: {other:?}");
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            last
+        }));
+    }
+    let mut shas = Vec::new();
+    for i in 1..=10 {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        shas.push(repo.commit(&[("routes.yaml", &cfg(i))], &format!("c{i}")));
+    }
+    wait_body(&p.url("/a"), "commit 10", Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        let last = c.await.expect("client");
+        assert_eq!(last, 10);
+    }
+    assert_eq!(failed.load(Ordering::Relaxed), 0);
+    assert!(ok.load(Ordering::Relaxed) > 100);
+    assert_eq!(config(&p).await["source"]["commit"], shas[9]);
+}
+
+#[test]
+fn diff_between_revisions_reports_exactly_the_changed_mappings() {
+    let repo = Repo::new();
+    let m = |name: &str, prefix: &str, extra: &str| {
+        format!(
+            "{API}\nkind: Mapping\nmetadata: {{ name: {name} }}\nspec:\n  prefix: {prefix}\n  service: 127.0.0.1:9000\n{extra}"
+        )
+    };
+    let files = |b: &str, c: Option<&str>, d: Option<&str>| {
+        let mut s = format!("{}---\n{}", m("a", "/a/", ""), m("b", "/b/", b));
+        if let Some(c) = c {
+            s.push_str("---\n");
+            s.push_str(c);
+        }
+        if let Some(d) = d {
+            s.push_str("---\n");
+            s.push_str(d);
+        }
+        s
+    };
+    let c_doc = m("c", "/c/", "");
+    let d_doc = m("d", "/d/", "  rewrite: /\n");
+    let r1 = repo.commit(
+        &[("cfg/routes.yaml", &files("", Some(&c_doc), None))],
+        "one",
+    );
+    let r2 = repo.commit(
+        &[(
+            "cfg/routes.yaml",
+            &files(
+                "  timeout_ms: 5000\n  host_rewrite: b.internal\n",
+                None,
+                Some(&d_doc),
+            ),
+        )],
+        "two",
+    );
+    let (code, out, err) = portico_cmd(
+        repo.path(),
+        &[
+            "diff",
+            &format!("git:{r1}:cfg"),
+            &format!("git:{r2}:cfg"),
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let names = |k: &str| -> Vec<String> {
+        v["routes"][k]
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|x| x["name"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    assert_eq!(names("added"), ["d"]);
+    assert_eq!(names("removed"), ["c"]);
+    assert_eq!(names("changed"), ["b"]);
+    let fields = &v["routes"]["changed"][0]["fields"];
+    assert_eq!(fields["timeout_ms"]["old"], "15000");
+    assert_eq!(fields["timeout_ms"]["new"], "5000");
+    assert_eq!(fields["host_rewrite"]["old"], serde_json::Value::Null);
+    assert_eq!(fields["host_rewrite"]["new"], "b.internal");
+    assert_eq!(fields.as_object().map(|o| o.len()), Some(2), "{fields}");
+
+    // Human format; the same revision twice is equal; a bad revision is an error.
+    let (code, out, _) = portico_cmd(
+        repo.path(),
+        &["diff", &format!("git:{r1}:cfg"), "git:HEAD:cfg"],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("~ Mapping b") && out.contains("timeout_ms: 15000 -> 5000"),
+        "{out}"
+    );
+    let (code, _, _) = portico_cmd(repo.path(), &["diff", "git:HEAD:cfg", "cfg"]);
+    assert_eq!(code, 0);
+    let (code, _, err) = portico_cmd(repo.path(), &["diff", "git:nope", "cfg"]);
+    assert_eq!(code, 2, "{err}");
+    // The repository's own state is untouched.
+    assert_eq!(repo.git(&["status", "--porcelain"]), "");
+}
+
+// ---------------------------------------------------------------- check
+
+#[test]
+fn check_github_format_and_unreachable_route_warnings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("c.yaml");
+    std::fs::write(
+        &f,
+        format!(
+            "{API}\nkind: Mapping\nmetadata: {{ name: all }}\nspec: {{ prefix: /api/, service: 127.0.0.1:1 }}\n---\n\
+             {API}\nkind: Mapping\nmetadata: {{ name: shadowed }}\nspec: {{ prefix: /api/v2/, service: 127.0.0.1:2, precedence: -1 }}\n---\n\
+             {API}\nkind: Mapping\nmetadata: {{ name: with-header }}\nspec: {{ prefix: /api/v3/, service: 127.0.0.1:2, precedence: -1, headers: {{ x: \"1\" }} }}\n"
+        ),
+    )
+    .expect("write");
+    let (code, out, _) = portico_cmd(dir.path(), &["check", "c.yaml", "--format", "github"]);
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].starts_with(
+            "::warning file=c.yaml,line=6,col=1::Mapping/shadowed: never matches: Mapping `all`"
+        ),
+        "{out}"
+    );
+    assert!(lines[1].contains("Mapping/with-header"), "{out}");
+
+    // HTTPS-only listener: a Mapping for a hostname no Host serves is never received.
+    std::fs::write(dir.path().join("cert.pem"), "x").expect("write");
+    std::fs::write(
+        &f,
+        format!(
+            "{API}\nkind: Listener\nmetadata: {{ name: tls }}\nspec: {{ port: 8443, protocol: HTTPS }}\n---\n\
+             {API}\nkind: Host\nmetadata: {{ name: www }}\nspec: {{ hostname: www.example.com, tls: {{ cert_chain_file: cert.pem, private_key_file: cert.pem }} }}\n---\n\
+             {API}\nkind: Mapping\nmetadata: {{ name: www }}\nspec: {{ hostname: www.example.com, prefix: /, service: 127.0.0.1:1 }}\n---\n\
+             {API}\nkind: Mapping\nmetadata: {{ name: api }}\nspec: {{ hostname: api.example.com, prefix: /, service: 127.0.0.1:1 }}\n"
+        ),
+    )
+    .expect("write");
+    let (code, out, _) = portico_cmd(dir.path(), &["check", "c.yaml"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(
+        out.contains("Mapping/api: warning: never receives traffic"),
+        "{out}"
+    );
+
+    // Errors in GitHub format.
+    std::fs::write(
+        &f,
+        format!(
+            "{API}\nkind: Mapping\nmetadata: {{ name: x }}\nspec: {{ prefix: /, sevice: a:1 }}\n"
+        ),
+    )
+    .expect("write");
+    let (code, out, _) = portico_cmd(dir.path(), &["check", "c.yaml", "--format", "github"]);
+    assert_eq!(code, 1);
+    assert!(out.starts_with("::error file=c.yaml,line=4,col="), "{out}");
+    assert!(out.contains("::Mapping/x: unknown field `sevice`"), "{out}");
+}
+
+// ---------------------------------------------------------------- Emissary
+
+fn corpus_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/emissary")
+}
+
+/// The corpus with `__A__`... replaced by upstream addresses, as one YAML stream.
+fn corpus(addrs: &[(&str, String)]) -> String {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(corpus_dir())
+        .expect("corpus")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    let mut out = String::new();
+    for f in files {
+        let mut text = std::fs::read_to_string(&f).expect("read");
+        for (k, v) in addrs {
+            text = text.replace(k, v);
+        }
+        out.push_str(&text);
+        out.push_str("\n---\n");
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emissary_corpus_is_accepted_and_behaves_as_documented() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let flaky_n = Arc::new(AtomicUsize::new(0));
+    let n2 = flaky_n.clone();
+    let c = Upstream::with(
+        "c",
+        Arc::new(move |_s: &Seen| {
+            let n = n2.fetch_add(1, Ordering::Relaxed);
+            let mut r = Response::new(Full::new(Bytes::from(format!("try {n}"))));
+            if n.is_multiple_of(2) {
+                *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+            }
+            r
+        }),
+    )
+    .await;
+    let d = Upstream::start("d").await;
+    let e = Upstream::start("e").await;
+    let f = Upstream::start("f").await;
+    let addrs: Vec<(&str, String)> = [
+        ("__A__", &a),
+        ("__B__", &b),
+        ("__C__", &c),
+        ("__D__", &d),
+        ("__E__", &e),
+        ("__F__", &f),
+    ]
+    .iter()
+    .map(|(k, u)| (*k, u.addr.to_string()))
+    .collect();
+    let docs = corpus(&addrs);
+    assert!(docs.matches("kind: Mapping").count() >= 25);
+
+    // `portico check` accepts it (warnings only: ambassador_id, the shadowed catalog route).
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("emissary.yaml"), &docs).expect("write");
+    let (code, out, _) = portico_cmd(dir.path(), &["check", "emissary.yaml"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.lines().all(|l| l.contains("warning:")), "{out}");
+    assert!(out.contains("ambassador_id"), "{out}");
+    assert!(
+        out.contains("Mapping/catalog-deep: warning: never matches"),
+        "{out}"
+    );
+
+    let p = Portico::start(&docs).await;
+    let seen = |u: &Upstream| u.last();
+
+    // rewrite defaults to "/".
+    let r = get(&p.url("/backend/quote?x=1"), &[]).await;
+    assert_eq!(r.text(), "upstream a");
+    assert_eq!(seen(&a).uri, "/quote?x=1");
+    get(&p.url("/keep/quote"), &[]).await;
+    assert_eq!(seen(&a).uri, "/keep/quote");
+    get(&p.url("/v1/quote"), &[]).await;
+    assert_eq!(seen(&a).uri, "/api/v1/quote");
+    get(&p.url("/regex-rw/x/y"), &[]).await;
+    assert_eq!(seen(&a).uri, "/new/x/y");
+
+    // timeout_ms defaults to 3000.
+    get(&p.url("/timeout-default/"), &[]).await;
+    let t: u64 = header_map(&seen(&a).headers)["x-portico-expected-timeout-ms"]
+        .parse()
+        .expect("ms");
+    assert!((2000..=3000).contains(&t), "{t}");
+    get(&p.url("/timeout-long/"), &[]).await;
+    let t: u64 = header_map(&seen(&a).headers)["x-portico-expected-timeout-ms"]
+        .parse()
+        .expect("ms");
+    assert!((9000..=10000).contains(&t), "{t}");
+
+    // host_rewrite, header edits.
+    get(&p.url("/host-rewrite/"), &[]).await;
+    assert_eq!(header_map(&seen(&a).headers)["host"], "quote.internal");
+    let r = get(
+        &p.url("/edge-headers/"),
+        &[("cookie", "s=1"), ("x-tenant", "evil")],
+    )
+    .await;
+    let h = header_map(&seen(&a).headers);
+    assert_eq!(h["x-edge"], "portico");
+    assert_eq!(h["x-tenant"], "acme");
+    assert!(!h.contains_key("cookie"));
+    assert_eq!(r.header("x-served-by"), Some("portico"));
+    assert_eq!(r.header("x-upstream"), None);
+
+    // Canary: weight 10 to b, the rest to a.
+    let mut to_b = 0;
+    for _ in 0..200 {
+        if get(&p.url("/checkout/"), &[]).await.text() == "upstream b" {
+            to_b += 1;
+        }
+    }
+    assert!((5..=45).contains(&to_b), "canary got {to_b}/200");
+
+    // Header, regex header, regex prefix, exact, method, query, case, hostnames, precedence.
+    assert_eq!(
+        get(&p.url("/search/"), &[("x-team", "blue")]).await.text(),
+        "upstream b"
+    );
+    assert_eq!(get(&p.url("/search/"), &[]).await.text(), "upstream a");
+    assert_eq!(
+        get(&p.url("/mobile/"), &[("user-agent", "X Mobile Y")])
+            .await
+            .text(),
+        "upstream b"
+    );
+    assert_eq!(
+        get(&p.url("/mobile/"), &[("user-agent", "desktop")])
+            .await
+            .status,
+        404
+    );
+    assert_eq!(get(&p.url("/users/42"), &[]).await.text(), "upstream a");
+    assert_eq!(seen(&a).uri, "/users/42");
+    assert_eq!(get(&p.url("/users/abc"), &[]).await.status, 404);
+    assert_eq!(get(&p.url("/healthz"), &[]).await.text(), "upstream a");
+    assert_eq!(get(&p.url("/healthz/x"), &[]).await.status, 404);
+    assert_eq!(get(&p.url("/upload/"), &[]).await.status, 404);
+    let r = send(request("POST", &p.url("/upload/"), &[], "x"), false)
+        .await
+        .expect("post");
+    assert_eq!(r.text(), "upstream a");
+    assert_eq!(
+        get(&p.url("/report/?debug=1"), &[]).await.text(),
+        "upstream b"
+    );
+    assert_eq!(get(&p.url("/report/"), &[]).await.status, 404);
+    assert_eq!(get(&p.url("/docs/x"), &[]).await.text(), "upstream a");
+    assert_eq!(
+        get(&p.url("/host-only/"), &[("host", "api.example.com")])
+            .await
+            .text(),
+        "upstream a"
+    );
+    assert_eq!(get(&p.url("/host-only/"), &[]).await.status, 404);
+    assert_eq!(
+        get(&p.url("/legacy/"), &[("host", "legacy.example.com")])
+            .await
+            .text(),
+        "upstream b"
+    );
+    assert_eq!(
+        get(&p.url("/catalog/deep/x"), &[]).await.text(),
+        "upstream b"
+    );
+
+    // Retries: every other answer of c is a 503; one retry hides it.
+    let r = get(&p.url("/flaky/"), &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(flaky_n.load(Ordering::Relaxed), 2);
+
+    // Circuit breakers and load balancers reach the upstreams.
+    let ups: serde_json::Value =
+        serde_json::from_slice(&get(&p.admin_url("/upstreams"), &[]).await.body).expect("json");
+    let cb = ups["upstreams"]
+        .as_array()
+        .expect("upstreams")
+        .iter()
+        .find(|u| u["name"] == d.addr.to_string())
+        .map(|u| u["circuit_breakers"].clone())
+        .expect("upstream d");
+    assert_eq!(cb["max_requests"], 200);
+    assert_eq!(cb["max_pending_requests"], 50);
+    assert_eq!(
+        get(&p.url("/sessions/"), &[("x-user", "u1")]).await.text(),
+        "upstream e"
+    );
+    assert_eq!(get(&p.url("/carts/"), &[]).await.text(), "upstream f");
+    assert_eq!(get(&p.url("/orders/"), &[]).await.text(), "upstream d");
+
+    // CORS: the policy is compiled onto the route (answering preflights is the data plane's
+    // job, tested with the portico.dev/v1 form elsewhere).
+    let ex: serde_json::Value = serde_json::from_slice(
+        &get(
+            &p.admin_url(&format!("/explain?method=GET&url={}", p.url("/cors/"))),
+            &[],
+        )
+        .await
+        .body,
+    )
+    .expect("json");
+    assert_eq!(ex["route"], "app-cors", "{ex}");
+    assert_eq!(ex["policies"]["cors"], true, "{ex}");
+    let ex: serde_json::Value = serde_json::from_slice(
+        &get(
+            &p.admin_url(&format!("/explain?method=GET&url={}", p.url("/flaky/"))),
+            &[],
+        )
+        .await
+        .body,
+    )
+    .expect("json");
+    assert_eq!(
+        ex["policies"]["retry_policy"]["per_try_timeout_ms"], 500,
+        "{ex}"
+    );
+
+    // Redirects.
+    let r = get(&p.url("/old-site/page?q=1"), &[]).await;
+    assert_eq!(r.status, 301);
+    assert_eq!(
+        r.header("location"),
+        Some("http://www.example.com/old-site/page?q=1")
+    );
+    let r = get(&p.url("/moved"), &[]).await;
+    assert_eq!(r.status, 302);
+    assert_eq!(
+        r.header("location"),
+        Some("http://docs.example.com/new-place")
+    );
+
+    // shadow: true becomes the shadow of the Mapping with the same match (the diff against
+    // the corpus without the shadow Mapping shows exactly that field).
+    let at = docs
+        .find("metadata: { name: mirror-shadow }")
+        .expect("shadow doc");
+    let start = docs[..at].rfind("---").expect("doc start");
+    let end = docs[at..].find("---").map_or(docs.len(), |e| at + e);
+    let without = format!("{}{}", &docs[..start], &docs[end..]);
+    std::fs::write(dir.path().join("without.yaml"), &without).expect("write");
+    let (code, out, err) = portico_cmd(
+        dir.path(),
+        &["diff", "without.yaml", "emissary.yaml", "--format", "json"],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let changed = &v["routes"]["changed"];
+    assert_eq!(changed.as_array().map(|a| a.len()), Some(1), "{v}");
+    assert_eq!(changed[0]["name"], "mirror-live");
+    assert_eq!(
+        changed[0]["fields"]["shadow"]["new"],
+        format!("{} 100%", b.addr)
+    );
+    assert_eq!(get(&p.url("/mirror/x"), &[]).await.text(), "upstream a");
+}
+
+#[test]
+fn emissary_module_hosts_secrets_and_unsupported_kinds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("e.yaml");
+    let em = "apiVersion: getambassador.io/v3alpha1";
+    // base64 of "CERT" and "KEY".
+    std::fs::write(
+        &f,
+        format!(
+            "{em}\nkind: Module\nmetadata: {{ name: ambassador }}\nspec:\n  config:\n    cluster_request_timeout_ms: 7000\n    retry_policy: {{ retry_on: gateway-error, num_retries: 3 }}\n    diagnostics: {{ enabled: false }}\n---\n\
+             {em}\nkind: Mapping\nmetadata: {{ name: m }}\nspec: {{ prefix: /m/, service: quote }}\n---\n\
+             {em}\nkind: Mapping\nmetadata: {{ name: own }}\nspec: {{ prefix: /own/, service: quote, timeout_ms: 100 }}\n---\n\
+             {em}\nkind: Host\nmetadata: {{ name: h }}\nspec:\n  hostname: api.example.com\n  acmeProvider: {{ authority: none }}\n  tlsSecret: {{ name: api-cert }}\n  requestPolicy: {{ insecure: {{ action: Reject }} }}\n---\n\
+             apiVersion: v1\nkind: Secret\nmetadata: {{ name: api-cert }}\ntype: kubernetes.io/tls\ndata:\n  tls.crt: Q0VSVA==\n  tls.key: S0VZ\n---\n\
+             {em}\nkind: Listener\nmetadata: {{ name: l }}\nspec: {{ port: 8443, protocol: HTTPS, securityModel: XFP, hostBinding: {{ namespace: {{ from: ALL }} }} }}\n---\n\
+             {em}\nkind: KubernetesEndpointResolver\nmetadata: {{ name: endpoint }}\nspec: {{}}\n"
+        ),
+    )
+    .expect("write");
+    let (code, out, err) = portico_cmd(dir.path(), &["check", "e.yaml", "--format", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let diags: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let text = diags.to_string();
+    assert!(text.contains("KubernetesEndpointResolver"), "{text}");
+    assert!(text.contains("diagnostics"), "{text}");
+    assert!(
+        diags
+            .as_array()
+            .expect("array")
+            .iter()
+            .all(|d| d["severity"] == "warning"),
+        "{text}"
+    );
+    // Module defaults and Emissary defaults, as explain shows them.
+    let (_, out, _) = portico_cmd(
+        dir.path(),
+        &[
+            "explain",
+            "-c",
+            "e.yaml",
+            "GET",
+            "http://x/m/a",
+            "--format",
+            "json",
+        ],
+    );
+    assert!(out.contains("7000"), "{out}");
+    let (_, out, _) = portico_cmd(
+        dir.path(),
+        &[
+            "explain",
+            "-c",
+            "e.yaml",
+            "GET",
+            "http://x/own/a",
+            "--format",
+            "json",
+        ],
+    );
+    assert!(out.contains("100"), "{out}");
+
+    // Security kinds and unsupported fields are errors naming them.
+    std::fs::write(
+        &f,
+        format!(
+            "{em}\nkind: AuthService\nmetadata: {{ name: auth }}\nspec: {{ auth_service: ext-auth:3000 }}\n---\n\
+             {em}\nkind: Mapping\nmetadata: {{ name: m }}\nspec: {{ prefix: /m/, service: quote, bypass_auth: true }}\n"
+        ),
+    )
+    .expect("write");
+    let (code, out, _) = portico_cmd(dir.path(), &["check", "e.yaml"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("AuthService/auth: AuthService is not supported"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Mapping/m: unknown field `bypass_auth`"),
+        "{out}"
+    );
+}
