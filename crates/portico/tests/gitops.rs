@@ -458,12 +458,14 @@ fn check_github_format_and_unreachable_route_warnings() {
     assert!(lines[1].contains("Mapping/with-header"), "{out}");
 
     // HTTPS-only listener: a Mapping for a hostname no Host serves is never received.
-    std::fs::write(dir.path().join("cert.pem"), "x").expect("write");
+    let (cert, key) = self_signed("www.example.com");
+    std::fs::write(dir.path().join("cert.pem"), cert).expect("write");
+    std::fs::write(dir.path().join("key.pem"), key).expect("write");
     std::fs::write(
         &f,
         format!(
             "{API}\nkind: Listener\nmetadata: {{ name: tls }}\nspec: {{ port: 8443, protocol: HTTPS }}\n---\n\
-             {API}\nkind: Host\nmetadata: {{ name: www }}\nspec: {{ hostname: www.example.com, tls: {{ cert_chain_file: cert.pem, private_key_file: cert.pem }} }}\n---\n\
+             {API}\nkind: Host\nmetadata: {{ name: www }}\nspec: {{ hostname: www.example.com, tls: {{ cert_chain_file: cert.pem, private_key_file: key.pem }} }}\n---\n\
              {API}\nkind: Mapping\nmetadata: {{ name: www }}\nspec: {{ hostname: www.example.com, prefix: /, service: 127.0.0.1:1 }}\n---\n\
              {API}\nkind: Mapping\nmetadata: {{ name: api }}\nspec: {{ hostname: api.example.com, prefix: /, service: 127.0.0.1:1 }}\n"
         ),
@@ -761,7 +763,9 @@ fn emissary_module_hosts_secrets_and_unsupported_kinds() {
     let dir = tempfile::tempdir().expect("tempdir");
     let f = dir.path().join("e.yaml");
     let em = "apiVersion: getambassador.io/v3alpha1";
-    // base64 of "CERT" and "KEY".
+    // A real certificate and key, base64 in the Secret (TLS files are validated).
+    let (cert, key) = self_signed("api.example.com");
+    let (crt64, key64) = (base64(cert.as_bytes()), base64(key.as_bytes()));
     std::fs::write(
         &f,
         format!(
@@ -769,7 +773,7 @@ fn emissary_module_hosts_secrets_and_unsupported_kinds() {
              {em}\nkind: Mapping\nmetadata: {{ name: m }}\nspec: {{ prefix: /m/, service: quote }}\n---\n\
              {em}\nkind: Mapping\nmetadata: {{ name: own }}\nspec: {{ prefix: /own/, service: quote, timeout_ms: 100 }}\n---\n\
              {em}\nkind: Host\nmetadata: {{ name: h }}\nspec:\n  hostname: api.example.com\n  acmeProvider: {{ authority: none }}\n  tlsSecret: {{ name: api-cert }}\n  requestPolicy: {{ insecure: {{ action: Reject }} }}\n---\n\
-             apiVersion: v1\nkind: Secret\nmetadata: {{ name: api-cert }}\ntype: kubernetes.io/tls\ndata:\n  tls.crt: Q0VSVA==\n  tls.key: S0VZ\n---\n\
+             apiVersion: v1\nkind: Secret\nmetadata: {{ name: api-cert }}\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {crt64}\n  tls.key: {key64}\n---\n\
              {em}\nkind: Listener\nmetadata: {{ name: l }}\nspec: {{ port: 8443, protocol: HTTPS, securityModel: XFP, hostBinding: {{ namespace: {{ from: ALL }} }} }}\n---\n\
              {em}\nkind: KubernetesEndpointResolver\nmetadata: {{ name: endpoint }}\nspec: {{}}\n"
         ),
@@ -836,4 +840,32 @@ fn emissary_module_hosts_secrets_and_unsupported_kinds() {
         out.contains("Mapping/m: unknown field `bypass_auth`"),
         "{out}"
     );
+}
+
+/// A self-signed certificate and its key (PEM) for `name`.
+fn self_signed(name: &str) -> (String, String) {
+    let ck = rcgen::generate_simple_self_signed(vec![name.to_string()]).expect("rcgen");
+    (ck.cert.pem(), ck.signing_key.serialize_pem())
+}
+
+/// Standard base64 with padding.
+fn base64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }

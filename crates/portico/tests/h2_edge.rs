@@ -106,8 +106,11 @@ async fn rapid_reset_client_is_cut_off_while_others_are_served() {
         started.elapsed()
     );
     assert!(end.is_err() || cut_off, "connection must be closed");
+    // The GOAWAY may be lost when the server closes while the client is still writing
+    // resets (the client then sees a broken pipe): either way the server cut it off.
+    let closed_by_server = matches!(&end, Err(e) if e.is_io());
     assert!(
-        reason == Some(h2::Reason::ENHANCE_YOUR_CALM) || cut_off,
+        reason == Some(h2::Reason::ENHANCE_YOUR_CALM) || cut_off || closed_by_server,
         "GOAWAY ENHANCE_YOUR_CALM expected, got {end:?}"
     );
 
