@@ -173,7 +173,7 @@ def haproxy_conf(port, h2_port, origin, work):
     return f"""
 global
   nbthread 1
-  maxconn 20000
+  maxconn 8000
 defaults
   mode http
   timeout connect 5s
