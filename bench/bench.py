@@ -126,6 +126,7 @@ def h2load(port, duration, conns=16, streams=32):
 def origin_conf(port, h2_port, work):
     big = work / "big.bin"
     big.write_bytes(os.urandom(1 << 20))
+    os.chmod(big, 0o644)
     return f"""
 worker_processes 1;
 daemon off;
@@ -336,6 +337,8 @@ def main():
     args = ap.parse_args()
     want = set(args.scenarios.split(","))
     work = Path(tempfile.mkdtemp(prefix="portico-bench-"))
+    # nginx workers run as an unprivileged user: they must be able to read the 1 MiB file.
+    os.chmod(work, 0o755)
     report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "machine": subprocess.run(["uname", "-srm"], capture_output=True, text=True).stdout.strip(),
               "cpus": os.cpu_count(), "scenarios": {}}
