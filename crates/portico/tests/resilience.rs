@@ -418,3 +418,54 @@ impl futures_util::Stream for ChanStream {
             .map(|o| o.map(|b| Ok(hyper::body::Frame::data(b))))
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_connections_closed_by_the_upstream_are_not_surfaced() {
+    // An upstream that answers one keep-alive response per connection, then closes it
+    // without saying so (no `connection: close`): every pooled connection goes stale.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let conns = Arc::new(AtomicUsize::new(0));
+    let c2 = conns.clone();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = listener.accept().await {
+            c2.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                // Closed without notice.
+            });
+        }
+    });
+    let p = Portico::start(&mapping(
+        "stale",
+        &format!("  prefix: /\n  service: {addr}"),
+    ))
+    .await;
+    for i in 0..20 {
+        let r = get(&p.url(&format!("/r{i}")), &[]).await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+        assert_eq!(r.text(), "ok");
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        20,
+        "each request needed a fresh connection"
+    );
+    let log = p.wait_log_lines(20).await;
+    assert!(log.iter().all(|l| l["flags"] == "-"), "{log:?}");
+}
