@@ -170,14 +170,22 @@ impl Portico {
 
     pub async fn start_with(docs: &str, extra_args: &[&str]) -> Portico {
         let port = free_port();
-        let admin = free_port();
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("portico.yaml");
         std::fs::write(&config, format!("{}---\n{docs}", listener(port))).expect("write config");
+        let mut args: Vec<String> = vec!["-c".into(), config.display().to_string()];
+        args.extend(extra_args.iter().map(|a| a.to_string()));
+        Self::spawn(dir, config, port, &args).await
+    }
+
+    /// Runs `portico run ARGS` with the admin, workers and access-log flags added, and waits
+    /// until it is ready. Every start helper goes through here.
+    async fn spawn(dir: tempfile::TempDir, config: PathBuf, port: u16, args: &[String]) -> Portico {
+        let admin = free_port();
         let access_log = dir.path().join("access.log");
         let child = Command::new(env!("CARGO_BIN_EXE_portico"))
-            .args(["run", "-c"])
-            .arg(&config)
+            .arg("run")
+            .args(args)
             .args([
                 "--admin",
                 &format!("127.0.0.1:{admin}"),
@@ -186,7 +194,6 @@ impl Portico {
                 "--access-log",
             ])
             .arg(&access_log)
-            .args(extra_args)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("stderr.log")).expect("stderr file"))
             .spawn()
@@ -371,7 +378,6 @@ impl Portico {
     /// joined by `---`, ending with a newline) after the default HTTP listener on `port`.
     pub async fn start_with_listeners(extra_listeners: &str, docs: &str) -> Portico {
         let port = free_port();
-        let admin = free_port();
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("portico.yaml");
         std::fs::write(
@@ -379,32 +385,8 @@ impl Portico {
             format!("{}---\n{extra_listeners}---\n{docs}", listener(port)),
         )
         .expect("write config");
-        let access_log = dir.path().join("access.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_portico"))
-            .args(["run", "-c"])
-            .arg(&config)
-            .args([
-                "--admin",
-                &format!("127.0.0.1:{admin}"),
-                "--workers",
-                "2",
-                "--access-log",
-            ])
-            .arg(&access_log)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("stderr.log")).expect("stderr file"))
-            .spawn()
-            .expect("spawn portico");
-        let mut p = Portico {
-            child,
-            dir,
-            config,
-            port,
-            admin,
-            access_log,
-        };
-        p.wait_ready().await;
-        p
+        let args = vec!["-c".to_string(), config.display().to_string()];
+        Self::spawn(dir, config, port, &args).await
     }
 }
 
@@ -546,35 +528,9 @@ impl Portico {
     /// config: for sources the test builds itself (e.g. `--git file://...` plus a `-c` file
     /// holding a Listener on `port`).
     pub async fn start_args(port: u16, args: &[String]) -> Portico {
-        let admin = free_port();
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("portico.yaml");
-        let access_log = dir.path().join("access.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_portico"))
-            .arg("run")
-            .args(args)
-            .args([
-                "--admin",
-                &format!("127.0.0.1:{admin}"),
-                "--workers",
-                "2",
-                "--access-log",
-            ])
-            .arg(&access_log)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("stderr.log")).expect("stderr file"))
-            .spawn()
-            .expect("spawn portico");
-        let mut p = Portico {
-            child,
-            dir,
-            config,
-            port,
-            admin,
-            access_log,
-        };
-        p.wait_ready().await;
-        p
+        Self::spawn(dir, config, port, args).await
     }
 }
 
