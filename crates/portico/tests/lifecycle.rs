@@ -228,10 +228,20 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     // Wait until the request is in flight (the upstream hop has the connection).
     tokio::time::sleep(Duration::from_millis(200)).await;
     p.signal("TERM");
-    // While draining: /ready answers 503 (or the admin is already gone at exit).
-    let ready = http_get(&p.admin_url("/ready"), &[]).await;
-    if let Ok(r) = ready {
-        assert_eq!(r.status, 503);
+    // While draining: /ready answers 503 (or the admin is already gone at exit). The signal
+    // is handled asynchronously: poll until it is seen.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match http_get(&p.admin_url("/ready"), &[]).await {
+            Ok(r) if r.status == 503 => break,
+            Ok(r) => assert_eq!(r.status, 200, "unexpected /ready answer"),
+            Err(_) => break,
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/ready never answered 503 while draining"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let r = inflight
         .await
