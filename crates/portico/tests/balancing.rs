@@ -10,19 +10,7 @@ use common::*;
 use futures_util::StreamExt;
 
 fn upstream(name: &str, addrs: &[&Controlled], lb: &str) -> String {
-    let list: Vec<String> = addrs.iter().map(|u| format!("\"{}\"", u.addr)).collect();
-    format!(
-        "{API}\nkind: Upstream\nmetadata: {{ name: {name} }}\nspec:\n  endpoints: [{}]\n  load_balancer: {lb}\n---\n{API}\nkind: Mapping\nmetadata: {{ name: m-{name} }}\nspec: {{ prefix: /, service: {name} }}\n",
-        list.join(", ")
-    )
-}
-
-async fn three() -> Vec<Controlled> {
-    vec![
-        Controlled::start("a", Duration::ZERO).await,
-        Controlled::start("b", Duration::ZERO).await,
-        Controlled::start("c", Duration::ZERO).await,
-    ]
+    upstream_doc(name, addrs, &format!("  load_balancer: {lb}\n"))
 }
 
 /// Sends `n` GETs with `conc` in flight; counts answers per `x-upstream`.
@@ -58,7 +46,7 @@ async fn reload(p: &Portico, docs: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_is_even() {
-    let u = three().await;
+    let u = three_controlled().await;
     let p = Portico::start(&upstream(
         "pool",
         &[&u[0], &u[1], &u[2]],
@@ -75,7 +63,7 @@ async fn round_robin_is_even() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_is_roughly_even() {
-    let u = three().await;
+    let u = three_controlled().await;
     let p = Portico::start(&upstream(
         "pool",
         &[&u[0], &u[1], &u[2]],
@@ -110,7 +98,7 @@ async fn key_map(p: &Portico) -> HashMap<u32, String> {
 }
 
 async fn consistent_hashing(policy: &str, max_moved_others: usize) {
-    let u = three().await;
+    let u = three_controlled().await;
     let lb = format!("{{ policy: {policy}, header: x-user }}");
     let p = Portico::start(&upstream("pool", &[&u[0], &u[1], &u[2]], &lb)).await;
     let before = key_map(&p).await;
@@ -147,7 +135,7 @@ async fn maglev_is_sticky_and_moves_few_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cookie_is_set_when_absent_and_sticks() {
-    let u = three().await;
+    let u = three_controlled().await;
     let p = Portico::start(&upstream(
         "pool",
         &[&u[0], &u[1], &u[2]],

@@ -16,19 +16,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 fn upstream(name: &str, addrs: &[&Controlled], extra: &str) -> String {
-    let list: Vec<String> = addrs.iter().map(|u| format!("\"{}\"", u.addr)).collect();
-    format!(
-        "{API}\nkind: Upstream\nmetadata: {{ name: {name} }}\nspec:\n  endpoints: [{}]\n{extra}---\n{API}\nkind: Mapping\nmetadata: {{ name: m-{name} }}\nspec: {{ prefix: /, service: {name} }}\n",
-        list.join(", ")
-    )
-}
-
-async fn three() -> Vec<Controlled> {
-    vec![
-        Controlled::start("a", Duration::ZERO).await,
-        Controlled::start("b", Duration::ZERO).await,
-        Controlled::start("c", Duration::ZERO).await,
-    ]
+    upstream_doc(name, addrs, extra)
 }
 
 /// The `/upstreams` state of `addr` in upstream `pool`.
@@ -61,7 +49,7 @@ async fn wait_state(p: &Portico, u: &Controlled, state: &str, limit: Duration) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outlier_ejects_returns_and_ejects_again() {
-    let u = three().await;
+    let u = three_controlled().await;
     u[1].status.store(500, Ordering::SeqCst);
     let p = Portico::start(&upstream(
         "pool",
@@ -120,7 +108,7 @@ async fn outlier_ejects_returns_and_ejects_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_http_health_check_leaves_and_returns() {
-    let u = three().await;
+    let u = three_controlled().await;
     let p = Portico::start(&upstream(
         "pool",
         &[&u[0], &u[1], &u[2]],
@@ -157,7 +145,7 @@ async fn failing_http_health_check_leaves_and_returns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_health_check_notices_a_dead_endpoint() {
-    let mut u = three().await;
+    let mut u = three_controlled().await;
     let p = Portico::start(&upstream(
         "pool",
         &[&u[0], &u[1], &u[2]],
@@ -186,7 +174,7 @@ async fn tcp_health_check_notices_a_dead_endpoint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn below_panic_threshold_all_endpoints_are_used() {
-    let u = three().await;
+    let u = three_controlled().await;
     let p = Portico::start(&upstream(
         "pool",
         &[&u[0], &u[1], &u[2]],
@@ -309,7 +297,7 @@ async fn grpc_health_check_follows_serving_status() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_ejection_survive_a_reload_that_changes_settings() {
-    let u = three().await;
+    let u = three_controlled().await;
     // One of three left available is 33%: a panic threshold of 30 keeps panic mode off.
     let checks = "  health_checks: [{ path: /healthz, interval_ms: 200, timeout_ms: 100, unhealthy_threshold: 2, healthy_threshold: 2 }]\n  outlier_detection: { consecutive_5xx: 3, base_ejection_time_ms: 5000 }\n  load_balancer: { healthy_panic_threshold: 30 }\n";
     let p = Portico::start(&upstream("pool", &[&u[0], &u[1], &u[2]], checks)).await;

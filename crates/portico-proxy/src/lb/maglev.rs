@@ -120,17 +120,8 @@ impl Maglev {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::SocketAddr;
 
-    fn eps(ports: &[u16]) -> Vec<Arc<Endpoint>> {
-        ports
-            .iter()
-            .map(|p| {
-                let addr: SocketAddr = format!("10.0.0.1:{p}").parse().expect("addr");
-                Arc::new(Endpoint::new(addr, 1))
-            })
-            .collect()
-    }
+    use crate::lb::test_endpoints as eps;
 
     #[test]
     fn sizes_are_prime() {

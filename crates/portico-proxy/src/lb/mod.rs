@@ -277,6 +277,18 @@ pub(crate) fn scan(
     (0..n).map(|k| (start + k) % n).find(|&i| ok(&eps[i]))
 }
 
+/// Endpoints 10.0.0.1:PORT, weight 1, for the balancers' unit tests.
+#[cfg(test)]
+pub(crate) fn test_endpoints(ports: &[u16]) -> Vec<std::sync::Arc<crate::upstream::Endpoint>> {
+    ports
+        .iter()
+        .map(|p| {
+            let addr: std::net::SocketAddr = format!("10.0.0.1:{p}").parse().expect("addr");
+            std::sync::Arc::new(crate::upstream::Endpoint::new(addr, 1))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

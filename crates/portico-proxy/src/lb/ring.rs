@@ -67,17 +67,8 @@ impl Ring {
 mod tests {
     use super::*;
     use crate::lb::fmix64;
-    use std::net::SocketAddr;
 
-    fn eps(ports: &[u16]) -> Vec<Arc<Endpoint>> {
-        ports
-            .iter()
-            .map(|p| {
-                let addr: SocketAddr = format!("10.0.0.1:{p}").parse().expect("addr");
-                Arc::new(Endpoint::new(addr, 1))
-            })
-            .collect()
-    }
+    use crate::lb::test_endpoints as eps;
 
     #[test]
     fn balanced_and_minimal_disruption() {

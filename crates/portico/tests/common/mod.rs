@@ -619,3 +619,22 @@ pub fn chromium(url: &str, extra: &[String]) -> String {
         Some(_) => std::fs::read_to_string(&out_path).expect("chromium stdout"),
     }
 }
+
+/// An `Upstream` named `name` over `addrs` (its spec extended by `extra` lines) and a Mapping
+/// `m-NAME` sending everything to it.
+pub fn upstream_doc(name: &str, addrs: &[&Controlled], extra: &str) -> String {
+    let list: Vec<String> = addrs.iter().map(|u| format!("\"{}\"", u.addr)).collect();
+    format!(
+        "{API}\nkind: Upstream\nmetadata: {{ name: {name} }}\nspec:\n  endpoints: [{}]\n{extra}---\n{API}\nkind: Mapping\nmetadata: {{ name: m-{name} }}\nspec: {{ prefix: /, service: {name} }}\n",
+        list.join(", ")
+    )
+}
+
+/// Three controllable upstreams `a`, `b`, `c`, answering at once.
+pub async fn three_controlled() -> Vec<Controlled> {
+    vec![
+        Controlled::start("a", Duration::ZERO).await,
+        Controlled::start("b", Duration::ZERO).await,
+        Controlled::start("c", Duration::ZERO).await,
+    ]
+}
