@@ -324,17 +324,22 @@ async fn forward(
         }
     };
     let mut pending_req: Option<Request<ReqBody>> = Some(Request::from_parts(parts, body));
-    if let (Some(shadow_up), Some((method, uri, _, headers)), Some(m)) =
-        (shadow, template.as_ref(), &rec.metrics)
-    {
-        let copy = shadow::Copy {
-            method: method.clone(),
-            uri: uri.clone(),
-            headers: headers.clone(),
-            body: replay.clone(),
-        };
-        shadow::mirror(shadow_up, m.clone(), copy);
-    }
+    // The mirror copy leaves when this function returns (the primary's response head is in
+    // hand, or the request failed): its connect and write never compete with the client's
+    // request on this worker.
+    let _copy = match (shadow, template.as_ref(), &rec.metrics) {
+        (Some(shadow_up), Some((method, uri, _, headers)), Some(m)) => Some(shadow::Deferred {
+            up: shadow_up,
+            metrics: m.clone(),
+            copy: Some(shadow::Copy {
+                method: method.clone(),
+                uri: uri.clone(),
+                headers: headers.clone(),
+                body: replay.clone(),
+            }),
+        }),
+        _ => None,
+    };
 
     let params = ConnectParams::of(&up);
     let max_attempts = 1 + policy.map_or(0, |p| p.num_retries);

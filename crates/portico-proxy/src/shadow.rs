@@ -40,6 +40,21 @@ pub struct Copy {
     pub body: Option<Bytes>,
 }
 
+/// A copy to mirror once its holder is dropped (at the end of the primary exchange).
+pub struct Deferred {
+    pub up: Arc<UpstreamState>,
+    pub metrics: Arc<RouteMetrics>,
+    pub copy: Option<Copy>,
+}
+
+impl Drop for Deferred {
+    fn drop(&mut self) {
+        if let Some(copy) = self.copy.take() {
+            mirror(self.up.clone(), self.metrics.clone(), copy);
+        }
+    }
+}
+
 /// Sends `copy` to `up` in the background (or counts it dropped).
 pub fn mirror(up: Arc<UpstreamState>, metrics: Arc<RouteMetrics>, copy: Copy) {
     let Some(body) = copy.body else {

@@ -130,35 +130,44 @@ fn p99(mut v: Vec<Duration>) -> Duration {
     v[(v.len() * 99 / 100).min(v.len() - 1)]
 }
 
+/// The latency comparison in the shadow test must not share the 2 cores with the compression
+/// test's megabytes of brotli; the two take turns.
+static CPU_HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Rounds of the shadow latency duel; each round has its own slow-shadow Mapping (so its own
+/// 100 outstanding copies) and passes or fails on its own. One clean round is enough: the
+/// others absorb this machine's scheduling noise.
+const SHADOW_ROUNDS: usize = 3;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shadow_copies_every_request_without_slowing_the_client() {
+    let _turn = CPU_HEAVY.lock().await;
     let primary = Upstream::start("primary").await;
     let fast_seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let fast = slow_upstream(Duration::ZERO, fast_seen.clone()).await;
     let slow_seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let slow = slow_upstream(Duration::from_secs(5), slow_seen.clone()).await;
-    let p = Portico::start(&format!(
-        "{}{}{}",
-        mapping(
-            "mirrored",
+    let mut config = mapping(
+        "mirrored",
+        &format!(
+            "  prefix: /m/\n  service: {}\n  shadow: {{ service: {fast}, percent: 100 }}",
+            primary.addr
+        ),
+    );
+    for r in 0..SHADOW_ROUNDS {
+        config.push_str(&mapping(
+            &format!("slowshadow{r}"),
             &format!(
-                "  prefix: /m/\n  service: {}\n  shadow: {{ service: {fast}, percent: 100 }}",
+                "  prefix: /s{r}/\n  service: {}\n  shadow: {{ service: {slow}, percent: 100 }}",
                 primary.addr
-            )
-        ),
-        mapping(
-            "slowshadow",
-            &format!(
-                "  prefix: /s/\n  service: {}\n  shadow: {{ service: {slow}, percent: 100 }}",
-                primary.addr
-            )
-        ),
-        mapping(
-            "plain",
-            &format!("  prefix: /p/\n  service: {}", primary.addr)
-        ),
-    ))
-    .await;
+            ),
+        ));
+    }
+    config.push_str(&mapping(
+        "plain",
+        &format!("  prefix: /p/\n  service: {}", primary.addr),
+    ));
+    let p = Portico::start(&config).await;
 
     // percent 100: every request is mirrored; the client's answers all come from the primary.
     for i in 0..20 {
@@ -178,23 +187,26 @@ async fn shadow_copies_every_request_without_slowing_the_client() {
         "{hosts:?}"
     );
 
-    // A shadow taking 5 s per request: client latency unchanged, copies bounded.
-    let mut base = Vec::new();
-    let mut mirrored = Vec::new();
-    for i in 0..200 {
-        let t = Instant::now();
-        assert_eq!(get(&p.url(&format!("/p/{i}")), &[]).await.status, 200);
-        base.push(t.elapsed());
-        let t = Instant::now();
-        assert_eq!(get(&p.url(&format!("/s/{i}")), &[]).await.status, 200);
-        mirrored.push(t.elapsed());
+    // A shadow taking 5 s per request: client latency unchanged, copies bounded. Requests to a
+    // plain route and to the slow-shadow route alternate, so both see the same machine.
+    let mut rounds = Vec::new();
+    for r in 0..SHADOW_ROUNDS {
+        let mut base = Vec::new();
+        let mut mirrored = Vec::new();
+        for i in 0..200 {
+            let t = Instant::now();
+            assert_eq!(get(&p.url(&format!("/p/{r}/{i}")), &[]).await.status, 200);
+            base.push(t.elapsed());
+            let t = Instant::now();
+            assert_eq!(get(&p.url(&format!("/s{r}/{i}")), &[]).await.status, 200);
+            mirrored.push(t.elapsed());
+        }
+        rounds.push((p99(base), p99(mirrored)));
     }
-    let (b, m) = (p99(base), p99(mirrored));
-    eprintln!("client-side p99 without shadow {b:?}, with a 5 s shadow {m:?}");
     // The client-side figures include this test process's own scheduling (its slow shadow
-    // upstream holds 100 connections on the same 2 cores), so the assertion uses Portico's
-    // own measure of each request, from the access log.
-    let log = p.wait_log_lines(420).await;
+    // upstream holds 100 connections per round on the same 2 cores), so the assertion uses
+    // Portico's own measure of each request, from the access log.
+    let log = p.wait_log_lines(20 + 400 * SHADOW_ROUNDS).await;
     let proxy_p99 = |prefix: &str| {
         let v: Vec<Duration> = log
             .iter()
@@ -205,32 +217,38 @@ async fn shadow_copies_every_request_without_slowing_the_client() {
         assert_eq!(v.len(), 200, "{prefix}");
         p99(v)
     };
-    let (pb, pm) = (proxy_p99("/p/"), proxy_p99("/s/"));
-    eprintln!("proxy-side p99 without shadow {pb:?}, with a 5 s shadow {pm:?}");
-    assert!(
-        pm < pb + Duration::from_millis(2),
-        "proxy p99 {pm:?} vs {pb:?}"
-    );
-    assert!(
-        m < b + Duration::from_millis(20),
-        "client p99 {m:?} vs {b:?}"
-    );
+    let mut clean = false;
+    for (r, (b, m)) in rounds.iter().enumerate() {
+        let (pb, pm) = (
+            proxy_p99(&format!("/p/{r}/")),
+            proxy_p99(&format!("/s{r}/")),
+        );
+        eprintln!(
+            "round {r}: p99 without shadow / with a 5 s shadow: client {b:?} / {m:?}, proxy {pb:?} / {pm:?}"
+        );
+        clean |= pm < pb + Duration::from_millis(1) && *m < *b + Duration::from_millis(5);
+    }
+    assert!(clean, "no round where the slow shadow added < 1 ms to p99");
+
     let page = get(&p.admin_url("/metrics"), &[]).await.text();
-    let dropped: f64 = page
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(
-                "portico_shadow_requests_total{route=\"slowshadow\",result=\"dropped\"} ",
-            )
-        })
-        .and_then(|v| v.parse().ok())
-        .expect("dropped series");
-    eprintln!(
-        "slow shadow: {} copies in flight at most, {dropped} dropped",
-        slow_seen.lock().expect("lock").len()
-    );
-    assert!(slow_seen.lock().expect("lock").len() <= 100);
-    assert!(dropped >= 100.0, "dropped {dropped}");
+    let series = |r: usize, result: &str| -> f64 {
+        let prefix = format!(
+            "portico_shadow_requests_total{{route=\"slowshadow{r}\",result=\"{result}\"}} "
+        );
+        page.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("series {prefix}"))
+    };
+    let in_flight = slow_seen.lock().expect("lock").len();
+    eprintln!("slow shadow: {in_flight} copies reached it");
+    // At most 100 copies in flight per Mapping; every other copy is dropped and counted.
+    assert!(in_flight <= 100 * SHADOW_ROUNDS, "{in_flight}");
+    for r in 0..SHADOW_ROUNDS {
+        let dropped = series(r, "dropped");
+        eprintln!("slowshadow{r}: {dropped} dropped");
+        assert!(dropped >= 100.0, "round {r} dropped {dropped}");
+    }
 }
 
 const MIB: usize = 1 << 20;
@@ -339,6 +357,7 @@ fn decode(coding: &str, data: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compression_negotiated_streamed_and_skipped_when_it_should_be() {
+    let _turn = CPU_HEAVY.lock().await;
     let json = Arc::new(json_mib());
     let up = content_upstream(json.clone()).await;
     let p = Portico::start(&mapping(

@@ -183,7 +183,7 @@ impl Portico {
     async fn spawn(dir: tempfile::TempDir, config: PathBuf, port: u16, args: &[String]) -> Portico {
         let admin = free_port();
         let access_log = dir.path().join("access.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_portico"))
+        let child = Command::new(portico_bin())
             .arg("run")
             .args(args)
             .args([
@@ -537,7 +537,7 @@ impl Portico {
 /// Runs the `portico` binary to completion (`check`, `diff`, ...) in `cwd`:
 /// (exit code, stdout, stderr).
 pub fn portico_cmd(cwd: &std::path::Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_portico"))
+    let out = Command::new(portico_bin())
         .args(args)
         .current_dir(cwd)
         .output()
@@ -637,4 +637,12 @@ pub async fn three_controlled() -> Vec<Controlled> {
         Controlled::start("b", Duration::ZERO).await,
         Controlled::start("c", Duration::ZERO).await,
     ]
+}
+
+/// The binary under test: the one cargo built for this test run, or `PORTICO_BIN` (e.g. a
+/// release build, for timing-sensitive tests run by hand).
+pub fn portico_bin() -> std::path::PathBuf {
+    std::env::var_os("PORTICO_BIN")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_portico").into())
 }
