@@ -48,7 +48,6 @@ async fn page_server(target: String) -> SocketAddr {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not yet seen passing: in the development sandbox every Chromium run of this test killed the session's shell; run it with --ignored on a normal machine"]
 async fn browser_allows_the_allowed_origin_and_blocks_the_other() {
     if !std::path::Path::new(CHROMIUM).exists() {
         eprintln!("SKIP: {CHROMIUM} not installed (scripts/test.sh installs it when run as root)");

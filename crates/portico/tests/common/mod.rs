@@ -606,12 +606,16 @@ pub fn chromium(url: &str, extra: &[String]) -> String {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    // The browser's helpers (zygote, renderer) share its process group: end them all.
-    let _ = Command::new("kill")
-        .args(["-KILL", &format!("-{pid}")])
-        .stderr(Stdio::null())
-        .status();
-    let _ = child.wait();
+    if status.is_none() {
+        // Timed out: the browser's helpers (zygote, renderer) share its process group; end
+        // them all. (Only then: once the browser has been reaped its pid, hence the group id,
+        // is no longer ours to signal.)
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{pid}")])
+            .stderr(Stdio::null())
+            .status();
+        let _ = child.wait();
+    }
     let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
     match status {
         None => panic!("chromium did not finish within {BROWSER_TIMEOUT:?}; stderr:\n{stderr}"),
