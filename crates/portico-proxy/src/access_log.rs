@@ -5,7 +5,8 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::SystemTime;
 
@@ -26,13 +27,17 @@ const QUEUE: usize = 16 * 1024;
 #[derive(Debug)]
 pub struct AccessLog {
     tx: Option<SyncSender<Msg>>,
+    /// Set by [`AccessLog::reopen`]; the writer reopens before its next write. A flag rather
+    /// than a queued message, so a full queue cannot lose a rotation.
+    reopen: Arc<AtomicBool>,
     pub dropped: AtomicU64,
     pub written: AtomicU64,
 }
 
 enum Msg {
     Line(String),
-    Reopen,
+    /// Wakes an idle writer to look at the reopen flag.
+    Wake,
 }
 
 /// One access log entry. Borrowed fields avoid copies; serialized once on the request's
@@ -67,6 +72,7 @@ impl AccessLog {
             LogTarget::Off => {
                 return Ok(AccessLog {
                     tx: None,
+                    reopen: Arc::default(),
                     dropped: AtomicU64::new(0),
                     written: AtomicU64::new(0),
                 });
@@ -75,11 +81,14 @@ impl AccessLog {
             LogTarget::File(p) => Box::new(open(p)?),
         };
         let (tx, rx) = sync_channel(QUEUE);
+        let reopen = Arc::new(AtomicBool::new(false));
+        let flag = reopen.clone();
         std::thread::Builder::new()
             .name("portico-access-log".into())
-            .spawn(move || writer(rx, out, target))?;
+            .spawn(move || writer(rx, out, target, &flag))?;
         Ok(AccessLog {
             tx: Some(tx),
+            reopen,
             dropped: AtomicU64::new(0),
             written: AtomicU64::new(0),
         })
@@ -109,7 +118,9 @@ impl AccessLog {
     /// Reopens the log file (after rotation; SIGUSR1).
     pub fn reopen(&self) {
         if let Some(tx) = &self.tx {
-            let _ = tx.try_send(Msg::Reopen);
+            self.reopen.store(true, Ordering::Release);
+            // When the queue is full the writer is busy and sees the flag before its next line.
+            let _ = tx.try_send(Msg::Wake);
         }
     }
 }
@@ -121,29 +132,25 @@ fn open(p: &PathBuf) -> std::io::Result<std::fs::File> {
         .open(p)
 }
 
-fn writer(rx: Receiver<Msg>, out: Box<dyn Write + Send>, target: LogTarget) {
+fn writer(rx: Receiver<Msg>, out: Box<dyn Write + Send>, target: LogTarget, reopen: &AtomicBool) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
     while let Ok(msg) = rx.recv() {
         let mut next = Some(msg);
         // Write everything queued, then flush once.
         while let Some(msg) = next {
-            match msg {
-                Msg::Line(l) => {
-                    let _ = out.write_all(l.as_bytes());
-                }
-                Msg::Reopen => {
-                    let _ = out.flush();
-                    if let LogTarget::File(p) = &target {
-                        match open(p) {
-                            Ok(f) => {
-                                out = std::io::BufWriter::with_capacity(64 * 1024, Box::new(f))
-                            }
-                            Err(e) => {
-                                tracing::error!(error = %e, path = %p.display(), "cannot reopen access log")
-                            }
+            if reopen.swap(false, Ordering::AcqRel) {
+                let _ = out.flush();
+                if let LogTarget::File(p) = &target {
+                    match open(p) {
+                        Ok(f) => out = std::io::BufWriter::with_capacity(64 * 1024, Box::new(f)),
+                        Err(e) => {
+                            tracing::error!(error = %e, path = %p.display(), "cannot reopen access log")
                         }
                     }
                 }
+            }
+            if let Msg::Line(l) = msg {
+                let _ = out.write_all(l.as_bytes());
             }
             next = rx.try_recv().ok();
         }

@@ -188,3 +188,63 @@ async fn admin_views_and_explain_agree_with_traffic() {
     assert_eq!(first["endpoints"][0]["state"], "healthy");
     assert_eq!(first["circuit_breakers"]["max_requests"], 1024);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_file_is_reopened_on_sigusr1() {
+    let up = Upstream::start("a").await;
+    let p = Portico::start(&format!(
+        "{API}\nkind: Mapping\nmetadata: {{ name: api }}\nspec: {{ prefix: /, service: {} }}\n",
+        up.addr
+    ))
+    .await;
+    for i in 0..5 {
+        assert_eq!(get(&p.url(&format!("/before/{i}")), &[]).await.status, 200);
+    }
+    assert_eq!(p.wait_log_lines(5).await.len(), 5);
+    // logrotate's "create" mode: rename, then signal.
+    let rotated = p.access_log.with_extension("log.1");
+    std::fs::rename(&p.access_log, &rotated).expect("rename");
+    p.signal("USR1");
+    // Until the signal is handled lines still go to the renamed file; poll until one lands in
+    // the new file, then check that no line was lost or written twice.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut sent = 0;
+    while p.access_log().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "log never reopened");
+        assert_eq!(
+            get(&p.url(&format!("/after/{sent}")), &[]).await.status,
+            200
+        );
+        sent += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for i in 0..5 {
+        assert_eq!(get(&p.url(&format!("/later/{i}")), &[]).await.status, 200);
+    }
+    let new = p.wait_log_lines(5).await;
+    let old: Vec<serde_json::Value> = std::fs::read_to_string(&rotated)
+        .expect("rotated file")
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let paths = |v: &[serde_json::Value]| -> Vec<String> {
+        v.iter()
+            .filter_map(|l| l["path"].as_str().map(str::to_string))
+            .collect()
+    };
+    let (old, new) = (paths(&old), paths(&new));
+    assert!(
+        old.iter().take(5).all(|p| p.starts_with("/before/")),
+        "{old:?}"
+    );
+    assert!(new.iter().all(|p| !p.starts_with("/before/")), "{new:?}");
+    assert!(
+        new.iter().filter(|p| p.starts_with("/later/")).count() == 5,
+        "{new:?}"
+    );
+    assert_eq!(
+        old.len() + new.len(),
+        5 + sent + 5,
+        "old {old:?} new {new:?}"
+    );
+}
