@@ -126,14 +126,21 @@ pub trait Finish: Send {
 
 pin_project_lite::pin_project! {
     /// The body sent to the client.
+    ///
+    /// Its timers are made only when the upstream body actually makes it wait: most responses
+    /// are already in hand when first polled, and a timer costs a clock read and a timer-wheel
+    /// entry.
     pub struct RespBody {
         kind: Kind,
         bytes_sent: u64,
+        deadline_at: Option<tokio::time::Instant>,
         #[pin]
         deadline: Option<tokio::time::Sleep>,
         #[pin]
         idle: Option<tokio::time::Sleep>,
         idle_for: Option<std::time::Duration>,
+        // Whether `idle` counts from the last wait (cleared when bytes come).
+        idle_armed: bool,
         finish: Option<Box<dyn Finish>>,
     }
 
@@ -184,9 +191,11 @@ impl RespBody {
         RespBody {
             kind: Kind::Full(if b.is_empty() { None } else { Some(b) }),
             bytes_sent: 0,
+            deadline_at: None,
             deadline: None,
             idle: None,
             idle_for: None,
+            idle_armed: false,
             finish: None,
         }
     }
@@ -204,9 +213,11 @@ impl RespBody {
         RespBody {
             kind: Kind::Upstream(inner),
             bytes_sent: 0,
-            deadline: deadline.map(tokio::time::sleep_until),
-            idle: idle.map(tokio::time::sleep),
+            deadline_at: deadline,
+            deadline: None,
+            idle: None,
             idle_for: idle,
+            idle_armed: false,
             finish: None,
         }
     }
@@ -226,6 +237,44 @@ impl RespBody {
     }
 }
 
+/// The upstream body made us wait: arms the deadline (once) and the idle timer (from now,
+/// unless armed since the last bytes) and polls them.
+fn poll_timers(
+    cx: &mut Context<'_>,
+    deadline_at: Option<tokio::time::Instant>,
+    mut deadline: Pin<&mut Option<tokio::time::Sleep>>,
+    idle_for: Option<std::time::Duration>,
+    mut idle: Pin<&mut Option<tokio::time::Sleep>>,
+    idle_armed: &mut bool,
+) -> Option<Cut> {
+    if let Some(at) = deadline_at {
+        if deadline.is_none() {
+            deadline.set(Some(tokio::time::sleep_until(at)));
+        }
+        if let Some(d) = deadline.as_mut().as_pin_mut()
+            && d.poll(cx).is_ready()
+        {
+            return Some(Cut::Deadline);
+        }
+    }
+    if let Some(d) = idle_for {
+        if !*idle_armed {
+            let when = tokio::time::Instant::now() + d;
+            match idle.as_mut().as_pin_mut() {
+                Some(s) => s.reset(when),
+                None => idle.set(Some(tokio::time::sleep_until(when))),
+            }
+            *idle_armed = true;
+        }
+        if let Some(i) = idle.as_mut().as_pin_mut()
+            && i.poll(cx).is_ready()
+        {
+            return Some(Cut::Idle);
+        }
+    }
+    None
+}
+
 impl Body for RespBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -241,11 +290,7 @@ impl Body for RespBody {
                 let Some(e) = enc.as_mut() else { break None };
                 match Pin::new(&mut *inner).poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => {
-                        if let (Some(idle), Some(d)) =
-                            (this.idle.as_mut().as_pin_mut(), *this.idle_for)
-                        {
-                            idle.reset(tokio::time::Instant::now() + d);
-                        }
+                        *this.idle_armed = false;
                         // Trailers are dropped: a compressed body is plain content.
                         let Ok(data) = frame.into_data() else {
                             continue;
@@ -265,43 +310,36 @@ impl Body for RespBody {
                             _ => break None,
                         }
                     }
-                    Poll::Pending => {
-                        if let Some(d) = this.deadline.as_mut().as_pin_mut()
-                            && d.poll(cx).is_ready()
-                        {
-                            break Some(Err(Box::new(Cut::Deadline) as BoxError));
-                        }
-                        if let Some(i) = this.idle.as_mut().as_pin_mut()
-                            && i.poll(cx).is_ready()
-                        {
-                            break Some(Err(Box::new(Cut::Idle) as BoxError));
-                        }
-                        return Poll::Pending;
-                    }
+                    Poll::Pending => match poll_timers(
+                        cx,
+                        *this.deadline_at,
+                        this.deadline.as_mut(),
+                        *this.idle_for,
+                        this.idle.as_mut(),
+                        this.idle_armed,
+                    ) {
+                        Some(cut) => break Some(Err(Box::new(cut) as BoxError)),
+                        None => return Poll::Pending,
+                    },
                 }
             },
             Kind::Upstream(inner) => match Pin::new(inner).poll_frame(cx) {
                 Poll::Ready(r) => {
-                    // Bytes came: the idle timer starts again.
-                    if let (Some(idle), Some(d)) = (this.idle.as_mut().as_pin_mut(), *this.idle_for)
-                    {
-                        idle.reset(tokio::time::Instant::now() + d);
-                    }
+                    // Bytes came: the idle timer counts from the next wait.
+                    *this.idle_armed = false;
                     r.map(|r| r.map_err(|e| Box::new(e) as BoxError))
                 }
-                Poll::Pending => {
-                    if let Some(d) = this.deadline.as_mut().as_pin_mut()
-                        && d.poll(cx).is_ready()
-                    {
-                        Some(Err(Box::new(Cut::Deadline) as BoxError))
-                    } else if let Some(i) = this.idle.as_mut().as_pin_mut()
-                        && i.poll(cx).is_ready()
-                    {
-                        Some(Err(Box::new(Cut::Idle) as BoxError))
-                    } else {
-                        return Poll::Pending;
-                    }
-                }
+                Poll::Pending => match poll_timers(
+                    cx,
+                    *this.deadline_at,
+                    this.deadline.as_mut(),
+                    *this.idle_for,
+                    this.idle.as_mut(),
+                    this.idle_armed,
+                ) {
+                    Some(cut) => Some(Err(Box::new(cut) as BoxError)),
+                    None => return Poll::Pending,
+                },
             },
         };
         match &res {

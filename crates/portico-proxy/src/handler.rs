@@ -53,6 +53,25 @@ pub struct ConnInfo {
     pub tls: bool,
     /// The verified client certificate (mTLS), as its `x-forwarded-client-cert` value.
     pub client_cert: Option<HeaderValue>,
+    /// `peer`'s IP as a header value, rendered once per connection for `x-forwarded-for`.
+    pub peer_ip: HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(
+        peer: SocketAddr,
+        listener: Arc<ListenerConf>,
+        tls: bool,
+        client_cert: Option<HeaderValue>,
+    ) -> ConnInfo {
+        ConnInfo {
+            peer,
+            listener,
+            tls,
+            client_cert,
+            peer_ip: headers::ip_value(peer.ip()),
+        }
+    }
 }
 
 /// At most this many endpoints are tried when connecting fails (nothing was sent, so trying
@@ -200,7 +219,6 @@ async fn forward(
     let (mut parts, body) = req.into_parts();
     // ring_hash/maglev: the request's key, and a Set-Cookie when Portico made the cookie up.
     let (lb_hash, lb_cookie) = crate::lb::hash_key(&up.conf.lb, &parts.headers, rec.client);
-    let authority = authority_of_parts(&parts.uri, &parts.headers).map(str::to_owned);
     let new_pq = rewrite_path(&route, &parts.uri);
 
     // Request headers.
@@ -214,7 +232,7 @@ async fn forward(
         u.restore_request_headers(&mut parts.headers);
     }
     parts.headers.remove(header::EXPECT); // 100-continue is answered by Portico itself
-    headers::append_forwarded_for(&mut parts.headers, conn.peer.ip());
+    headers::append_forwarded_for(&mut parts.headers, &conn.peer_ip);
     crate::tls::forward_client_cert(&mut parts.headers, &conn);
     if !(conn.listener.trust_forwarded && parts.headers.contains_key(&headers::X_FORWARDED_PROTO)) {
         let proto = if conn.tls { "https" } else { "http" };
@@ -237,15 +255,19 @@ async fn forward(
         &route.remove_request_headers,
         &route.add_request_headers,
     );
+    // The Host the upstream sees: the route's rewrite, else the request's authority. An
+    // origin-form HTTP/1.1 request already carries it in its Host header (kept as is).
     let host_value: Option<HeaderValue> = match &route.host_rewrite {
         Some(h) => Some(h.clone()),
-        None => authority
-            .as_deref()
-            .and_then(|a| HeaderValue::from_str(a).ok()),
+        None => parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
     };
     if h2 {
         parts.version = Version::HTTP_2;
-        parts.headers.remove(header::HOST);
+        let host_header = parts.headers.remove(header::HOST);
+        let host_value = host_value.or(host_header);
         if te_trailers {
             parts
                 .headers
@@ -943,7 +965,6 @@ fn redirect(
 /// What the access log needs about one request, gathered along the way.
 struct Record {
     start: Instant,
-    wall: SystemTime,
     grpc: bool,
     flags: Flags,
     status: u16,
@@ -962,6 +983,8 @@ struct Record {
 }
 
 struct LogFields {
+    /// When the request started (wall clock; read only when logging).
+    wall: SystemTime,
     method: http::Method,
     authority: String,
     path: String,
@@ -976,6 +999,7 @@ impl Record {
             conn.peer.ip()
         };
         let log = proxy.access_log.enabled().then(|| LogFields {
+            wall: SystemTime::now(),
             method: req.method().clone(),
             authority: authority_of(req).to_owned(),
             path: req
@@ -992,7 +1016,6 @@ impl Record {
         });
         Record {
             start,
-            wall: SystemTime::now(),
             grpc: is_grpc(req.headers()),
             flags: Flags::default(),
             status: 0,
@@ -1066,7 +1089,7 @@ impl Record {
         let Some(log) = &self.log else { return };
         let mut flags = String::new();
         self.flags.write_to(&mut flags);
-        let ts = rfc3339_millis(self.wall);
+        let ts = rfc3339_millis(log.wall);
         let request_id = self
             .request_id
             .as_ref()

@@ -358,12 +358,7 @@ async fn connection(
         drop(hosts);
         match accepted {
             Ok(Ok(a)) => {
-                let info = Arc::new(ConnInfo {
-                    peer,
-                    listener,
-                    tls: true,
-                    client_cert: a.client_cert,
-                });
+                let info = Arc::new(ConnInfo::new(peer, listener, true, a.client_cert));
                 serve(proxy, builder, a.stream, info, drain).await;
             }
             Ok(Err(e)) => {
@@ -372,12 +367,7 @@ async fn connection(
             Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
         }
     } else {
-        let info = Arc::new(ConnInfo {
-            peer,
-            listener,
-            tls: false,
-            client_cert: None,
-        });
+        let info = Arc::new(ConnInfo::new(peer, listener, false, None));
         serve(proxy, builder, io, info, drain).await;
     }
     drop(slot);
