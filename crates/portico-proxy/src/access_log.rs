@@ -22,6 +22,9 @@ pub enum LogTarget {
 
 /// Capacity of the queue between request handling and the writer thread.
 const QUEUE: usize = 16 * 1024;
+/// How long the writer lets lines gather between batches (the queue holds 16k lines: at
+/// this pause, over 3M lines/s before any is dropped).
+const BATCH_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Handle for sending lines to the writer thread.
 #[derive(Debug)]
@@ -60,7 +63,7 @@ pub struct Entry<'a> {
     pub duration_ms: f64,
     pub upstream_duration_ms: Option<f64>,
     pub request_id: &'a str,
-    pub client: String,
+    pub client: &'a str,
     /// Why Portico rejected the request, when it did so before routing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'a str>,
@@ -155,6 +158,9 @@ fn writer(rx: Receiver<Msg>, out: Box<dyn Write + Send>, target: LogTarget, reop
             next = rx.try_recv().ok();
         }
         let _ = out.flush();
+        // Let lines gather before the next blocking receive: while the writer sleeps,
+        // request handling queues lines without waking it (no futex call per request).
+        std::thread::sleep(BATCH_PAUSE);
     }
 }
 

@@ -194,10 +194,14 @@ async fn forward(
     let downstream_version = req.version();
 
     // The deadline: the earliest of the route timeout and the client's grpc-timeout.
-    let client_budget = req
-        .headers()
-        .get("grpc-timeout")
-        .and_then(deadline::parse_grpc_timeout);
+    // (`grpc-timeout` is only looked for on gRPC requests.)
+    let client_budget = if rec.grpc {
+        req.headers()
+            .get(&headers::GRPC_TIMEOUT)
+            .and_then(deadline::parse_grpc_timeout)
+    } else {
+        None
+    };
     let budget = deadline::budget(route.timeout, client_budget, route.grpc_timeout_max);
     let deadline = budget.map(|t| tokio::time::Instant::from_std(rec.start + t));
     if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
@@ -241,9 +245,8 @@ async fn forward(
             HeaderValue::from_static(proto),
         );
     }
-    if let Some(id) = parts.headers.get(&headers::X_REQUEST_ID) {
-        rec.request_id = Some(id.clone());
-    } else {
+    // `Record::new` already looked the client's x-request-id up.
+    if rec.request_id.is_none() {
         let id = headers::new_request_id();
         parts
             .headers
@@ -985,6 +988,8 @@ struct Record {
 struct LogFields {
     /// When the request started (wall clock; read only when logging).
     wall: SystemTime,
+    /// The client address as logged.
+    client: HeaderValue,
     method: http::Method,
     authority: String,
     path: String,
@@ -1000,6 +1005,11 @@ impl Record {
         };
         let log = proxy.access_log.enabled().then(|| LogFields {
             wall: SystemTime::now(),
+            client: if client == conn.peer.ip() {
+                conn.peer_ip.clone()
+            } else {
+                headers::ip_value(client)
+            },
             method: req.method().clone(),
             authority: authority_of(req).to_owned(),
             path: req
@@ -1112,7 +1122,7 @@ impl Record {
             duration_ms: millis(end.duration_since(self.start)),
             upstream_duration_ms: self.upstream_start.map(|s| millis(end.duration_since(s))),
             request_id,
-            client: self.client.to_string(),
+            client: log.client.to_str().unwrap_or("-"),
             error: None,
         };
         proxy.access_log.write(&entry);
@@ -1147,7 +1157,7 @@ pub fn log_rejected(proxy: &Proxy, conn: &ConnInfo, status: u16, detail: &str) {
         duration_ms: 0.0,
         upstream_duration_ms: None,
         request_id: "-",
-        client: conn.peer.ip().to_string(),
+        client: conn.peer_ip.to_str().unwrap_or("-"),
         error: Some(detail),
     };
     proxy.access_log.write(&entry);

@@ -79,6 +79,7 @@ pub fn ip_value(ip: IpAddr) -> HeaderValue {
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_EXPECTED_TIMEOUT: HeaderName =
     HeaderName::from_static("x-portico-expected-timeout-ms");

@@ -55,15 +55,16 @@ pub fn take(route: &Route, protocol: UpstreamProtocol, parts: &mut http::request
     if parts.version != Version::HTTP_11 {
         return Asked::No;
     }
+    // Most requests have no Upgrade header: one lookup and out.
+    let Some(value) = parts.headers.get(header::UPGRADE) else {
+        return Asked::No;
+    };
     let asks = parts
         .headers
         .get_all(header::CONNECTION)
         .iter()
         .flat_map(|v| v.as_bytes().split(|&b| b == b','))
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"));
-    let Some(value) = parts.headers.get(header::UPGRADE) else {
-        return Asked::No;
-    };
     if !asks {
         return Asked::No;
     }
