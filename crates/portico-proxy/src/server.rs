@@ -25,13 +25,14 @@ use crate::proxy_protocol::{self, Prefixed};
 use crate::state::Proxy;
 use crate::tls;
 
-/// Limits on downstream HTTP (CONTRACT §5 defaults).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-pub const MAX_HEADERS: usize = 100;
-/// Read buffer for a request head: 60 KiB of headers plus the request line.
-pub const MAX_HEAD_BYTES: usize = 64 * 1024;
-pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
-pub const H2_MAX_HEADER_LIST: u32 = 16 * 1024;
+// Limits on downstream HTTP. The per-listener ones (head size, header count, URI length,
+// concurrent streams, header read and body idle timeouts) come from the Listener's config
+// (`ListenerLimits`, CONTRACT §5 defaults); these are the fixed ones.
+
+/// Request-line allowance added to `max_request_headers_kb` for the HTTP/1 read buffer.
+pub const REQUEST_LINE_ALLOWANCE: usize = 4 * 1024;
+/// hyper's smallest accepted HTTP/1 read buffer.
+const MIN_H1_BUF: usize = 8 * 1024;
 /// Streams a client may open and reset before the server even accepted them; beyond this the
 /// connection gets GOAWAY ENHANCE_YOUR_CALM (h2's CVE-2023-44487 "rapid reset" guard).
 pub const H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 50;
@@ -240,17 +241,23 @@ fn worker_main(proxy: Arc<Proxy>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
     });
 }
 
+/// The HTTP/1 read buffer for a listener: its header limit plus the request line.
+fn h1_buf_size(conf: &ListenerConf) -> usize {
+    (conf.limits.max_request_headers_bytes as usize + REQUEST_LINE_ALLOWANCE).max(MIN_H1_BUF)
+}
+
 fn builder(conf: &ListenerConf) -> auto::Builder<TokioExecutor> {
+    let limits = &conf.limits;
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_headers(MAX_HEADERS)
-        .max_buf_size(MAX_HEAD_BYTES);
+        .header_read_timeout(limits.header_read_timeout)
+        .max_headers(limits.max_headers_count as usize)
+        .max_buf_size(h1_buf_size(conf));
     b.http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
-        .max_header_list_size(H2_MAX_HEADER_LIST)
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(limits.max_request_headers_bytes)
         .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESET_STREAMS)
         .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESET_STREAMS)
         .initial_stream_window_size(H2_INITIAL_STREAM_WINDOW)
@@ -398,7 +405,11 @@ async fn serve<S>(
         service_fn(move |req| handler::handle(proxy.clone(), info.clone(), req))
     };
     let report = Arc::new(Report::default());
-    let io = TokioIo::new(Guarded::new(stream, report.clone()));
+    let guarded = Guarded::new(stream, report.clone()).with_limits(
+        info.listener.limits.header_read_timeout,
+        h1_buf_size(&info.listener) + 16 * 1024,
+    );
+    let io = TokioIo::new(guarded);
     let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
     let res = tokio::select! {
