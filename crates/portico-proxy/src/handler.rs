@@ -69,6 +69,10 @@ pub async fn handle(
     // Step 2, route: one atomic load; this snapshot serves the request to its end.
     let active = proxy.active();
     let mut rec = Record::new(&proxy, &conn, &req, start);
+    // Overload manager: under memory pressure new requests are shed (one atomic load).
+    if proxy.overload.memory_pressure() {
+        return Ok(rec.shed(&proxy));
+    }
     // Listener limits the HTTP layer does not enforce itself (HTTP/1's header count is
     // hyper's; HTTP/2's is checked here).
     let limits = &conn.listener.limits;
@@ -1092,6 +1096,27 @@ impl Record {
     fn fail(mut self, proxy: &Proxy, flag: Flag) -> Response<RespBody> {
         self.flags.insert(flag);
         let reply = local_reply(flag, self.grpc, None);
+        self.local(proxy, reply)
+    }
+
+    /// The overload manager sheds the request: 503 with `x-portico-overloaded: true`, flag
+    /// OM, and (HTTP/1) `connection: close`.
+    fn shed(mut self, proxy: &Proxy) -> Response<RespBody> {
+        self.flags.insert(Flag::OM);
+        proxy
+            .overload
+            .actions
+            .reject_request
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut reply = local_reply(Flag::OM, self.grpc, None);
+        reply
+            .headers_mut()
+            .insert("x-portico-overloaded", HeaderValue::from_static("true"));
+        if !self.http2 {
+            reply
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         self.local(proxy, reply)
     }
 

@@ -276,10 +276,20 @@ async fn accept_loop(
     let builder = Arc::new(builder(&handle.conf));
     let listener_conf = Arc::new(handle.conf.clone());
     let mut stop = handle.stop.subscribe();
-    loop {
+    let mut overload = proxy.overload.subscribe();
+    'accepting: loop {
+        // Overload manager: no accept while the connection threshold is reached (new
+        // connections wait in the backlog). Re-checked on every state change and every 100 ms.
+        while proxy.overload.state() & crate::overload::CONNECTIONS != 0 {
+            tokio::select! {
+                _ = overload.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => proxy.overload.sync_connections(),
+                _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => break 'accepting,
+            }
+        }
         let accepted = tokio::select! {
             r = listener.accept() => r,
-            _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => break,
+            _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => break 'accepting,
         };
         let (stream, peer) = match accepted {
             Ok(x) => x,
@@ -289,6 +299,11 @@ async fn accept_loop(
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
+        };
+        let Some(token) = proxy.overload.open_connection() else {
+            tracing::debug!(listener = %handle.conf.name, "overall connection threshold reached; connection closed");
+            drop(stream);
+            continue;
         };
         let max = handle.conf.max_connections as usize;
         if handle.connections.fetch_add(1, Ordering::Relaxed) >= max {
@@ -305,7 +320,7 @@ async fn accept_loop(
             .fetch_add(1, Ordering::Relaxed);
         tokio::spawn(connection(
             proxy.clone(),
-            Slot(handle.clone()),
+            Slot(handle.clone(), token),
             builder.clone(),
             stream,
             peer,
@@ -315,8 +330,12 @@ async fn accept_loop(
     }
 }
 
-/// Gives a connection's `max_connections` slot back however the connection ends.
-struct Slot(Arc<ListenerHandle>);
+/// Gives a connection's `max_connections` slot (and its overload-manager count) back however
+/// the connection ends.
+struct Slot(
+    Arc<ListenerHandle>,
+    #[allow(dead_code)] crate::overload::ConnToken,
+);
 
 impl Drop for Slot {
     fn drop(&mut self) {
@@ -412,9 +431,21 @@ async fn serve<S>(
     let io = TokioIo::new(guarded);
     let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
+    let mut overload = proxy_for_log.overload.subscribe();
     let res = tokio::select! {
         r = conn.as_mut() => r,
         _ = async { drain.wait_for(|d| *d).await.map(|_| ()) } => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+        _ = memory_pressure_begins(&mut overload) => {
+            // Overload manager: keep-alive off (HTTP/1 closes when idle or after the response
+            // in flight; HTTP/2 gets GOAWAY).
+            proxy_for_log
+                .overload
+                .actions
+                .disable_keepalive
+                .fetch_add(1, Ordering::Relaxed);
             conn.as_mut().graceful_shutdown();
             conn.await
         }
@@ -443,5 +474,21 @@ async fn serve<S>(
         } else {
             tracing::debug!(client = %info.peer, error = %e, "downstream connection error");
         }
+    }
+}
+
+/// Resolves when memory pressure begins after this call (a connection opened under pressure
+/// is not closed for it: its requests get the 503 with `connection: close`).
+async fn memory_pressure_begins(rx: &mut watch::Receiver<u8>) {
+    let mut was = *rx.borrow_and_update() & crate::overload::MEMORY != 0;
+    loop {
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        let now = *rx.borrow_and_update() & crate::overload::MEMORY != 0;
+        if now && !was {
+            return;
+        }
+        was = now;
     }
 }

@@ -1,7 +1,8 @@
-//! Limits on downstream input (issue 9, CONTRACT §5), through the real binary: request body
-//! size per route (413), URI length (414), header count and size (431, on HTTP/1 and HTTP/2),
-//! per-listener connection cap, HTTP/2 concurrent streams, header read and body idle timeouts
-//! (slowloris, slow POST → 408 SI).
+//! Limits on downstream input (issue 9, CONTRACT §5) and the overload manager, through the real
+//! binary: request body size per route (413), URI length (414), header count and size (431, on
+//! HTTP/1 and HTTP/2), per-listener connection cap, HTTP/2 concurrent streams, header read and
+//! body idle timeouts (slowloris, slow POST → 408 SI), and load shedding on connection count and
+//! memory, with its metrics and its recovery.
 
 mod common;
 use common::*;
@@ -455,4 +456,149 @@ async fn header_read_timeout_is_configurable() {
     assert!(start.elapsed() >= Duration::from_millis(300));
     assert_eq!(up.count(), 0);
     assert_eq!(get(&p.url("/fine"), &[]).await.status, 200);
+}
+
+// ---------------------------------------------------------------- overload manager
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_connection_threshold_stops_accepting_then_recovers() {
+    let up = Upstream::start("up").await;
+    let p = Portico::start_with(&catch_all(&up), &["--overload-max-connections", "2"]).await;
+    let get_on = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    // Two keep-alive connections, each served once.
+    let mut a = connect(p.port).await;
+    let mut b = connect(p.port).await;
+    for s in [&mut a, &mut b] {
+        s.write_all(get_on("/keep").as_bytes())
+            .await
+            .expect("write");
+        let reply = read_response(s, Duration::from_secs(5))
+            .await
+            .unwrap_or_default();
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply:?}");
+    }
+    let state = "portico_overload_state{resource=\"connections\"}";
+    assert_eq!(wait_metric(&p, state, |v| v == 1.0).await, 1.0);
+    // A third connection is not accepted: its request waits.
+    let mut c = connect(p.port).await;
+    c.write_all(get_on("/third").as_bytes())
+        .await
+        .expect("write");
+    assert_eq!(
+        read_response(&mut c, Duration::from_millis(500)).await,
+        None,
+        "served over the connection threshold"
+    );
+    let stops = metric(
+        &p,
+        "portico_overload_actions_total{action=\"stop_accepting\"}",
+    )
+    .await;
+    assert!(stops.is_some_and(|v| v >= 1.0), "{stops:?}");
+    assert_eq!(
+        metric(&p, "portico_downstream_connections_active").await,
+        Some(2.0)
+    );
+    // One closes: the waiting connection is accepted and served.
+    drop(a);
+    let reply = read_response(&mut c, Duration::from_secs(5))
+        .await
+        .unwrap_or_default();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply:?}");
+    assert_eq!(up.last().uri, "/third");
+    drop(b);
+    assert_eq!(wait_metric(&p, state, |v| v == 0.0).await, 0.0);
+}
+
+/// Writes a `/proc/self/status`-like file saying RSS is `kb` (atomically).
+fn write_rss(path: &std::path::Path, kb: u64) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("Name:\tportico\nVmRSS:\t{kb} kB\n")).expect("write rss");
+    std::fs::rename(&tmp, path).expect("rename rss");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_memory_threshold_sheds_requests_and_closes_keepalives_then_recovers() {
+    let up = Upstream::start("up").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rss = dir.path().join("status");
+    write_rss(&rss, 10 * 1024);
+    let rss_arg = rss.display().to_string();
+    let p = Portico::start_with(
+        &catch_all(&up),
+        &[
+            "--overload-max-memory-mb",
+            "100",
+            "--overload-rss-file",
+            &rss_arg,
+        ],
+    )
+    .await;
+    let state = "portico_overload_state{resource=\"memory\"}";
+    assert_eq!(
+        wait_metric(&p, "portico_overload_memory_bytes", |v| v
+            == 10.0 * 1024.0 * 1024.0)
+        .await,
+        10.0 * 1024.0 * 1024.0
+    );
+    assert_eq!(metric(&p, state).await, Some(0.0));
+    // An idle keep-alive connection, served once.
+    let mut idle = connect(p.port).await;
+    idle.write_all(b"GET /before HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let reply = read_response(&mut idle, Duration::from_secs(5))
+        .await
+        .unwrap_or_default();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply:?}");
+    let served = up.count();
+
+    // Memory crosses the threshold.
+    write_rss(&rss, 150 * 1024);
+    assert_eq!(wait_metric(&p, state, |v| v == 1.0).await, 1.0);
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(3)).await,
+        "the idle keep-alive connection was not closed under memory pressure"
+    );
+    for h2 in [false, true] {
+        let r = send(request("GET", &p.url("/during"), &[], ""), h2)
+            .await
+            .expect("request");
+        assert_eq!(r.status, 503, "h2={h2}");
+        assert_eq!(r.header("x-portico-overloaded"), Some("true"));
+        if !h2 {
+            assert_eq!(r.header("connection"), Some("close"));
+        }
+    }
+    assert_eq!(up.count(), served, "a shed request reached the upstream");
+    let rejected = metric(
+        &p,
+        "portico_overload_actions_total{action=\"reject_request\"}",
+    )
+    .await;
+    assert_eq!(rejected, Some(2.0));
+    let closed = metric(
+        &p,
+        "portico_overload_actions_total{action=\"disable_keepalive\"}",
+    )
+    .await;
+    assert!(closed.is_some_and(|v| v >= 1.0), "{closed:?}");
+    let line = log_line_with_status(&p, 503).await;
+    assert_eq!(line["flags"], "OM", "{line}");
+
+    // Between 90% and 100% of the threshold: still shedding (hysteresis).
+    write_rss(&rss, 95 * 1024);
+    assert_eq!(
+        wait_metric(&p, "portico_overload_memory_bytes", |v| v
+            == 95.0 * 1024.0 * 1024.0)
+        .await,
+        95.0 * 1024.0 * 1024.0
+    );
+    assert_eq!(metric(&p, state).await, Some(1.0));
+    // Below 90%: recovered.
+    write_rss(&rss, 50 * 1024);
+    assert_eq!(wait_metric(&p, state, |v| v == 0.0).await, 0.0);
+    let r = get(&p.url("/after"), &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(up.last().uri, "/after");
 }
