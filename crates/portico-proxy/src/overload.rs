@@ -60,7 +60,11 @@ pub struct Actions {
 pub struct Overload {
     conf: OverloadConf,
     state: AtomicU8,
-    changes: watch::Sender<u8>,
+    /// Memory pressure on/off, for connections (which close when it begins).
+    memory_changes: watch::Sender<bool>,
+    /// Connection threshold reached or not, for the accept loops. Separate from
+    /// `memory_changes` so that connections are not woken when the connection bit flips.
+    connection_changes: watch::Sender<bool>,
     connections: AtomicU64,
     rss: AtomicU64,
     pub actions: Actions,
@@ -71,7 +75,8 @@ impl Overload {
         Overload {
             conf,
             state: AtomicU8::new(0),
-            changes: watch::Sender::new(0),
+            memory_changes: watch::Sender::new(false),
+            connection_changes: watch::Sender::new(false),
             connections: AtomicU64::new(0),
             rss: AtomicU64::new(0),
             actions: Actions::default(),
@@ -94,9 +99,14 @@ impl Overload {
         self.state() & MEMORY != 0
     }
 
-    /// Follows state changes (for connections and accept loops; never per request).
-    pub fn subscribe(&self) -> watch::Receiver<u8> {
-        self.changes.subscribe()
+    /// Follows memory pressure (for connections; never per request).
+    pub fn subscribe_memory(&self) -> watch::Receiver<bool> {
+        self.memory_changes.subscribe()
+    }
+
+    /// Follows the connection threshold (for the accept loops).
+    pub fn subscribe_connections(&self) -> watch::Receiver<bool> {
+        self.connection_changes.subscribe()
     }
 
     /// Open downstream connections, all listeners.
@@ -166,7 +176,6 @@ impl Overload {
         if (prev & bit != 0) == on {
             return;
         }
-        let now = self.state();
         match (bit, on) {
             (CONNECTIONS, true) => {
                 self.actions.stop_accepting.fetch_add(1, Ordering::Relaxed);
@@ -190,7 +199,11 @@ impl Overload {
                 "overload: memory below 90% of threshold; serving again"
             ),
         }
-        self.changes.send_replace(now);
+        if bit == CONNECTIONS {
+            self.connection_changes.send_replace(on);
+        } else {
+            self.memory_changes.send_replace(on);
+        }
     }
 
     /// Starts the monitor thread when a threshold is configured (memory sampling, and a
@@ -287,19 +300,19 @@ mod tests {
     #[test]
     fn memory_pressure_has_hysteresis() {
         let o = with(None, Some(1000));
-        let mut rx = o.subscribe();
+        let mut rx = o.subscribe_memory();
         o.sample_memory(999);
         assert!(!o.memory_pressure());
         o.sample_memory(1000);
         assert!(o.memory_pressure());
         assert!(rx.has_changed().unwrap_or(false));
-        assert_eq!(*rx.borrow_and_update(), MEMORY);
+        assert!(*rx.borrow_and_update());
         // Between 90% and 100%: still under pressure.
         o.sample_memory(950);
         assert!(o.memory_pressure());
         o.sample_memory(899);
         assert!(!o.memory_pressure());
-        assert_eq!(*rx.borrow_and_update(), 0);
+        assert!(!*rx.borrow_and_update());
     }
 
     #[test]

@@ -276,7 +276,7 @@ async fn accept_loop(
     let builder = Arc::new(builder(&handle.conf));
     let listener_conf = Arc::new(handle.conf.clone());
     let mut stop = handle.stop.subscribe();
-    let mut overload = proxy.overload.subscribe();
+    let mut overload = proxy.overload.subscribe_connections();
     'accepting: loop {
         // Overload manager: no accept while the connection threshold is reached (new
         // connections wait in the backlog). Re-checked on every state change and every 100 ms.
@@ -431,7 +431,7 @@ async fn serve<S>(
     let io = TokioIo::new(guarded);
     let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
-    let mut overload = proxy_for_log.overload.subscribe();
+    let mut overload = proxy_for_log.overload.subscribe_memory();
     let res = tokio::select! {
         r = conn.as_mut() => r,
         _ = async { drain.wait_for(|d| *d).await.map(|_| ()) } => {
@@ -479,13 +479,13 @@ async fn serve<S>(
 
 /// Resolves when memory pressure begins after this call (a connection opened under pressure
 /// is not closed for it: its requests get the 503 with `connection: close`).
-async fn memory_pressure_begins(rx: &mut watch::Receiver<u8>) {
-    let mut was = *rx.borrow_and_update() & crate::overload::MEMORY != 0;
+async fn memory_pressure_begins(rx: &mut watch::Receiver<bool>) {
+    let mut was = *rx.borrow_and_update();
     loop {
         if rx.changed().await.is_err() {
             return std::future::pending().await;
         }
-        let now = *rx.borrow_and_update() & crate::overload::MEMORY != 0;
+        let now = *rx.borrow_and_update();
         if now && !was {
             return;
         }
