@@ -67,6 +67,7 @@ fn route(i: usize) -> Route {
         cors: None,
         shadow: None,
         compression: None,
+        max_request_body: None,
     }
 }
 

@@ -111,6 +111,76 @@ fn nonzero_ms(v: u64) -> Option<Duration> {
     (v > 0).then(|| ms(v))
 }
 
+/// A Listener's limits, defaults filled in; out-of-range values are errors at their key.
+fn listener_limits(r: &Resource, d: &mut Diags, l: &ListenerSpec) -> ListenerLimits {
+    let def = ListenerLimits::default();
+    let mut check = |key: &str, v: Option<u64>, min: u64, max: u64, default: u64| -> u64 {
+        match v {
+            None => default,
+            Some(v) if (min..=max).contains(&v) => v,
+            Some(v) => {
+                r.error(
+                    d,
+                    &["spec", key],
+                    format!("{key} must be {min}-{max} (got {v})"),
+                );
+                default
+            }
+        }
+    };
+    let kb = check(
+        "max_request_headers_kb",
+        l.max_request_headers_kb.map(u64::from),
+        1,
+        1024,
+        u64::from(def.max_request_headers_bytes / 1024),
+    );
+    let count = check(
+        "max_headers_count",
+        l.max_headers_count.map(u64::from),
+        1,
+        10_000,
+        u64::from(def.max_headers_count),
+    );
+    let uri = check(
+        "max_uri_bytes",
+        l.max_uri_bytes.map(u64::from),
+        1,
+        65_534,
+        u64::from(def.max_uri_bytes),
+    );
+    let streams = check(
+        "max_concurrent_streams",
+        l.max_concurrent_streams.map(u64::from),
+        1,
+        65_535,
+        u64::from(def.max_concurrent_streams),
+    );
+    let head_ms = check(
+        "header_read_timeout_ms",
+        l.header_read_timeout_ms,
+        1,
+        3_600_000,
+        def.header_read_timeout.as_millis() as u64,
+    );
+    let body_ms = check(
+        "request_body_idle_timeout_ms",
+        l.request_body_idle_timeout_ms,
+        0,
+        86_400_000,
+        30_000,
+    );
+    // Every value was range-checked above, so the narrowing casts cannot truncate.
+    ListenerLimits {
+        max_request_headers_bytes: (kb * 1024) as u32,
+        max_headers_count: count as u32,
+        max_uri_bytes: uri as u32,
+        max_concurrent_streams: streams as u32,
+        header_read_timeout: Duration::from_millis(head_ms),
+        request_body_idle_timeout: nonzero_ms(body_ms),
+    }
+}
+
 fn p<'a>(base: &[&'a str], tail: &[&'a str]) -> Vec<&'a str> {
     let mut v = Vec::with_capacity(base.len() + tail.len());
     v.extend_from_slice(base);
@@ -793,6 +863,7 @@ impl Ctx<'_> {
                 http2: l.http2.unwrap_or(true),
                 max_connections: l.max_connections.unwrap_or(100_000),
                 trust_forwarded: l.trust_forwarded.unwrap_or(false),
+                limits: listener_limits(r, self.d, l),
             };
             if conf.max_connections == 0 {
                 r.error(
@@ -831,6 +902,7 @@ impl Ctx<'_> {
                 http2: true,
                 max_connections: 100_000,
                 trust_forwarded: false,
+                limits: ListenerLimits::default(),
             });
         }
         listeners
@@ -2134,6 +2206,7 @@ impl Ctx<'_> {
             cors,
             shadow,
             compression,
+            max_request_body: m.max_request_body_bytes.filter(|&b| b > 0),
         })
     }
 }

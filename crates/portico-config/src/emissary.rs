@@ -500,6 +500,7 @@ impl Schema for EmissaryV3 {
                             http2: None,
                             max_connections: None,
                             trust_forwarded: l.l7_depth.map(|d| d > 0),
+                            ..ListenerSpec::default()
                         }))
                     }),
                 )
@@ -957,6 +958,7 @@ fn mapping(
         direct_response: None,
         shadow: None,
         compression: None,
+        max_request_body_bytes: None,
     })
 }
 

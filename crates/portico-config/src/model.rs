@@ -124,6 +124,12 @@ pub struct ListenerSpec {
     pub http2: Option<bool>,
     pub max_connections: Option<u32>,
     pub trust_forwarded: Option<bool>,
+    pub max_request_headers_kb: Option<u32>,
+    pub max_headers_count: Option<u32>,
+    pub max_uri_bytes: Option<u32>,
+    pub max_concurrent_streams: Option<u32>,
+    pub header_read_timeout_ms: Option<u64>,
+    pub request_body_idle_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -228,6 +234,7 @@ pub struct MappingSpec {
     pub direct_response: Option<DirectResponseM>,
     pub shadow: Option<ShadowM>,
     pub compression: Option<CompressionM>,
+    pub max_request_body_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

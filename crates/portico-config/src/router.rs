@@ -762,6 +762,7 @@ mod tests {
             cors: None,
             shadow: None,
             compression: None,
+            max_request_body: None,
         }
     }
 

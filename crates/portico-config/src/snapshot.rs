@@ -99,6 +99,39 @@ pub struct ListenerConf {
     pub http2: bool,
     pub max_connections: u32,
     pub trust_forwarded: bool,
+    pub limits: ListenerLimits,
+}
+
+/// Per-listener limits on hostile or oversized downstream input (CONTRACT §5 defaults;
+/// docs/operations.md "Limits").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ListenerLimits {
+    /// Request line plus headers, in bytes (HTTP/1 read buffer; HTTP/2 header list). 431 beyond.
+    pub max_request_headers_bytes: u32,
+    /// Header fields per request. 431 beyond.
+    pub max_headers_count: u32,
+    /// Request target (path and query) length in bytes. 414 beyond.
+    pub max_uri_bytes: u32,
+    /// HTTP/2 streams open at once per connection.
+    pub max_concurrent_streams: u32,
+    /// How long a request head may take to arrive (slowloris guard).
+    pub header_read_timeout: Duration,
+    /// Longest pause in a request body before the request ends with 408 SI (slow POST guard);
+    /// `None` = no limit.
+    pub request_body_idle_timeout: Option<Duration>,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        ListenerLimits {
+            max_request_headers_bytes: 60 * 1024,
+            max_headers_count: 100,
+            max_uri_bytes: 8 * 1024,
+            max_concurrent_streams: 100,
+            header_read_timeout: Duration::from_secs(10),
+            request_body_idle_timeout: Some(Duration::from_secs(30)),
+        }
+    }
 }
 
 /// A hostname glob: `*`, `*.example.com` or an exact name (stored lowercase).
@@ -475,6 +508,8 @@ pub struct Route {
     pub cors: Option<CorsConf>,
     pub shadow: Option<ShadowConf>,
     pub compression: Option<CompressionConf>,
+    /// Largest request body accepted, in bytes (413 beyond); `None` = no limit (config 0).
+    pub max_request_body: Option<u64>,
 }
 
 impl Route {

@@ -436,3 +436,71 @@ spec:
     );
     assert_eq!(u.max_idle_connections_per_endpoint, 8);
 }
+
+#[test]
+fn listener_limits_defaults_and_values() {
+    let text = "\
+apiVersion: portico.dev/v1
+kind: Listener
+metadata: {name: plain}
+spec: {port: 8080}
+---
+apiVersion: portico.dev/v1
+kind: Listener
+metadata: {name: tuned}
+spec:
+  port: 8081
+  max_request_headers_kb: 8
+  max_headers_count: 20
+  max_uri_bytes: 2048
+  max_concurrent_streams: 10
+  header_read_timeout_ms: 2000
+  request_body_idle_timeout_ms: 0
+";
+    let text = format!(
+        "{text}{}{}",
+        mapping(
+            "capped",
+            "  prefix: /a/\n  service: a:80\n  max_request_body_bytes: 1048576\n"
+        ),
+        mapping(
+            "free",
+            "  prefix: /b/\n  service: a:80\n  max_request_body_bytes: 0\n"
+        ),
+    );
+    let s = clean(&text);
+    let plain = s
+        .listeners
+        .iter()
+        .find(|l| l.name == "plain")
+        .expect("plain");
+    assert_eq!(plain.limits, ListenerLimits::default());
+    assert_eq!(plain.limits.max_request_headers_bytes, 60 * 1024);
+    assert_eq!(plain.limits.max_headers_count, 100);
+    assert_eq!(plain.limits.max_uri_bytes, 8192);
+    assert_eq!(plain.limits.max_concurrent_streams, 100);
+    assert_eq!(plain.limits.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(
+        plain.limits.request_body_idle_timeout,
+        Some(Duration::from_secs(30))
+    );
+    let tuned = s
+        .listeners
+        .iter()
+        .find(|l| l.name == "tuned")
+        .expect("tuned");
+    assert_eq!(
+        tuned.limits,
+        ListenerLimits {
+            max_request_headers_bytes: 8 * 1024,
+            max_headers_count: 20,
+            max_uri_bytes: 2048,
+            max_concurrent_streams: 10,
+            header_read_timeout: Duration::from_secs(2),
+            request_body_idle_timeout: None,
+        }
+    );
+    let route = |n: &str| s.routes.iter().find(|r| r.name == n).expect("route");
+    assert_eq!(route("capped").max_request_body, Some(1_048_576));
+    assert_eq!(route("free").max_request_body, None);
+}

@@ -934,3 +934,55 @@ fn grpc_mapping_on_an_https_upstream_warns_but_not_on_auto() {
         }
     }
 }
+
+#[test]
+fn listener_limits_out_of_range_are_positioned_errors() {
+    let listener = |field: &str| {
+        format!(
+            "apiVersion: portico.dev/v1\nkind: Listener\nmetadata: {{name: l}}\nspec:\n  port: 80\n  {field}\n"
+        )
+    };
+    for (field, needle) in [
+        (
+            "max_request_headers_kb: 0",
+            "max_request_headers_kb must be 1-1024",
+        ),
+        (
+            "max_request_headers_kb: 2048",
+            "max_request_headers_kb must be 1-1024",
+        ),
+        ("max_headers_count: 0", "max_headers_count must be 1-10000"),
+        ("max_uri_bytes: 70000", "max_uri_bytes must be 1-65534"),
+        (
+            "max_concurrent_streams: 0",
+            "max_concurrent_streams must be 1-65535",
+        ),
+        (
+            "header_read_timeout_ms: 0",
+            "header_read_timeout_ms must be 1-3600000",
+        ),
+    ] {
+        let col = field.find(':').map_or(0, |i| i as u32 + 5);
+        one_error(&listener(field), 6, col, needle);
+    }
+    // Wrong types are rejected by the schema, at the value.
+    one_error(
+        &listener("request_body_idle_timeout_ms: soon"),
+        6,
+        33,
+        "invalid type",
+    );
+    one_error(
+        &format!(
+            "{}{}",
+            listener("max_uri_bytes: 100"),
+            mapping(
+                "m",
+                "  prefix: /\n  service: a:80\n  max_request_body_bytes: -1\n"
+            )
+        ),
+        15,
+        27,
+        "invalid",
+    );
+}

@@ -168,6 +168,63 @@ pub fn render(ctl: &Controller) -> String {
         "portico_downstream_connections_total {}",
         reg.downstream_connections_total.load(Ordering::Relaxed)
     );
+    let overload = &ctl.proxy.overload;
+    header(
+        &mut out,
+        "portico_downstream_connections_active",
+        "gauge",
+        "Open downstream connections, all listeners (what --overload-max-connections counts).",
+    );
+    let _ = writeln!(
+        out,
+        "portico_downstream_connections_active {}",
+        overload.connections()
+    );
+    header(
+        &mut out,
+        "portico_overload_state",
+        "gauge",
+        "1 while the overload manager's threshold for the resource is crossed.",
+    );
+    let state = overload.state();
+    for (resource, bit) in [
+        ("memory", portico_proxy::overload::MEMORY),
+        ("connections", portico_proxy::overload::CONNECTIONS),
+    ] {
+        let _ = writeln!(
+            out,
+            "portico_overload_state{{resource=\"{resource}\"}} {}",
+            u8::from(state & bit != 0)
+        );
+    }
+    header(
+        &mut out,
+        "portico_overload_actions_total",
+        "counter",
+        "Load shed by the overload manager, by action.",
+    );
+    let a = &overload.actions;
+    for (action, n) in [
+        ("stop_accepting", &a.stop_accepting),
+        ("reject_connection", &a.reject_connection),
+        ("reject_request", &a.reject_request),
+        ("disable_keepalive", &a.disable_keepalive),
+    ] {
+        let _ = writeln!(
+            out,
+            "portico_overload_actions_total{{action=\"{action}\"}} {}",
+            n.load(Ordering::Relaxed)
+        );
+    }
+    if overload.conf().max_memory_bytes.is_some() {
+        header(
+            &mut out,
+            "portico_overload_memory_bytes",
+            "gauge",
+            "Resident memory at the overload manager's last sample.",
+        );
+        let _ = writeln!(out, "portico_overload_memory_bytes {}", overload.rss());
+    }
     header(
         &mut out,
         "portico_rate_limit_service_errors_total",

@@ -5,8 +5,8 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll, ready};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -18,16 +18,167 @@ use crate::compress::Encoder;
 /// The error type of proxied bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Counts request body bytes as they stream upstream.
+/// Counts request body bytes as they are read from the client, and records why Portico
+/// stopped reading early (if it did).
 #[derive(Debug, Default)]
-pub struct ByteCounter(AtomicU64);
+pub struct ByteCounter {
+    bytes: AtomicU64,
+    cut: AtomicU8,
+    /// The upstream's response head has arrived: the body idle timeout no longer applies
+    /// (the route's `idle_timeout_ms` governs the stream from there).
+    responded: AtomicBool,
+}
 
 impl ByteCounter {
     pub fn add(&self, n: usize) {
-        self.0.fetch_add(n as u64, Ordering::Relaxed);
+        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
     }
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.bytes.load(Ordering::Relaxed)
+    }
+    /// Why the request body was cut short by Portico, if it was.
+    pub fn cut(&self) -> Option<BodyCut> {
+        match self.cut.load(Ordering::Relaxed) {
+            1 => Some(BodyCut::TooLarge),
+            2 => Some(BodyCut::Idle),
+            _ => None,
+        }
+    }
+    /// The response has started (ends the request body idle timeout).
+    pub fn mark_responded(&self) {
+        self.responded.store(true, Ordering::Relaxed);
+    }
+    fn set_cut(&self, c: BodyCut) {
+        let v = match c {
+            BodyCut::TooLarge => 1,
+            BodyCut::Idle => 2,
+        };
+        self.cut.store(v, Ordering::Relaxed);
+    }
+}
+
+/// Why Portico stopped reading a client's request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyCut {
+    /// The body crossed the route's `max_request_body_bytes` (413, flag DPE).
+    TooLarge,
+    /// The client sent nothing for the listener's `request_body_idle_timeout_ms` (408, flag SI).
+    Idle,
+}
+
+impl std::fmt::Display for BodyCut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyCut::TooLarge => f.write_str("request body too large"),
+            BodyCut::Idle => f.write_str("request body idle timeout"),
+        }
+    }
+}
+
+impl std::error::Error for BodyCut {}
+
+/// The client's request body as Portico reads it: counted, capped at the route's size limit
+/// and cut when the client pauses longer than the listener's body idle timeout. The idle timer
+/// runs only while Portico is waiting on the client (not while the upstream is slow to read)
+/// and only until the response starts; it is allocated only the first time the client makes
+/// Portico wait.
+pub struct Inbound {
+    inner: Incoming,
+    limit: Option<u64>,
+    idle_for: Option<std::time::Duration>,
+    idle: Option<Pin<Box<tokio::time::Sleep>>>,
+    waiting: bool,
+    counter: Arc<ByteCounter>,
+}
+
+impl Inbound {
+    pub fn new(
+        inner: Incoming,
+        limit: Option<u64>,
+        idle_for: Option<std::time::Duration>,
+        counter: Arc<ByteCounter>,
+    ) -> Self {
+        Inbound {
+            inner,
+            limit,
+            idle_for,
+            idle: None,
+            waiting: false,
+            counter,
+        }
+    }
+
+    fn fail(&mut self, c: BodyCut) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.counter.set_cut(c);
+        self.idle = None;
+        Poll::Ready(Some(Err(Box::new(c))))
+    }
+}
+
+impl Body for Inbound {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if let Some(c) = this.counter.cut() {
+            // Never a clean end after a cut: the upstream must not take a truncated body.
+            return Poll::Ready(Some(Err(Box::new(c))));
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.waiting = false;
+                if let Some(d) = frame.data_ref() {
+                    this.counter.add(d.len());
+                    if this.limit.is_some_and(|l| this.counter.get() > l) {
+                        return this.fail(BodyCut::TooLarge);
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(other) => {
+                this.waiting = false;
+                Poll::Ready(other.map(|r| r.map_err(|e| Box::new(e) as BoxError)))
+            }
+            Poll::Pending => {
+                let Some(d) = this.idle_for else {
+                    return Poll::Pending;
+                };
+                if this.counter.responded.load(Ordering::Relaxed) {
+                    this.idle = None;
+                    this.idle_for = None;
+                    return Poll::Pending;
+                }
+                let deadline = tokio::time::Instant::now() + d;
+                let timer = match &mut this.idle {
+                    Some(t) => {
+                        if !this.waiting {
+                            t.as_mut().reset(deadline);
+                        }
+                        t
+                    }
+                    None => this
+                        .idle
+                        .insert(Box::pin(tokio::time::sleep_until(deadline))),
+                };
+                this.waiting = true;
+                if timer.as_mut().poll(cx).is_ready() {
+                    return this.fail(BodyCut::Idle);
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.counter.cut().is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -36,41 +187,30 @@ pub enum ReqBody {
     Empty,
     /// A body read whole beforehand (so it can be sent again on a retry).
     Full(Option<Bytes>),
-    /// The client's body, streamed, with its byte count; `prefix` was read before streaming
-    /// started (while deciding whether the body fits the replay buffer).
+    /// The client's body, streamed; `prefix` was read before streaming started (while
+    /// deciding whether the body fits the replay buffer).
     Stream {
         prefix: Option<Bytes>,
-        inner: Incoming,
-        counter: Arc<ByteCounter>,
+        inner: Inbound,
     },
 }
 
 impl Body for ReqBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ReqBody::Empty => Poll::Ready(None),
             ReqBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ReqBody::Stream {
-                prefix,
-                inner,
-                counter,
-            } => {
+            ReqBody::Stream { prefix, inner } => {
                 if let Some(p) = prefix.take() {
                     return Poll::Ready(Some(Ok(Frame::data(p))));
                 }
-                let frame = ready!(Pin::new(inner).poll_frame(cx));
-                if let Some(Ok(f)) = &frame
-                    && let Some(d) = f.data_ref()
-                {
-                    counter.add(d.len());
-                }
-                Poll::Ready(frame)
+                Pin::new(inner).poll_frame(cx)
             }
         }
     }
@@ -90,7 +230,7 @@ impl Body for ReqBody {
         match self {
             ReqBody::Empty => SizeHint::with_exact(0),
             ReqBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            ReqBody::Stream { prefix, inner, .. } => {
+            ReqBody::Stream { prefix, inner } => {
                 let p = prefix.as_ref().map_or(0, |b| b.len() as u64);
                 let h = inner.size_hint();
                 let mut out = SizeHint::new();

@@ -132,6 +132,10 @@ pub struct Guarded<S> {
     /// run before it sees them), and from accept until the first head is complete.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     first_head_done: bool,
+    /// The listener's header read timeout (default [`HEADER_READ_TIMEOUT`]).
+    head_timeout: std::time::Duration,
+    /// Largest head scanned (default [`MAX_HEAD`]); larger ones are rejected (431).
+    max_head: usize,
 }
 
 /// How long a request head may take to arrive (CONTRACT §5).
@@ -149,7 +153,17 @@ impl<S> Guarded<S> {
             // Armed on the first read (inside the runtime).
             timer: None,
             first_head_done: false,
+            head_timeout: HEADER_READ_TIMEOUT,
+            max_head: MAX_HEAD,
         }
+    }
+
+    /// A listener's limits: the header read timeout, and the largest head hyper may be handed
+    /// (never below the built-in 80 KiB, so hyper's own, smaller limit answers 431 first).
+    pub fn with_limits(mut self, head_timeout: std::time::Duration, max_head: usize) -> Self {
+        self.head_timeout = head_timeout;
+        self.max_head = max_head.max(MAX_HEAD);
+        self
     }
 
     /// Arms the header timer while a head is being received, disarms it otherwise.
@@ -159,7 +173,7 @@ impl<S> Guarded<S> {
             self.timer = None;
         } else if !self.hold.is_empty() || !self.first_head_done {
             if self.timer.is_none() {
-                self.timer = Some(Box::pin(tokio::time::sleep(HEADER_READ_TIMEOUT)));
+                self.timer = Some(Box::pin(tokio::time::sleep(self.head_timeout)));
             }
         } else {
             self.timer = None;
@@ -281,7 +295,7 @@ impl<S> Guarded<S> {
                     let rest = &data[i..];
                     match find_head_end(rest) {
                         Err(v) => return Verdict::Reject(i, v),
-                        Ok(None) if rest.len() > MAX_HEAD => {
+                        Ok(None) if rest.len() > self.max_head => {
                             // Let hyper see it and answer 431 itself.
                             self.state = State::PassThrough;
                             self.report.set(Violation::HeadTooLarge);

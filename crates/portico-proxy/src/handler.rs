@@ -30,12 +30,12 @@ use portico_config::snapshot::{
 };
 
 use crate::access_log::{Entry, rfc3339_millis};
-use crate::body::{BodyEnd, ByteCounter, Finish, ReqBody, RespBody};
+use crate::body::{BodyCut, BodyEnd, ByteCounter, Finish, Inbound, ReqBody, RespBody};
 use crate::compress::{self, Encoder};
 use crate::cors;
 use crate::deadline;
 use crate::headers;
-use crate::local_reply::{Flag, Flags, is_grpc, local_reply};
+use crate::local_reply::{Flag, Flags, is_grpc, local_reply, text_reply};
 use crate::metrics::{RouteMetrics, UpstreamMetrics};
 use crate::pool::{self, Conn, ConnectError, ConnectParams, PoolKey};
 use crate::retry::{self, Attempt};
@@ -88,6 +88,35 @@ pub async fn handle(
     // Step 2, route: one atomic load; this snapshot serves the request to its end.
     let active = proxy.active();
     let mut rec = Record::new(&proxy, &conn, &req, start);
+    // Overload manager: under memory pressure new requests are shed (one atomic load).
+    if proxy.overload.memory_pressure() {
+        return Ok(rec.shed(&proxy));
+    }
+    // Listener limits the HTTP layer does not enforce itself (HTTP/1's header count is
+    // hyper's; HTTP/2's is checked here).
+    let limits = &conn.listener.limits;
+    if req.uri().path_and_query().map_or(0, |pq| pq.as_str().len()) > limits.max_uri_bytes as usize
+    {
+        return Ok(rec.reject(&proxy, StatusCode::URI_TOO_LONG, "request URI too long"));
+    }
+    if req.headers().len() > limits.max_headers_count as usize {
+        return Ok(rec.reject(
+            &proxy,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "too many request headers",
+        ));
+    }
+    // HTTP/1: hyper's read buffer bounds the head only roughly (a read may overshoot it), so
+    // the header lines are measured exactly here. HTTP/2's header list is bounded by h2.
+    if req.version() != Version::HTTP_2
+        && h1_header_bytes(req.headers()) > limits.max_request_headers_bytes as usize
+    {
+        return Ok(rec.reject(
+            &proxy,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request headers too large",
+        ));
+    }
     if let Some(resp) = crate::tls::insecure_policy(&active.config, &conn, &req) {
         return Ok(rec.local(&proxy, resp));
     }
@@ -118,6 +147,15 @@ pub async fn handle(
     if let Some(m) = active.route_metrics.get(route.id) {
         m.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         rec.metrics = Some(m.clone());
+    }
+    // A declared body over the route's limit never reaches the upstream.
+    if let Some(limit) = route.max_request_body
+        && http_body::Body::size_hint(req.body())
+            .exact()
+            .or_else(|| content_length(req.headers()))
+            .is_some_and(|n| n > limit)
+    {
+        return Ok(rec.body_cut(&proxy, BodyCut::TooLarge));
     }
 
     // Step 3, admit: rate limits (CONTRACT §4), CORS preflights, routes that answer locally.
@@ -323,29 +361,44 @@ async fn forward(
     let body = if http_body::Body::is_end_stream(&body) {
         replay = Some(Bytes::new());
         ReqBody::Empty
-    } else if policy.is_some() || shadow.is_some() {
-        match within(deadline, buffer_up_to(body, REPLAY_LIMIT)).await {
-            Err(Elapsed) => return rec.fail(&proxy, Flag::UT),
-            Ok(Err(())) => return rec.fail(&proxy, Flag::DC),
-            Ok(Ok(Buffered::Whole(b))) => {
-                rec.received.add(b.len());
-                replay = Some(b.clone());
-                ReqBody::Full(Some(b))
-            }
-            Ok(Ok(Buffered::Partial(prefix, rest))) => {
-                rec.received.add(prefix.len());
-                ReqBody::Stream {
+    } else {
+        // Counted, capped at the route's limit, cut when the client stalls (slow POST).
+        // gRPC streams are exempt from the body idle timeout: a client stream may pause for
+        // long; the route's idle timeout and deadline govern them.
+        let body_idle = if rec.grpc {
+            None
+        } else {
+            conn.listener.limits.request_body_idle_timeout
+        };
+        let inbound = Inbound::new(
+            body,
+            route.max_request_body,
+            body_idle,
+            rec.received.clone(),
+        );
+        if policy.is_some() || shadow.is_some() {
+            match within(deadline, buffer_up_to(inbound, REPLAY_LIMIT)).await {
+                Err(Elapsed) => return rec.fail(&proxy, Flag::UT),
+                Ok(Err(())) => {
+                    return match rec.received.cut() {
+                        Some(cut) => rec.body_cut(&proxy, cut),
+                        None => rec.fail(&proxy, Flag::DC),
+                    };
+                }
+                Ok(Ok(Buffered::Whole(b))) => {
+                    replay = Some(b.clone());
+                    ReqBody::Full(Some(b))
+                }
+                Ok(Ok(Buffered::Partial(prefix, rest))) => ReqBody::Stream {
                     prefix: Some(prefix),
                     inner: rest,
-                    counter: rec.received.clone(),
-                }
+                },
             }
-        }
-    } else {
-        ReqBody::Stream {
-            prefix: None,
-            inner: body,
-            counter: rec.received.clone(),
+        } else {
+            ReqBody::Stream {
+                prefix: None,
+                inner: inbound,
+            }
         }
     };
     let mut pending_req: Option<Request<ReqBody>> = Some(Request::from_parts(parts, body));
@@ -466,6 +519,12 @@ async fn forward(
                     },
                 );
                 (Attempt::ConnectFailure, back)
+            }
+            AttemptOutcome::Failed(_, _) if rec.received.cut().is_some() => {
+                // Portico cut the client's body (too large, or idle): the client's fault, not
+                // the upstream's; no retry.
+                let cut = rec.received.cut().unwrap_or(BodyCut::TooLarge);
+                return rec.body_cut(&proxy, cut);
             }
             AttemptOutcome::Failed(r, back) => {
                 up.report(
@@ -718,11 +777,12 @@ enum Buffered {
     /// The whole body (it fitted the limit).
     Whole(Bytes),
     /// What was read before the limit, and the rest of the stream.
-    Partial(Bytes, Incoming),
+    Partial(Bytes, Inbound),
 }
 
-/// Reads `body` until it ends or exceeds `limit` bytes. `Err` when the client's body failed.
-async fn buffer_up_to(mut body: Incoming, limit: usize) -> Result<Buffered, ()> {
+/// Reads `body` until it ends or exceeds `limit` bytes. `Err` when the client's body failed
+/// (or Portico cut it: see the request's `ByteCounter::cut`).
+async fn buffer_up_to(mut body: Inbound, limit: usize) -> Result<Buffered, ()> {
     use http_body_util::BodyExt;
     let mut buf = bytes::BytesMut::new();
     loop {
@@ -761,6 +821,7 @@ fn respond(
         downstream_version,
         compress_req,
     } = ctx;
+    rec.received.mark_responded();
     let (mut rparts, rbody) = resp.into_parts();
     headers::strip_hop_by_hop(&mut rparts.headers);
     let upgraded = upgrade.is_some_and(|u| u.tunnel(&mut rparts, route.idle_timeout));
@@ -822,6 +883,25 @@ async fn within<F: Future>(
         None => Ok(f.await),
         Some(d) => tokio::time::timeout_at(d, f).await.map_err(|_| Elapsed),
     }
+}
+
+/// The size of a request's HTTP/1 header lines (`name: value\r\n` each).
+fn h1_header_bytes(headers: &http::HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum()
+}
+
+/// A request's `Content-Length`, when it is one valid number.
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The `:authority` (HTTP/2) or Host header (HTTP/1.1) of a request.
@@ -969,6 +1049,8 @@ fn redirect(
 struct Record {
     start: Instant,
     grpc: bool,
+    /// The request came over HTTP/2 (no `connection` header on replies).
+    http2: bool,
     flags: Flags,
     status: u16,
     route: Option<Arc<Route>>,
@@ -1027,6 +1109,7 @@ impl Record {
         Record {
             start,
             grpc: is_grpc(req.headers()),
+            http2: req.version() == Version::HTTP_2,
             flags: Flags::default(),
             status: 0,
             route: None,
@@ -1047,6 +1130,66 @@ impl Record {
         self.flags.insert(flag);
         let reply = local_reply(flag, self.grpc, None);
         self.local(proxy, reply)
+    }
+
+    /// The overload manager sheds the request: 503 with `x-portico-overloaded: true`, flag
+    /// OM, and (HTTP/1) `connection: close`.
+    fn shed(mut self, proxy: &Proxy) -> Response<RespBody> {
+        self.flags.insert(Flag::OM);
+        proxy
+            .overload
+            .actions
+            .reject_request
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut reply = local_reply(Flag::OM, self.grpc, None);
+        reply
+            .headers_mut()
+            .insert("x-portico-overloaded", HeaderValue::from_static("true"));
+        if !self.http2 {
+            reply
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        self.local(proxy, reply)
+    }
+
+    /// An invalid or too large request (flag DPE): `status` with a one-line `msg`. HTTP/1
+    /// connections close after it (an unread body may follow the head).
+    fn reject(mut self, proxy: &Proxy, status: StatusCode, msg: &str) -> Response<RespBody> {
+        self.flags.insert(Flag::DPE);
+        if self.route.is_none() {
+            // Before routing: `portico_downstream_rejected_total`, like hyper's rejections.
+            proxy.metrics.rejected.add(status.as_u16());
+        }
+        let mut reply = text_reply(status, msg);
+        if !self.http2 {
+            reply
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        self.local(proxy, reply)
+    }
+
+    /// Portico stopped reading the client's body: 413 (DPE) or 408 (SI).
+    fn body_cut(mut self, proxy: &Proxy, cut: BodyCut) -> Response<RespBody> {
+        match cut {
+            BodyCut::TooLarge => self.reject(
+                proxy,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large",
+            ),
+            BodyCut::Idle => {
+                tracing::info!(client = %self.client, "request body idle timeout");
+                self.flags.insert(Flag::SI);
+                let mut reply = local_reply(Flag::SI, self.grpc, Some("request body idle timeout"));
+                if !self.http2 {
+                    reply
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                self.local(proxy, reply)
+            }
+        }
     }
 
     /// A circuit breaker refused the request: 503 with `x-portico-overloaded: true`.
@@ -1185,7 +1328,12 @@ impl Finish for Done {
                     pool::release_h1(key, tx, max_idle, idle_timeout);
                 }
             }
-            BodyEnd::UpstreamError => self.rec.flags.insert(Flag::UC),
+            BodyEnd::UpstreamError => match self.rec.received.cut() {
+                // The upstream request was aborted because Portico cut the client's body.
+                Some(BodyCut::TooLarge) => self.rec.flags.insert(Flag::DPE),
+                Some(BodyCut::Idle) => self.rec.flags.insert(Flag::SI),
+                None => self.rec.flags.insert(Flag::UC),
+            },
             BodyEnd::DeadlineExceeded => self.rec.flags.insert(Flag::UT),
             BodyEnd::IdleTimeout => self.rec.flags.insert(Flag::SI),
             BodyEnd::Dropped => self.rec.flags.insert(Flag::DC),

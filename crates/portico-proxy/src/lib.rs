@@ -1,7 +1,7 @@
 //! Portico's data plane: listeners and workers (`server`), the request lifecycle
 //! (`handler`), upstream state and connection pools (`upstream`, `pool`), load balancing
-//! (`lb`), active and passive health (`health`, `outlier`), bodies, local replies and the
-//! access log.
+//! (`lb`), active and passive health (`health`, `outlier`), the overload manager
+//! (`overload`), bodies, local replies and the access log.
 #![forbid(unsafe_code)]
 
 pub mod access_log;
@@ -17,6 +17,7 @@ pub mod lb;
 pub mod local_reply;
 pub mod metrics;
 pub mod outlier;
+pub mod overload;
 pub mod pool;
 pub mod proxy_protocol;
 pub mod ratelimit;

@@ -32,6 +32,8 @@ pub enum Flag {
     DPE,
     /// Stream idle timeout.
     SI,
+    /// Shed by the overload manager (Envoy's flag of the same name).
+    OM,
 }
 
 impl Flag {
@@ -49,6 +51,7 @@ impl Flag {
             Flag::DC => "DC",
             Flag::DPE => "DPE",
             Flag::SI => "SI",
+            Flag::OM => "OM",
         }
     }
 
@@ -86,6 +89,7 @@ impl Flag {
             Flag::DC => (StatusCode::BAD_REQUEST, None, "downstream closed"),
             Flag::DPE => (StatusCode::BAD_REQUEST, None, "invalid request"),
             Flag::SI => (StatusCode::REQUEST_TIMEOUT, Some(4), "stream idle timeout"),
+            Flag::OM => (StatusCode::SERVICE_UNAVAILABLE, Some(14), "overloaded"),
         }
     }
 }
@@ -94,7 +98,7 @@ impl Flag {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Flags(u16);
 
-const ALL: [Flag; 12] = [
+const ALL: [Flag; 13] = [
     Flag::NR,
     Flag::UH,
     Flag::UO,
@@ -107,6 +111,7 @@ const ALL: [Flag; 12] = [
     Flag::DC,
     Flag::DPE,
     Flag::SI,
+    Flag::OM,
 ];
 
 impl Flags {

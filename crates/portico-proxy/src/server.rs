@@ -25,13 +25,14 @@ use crate::proxy_protocol::{self, Prefixed};
 use crate::state::Proxy;
 use crate::tls;
 
-/// Limits on downstream HTTP (CONTRACT §5 defaults).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-pub const MAX_HEADERS: usize = 100;
-/// Read buffer for a request head: 60 KiB of headers plus the request line.
-pub const MAX_HEAD_BYTES: usize = 64 * 1024;
-pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
-pub const H2_MAX_HEADER_LIST: u32 = 16 * 1024;
+// Limits on downstream HTTP. The per-listener ones (head size, header count, URI length,
+// concurrent streams, header read and body idle timeouts) come from the Listener's config
+// (`ListenerLimits`, CONTRACT §5 defaults); these are the fixed ones.
+
+/// Request-line allowance added to `max_request_headers_kb` for the HTTP/1 read buffer.
+pub const REQUEST_LINE_ALLOWANCE: usize = 4 * 1024;
+/// hyper's smallest accepted HTTP/1 read buffer.
+const MIN_H1_BUF: usize = 8 * 1024;
 /// Streams a client may open and reset before the server even accepted them; beyond this the
 /// connection gets GOAWAY ENHANCE_YOUR_CALM (h2's CVE-2023-44487 "rapid reset" guard).
 pub const H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 50;
@@ -240,17 +241,23 @@ fn worker_main(proxy: Arc<Proxy>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
     });
 }
 
+/// The HTTP/1 read buffer for a listener: its header limit plus the request line.
+fn h1_buf_size(conf: &ListenerConf) -> usize {
+    (conf.limits.max_request_headers_bytes as usize + REQUEST_LINE_ALLOWANCE).max(MIN_H1_BUF)
+}
+
 fn builder(conf: &ListenerConf) -> auto::Builder<TokioExecutor> {
+    let limits = &conf.limits;
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_headers(MAX_HEADERS)
-        .max_buf_size(MAX_HEAD_BYTES);
+        .header_read_timeout(limits.header_read_timeout)
+        .max_headers(limits.max_headers_count as usize)
+        .max_buf_size(h1_buf_size(conf));
     b.http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
-        .max_header_list_size(H2_MAX_HEADER_LIST)
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(limits.max_request_headers_bytes)
         .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESET_STREAMS)
         .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESET_STREAMS)
         .initial_stream_window_size(H2_INITIAL_STREAM_WINDOW)
@@ -269,10 +276,20 @@ async fn accept_loop(
     let builder = Arc::new(builder(&handle.conf));
     let listener_conf = Arc::new(handle.conf.clone());
     let mut stop = handle.stop.subscribe();
-    loop {
+    let mut overload = proxy.overload.subscribe_connections();
+    'accepting: loop {
+        // Overload manager: no accept while the connection threshold is reached (new
+        // connections wait in the backlog). Re-checked on every state change and every 100 ms.
+        while proxy.overload.state() & crate::overload::CONNECTIONS != 0 {
+            tokio::select! {
+                _ = overload.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => proxy.overload.sync_connections(),
+                _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => break 'accepting,
+            }
+        }
         let accepted = tokio::select! {
             r = listener.accept() => r,
-            _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => break,
+            _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => break 'accepting,
         };
         let (stream, peer) = match accepted {
             Ok(x) => x,
@@ -282,6 +299,11 @@ async fn accept_loop(
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
+        };
+        let Some(token) = proxy.overload.open_connection() else {
+            tracing::debug!(listener = %handle.conf.name, "overall connection threshold reached; connection closed");
+            drop(stream);
+            continue;
         };
         let max = handle.conf.max_connections as usize;
         if handle.connections.fetch_add(1, Ordering::Relaxed) >= max {
@@ -298,7 +320,7 @@ async fn accept_loop(
             .fetch_add(1, Ordering::Relaxed);
         tokio::spawn(connection(
             proxy.clone(),
-            Slot(handle.clone()),
+            Slot(handle.clone(), token),
             builder.clone(),
             stream,
             peer,
@@ -308,8 +330,12 @@ async fn accept_loop(
     }
 }
 
-/// Gives a connection's `max_connections` slot back however the connection ends.
-struct Slot(Arc<ListenerHandle>);
+/// Gives a connection's `max_connections` slot (and its overload-manager count) back however
+/// the connection ends.
+struct Slot(
+    Arc<ListenerHandle>,
+    #[allow(dead_code)] crate::overload::ConnToken,
+);
 
 impl Drop for Slot {
     fn drop(&mut self) {
@@ -388,12 +414,28 @@ async fn serve<S>(
         service_fn(move |req| handler::handle(proxy.clone(), info.clone(), req))
     };
     let report = Arc::new(Report::default());
-    let io = TokioIo::new(Guarded::new(stream, report.clone()));
+    let guarded = Guarded::new(stream, report.clone()).with_limits(
+        info.listener.limits.header_read_timeout,
+        h1_buf_size(&info.listener) + 16 * 1024,
+    );
+    let io = TokioIo::new(guarded);
     let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
+    let mut overload = proxy_for_log.overload.subscribe_memory();
     let res = tokio::select! {
         r = conn.as_mut() => r,
         _ = async { drain.wait_for(|d| *d).await.map(|_| ()) } => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+        _ = memory_pressure_begins(&mut overload) => {
+            // Overload manager: keep-alive off (HTTP/1 closes when idle or after the response
+            // in flight; HTTP/2 gets GOAWAY).
+            proxy_for_log
+                .overload
+                .actions
+                .disable_keepalive
+                .fetch_add(1, Ordering::Relaxed);
             conn.as_mut().graceful_shutdown();
             conn.await
         }
@@ -422,5 +464,21 @@ async fn serve<S>(
         } else {
             tracing::debug!(client = %info.peer, error = %e, "downstream connection error");
         }
+    }
+}
+
+/// Resolves when memory pressure begins after this call (a connection opened under pressure
+/// is not closed for it: its requests get the 503 with `connection: close`).
+async fn memory_pressure_begins(rx: &mut watch::Receiver<bool>) {
+    let mut was = *rx.borrow_and_update();
+    loop {
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        let now = *rx.borrow_and_update();
+        if now && !was {
+            return;
+        }
+        was = now;
     }
 }

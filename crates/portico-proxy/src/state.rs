@@ -41,6 +41,8 @@ pub struct Active {
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
     pub drain_timeout: Duration,
+    /// Overload manager thresholds (`run --overload-*`).
+    pub overload: crate::overload::OverloadConf,
 }
 
 /// Process-wide counters (exported as metrics).
@@ -63,6 +65,8 @@ pub struct Proxy {
     pub access_log: AccessLog,
     pub counters: Counters,
     pub metrics: Arc<Registry>,
+    /// The overload manager (thresholds from `settings.overload`).
+    pub overload: Arc<crate::overload::Overload>,
     draining: AtomicBool,
 }
 
@@ -75,6 +79,7 @@ impl Proxy {
     ) -> Proxy {
         Proxy {
             active: ArcSwap::from_pointee(first),
+            overload: Arc::new(crate::overload::Overload::new(settings.overload.clone())),
             settings,
             access_log,
             counters: Counters::default(),

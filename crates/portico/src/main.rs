@@ -72,6 +72,17 @@ enum Cmd {
         /// Seconds between fetches of the git source.
         #[arg(long, default_value_t = 10)]
         poll: u64,
+        /// Overload manager: open downstream connections (all listeners) at which every
+        /// listener stops accepting until some close. Default: no overall limit.
+        #[arg(long = "overload-max-connections", value_parser = clap::value_parser!(u64).range(1..))]
+        overload_max_connections: Option<u64>,
+        /// Overload manager: resident memory (MiB) at which new requests get 503 and open
+        /// connections are told to close, until RSS falls below 90% of it. Default: off.
+        #[arg(long = "overload-max-memory-mb", value_parser = clap::value_parser!(u64).range(1..))]
+        overload_max_memory_mb: Option<u64>,
+        /// Where the overload manager reads RSS (`VmRSS:` line); for tests.
+        #[arg(long = "overload-rss-file", hide = true)]
+        overload_rss_file: Option<PathBuf>,
     },
     /// Validate configuration without binding anything.
     Check {
@@ -176,6 +187,9 @@ fn main() -> ExitCode {
             git_ref,
             git_path,
             poll,
+            overload_max_connections,
+            overload_max_memory_mb,
+            overload_rss_file,
         } => {
             init_logging();
             let rt = match tokio::runtime::Builder::new_current_thread()
@@ -194,6 +208,12 @@ fn main() -> ExitCode {
                 workers,
                 access_log,
                 drain_timeout_ms,
+                overload: portico_proxy::overload::OverloadConf {
+                    max_connections: overload_max_connections,
+                    max_memory_bytes: overload_max_memory_mb
+                        .map(|mb| mb.saturating_mul(1024 * 1024)),
+                    rss_source: overload_rss_file,
+                },
                 git: git.map(|url| portico_control::git::GitOptions {
                     url,
                     git_ref,
@@ -340,6 +360,7 @@ struct RunOpts {
     workers: Option<usize>,
     access_log: String,
     drain_timeout_ms: u64,
+    overload: portico_proxy::overload::OverloadConf,
     git: Option<portico_control::git::GitOptions>,
 }
 
@@ -411,8 +432,10 @@ async fn run(opts: RunOpts) -> anyhow::Result<()> {
     let first = portico_proxy::prepare(snapshot, 1, None, &registry).await;
     let settings = ProxySettings {
         drain_timeout: Duration::from_millis(opts.drain_timeout_ms),
+        overload: opts.overload,
     };
     let proxy = Arc::new(Proxy::new(first, settings, access_log, registry));
+    proxy.overload.spawn_monitor()?;
     let workers = opts.workers.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
