@@ -289,6 +289,9 @@ async fn accept_loop(
         }
         let accepted = tokio::select! {
             r = listener.accept() => r,
+            // The threshold was crossed while this worker waited in accept (another worker
+            // took the last connection): stop waiting here, go back to the check above.
+            Ok(()) = overload.changed() => continue 'accepting,
             _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => break 'accepting,
         };
         let (stream, peer) = match accepted {
