@@ -260,7 +260,9 @@ def nginx_conf(port, h2_port, origin, work, kind="h1", workers=1):
         if kind == "tls":
             cert, key, _ = tls_files(work)
             listen = f"listen 127.0.0.1:{port} ssl http2;"
-            tls = f"ssl_certificate {cert};\n    ssl_certificate_key {key};"
+            # nginx 1.22's default ssl_protocols has no TLSv1.3 (added in 1.23.4): set what the
+            # other proxies offer.
+            tls = f"ssl_certificate {cert};\n    ssl_certificate_key {key};\n    ssl_protocols TLSv1.2 TLSv1.3;"
         server = f"""
   upstream origin {{ server 127.0.0.1:{origin['h1']}; keepalive 128; }}
   server {{
