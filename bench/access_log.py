@@ -56,15 +56,15 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="portico-accesslog-"))
     procs = []
     try:
-        origin_port = bench.free_port()
-        (work / "origin.conf").write_text(bench.origin_conf(origin_port, None, work))
+        origin_port, origin_h2 = bench.free_port(), bench.free_port()
+        (work / "origin.conf").write_text(bench.origin_conf(origin_port, origin_h2, work))
         procs.append(bench.Proc("origin", ["nginx", "-c", str(work / "origin.conf"), "-p", str(work)],
                                 origin_port, core=bench.LOAD_CORE))
         targets = {}
         for name, log in [("log off", "off"), ("log to file", str(work / "access.log"))]:
             port = bench.free_port()
             cfg = work / f"{name.replace(' ', '-')}.yaml"
-            cfg.write_text(bench.portico_conf(port, origin_port))
+            cfg.write_text(bench.portico_conf(port, {"h1": origin_port, "h2": origin_h2}))
             procs.append(bench.Proc(name, [str(bench.PORTICO), "run", "-c", str(cfg), "--workers", "1",
                                            "--access-log", log, "--admin", "127.0.0.1:0"], port))
             targets[name] = port
