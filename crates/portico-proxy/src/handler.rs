@@ -1271,7 +1271,7 @@ impl Record {
             flags: &flags,
             route: self.route.as_ref().map(|r| r.name.as_str()),
             upstream: self.upstream.as_ref().map(|u| u.conf.name.as_str()),
-            upstream_addr: self.upstream_addr.map(|a| a.to_string()),
+            upstream_addr: self.upstream_addr,
             attempts: self.attempts,
             bytes_received: self.received.get(),
             bytes_sent,
