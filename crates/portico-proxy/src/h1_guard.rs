@@ -18,6 +18,12 @@
 //! still checked. Header names that spell `Content-Length` or `Transfer-Encoding` with `_`
 //! (which CGI-style upstreams fold into the real header) are rejected too.
 //!
+//! When hyper ends an HTTP/1 connection (after a rejection, or after answering before it read
+//! the request body, as local replies do) the gate closes its write side and then keeps reading
+//! and discarding what the client still sends, for at most [`LINGER_TIME`] and
+//! [`LINGER_BYTES`] (nginx's lingering close): closing a socket with unread bytes makes the
+//! kernel send a reset, which can destroy the answer before the client has read it.
+//!
 //! On a violation it hands hyper one NUL byte in place of the offending bytes and then end of
 //! stream: hyper answers `400 Bad Request` and closes the connection, so nothing after the bad
 //! bytes can reach an upstream. The reason is recorded for the log and the DPE flag.
@@ -154,7 +160,14 @@ pub struct Guarded<S> {
     read_waker: Option<Waker>,
     /// Withheld bytes must be scanned again before reading more (the upgrade was decided).
     rescan: bool,
+    /// Lingering close: the write side is shut, and unread input is drained until this fires.
+    linger: Option<(Pin<Box<tokio::time::Sleep>>, usize)>,
 }
+
+/// How long a closing HTTP/1 connection keeps draining what the client still sends.
+pub const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+/// How many bytes a closing HTTP/1 connection drains at most.
+pub const LINGER_BYTES: usize = 1024 * 1024;
 
 /// How long a request head may take to arrive (CONTRACT §5).
 pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -176,6 +189,7 @@ impl<S> Guarded<S> {
             answer: Vec::new(),
             read_waker: None,
             rescan: false,
+            linger: None,
         }
     }
 
@@ -698,7 +712,7 @@ impl<S> Guarded<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -740,7 +754,38 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let this = &mut *self;
+        // A tunnel or HTTP/2 owns its own closing (a half-closed tunnel still reads).
+        if matches!(this.state, State::PassThrough | State::AwaitUpgrade) {
+            return Pin::new(&mut this.inner).poll_shutdown(cx);
+        }
+        if this.linger.is_none() {
+            if let Err(e) = std::task::ready!(Pin::new(&mut this.inner).poll_shutdown(cx)) {
+                return Poll::Ready(Err(e));
+            }
+            this.linger = Some((Box::pin(tokio::time::sleep(LINGER_TIME)), LINGER_BYTES));
+        }
+        let Some((timer, budget)) = this.linger.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        let mut scratch = [0u8; 8192];
+        loop {
+            if timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(()));
+            }
+            let mut rb = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => {
+                    let n = rb.filled().len();
+                    if n == 0 || n >= *budget {
+                        return Poll::Ready(Ok(()));
+                    }
+                    *budget -= n;
+                }
+            }
+        }
     }
 }
 
@@ -911,6 +956,42 @@ mod tests {
 
     const UPGRADE_HEAD: &[u8] =
         b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+
+    #[tokio::test]
+    async fn shutdown_lingers_until_the_client_stops_sending() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut g = Guarded::new(server, Arc::new(Report::default()));
+        // The client is still sending a body (more than the pipe holds) when the server
+        // answers and closes: the shutdown drains it, so the client's writes all succeed.
+        let writer = tokio::spawn(async move {
+            client.write_all(&[b'x'; 64 * 1024]).await.unwrap();
+            client.shutdown().await.unwrap();
+            let mut reply = Vec::new();
+            client.read_to_end(&mut reply).await.unwrap();
+            reply
+        });
+        g.write_all(b"HTTP/1.1 503 Service Unavailable\r\n\r\n")
+            .await
+            .unwrap();
+        g.shutdown().await.unwrap();
+        let reply = tokio::time::timeout(std::time::Duration::from_secs(5), writer)
+            .await
+            .expect("the client's body writes were never drained")
+            .unwrap();
+        assert!(reply.starts_with(b"HTTP/1.1 503"));
+    }
+
+    #[tokio::test]
+    async fn lingering_is_bounded_in_time() {
+        use tokio::io::AsyncWriteExt;
+        let (_client, server) = tokio::io::duplex(1024);
+        let mut g = Guarded::new(server, Arc::new(Report::default()));
+        // The client neither sends nor closes: shutdown still ends after LINGER_TIME.
+        let start = tokio::time::Instant::now();
+        g.shutdown().await.unwrap();
+        assert!(start.elapsed() >= LINGER_TIME);
+    }
 
     #[tokio::test]
     async fn smuggling_behind_a_refused_upgrade_is_cut() {
