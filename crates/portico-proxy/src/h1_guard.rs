@@ -539,11 +539,13 @@ fn find_head_end(hay: &[u8]) -> Result<Option<usize>, Violation> {
     let mut leading = true;
     while let Some(off) = memchr::memchr(b'\n', &hay[from..]) {
         let nl = from + off;
+        // A CR before the line's last byte is checked first, as for an unfinished line
+        // below, so that the reason does not depend on whether the LF arrived yet.
+        if nl > from && memchr::memchr(b'\r', &hay[from..nl - 1]).is_some() {
+            return Err(Violation::BareCarriageReturn);
+        }
         if nl == 0 || hay[nl - 1] != b'\r' {
             return Err(Violation::BareLineFeed);
-        }
-        if memchr::memchr(b'\r', &hay[from..nl - 1]).is_some() {
-            return Err(Violation::BareCarriageReturn);
         }
         let empty = nl - 1 == from;
         if empty && !leading {
@@ -887,6 +889,20 @@ mod tests {
         assert_eq!(
             run(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\r\n"),
             Violation::BareLineFeed
+        );
+    }
+
+    #[test]
+    fn reason_does_not_depend_on_where_a_bad_line_is_split() {
+        // Found by the h1_guard fuzz target: a bare CR then a bare LF on one line was reported
+        // as bare LF when whole and as bare CR when the LF arrived in a later read.
+        assert_eq!(
+            run(b"GET / HTTP/\r.1oH1\nst: a\r\n\r\n"),
+            Violation::BareCarriageReturn
+        );
+        assert_eq!(
+            run(b"GET / HTTP/1.1\r\nA: \rb\n\r\n"),
+            Violation::BareCarriageReturn
         );
     }
 
