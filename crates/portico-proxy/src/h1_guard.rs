@@ -24,6 +24,11 @@
 //! [`LINGER_BYTES`] (nginx's lingering close): closing a socket with unread bytes makes the
 //! kernel send a reset, which can destroy the answer before the client has read it.
 //!
+//! A response head written while the request's body is still arriving (a local reply before
+//! an upload was read) gets `connection: close` added: hyper will close such a connection
+//! once it finds the body unread, and a client that is not told so reuses the connection for
+//! its next request, which is then lost (the soak test saw this with aiohttp).
+//!
 //! On a violation it hands hyper one NUL byte in place of the offending bytes and then end of
 //! stream: hyper answers `400 Bad Request` and closes the connection, so nothing after the bad
 //! bytes can reach an upstream. The reason is recorded for the log and the DPE flag.
@@ -162,6 +167,9 @@ pub struct Guarded<S> {
     rescan: bool,
     /// Lingering close: the write side is shut, and unread input is drained until this fires.
     linger: Option<(Pin<Box<tokio::time::Sleep>>, usize)>,
+    /// Bytes accepted from hyper (a response head with `connection: close` added) and not
+    /// yet written to the socket.
+    wpending: Vec<u8>,
 }
 
 /// How long a closing HTTP/1 connection keeps draining what the client still sends.
@@ -190,6 +198,7 @@ impl<S> Guarded<S> {
             read_waker: None,
             rescan: false,
             linger: None,
+            wpending: Vec::new(),
         }
     }
 
@@ -376,6 +385,21 @@ fn check_head(head: &[u8]) -> Result<(Next, bool), Violation> {
     }
 }
 
+/// Where `connection: close` goes into a response head that hyper wrote while the request
+/// body was still arriving: just after the status line, if `head` starts a final response and
+/// says nothing about `connection` itself.
+fn close_insert_point(head: &[u8]) -> Option<usize> {
+    if !head.starts_with(b"HTTP/1.1 ") || head.get(9) == Some(&b'1') {
+        return None;
+    }
+    let line_end = memchr::memmem::find(head, b"\r\n")? + 2;
+    let end = memchr::memmem::find(head, b"\r\n\r\n").unwrap_or(head.len());
+    let says_connection = head[..end]
+        .split(|&b| b == b'\n')
+        .any(|l| l.len() >= 11 && l[..11].eq_ignore_ascii_case(b"connection:"));
+    (!says_connection).then_some(line_end)
+}
+
 /// `Content_Length`, `transfer_encoding` and the like: not the framing headers to hyper, but
 /// the same variable to a CGI-style upstream that maps `-` and `_` alike.
 fn is_framing_lookalike(name: &[u8]) -> bool {
@@ -423,6 +447,11 @@ impl<S> Guarded<S> {
                             return Verdict::Reject(i, Violation::BadRequestLine);
                         }
                         Ok(None) => return Verdict::HoldFrom(i),
+                        // The same request-line check as for an unfinished head, so that the
+                        // verdict does not depend on how the head was split across reads.
+                        Ok(Some(_)) if !method_prefix_ok(rest) => {
+                            return Verdict::Reject(i, Violation::BadRequestLine);
+                        }
                         Ok(Some(end)) => match check_head(&rest[..end]) {
                             Err(v) => return Verdict::Reject(i, v),
                             Ok((next, upgrade)) => {
@@ -707,10 +736,36 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
 }
 
 impl<S> Guarded<S> {
+    /// Whether the current request's body has not all arrived yet.
+    fn mid_body(&self) -> bool {
+        matches!(
+            self.state,
+            State::Body(_)
+                | State::ChunkSize
+                | State::ChunkData(_)
+                | State::ChunkDataEnd
+                | State::Trailers
+        )
+    }
+
     fn reject(&mut self, v: Violation) {
         self.report.set(v);
         self.state = State::Failed;
         self.hold = Vec::new();
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Guarded<S> {
+    /// Writes what an earlier call accepted but could not write yet.
+    fn poll_pending_writes(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.wpending.is_empty() {
+            let n = std::task::ready!(Pin::new(&mut self.inner).poll_write(cx, &self.wpending))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.wpending.drain(..n);
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -721,6 +776,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
+        std::task::ready!(this.poll_pending_writes(cx))?;
+        if this.mid_body()
+            && let Some(at) = close_insert_point(data)
+        {
+            this.observe_answer(data);
+            this.wpending.extend_from_slice(&data[..at]);
+            this.wpending.extend_from_slice(b"connection: close\r\n");
+            this.wpending.extend_from_slice(&data[at..]);
+            // Accepted whole; written by this and later calls before anything else.
+            let _ = this.poll_pending_writes(cx)?;
+            return Poll::Ready(Ok(data.len()));
+        }
         let res = Pin::new(&mut this.inner).poll_write(cx, data);
         if let Poll::Ready(Ok(n)) = &res {
             this.observe_answer(&data[..(*n).min(data.len())]);
@@ -733,6 +800,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
+        std::task::ready!(this.poll_pending_writes(cx))?;
+        if this.mid_body()
+            && let Some(first) = bufs.iter().find(|b| !b.is_empty())
+            && close_insert_point(first).is_some()
+        {
+            // Rare (an early answer to an upload): go through the single-buffer path.
+            let first: &[u8] = first;
+            return Pin::new(this).poll_write(cx, first);
+        }
         let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = &res
             && (this.upgrade_pending || matches!(this.state, State::AwaitUpgrade))
@@ -753,10 +829,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
         self.inner.is_write_vectored()
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let this = &mut *self;
+        std::task::ready!(this.poll_pending_writes(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        std::task::ready!(this.poll_pending_writes(cx))?;
         // A tunnel or HTTP/2 owns its own closing (a half-closed tunnel still reads).
         if matches!(this.state, State::PassThrough | State::AwaitUpgrade) {
             return Pin::new(&mut this.inner).poll_shutdown(cx);
@@ -904,6 +983,16 @@ mod tests {
             run(b"GET / HTTP/1.1\r\nA: \rb\n\r\n"),
             Violation::BareCarriageReturn
         );
+        // Found by the fuzz target too: a request line without a method token was refused
+        // when the head came in pieces and passed to hyper when it came whole.
+        assert_eq!(
+            run(b"POSHTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"),
+            Violation::BadRequestLine
+        );
+        assert_eq!(
+            run(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc\x16\x03\x01"),
+            Violation::BadRequestLine
+        );
     }
 
     #[test]
@@ -972,6 +1061,36 @@ mod tests {
 
     const UPGRADE_HEAD: &[u8] =
         b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+
+    #[tokio::test]
+    async fn an_answer_before_the_body_arrived_says_connection_close() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let mut g = Guarded::new(server, Arc::new(Report::default()));
+        client
+            .write_all(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nabc")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 256];
+        let n = g.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        g.write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 5\r\n\r\nnope\n")
+            .await
+            .unwrap();
+        g.flush().await.unwrap();
+        let mut got = vec![0u8; 200];
+        let n = client.read(&mut got).await.unwrap();
+        assert_eq!(
+            &got[..n],
+            b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 5\r\n\r\nnope\n"
+        );
+        // Once the body is complete, answers are left alone (and 1xx always are).
+        assert_eq!(close_insert_point(b"HTTP/1.1 100 Continue\r\n\r\n"), None);
+        assert_eq!(
+            close_insert_point(b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\n\r\n"),
+            None
+        );
+    }
 
     #[tokio::test]
     async fn shutdown_lingers_until_the_client_stops_sending() {
