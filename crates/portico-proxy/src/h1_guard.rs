@@ -434,6 +434,12 @@ impl<S> Guarded<S> {
                 }
                 State::Head => {
                     let rest = &data[i..];
+                    // Garbage (a TLS hello, binary) is refused at once, not held. Checked
+                    // before anything else so that the verdict does not depend on how much
+                    // of the head has arrived (it is a property of its first bytes).
+                    if !method_prefix_ok(rest) {
+                        return Verdict::Reject(i, Violation::BadRequestLine);
+                    }
                     match find_head_end(rest) {
                         Err(v) => return Verdict::Reject(i, v),
                         Ok(None) if rest.len() > MAX_HEAD => {
@@ -442,16 +448,7 @@ impl<S> Guarded<S> {
                             self.report.set(Violation::HeadTooLarge);
                             return Verdict::All;
                         }
-                        // Garbage (a TLS hello, binary) is refused at once, not held.
-                        Ok(None) if !method_prefix_ok(rest) => {
-                            return Verdict::Reject(i, Violation::BadRequestLine);
-                        }
                         Ok(None) => return Verdict::HoldFrom(i),
-                        // The same request-line check as for an unfinished head, so that the
-                        // verdict does not depend on how the head was split across reads.
-                        Ok(Some(_)) if !method_prefix_ok(rest) => {
-                            return Verdict::Reject(i, Violation::BadRequestLine);
-                        }
                         Ok(Some(end)) => match check_head(&rest[..end]) {
                             Err(v) => return Verdict::Reject(i, v),
                             Ok((next, upgrade)) => {
@@ -991,6 +988,11 @@ mod tests {
         );
         assert_eq!(
             run(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc\x16\x03\x01"),
+            Violation::BadRequestLine
+        );
+        // And a bad method byte wins over a bad line ending further on.
+        assert_eq!(
+            run(b"PO\x05ST /a HTTP/1.1\r\nHost: a\r\nX: chunked\r?\n\r\n"),
             Violation::BadRequestLine
         );
     }
