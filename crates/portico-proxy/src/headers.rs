@@ -32,8 +32,10 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
     let mut te_trailers = false;
     let mut connection = false;
-    // Hop-by-hop names present, each once (a name's values are adjacent in iteration).
-    let mut doomed: Vec<HeaderName> = Vec::new();
+    // The fixed hop-by-hop names present, each once (a name's values are adjacent in
+    // iteration, and there are eight such names): no allocation on the request path.
+    let mut fixed: [Option<HeaderName>; 8] = Default::default();
+    let mut n = 0;
     for (name, value) in headers.iter() {
         if !is_hop_by_hop(name) {
             continue;
@@ -45,14 +47,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
                 .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"));
         }
         connection |= name == header::CONNECTION;
-        if doomed.last() != Some(name) {
-            doomed.push(name.clone());
+        if (n == 0 || fixed[n - 1].as_ref() != Some(name))
+            && let Some(slot) = fixed.get_mut(n)
+        {
+            *slot = Some(name.clone());
+            n += 1;
         }
     }
+    // Headers the connection header names (`close` and the fixed hop-by-hop names need no
+    // extra work).
+    let mut named: Vec<HeaderName> = Vec::new();
     if connection {
-        // Headers the connection header names (`close` and the fixed hop-by-hop names need
-        // no extra work).
-        let mut named: Vec<HeaderName> = Vec::new();
         for v in headers.get_all(header::CONNECTION) {
             for token in v.as_bytes().split(|&b| b == b',') {
                 let token = token.trim_ascii();
@@ -68,10 +73,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
                 }
             }
         }
-        doomed.extend(named);
     }
-    for n in doomed {
-        headers.remove(n);
+    for name in fixed.into_iter().flatten().chain(named) {
+        headers.remove(name);
     }
     te_trailers
 }
@@ -92,14 +96,16 @@ pub static X_ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-portico-atte
 
 /// Appends `client` (`ip`, its value pre-rendered per connection) to `x-forwarded-for`.
 pub fn append_forwarded_for(headers: &mut HeaderMap, client: &HeaderValue) {
-    if !headers.contains_key(&X_FORWARDED_FOR) {
-        // The common case at the edge: no proxy in front, nothing to join.
-        headers.insert(X_FORWARDED_FOR.clone(), client.clone());
-        return;
-    }
-    let ip = client.to_str().unwrap_or("unknown");
+    // One lookup: the common case at the edge (no proxy in front) inserts the value as is.
+    let mut entry = match headers.entry(X_FORWARDED_FOR.clone()) {
+        http::header::Entry::Vacant(v) => {
+            v.insert(client.clone());
+            return;
+        }
+        http::header::Entry::Occupied(o) => o,
+    };
     let mut joined = String::new();
-    for v in headers.get_all(&X_FORWARDED_FOR) {
+    for v in entry.iter() {
         if let Ok(s) = v.to_str() {
             if !joined.is_empty() {
                 joined.push_str(", ");
@@ -107,15 +113,14 @@ pub fn append_forwarded_for(headers: &mut HeaderMap, client: &HeaderValue) {
             joined.push_str(s.trim());
         }
     }
-    let value = if joined.is_empty() {
-        ip.to_string()
-    } else {
-        joined.push_str(", ");
-        joined.push_str(ip);
-        joined
-    };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
+    if joined.is_empty() {
+        entry.insert(client.clone());
+        return;
+    }
+    joined.push_str(", ");
+    joined.push_str(client.to_str().unwrap_or("unknown"));
+    if let Ok(v) = HeaderValue::from_str(&joined) {
+        entry.insert(v);
     }
 }
 

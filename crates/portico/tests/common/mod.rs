@@ -169,18 +169,42 @@ impl Portico {
     }
 
     pub async fn start_with(docs: &str, extra_args: &[&str]) -> Portico {
-        let port = free_port();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = dir.path().join("portico.yaml");
-        std::fs::write(&config, format!("{}---\n{docs}", listener(port))).expect("write config");
-        let mut args: Vec<String> = vec!["-c".into(), config.display().to_string()];
-        args.extend(extra_args.iter().map(|a| a.to_string()));
-        Self::spawn(dir, config, port, &args).await
+        // `free_port` releases the port before Portico binds it; another test process may
+        // take it in between. Then Portico exits at once, and a fresh port is tried.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let port = free_port();
+            let dir = tempfile::tempdir().expect("tempdir");
+            let config = dir.path().join("portico.yaml");
+            std::fs::write(&config, format!("{}---\n{docs}", listener(port)))
+                .expect("write config");
+            let mut args: Vec<String> = vec!["-c".into(), config.display().to_string()];
+            args.extend(extra_args.iter().map(|a| a.to_string()));
+            match Self::try_spawn(dir, config, port, &args).await {
+                Ok(p) => return p,
+                Err(e) if attempt < 3 && e.contains("in use") => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
     }
 
     /// Runs `portico run ARGS` with the admin, workers and access-log flags added, and waits
     /// until it is ready. Every start helper goes through here.
     async fn spawn(dir: tempfile::TempDir, config: PathBuf, port: u16, args: &[String]) -> Portico {
+        match Self::try_spawn(dir, config, port, args).await {
+            Ok(p) => p,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// [`Portico::spawn`], with an early exit returned as an error (its stderr).
+    async fn try_spawn(
+        dir: tempfile::TempDir,
+        config: PathBuf,
+        port: u16,
+        args: &[String],
+    ) -> Result<Portico, String> {
         let admin = free_port();
         let access_log = dir.path().join("access.log");
         let child = Command::new(portico_bin())
@@ -206,21 +230,30 @@ impl Portico {
             admin,
             access_log,
         };
-        p.wait_ready().await;
-        p
+        p.ready().await?;
+        Ok(p)
     }
 
     pub async fn wait_ready(&mut self) {
+        if let Err(e) = self.ready().await {
+            panic!("{e}");
+        }
+    }
+
+    /// Waits until `/ready` answers 200; an early exit is an error carrying stderr.
+    async fn ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                let err = self.stderr();
-                panic!("portico exited early ({status}): {err}");
+                return Err(format!(
+                    "portico exited early ({status}): {}",
+                    self.stderr()
+                ));
             }
             if let Ok(r) = http_get(&format!("http://127.0.0.1:{}/ready", self.admin), &[]).await
                 && r.status == StatusCode::OK
             {
-                return;
+                return Ok(());
             }
             assert!(Instant::now() < deadline, "portico not ready in time");
             tokio::time::sleep(Duration::from_millis(20)).await;
