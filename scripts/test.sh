@@ -45,4 +45,4 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
 # Release-mode checks (timing targets that only make sense optimised).
-cargo test --release -p portico-config -- --ignored
+cargo test --release -p portico-config -- --ignored --test-threads 1

@@ -235,3 +235,69 @@ fn split_host_port(s: &str) -> Option<(&str, u16)> {
         p.parse().ok()?,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::PickCtx;
+    use portico_config::{ConfigSource, load};
+
+    fn dns_upstream(port: u16) -> Arc<UpstreamState> {
+        let text = format!(
+            "apiVersion: portico.dev/v1\nkind: Upstream\nmetadata: {{name: svc}}\nspec: {{dns: 'localhost:{port}', dns_refresh_ms: 60000}}\n"
+        );
+        let r = load(&[ConfigSource::Inline {
+            name: "t.yaml".into(),
+            text,
+            base_dir: std::env::temp_dir(),
+        }]);
+        let snap = r.snapshot.expect("snapshot");
+        Arc::new(UpstreamState::new(snap.upstreams[0].clone()))
+    }
+
+    /// A `dns:` Upstream: what the name resolves to becomes its endpoints, every address of
+    /// an answer takes its turn, and a refresh keeps the state of addresses that stay.
+    #[tokio::test]
+    async fn every_address_of_a_dns_answer_takes_its_turn() {
+        let state = dns_upstream(8080);
+        start_resolution(&state).await;
+        let first: Vec<SocketAddr> = state
+            .endpoints
+            .load()
+            .endpoints
+            .iter()
+            .map(|e| e.addr)
+            .collect();
+        assert!(
+            first.contains(&"127.0.0.1:8080".parse().expect("addr")),
+            "{first:?}"
+        );
+
+        // This machine's resolver gives one address for localhost; hand the upstream the
+        // answer a multi-record name gives (what the refresh loop does with a lookup).
+        let answer: Vec<SocketAddr> = ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"]
+            .iter()
+            .map(|a| a.parse().expect("addr"))
+            .collect();
+        state.set_endpoints(answer.iter().map(|a| (*a, 1)).collect());
+        let mut counts = std::collections::HashMap::new();
+        for _ in 0..300 {
+            let ep = state.pick(&PickCtx::default()).expect("an endpoint");
+            *counts.entry(ep.addr).or_insert(0) += 1;
+        }
+        for a in &answer {
+            assert_eq!(counts.get(a), Some(&100), "{counts:?}");
+        }
+
+        // The next answer drops one address: the two that stay are the same endpoints
+        // (health, ejection and active-request state kept).
+        let before = state.endpoints.load().endpoints.clone();
+        state.set_endpoints(answer[1..].iter().map(|a| (*a, 1)).collect());
+        let after = state.endpoints.load().endpoints.clone();
+        assert_eq!(after.len(), 2);
+        for e in &after {
+            let old = before.iter().find(|o| o.addr == e.addr).expect("kept");
+            assert!(Arc::ptr_eq(old, e), "{} lost its state", e.addr);
+        }
+    }
+}

@@ -390,3 +390,38 @@ fn explain_json_gives_the_expected_route() {
     assert_eq!(o.status.code(), Some(0));
     assert!(stdout(&o).contains("users-v1"), "{}", stdout(&o));
 }
+
+/// Every shipped example is a valid config, and `portico version` names the version.
+#[test]
+fn examples_check_clean_and_version_prints() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(root.join("examples")).expect("examples/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            let o = portico(&root, &["check", &path.display().to_string()]);
+            assert_eq!(
+                o.status.code(),
+                Some(0),
+                "{}: {}",
+                path.display(),
+                stdout(&o)
+            );
+            assert!(
+                !stdout(&o).contains("error"),
+                "{}: {}",
+                path.display(),
+                stdout(&o)
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1, "no example found");
+    let o = portico(&root, &["version"]);
+    assert_eq!(o.status.code(), Some(0));
+    let v = stdout(&o);
+    assert!(
+        v.starts_with(&format!("portico {} (", env!("CARGO_PKG_VERSION"))),
+        "{v}"
+    );
+}

@@ -103,10 +103,31 @@ async fn one_gigabyte_each_way_in_constant_memory() {
         .header("host", "big")
         .body(StreamBody::new(chunks(GB).boxed()))
         .expect("req");
+    // Sample the proxy's RSS while the upload streams (a buffer freed at the end would not
+    // show in a sample taken afterwards).
+    let uploading = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let uploading = uploading.clone();
+        tokio::spawn(async move {
+            let mut peak = 0;
+            let mut samples = 0u32;
+            while uploading.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss_kb(pid));
+                samples += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (peak, samples)
+        })
+    };
     let resp = tx.send_request(req).await.expect("upload");
+    uploading.store(false, std::sync::atomic::Ordering::Relaxed);
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-received"], GB.to_string().as_str());
-    let upload_rss = rss_kb(pid);
+    let (upload_rss, samples) = sampler.await.expect("sampler");
+    assert!(
+        samples >= 10,
+        "only {samples} RSS samples during the upload"
+    );
 
     // Download 1 GiB through the proxy.
     tx.ready().await.expect("ready");
@@ -131,7 +152,7 @@ async fn one_gigabyte_each_way_in_constant_memory() {
     assert_eq!(n, GB);
     let after = rss_kb(pid);
     eprintln!(
-        "1 GiB up+down in {:.1}s; RSS kB before={before} after-upload={upload_rss} peak-download={peak} after={after}",
+        "1 GiB up+down in {:.1}s; RSS kB before={before} peak-upload={upload_rss} peak-download={peak} after={after}",
         started.elapsed().as_secs_f64()
     );
     // Constant memory: a few MB of buffers, never anything near the body size.
@@ -262,4 +283,202 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Graceful drain with a bound: a request longer than `--drain-timeout-ms` does not hold the
+/// exit (SIGINT, exit 0 soon after the timeout); new connections are refused while draining.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_timeout_bounds_the_wait_and_new_connections_are_refused() {
+    let slow = Controlled::start("slow", Duration::from_secs(20)).await;
+    let mut p = Portico::start_with(
+        &format!(
+            "{API}\nkind: Mapping\nmetadata: {{ name: m }}\nspec: {{ prefix: /, service: '{}', timeout_ms: 0 }}\n",
+            slow.addr
+        ),
+        &["--drain-timeout-ms", "500"],
+    )
+    .await;
+    let url = p.url("/slow");
+    let inflight = tokio::spawn(async move { http_get(&url, &[]).await });
+    // The request is in flight once the upstream has counted it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while slow.hits() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "request never reached the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let signalled = Instant::now();
+    p.signal("INT");
+    // The listener closes: a new connection is refused (poll: the signal is asynchronous).
+    loop {
+        if tokio::net::TcpStream::connect(("127.0.0.1", p.port))
+            .await
+            .is_err()
+        {
+            break;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(2),
+            "listener still accepts while draining"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let status = loop {
+        if let Some(status) = p.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(5),
+            "portico still running {:?} after SIGINT with a 500 ms drain timeout",
+            signalled.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let waited = signalled.elapsed();
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        waited >= Duration::from_millis(450),
+        "exited after {waited:?}: did not wait for the in-flight request"
+    );
+    eprintln!("exit {waited:?} after SIGINT (drain timeout 500 ms)");
+    // The cut request ends (an error or a local reply), it does not hang for 20 s.
+    let r = tokio::time::timeout(Duration::from_secs(2), inflight)
+        .await
+        .expect("the in-flight request ended with the process");
+    assert!(
+        !matches!(&r, Ok(Ok(g)) if g.status == 200),
+        "a 20 s request cannot have completed: {r:?}"
+    );
+}
+
+/// `POST /drain` sends GOAWAY to open HTTP/2 connections: an idle h2c connection is closed
+/// by the server, and `/ready` answers 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_sends_goaway_to_http2_connections() {
+    let up = Upstream::start("a").await;
+    let p = Portico::start(&format!(
+        "{API}\nkind: Mapping\nmetadata: {{ name: m }}\nspec: {{ prefix: /, service: '{}' }}\n",
+        up.addr
+    ))
+    .await;
+    let io = TokioIo::new(
+        tokio::net::TcpStream::connect(("127.0.0.1", p.port))
+            .await
+            .expect("connect"),
+    );
+    let (mut tx, conn) =
+        hyper::client::conn::http2::handshake::<_, _, http_body_util::Empty<Bytes>>(
+            TokioExecutor::new(),
+            io,
+        )
+        .await
+        .expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get(format!("http://127.0.0.1:{}/x", p.port))
+        .body(http_body_util::Empty::new())
+        .expect("req");
+    let resp = tx.send_request(req).await.expect("request before drain");
+    assert_eq!(resp.status(), 200);
+    drop(resp);
+
+    assert_eq!(post(&p.admin_url("/drain"), "").await.status, 200);
+    // GOAWAY with no open stream: the connection ends on its own.
+    let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    assert!(
+        ended.is_ok(),
+        "HTTP/2 connection still open 5 s after /drain"
+    );
+    assert_eq!(get(&p.admin_url("/ready"), &[]).await.status, 503);
+}
+
+/// A blocking `GET path` with `connection: close`; the whole answer as text, or None.
+fn raw_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// Polls `raw_get` until the answer contains `want` (the process is starting up).
+fn wait_for(child: &mut std::process::Child, port: u16, path: &str, want: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(a) = raw_get(port, path).filter(|a| a.contains(want)) {
+            return a;
+        }
+        assert!(
+            child.try_wait().ok().flatten().is_none(),
+            "portico exited early"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no answer with {want:?} on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `portico run` without `-c` takes `./portico.yaml` from the working directory, and without
+/// one the embedded default (welcome route on 127.0.0.1:8080, admin on 127.0.0.1:9901; that
+/// part is skipped, with a message, when another process holds those ports).
+#[test]
+fn run_without_config_flag_uses_portico_yaml_or_the_embedded_default() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let admin = free_port();
+    std::fs::write(
+        dir.path().join("portico.yaml"),
+        format!(
+            "{}---\n{API}\nkind: Mapping\nmetadata: {{ name: hi }}\nspec: {{ prefix: /hi, direct_response: {{ status: 200, body: \"from cwd\" }} }}\n",
+            listener(port)
+        ),
+    )
+    .expect("write");
+    let mut child = std::process::Command::new(portico_bin())
+        .args([
+            "run",
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+            "--access-log",
+            "off",
+        ])
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let a = wait_for(&mut child, port, "/hi", "from cwd");
+    assert!(a.starts_with("HTTP/1.1 200"), "{a}");
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+    if !(free(8080) && free(9901)) {
+        eprintln!("SKIPPED embedded-default part: 127.0.0.1:8080 or :9901 is in use");
+        return;
+    }
+    let empty = tempfile::tempdir().expect("tempdir");
+    let mut child = std::process::Command::new(portico_bin())
+        .args(["run", "--access-log", "off"])
+        .current_dir(empty.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let welcome = wait_for(&mut child, 8080, "/", "HTTP/1.1 200");
+    let ready = wait_for(&mut child, 9901, "/ready", "LIVE");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        welcome.to_ascii_lowercase().contains("portico"),
+        "{welcome}"
+    );
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
 }

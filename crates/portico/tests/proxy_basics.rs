@@ -2,6 +2,7 @@
 
 mod common;
 use common::*;
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxies_http1_and_h2c_with_forwarding_headers() {
@@ -89,4 +90,124 @@ async fn h2c_upstream_by_scheme_and_by_grpc_flag() {
     for t in tasks {
         assert_eq!(t.await.expect("join"), Ok(200));
     }
+}
+
+/// An upstream that counts the connections it accepts, records request headers, and answers
+/// with hop-by-hop headers of its own (`connection: x-up-hop`, `x-up-hop`, `keep-alive`).
+async fn hop_upstream() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::Mutex<Vec<http::HeaderMap>>>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let conns = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<http::HeaderMap>>> = Default::default();
+    let (c2, s2) = (conns.clone(), seen.clone());
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            c2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let seen = s2.clone();
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        seen.lock().expect("lock").push(req.headers().clone());
+                        async move {
+                            let r = http::Response::builder()
+                                .header("connection", "x-up-hop")
+                                .header("x-up-hop", "secret")
+                                .header("keep-alive", "timeout=5")
+                                .header("x-up-keep", "yes")
+                                .body(http_body_util::Full::new(bytes::Bytes::from_static(b"ok")))
+                                .expect("response");
+                            Ok::<_, std::convert::Infallible>(r)
+                        }
+                    });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, conns, seen)
+}
+
+/// Hop-by-hop headers are dropped both ways (those named by `connection` too); a client's
+/// `x-request-id` is kept and its `x-forwarded-proto` overwritten; upstream connections are
+/// pooled and reused across requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_headers_request_id_and_pooled_upstream_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (addr, conns, seen) = hop_upstream().await;
+    let p = Portico::start(&format!(
+        "{API}\nkind: Mapping\nmetadata: {{ name: hop }}\nspec: {{ prefix: /, service: '{addr}' }}\n"
+    ))
+    .await;
+
+    // A raw request, so the client library adds or drops nothing.
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", p.port))
+        .await
+        .expect("connect");
+    s.write_all(
+        b"GET /hop HTTP/1.1\r\nhost: example.test\r\nconnection: keep-alive, x-foo\r\nx-foo: drop-me\r\n\
+          keep-alive: timeout=300\r\nproxy-connection: keep-alive\r\nx-request-id: client-id-1\r\n\
+          x-forwarded-proto: https\r\nx-kept: yes\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let mut buf = Vec::new();
+    let head_end = loop {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .expect("response in time")
+            .expect("read");
+        assert!(
+            n > 0,
+            "connection closed: {}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("\r\nx-up-keep: yes"), "{head}");
+    for gone in ["x-up-hop", "keep-alive:"] {
+        assert!(!head.contains(gone), "response kept {gone}: {head}");
+    }
+
+    let h = seen
+        .lock()
+        .expect("lock")
+        .last()
+        .cloned()
+        .expect("upstream saw the request");
+    for gone in ["x-foo", "keep-alive", "proxy-connection"] {
+        assert!(!h.contains_key(gone), "upstream got {gone}: {h:?}");
+    }
+    if let Some(c) = h.get("connection") {
+        assert!(!c.to_str().unwrap_or("").contains("x-foo"), "{h:?}");
+    }
+    assert_eq!(h["x-kept"], "yes");
+    assert_eq!(h["x-request-id"], "client-id-1");
+    assert_eq!(
+        h["x-forwarded-proto"], "http",
+        "a client's value is overwritten"
+    );
+
+    // Pooling: 30 more requests reuse the upstream connections instead of opening one each
+    // (at most one per worker, and the raw connection's).
+    for i in 0..30 {
+        let r = get(&p.url(&format!("/pool/{i}")), &[]).await;
+        assert_eq!(r.status, 200);
+    }
+    let opened = conns.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(seen.lock().expect("lock").len(), 31);
+    assert!(opened <= 3, "{opened} upstream connections for 31 requests");
 }

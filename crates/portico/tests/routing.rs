@@ -814,11 +814,33 @@ async fn dns_name_service_and_upstream_dns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_replies_no_route_and_upstream_down() {
     let dead = free_port(); // nothing listens there
-    let p = Portico::start(&docs(&[mapping(
-        "down",
-        &format!("{{ prefix: /down/, service: '127.0.0.1:{dead}' }}"),
-    )]))
+    let p = Portico::start(&docs(&[
+        mapping(
+            "down",
+            &format!("{{ prefix: /down/, service: '127.0.0.1:{dead}' }}"),
+        ),
+        // A name that resolves to nothing: an upstream without a single endpoint.
+        format!(
+            "{API}\nkind: Upstream\nmetadata: {{ name: nowhere }}\nspec: {{ dns: 'does-not-exist.invalid:80' }}\n"
+        ),
+        mapping("empty", "{ prefix: /empty/, service: nowhere }"),
+    ]))
     .await;
+    let r = get(&p.url("/empty/a"), &[]).await;
+    assert_eq!(r.status, 503);
+    let r = send(
+        request(
+            "POST",
+            &p.url("/empty/grpc"),
+            &[("content-type", "application/grpc")],
+            "",
+        ),
+        true,
+    )
+    .await
+    .expect("grpc request");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("grpc-status"), Some("14"), "UNAVAILABLE");
     let r = get(&p.url("/nowhere?x=1"), &[]).await;
     assert_eq!(r.status, 404);
     assert_eq!(r.text(), "no route\n");
@@ -831,7 +853,7 @@ async fn local_replies_no_route_and_upstream_down() {
         r.text()
     );
 
-    let log = p.wait_log_lines(2).await;
+    let log = p.wait_log_lines(4).await;
     let nr = log
         .iter()
         .find(|l| l["path"] == "/nowhere?x=1")
@@ -845,6 +867,13 @@ async fn local_replies_no_route_and_upstream_down() {
     assert_eq!(uf["status"], 503);
     assert_eq!(uf["flags"], "UF");
     assert_eq!(uf["route"], "down");
+    let uh = log
+        .iter()
+        .find(|l| l["path"] == "/empty/a")
+        .expect("UH line");
+    assert_eq!(uh["status"], 503);
+    assert_eq!(uh["flags"], "UH");
+    assert_eq!(uh["route"], "empty");
 }
 
 /// A raw upstream that answers every connection with `reply` and closes.
