@@ -385,8 +385,7 @@ async fn mtls_requires_client_certificate_and_forwards_identity() {
         mapping(&up),
     ]
     .join("---\n");
-    let _p =
-        Portico::start_with_listeners(&listener_doc("tls", tls_port, "HTTPS", ""), &docs).await;
+    let p = Portico::start_with_listeners(&listener_doc("tls", tls_port, "HTTPS", ""), &docs).await;
     let ca = ca.to_str().expect("path");
     let resolve = format!("mtls.test:{tls_port}:127.0.0.1");
     let url = format!("https://mtls.test:{tls_port}/m");
@@ -422,6 +421,13 @@ async fn mtls_requires_client_certificate_and_forwards_identity() {
     assert!(xfcc.contains("Subject=\"CN=client-one\""), "{xfcc}");
     assert!(xfcc.contains("DNS=client-one.test"), "{xfcc}");
     assert!(!xfcc.contains("forged"));
+    // The access log carries the same verified identity (the failed handshake logged nothing).
+    let lines = p.wait_log_lines(1).await;
+    let line = lines
+        .iter()
+        .find(|l| l["path"] == "/m")
+        .unwrap_or_else(|| panic!("log line for /m: {lines:?}"));
+    assert_eq!(line["client_cert"], xfcc.as_str(), "{line}");
 
     // ca_file applies to its Host only; the forged header is removed there.
     let (ok, out, err) = curl(&[
@@ -436,6 +442,18 @@ async fn mtls_requires_client_certificate_and_forwards_identity() {
     assert!(ok, "open host needs no client cert: {err}");
     assert_eq!(out, "upstream u");
     assert!(!up.last().headers.contains_key("x-forwarded-client-cert"));
+    // No client certificate: `client_cert` is null (a forged header never reaches the log).
+    let lines = p.wait_log_lines(2).await;
+    let line = lines
+        .iter()
+        .find(|l| l["path"] == "/o")
+        .unwrap_or_else(|| panic!("log line for /o: {lines:?}"));
+    assert!(line["client_cert"].is_null(), "{line}");
+    assert!(
+        line.as_object()
+            .is_some_and(|o| o.contains_key("client_cert")),
+        "the field is always there: {line}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
