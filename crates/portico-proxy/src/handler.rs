@@ -703,7 +703,15 @@ async fn attempt(
     ep: &Arc<Endpoint>,
 ) -> AttemptOutcome {
     let cb = up.conf.circuit_breakers;
-    let mut pooled = pool::checkout(key, params.protocol).await;
+    let mut pooled = match within(
+        deadline,
+        pool::checkout(key, params.protocol, params.connect_timeout),
+    )
+    .await
+    {
+        Err(Elapsed) => return AttemptOutcome::Deadline,
+        Ok(c) => c,
+    };
     loop {
         let fresh = pooled.is_none();
         let conn = match pooled.take() {

@@ -439,6 +439,8 @@ pub fn listener_doc(name: &str, port: u16, protocol: &str, extra: &str) -> Strin
 /// A loopback upstream (HTTP/1.1 + h2c) whose behaviour a test changes while it runs:
 /// `status` and `delay_ms` for ordinary requests, `health_status` for paths starting with
 /// `/healthz`. Answers carry `x-upstream: NAME`; `hits` counts ordinary requests only.
+/// `connections` counts the connections it accepted and `peak` the most ordinary requests it
+/// had in flight at once (multiplexing checks).
 pub struct Controlled {
     pub addr: SocketAddr,
     pub name: String,
@@ -447,6 +449,8 @@ pub struct Controlled {
     pub delay_ms: Arc<std::sync::atomic::AtomicU64>,
     pub hits: Arc<std::sync::atomic::AtomicUsize>,
     pub health_hits: Arc<std::sync::atomic::AtomicUsize>,
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
+    pub peak: Arc<std::sync::atomic::AtomicUsize>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -462,6 +466,9 @@ impl Controlled {
         let delay_ms = Arc::new(AtomicU64::new(delay.as_millis() as u64));
         let hits = Arc::new(AtomicUsize::new(0));
         let health_hits = Arc::new(AtomicUsize::new(0));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let in_flight = Arc::new(AtomicUsize::new(0));
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let shared = (
             status.clone(),
@@ -470,7 +477,9 @@ impl Controlled {
             hits.clone(),
             health_hits.clone(),
             name.to_string(),
+            (in_flight, peak.clone()),
         );
+        let accepted_count = connections.clone();
         tokio::spawn(async move {
             loop {
                 let accepted = tokio::select! {
@@ -478,11 +487,19 @@ impl Controlled {
                     _ = &mut stop_rx => break,
                 };
                 let Ok((stream, _)) = accepted else { continue };
+                accepted_count.fetch_add(1, Ordering::SeqCst);
                 let shared = shared.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
-                        let (status, health_status, delay_ms, hits, health_hits, name) =
-                            shared.clone();
+                        let (
+                            status,
+                            health_status,
+                            delay_ms,
+                            hits,
+                            health_hits,
+                            name,
+                            (in_flight, peak),
+                        ) = shared.clone();
                         async move {
                             let health = req.uri().path().starts_with("/healthz");
                             let _ = req.into_body().collect().await;
@@ -491,10 +508,13 @@ impl Controlled {
                                 health_status.load(Ordering::SeqCst)
                             } else {
                                 hits.fetch_add(1, Ordering::SeqCst);
+                                let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                                peak.fetch_max(now, Ordering::SeqCst);
                                 let d = delay_ms.load(Ordering::SeqCst);
                                 if d > 0 {
                                     tokio::time::sleep(Duration::from_millis(d)).await;
                                 }
+                                in_flight.fetch_sub(1, Ordering::SeqCst);
                                 status.load(Ordering::SeqCst)
                             };
                             let mut r =
@@ -519,6 +539,8 @@ impl Controlled {
             delay_ms,
             hits,
             health_hits,
+            connections,
+            peak,
             stop: Some(stop_tx),
         }
     }
