@@ -111,6 +111,11 @@ fn nonzero_ms(v: u64) -> Option<Duration> {
     (v > 0).then(|| ms(v))
 }
 
+/// Smallest HTTP/2 flow-control window (the protocol's initial 65535 octets).
+const H2_MIN_WINDOW: u64 = 65_535;
+/// Largest HTTP/2 flow-control window, 2^31-1 octets (RFC 9113 §6.9.1).
+const H2_MAX_WINDOW: u64 = (1 << 31) - 1;
+
 /// A Listener's limits, defaults filled in; out-of-range values are errors at their key.
 fn listener_limits(r: &Resource, d: &mut Diags, l: &ListenerSpec) -> ListenerLimits {
     let def = ListenerLimits::default();
@@ -156,6 +161,21 @@ fn listener_limits(r: &Resource, d: &mut Diags, l: &ListenerSpec) -> ListenerLim
         65_535,
         u64::from(def.max_concurrent_streams),
     );
+    // RFC 9113 §6.5.2 / §6.9.1: a flow-control window is 65535 to 2^31-1 octets.
+    let stream_window = check(
+        "initial_stream_window_bytes",
+        l.initial_stream_window_bytes.map(u64::from),
+        H2_MIN_WINDOW,
+        H2_MAX_WINDOW,
+        u64::from(def.initial_stream_window_bytes),
+    );
+    let connection_window = check(
+        "initial_connection_window_bytes",
+        l.initial_connection_window_bytes.map(u64::from),
+        H2_MIN_WINDOW,
+        H2_MAX_WINDOW,
+        u64::from(def.initial_connection_window_bytes),
+    );
     let head_ms = check(
         "header_read_timeout_ms",
         l.header_read_timeout_ms,
@@ -176,6 +196,8 @@ fn listener_limits(r: &Resource, d: &mut Diags, l: &ListenerSpec) -> ListenerLim
         max_headers_count: count as u32,
         max_uri_bytes: uri as u32,
         max_concurrent_streams: streams as u32,
+        initial_stream_window_bytes: stream_window as u32,
+        initial_connection_window_bytes: connection_window as u32,
         header_read_timeout: Duration::from_millis(head_ms),
         request_body_idle_timeout: nonzero_ms(body_ms),
     }

@@ -128,6 +128,8 @@ pub struct ListenerSpec {
     pub max_headers_count: Option<u32>,
     pub max_uri_bytes: Option<u32>,
     pub max_concurrent_streams: Option<u32>,
+    pub initial_stream_window_bytes: Option<u32>,
+    pub initial_connection_window_bytes: Option<u32>,
     pub header_read_timeout_ms: Option<u64>,
     pub request_body_idle_timeout_ms: Option<u64>,
 }

@@ -114,6 +114,12 @@ pub struct ListenerLimits {
     pub max_uri_bytes: u32,
     /// HTTP/2 streams open at once per connection.
     pub max_concurrent_streams: u32,
+    /// HTTP/2 receive window per stream (`SETTINGS_INITIAL_WINDOW_SIZE`): request body bytes
+    /// one stream may send before Portico has read them.
+    pub initial_stream_window_bytes: u32,
+    /// HTTP/2 receive window per connection (raised from 65535 by a WINDOW_UPDATE on stream 0):
+    /// request body bytes all streams of a connection together may have unread.
+    pub initial_connection_window_bytes: u32,
     /// How long a request head may take to arrive (slowloris guard).
     pub header_read_timeout: Duration,
     /// Longest pause in a request body before the request ends with 408 SI (slow POST guard);
@@ -128,6 +134,8 @@ impl Default for ListenerLimits {
             max_headers_count: 100,
             max_uri_bytes: 8 * 1024,
             max_concurrent_streams: 100,
+            initial_stream_window_bytes: 1024 * 1024,
+            initial_connection_window_bytes: 2 * 1024 * 1024,
             header_read_timeout: Duration::from_secs(10),
             request_body_idle_timeout: Some(Duration::from_secs(30)),
         }

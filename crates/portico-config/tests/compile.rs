@@ -454,6 +454,8 @@ spec:
   max_headers_count: 20
   max_uri_bytes: 2048
   max_concurrent_streams: 10
+  initial_stream_window_bytes: 65535
+  initial_connection_window_bytes: 2147483647
   header_read_timeout_ms: 2000
   request_body_idle_timeout_ms: 0
 ";
@@ -479,6 +481,11 @@ spec:
     assert_eq!(plain.limits.max_headers_count, 100);
     assert_eq!(plain.limits.max_uri_bytes, 8192);
     assert_eq!(plain.limits.max_concurrent_streams, 100);
+    assert_eq!(plain.limits.initial_stream_window_bytes, 1024 * 1024);
+    assert_eq!(
+        plain.limits.initial_connection_window_bytes,
+        2 * 1024 * 1024
+    );
     assert_eq!(plain.limits.header_read_timeout, Duration::from_secs(10));
     assert_eq!(
         plain.limits.request_body_idle_timeout,
@@ -496,6 +503,8 @@ spec:
             max_headers_count: 20,
             max_uri_bytes: 2048,
             max_concurrent_streams: 10,
+            initial_stream_window_bytes: 65_535,
+            initial_connection_window_bytes: 2_147_483_647,
             header_read_timeout: Duration::from_secs(2),
             request_body_idle_timeout: None,
         }

@@ -961,6 +961,23 @@ fn listener_limits_out_of_range_are_positioned_errors() {
             "header_read_timeout_ms: 0",
             "header_read_timeout_ms must be 1-3600000",
         ),
+        // RFC 9113 flow-control window bounds: 65535 to 2^31-1.
+        (
+            "initial_stream_window_bytes: 65534",
+            "initial_stream_window_bytes must be 65535-2147483647",
+        ),
+        (
+            "initial_stream_window_bytes: 2147483648",
+            "initial_stream_window_bytes must be 65535-2147483647",
+        ),
+        (
+            "initial_connection_window_bytes: 1024",
+            "initial_connection_window_bytes must be 65535-2147483647",
+        ),
+        (
+            "initial_connection_window_bytes: 4294967295",
+            "initial_connection_window_bytes must be 65535-2147483647",
+        ),
     ] {
         let col = field.find(':').map_or(0, |i| i as u32 + 5);
         one_error(&listener(field), 6, col, needle);

@@ -64,6 +64,9 @@ pub struct Entry<'a> {
     pub upstream_duration_ms: Option<f64>,
     pub request_id: &'a str,
     pub client: &'a str,
+    /// The verified mTLS client certificate, as sent upstream in `x-forwarded-client-cert`
+    /// (`Hash=…;Subject="…";URI=…;DNS=…`); `null` without one (plain HTTP, TLS without mTLS).
+    pub client_cert: Option<&'a str>,
     /// Why Portico rejected the request, when it did so before routing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'a str>,
@@ -121,6 +124,8 @@ impl Entry<'_> {
         json_str(out, self.request_id);
         out.push_str(",\"client\":");
         json_str(out, self.client);
+        out.push_str(",\"client_cert\":");
+        json_opt(out, self.client_cert);
         if let Some(e) = self.error {
             out.push_str(",\"error\":");
             json_str(out, e);
@@ -357,7 +362,11 @@ mod tests {
         assert_eq!(rfc3339_millis(t), "2026-11-18T11:06:40.123Z");
     }
 
-    fn sample<'a>(path: &'a str, error: Option<&'a str>) -> Entry<'a> {
+    fn sample<'a>(
+        path: &'a str,
+        client_cert: Option<&'a str>,
+        error: Option<&'a str>,
+    ) -> Entry<'a> {
         Entry {
             ts: "2026-11-26T22:30:00.123Z",
             method: "GET",
@@ -376,20 +385,22 @@ mod tests {
             upstream_duration_ms: Some(7.0),
             request_id: "0a1b",
             client: "::1",
+            client_cert,
             error,
         }
     }
 
     #[test]
     fn hand_written_json_matches_serde() {
-        for (path, error) in [
-            ("/plain?q=1", None),
+        for (path, client_cert, error) in [
+            ("/plain?q=1", None, None),
             (
                 "/quote\"back\\slash\u{1}ctl\ttab\nnl/é",
+                Some("Hash=0a1b;Subject=\"CN=client \\\"one\\\"\";URI=spiffe://t/c;DNS=c.test"),
                 Some("bad \"thing\""),
             ),
         ] {
-            let e = sample(path, error);
+            let e = sample(path, client_cert, error);
             let mut line = String::new();
             e.render(&mut line);
             assert!(

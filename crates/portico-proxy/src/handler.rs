@@ -703,7 +703,15 @@ async fn attempt(
     ep: &Arc<Endpoint>,
 ) -> AttemptOutcome {
     let cb = up.conf.circuit_breakers;
-    let mut pooled = pool::checkout(key, params.protocol).await;
+    let mut pooled = match within(
+        deadline,
+        pool::checkout(key, params.protocol, params.connect_timeout),
+    )
+    .await
+    {
+        Err(Elapsed) => return AttemptOutcome::Deadline,
+        Ok(c) => c,
+    };
     loop {
         let fresh = pooled.is_none();
         let conn = match pooled.take() {
@@ -1085,6 +1093,9 @@ struct LogFields {
     wall: SystemTime,
     /// The client address as logged.
     client: HeaderValue,
+    /// The verified mTLS client identity (the `x-forwarded-client-cert` value); shares the
+    /// connection's bytes, no copy.
+    client_cert: Option<HeaderValue>,
     method: http::Method,
     authority: String,
     path: String,
@@ -1105,6 +1116,7 @@ impl Record {
             } else {
                 headers::ip_value(client)
             },
+            client_cert: conn.client_cert.clone(),
             method: req.method().clone(),
             authority: authority_of(req).to_owned(),
             path: req
@@ -1279,6 +1291,7 @@ impl Record {
             upstream_duration_ms: self.upstream_start.map(|s| millis(end.duration_since(s))),
             request_id,
             client: log.client.to_str().unwrap_or("-"),
+            client_cert: log.client_cert.as_ref().and_then(|v| v.to_str().ok()),
             error: None,
         };
         proxy.access_log.write(&entry);
@@ -1314,6 +1327,7 @@ pub fn log_rejected(proxy: &Proxy, conn: &ConnInfo, status: u16, detail: &str) {
         upstream_duration_ms: None,
         request_id: "-",
         client: conn.peer_ip.to_str().unwrap_or("-"),
+        client_cert: conn.client_cert.as_ref().and_then(|v| v.to_str().ok()),
         error: Some(detail),
     };
     proxy.access_log.write(&entry);

@@ -21,6 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use portico_config::snapshot::UpstreamProtocol;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 
 use crate::body::ReqBody;
 use crate::upstream::{Held, UpstreamState};
@@ -43,6 +44,49 @@ struct IdleH1 {
 struct Pool {
     h1: HashMap<PoolKey, Vec<IdleH1>, ahash::RandomState>,
     h2: HashMap<PoolKey, http2::SendRequest<ReqBody>, ahash::RandomState>,
+    /// Connections being opened that may become shared HTTP/2 ones (`h2c`, `auto`), by id:
+    /// requests arriving meanwhile wait for that one instead of each opening their own (40
+    /// requests at once to a cold h2 upstream would otherwise open 40 connections). The
+    /// receiver's `changed()` ends when the opener finishes, whatever the outcome.
+    connecting: HashMap<PoolKey, (u64, watch::Receiver<()>), ahash::RandomState>,
+    next_connecting: u64,
+}
+
+/// Marks a connection to `key` as being opened; unmarks it (and wakes the waiters) when
+/// dropped, i.e. when `connect` returns or its caller gives up.
+struct Connecting {
+    key: PoolKey,
+    id: u64,
+    _done: watch::Sender<()>,
+}
+
+impl Connecting {
+    fn register(key: PoolKey) -> Connecting {
+        let (tx, rx) = watch::channel(());
+        let id = POOL.with(|p| {
+            let mut p = p.borrow_mut();
+            p.next_connecting += 1;
+            let id = p.next_connecting;
+            p.connecting.insert(key, (id, rx));
+            id
+        });
+        Connecting { key, id, _done: tx }
+    }
+}
+
+impl Drop for Connecting {
+    fn drop(&mut self) {
+        // Runs before `_done` is dropped: woken waiters find the entry gone.
+        let _ = POOL.try_with(|p| {
+            let mut p = p.borrow_mut();
+            if p.connecting
+                .get(&self.key)
+                .is_some_and(|(id, _)| *id == self.id)
+            {
+                p.connecting.remove(&self.key);
+            }
+        });
+    }
 }
 
 thread_local! {
@@ -134,27 +178,43 @@ pub fn fit_form(req: &mut Request<ReqBody>, h2: bool, protocol: UpstreamProtocol
     }
 }
 
-/// Takes an idle connection to `key`, if one is usable. `reused` tells the caller that a
-/// failure to send on it may be a stale connection.
-pub async fn checkout(key: PoolKey, protocol: UpstreamProtocol) -> Option<Conn> {
+/// The shared HTTP/2 connection to `key`, if there is a live one.
+fn shared_h2(key: PoolKey) -> Option<http2::SendRequest<ReqBody>> {
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        match p.h2.get(&key) {
+            Some(tx) if !tx.is_closed() => Some(tx.clone()),
+            Some(_) => {
+                p.h2.remove(&key);
+                None
+            }
+            None => None,
+        }
+    })
+}
+
+/// Takes an idle connection to `key`, if one is usable. For `h2c`/`auto`, when a connection to
+/// `key` is being opened, waits (up to `wait`, the connect timeout) for it to be shared rather
+/// than having the caller open another.
+pub async fn checkout(key: PoolKey, protocol: UpstreamProtocol, wait: Duration) -> Option<Conn> {
     // HTTP/2 first: always for h2c, and for `auto` when ALPN picked h2 on an earlier connection.
     if matches!(protocol, UpstreamProtocol::H2c | UpstreamProtocol::Auto) {
-        let shared = POOL.with(|p| {
-            let mut p = p.borrow_mut();
-            match p.h2.get(&key) {
-                Some(tx) if !tx.is_closed() => Some(tx.clone()),
-                Some(_) => {
-                    p.h2.remove(&key);
-                    None
-                }
-                None => None,
+        let mut shared = shared_h2(key);
+        if shared.is_none() {
+            let pending = POOL.with(|p| p.borrow().connecting.get(&key).map(|(_, rx)| rx.clone()));
+            if let Some(mut rx) = pending {
+                // Ends when the opener finishes (its sender is dropped), however it went.
+                let _ = tokio::time::timeout(wait, rx.changed()).await;
+                shared = shared_h2(key);
             }
-        });
+        }
         if let Some(mut tx) = shared
             && tx.ready().await.is_ok()
         {
             return Some(Conn::H2(tx));
         }
+        // No shared connection (none yet, the opener failed, or ALPN picked HTTP/1.1): the
+        // caller opens one.
         if protocol == UpstreamProtocol::H2c {
             return None;
         }
@@ -214,6 +274,13 @@ pub async fn connect(
     params: ConnectParams,
     slot: Held,
 ) -> Result<Conn, ConnectError> {
+    // Registered before the first await: on a worker's current-thread runtime no other request
+    // can run between a `checkout` that found nothing and this line.
+    let _connecting = matches!(
+        params.protocol,
+        UpstreamProtocol::H2c | UpstreamProtocol::Auto
+    )
+    .then(|| Connecting::register(key));
     let until = tokio::time::Instant::now() + params.connect_timeout;
     let stream = match tokio::time::timeout_at(until, TcpStream::connect(key.addr)).await {
         Err(_) => return Err(ConnectError::Timeout),

@@ -26,7 +26,7 @@ use crate::state::Proxy;
 use crate::tls;
 
 // Limits on downstream HTTP. The per-listener ones (head size, header count, URI length,
-// concurrent streams, header read and body idle timeouts) come from the Listener's config
+// concurrent streams, HTTP/2 flow-control windows, header read and body idle timeouts) come from the Listener's config
 // (`ListenerLimits`, CONTRACT §5 defaults); these are the fixed ones.
 
 /// Request-line allowance added to `max_request_headers_kb` for the HTTP/1 read buffer.
@@ -39,10 +39,6 @@ pub const H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 50;
 /// Streams the server may reset because of the client's protocol errors before it sends
 /// GOAWAY (h2's guard against provoked-reset floods).
 pub const H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
-/// Flow control: per-stream and per-connection receive windows advertised to clients
-/// (bounds what one client can make Portico buffer per stream / per connection).
-pub const H2_INITIAL_STREAM_WINDOW: u32 = 1024 * 1024;
-pub const H2_INITIAL_CONNECTION_WINDOW: u32 = 2 * 1024 * 1024;
 /// Largest frame payload accepted (the RFC 9113 default).
 pub const H2_MAX_FRAME_SIZE: u32 = 16 * 1024;
 /// Response bytes buffered per stream before backpressure reaches the upstream.
@@ -260,8 +256,10 @@ fn builder(conf: &ListenerConf) -> auto::Builder<TokioExecutor> {
         .max_header_list_size(limits.max_request_headers_bytes)
         .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESET_STREAMS)
         .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESET_STREAMS)
-        .initial_stream_window_size(H2_INITIAL_STREAM_WINDOW)
-        .initial_connection_window_size(H2_INITIAL_CONNECTION_WINDOW)
+        // Flow control: the receive windows advertised to clients bound what one client can
+        // make Portico buffer per stream / per connection.
+        .initial_stream_window_size(limits.initial_stream_window_bytes)
+        .initial_connection_window_size(limits.initial_connection_window_bytes)
         .max_frame_size(H2_MAX_FRAME_SIZE)
         .max_send_buf_size(H2_MAX_SEND_BUF);
     if conf.http2 { b } else { b.http1_only() }

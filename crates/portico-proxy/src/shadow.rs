@@ -136,7 +136,7 @@ async fn send(
         addr: ep.addr,
     };
     let params = ConnectParams::of(up);
-    let conn = match pool::checkout(key, params.protocol).await {
+    let conn = match pool::checkout(key, params.protocol, params.connect_timeout).await {
         Some(c) => c,
         None => {
             let Some(slot) = up

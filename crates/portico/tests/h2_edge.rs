@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use common::h2raw::{self, *};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 fn direct() -> String {
@@ -130,41 +131,6 @@ async fn rapid_reset_client_is_cut_off_while_others_are_served() {
 
 // ---------------------------------------------------------------- raw frames
 
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-const DATA: u8 = 0;
-const HEADERS: u8 = 1;
-const RST_STREAM: u8 = 3;
-const SETTINGS: u8 = 4;
-const GOAWAY: u8 = 7;
-const WINDOW_UPDATE: u8 = 8;
-const END_STREAM: u8 = 1;
-const END_HEADERS: u8 = 4;
-const PROTOCOL_ERROR: u32 = 1;
-const FRAME_SIZE_ERROR: u32 = 6;
-
-fn frame(ty: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len() as u32;
-    let mut f = len.to_be_bytes()[1..].to_vec();
-    f.push(ty);
-    f.push(flags);
-    f.extend_from_slice(&stream.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
-/// HPACK: every field as "literal without indexing, new name", no Huffman.
-fn hpack(fields: &[(&str, &str)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (n, v) in fields {
-        out.push(0);
-        out.push(n.len() as u8);
-        out.extend_from_slice(n.as_bytes());
-        out.push(v.len() as u8);
-        out.extend_from_slice(v.as_bytes());
-    }
-    out
-}
-
 fn valid_request() -> Vec<(&'static str, &'static str)> {
     vec![
         (":method", "GET"),
@@ -186,51 +152,34 @@ enum Answer {
 /// Opens a connection, sends the preface, an empty SETTINGS and then `frames`; returns the
 /// first RST_STREAM, GOAWAY or response HEADERS.
 async fn exchange(port: u16, frames: &[Vec<u8>]) -> Answer {
-    let mut s = TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect");
-    let mut out = PREFACE.to_vec();
-    out.extend(frame(SETTINGS, 0, 0, &[]));
-    for f in frames {
-        out.extend_from_slice(f);
-    }
+    let mut s = h2raw::open(port).await;
+    let out: Vec<u8> = frames.concat();
     s.write_all(&out).await.expect("write");
-    let mut buf = Vec::new();
+    let mut reader = h2raw::Reader::new();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        while buf.len() >= 9 {
-            let len = u32::from_be_bytes([0, buf[0], buf[1], buf[2]]) as usize;
-            if buf.len() < 9 + len {
-                break;
+        let Some(f) = reader.next(&mut s, deadline).await else {
+            assert!(Instant::now() < deadline, "no answer in time");
+            return Answer::Closed;
+        };
+        match f.ty {
+            RST_STREAM if f.payload.len() >= 4 => {
+                return Answer::Rst {
+                    stream: f.stream,
+                    code: f.word(0).unwrap_or_default(),
+                };
             }
-            let ty = buf[3];
-            let flags = buf[4];
-            let stream = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
-            let payload: Vec<u8> = buf[9..9 + len].to_vec();
-            buf.drain(..9 + len);
-            match ty {
-                RST_STREAM if payload.len() >= 4 => {
-                    let code = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
-                    return Answer::Rst { stream, code };
-                }
-                GOAWAY if payload.len() >= 8 => {
-                    let code = u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]);
-                    return Answer::GoAway { code };
-                }
-                HEADERS => return Answer::Headers { stream },
-                SETTINGS if flags & 1 == 0 => {
-                    // Acknowledge the server's SETTINGS.
-                    let _ = s.write_all(&frame(SETTINGS, 1, 0, &[])).await;
-                }
-                _ => {}
+            GOAWAY if f.payload.len() >= 8 => {
+                return Answer::GoAway {
+                    code: f.word(4).unwrap_or_default(),
+                };
             }
-        }
-        let mut chunk = [0u8; 4096];
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, s.read(&mut chunk)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return Answer::Closed,
-            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-            Err(_) => panic!("no answer in time"),
+            HEADERS => return Answer::Headers { stream: f.stream },
+            SETTINGS if f.flags & ACK == 0 => {
+                // Acknowledge the server's SETTINGS.
+                let _ = s.write_all(&frame(SETTINGS, ACK, 0, &[])).await;
+            }
+            _ => {}
         }
     }
 }
@@ -363,5 +312,138 @@ async fn invalid_frames_and_pseudo_headers_get_protocol_errors() {
         .await
         .expect("h2c after");
     assert_eq!(r.status, 200);
+    assert!(!p.stderr().contains("panicked"), "no panic: {}", p.stderr());
+}
+
+/// Resident memory of a process in KiB (`VmRSS` in /proc), 0 when unreadable.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continuation_flood_gets_goaway_while_others_are_served() {
+    // CVE-2024-27316 class: HEADERS without END_HEADERS, then CONTINUATION frames without end.
+    // A server that buffers them until END_HEADERS grows without bound; Portico must cut the
+    // connection off after a few frames.
+    let p = Portico::start(&direct()).await;
+    let port = p.port;
+    let pid = p.child.id();
+
+    // A well-behaved h2c client, looping on its own connection throughout.
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let bad = Arc::new(AtomicUsize::new(0));
+    let normal = {
+        let (stop, ok, bad) = (stop.clone(), ok.clone(), bad.clone());
+        let url = p.url("/normal");
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match send(request("GET", &url, &[], Bytes::new()), true).await {
+                    Ok(r) if r.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => bad.fetch_add(1, Ordering::Relaxed),
+                };
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    // The normal client is up before the attack.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ok.load(Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "normal client never served");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let rss_before = rss_kib(pid);
+
+    // The attacker: each CONTINUATION carries ~1 KiB of header fields; up to 20,000 of them
+    // (20 MiB) unless the server stops reading.
+    const FLOOD: usize = 20_000;
+    let s = h2raw::open(port).await;
+    let (mut rd, mut wr) = s.into_split();
+    let mut first = valid_request();
+    first.push(("x-flood", "start"));
+    let value = "v".repeat(120);
+    let fields: Vec<(&str, &str)> = (0..8).map(|_| ("x-flood", value.as_str())).collect();
+    let continuation = frame(CONTINUATION, 0, 1, &hpack(&fields));
+    let started = Instant::now();
+    let writer = tokio::spawn(async move {
+        wr.write_all(&frame(HEADERS, END_STREAM, 1, &hpack(&first)))
+            .await
+            .map_err(|_| 0usize)?;
+        let batch: Vec<u8> = continuation.repeat(16);
+        let mut sent = 0usize;
+        while sent < FLOOD {
+            if wr.write_all(&batch).await.is_err() {
+                return Err(sent);
+            }
+            sent += 16;
+        }
+        Ok(sent)
+    });
+
+    // Read until GOAWAY or close.
+    let mut reader = h2raw::Reader::new();
+    let read_deadline = Instant::now() + Duration::from_secs(10);
+    let mut goaway = None;
+    loop {
+        let Some(f) = reader.next(&mut rd, read_deadline).await else {
+            break;
+        };
+        if f.ty == GOAWAY {
+            goaway = f.word(4);
+            break;
+        }
+    }
+    let cut_after = started.elapsed();
+    assert!(
+        Instant::now() < read_deadline,
+        "no GOAWAY or close within 10 s of the flood"
+    );
+    // The writer stops once the server has closed the connection (or it finishes writing into
+    // socket buffers nobody reads: then the server stopped reading, which is a cut-off too).
+    let written = tokio::time::timeout(Duration::from_secs(10), writer)
+        .await
+        .expect("flood writer ends")
+        .expect("join");
+    let rss_after = rss_kib(pid);
+    eprintln!(
+        "continuation flood: cut off after {cut_after:?} with GOAWAY code {goaway:?}; \
+         frames written before the writer stopped: {written:?}; RSS {rss_before} -> {rss_after} KiB"
+    );
+    assert!(
+        written.is_err(),
+        "the server must stop the flood before all {FLOOD} frames: {written:?}"
+    );
+    if let Some(code) = goaway {
+        assert_eq!(code, ENHANCE_YOUR_CALM, "GOAWAY code");
+    }
+    assert!(
+        cut_after < Duration::from_secs(5),
+        "cut off quickly: {cut_after:?}"
+    );
+    // Nothing like the 20 MiB flood was kept.
+    assert!(
+        rss_after < rss_before + 16 * 1024,
+        "memory grew from {rss_before} to {rss_after} KiB"
+    );
+
+    // The normal client was served during and after the flood, without a failure.
+    let served = ok.load(Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ok.load(Ordering::Relaxed) < served + 10 {
+        assert!(
+            Instant::now() < deadline,
+            "normal client stalled after the flood"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    normal.await.expect("normal client");
+    assert_eq!(bad.load(Ordering::Relaxed), 0, "normal client never failed");
     assert!(!p.stderr().contains("panicked"), "no panic: {}", p.stderr());
 }

@@ -376,6 +376,108 @@ async fn http2_max_concurrent_streams_is_advertised_per_listener() {
     }
 }
 
+/// The HTTP/2 flow-control windows a server advertises on a new connection: the stream window
+/// (`SETTINGS_INITIAL_WINDOW_SIZE`, 65535 when absent) and the connection window (65535 plus
+/// the WINDOW_UPDATEs on stream 0 that follow its SETTINGS).
+async fn advertised_windows(port: u16) -> (u32, u32) {
+    use common::h2raw::{self, *};
+    let mut s = h2raw::open(port).await;
+    let mut reader = h2raw::Reader::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut stream_window = None;
+    let mut connection_window: u32 = 65_535;
+    let mut increments = 0;
+    // The server's first frames are its SETTINGS and, right after, the connection-window
+    // WINDOW_UPDATE; read until both arrived (or a short quiet period after the SETTINGS, for
+    // a server that sends no update).
+    while let Some(f) = reader
+        .next(
+            &mut s,
+            if stream_window.is_some() {
+                deadline.min(Instant::now() + Duration::from_millis(500))
+            } else {
+                deadline
+            },
+        )
+        .await
+    {
+        match f.ty {
+            SETTINGS if f.flags & ACK == 0 => {
+                let v = f
+                    .settings()
+                    .into_iter()
+                    .find(|(id, _)| *id == SETTINGS_INITIAL_WINDOW_SIZE)
+                    .map_or(65_535, |(_, v)| v);
+                stream_window = Some(v);
+                let _ = s.write_all(&frame(SETTINGS, ACK, 0, &[])).await;
+            }
+            WINDOW_UPDATE if f.stream == 0 => {
+                connection_window += f.word(0).unwrap_or(0) & 0x7fff_ffff;
+                increments += 1;
+                if stream_window.is_some() {
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    let stream_window = stream_window.expect("server SETTINGS");
+    eprintln!(
+        "port {port}: stream window {stream_window}, connection window {connection_window} ({increments} update(s))"
+    );
+    (stream_window, connection_window)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_flow_control_windows_are_configurable_per_listener() {
+    let up = Upstream::start("up").await;
+    let tuned = free_port();
+    let minimal = free_port();
+    let p = Portico::start_with_listeners(
+        &format!(
+            "{}---\n{}",
+            listener_doc(
+                "tuned",
+                tuned,
+                "HTTP",
+                "initial_stream_window_bytes: 131072, initial_connection_window_bytes: 8388608"
+            ),
+            listener_doc(
+                "minimal",
+                minimal,
+                "HTTP",
+                "initial_stream_window_bytes: 65535, initial_connection_window_bytes: 65535"
+            ),
+        ),
+        &catch_all(&up),
+    )
+    .await;
+    // Defaults (1 MiB per stream, 2 MiB per connection), the tuned values, and the RFC minimum
+    // (the protocol's initial windows, so nothing to announce beyond them).
+    for (port, want) in [
+        (p.port, (1_048_576, 2_097_152)),
+        (tuned, (131_072, 8_388_608)),
+        (minimal, (65_535, 65_535)),
+    ] {
+        assert_eq!(advertised_windows(port).await, want, "port {port}");
+    }
+    // A body larger than the tuned stream window still flows (the window is replenished).
+    let big = "x".repeat(512 * 1024);
+    let r = send(
+        request(
+            "POST",
+            &format!("http://127.0.0.1:{tuned}/up"),
+            &[],
+            big.clone(),
+        ),
+        true,
+    )
+    .await
+    .expect("h2c POST");
+    assert_eq!(r.status, 200);
+    assert_eq!(up.last().body.len(), big.len());
+}
+
 // ---------------------------------------------------------------- timeouts
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -115,8 +115,18 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 fn client_config(pki: &Pki, alpn: &[&str], client: Option<&Leaf>) -> Arc<ClientConfig> {
+    client_config_versions(pki, rustls::DEFAULT_VERSIONS, alpn, client)
+}
+
+/// [`client_config`] offering only `versions` (e.g. TLS 1.2 alone).
+fn client_config_versions(
+    pki: &Pki,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    alpn: &[&str],
+    client: Option<&Leaf>,
+) -> Arc<ClientConfig> {
     let b = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .expect("versions")
         .with_root_certificates(pki.roots());
     let mut cfg = match client {
@@ -385,8 +395,7 @@ async fn mtls_requires_client_certificate_and_forwards_identity() {
         mapping(&up),
     ]
     .join("---\n");
-    let _p =
-        Portico::start_with_listeners(&listener_doc("tls", tls_port, "HTTPS", ""), &docs).await;
+    let p = Portico::start_with_listeners(&listener_doc("tls", tls_port, "HTTPS", ""), &docs).await;
     let ca = ca.to_str().expect("path");
     let resolve = format!("mtls.test:{tls_port}:127.0.0.1");
     let url = format!("https://mtls.test:{tls_port}/m");
@@ -422,6 +431,13 @@ async fn mtls_requires_client_certificate_and_forwards_identity() {
     assert!(xfcc.contains("Subject=\"CN=client-one\""), "{xfcc}");
     assert!(xfcc.contains("DNS=client-one.test"), "{xfcc}");
     assert!(!xfcc.contains("forged"));
+    // The access log carries the same verified identity (the failed handshake logged nothing).
+    let lines = p.wait_log_lines(1).await;
+    let line = lines
+        .iter()
+        .find(|l| l["path"] == "/m")
+        .unwrap_or_else(|| panic!("log line for /m: {lines:?}"));
+    assert_eq!(line["client_cert"], xfcc.as_str(), "{line}");
 
     // ca_file applies to its Host only; the forged header is removed there.
     let (ok, out, err) = curl(&[
@@ -436,6 +452,119 @@ async fn mtls_requires_client_certificate_and_forwards_identity() {
     assert!(ok, "open host needs no client cert: {err}");
     assert_eq!(out, "upstream u");
     assert!(!up.last().headers.contains_key("x-forwarded-client-cert"));
+    // No client certificate: `client_cert` is null (a forged header never reaches the log).
+    let lines = p.wait_log_lines(2).await;
+    let line = lines
+        .iter()
+        .find(|l| l["path"] == "/o")
+        .unwrap_or_else(|| panic!("log line for /o: {lines:?}"));
+    assert!(line["client_cert"].is_null(), "{line}");
+    assert!(
+        line.as_object()
+            .is_some_and(|o| o.contains_key("client_cert")),
+        "the field is always there: {line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sni_prefers_exact_then_wildcard_then_catch_all() {
+    let pki = Pki::new();
+    let exact = pki.leaf("exact", "exact", &["a.wild.test"], false);
+    let wild = pki.leaf("wild", "wild", &["*.wild.test"], false);
+    let any = pki.leaf("any", "any", &["other.test"], false);
+    let up = Upstream::start("u").await;
+    let tls_port = free_port();
+    // Listed catch-all first and exact last: the order in the file must not matter.
+    let docs = [
+        host_doc("any", "*", &any, "", ""),
+        host_doc("wild", "*.wild.test", &wild, "", ""),
+        host_doc("exact", "a.wild.test", &exact, "", ""),
+        mapping(&up),
+    ]
+    .join("---\n");
+    let _p =
+        Portico::start_with_listeners(&listener_doc("tls", tls_port, "HTTPS", ""), &docs).await;
+    let cfg = client_config(&pki, &["h2", "http/1.1"], None);
+    for (sni, want, cn) in [
+        ("a.wild.test", &exact, "exact"),
+        ("b.wild.test", &wild, "wild"),
+        ("other.test", &any, "any"),
+    ] {
+        let s = tls_connect(cfg.clone(), tls_port, sni)
+            .await
+            .unwrap_or_else(|e| panic!("{sni}: {e}"));
+        assert!(
+            peer_cert(&s) == want.der,
+            "{sni} must get the {cn} certificate"
+        );
+    }
+    // And a request over the selected connection is served.
+    let s = tls_connect(
+        client_config(&pki, &["http/1.1"], None),
+        tls_port,
+        "b.wild.test",
+    )
+    .await
+    .expect("tls");
+    let (status, body) = h1_get(s, "b.wild.test", "/w").await.expect("get");
+    assert_eq!((status, body.as_str()), (200, "upstream u"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_tls_version_v13_refuses_a_tls12_only_client() {
+    let pki = Pki::new();
+    let strict = pki.leaf("strict", "strict", &["strict.test"], false);
+    let lax = pki.leaf("lax", "lax", &["lax.test"], false);
+    let up = Upstream::start("u").await;
+    let tls_port = free_port();
+    let docs = [
+        host_doc(
+            "strict",
+            "strict.test",
+            &strict,
+            ", min_tls_version: v1.3",
+            "",
+        ),
+        host_doc("lax", "lax.test", &lax, "", ""),
+        mapping(&up),
+    ]
+    .join("---\n");
+    let _p =
+        Portico::start_with_listeners(&listener_doc("tls", tls_port, "HTTPS", ""), &docs).await;
+    let tls12 = client_config_versions(&pki, &[&rustls::version::TLS12], &["http/1.1"], None);
+    let tls13 = client_config_versions(&pki, &[&rustls::version::TLS13], &["http/1.1"], None);
+
+    // TLS 1.2 only against the v1.3 Host: the handshake fails with a protocol_version alert.
+    let err = tls_connect(tls12.clone(), tls_port, "strict.test")
+        .await
+        .expect_err("TLS 1.2 client must be refused by a min_tls_version v1.3 Host");
+    let text = format!("{err:?}").to_lowercase();
+    assert!(
+        text.contains("protocolversion") || text.contains("handshakefailure"),
+        "{err:?}"
+    );
+
+    // TLS 1.3 against the same Host: served, on TLS 1.3.
+    let s = tls_connect(tls13, tls_port, "strict.test")
+        .await
+        .expect("TLS 1.3 client accepted");
+    assert_eq!(
+        s.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    let (status, body) = h1_get(s, "strict.test", "/13").await.expect("get");
+    assert_eq!((status, body.as_str()), (200, "upstream u"));
+
+    // The setting is per Host: the default (v1.2) Host still takes the TLS 1.2 client.
+    let s = tls_connect(tls12, tls_port, "lax.test")
+        .await
+        .expect("TLS 1.2 accepted by a v1.2 Host");
+    assert_eq!(
+        s.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    let (status, _) = h1_get(s, "lax.test", "/12").await.expect("get");
+    assert_eq!(status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

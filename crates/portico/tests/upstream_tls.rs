@@ -80,12 +80,16 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// A TLS upstream: answers 200 `tls <version>`, records the HTTP versions it saw and counts
-/// the connections it accepted.
+/// the connections it accepted. Paths under `/slow/` are answered after `SLOW`; `peak` is the
+/// most requests it had in flight at once.
 struct TlsUpstream {
     addr: SocketAddr,
     versions: Arc<Mutex<Vec<http::Version>>>,
     connections: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
 }
+
+const SLOW: std::time::Duration = std::time::Duration::from_millis(300);
 
 impl TlsUpstream {
     async fn start(
@@ -125,7 +129,9 @@ impl TlsUpstream {
         let addr = listener.local_addr().expect("addr");
         let versions: Arc<Mutex<Vec<http::Version>>> = Arc::default();
         let connections = Arc::new(AtomicUsize::new(0));
-        let (v2, c2) = (versions.clone(), connections.clone());
+        let peak = Arc::new(AtomicUsize::new(0));
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let (v2, c2, p2) = (versions.clone(), connections.clone(), peak.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
@@ -134,6 +140,7 @@ impl TlsUpstream {
                 let acceptor = acceptor.clone();
                 let versions = v2.clone();
                 let connections = c2.clone();
+                let (peak, in_flight) = (p2.clone(), in_flight.clone());
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
@@ -141,7 +148,14 @@ impl TlsUpstream {
                     connections.fetch_add(1, Ordering::SeqCst);
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let versions = versions.clone();
+                        let (peak, in_flight) = (peak.clone(), in_flight.clone());
                         async move {
+                            let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                            peak.fetch_max(now, Ordering::SeqCst);
+                            if req.uri().path().contains("/slow/") {
+                                tokio::time::sleep(SLOW).await;
+                            }
+                            in_flight.fetch_sub(1, Ordering::SeqCst);
                             versions.lock().expect("lock").push(req.version());
                             let body = format!("tls {:?}", req.version());
                             Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
@@ -157,6 +171,7 @@ impl TlsUpstream {
             addr,
             versions,
             connections,
+            peak,
         }
     }
 
@@ -179,6 +194,23 @@ fn mapping_doc(name: &str, prefix: &str, upstream: &str) -> String {
 
 fn join(docs: &[String]) -> String {
     docs.join("---\n")
+}
+
+/// `n` concurrent HTTP/1.1 GETs to `prefix` + index (each on its own client connection when
+/// they overlap); the bodies, in order.
+async fn concurrent_gets(p: &Portico, prefix: &str, n: usize) -> Vec<Result<String, String>> {
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let url = p.url(&format!("{prefix}{i}"));
+        tasks.push(tokio::spawn(async move {
+            http_get(&url, &[]).await.map(|r| r.text())
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.expect("join"));
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -355,16 +387,23 @@ async fn auto_negotiates_h2_by_alpn_and_https_stays_http1() {
     assert_eq!(r.status, 200, "{}", p.stderr());
     assert_eq!(r.text(), "tls HTTP/2.0");
     assert_eq!(up.last_version(), Some(http::Version::HTTP_2));
-    let mut tasks = Vec::new();
-    for i in 0..40 {
-        let url = p.url(&format!("/auto/{i}"));
-        tasks.push(tokio::spawn(async move {
-            http_get(&url, &[]).await.map(|r| r.text())
-        }));
-    }
-    for t in tasks {
-        assert_eq!(t.await.expect("join").as_deref(), Ok("tls HTTP/2.0"));
-    }
+    // 40 concurrent HTTP/1.1 requests, each held 300 ms by the upstream: they overlap there,
+    // yet share at most one h2 connection per worker (2 workers).
+    let results = concurrent_gets(&p, "/auto/slow/", 40).await;
+    assert!(
+        results.iter().all(|r| r.as_deref() == Ok("tls HTTP/2.0")),
+        "{results:?}"
+    );
+    let connections = up.connections.load(Ordering::SeqCst);
+    let peak = up.peak.load(Ordering::SeqCst);
+    eprintln!(
+        "auto (TLS h2): 40 concurrent requests, peak {peak} in flight, {connections} connection(s)"
+    );
+    assert!(
+        peak >= 10,
+        "the requests overlapped at the upstream: peak {peak}"
+    );
+    assert!(connections <= 2, "multiplexed: {connections} connections");
     // h2c downstream -> h2 upstream as well.
     let r = send(request("GET", &p.url("/auto/h2"), &[], ""), true)
         .await
@@ -383,4 +422,49 @@ async fn auto_negotiates_h2_by_alpn_and_https_stays_http1() {
         .await
         .expect("h2c");
     assert_eq!(r.text(), "tls HTTP/1.1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_upstream_multiplexes_concurrent_requests_over_few_connections() {
+    // Each request is held 300 ms by the upstream, so 40 at once overlap there.
+    let up = Controlled::start("h2c", std::time::Duration::from_millis(300)).await;
+    let h1 = Controlled::start("h1", std::time::Duration::from_millis(300)).await;
+    let p = Portico::start(&join(&[
+        format!(
+            "{API}\nkind: Mapping\nmetadata: {{ name: h2c }}\nspec: {{ prefix: /h2c/, service: \"h2c://{}\" }}\n",
+            up.addr
+        ),
+        format!(
+            "{API}\nkind: Mapping\nmetadata: {{ name: h1 }}\nspec: {{ prefix: /h1/, service: \"{}\" }}\n",
+            h1.addr
+        ),
+    ]))
+    .await;
+    let results = concurrent_gets(&p, "/h2c/", 40).await;
+    assert!(
+        results.iter().all(|r| r.as_deref() == Ok("upstream h2c")),
+        "{results:?}"
+    );
+    let (connections, peak) = (
+        up.connections.load(Ordering::SeqCst),
+        up.peak.load(Ordering::SeqCst),
+    );
+    // The control: the same burst to an HTTP/1.1 upstream needs a connection per request in
+    // flight, so the counter does see parallel connections when there are some.
+    let results = concurrent_gets(&p, "/h1/", 40).await;
+    assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    let (h1_connections, h1_peak) = (
+        h1.connections.load(Ordering::SeqCst),
+        h1.peak.load(Ordering::SeqCst),
+    );
+    eprintln!(
+        "h2c: 40 concurrent requests, peak {peak} in flight, {connections} connection(s); \
+         http1 control: peak {h1_peak}, {h1_connections} connections"
+    );
+    assert!(peak >= 10, "the h2c requests overlapped: peak {peak}");
+    assert!(connections <= 2, "multiplexed: {connections} connections");
+    assert!(
+        h1_connections >= h1_peak && h1_peak >= 10,
+        "HTTP/1.1 control: {h1_connections} connections for peak {h1_peak}"
+    );
 }
