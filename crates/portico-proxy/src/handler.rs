@@ -591,7 +591,8 @@ async fn forward(
                 .load(std::sync::atomic::Ordering::Relaxed);
             // Budget and breaker in one atomic step on the retry counter. A request that
             // retried before still holds its slot here, so it counts as in flight.
-            let allowed = retry::budget_allowance(p, active).min(cb.max_retries);
+            let budget = retry::budget_allowance(p, active);
+            let allowed = budget.min(cb.max_retries);
             let slot = if in_time {
                 up.breakers.try_hold(Which::Retries, allowed)
             } else {
@@ -615,8 +616,17 @@ async fn forward(
                     .counters
                     .retries_denied
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                um.retry_budget_exhausted
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // Refused by the smaller of the two limits: the max_retries breaker (a
+                // circuit-breaker overflow) or the budget. A retry the deadline leaves no
+                // time for is neither.
+                if in_time {
+                    let refused_by = if cb.max_retries < budget {
+                        &um.overflows
+                    } else {
+                        &um.retry_budget_exhausted
+                    };
+                    refused_by.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
             }
         }
         if !again {
