@@ -616,16 +616,13 @@ async fn forward(
                     .counters
                     .retries_denied
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                // Refused by the smaller of the two limits: the max_retries breaker (a
-                // circuit-breaker overflow) or the budget. A retry the deadline leaves no
-                // time for is neither.
-                if in_time {
-                    let refused_by = if cb.max_retries < budget {
-                        &um.overflows
-                    } else {
-                        &um.retry_budget_exhausted
-                    };
-                    refused_by.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                um.retry_budget_exhausted
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // Refused by the max_retries breaker (the smaller of the two limits): a
+                // circuit-breaker overflow too.
+                if in_time && cb.max_retries < budget {
+                    um.overflows
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
             }
         }
