@@ -408,6 +408,12 @@ async fn circuit_breaker_overflow_is_an_immediate_503() {
     assert_eq!(up.hits.load(Ordering::SeqCst), 1);
     let log = p.wait_log_lines(2).await;
     assert!(log.iter().any(|l| l["flags"] == "UO"), "{log:?}");
+    // A bare service's upstream label is its host:port.
+    let series = format!(
+        "portico_circuit_breaker_overflows_total{{upstream=\"{}\"}}",
+        up.addr
+    );
+    assert_eq!(metric(&p, &series).await, Some(1.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
