@@ -446,7 +446,6 @@ async fn forward(
         let Some(mut req) = pending_req.take() else {
             return rec.fail(&proxy, Flag::URX);
         };
-        rec.attempts += 1;
         if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
             return rec.fail(&proxy, Flag::UT);
         }
@@ -457,6 +456,8 @@ async fn forward(
         let Some(ep) = up.pick(&ctx) else {
             return rec.fail(&proxy, Flag::UH);
         };
+        // Counted once it is made: a back-off that ran into the deadline is no attempt.
+        rec.attempts += 1;
         rec.upstream_addr = Some(ep.addr);
         let h = req.headers_mut();
         if let Some(d) = deadline {

@@ -794,8 +794,18 @@ async fn retries_never_outlive_the_deadline() {
         "deadline 300 ms, 10 retries allowed: {} after {took:?}, {hits} attempts upstream, flags {}",
         r.status, log[0]["flags"]
     );
-    // 100 ms per try plus back-off: two or three tries fit in 300 ms, never ten.
-    assert!((2..=3).contains(&hits), "{hits} attempts");
+    // 100 ms per try plus back-off: at most three tries fit in 300 ms, never ten.
+    assert!((1..=3).contains(&hits), "{hits} attempts");
+    assert_eq!(log[0]["attempts"], hits);
+    // A single try only when the machine was so slow that it left no time for another.
+    let first_left = header_ms(
+        &up.seen.lock().expect("lock")[0],
+        "x-portico-expected-timeout-ms",
+    );
+    assert!(
+        hits >= 2 || first_left < 200,
+        "one try with {first_left} ms left"
+    );
     assert!(took < Duration::from_millis(450), "{took:?}");
     match r.status.as_u16() {
         // The deadline cut the last try.
