@@ -69,7 +69,7 @@ pub fn render(ctl: &Controller) -> String {
         ),
         (
             "portico_circuit_breaker_overflows_total",
-            "Requests refused by a circuit breaker.",
+            "Requests (and retries, by max_retries) refused by a circuit breaker.",
             |m| m.overflows.load(Ordering::Relaxed),
         ),
         (

@@ -446,7 +446,6 @@ async fn forward(
         let Some(mut req) = pending_req.take() else {
             return rec.fail(&proxy, Flag::URX);
         };
-        rec.attempts += 1;
         if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
             return rec.fail(&proxy, Flag::UT);
         }
@@ -457,6 +456,8 @@ async fn forward(
         let Some(ep) = up.pick(&ctx) else {
             return rec.fail(&proxy, Flag::UH);
         };
+        // Counted once it is made: a back-off that ran into the deadline is no attempt.
+        rec.attempts += 1;
         rec.upstream_addr = Some(ep.addr);
         let h = req.headers_mut();
         if let Some(d) = deadline {
@@ -591,7 +592,8 @@ async fn forward(
                 .load(std::sync::atomic::Ordering::Relaxed);
             // Budget and breaker in one atomic step on the retry counter. A request that
             // retried before still holds its slot here, so it counts as in flight.
-            let allowed = retry::budget_allowance(p, active).min(cb.max_retries);
+            let budget = retry::budget_allowance(p, active);
+            let allowed = budget.min(cb.max_retries);
             let slot = if in_time {
                 up.breakers.try_hold(Which::Retries, allowed)
             } else {
@@ -617,6 +619,12 @@ async fn forward(
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 um.retry_budget_exhausted
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // Refused by the max_retries breaker (the smaller of the two limits): a
+                // circuit-breaker overflow too.
+                if in_time && cb.max_retries < budget {
+                    um.overflows
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
             }
         }
         if !again {

@@ -25,10 +25,15 @@ pub enum Attempt {
 /// Is this outcome one the policy retries?
 pub fn retriable(policy: &RetryPolicy, outcome: Attempt) -> bool {
     let on = policy.retry_on;
+    // As in Envoy, `5xx` and `gateway-error` also cover the failures Portico itself answers
+    // with a gateway error (connect failure 503, reset 502, refused stream).
+    let gateway = on.has(RetryOn::FIVE_XX) || on.has(RetryOn::GATEWAY_ERROR);
     match outcome {
-        Attempt::ConnectFailure => on.has(RetryOn::CONNECT_FAILURE),
-        Attempt::Reset => on.has(RetryOn::RESET),
-        Attempt::RefusedStream => on.has(RetryOn::REFUSED_STREAM) || on.has(RetryOn::RESET),
+        Attempt::ConnectFailure => on.has(RetryOn::CONNECT_FAILURE) || gateway,
+        Attempt::Reset => on.has(RetryOn::RESET) || gateway,
+        Attempt::RefusedStream => {
+            on.has(RetryOn::REFUSED_STREAM) || on.has(RetryOn::RESET) || gateway
+        }
         Attempt::PerTryTimeout => on.has(RetryOn::FIVE_XX) || on.has(RetryOn::GATEWAY_ERROR),
         Attempt::Status { status, grpc } => {
             (on.has(RetryOn::FIVE_XX) && (500..600).contains(&status))
@@ -105,78 +110,146 @@ mod tests {
         }
     }
 
+    fn status(status: u16) -> Attempt {
+        Attempt::Status { status, grpc: None }
+    }
+
+    /// A gRPC trailers-only answer: HTTP 200 with `grpc-status` in the headers.
+    fn grpc(code: u8) -> Attempt {
+        Attempt::Status {
+            status: 200,
+            grpc: Some(code),
+        }
+    }
+
+    /// Every `retry_on` value of CONTRACT §3.3 on its own: the outcomes it retries, and
+    /// outcomes it must leave alone.
     #[test]
-    fn classifies_outcomes() {
-        let p = policy("5xx,connect-failure");
+    fn every_retry_on_value_retries_its_outcomes_and_nothing_else() {
+        use Attempt::*;
+        let ok = [status(200), status(404), grpc(0)];
+        #[rustfmt::skip]
+        let table: &[(&str, &[Attempt], &[Attempt])] = &[
+            ("5xx",
+                &[status(500), status(501), status(502), status(503), status(504), status(599),
+                  PerTryTimeout, ConnectFailure, Reset, RefusedStream],
+                &[status(409), status(418), status(499), grpc(14)]),
+            ("gateway-error",
+                &[status(502), status(503), status(504), PerTryTimeout, ConnectFailure, Reset,
+                  RefusedStream],
+                &[status(500), status(501), status(505), status(409), grpc(14)]),
+            ("connect-failure",
+                &[ConnectFailure],
+                &[Reset, RefusedStream, PerTryTimeout, status(503), status(502)]),
+            ("reset",
+                &[Reset, RefusedStream],
+                &[ConnectFailure, PerTryTimeout, status(502), status(503)]),
+            ("retriable-4xx",
+                &[status(409)],
+                &[status(400), status(408), status(429), status(503), Reset]),
+            ("refused-stream",
+                &[RefusedStream],
+                &[Reset, ConnectFailure, status(503)]),
+            ("retriable-status-codes",
+                &[status(418)],
+                &[status(417), status(503), status(409), Reset]),
+            ("cancelled",
+                &[grpc(1)],
+                &[grpc(4), grpc(13), grpc(14), status(503)]),
+            ("deadline-exceeded",
+                &[grpc(4)],
+                &[grpc(1), grpc(14), status(504), PerTryTimeout]),
+            ("internal",
+                &[grpc(13)],
+                &[grpc(2), grpc(14), status(500)]),
+            ("resource-exhausted",
+                &[grpc(8)],
+                &[grpc(14), status(429), status(503)]),
+            ("unavailable",
+                &[grpc(14)],
+                &[grpc(13), grpc(8), status(503), ConnectFailure]),
+        ];
+        assert_eq!(table.len(), 12, "every value of CONTRACT §3.3");
+        for (on, yes, no) in table {
+            let p = policy(on);
+            for a in *yes {
+                assert!(retriable(&p, *a), "{on} must retry {a:?}");
+            }
+            for a in no.iter().chain(&ok) {
+                assert!(!retriable(&p, *a), "{on} must not retry {a:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn grpc_codes_count_only_on_their_own_flag_and_in_combination() {
+        // A gRPC error in an HTTP 5xx answer: retried by 5xx even without the gRPC flag.
+        let p = policy("5xx");
         assert!(retriable(
             &p,
             Attempt::Status {
                 status: 503,
-                grpc: None
-            }
-        ));
-        assert!(!retriable(
-            &p,
-            Attempt::Status {
-                status: 404,
-                grpc: None
-            }
-        ));
-        assert!(retriable(&p, Attempt::ConnectFailure));
-        assert!(!retriable(&p, Attempt::Reset));
-        assert!(retriable(&p, Attempt::PerTryTimeout));
-        let g = policy("gateway-error,retriable-4xx,retriable-status-codes,unavailable");
-        assert!(!retriable(
-            &g,
-            Attempt::Status {
-                status: 500,
-                grpc: None
-            }
-        ));
-        assert!(retriable(
-            &g,
-            Attempt::Status {
-                status: 502,
-                grpc: None
-            }
-        ));
-        assert!(retriable(
-            &g,
-            Attempt::Status {
-                status: 409,
-                grpc: None
-            }
-        ));
-        assert!(retriable(
-            &g,
-            Attempt::Status {
-                status: 418,
-                grpc: None
-            }
-        ));
-        assert!(retriable(
-            &g,
-            Attempt::Status {
-                status: 200,
                 grpc: Some(14)
             }
         ));
-        assert!(!retriable(
-            &g,
-            Attempt::Status {
-                status: 200,
-                grpc: Some(13)
-            }
-        ));
+        let g = policy("gateway-error,retriable-4xx,retriable-status-codes,unavailable");
+        assert!(!retriable(&g, status(500)));
+        assert!(retriable(&g, status(502)));
+        assert!(retriable(&g, status(409)));
+        assert!(retriable(&g, status(418)));
+        assert!(retriable(&g, grpc(14)));
+        assert!(!retriable(&g, grpc(13)));
     }
 
     #[test]
-    fn backoff_is_jittered_and_capped() {
-        for r in 1..10 {
-            let b = backoff(r);
-            assert!(b <= Duration::from_millis(250));
+    fn grpc_status_is_read_from_trailers_only_headers() {
+        let mut h = HeaderMap::new();
+        assert_eq!(grpc_status(&h), None);
+        h.insert("grpc-status", "14".parse().expect("value"));
+        assert_eq!(grpc_status(&h), Some(14));
+        h.insert("grpc-status", " 4 ".parse().expect("value"));
+        assert_eq!(grpc_status(&h), Some(4));
+        h.insert("grpc-status", "x".parse().expect("value"));
+        assert_eq!(grpc_status(&h), None);
+    }
+
+    /// Fully jittered exponential back-off: retry `r` waits uniformly in
+    /// `[0, min(250 ms, 25 ms × 2^(r-1))]`. Per attempt, 4000 draws: none above the ceiling,
+    /// the draws reach near both ends, their mean is near the middle, and they are spread
+    /// (many distinct values), so the range is used, not a fixed or merely capped value.
+    #[test]
+    fn backoff_is_fully_jittered_exponential() {
+        const DRAWS: usize = 4000;
+        let mut prev_max = 0.0;
+        for r in 1..=8u32 {
+            let ceiling = (25.0 * f64::from(1u32 << (r - 1))).min(250.0);
+            let ms: Vec<f64> = (0..DRAWS)
+                .map(|_| backoff(r).as_secs_f64() * 1000.0)
+                .collect();
+            let max = ms.iter().copied().fold(0.0, f64::max);
+            let min = ms.iter().copied().fold(f64::MAX, f64::min);
+            let mean = ms.iter().sum::<f64>() / DRAWS as f64;
+            let mut distinct = ms.iter().map(|m| (m * 10.0) as u64).collect::<Vec<_>>();
+            distinct.sort_unstable();
+            distinct.dedup();
+            eprintln!(
+                "retry {r}: ceiling {ceiling} ms, min {min:.2} mean {mean:.2} max {max:.2}, {} distinct",
+                distinct.len()
+            );
+            assert!(max <= ceiling, "retry {r}: {max} > {ceiling}");
+            assert!(max >= 0.95 * ceiling, "retry {r}: max {max} of {ceiling}");
+            assert!(min <= 0.05 * ceiling, "retry {r}: min {min} of {ceiling}");
+            assert!(
+                (mean - ceiling / 2.0).abs() <= 0.05 * ceiling,
+                "retry {r}: mean {mean}, not uniform over [0, {ceiling}]"
+            );
+            assert!(distinct.len() > 200, "retry {r}: {} values", distinct.len());
+            // The range grows per retry (doubling) until the cap.
+            assert!(max > prev_max, "retry {r}: range did not grow");
+            prev_max = if ceiling < 250.0 { max } else { 0.0 };
         }
-        assert!(backoff(1) <= Duration::from_millis(25));
+        assert!(backoff(1000) <= Duration::from_millis(250));
+        assert!(backoff(0) <= Duration::from_millis(25));
     }
 
     #[test]

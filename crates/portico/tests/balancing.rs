@@ -164,8 +164,10 @@ async fn cookie_is_set_when_absent_and_sticks() {
     eprintln!("cookie owners: {owners:?}");
 }
 
-async fn fast_and_slow(policy: &str, slow_ms: u64) {
-    let fast = Controlled::start("fast", Duration::from_millis(2)).await;
+/// Two endpoints, `slow_ms` against `fast_ms`; `conc` requests in flight. The fast endpoint's
+/// share of 1000 requests.
+async fn fast_and_slow(policy: &str, fast_ms: u64, slow_ms: u64, conc: usize) -> usize {
+    let fast = Controlled::start("fast", Duration::from_millis(fast_ms)).await;
     let slow = Controlled::start("slow", Duration::from_millis(slow_ms)).await;
     let p = Portico::start(&upstream(
         "pool",
@@ -174,22 +176,27 @@ async fn fast_and_slow(policy: &str, slow_ms: u64) {
     ))
     .await;
     let start = Instant::now();
-    let m = spread(&p, 1000, 8, &[]).await;
+    let m = spread(&p, 1000, conc, &[]).await;
     let f = m.get("fast").copied().unwrap_or(0);
-    eprintln!("{policy}: {m:?} in {:?}", start.elapsed());
-    assert!(f >= 800, "{m:?}");
+    eprintln!(
+        "{policy} {fast_ms} vs {slow_ms} ms, {conc} in flight: {m:?} in {:?}",
+        start.elapsed()
+    );
+    f
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ewma_prefers_the_fast_endpoint() {
-    fast_and_slow("ewma", 20).await;
+    let f = fast_and_slow("ewma", 2, 20, 8).await;
+    assert!(f >= 800, "{f}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn least_request_prefers_the_fast_endpoint() {
-    // least_request only sees requests in flight, so its share follows the latency ratio as
-    // the proxy sees it, overhead included: on a loaded 2-core host (debug build, 3-7 ms per
-    // request) 2 vs 20 ms is only ~4-5x and lands at 80-82%, on the bound. 2 vs 60 ms keeps
-    // the effective ratio above 7x.
-    fast_and_slow("least_request", 60).await;
+    // 10x slower (5 vs 50 ms). least_request only sees requests in flight: with two endpoints
+    // P2C always compares both and takes the one with fewer, so each endpoint's share follows
+    // its throughput at equal queue length, ~(50+o)/(55+2o) with o the proxy's own time per
+    // request. Enough requests in flight keep both queues non-empty (no coin-flip ties).
+    let f = fast_and_slow("least_request", 5, 50, 16).await;
+    assert!(f >= 800, "{f}");
 }

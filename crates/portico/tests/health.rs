@@ -112,7 +112,7 @@ async fn failing_http_health_check_leaves_and_returns() {
     let p = Portico::start(&upstream(
         "pool",
         &[&u[0], &u[1], &u[2]],
-        "  health_checks: [{ path: /healthz, interval_ms: 200, timeout_ms: 100, unhealthy_threshold: 2, healthy_threshold: 2 }]\n",
+        "  health_checks: [{ path: /healthz, interval_ms: 200, timeout_ms: 100, unhealthy_threshold: 2, healthy_threshold: 3 }]\n",
     ))
     .await;
     // Checks run and pass; all three take traffic.
@@ -133,10 +133,17 @@ async fn failing_http_health_check_leaves_and_returns() {
     }
     assert_eq!(u[0].hits(), before, "unhealthy endpoint got traffic");
 
+    // Back only after healthy_threshold (3) passes: not after one or two. Probes counted
+    // from before the switch, so every pass is among them.
+    let probes_before = u[0].health_hits.load(Ordering::SeqCst);
     u[0].health_status.store(200, Ordering::SeqCst);
     let back = wait_state(&p, &u[0], "healthy", Duration::from_secs(2)).await;
-    eprintln!("healthy again after {back:?} (threshold 2 x 200 ms)");
-    assert!(back <= Duration::from_millis(2 * 220 + 150), "{back:?}");
+    let probes = u[0].health_hits.load(Ordering::SeqCst) - probes_before;
+    eprintln!("healthy again after {back:?} and {probes} probes (threshold 3 x 200 ms)");
+    assert!(probes >= 3, "back after {probes} passing probes");
+    // The first pass may come at once; the third is two intervals (±10% jitter) later.
+    assert!(back >= Duration::from_millis(2 * 180 - 20), "{back:?}");
+    assert!(back <= Duration::from_millis(3 * 220 + 150), "{back:?}");
     for _ in 0..30 {
         assert_eq!(get(&p.url("/x"), &[]).await.status, 200);
     }
@@ -330,4 +337,114 @@ async fn health_and_ejection_survive_a_reload_that_changes_settings() {
     // The new state's checks bring a back.
     u[0].health_status.store(200, Ordering::SeqCst);
     wait_state(&p, &u[0], "healthy", Duration::from_secs(2)).await;
+}
+
+/// A loopback address nothing listens on: connecting to it is refused.
+fn refusing_addr() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+/// An Upstream `pool` over `addrs` with `extra` spec lines, and a Mapping sending `/` to it.
+fn pool_of(addrs: &[std::net::SocketAddr], extra: &str) -> String {
+    let list: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        "{API}\nkind: Upstream\nmetadata: {{ name: pool }}\nspec:\n  endpoints: [{}]\n{extra}---\n{API}\nkind: Mapping\nmetadata: {{ name: m-pool }}\nspec: {{ prefix: /, service: pool }}\n",
+        list.join(", ")
+    )
+}
+
+/// `/upstreams` states of `addrs`, in order.
+async fn states_of(p: &Portico, addrs: &[std::net::SocketAddr]) -> Vec<String> {
+    let all = endpoint_states(p, "pool").await;
+    addrs
+        .iter()
+        .map(|a| {
+            all.iter()
+                .find(|(x, _, _)| *x == a.to_string())
+                .map(|(_, s, _)| s.clone())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_failures_eject_by_consecutive_gateway_failure() {
+    // Two endpoints, one refusing connections. consecutive_5xx is out of reach, so only
+    // consecutive_gateway_failure (3) can eject; max_ejection_percent 10 of 2 endpoints is 0,
+    // but one endpoint can always be ejected while another is available (CONTRACT §3.2).
+    let good = Controlled::start("good", Duration::ZERO).await;
+    let dead = refusing_addr();
+    let p = Portico::start(&pool_of(
+        &[good.addr, dead],
+        "  outlier_detection: { consecutive_5xx: 1000, consecutive_gateway_failure: 3, base_ejection_time_ms: 30000, max_ejection_percent: 10 }\n",
+    ))
+    .await;
+    let mut sent = 0;
+    while states_of(&p, &[dead]).await[0] != "ejected" {
+        // Connect failures fail over to the good endpoint: the client never sees them.
+        let r = get(&p.url("/x"), &[]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        sent += 1;
+        assert!(
+            sent < 40,
+            "never ejected: {:?}",
+            endpoint_states(&p, "pool").await
+        );
+    }
+    eprintln!("refusing endpoint ejected after {sent} requests");
+    // Round robin: every other request tried it first; the third failure ejects.
+    assert!(sent >= 3, "ejected after {sent} requests");
+    assert_eq!(states_of(&p, &[good.addr]).await, ["healthy"]);
+    assert_eq!(
+        metric(&p, "portico_outlier_ejections_total{upstream=\"pool\"}").await,
+        Some(1.0)
+    );
+    // Out of rotation: no more connect attempts to it.
+    let failures = "portico_upstream_connect_failures_total{upstream=\"pool\"}";
+    let before = metric(&p, failures).await;
+    for _ in 0..20 {
+        assert_eq!(get(&p.url("/x"), &[]).await.status, 200);
+    }
+    assert_eq!(metric(&p, failures).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_ejection_percent_limits_ejections() {
+    // Four endpoints, three refusing; 50% may be ejected: two are, the third stays in.
+    let good = Controlled::start("good", Duration::ZERO).await;
+    let dead = [refusing_addr(), refusing_addr(), refusing_addr()];
+    let addrs = [good.addr, dead[0], dead[1], dead[2]];
+    let p = Portico::start(&pool_of(
+        &addrs,
+        "  outlier_detection: { consecutive_gateway_failure: 2, base_ejection_time_ms: 30000, max_ejection_percent: 50 }\n",
+    ))
+    .await;
+    let ejected = |s: &[String]| s.iter().filter(|x| *x == "ejected").count();
+    let mut sent = 0;
+    loop {
+        let s = states_of(&p, &dead).await;
+        if ejected(&s) == 2 {
+            break;
+        }
+        let _ = get(&p.url("/x"), &[]).await;
+        sent += 1;
+        assert!(sent < 100, "not ejected: {s:?}");
+    }
+    // Keep sending: the third refusing endpoint keeps failing, and stays in.
+    let mut ok = 0;
+    for _ in 0..60 {
+        if get(&p.url("/x"), &[]).await.status == 200 {
+            ok += 1;
+        }
+    }
+    let s = states_of(&p, &addrs).await;
+    eprintln!("after {sent} + 60 requests ({ok} ok): {s:?}");
+    assert_eq!(ejected(&s), 2, "{s:?}");
+    assert_eq!(s[0], "healthy");
+    assert_eq!(ok, 60, "failover reaches the good endpoint");
+    assert_eq!(
+        metric(&p, "portico_outlier_ejections_total{upstream=\"pool\"}").await,
+        Some(2.0)
+    );
 }

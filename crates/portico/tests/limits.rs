@@ -68,16 +68,6 @@ async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
     }
 }
 
-/// The value of one series (`name{labels}`) in `/metrics`.
-async fn metric(p: &Portico, series: &str) -> Option<f64> {
-    let r = get(&p.admin_url("/metrics"), &[]).await;
-    r.text().lines().find_map(|l| {
-        l.strip_prefix(series)
-            .filter(|rest| rest.starts_with(' '))
-            .and_then(|rest| rest.trim().parse().ok())
-    })
-}
-
 /// Polls `/metrics` until `series` satisfies `want` (5 s at most); returns its last value.
 async fn wait_metric(p: &Portico, series: &str, want: impl Fn(f64) -> bool) -> f64 {
     let deadline = Instant::now() + Duration::from_secs(5);

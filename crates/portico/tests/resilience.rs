@@ -32,11 +32,32 @@ fn ok() -> Step {
     }
 }
 
-/// An upstream (HTTP/1.1 and h2c) whose answers follow `script(n)`; records request headers.
+/// An upstream (HTTP/1.1 and h2c) whose answers follow `script(n)`; records request headers
+/// and bodies, and the peak number of retries (`x-portico-attempt-count` > 1) it was serving
+/// at once.
 struct Scripted {
     addr: SocketAddr,
     hits: Arc<AtomicUsize>,
     seen: Arc<Mutex<Vec<http::HeaderMap>>>,
+    bodies: Arc<Mutex<Vec<Bytes>>>,
+    retry_peak: Arc<AtomicUsize>,
+}
+
+/// Counts a request in flight while it lives; keeps the peak.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(now: &Arc<AtomicUsize>, peak: &AtomicUsize) -> InFlight {
+        let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+        peak.fetch_max(n, Ordering::SeqCst);
+        InFlight(now.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 async fn scripted(script: impl Fn(usize) -> Step + Send + Sync + 'static) -> Scripted {
@@ -46,21 +67,42 @@ async fn scripted(script: impl Fn(usize) -> Step + Send + Sync + 'static) -> Scr
     let addr = listener.local_addr().expect("addr");
     let hits = Arc::new(AtomicUsize::new(0));
     let seen: Arc<Mutex<Vec<http::HeaderMap>>> = Arc::default();
+    let bodies: Arc<Mutex<Vec<Bytes>>> = Arc::default();
+    let retry_peak = Arc::new(AtomicUsize::new(0));
+    let retry_now = Arc::new(AtomicUsize::new(0));
     let script = Arc::new(script);
-    let (h, s) = (hits.clone(), seen.clone());
+    let shared = (
+        hits.clone(),
+        seen.clone(),
+        bodies.clone(),
+        retry_now,
+        retry_peak.clone(),
+    );
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let (hits, seen, script) = (h.clone(), s.clone(), script.clone());
+            let (shared, script) = (shared.clone(), script.clone());
             tokio::spawn(async move {
                 let svc = service_fn(move |req: http::Request<Incoming>| {
-                    let (hits, seen, script) = (hits.clone(), seen.clone(), script.clone());
+                    let ((hits, seen, bodies, retry_now, retry_peak), script) =
+                        (shared.clone(), script.clone());
                     async move {
                         let n = hits.fetch_add(1, Ordering::SeqCst);
+                        let retry = req
+                            .headers()
+                            .get("x-portico-attempt-count")
+                            .is_some_and(|v| v != "1");
+                        let _in_flight = retry.then(|| InFlight::enter(&retry_now, &retry_peak));
                         seen.lock().expect("lock").push(req.headers().clone());
-                        let _ = req.into_body().collect().await;
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|c| c.to_bytes())
+                            .unwrap_or_default();
+                        bodies.lock().expect("lock").push(body);
                         let step = script(n);
                         tokio::time::sleep(step.delay).await;
                         if step.reset {
@@ -78,7 +120,13 @@ async fn scripted(script: impl Fn(usize) -> Step + Send + Sync + 'static) -> Scr
             });
         }
     });
-    Scripted { addr, hits, seen }
+    Scripted {
+        addr,
+        hits,
+        seen,
+        bodies,
+        retry_peak,
+    }
 }
 
 fn mapping(name: &str, spec: &str) -> String {
@@ -360,6 +408,12 @@ async fn circuit_breaker_overflow_is_an_immediate_503() {
     assert_eq!(up.hits.load(Ordering::SeqCst), 1);
     let log = p.wait_log_lines(2).await;
     assert!(log.iter().any(|l| l["flags"] == "UO"), "{log:?}");
+    // A bare service's upstream label is its host:port.
+    let series = format!(
+        "portico_circuit_breaker_overflows_total{{upstream=\"{}\"}}",
+        up.addr
+    );
+    assert_eq!(metric(&p, &series).await, Some(1.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -468,4 +522,455 @@ async fn pooled_connections_closed_by_the_upstream_are_not_surfaced() {
     );
     let log = p.wait_log_lines(20).await;
     assert!(log.iter().all(|l| l["flags"] == "-"), "{log:?}");
+}
+
+/// An Upstream `pool` over `addrs` (its spec extended by `extra` lines) and a Mapping `m`
+/// sending everything to it (its spec extended by `mapping_extra` lines).
+fn pool(addrs: &[SocketAddr], extra: &str, mapping_extra: &str) -> String {
+    let list: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        "{API}\nkind: Upstream\nmetadata: {{ name: pool }}\nspec:\n  endpoints: [{}]\n{extra}---\n{}",
+        list.join(", "),
+        mapping(
+            "m",
+            &format!("  prefix: /\n  service: pool\n{mapping_extra}")
+        )
+    )
+}
+
+/// The `x-request-id`s an upstream saw, with how often each.
+fn ids_seen(up: &Scripted) -> std::collections::HashMap<String, usize> {
+    let mut m = std::collections::HashMap::new();
+    for h in up.seen.lock().expect("lock").iter() {
+        let id = h
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        *m.entry(id).or_insert(0) += 1;
+    }
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_avoid_the_endpoint_that_just_failed() {
+    // ring_hash: a key maps to one endpoint every time, so only the avoidance moves its retry
+    // elsewhere; random and least_request would send about half the retries back without it.
+    for lb in [
+        "{ policy: ring_hash, header: x-user }",
+        "{ policy: random }",
+        "{ policy: least_request }",
+    ] {
+        let bad = scripted(|_| Step {
+            status: 503,
+            ..ok()
+        })
+        .await;
+        let good = scripted(|_| ok()).await;
+        let p = Portico::start(&pool(
+            &[bad.addr, good.addr],
+            &format!("  load_balancer: {lb}\n"),
+            "  retry_policy: { retry_on: \"5xx\", num_retries: 1 }",
+        ))
+        .await;
+        const N: usize = 60;
+        for i in 0..N {
+            let (id, user) = (format!("req-{i}"), format!("user-{i}"));
+            let r = get(&p.url("/x"), &[("x-request-id", &id), ("x-user", &user)]).await;
+            assert_eq!(r.status, 200, "{lb}: request {i}: {}", r.text());
+        }
+        let (at_bad, at_good) = (ids_seen(&bad), ids_seen(&good));
+        eprintln!(
+            "{lb}: {N} requests, failing endpoint hit {} times, good one {}",
+            bad.hits.load(Ordering::SeqCst),
+            good.hits.load(Ordering::SeqCst)
+        );
+        // The failing endpoint took first attempts (so retries happened) but never a retry.
+        assert!(at_bad.len() >= 10, "{lb}: {at_bad:?}");
+        assert!(at_bad.values().all(|&n| n == 1), "{lb}: {at_bad:?}");
+        assert_eq!(at_good.len(), N, "{lb}");
+        assert!(at_good.values().all(|&n| n == 1), "{lb}: {at_good:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_trailers_only_unavailable_is_retried_to_success() {
+    // Trailers-only answers (HTTP 200, grpc-status in the headers): UNAVAILABLE first, then OK.
+    fn flaky(name: &str) -> (Behavior, Arc<AtomicUsize>) {
+        let n = Arc::new(AtomicUsize::new(0));
+        let n2 = n.clone();
+        let name = name.to_string();
+        let b: Behavior = Arc::new(move |_s: &Seen| {
+            let i = n2.fetch_add(1, Ordering::SeqCst);
+            let mut r = http::Response::new(Full::new(Bytes::new()));
+            let h = r.headers_mut();
+            h.insert("content-type", "application/grpc".parse().expect("v"));
+            h.insert("x-upstream", name.parse().expect("v"));
+            if i == 0 {
+                h.insert("grpc-status", "14".parse().expect("v"));
+                h.insert("grpc-message", "try%20again".parse().expect("v"));
+            } else {
+                h.insert("grpc-status", "0".parse().expect("v"));
+            }
+            r
+        });
+        (b, n)
+    }
+    let (b, _) = flaky("u");
+    let up = Upstream::with("u", b).await;
+    let (b, _) = flaky("n");
+    let other = Upstream::with("n", b).await;
+    let p = Portico::start(&format!(
+        "{}{}",
+        mapping(
+            "retried",
+            &format!(
+                "  prefix: /u/\n  service: {}\n  grpc: true\n  retry_policy: {{ retry_on: unavailable, num_retries: 1 }}",
+                up.addr
+            )
+        ),
+        mapping(
+            "other-code",
+            &format!(
+                "  prefix: /n/\n  service: {}\n  grpc: true\n  retry_policy: {{ retry_on: \"internal,cancelled\", num_retries: 1 }}",
+                other.addr
+            )
+        ),
+    ))
+    .await;
+    let r = grpc_call(&p, "/u/Svc/M", None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("grpc-status"), Some("0"), "{:?}", r.headers);
+    assert_eq!(up.count(), 2);
+    let attempts: Vec<String> = up
+        .seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|s| header_map(&s.headers)["x-portico-attempt-count"].clone())
+        .collect();
+    assert_eq!(attempts, ["1", "2"]);
+    assert!(
+        up.seen
+            .lock()
+            .expect("lock")
+            .iter()
+            .all(|s| s.version == http::Version::HTTP_2)
+    );
+    // A policy without `unavailable`: the UNAVAILABLE answer passes through, not retried.
+    let r = grpc_call(&p, "/n/Svc/M", None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("grpc-status"), Some("14"));
+    assert_eq!(other.count(), 1);
+    let log = p.wait_log_lines(2).await;
+    let by_route = |route: &str| {
+        log.iter()
+            .find(|l| l["route"] == route)
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(by_route("retried")["attempts"], 2);
+    assert_eq!(by_route("other-code")["attempts"], 1);
+}
+
+/// A body of `n` bytes that is not all one value.
+fn patterned(n: usize) -> Bytes {
+    (0..n).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_up_to_64k_are_replayed_larger_ones_not_retried() {
+    // Small: 503, 503, then 200; every try must carry the same 10 KiB.
+    let small = scripted(|n| {
+        if n < 2 {
+            Step {
+                status: 503,
+                ..ok()
+            }
+        } else {
+            ok()
+        }
+    })
+    .await;
+    // Large: the first try fails with 503 after reading the whole body; the second with a
+    // closed connection (also after the body). Both would be retried if the body could be.
+    let large = scripted(|n| match n {
+        0 => Step {
+            status: 503,
+            ..ok()
+        },
+        1 => Step {
+            reset: true,
+            ..ok()
+        },
+        _ => ok(),
+    })
+    .await;
+    let policy = "  retry_policy: { retry_on: \"5xx,reset\", num_retries: 2 }";
+    let p = Portico::start(&format!(
+        "{}{}",
+        mapping(
+            "small",
+            &format!("  prefix: /small/\n  service: {}\n{policy}", small.addr)
+        ),
+        mapping(
+            "large",
+            &format!("  prefix: /large/\n  service: {}\n{policy}", large.addr)
+        ),
+    ))
+    .await;
+
+    let body = patterned(10 * 1024);
+    let r = send(
+        request("POST", &p.url("/small/x"), &[], body.clone()),
+        false,
+    )
+    .await
+    .expect("post");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(small.hits.load(Ordering::SeqCst), 3);
+    let bodies = small.bodies.lock().expect("lock").clone();
+    assert_eq!(bodies.len(), 3);
+    for (i, b) in bodies.iter().enumerate() {
+        assert!(
+            *b == body,
+            "try {} got {} bytes, not the body",
+            i + 1,
+            b.len()
+        );
+    }
+
+    let big = patterned(200 * 1024);
+    let r = send(request("POST", &p.url("/large/x"), &[], big.clone()), false)
+        .await
+        .expect("post");
+    assert_eq!(r.status, 503, "the upstream's failure reaches the client");
+    assert_eq!(large.hits.load(Ordering::SeqCst), 1, "not retried");
+    assert!(
+        large.bodies.lock().expect("lock")[0] == big,
+        "the body was sent whole"
+    );
+    let r = send(request("POST", &p.url("/large/y"), &[], big.clone()), false)
+        .await
+        .expect("post");
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(large.hits.load(Ordering::SeqCst), 2, "not retried");
+    let log = p.wait_log_lines(3).await;
+    let large_lines: Vec<_> = log.iter().filter(|l| l["route"] == "large").collect();
+    assert_eq!(large_lines.len(), 2);
+    assert!(
+        large_lines.iter().all(|l| l["attempts"] == 1),
+        "{large_lines:?}"
+    );
+    assert!(
+        large_lines
+            .iter()
+            .all(|l| l["bytes_received"] == 200 * 1024)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_never_outlive_the_deadline() {
+    let up = scripted(|_| Step {
+        delay: Duration::from_millis(100),
+        status: 503,
+        reset: false,
+    })
+    .await;
+    let p = Portico::start(&mapping(
+        "d",
+        &format!(
+            "  prefix: /\n  service: {}\n  timeout_ms: 300\n  retry_policy: {{ retry_on: \"5xx\", num_retries: 10 }}",
+            up.addr
+        ),
+    ))
+    .await;
+    let t = Instant::now();
+    let r = get(&p.url("/x"), &[]).await;
+    let took = t.elapsed();
+    let hits = up.hits.load(Ordering::SeqCst);
+    let log = p.wait_log_lines(1).await;
+    eprintln!(
+        "deadline 300 ms, 10 retries allowed: {} after {took:?}, {hits} attempts upstream, flags {}",
+        r.status, log[0]["flags"]
+    );
+    // 100 ms per try plus back-off: at most three tries fit in 300 ms, never ten.
+    assert!((1..=3).contains(&hits), "{hits} attempts");
+    assert_eq!(log[0]["attempts"], hits);
+    // A single try only when the machine was so slow that it left no time for another.
+    let first_left = header_ms(
+        &up.seen.lock().expect("lock")[0],
+        "x-portico-expected-timeout-ms",
+    );
+    assert!(
+        hits >= 2 || first_left < 200,
+        "one try with {first_left} ms left"
+    );
+    assert!(took < Duration::from_millis(450), "{took:?}");
+    match r.status.as_u16() {
+        // The deadline cut the last try.
+        504 => {
+            assert_eq!(log[0]["flags"], "UT");
+            assert!(took >= Duration::from_millis(300), "{took:?}");
+        }
+        // The next back-off would have ended past the deadline: the last answer, at once.
+        503 => {
+            assert_eq!(log[0]["flags"], "URX");
+            assert!(took >= Duration::from_millis(200), "{took:?}");
+        }
+        s => panic!("unexpected {s}"),
+    }
+}
+
+const OVERFLOWS: &str = "portico_circuit_breaker_overflows_total{upstream=\"pool\"}";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_overflow_is_an_immediate_503() {
+    let up = scripted(|_| Step {
+        delay: Duration::from_millis(400),
+        ..ok()
+    })
+    .await;
+    let p = Portico::start(&pool(
+        &[up.addr],
+        "  circuit_breakers: { max_connections: 1 }\n",
+        "",
+    ))
+    .await;
+    assert_eq!(metric(&p, OVERFLOWS).await, Some(0.0));
+    let timed = |url: String| async move {
+        let t = Instant::now();
+        let r = http_get(&url, &[]).await.expect("request");
+        (r, t.elapsed())
+    };
+    let (a, b) = tokio::join!(timed(p.url("/a")), timed(p.url("/b")));
+    let (over, fine) = if a.0.status == 503 { (a, b) } else { (b, a) };
+    eprintln!(
+        "max_connections 1: {} in {:?}, {} in {:?}",
+        fine.0.status, fine.1, over.0.status, over.1
+    );
+    assert_eq!(fine.0.status, 200);
+    assert_eq!(over.0.status, 503);
+    assert_eq!(over.0.header("x-portico-overloaded"), Some("true"));
+    assert!(
+        over.1 < Duration::from_millis(300),
+        "not immediate: {:?}",
+        over.1
+    );
+    assert_eq!(up.hits.load(Ordering::SeqCst), 1);
+    let log = p.wait_log_lines(2).await;
+    assert_eq!(
+        log.iter().filter(|l| l["flags"] == "UO").count(),
+        1,
+        "{log:?}"
+    );
+    assert_eq!(metric(&p, OVERFLOWS).await, Some(1.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_pending_requests_overflow_is_an_immediate_503() {
+    // A TLS upstream that accepts connections and never answers the handshake: a connection
+    // attempt stays pending until connect_timeout_ms.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let acc = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            acc.fetch_add(1, Ordering::SeqCst);
+            held.push(s);
+        }
+    });
+    let p = Portico::start(&pool(
+        &[addr],
+        "  protocol: https\n  tls: { insecure_skip_verify: true }\n  connect_timeout_ms: 800\n  circuit_breakers: { max_pending_requests: 1 }\n",
+        "",
+    ))
+    .await;
+    assert_eq!(metric(&p, OVERFLOWS).await, Some(0.0));
+    let timed = |url: String| async move {
+        let t = Instant::now();
+        let r = http_get(&url, &[]).await.expect("request");
+        (r, t.elapsed())
+    };
+    let (a, b) = tokio::join!(timed(p.url("/a")), timed(p.url("/b")));
+    let (over, waited) = if a.0.header("x-portico-overloaded").is_some() {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    eprintln!(
+        "max_pending_requests 1: overflow {} in {:?}; pending one {} in {:?}",
+        over.0.status, over.1, waited.0.status, waited.1
+    );
+    assert_eq!(over.0.status, 503);
+    assert_eq!(over.0.header("x-portico-overloaded"), Some("true"));
+    assert!(
+        over.1 < Duration::from_millis(400),
+        "not immediate: {:?}",
+        over.1
+    );
+    // The pending one waited for its connect timeout, then failed (UF), without the header.
+    assert_eq!(waited.0.status, 503);
+    assert_eq!(waited.0.header("x-portico-overloaded"), None);
+    assert!(waited.1 >= Duration::from_millis(800), "{:?}", waited.1);
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection tried");
+    let log = p.wait_log_lines(2).await;
+    let mut flags: Vec<String> = log.iter().map(|l| l["flags"].to_string()).collect();
+    flags.sort();
+    assert_eq!(flags, ["\"UF\"", "\"UO\""], "{log:?}");
+    assert_eq!(metric(&p, OVERFLOWS).await, Some(1.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_retries_bounds_retries_in_flight_whatever_the_budget() {
+    // Everything fails slowly; the budget would allow 100 retries in flight and each request
+    // 5 retries, but max_retries (default 3) allows 3 at a time.
+    let up = scripted(|_| Step {
+        delay: Duration::from_millis(300),
+        status: 503,
+        reset: false,
+    })
+    .await;
+    let p = Portico::start(&pool(
+        &[up.addr],
+        "",
+        "  retry_policy: { retry_on: \"5xx\", num_retries: 5, retry_budget: { budget_percent: 100, min_retry_concurrency: 100 } }",
+    ))
+    .await;
+    const N: usize = 20;
+    let mut tasks = Vec::new();
+    for i in 0..N {
+        let url = p.url(&format!("/x{i}"));
+        tasks.push(tokio::spawn(async move { http_get(&url, &[]).await }));
+    }
+    for t in tasks {
+        let r = t.await.expect("join").expect("request");
+        // A retry not made leaves the upstream's answer: no local overflow reply.
+        assert_eq!(r.status, 503);
+        assert_eq!(r.header("x-portico-overloaded"), None);
+    }
+    let hits = up.hits.load(Ordering::SeqCst);
+    let peak = up.retry_peak.load(Ordering::SeqCst);
+    let log = p.wait_log_lines(N).await;
+    let refused = log
+        .iter()
+        .filter(|l| l["attempts"].as_u64().is_some_and(|a| a < 6))
+        .count();
+    eprintln!(
+        "{N} requests: {} retries, at most {peak} in flight; {refused} requests had a retry refused",
+        hits - N
+    );
+    assert_eq!(peak, 3, "retries in flight");
+    assert!((3..=N * 5).contains(&(hits - N)));
+    assert!(log.iter().all(|l| l["flags"] == "URX"), "{log:?}");
+    assert!(refused >= N - 3, "{refused}");
+    assert_eq!(metric(&p, OVERFLOWS).await, Some(refused as f64));
+    assert_eq!(
+        metric(&p, "portico_retries_total{route=\"m\"}").await,
+        Some((hits - N) as f64)
+    );
 }

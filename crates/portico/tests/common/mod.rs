@@ -399,6 +399,16 @@ pub async fn post(url: &str, body: &str) -> Got {
         .expect("request failed")
 }
 
+/// The value of one series (`name{labels}`, exactly as printed) in the admin `/metrics`.
+pub async fn metric(p: &Portico, series: &str) -> Option<f64> {
+    let r = get(&p.admin_url("/metrics"), &[]).await;
+    r.text().lines().find_map(|l| {
+        l.strip_prefix(series)
+            .filter(|rest| rest.starts_with(' '))
+            .and_then(|rest| rest.trim().parse().ok())
+    })
+}
+
 /// Header map of a Seen as simple name -> first value strings.
 pub fn header_map(h: &HeaderMap) -> HashMap<String, String> {
     h.iter()
