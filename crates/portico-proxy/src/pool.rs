@@ -50,6 +50,9 @@ struct Pool {
     /// receiver's `changed()` ends when the opener finishes, whatever the outcome.
     connecting: HashMap<PoolKey, (u64, watch::Receiver<()>), ahash::RandomState>,
     next_connecting: u64,
+    /// `auto` endpoints whose last TLS handshake chose HTTP/1.1 by ALPN: their connects are
+    /// not announced for sharing (waiting for them would serialise a burst's connects).
+    alpn_http1: std::collections::HashSet<PoolKey, ahash::RandomState>,
 }
 
 /// Marks a connection to `key` as being opened; unmarks it (and wakes the waiters) when
@@ -276,11 +279,12 @@ pub async fn connect(
 ) -> Result<Conn, ConnectError> {
     // Registered before the first await: on a worker's current-thread runtime no other request
     // can run between a `checkout` that found nothing and this line.
-    let _connecting = matches!(
-        params.protocol,
-        UpstreamProtocol::H2c | UpstreamProtocol::Auto
-    )
-    .then(|| Connecting::register(key));
+    let shareable = match params.protocol {
+        UpstreamProtocol::H2c => true,
+        UpstreamProtocol::Auto => POOL.with(|p| !p.borrow().alpn_http1.contains(&key)),
+        _ => false,
+    };
+    let mut connecting = shareable.then(|| Connecting::register(key));
     let until = tokio::time::Instant::now() + params.connect_timeout;
     let stream = match tokio::time::timeout_at(until, TcpStream::connect(key.addr)).await {
         Err(_) => return Err(ConnectError::Timeout),
@@ -304,7 +308,23 @@ pub async fn connect(
                 Ok(Ok(s)) => s,
             };
             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            handshake(key, stream, h2, slot).await
+            if params.protocol == UpstreamProtocol::Auto {
+                POOL.with(|p| {
+                    let set = &mut p.borrow_mut().alpn_http1;
+                    if h2 {
+                        set.remove(&key)
+                    } else {
+                        set.insert(key)
+                    }
+                });
+                if !h2 {
+                    // Nothing to share: let the waiters open their own now.
+                    connecting = None;
+                }
+            }
+            let result = handshake(key, stream, h2, slot).await;
+            drop(connecting);
+            result
         }
     }
 }
