@@ -390,8 +390,94 @@ async fn idle_timeout_cuts_a_stalled_response_body() {
     .await;
     let t = Instant::now();
     let r = http_get(&p.url("/stall"), &[]).await;
+    let took = t.elapsed();
+    eprintln!("stalled body cut after {took:?} (idle_timeout_ms: 300)");
     assert!(r.is_err(), "a stalled body must end in an error: {r:?}");
-    assert!(t.elapsed() < Duration::from_secs(2));
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(1),
+        "took {took:?}"
+    );
+    let log = p.wait_log_lines(1).await;
+    assert_eq!(log[0]["flags"], "SI");
+}
+
+/// An upstream that accepts connections, reads what comes and never answers.
+async fn silent_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let conns = Arc::new(AtomicUsize::new(0));
+    let c2 = conns.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            c2.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = vec![0u8; 4096];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, conns)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_cuts_the_wait_for_response_headers() {
+    let (addr, conns) = silent_upstream().await;
+    let p = Portico::start(&mapping(
+        "silent",
+        &format!("  prefix: /\n  service: {addr}\n  idle_timeout_ms: 300\n  timeout_ms: 0"),
+    ))
+    .await;
+    let t = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(10), get(&p.url("/hang"), &[]))
+        .await
+        .expect("the client must not hang");
+    let took = t.elapsed();
+    eprintln!("408 after {took:?} (idle_timeout_ms: 300)");
+    assert_eq!(r.status, 408, "{}", r.text());
+    assert_eq!(r.text(), "stream idle timeout\n");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(1),
+        "took {took:?}"
+    );
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        1,
+        "the upstream was contacted"
+    );
+    let log = p.wait_log_lines(1).await;
+    assert_eq!(log[0]["status"], 408);
+    assert_eq!(log[0]["flags"], "SI");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_before_response_headers_is_grpc_status_4() {
+    let (addr, _) = silent_upstream().await;
+    let p = Portico::start(&mapping(
+        "silent-grpc",
+        &format!(
+            "  prefix: /\n  service: {addr}\n  grpc: true\n  idle_timeout_ms: 300\n  timeout_ms: 0"
+        ),
+    ))
+    .await;
+    let t = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(10), grpc_call(&p, "/pkg.Svc/M", None))
+        .await
+        .expect("the call must not hang");
+    let took = t.elapsed();
+    eprintln!("grpc-status 4 after {took:?} (idle_timeout_ms: 300)");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["grpc-status"], "4");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(1),
+        "took {took:?}"
+    );
     let log = p.wait_log_lines(1).await;
     assert_eq!(log[0]["flags"], "SI");
 }
