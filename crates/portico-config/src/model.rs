@@ -130,6 +130,7 @@ pub struct ListenerSpec {
     pub max_concurrent_streams: Option<u32>,
     pub header_read_timeout_ms: Option<u64>,
     pub request_body_idle_timeout_ms: Option<u64>,
+    pub keepalive_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -119,6 +119,9 @@ pub struct ListenerLimits {
     /// Longest pause in a request body before the request ends with 408 SI (slow POST guard);
     /// `None` = no limit.
     pub request_body_idle_timeout: Option<Duration>,
+    /// A connection with no request in flight (HTTP/1 keep-alive between requests, HTTP/2
+    /// with no open stream) for this long is closed (HTTP/2: GOAWAY); `None` = never.
+    pub keepalive_timeout: Option<Duration>,
 }
 
 impl Default for ListenerLimits {
@@ -130,6 +133,7 @@ impl Default for ListenerLimits {
             max_concurrent_streams: 100,
             header_read_timeout: Duration::from_secs(10),
             request_body_idle_timeout: Some(Duration::from_secs(30)),
+            keepalive_timeout: Some(Duration::from_secs(75)),
         }
     }
 }

@@ -961,6 +961,10 @@ fn listener_limits_out_of_range_are_positioned_errors() {
             "header_read_timeout_ms: 0",
             "header_read_timeout_ms must be 1-3600000",
         ),
+        (
+            "keepalive_timeout_ms: 90000000",
+            "keepalive_timeout_ms must be 0-86400000",
+        ),
     ] {
         let col = field.find(':').map_or(0, |i| i as u32 + 5);
         one_error(&listener(field), 6, col, needle);

@@ -555,3 +555,116 @@ async fn pooled_connections_closed_by_the_upstream_are_not_surfaced() {
     let log = p.wait_log_lines(20).await;
     assert!(log.iter().all(|l| l["flags"] == "-"), "{log:?}");
 }
+
+/// An upstream answering `/slow` with ten 100 ms-apart chunks (a stream of ~1 s) and
+/// anything else with `ok` at once.
+async fn trickling_upstream() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = service_fn(|req: http::Request<Incoming>| async move {
+                    let (tx, body) = futures_channel_body();
+                    if req.uri().path() == "/slow" {
+                        tokio::spawn(async move {
+                            for i in 0..10 {
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                                if tx.send(Bytes::from(format!("{i}"))).await.is_err() {
+                                    return;
+                                }
+                            }
+                        });
+                    } else {
+                        let _ = tx.try_send(Bytes::from_static(b"ok"));
+                    }
+                    Ok::<_, Infallible>(http::Response::new(body))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// One h2c GET on `client`; the body as text.
+async fn h2_get(
+    client: h2::client::SendRequest<Bytes>,
+    port: u16,
+    path: &str,
+) -> Result<String, h2::Error> {
+    let mut client = client.ready().await?;
+    let req = http::Request::get(format!("http://127.0.0.1:{port}{path}"))
+        .body(())
+        .expect("req");
+    let (resp, _) = client.send_request(req, true)?;
+    let mut body = resp.await?.into_body();
+    let mut text = String::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    Ok(text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_h2_connections_are_closed_after_the_keepalive_timeout() {
+    let up = trickling_upstream().await;
+    let port = free_port();
+    let _p = Portico::start_with_listeners(
+        &listener_doc("brief", port, "HTTP", "keepalive_timeout_ms: 300"),
+        &mapping(
+            "trickle",
+            &format!("  prefix: /\n  service: {up}\n  timeout_ms: 0"),
+        ),
+    )
+    .await;
+
+    // An h2 connection that served one request and then has nothing open: GOAWAY and close.
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let idle_conn = tokio::spawn(conn);
+    assert_eq!(
+        h2_get(client.clone(), port, "/quick").await.expect("get"),
+        "ok"
+    );
+    let idle_from = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(5), idle_conn).await;
+    let idle_for = idle_from.elapsed();
+    assert!(ended.is_ok(), "an idle h2 connection stayed open past 5 s");
+    eprintln!("idle h2 connection closed after {idle_for:?} (keepalive_timeout_ms: 300)");
+    assert!(
+        idle_for >= Duration::from_millis(250) && idle_for < Duration::from_millis(1500),
+        "closed after {idle_for:?}"
+    );
+    // The server said goodbye: no new stream on it.
+    assert!(h2_get(client, port, "/quick").await.is_err());
+
+    // A connection with a stream open for ~1 s (3x the timeout) is not cut while it streams.
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let busy_conn = tokio::spawn(conn);
+    let t = Instant::now();
+    let body = h2_get(client, port, "/slow")
+        .await
+        .expect("the long stream");
+    let streamed = t.elapsed();
+    eprintln!("long stream took {streamed:?}");
+    assert_eq!(body, "0123456789");
+    assert!(streamed >= Duration::from_millis(900), "{streamed:?}");
+    // And once it ended, that connection is idle and closed in turn.
+    let ended = tokio::time::timeout(Duration::from_secs(5), busy_conn).await;
+    assert!(
+        ended.is_ok(),
+        "the connection stayed open after its stream ended"
+    );
+}
