@@ -9,7 +9,7 @@ use common::*;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -80,11 +80,15 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// A TLS upstream: answers 200 `tls <version>`, records the HTTP versions it saw and counts
-/// the connections it accepted.
+/// the connections it accepted. `/healthz` answers `health_status` (200 at first) and is
+/// counted in `health_hits` (with its HTTP version in `health_versions`) instead.
 struct TlsUpstream {
     addr: SocketAddr,
     versions: Arc<Mutex<Vec<http::Version>>>,
     connections: Arc<AtomicUsize>,
+    health_status: Arc<AtomicU16>,
+    health_hits: Arc<AtomicUsize>,
+    health_versions: Arc<Mutex<Vec<http::Version>>>,
 }
 
 impl TlsUpstream {
@@ -125,7 +129,15 @@ impl TlsUpstream {
         let addr = listener.local_addr().expect("addr");
         let versions: Arc<Mutex<Vec<http::Version>>> = Arc::default();
         let connections = Arc::new(AtomicUsize::new(0));
+        let health_status = Arc::new(AtomicU16::new(200));
+        let health_hits = Arc::new(AtomicUsize::new(0));
+        let health_versions: Arc<Mutex<Vec<http::Version>>> = Arc::default();
         let (v2, c2) = (versions.clone(), connections.clone());
+        let health = (
+            health_status.clone(),
+            health_hits.clone(),
+            health_versions.clone(),
+        );
         tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
@@ -134,6 +146,7 @@ impl TlsUpstream {
                 let acceptor = acceptor.clone();
                 let versions = v2.clone();
                 let connections = c2.clone();
+                let health = health.clone();
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
@@ -141,7 +154,17 @@ impl TlsUpstream {
                     connections.fetch_add(1, Ordering::SeqCst);
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let versions = versions.clone();
+                        let (status, hits, hversions) = health.clone();
                         async move {
+                            if req.uri().path().starts_with("/healthz") {
+                                hits.fetch_add(1, Ordering::SeqCst);
+                                hversions.lock().expect("lock").push(req.version());
+                                let mut r = Response::new(Full::new(Bytes::new()));
+                                *r.status_mut() =
+                                    http::StatusCode::from_u16(status.load(Ordering::SeqCst))
+                                        .expect("status");
+                                return Ok::<_, Infallible>(r);
+                            }
                             versions.lock().expect("lock").push(req.version());
                             let body = format!("tls {:?}", req.version());
                             Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
@@ -157,6 +180,9 @@ impl TlsUpstream {
             addr,
             versions,
             connections,
+            health_status,
+            health_hits,
+            health_versions,
         }
     }
 
@@ -383,4 +409,119 @@ async fn auto_negotiates_h2_by_alpn_and_https_stays_http1() {
         .await
         .expect("h2c");
     assert_eq!(r.text(), "tls HTTP/1.1");
+}
+
+/// The `/upstreams` state of the endpoint at `addr` in upstream `name`.
+async fn endpoint_state(p: &Portico, name: &str, addr: SocketAddr) -> String {
+    let addr = addr.to_string();
+    endpoint_states(p, name)
+        .await
+        .into_iter()
+        .find(|(a, _, _)| *a == addr)
+        .map(|(_, s, _)| s)
+        .unwrap_or_default()
+}
+
+/// Polls `/upstreams` every 10 ms until the endpoint is in `state`; panics after `limit`.
+async fn wait_endpoint_state(
+    p: &Portico,
+    name: &str,
+    addr: SocketAddr,
+    state: &str,
+    limit: std::time::Duration,
+) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    loop {
+        if endpoint_state(p, name, addr).await == state {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{addr} of {name} not {state} within {limit:?}: {:?}",
+            endpoint_states(p, name).await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_health_checks_over_tls_see_a_failing_healthz() {
+    // Two TLS endpoints per upstream: `https` (HTTP/1.1 over TLS) and `auto` (h2 by ALPN).
+    // The first endpoint of each will answer its /healthz with 500 while it still accepts
+    // TLS connections: only a real HTTP check over TLS can notice.
+    let dir = tempfile::tempdir().expect("tmp");
+    let ca = Ca::new(dir.path(), "good");
+    let (chain, key) = ca.leaf("server", &["backend.test"]);
+    let h1_bad = TlsUpstream::start(&chain, &key, &[b"http/1.1"], None).await;
+    let h1_good = TlsUpstream::start(&chain, &key, &[b"http/1.1"], None).await;
+    let h2_bad = TlsUpstream::start(&chain, &key, &[b"h2", b"http/1.1"], None).await;
+    let h2_good = TlsUpstream::start(&chain, &key, &[b"h2", b"http/1.1"], None).await;
+    let tls = format!(
+        "{{ ca_file: \"{}\", sni: backend.test }}",
+        ca.ca_file().display()
+    );
+    let pool = |name: &str, protocol: &str, a: SocketAddr, b: SocketAddr| {
+        format!(
+            "{API}\nkind: Upstream\nmetadata: {{ name: {name} }}\nspec:\n  endpoints: [\"{a}\", \"{b}\"]\n  protocol: {protocol}\n  tls: {tls}\n  health_checks: [{{ path: /healthz, interval_ms: 200, timeout_ms: 1000, unhealthy_threshold: 2, healthy_threshold: 2 }}]\n"
+        )
+    };
+    let p = Portico::start(&join(&[
+        pool("tls-h1", "https", h1_bad.addr, h1_good.addr),
+        pool("tls-h2", "auto", h2_bad.addr, h2_good.addr),
+        mapping_doc("h1", "/h1/", "tls-h1"),
+        mapping_doc("h2", "/h2/", "tls-h2"),
+    ]))
+    .await;
+    // The checks reach /healthz over TLS, in the protocol ALPN picked.
+    let start = std::time::Instant::now();
+    while h1_bad.health_hits.load(Ordering::SeqCst) == 0
+        || h2_bad.health_hits.load(Ordering::SeqCst) == 0
+    {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(5),
+            "no health check arrived: {}",
+            p.stderr()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        h1_bad.health_versions.lock().expect("lock")[0],
+        http::Version::HTTP_11
+    );
+    assert_eq!(
+        h2_bad.health_versions.lock().expect("lock")[0],
+        http::Version::HTTP_2
+    );
+    assert_eq!(endpoint_state(&p, "tls-h1", h1_bad.addr).await, "healthy");
+
+    h1_bad.health_status.store(500, Ordering::SeqCst);
+    h2_bad.health_status.store(500, Ordering::SeqCst);
+    let limit = std::time::Duration::from_secs(3);
+    let out1 = wait_endpoint_state(&p, "tls-h1", h1_bad.addr, "unhealthy", limit).await;
+    let out2 = wait_endpoint_state(&p, "tls-h2", h2_bad.addr, "unhealthy", limit).await;
+    eprintln!("unhealthy after {out1:?} (https) and {out2:?} (auto/h2), threshold 2 x 200 ms");
+    // Two failing rounds of 200 ms (± 10% jitter), plus a TLS handshake per probe.
+    assert!(
+        out1 + out2 <= std::time::Duration::from_millis(2 * 220 + 400),
+        "{out1:?} + {out2:?}"
+    );
+    assert_eq!(endpoint_state(&p, "tls-h1", h1_good.addr).await, "healthy");
+    assert_eq!(endpoint_state(&p, "tls-h2", h2_good.addr).await, "healthy");
+    // Out of rotation: every request goes to the healthy endpoint.
+    let (bad1, bad2) = (
+        h1_bad.versions.lock().expect("lock").len(),
+        h2_bad.versions.lock().expect("lock").len(),
+    );
+    for i in 0..20 {
+        assert_eq!(get(&p.url(&format!("/h1/{i}")), &[]).await.status, 200);
+        assert_eq!(get(&p.url(&format!("/h2/{i}")), &[]).await.status, 200);
+    }
+    assert_eq!(h1_bad.versions.lock().expect("lock").len(), bad1);
+    assert_eq!(h2_bad.versions.lock().expect("lock").len(), bad2);
+    assert_eq!(h1_good.versions.lock().expect("lock").len(), 20);
+    assert_eq!(h2_good.versions.lock().expect("lock").len(), 20);
+
+    // And back after two passes.
+    h1_bad.health_status.store(200, Ordering::SeqCst);
+    wait_endpoint_state(&p, "tls-h1", h1_bad.addr, "healthy", limit).await;
 }
