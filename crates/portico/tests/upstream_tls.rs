@@ -81,7 +81,8 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// A TLS upstream: answers 200 `tls <version>`, records the HTTP versions it saw and counts
 /// the connections it accepted. `/healthz` answers `health_status` (200 at first) and is
-/// counted in `health_hits` (with its HTTP version in `health_versions`) instead.
+/// counted in `health_hits` (with its HTTP version in `health_versions`) instead; so is a
+/// grpc.health.v1 Check, answered SERVING while `health_status` is 200.
 struct TlsUpstream {
     addr: SocketAddr,
     versions: Arc<Mutex<Vec<http::Version>>>,
@@ -156,6 +157,27 @@ impl TlsUpstream {
                         let versions = versions.clone();
                         let (status, hits, hversions) = health.clone();
                         async move {
+                            if req.uri().path() == "/grpc.health.v1.Health/Check" {
+                                // grpc.health.v1: SERVING (1) while health_status is 200,
+                                // else NOT_SERVING (2); grpc-status in the head.
+                                hits.fetch_add(1, Ordering::SeqCst);
+                                hversions.lock().expect("lock").push(req.version());
+                                let serving = if status.load(Ordering::SeqCst) == 200 {
+                                    1
+                                } else {
+                                    2
+                                };
+                                let mut r = Response::new(Full::new(Bytes::from(vec![
+                                    0, 0, 0, 0, 2, 0x08, serving,
+                                ])));
+                                r.headers_mut().insert(
+                                    http::header::CONTENT_TYPE,
+                                    http::HeaderValue::from_static("application/grpc"),
+                                );
+                                r.headers_mut()
+                                    .insert("grpc-status", http::HeaderValue::from_static("0"));
+                                return Ok::<_, Infallible>(r);
+                            }
                             if req.uri().path().starts_with("/healthz") {
                                 hits.fetch_add(1, Ordering::SeqCst);
                                 hversions.lock().expect("lock").push(req.version());
@@ -445,7 +467,7 @@ async fn wait_endpoint_state(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_health_checks_over_tls_see_a_failing_healthz() {
+async fn health_checks_over_tls_see_a_failing_healthz_and_not_serving() {
     // Two TLS endpoints per upstream: `https` (HTTP/1.1 over TLS) and `auto` (h2 by ALPN).
     // The first endpoint of each will answer its /healthz with 500 while it still accepts
     // TLS connections: only a real HTTP check over TLS can notice.
@@ -460,14 +482,17 @@ async fn http_health_checks_over_tls_see_a_failing_healthz() {
         "{{ ca_file: \"{}\", sni: backend.test }}",
         ca.ca_file().display()
     );
-    let pool = |name: &str, protocol: &str, a: SocketAddr, b: SocketAddr| {
+    let pool = |name: &str, protocol: &str, a: SocketAddr, b: SocketAddr, check: &str| {
         format!(
-            "{API}\nkind: Upstream\nmetadata: {{ name: {name} }}\nspec:\n  endpoints: [\"{a}\", \"{b}\"]\n  protocol: {protocol}\n  tls: {tls}\n  health_checks: [{{ path: /healthz, interval_ms: 200, timeout_ms: 1000, unhealthy_threshold: 2, healthy_threshold: 2 }}]\n"
+            "{API}\nkind: Upstream\nmetadata: {{ name: {name} }}\nspec:\n  endpoints: [\"{a}\", \"{b}\"]\n  protocol: {protocol}\n  tls: {tls}\n  health_checks: [{{ {check}, interval_ms: 200, timeout_ms: 1000, unhealthy_threshold: 2, healthy_threshold: 2 }}]\n"
         )
     };
+    let http_check = "path: /healthz";
     let p = Portico::start(&join(&[
-        pool("tls-h1", "https", h1_bad.addr, h1_good.addr),
-        pool("tls-h2", "auto", h2_bad.addr, h2_good.addr),
+        pool("tls-h1", "https", h1_bad.addr, h1_good.addr, http_check),
+        pool("tls-h2", "auto", h2_bad.addr, h2_good.addr, http_check),
+        // The same two h2 endpoints, checked with grpc.health.v1 over TLS.
+        pool("tls-grpc", "auto", h2_bad.addr, h2_good.addr, "grpc: {}"),
         mapping_doc("h1", "/h1/", "tls-h1"),
         mapping_doc("h2", "/h2/", "tls-h2"),
     ]))
@@ -493,6 +518,7 @@ async fn http_health_checks_over_tls_see_a_failing_healthz() {
         http::Version::HTTP_2
     );
     assert_eq!(endpoint_state(&p, "tls-h1", h1_bad.addr).await, "healthy");
+    assert_eq!(endpoint_state(&p, "tls-grpc", h2_bad.addr).await, "healthy");
 
     h1_bad.health_status.store(500, Ordering::SeqCst);
     h2_bad.health_status.store(500, Ordering::SeqCst);
@@ -505,8 +531,14 @@ async fn http_health_checks_over_tls_see_a_failing_healthz() {
         out1 + out2 <= std::time::Duration::from_millis(2 * 220 + 400),
         "{out1:?} + {out2:?}"
     );
+    let out3 = wait_endpoint_state(&p, "tls-grpc", h2_bad.addr, "unhealthy", limit).await;
+    eprintln!("gRPC check over TLS: NOT_SERVING seen {out3:?} later");
     assert_eq!(endpoint_state(&p, "tls-h1", h1_good.addr).await, "healthy");
     assert_eq!(endpoint_state(&p, "tls-h2", h2_good.addr).await, "healthy");
+    assert_eq!(
+        endpoint_state(&p, "tls-grpc", h2_good.addr).await,
+        "healthy"
+    );
     // Out of rotation: every request goes to the healthy endpoint.
     let (bad1, bad2) = (
         h1_bad.versions.lock().expect("lock").len(),
