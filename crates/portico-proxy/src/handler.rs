@@ -913,9 +913,8 @@ async fn within<F: Future>(
 
 /// Runs `f` until it ends, or `None` once neither it nor the client's request body made
 /// progress for `idle` (the route's `idle_timeout_ms`, CONTRACT §2.3.1). Progress on the
-/// request side is `received` growing; the timer wakes every quarter of `idle` only while
-/// `f` is pending past the first `idle`, so a cut comes between `idle` and 1¼ × `idle` after
-/// the last byte.
+/// request side is `received` growing, sampled every quarter of `idle` while `f` is pending
+/// (one timer), so a cut comes between `idle` and 1¼ × `idle` after the last byte.
 async fn idle_bound<F: Future>(
     idle: Option<Duration>,
     received: &ByteCounter,
@@ -927,7 +926,7 @@ async fn idle_bound<F: Future>(
     let step = (idle / 4).max(Duration::from_millis(1));
     let mut seen = received.get();
     let mut last = tokio::time::Instant::now();
-    let timer = tokio::time::sleep_until(last + idle);
+    let timer = tokio::time::sleep_until(last + step);
     tokio::pin!(f, timer);
     loop {
         tokio::select! {
@@ -941,7 +940,8 @@ async fn idle_bound<F: Future>(
                 } else if now.saturating_duration_since(last) >= idle {
                     return None;
                 }
-                timer.as_mut().reset((now + step).min(last + idle).max(now + Duration::from_millis(1)));
+                let next = (now + step).min(last + idle);
+                timer.as_mut().reset(next.max(now + Duration::from_millis(1)));
             }
         }
     }

@@ -668,3 +668,53 @@ async fn idle_h2_connections_are_closed_after_the_keepalive_timeout() {
         "the connection stayed open after its stream ended"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_body_bytes_keep_the_idle_timeout_from_firing() {
+    // The upstream answers only once the whole body is in; the client sends it a byte every
+    // 100 ms for ~1 s (3x the idle timeout). Bytes flowing upstream are traffic: no 408.
+    let up = scripted(|_| ok()).await;
+    let p = Portico::start(&mapping(
+        "upload",
+        &format!(
+            "  prefix: /\n  service: {}\n  idle_timeout_ms: 300\n  timeout_ms: 0",
+            up.addr
+        ),
+    ))
+    .await;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", p.port))
+        .await
+        .expect("connect");
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let (chunks, body) = futures_channel_body();
+    tokio::spawn(async move {
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if chunks.send(Bytes::from_static(b"x")).await.is_err() {
+                return;
+            }
+        }
+    });
+    let req = http::Request::post("/upload")
+        .header("host", "x")
+        .header("content-length", "10")
+        .body(body)
+        .expect("request");
+    let t = Instant::now();
+    let resp = tokio::time::timeout(Duration::from_secs(10), tx.send_request(req))
+        .await
+        .expect("no hang")
+        .expect("response");
+    let took = t.elapsed();
+    eprintln!("slow upload answered after {took:?}");
+    assert_eq!(resp.status(), 200);
+    let text = resp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(&text[..], b"answer 0");
+    assert!(took >= Duration::from_millis(900), "{took:?}");
+    let log = p.wait_log_lines(1).await;
+    assert_eq!(log[0]["flags"], "-");
+    assert_eq!(log[0]["bytes_received"], 10);
+}
