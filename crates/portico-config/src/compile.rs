@@ -190,6 +190,13 @@ fn listener_limits(r: &Resource, d: &mut Diags, l: &ListenerSpec) -> ListenerLim
         86_400_000,
         30_000,
     );
+    let keepalive_ms = check(
+        "keepalive_timeout_ms",
+        l.keepalive_timeout_ms,
+        0,
+        86_400_000,
+        def.keepalive_timeout.map_or(0, |t| t.as_millis() as u64),
+    );
     // Every value was range-checked above, so the narrowing casts cannot truncate.
     ListenerLimits {
         max_request_headers_bytes: (kb * 1024) as u32,
@@ -200,6 +207,7 @@ fn listener_limits(r: &Resource, d: &mut Diags, l: &ListenerSpec) -> ListenerLim
         initial_connection_window_bytes: connection_window as u32,
         header_read_timeout: Duration::from_millis(head_ms),
         request_body_idle_timeout: nonzero_ms(body_ms),
+        keepalive_timeout: nonzero_ms(keepalive_ms),
     }
 }
 

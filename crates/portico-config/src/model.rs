@@ -132,6 +132,7 @@ pub struct ListenerSpec {
     pub initial_connection_window_bytes: Option<u32>,
     pub header_read_timeout_ms: Option<u64>,
     pub request_body_idle_timeout_ms: Option<u64>,
+    pub keepalive_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

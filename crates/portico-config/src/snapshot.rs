@@ -125,6 +125,9 @@ pub struct ListenerLimits {
     /// Longest pause in a request body before the request ends with 408 SI (slow POST guard);
     /// `None` = no limit.
     pub request_body_idle_timeout: Option<Duration>,
+    /// A connection with no request in flight (HTTP/1 keep-alive between requests, HTTP/2
+    /// with no open stream) for this long is closed (HTTP/2: GOAWAY); `None` = never.
+    pub keepalive_timeout: Option<Duration>,
 }
 
 impl Default for ListenerLimits {
@@ -138,6 +141,7 @@ impl Default for ListenerLimits {
             initial_connection_window_bytes: 2 * 1024 * 1024,
             header_read_timeout: Duration::from_secs(10),
             request_body_idle_timeout: Some(Duration::from_secs(30)),
+            keepalive_timeout: Some(Duration::from_secs(75)),
         }
     }
 }

@@ -458,6 +458,14 @@ spec:
   initial_connection_window_bytes: 2147483647
   header_read_timeout_ms: 2000
   request_body_idle_timeout_ms: 0
+  keepalive_timeout_ms: 0
+---
+apiVersion: portico.dev/v1
+kind: Listener
+metadata: {name: brief}
+spec:
+  port: 8082
+  keepalive_timeout_ms: 5000
 ";
     let text = format!(
         "{text}{}{}",
@@ -491,6 +499,16 @@ spec:
         plain.limits.request_body_idle_timeout,
         Some(Duration::from_secs(30))
     );
+    assert_eq!(
+        plain.limits.keepalive_timeout,
+        Some(Duration::from_secs(75))
+    );
+    let brief = s
+        .listeners
+        .iter()
+        .find(|l| l.name == "brief")
+        .expect("brief");
+    assert_eq!(brief.limits.keepalive_timeout, Some(Duration::from_secs(5)));
     let tuned = s
         .listeners
         .iter()
@@ -507,6 +525,7 @@ spec:
             initial_connection_window_bytes: 2_147_483_647,
             header_read_timeout: Duration::from_secs(2),
             request_body_idle_timeout: None,
+            keepalive_timeout: None,
         }
     );
     let route = |n: &str| s.routes.iter().find(|r| r.name == n).expect("route");

@@ -978,6 +978,10 @@ fn listener_limits_out_of_range_are_positioned_errors() {
             "initial_connection_window_bytes: 4294967295",
             "initial_connection_window_bytes must be 65535-2147483647",
         ),
+        (
+            "keepalive_timeout_ms: 90000000",
+            "keepalive_timeout_ms must be 0-86400000",
+        ),
     ] {
         let col = field.find(':').map_or(0, |i| i as u32 + 5);
         one_error(&listener(field), 6, col, needle);

@@ -149,7 +149,7 @@ pub fn upstreams(active: &Active) -> Value {
                         "address": e.addr.to_string(),
                         "state": e.health().as_str(),
                         "active_requests": e.active.load(Ordering::Relaxed),
-                        "weight": e.weight,
+                        "weight": e.weight(),
                         "ejections": e.ejections.load(Ordering::Relaxed),
                     })
                 })

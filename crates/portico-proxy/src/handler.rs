@@ -486,7 +486,20 @@ async fn forward(
             addr: ep.addr,
         };
         let attempt_start = Instant::now();
-        let outcome = attempt(&up, key, params.clone(), req, try_deadline, &ep).await;
+        // The route's idle timeout covers the wait for the response head too: no byte either
+        // way (request body bytes read from the client count) for that long is a 408, SI.
+        let sent = attempt(&up, key, params.clone(), req, try_deadline, &ep);
+        let Some(outcome) = idle_bound(route.idle_timeout, &rec.received, sent).await else {
+            up.report(
+                &ep,
+                AttemptReport {
+                    status: None,
+                    gateway_failure: true,
+                    latency: attempt_start.elapsed(),
+                },
+            );
+            return rec.stream_idle(&proxy);
+        };
         let latency = attempt_start.elapsed();
         let mut answered: Option<(Response<Incoming>, Option<H1Sender>, ActiveGuard)> = None;
         let (result, back) = match outcome {
@@ -914,6 +927,42 @@ async fn within<F: Future>(
     }
 }
 
+/// Runs `f` until it ends, or `None` once neither it nor the client's request body made
+/// progress for `idle` (the route's `idle_timeout_ms`, CONTRACT §2.3.1). Progress on the
+/// request side is `received` growing, sampled every quarter of `idle` while `f` is pending
+/// (one timer), so a cut comes between `idle` and 1¼ × `idle` after the last byte.
+async fn idle_bound<F: Future>(
+    idle: Option<Duration>,
+    received: &ByteCounter,
+    f: F,
+) -> Option<F::Output> {
+    let Some(idle) = idle else {
+        return Some(f.await);
+    };
+    let step = (idle / 4).max(Duration::from_millis(1));
+    let mut seen = received.get();
+    let mut last = tokio::time::Instant::now();
+    let timer = tokio::time::sleep_until(last + step);
+    tokio::pin!(f, timer);
+    loop {
+        tokio::select! {
+            out = &mut f => return Some(out),
+            () = &mut timer => {
+                let now = tokio::time::Instant::now();
+                let bytes = received.get();
+                if bytes != seen {
+                    seen = bytes;
+                    last = now;
+                } else if now.saturating_duration_since(last) >= idle {
+                    return None;
+                }
+                let next = (now + step).min(last + idle);
+                timer.as_mut().reset(next.max(now + Duration::from_millis(1)));
+            }
+        }
+    }
+}
+
 /// The size of a request's HTTP/1 header lines (`name: value\r\n` each).
 fn h1_header_bytes(headers: &http::HeaderMap) -> usize {
     headers
@@ -1223,6 +1272,20 @@ impl Record {
                 self.local(proxy, reply)
             }
         }
+    }
+
+    /// The route's idle timeout fired before the response started: 408 (gRPC status 4), flag
+    /// SI. HTTP/1 connections close after it (the request body may be unread).
+    fn stream_idle(mut self, proxy: &Proxy) -> Response<RespBody> {
+        tracing::info!(client = %self.client, "stream idle timeout before the response started");
+        self.flags.insert(Flag::SI);
+        let mut reply = local_reply(Flag::SI, self.grpc, None);
+        if !self.http2 {
+            reply
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        self.local(proxy, reply)
     }
 
     /// A circuit breaker refused the request: 503 with `x-portico-overloaded: true`.

@@ -8,7 +8,9 @@
 //! in `Endpoint::hc_down`; `healthy_threshold` consecutive passes clear it. Endpoints start
 //! healthy. An endpoint taken over by a newer state of the same upstream (a reload that
 //! changed its settings) is left to that state's checks. TLS upstreams (`https`, `auto`)
-//! are probed with a TCP connect until upstream TLS exists.
+//! are probed over TLS with the upstream's own TLS settings (CA, SNI, client certificate,
+//! ALPN): a failed handshake fails the probe, and HTTP/gRPC checks then run over the TLS
+//! stream (HTTP/2 when ALPN picked `h2`; gRPC always speaks HTTP/2).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,10 +23,12 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use portico_config::snapshot::{HealthCheckConf, HealthCheckKind, UpstreamProtocol};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::lb::now_ms;
 use crate::upstream::UpstreamState;
+use crate::upstream_tls::UpstreamTls;
 
 /// Starts the health-check tasks of a new upstream state (at most 32 checks).
 pub fn spawn(state: &Arc<UpstreamState>) {
@@ -41,20 +45,22 @@ async fn run(weak: Weak<UpstreamState>, bit: u32, check: HealthCheckConf) {
     let mut streaks: HashMap<SocketAddr, (u32, u32)> = HashMap::new();
     loop {
         let round = tokio::time::Instant::now();
-        let (set, host, protocol, uid) = {
+        let (set, host, protocol, uid, tls) = {
             let Some(state) = weak.upgrade() else { break };
             (
                 state.endpoints.load_full(),
                 state.conf.name.clone(),
                 state.conf.protocol,
                 state.uid,
+                state.tls.clone(),
             )
         };
         let probes = set.endpoints.iter().map(|e| {
             let host = host.as_str();
             let check = &check;
+            let tls = tls.as_deref();
             async move {
-                tokio::time::timeout(check.timeout, probe(e.addr, check, host, protocol))
+                tokio::time::timeout(check.timeout, probe(e.addr, check, host, protocol, tls))
                     .await
                     .unwrap_or(false)
             }
@@ -97,14 +103,49 @@ async fn probe(
     check: &HealthCheckConf,
     upstream: &str,
     p: UpstreamProtocol,
+    tls: Option<&UpstreamTls>,
 ) -> bool {
     let Ok(stream) = TcpStream::connect(addr).await else {
         return false;
     };
-    if matches!(p, UpstreamProtocol::Https | UpstreamProtocol::Auto) {
-        return true;
-    }
     let _ = stream.set_nodelay(true);
+    if !matches!(p, UpstreamProtocol::Https | UpstreamProtocol::Auto) {
+        return check_on(
+            stream,
+            addr,
+            check,
+            upstream,
+            p == UpstreamProtocol::H2c,
+            "http",
+        )
+        .await;
+    }
+    // TLS settings that could not be built fail every connect (logged when the state was
+    // made): the probe fails too, as a request would.
+    let Some(tls) = tls else {
+        return false;
+    };
+    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+    let Ok(stream) = connector.connect(tls.server_name(addr), stream).await else {
+        return false;
+    };
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    check_on(stream, addr, check, upstream, h2, "https").await
+}
+
+/// The check itself on an open stream (plain TCP or TLS); `h2`: speak HTTP/2 (with
+/// `:scheme` `scheme`).
+async fn check_on<S>(
+    stream: S,
+    addr: SocketAddr,
+    check: &HealthCheckConf,
+    upstream: &str,
+    h2: bool,
+    scheme: &str,
+) -> bool
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     match &check.kind {
         HealthCheckKind::Tcp => true,
         HealthCheckKind::Http {
@@ -113,7 +154,7 @@ async fn probe(
             expected_statuses,
         } => {
             let host = host.as_deref().unwrap_or(upstream);
-            match http_status(stream, path, host, p == UpstreamProtocol::H2c).await {
+            match http_status(stream, path, host, h2, scheme).await {
                 Some(s) => expected_statuses
                     .iter()
                     .any(|&(lo, hi)| (lo..=hi).contains(&s)),
@@ -121,17 +162,20 @@ async fn probe(
             }
         }
         HealthCheckKind::Grpc { service } => {
-            grpc_serving(stream, addr, service.as_deref().unwrap_or("")).await
+            grpc_serving(stream, addr, service.as_deref().unwrap_or(""), scheme).await
         }
     }
 }
 
-async fn http_status(stream: TcpStream, path: &str, host: &str, h2: bool) -> Option<u16> {
+async fn http_status<S>(stream: S, path: &str, host: &str, h2: bool, scheme: &str) -> Option<u16>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let io = TokioIo::new(stream);
     let resp = if h2 {
         let (mut tx, conn) = http2::handshake(TokioExecutor::new(), io).await.ok()?;
         tokio::spawn(conn);
-        let req = Request::get(format!("http://{host}{path}"))
+        let req = Request::get(format!("{scheme}://{host}{path}"))
             .header(header::USER_AGENT, "portico-health-check")
             .body(Empty::<Bytes>::new())
             .ok()?;
@@ -228,13 +272,16 @@ fn varint(b: &mut Bytes) -> Option<u64> {
     None
 }
 
-async fn grpc_serving(stream: TcpStream, addr: SocketAddr, service: &str) -> bool {
+async fn grpc_serving<S>(stream: S, addr: SocketAddr, service: &str, scheme: &str) -> bool
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let io = TokioIo::new(stream);
     let Ok((mut tx, conn)) = http2::handshake(TokioExecutor::new(), io).await else {
         return false;
     };
     tokio::spawn(conn);
-    let Ok(req) = Request::post(format!("http://{addr}/grpc.health.v1.Health/Check"))
+    let Ok(req) = Request::post(format!("{scheme}://{addr}/grpc.health.v1.Health/Check"))
         .header(header::CONTENT_TYPE, "application/grpc")
         .header(header::TE, "trailers")
         .header(header::USER_AGENT, "portico-health-check")

@@ -6,6 +6,7 @@
 //! and handed to every worker, so a reload can add or remove them without a restart.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::h1_guard::{Guarded, Report, Violation};
 use crate::handler::{self, ConnInfo};
+use crate::keepalive;
 use crate::proxy_protocol::{self, Prefixed};
 use crate::state::Proxy;
 use crate::tls;
@@ -410,10 +412,22 @@ async fn serve<S>(
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let proxy_for_log = proxy.clone();
+    // Requests in flight, for the keep-alive idle timeout: each response body carries its
+    // request's guard until hyper is done with it.
+    let streams = Arc::new(keepalive::Streams::default());
     let svc = {
         let info = info.clone();
-        service_fn(move |req| handler::handle(proxy.clone(), info.clone(), req))
+        let streams = streams.clone();
+        service_fn(move |req| {
+            let guard = streams.open();
+            let handled = handler::handle(proxy.clone(), info.clone(), req);
+            async move {
+                let resp = handled.await?;
+                Ok::<_, Infallible>(resp.map(|b| keepalive::Tracked::new(b, guard)))
+            }
+        })
     };
+    let keepalive_timeout = info.listener.limits.keepalive_timeout;
     let report = Arc::new(Report::default());
     let guarded = Guarded::new(stream, report.clone()).with_limits(
         info.listener.limits.header_read_timeout,
@@ -426,6 +440,13 @@ async fn serve<S>(
     let res = tokio::select! {
         r = conn.as_mut() => r,
         _ = async { drain.wait_for(|d| *d).await.map(|_| ()) } => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+        _ = keepalive_expires(&streams, keepalive_timeout) => {
+            // No request in flight for the keep-alive timeout: HTTP/2 gets GOAWAY, HTTP/1
+            // closes (nothing is in flight, so nothing is cut).
+            tracing::debug!(client = %info.peer, "keep-alive idle timeout; connection closed");
             conn.as_mut().graceful_shutdown();
             conn.await
         }
@@ -465,6 +486,14 @@ async fn serve<S>(
         } else {
             tracing::debug!(client = %info.peer, error = %e, "downstream connection error");
         }
+    }
+}
+
+/// Resolves when the connection has been idle for `timeout` (never without one).
+async fn keepalive_expires(streams: &keepalive::Streams, timeout: Option<Duration>) {
+    match timeout {
+        Some(t) => keepalive::idle(streams, t).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -24,7 +24,10 @@ static NEXT_UID: AtomicU64 = AtomicU64::new(1);
 #[derive(Debug)]
 pub struct Endpoint {
     pub addr: SocketAddr,
-    pub weight: u32,
+    /// Its load-balancing weight: the latest one configured or resolved (a reload or DNS
+    /// refresh that changes only the weight keeps the endpoint's state, see
+    /// [`UpstreamState::set_endpoints`]).
+    weight: AtomicU32,
     /// Requests in flight to this endpoint.
     pub active: AtomicU32,
     /// Bit i set: active health check i considers the endpoint unhealthy.
@@ -68,7 +71,7 @@ impl Endpoint {
     pub fn new(addr: SocketAddr, weight: u32) -> Endpoint {
         Endpoint {
             addr,
-            weight,
+            weight: AtomicU32::new(weight),
             active: AtomicU32::new(0),
             hc_down: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
@@ -80,6 +83,17 @@ impl Endpoint {
             since: AtomicU64::new(0),
             owner: AtomicU64::new(0),
         }
+    }
+
+    /// Its load-balancing weight.
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    /// Takes a new weight; `true` when it differs from the old one (the endpoint set's
+    /// precomputed schedule, ring or table must then be rebuilt).
+    fn reweight(&self, weight: u32) -> bool {
+        self.weight.swap(weight, Ordering::Relaxed) != weight
     }
 
     /// Passing its active health checks?
@@ -122,7 +136,7 @@ pub struct EndpointSet {
 
 impl EndpointSet {
     pub fn new(endpoints: Vec<Arc<Endpoint>>, policy: LbPolicy) -> Self {
-        let weights: Vec<u32> = endpoints.iter().map(|e| e.weight.max(1)).collect();
+        let weights: Vec<u32> = endpoints.iter().map(|e| e.weight().max(1)).collect();
         let uniform = weights.windows(2).all(|w| w[0] == w[1]);
         let schedule = if uniform || policy != LbPolicy::RoundRobin {
             Vec::new()
@@ -316,9 +330,10 @@ impl UpstreamState {
         }
     }
 
-    /// Takes over the endpoint state (health, ejection, latency, slow start) of `prev`, the
-    /// state this one replaces after a reload that changed the upstream's settings, for the
-    /// endpoints that stay; endpoints that are new to it start slow.
+    /// Takes over the endpoint state (health, ejection, latency, slow start, active requests)
+    /// of `prev`, the state this one replaces after a reload that changed the upstream's
+    /// settings, for the endpoints that stay (same address; a changed weight is taken from the
+    /// new config); endpoints that are new to it start slow.
     pub fn adopt_endpoints(&self, prev: &UpstreamState) {
         let old = prev.endpoints.load();
         if old.endpoints.is_empty() {
@@ -330,23 +345,18 @@ impl UpstreamState {
         let fresh: Vec<Arc<Endpoint>> = cur
             .endpoints
             .iter()
-            .map(|e| {
-                match old
-                    .endpoints
-                    .iter()
-                    .find(|o| o.addr == e.addr && o.weight == e.weight)
-                {
-                    Some(o) => {
-                        if !same_checks {
-                            o.hc_down.store(0, Ordering::Relaxed);
-                        }
-                        o.owner.store(self.uid, Ordering::Relaxed);
-                        o.clone()
+            .map(|e| match old.endpoints.iter().find(|o| o.addr == e.addr) {
+                Some(o) => {
+                    o.reweight(e.weight());
+                    if !same_checks {
+                        o.hc_down.store(0, Ordering::Relaxed);
                     }
-                    None => {
-                        e.since.store(now, Ordering::Relaxed);
-                        e.clone()
-                    }
+                    o.owner.store(self.uid, Ordering::Relaxed);
+                    o.clone()
+                }
+                None => {
+                    e.since.store(now, Ordering::Relaxed);
+                    e.clone()
                 }
             })
             .collect();
@@ -370,7 +380,9 @@ impl UpstreamState {
             && a.idle_connection_timeout == conf.idle_connection_timeout
     }
 
-    /// Replaces the endpoint set, keeping the state of endpoints that stay.
+    /// Replaces the endpoint set, keeping the state of endpoints that stay (matched on address:
+    /// an endpoint whose weight alone changed keeps its health, ejection, active requests and
+    /// pooled connections, and takes the new weight).
     pub fn set_endpoints(&self, addrs: Vec<(SocketAddr, u32)>) {
         let old = self.endpoints.load();
         // Endpoints joining a set that had some start slow.
@@ -380,13 +392,13 @@ impl UpstreamState {
             lb::now_ms()
         };
         let mut fresh = Vec::with_capacity(addrs.len());
+        let mut reweighted = false;
         for (addr, weight) in addrs {
-            match old
-                .endpoints
-                .iter()
-                .find(|e| e.addr == addr && e.weight == weight)
-            {
-                Some(e) => fresh.push(e.clone()),
+            match old.endpoints.iter().find(|e| e.addr == addr) {
+                Some(e) => {
+                    reweighted |= e.reweight(weight);
+                    fresh.push(e.clone())
+                }
                 None => {
                     let e = Endpoint::new(addr, weight);
                     e.since.store(since, Ordering::Relaxed);
@@ -395,7 +407,8 @@ impl UpstreamState {
                 }
             }
         }
-        let unchanged = fresh.len() == old.endpoints.len()
+        let unchanged = !reweighted
+            && fresh.len() == old.endpoints.len()
             && fresh
                 .iter()
                 .zip(old.endpoints.iter())
@@ -434,6 +447,98 @@ pub async fn resolve(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use portico_config::snapshot::{CircuitBreakerConf, EndpointConf, LbConf, UpstreamProtocol};
+
+    fn conf(endpoints: &[(&str, u32)], policy: LbPolicy) -> Arc<UpstreamConf> {
+        Arc::new(UpstreamConf {
+            id: 0,
+            name: "u".into(),
+            endpoints: EndpointSource::Static(
+                endpoints
+                    .iter()
+                    .map(|&(a, w)| EndpointConf {
+                        address: a.into(),
+                        weight: w,
+                    })
+                    .collect(),
+            ),
+            protocol: UpstreamProtocol::Http1,
+            tls: None,
+            lb: LbConf {
+                policy,
+                hash_on: None,
+                healthy_panic_threshold: 50,
+                slow_start_window: None,
+            },
+            health_checks: Vec::new(),
+            outlier: None,
+            circuit_breakers: CircuitBreakerConf::default(),
+            connect_timeout: std::time::Duration::from_secs(1),
+            max_idle_connections_per_endpoint: 64,
+            idle_connection_timeout: std::time::Duration::from_secs(60),
+        })
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// Marks `e` with state that must survive: unhealthy, ejected, one request in flight.
+    fn dirty(e: &Endpoint) {
+        e.hc_down.store(1, Ordering::Relaxed);
+        e.ejected_until.store(u64::MAX, Ordering::Relaxed);
+        e.ejections.store(2, Ordering::Relaxed);
+        e.active.store(1, Ordering::Relaxed);
+    }
+
+    fn kept_state(e: &Endpoint) -> bool {
+        e.hc_down.load(Ordering::Relaxed) == 1
+            && e.ejected_until.load(Ordering::Relaxed) == u64::MAX
+            && e.ejections.load(Ordering::Relaxed) == 2
+            && e.active.load(Ordering::Relaxed) == 1
+    }
+
+    #[test]
+    fn dns_refresh_changing_only_a_weight_keeps_the_endpoint_state() {
+        let up = UpstreamState::new(conf(&[], LbPolicy::RoundRobin));
+        up.set_endpoints(vec![(addr("10.0.0.1:80"), 1), (addr("10.0.0.2:80"), 1)]);
+        let before = up.endpoints.load_full();
+        dirty(&before.endpoints[0]);
+        up.set_endpoints(vec![(addr("10.0.0.1:80"), 3), (addr("10.0.0.2:80"), 1)]);
+        let after = up.endpoints.load_full();
+        assert!(Arc::ptr_eq(&before.endpoints[0], &after.endpoints[0]));
+        assert!(kept_state(&after.endpoints[0]));
+        assert_eq!(after.endpoints[0].weight(), 3);
+        // The set was rebuilt with the new weight: a 3:1 smooth round-robin schedule.
+        assert_eq!(after.schedule.len(), 4);
+        assert_eq!(after.schedule.iter().filter(|&&i| i == 0).count(), 3);
+        // The same answer again changes nothing.
+        up.set_endpoints(vec![(addr("10.0.0.1:80"), 3), (addr("10.0.0.2:80"), 1)]);
+        assert!(Arc::ptr_eq(&after, &up.endpoints.load_full()));
+    }
+
+    #[test]
+    fn reload_changing_only_a_weight_keeps_the_endpoint_state() {
+        let old = UpstreamState::new(conf(
+            &[("10.0.0.1:80", 1), ("10.0.0.2:80", 1)],
+            LbPolicy::RoundRobin,
+        ));
+        dirty(&old.endpoints.load().endpoints[1]);
+        let new = UpstreamState::new(conf(
+            &[("10.0.0.1:80", 1), ("10.0.0.2:80", 5)],
+            LbPolicy::RoundRobin,
+        ));
+        new.adopt_endpoints(&old);
+        let set = new.endpoints.load_full();
+        let e = &set.endpoints[1];
+        assert!(Arc::ptr_eq(e, &old.endpoints.load().endpoints[1]));
+        assert!(kept_state(e));
+        assert_eq!(e.weight(), 5);
+        assert_eq!(e.owner.load(Ordering::Relaxed), new.uid);
+        // Not a newcomer: no slow start.
+        assert_eq!(e.since.load(Ordering::Relaxed), 0);
+        assert_eq!(set.schedule.iter().filter(|&&i| i == 1).count(), 5);
+    }
 
     #[test]
     fn smooth_wrr_interleaves() {

@@ -444,8 +444,94 @@ async fn idle_timeout_cuts_a_stalled_response_body() {
     .await;
     let t = Instant::now();
     let r = http_get(&p.url("/stall"), &[]).await;
+    let took = t.elapsed();
+    eprintln!("stalled body cut after {took:?} (idle_timeout_ms: 300)");
     assert!(r.is_err(), "a stalled body must end in an error: {r:?}");
-    assert!(t.elapsed() < Duration::from_secs(2));
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(1),
+        "took {took:?}"
+    );
+    let log = p.wait_log_lines(1).await;
+    assert_eq!(log[0]["flags"], "SI");
+}
+
+/// An upstream that accepts connections, reads what comes and never answers.
+async fn silent_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let conns = Arc::new(AtomicUsize::new(0));
+    let c2 = conns.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            c2.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = vec![0u8; 4096];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, conns)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_cuts_the_wait_for_response_headers() {
+    let (addr, conns) = silent_upstream().await;
+    let p = Portico::start(&mapping(
+        "silent",
+        &format!("  prefix: /\n  service: {addr}\n  idle_timeout_ms: 300\n  timeout_ms: 0"),
+    ))
+    .await;
+    let t = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(10), get(&p.url("/hang"), &[]))
+        .await
+        .expect("the client must not hang");
+    let took = t.elapsed();
+    eprintln!("408 after {took:?} (idle_timeout_ms: 300)");
+    assert_eq!(r.status, 408, "{}", r.text());
+    assert_eq!(r.text(), "stream idle timeout\n");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(1),
+        "took {took:?}"
+    );
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        1,
+        "the upstream was contacted"
+    );
+    let log = p.wait_log_lines(1).await;
+    assert_eq!(log[0]["status"], 408);
+    assert_eq!(log[0]["flags"], "SI");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_before_response_headers_is_grpc_status_4() {
+    let (addr, _) = silent_upstream().await;
+    let p = Portico::start(&mapping(
+        "silent-grpc",
+        &format!(
+            "  prefix: /\n  service: {addr}\n  grpc: true\n  idle_timeout_ms: 300\n  timeout_ms: 0"
+        ),
+    ))
+    .await;
+    let t = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(10), grpc_call(&p, "/pkg.Svc/M", None))
+        .await
+        .expect("the call must not hang");
+    let took = t.elapsed();
+    eprintln!("grpc-status 4 after {took:?} (idle_timeout_ms: 300)");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["grpc-status"], "4");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(1),
+        "took {took:?}"
+    );
     let log = p.wait_log_lines(1).await;
     assert_eq!(log[0]["flags"], "SI");
 }
@@ -871,106 +957,264 @@ async fn max_connections_overflow_is_an_immediate_503() {
 async fn max_pending_requests_overflow_is_an_immediate_503() {
     // A TLS upstream that accepts connections and never answers the handshake: a connection
     // attempt stays pending until connect_timeout_ms.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let acc = accepted.clone();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((s, _)) = listener.accept().await {
-            acc.fetch_add(1, Ordering::SeqCst);
-            held.push(s);
-        }
-    });
-    let p = Portico::start(&pool(
+    /// An upstream answering `/slow` with ten 100 ms-apart chunks (a stream of ~1 s) and
+    /// anything else with `ok` at once.
+    async fn trickling_upstream() -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let acc = accepted.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                acc.fetch_add(1, Ordering::SeqCst);
+                held.push(s);
+            }
+        });
+        let p = Portico::start(&pool(
         &[addr],
         "  protocol: https\n  tls: { insecure_skip_verify: true }\n  connect_timeout_ms: 800\n  circuit_breakers: { max_pending_requests: 1 }\n",
         "",
     ))
     .await;
-    assert_eq!(metric(&p, OVERFLOWS).await, Some(0.0));
-    let timed = |url: String| async move {
-        let t = Instant::now();
-        let r = http_get(&url, &[]).await.expect("request");
-        (r, t.elapsed())
-    };
-    let (a, b) = tokio::join!(timed(p.url("/a")), timed(p.url("/b")));
-    let (over, waited) = if a.0.header("x-portico-overloaded").is_some() {
-        (a, b)
-    } else {
-        (b, a)
-    };
-    eprintln!(
-        "max_pending_requests 1: overflow {} in {:?}; pending one {} in {:?}",
-        over.0.status, over.1, waited.0.status, waited.1
-    );
-    assert_eq!(over.0.status, 503);
-    assert_eq!(over.0.header("x-portico-overloaded"), Some("true"));
-    assert!(
-        over.1 < Duration::from_millis(400),
-        "not immediate: {:?}",
-        over.1
-    );
-    // The pending one waited for its connect timeout, then failed (UF), without the header.
-    assert_eq!(waited.0.status, 503);
-    assert_eq!(waited.0.header("x-portico-overloaded"), None);
-    assert!(waited.1 >= Duration::from_millis(800), "{:?}", waited.1);
-    assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection tried");
-    let log = p.wait_log_lines(2).await;
-    let mut flags: Vec<String> = log.iter().map(|l| l["flags"].to_string()).collect();
-    flags.sort();
-    assert_eq!(flags, ["\"UF\"", "\"UO\""], "{log:?}");
-    assert_eq!(metric(&p, OVERFLOWS).await, Some(1.0));
-}
+        assert_eq!(metric(&p, OVERFLOWS).await, Some(0.0));
+        let timed = |url: String| async move {
+            let t = Instant::now();
+            let r = http_get(&url, &[]).await.expect("request");
+            (r, t.elapsed())
+        };
+        let (a, b) = tokio::join!(timed(p.url("/a")), timed(p.url("/b")));
+        let (over, waited) = if a.0.header("x-portico-overloaded").is_some() {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        eprintln!(
+            "max_pending_requests 1: overflow {} in {:?}; pending one {} in {:?}",
+            over.0.status, over.1, waited.0.status, waited.1
+        );
+        assert_eq!(over.0.status, 503);
+        assert_eq!(over.0.header("x-portico-overloaded"), Some("true"));
+        assert!(
+            over.1 < Duration::from_millis(400),
+            "not immediate: {:?}",
+            over.1
+        );
+        // The pending one waited for its connect timeout, then failed (UF), without the header.
+        assert_eq!(waited.0.status, 503);
+        assert_eq!(waited.0.header("x-portico-overloaded"), None);
+        assert!(waited.1 >= Duration::from_millis(800), "{:?}", waited.1);
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection tried");
+        let log = p.wait_log_lines(2).await;
+        let mut flags: Vec<String> = log.iter().map(|l| l["flags"].to_string()).collect();
+        flags.sort();
+        assert_eq!(flags, ["\"UF\"", "\"UO\""], "{log:?}");
+        assert_eq!(metric(&p, OVERFLOWS).await, Some(1.0));
+    }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn max_retries_bounds_retries_in_flight_whatever_the_budget() {
-    // Everything fails slowly; the budget would allow 100 retries in flight and each request
-    // 5 retries, but max_retries (default 3) allows 3 at a time.
-    let up = scripted(|_| Step {
-        delay: Duration::from_millis(300),
-        status: 503,
-        reset: false,
-    })
-    .await;
-    let p = Portico::start(&pool(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn max_retries_bounds_retries_in_flight_whatever_the_budget() {
+        // Everything fails slowly; the budget would allow 100 retries in flight and each request
+        // 5 retries, but max_retries (default 3) allows 3 at a time.
+        let up = scripted(|_| Step {
+            delay: Duration::from_millis(300),
+            status: 503,
+            reset: false,
+        })
+        .await;
+        let p = Portico::start(&pool(
         &[up.addr],
         "",
         "  retry_policy: { retry_on: \"5xx\", num_retries: 5, retry_budget: { budget_percent: 100, min_retry_concurrency: 100 } }",
     ))
     .await;
-    const N: usize = 20;
-    let mut tasks = Vec::new();
-    for i in 0..N {
-        let url = p.url(&format!("/x{i}"));
-        tasks.push(tokio::spawn(async move { http_get(&url, &[]).await }));
+        const N: usize = 20;
+        let mut tasks = Vec::new();
+        for i in 0..N {
+            let url = p.url(&format!("/x{i}"));
+            tasks.push(tokio::spawn(async move { http_get(&url, &[]).await }));
+        }
+        for t in tasks {
+            let r = t.await.expect("join").expect("request");
+            // A retry not made leaves the upstream's answer: no local overflow reply.
+            assert_eq!(r.status, 503);
+            assert_eq!(r.header("x-portico-overloaded"), None);
+        }
+        let hits = up.hits.load(Ordering::SeqCst);
+        let peak = up.retry_peak.load(Ordering::SeqCst);
+        let log = p.wait_log_lines(N).await;
+        let refused = log
+            .iter()
+            .filter(|l| l["attempts"].as_u64().is_some_and(|a| a < 6))
+            .count();
+        eprintln!(
+            "{N} requests: {} retries, at most {peak} in flight; {refused} requests had a retry refused",
+            hits - N
+        );
+        assert_eq!(peak, 3, "retries in flight");
+        assert!((3..=N * 5).contains(&(hits - N)));
+        assert!(log.iter().all(|l| l["flags"] == "URX"), "{log:?}");
+        assert!(refused >= N - 3, "{refused}");
+        assert_eq!(metric(&p, OVERFLOWS).await, Some(refused as f64));
+        assert_eq!(
+            metric(&p, "portico_retries_total{route=\"m\"}").await,
+            Some((hits - N) as f64)
+        );
     }
-    for t in tasks {
-        let r = t.await.expect("join").expect("request");
-        // A retry not made leaves the upstream's answer: no local overflow reply.
-        assert_eq!(r.status, 503);
-        assert_eq!(r.header("x-portico-overloaded"), None);
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = service_fn(|req: http::Request<Incoming>| async move {
+                    let (tx, body) = futures_channel_body();
+                    if req.uri().path() == "/slow" {
+                        tokio::spawn(async move {
+                            for i in 0..10 {
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                                if tx.send(Bytes::from(format!("{i}"))).await.is_err() {
+                                    return;
+                                }
+                            }
+                        });
+                    } else {
+                        let _ = tx.try_send(Bytes::from_static(b"ok"));
+                    }
+                    Ok::<_, Infallible>(http::Response::new(body))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// One h2c GET on `client`; the body as text.
+async fn h2_get(
+    client: h2::client::SendRequest<Bytes>,
+    port: u16,
+    path: &str,
+) -> Result<String, h2::Error> {
+    let mut client = client.ready().await?;
+    let req = http::Request::get(format!("http://127.0.0.1:{port}{path}"))
+        .body(())
+        .expect("req");
+    let (resp, _) = client.send_request(req, true)?;
+    let mut body = resp.await?.into_body();
+    let mut text = String::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        text.push_str(&String::from_utf8_lossy(&chunk));
     }
-    let hits = up.hits.load(Ordering::SeqCst);
-    let peak = up.retry_peak.load(Ordering::SeqCst);
-    let log = p.wait_log_lines(N).await;
-    let refused = log
-        .iter()
-        .filter(|l| l["attempts"].as_u64().is_some_and(|a| a < 6))
-        .count();
-    eprintln!(
-        "{N} requests: {} retries, at most {peak} in flight; {refused} requests had a retry refused",
-        hits - N
-    );
-    assert_eq!(peak, 3, "retries in flight");
-    assert!((3..=N * 5).contains(&(hits - N)));
-    assert!(log.iter().all(|l| l["flags"] == "URX"), "{log:?}");
-    assert!(refused >= N - 3, "{refused}");
-    assert_eq!(metric(&p, OVERFLOWS).await, Some(refused as f64));
+    Ok(text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_h2_connections_are_closed_after_the_keepalive_timeout() {
+    let up = trickling_upstream().await;
+    let port = free_port();
+    let _p = Portico::start_with_listeners(
+        &listener_doc("brief", port, "HTTP", "keepalive_timeout_ms: 300"),
+        &mapping(
+            "trickle",
+            &format!("  prefix: /\n  service: {up}\n  timeout_ms: 0"),
+        ),
+    )
+    .await;
+
+    // An h2 connection that served one request and then has nothing open: GOAWAY and close.
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let idle_conn = tokio::spawn(conn);
     assert_eq!(
-        metric(&p, "portico_retries_total{route=\"m\"}").await,
-        Some((hits - N) as f64)
+        h2_get(client.clone(), port, "/quick").await.expect("get"),
+        "ok"
     );
+    let idle_from = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(5), idle_conn).await;
+    let idle_for = idle_from.elapsed();
+    assert!(ended.is_ok(), "an idle h2 connection stayed open past 5 s");
+    eprintln!("idle h2 connection closed after {idle_for:?} (keepalive_timeout_ms: 300)");
+    assert!(
+        idle_for >= Duration::from_millis(250) && idle_for < Duration::from_millis(1500),
+        "closed after {idle_for:?}"
+    );
+    // The server said goodbye: no new stream on it.
+    assert!(h2_get(client, port, "/quick").await.is_err());
+
+    // A connection with a stream open for ~1 s (3x the timeout) is not cut while it streams.
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let busy_conn = tokio::spawn(conn);
+    let t = Instant::now();
+    let body = h2_get(client, port, "/slow")
+        .await
+        .expect("the long stream");
+    let streamed = t.elapsed();
+    eprintln!("long stream took {streamed:?}");
+    assert_eq!(body, "0123456789");
+    assert!(streamed >= Duration::from_millis(900), "{streamed:?}");
+    // And once it ended, that connection is idle and closed in turn.
+    let ended = tokio::time::timeout(Duration::from_secs(5), busy_conn).await;
+    assert!(
+        ended.is_ok(),
+        "the connection stayed open after its stream ended"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_body_bytes_keep_the_idle_timeout_from_firing() {
+    // The upstream answers only once the whole body is in; the client sends it a byte every
+    // 100 ms for ~1 s (3x the idle timeout). Bytes flowing upstream are traffic: no 408.
+    let up = scripted(|_| ok()).await;
+    let p = Portico::start(&mapping(
+        "upload",
+        &format!(
+            "  prefix: /\n  service: {}\n  idle_timeout_ms: 300\n  timeout_ms: 0",
+            up.addr
+        ),
+    ))
+    .await;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", p.port))
+        .await
+        .expect("connect");
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let (chunks, body) = futures_channel_body();
+    tokio::spawn(async move {
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if chunks.send(Bytes::from_static(b"x")).await.is_err() {
+                return;
+            }
+        }
+    });
+    let req = http::Request::post("/upload")
+        .header("host", "x")
+        .header("content-length", "10")
+        .body(body)
+        .expect("request");
+    let t = Instant::now();
+    let resp = tokio::time::timeout(Duration::from_secs(10), tx.send_request(req))
+        .await
+        .expect("no hang")
+        .expect("response");
+    let took = t.elapsed();
+    eprintln!("slow upload answered after {took:?}");
+    assert_eq!(resp.status(), 200);
+    let text = resp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(&text[..], b"answer 0");
+    assert!(took >= Duration::from_millis(900), "{took:?}");
+    let log = p.wait_log_lines(1).await;
+    assert_eq!(log[0]["flags"], "-");
+    assert_eq!(log[0]["bytes_received"], 10);
 }

@@ -9,7 +9,7 @@ use common::*;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -81,12 +81,17 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// A TLS upstream: answers 200 `tls <version>`, records the HTTP versions it saw and counts
 /// the connections it accepted. Paths under `/slow/` are answered after `SLOW`; `peak` is the
-/// most requests it had in flight at once.
+/// most requests it had in flight at once. `/healthz` answers `health_status` (200 at first)
+/// and is counted in `health_hits` (with its HTTP version in `health_versions`) instead; so is
+/// a grpc.health.v1 Check, answered SERVING while `health_status` is 200.
 struct TlsUpstream {
     addr: SocketAddr,
     versions: Arc<Mutex<Vec<http::Version>>>,
     connections: Arc<AtomicUsize>,
     peak: Arc<AtomicUsize>,
+    health_status: Arc<AtomicU16>,
+    health_hits: Arc<AtomicUsize>,
+    health_versions: Arc<Mutex<Vec<http::Version>>>,
 }
 
 const SLOW: std::time::Duration = std::time::Duration::from_millis(300);
@@ -132,6 +137,14 @@ impl TlsUpstream {
         let peak = Arc::new(AtomicUsize::new(0));
         let in_flight = Arc::new(AtomicUsize::new(0));
         let (v2, c2, p2) = (versions.clone(), connections.clone(), peak.clone());
+        let health_status = Arc::new(AtomicU16::new(200));
+        let health_hits = Arc::new(AtomicUsize::new(0));
+        let health_versions: Arc<Mutex<Vec<http::Version>>> = Arc::default();
+        let health = (
+            health_status.clone(),
+            health_hits.clone(),
+            health_versions.clone(),
+        );
         tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
@@ -141,6 +154,7 @@ impl TlsUpstream {
                 let versions = v2.clone();
                 let connections = c2.clone();
                 let (peak, in_flight) = (p2.clone(), in_flight.clone());
+                let health = health.clone();
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
@@ -149,7 +163,38 @@ impl TlsUpstream {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let versions = versions.clone();
                         let (peak, in_flight) = (peak.clone(), in_flight.clone());
+                        let (status, hits, hversions) = health.clone();
                         async move {
+                            if req.uri().path() == "/grpc.health.v1.Health/Check" {
+                                // grpc.health.v1: SERVING (1) while health_status is 200,
+                                // else NOT_SERVING (2); grpc-status in the head.
+                                hits.fetch_add(1, Ordering::SeqCst);
+                                hversions.lock().expect("lock").push(req.version());
+                                let serving = if status.load(Ordering::SeqCst) == 200 {
+                                    1
+                                } else {
+                                    2
+                                };
+                                let mut r = Response::new(Full::new(Bytes::from(vec![
+                                    0, 0, 0, 0, 2, 0x08, serving,
+                                ])));
+                                r.headers_mut().insert(
+                                    http::header::CONTENT_TYPE,
+                                    http::HeaderValue::from_static("application/grpc"),
+                                );
+                                r.headers_mut()
+                                    .insert("grpc-status", http::HeaderValue::from_static("0"));
+                                return Ok::<_, Infallible>(r);
+                            }
+                            if req.uri().path().starts_with("/healthz") {
+                                hits.fetch_add(1, Ordering::SeqCst);
+                                hversions.lock().expect("lock").push(req.version());
+                                let mut r = Response::new(Full::new(Bytes::new()));
+                                *r.status_mut() =
+                                    http::StatusCode::from_u16(status.load(Ordering::SeqCst))
+                                        .expect("status");
+                                return Ok::<_, Infallible>(r);
+                            }
                             let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
                             peak.fetch_max(now, Ordering::SeqCst);
                             if req.uri().path().contains("/slow/") {
@@ -172,6 +217,9 @@ impl TlsUpstream {
             versions,
             connections,
             peak,
+            health_status,
+            health_hits,
+            health_versions,
         }
     }
 
@@ -467,4 +515,129 @@ async fn h2c_upstream_multiplexes_concurrent_requests_over_few_connections() {
         h1_connections >= h1_peak && h1_peak >= 10,
         "HTTP/1.1 control: {h1_connections} connections for peak {h1_peak}"
     );
+}
+
+/// The `/upstreams` state of the endpoint at `addr` in upstream `name`.
+async fn endpoint_state(p: &Portico, name: &str, addr: SocketAddr) -> String {
+    let addr = addr.to_string();
+    endpoint_states(p, name)
+        .await
+        .into_iter()
+        .find(|(a, _, _)| *a == addr)
+        .map(|(_, s, _)| s)
+        .unwrap_or_default()
+}
+
+/// Polls `/upstreams` every 10 ms until the endpoint is in `state`; panics after `limit`.
+async fn wait_endpoint_state(
+    p: &Portico,
+    name: &str,
+    addr: SocketAddr,
+    state: &str,
+    limit: std::time::Duration,
+) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    loop {
+        if endpoint_state(p, name, addr).await == state {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{addr} of {name} not {state} within {limit:?}: {:?}",
+            endpoint_states(p, name).await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_over_tls_see_a_failing_healthz_and_not_serving() {
+    // Two TLS endpoints per upstream: `https` (HTTP/1.1 over TLS) and `auto` (h2 by ALPN).
+    // The first endpoint of each will answer its /healthz with 500 while it still accepts
+    // TLS connections: only a real HTTP check over TLS can notice.
+    let dir = tempfile::tempdir().expect("tmp");
+    let ca = Ca::new(dir.path(), "good");
+    let (chain, key) = ca.leaf("server", &["backend.test"]);
+    let h1_bad = TlsUpstream::start(&chain, &key, &[b"http/1.1"], None).await;
+    let h1_good = TlsUpstream::start(&chain, &key, &[b"http/1.1"], None).await;
+    let h2_bad = TlsUpstream::start(&chain, &key, &[b"h2", b"http/1.1"], None).await;
+    let h2_good = TlsUpstream::start(&chain, &key, &[b"h2", b"http/1.1"], None).await;
+    let tls = format!(
+        "{{ ca_file: \"{}\", sni: backend.test }}",
+        ca.ca_file().display()
+    );
+    let pool = |name: &str, protocol: &str, a: SocketAddr, b: SocketAddr, check: &str| {
+        format!(
+            "{API}\nkind: Upstream\nmetadata: {{ name: {name} }}\nspec:\n  endpoints: [\"{a}\", \"{b}\"]\n  protocol: {protocol}\n  tls: {tls}\n  health_checks: [{{ {check}, interval_ms: 200, timeout_ms: 1000, unhealthy_threshold: 2, healthy_threshold: 2 }}]\n"
+        )
+    };
+    let http_check = "path: /healthz";
+    let p = Portico::start(&join(&[
+        pool("tls-h1", "https", h1_bad.addr, h1_good.addr, http_check),
+        pool("tls-h2", "auto", h2_bad.addr, h2_good.addr, http_check),
+        // The same two h2 endpoints, checked with grpc.health.v1 over TLS.
+        pool("tls-grpc", "auto", h2_bad.addr, h2_good.addr, "grpc: {}"),
+        mapping_doc("h1", "/h1/", "tls-h1"),
+        mapping_doc("h2", "/h2/", "tls-h2"),
+    ]))
+    .await;
+    // The checks reach /healthz over TLS, in the protocol ALPN picked.
+    let start = std::time::Instant::now();
+    while h1_bad.health_hits.load(Ordering::SeqCst) == 0
+        || h2_bad.health_hits.load(Ordering::SeqCst) == 0
+    {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(5),
+            "no health check arrived: {}",
+            p.stderr()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        h1_bad.health_versions.lock().expect("lock")[0],
+        http::Version::HTTP_11
+    );
+    assert_eq!(
+        h2_bad.health_versions.lock().expect("lock")[0],
+        http::Version::HTTP_2
+    );
+    assert_eq!(endpoint_state(&p, "tls-h1", h1_bad.addr).await, "healthy");
+    assert_eq!(endpoint_state(&p, "tls-grpc", h2_bad.addr).await, "healthy");
+
+    h1_bad.health_status.store(500, Ordering::SeqCst);
+    h2_bad.health_status.store(500, Ordering::SeqCst);
+    let limit = std::time::Duration::from_secs(3);
+    let out1 = wait_endpoint_state(&p, "tls-h1", h1_bad.addr, "unhealthy", limit).await;
+    let out2 = wait_endpoint_state(&p, "tls-h2", h2_bad.addr, "unhealthy", limit).await;
+    eprintln!("unhealthy after {out1:?} (https) and {out2:?} (auto/h2), threshold 2 x 200 ms");
+    // Two failing rounds of 200 ms (± 10% jitter), plus a TLS handshake per probe.
+    assert!(
+        out1 + out2 <= std::time::Duration::from_millis(2 * 220 + 400),
+        "{out1:?} + {out2:?}"
+    );
+    let out3 = wait_endpoint_state(&p, "tls-grpc", h2_bad.addr, "unhealthy", limit).await;
+    eprintln!("gRPC check over TLS: NOT_SERVING seen {out3:?} later");
+    assert_eq!(endpoint_state(&p, "tls-h1", h1_good.addr).await, "healthy");
+    assert_eq!(endpoint_state(&p, "tls-h2", h2_good.addr).await, "healthy");
+    assert_eq!(
+        endpoint_state(&p, "tls-grpc", h2_good.addr).await,
+        "healthy"
+    );
+    // Out of rotation: every request goes to the healthy endpoint.
+    let (bad1, bad2) = (
+        h1_bad.versions.lock().expect("lock").len(),
+        h2_bad.versions.lock().expect("lock").len(),
+    );
+    for i in 0..20 {
+        assert_eq!(get(&p.url(&format!("/h1/{i}")), &[]).await.status, 200);
+        assert_eq!(get(&p.url(&format!("/h2/{i}")), &[]).await.status, 200);
+    }
+    assert_eq!(h1_bad.versions.lock().expect("lock").len(), bad1);
+    assert_eq!(h2_bad.versions.lock().expect("lock").len(), bad2);
+    assert_eq!(h1_good.versions.lock().expect("lock").len(), 20);
+    assert_eq!(h2_good.versions.lock().expect("lock").len(), 20);
+
+    // And back after two passes.
+    h1_bad.health_status.store(200, Ordering::SeqCst);
+    wait_endpoint_state(&p, "tls-h1", h1_bad.addr, "healthy", limit).await;
 }

@@ -57,7 +57,7 @@ impl Maglev {
             .collect();
         let weights: Vec<u64> = endpoints
             .iter()
-            .map(|e| u64::from(e.weight.max(1)))
+            .map(|e| u64::from(e.weight().max(1)))
             .collect();
         let max_w = weights.iter().copied().max().unwrap_or(1);
         let mut next = vec![0u64; n];

@@ -137,10 +137,17 @@ fn find_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// Slow start: the fraction of its weight a new or recovered endpoint gets (10%..100%,
-/// linear over the window).
+/// linear over the window). Recovered means back from failing health checks (`since`, set by
+/// `health`) or from an outlier ejection: ejections end lazily, so the ramp counts from the
+/// end of the latest ejection (`ejected_until`, once passed) when that is later.
 pub fn ramp(ep: &Endpoint, now: u64, window: Option<Duration>) -> f64 {
     let Some(window) = window else { return 1.0 };
-    let since = ep.since.load(Ordering::Relaxed);
+    let mut since = ep.since.load(Ordering::Relaxed);
+    let ejection_end = ep.ejected_until.load(Ordering::Relaxed);
+    if ejection_end <= now {
+        // Still ejected (only picked in panic mode): the ejection is no recovery yet.
+        since = since.max(ejection_end);
+    }
     if since == 0 {
         return 1.0;
     }
@@ -355,5 +362,67 @@ mod tests {
         assert_eq!(ramp(&e, 4_010, w), 0.1);
         assert_eq!(ramp(&e, 5_000, w), 1.0);
         assert_eq!(ramp(&e, 4_010, None), 1.0);
+    }
+
+    #[test]
+    fn slow_start_ramps_an_endpoint_back_from_ejection() {
+        let e = Endpoint::new("127.0.0.1:1".parse().expect("addr"), 1);
+        let w = Some(Duration::from_millis(1000));
+        // Present from the start, then ejected until 10 000.
+        e.ejected_until.store(10_000, Ordering::Relaxed);
+        // While ejected (panic mode may still pick it) there is no ramp.
+        assert_eq!(ramp(&e, 9_000, w), 1.0);
+        // Back: 10% at first, half after half the window, all after the window.
+        assert_eq!(ramp(&e, 10_000, w), 0.1);
+        assert!((ramp(&e, 10_500, w) - 0.5).abs() < 1e-9);
+        assert_eq!(ramp(&e, 11_000, w), 1.0);
+        // A later health-check recovery counts from its own time.
+        e.since.store(20_000, Ordering::Relaxed);
+        assert!((ramp(&e, 20_250, w) - 0.25).abs() < 1e-9);
+        // Without a window: no ramp.
+        assert_eq!(ramp(&e, 10_000, None), 1.0);
+    }
+
+    #[test]
+    fn round_robin_thins_an_endpoint_just_back_from_ejection() {
+        use portico_config::snapshot::{
+            CircuitBreakerConf, EndpointConf, EndpointSource, UpstreamConf, UpstreamProtocol,
+        };
+        let conf = UpstreamConf {
+            id: 0,
+            name: "u".into(),
+            endpoints: EndpointSource::Static(
+                ["10.0.0.1:80", "10.0.0.2:80"]
+                    .iter()
+                    .map(|a| EndpointConf {
+                        address: (*a).into(),
+                        weight: 1,
+                    })
+                    .collect(),
+            ),
+            protocol: UpstreamProtocol::Http1,
+            tls: None,
+            lb: LbConf {
+                policy: LbPolicy::RoundRobin,
+                hash_on: None,
+                healthy_panic_threshold: 50,
+                slow_start_window: Some(Duration::from_secs(600)),
+            },
+            health_checks: Vec::new(),
+            outlier: None,
+            circuit_breakers: CircuitBreakerConf::default(),
+            connect_timeout: Duration::from_secs(1),
+            max_idle_connections_per_endpoint: 64,
+            idle_connection_timeout: Duration::from_secs(60),
+        };
+        let up = UpstreamState::new(std::sync::Arc::new(conf));
+        let back = up.endpoints.load().endpoints[0].clone();
+        // Its ejection ended just now: ~10% of its share (of 2 000 picks, ~100 of 1 000).
+        back.ejected_until.store(now_ms(), Ordering::Relaxed);
+        let ctx = PickCtx::default();
+        let picked = (0..2_000)
+            .filter(|_| up.pick(&ctx).is_some_and(|e| e.addr == back.addr))
+            .count();
+        assert!((30..400).contains(&picked), "picked {picked} of 2000");
     }
 }

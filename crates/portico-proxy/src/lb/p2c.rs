@@ -57,7 +57,7 @@ impl Ewma {
 }
 
 fn weight(e: &Endpoint, now_ms: u64, slow: Option<Duration>) -> f64 {
-    f64::from(e.weight.max(1)) * ramp(e, now_ms, slow)
+    f64::from(e.weight().max(1)) * ramp(e, now_ms, slow)
 }
 
 pub fn least_request_cost(e: &Endpoint, now_ms: u64, slow: Option<Duration>) -> f64 {

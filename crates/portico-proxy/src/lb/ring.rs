@@ -27,12 +27,12 @@ impl Ring {
         }
         // A fixed number of points per unit of weight, so an endpoint's points do not depend
         // on the others: when one leaves, only its keys move. Scaled down for huge sets.
-        let total: u64 = endpoints.iter().map(|e| u64::from(e.weight.max(1))).sum();
+        let total: u64 = endpoints.iter().map(|e| u64::from(e.weight().max(1))).sum();
         let per_weight = (MAX_RING / total.max(1)).clamp(1, POINTS_PER_WEIGHT);
         let mut points = Vec::with_capacity((per_weight * total) as usize);
         let mut name = String::with_capacity(64);
         for (i, e) in endpoints.iter().enumerate() {
-            for r in 0..per_weight * u64::from(e.weight.max(1)) {
+            for r in 0..per_weight * u64::from(e.weight().max(1)) {
                 name.clear();
                 let _ = write!(name, "{}_{r}", e.addr);
                 points.push((hash_bytes(name.as_bytes()), i as u32));
