@@ -345,6 +345,108 @@ async fn ten_commits_under_traffic_lose_nothing_and_never_mix() {
     assert_eq!(config(&p).await["source"]["commit"], shas[9]);
 }
 
+/// Clients requesting `url` in a loop until stopped: (ok, failed) counters and their tasks.
+fn traffic(
+    url: String,
+    clients: usize,
+) -> (
+    Arc<AtomicBool>,
+    Arc<AtomicU64>,
+    Arc<AtomicU64>,
+    Vec<tokio::task::JoinHandle<()>>,
+) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let tasks = (0..clients)
+        .map(|_| {
+            let (stop, ok, failed, url) = (stop.clone(), ok.clone(), failed.clone(), url.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    match http_get(&url, &[]).await {
+                        Ok(r) if r.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                        other => {
+                            eprintln!("failed: {other:?}");
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            })
+        })
+        .collect();
+    (stop, ok, failed, tasks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_remote_keeps_serving_and_reports_the_fetch_error() {
+    let repo = Repo::new();
+    let sha1 = repo.commit(&[("routes.yaml", &direct("r", "/", "v1"))], "v1");
+    let (p, _local) = start_git(&repo, &["--poll", "1"]).await;
+    let (stop, ok, failed, tasks) = traffic(p.url("/"), 3);
+
+    // The remote disappears (moved away): fetches fail, the applied commit keeps serving.
+    let away = repo.path().with_extension("away");
+    std::fs::rename(repo.path(), &away).expect("move the repository away");
+    let start = Instant::now();
+    let err = loop {
+        let c = config(&p).await;
+        if !c["last_error"].is_null() {
+            break c;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no fetch error: {c}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!("fetch error reported after {:?}", start.elapsed());
+    assert_eq!(err["source"]["commit"], sha1, "{err}");
+    assert!(err["last_error"]["commit"].is_null(), "{err}");
+    let errors = err["last_error"]["errors"].to_string();
+    assert!(errors.contains("git fetch failed"), "{errors}");
+    // Several more polls fail while traffic flows.
+    let ok_before = ok.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        ok.load(Ordering::Relaxed) > ok_before + 20,
+        "traffic stalled"
+    );
+    let c = config(&p).await;
+    assert_eq!(c["source"]["commit"], sha1);
+    assert!(!c["last_error"].is_null(), "{c}");
+    assert_eq!(get(&p.url("/"), &[]).await.text(), "v1");
+
+    // Back again: the error clears on the next good fetch, and a new commit applies.
+    std::fs::rename(&away, repo.path()).expect("restore the repository");
+    let start = Instant::now();
+    loop {
+        let c = config(&p).await;
+        if c["last_error"].is_null() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "error not cleared: {c}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sha2 = repo.commit(&[("routes.yaml", &direct("r", "/", "v2"))], "v2");
+    wait_body(&p.url("/"), "v2", Duration::from_secs(3)).await;
+    assert_eq!(config(&p).await["source"]["commit"], sha2);
+
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.expect("client");
+    }
+    eprintln!(
+        "requests: {} ok, {} failed",
+        ok.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed)
+    );
+    assert_eq!(failed.load(Ordering::Relaxed), 0);
+    assert!(ok.load(Ordering::Relaxed) > 100);
+}
+
 #[test]
 fn diff_between_revisions_reports_exactly_the_changed_mappings() {
     let repo = Repo::new();
