@@ -448,6 +448,85 @@ async fn unreachable_remote_keeps_serving_and_reports_the_fetch_error() {
 }
 
 #[test]
+fn diff_reports_upstream_and_host_changes_with_exit_codes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = self_signed("api.example.com");
+    std::fs::write(dir.path().join("api.pem"), cert).expect("write");
+    std::fs::write(dir.path().join("api.key"), key).expect("write");
+    let cfg = |endpoints: &str, tls_extra: &str| {
+        format!(
+            "{API}\nkind: Upstream\nmetadata: {{ name: quote }}\nspec: {{ endpoints: [{endpoints}] }}\n---\n\
+             {API}\nkind: Host\nmetadata: {{ name: api }}\nspec: {{ hostname: api.example.com, tls: {{ cert_chain_file: api.pem, private_key_file: api.key{tls_extra} }} }}\n---\n\
+             {API}\nkind: Mapping\nmetadata: {{ name: q }}\nspec: {{ prefix: /q/, service: quote }}\n"
+        )
+    };
+    let write = |f: &str, text: &str| std::fs::write(dir.path().join(f), text).expect("write");
+    write("old.yaml", &cfg("\"127.0.0.1:9001\"", ""));
+    write(
+        "new.yaml",
+        &cfg(
+            "\"127.0.0.1:9001\", \"127.0.0.1:9002\"",
+            ", alpn_protocols: http/1.1",
+        ),
+    );
+    write(
+        "broken.yaml",
+        "apiVersion: portico.dev/v1\nkind: Upstream\n",
+    );
+
+    let (code, out, err) = portico_cmd(dir.path(), &["diff", "old.yaml", "new.yaml"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains(
+            "~ Upstream quote\n    endpoints: 127.0.0.1:9001 -> 127.0.0.1:9001, 127.0.0.1:9002\n"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("~ Host api\n    tls.alpn_protocols: h2,http/1.1 -> http/1.1\n"),
+        "{out}"
+    );
+    assert!(!out.contains("Mapping"), "{out}");
+
+    let (code, out, err) = portico_cmd(
+        dir.path(),
+        &["diff", "old.yaml", "new.yaml", "--format", "json"],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["equal"], false);
+    assert_eq!(
+        v["upstreams"]["changed"][0]["fields"]["endpoints"]["new"],
+        "127.0.0.1:9001, 127.0.0.1:9002"
+    );
+    assert_eq!(
+        v["hosts"]["changed"][0]["fields"]["tls.alpn_protocols"]["old"],
+        "h2,http/1.1"
+    );
+    assert_eq!(v["routes"]["changed"], serde_json::json!([]));
+
+    let (code, out, _) = portico_cmd(dir.path(), &["diff", "new.yaml", "new.yaml"]);
+    assert_eq!((code, out.as_str()), (0, "no differences\n"));
+    let (code, out, _) = portico_cmd(
+        dir.path(),
+        &["diff", "old.yaml", "old.yaml", "--format", "json"],
+    );
+    assert_eq!(code, 0);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).expect("json")["equal"],
+        true
+    );
+    let (code, out, err) = portico_cmd(dir.path(), &["diff", "old.yaml", "broken.yaml"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        err.contains("broken.yaml: configuration does not load"),
+        "{err}"
+    );
+    let (code, _, err) = portico_cmd(dir.path(), &["diff", "old.yaml", "missing.yaml"]);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
 fn diff_between_revisions_reports_exactly_the_changed_mappings() {
     let repo = Repo::new();
     let m = |name: &str, prefix: &str, extra: &str| {
