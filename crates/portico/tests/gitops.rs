@@ -719,19 +719,31 @@ async fn emissary_corpus_is_accepted_and_behaves_as_documented() {
     )
     .await;
     let d = Upstream::start("d").await;
+    // ring_hash over e and e2; least_request over f (holds each request 3 s) and f2.
     let e = Upstream::start("e").await;
-    let f = Upstream::start("f").await;
-    let addrs: Vec<(&str, String)> = [
+    let e2 = Upstream::start("e2").await;
+    let f = Controlled::start("f", Duration::from_secs(3)).await;
+    let f2 = Controlled::start("f2", Duration::ZERO).await;
+    // Behind `max_requests: 1`: holds each request 1.5 s.
+    let g = Controlled::start("g", Duration::from_millis(1500)).await;
+    let (ws_addr, ws_accepted) = echo_server().await;
+    let mut addrs: Vec<(&str, String)> = [
         ("__A__", &a),
         ("__B__", &b),
         ("__C__", &c),
         ("__D__", &d),
         ("__E__", &e),
-        ("__F__", &f),
+        ("__E2__", &e2),
     ]
     .iter()
     .map(|(k, u)| (*k, u.addr.to_string()))
     .collect();
+    addrs.extend([
+        ("__F__", f.addr.to_string()),
+        ("__F2__", f2.addr.to_string()),
+        ("__G__", g.addr.to_string()),
+        ("__WS__", ws_addr.to_string()),
+    ]);
     let docs = corpus(&addrs);
     assert!(docs.matches("kind: Mapping").count() >= 25);
 
@@ -746,6 +758,9 @@ async fn emissary_corpus_is_accepted_and_behaves_as_documented() {
         out.contains("Mapping/catalog-deep: warning: never matches"),
         "{out}"
     );
+    // The Emissary load_balancer translates to exactly what the Upstreams say (else: "is
+    // ignored: `sessions` is an Upstream resource").
+    assert!(!out.contains("is an Upstream resource"), "{out}");
 
     let p = Portico::start(&docs).await;
     let seen = |u: &Upstream| u.last();
@@ -866,15 +881,133 @@ async fn emissary_corpus_is_accepted_and_behaves_as_documented() {
         .expect("upstream d");
     assert_eq!(cb["max_requests"], 200);
     assert_eq!(cb["max_pending_requests"], 50);
-    assert_eq!(
-        get(&p.url("/sessions/"), &[("x-user", "u1")]).await.text(),
-        "upstream e"
-    );
-    assert_eq!(get(&p.url("/carts/"), &[]).await.text(), "upstream f");
     assert_eq!(get(&p.url("/orders/"), &[]).await.text(), "upstream d");
 
-    // CORS: the policy is compiled onto the route (answering preflights is the data plane's
-    // job, tested with the portico.dev/v1 form elsewhere).
+    // ring_hash on x-user: each user sticks to one endpoint, the users spread over both.
+    let mut by_user = std::collections::BTreeMap::new();
+    for u in 0..16 {
+        let user = format!("user-{u}");
+        let first = get(&p.url("/sessions/"), &[("x-user", &user)]).await.text();
+        for _ in 0..3 {
+            let again = get(&p.url("/sessions/"), &[("x-user", &user)]).await.text();
+            assert_eq!(again, first, "{user} moved");
+        }
+        by_user.insert(user, first);
+    }
+    let to_e = by_user.values().filter(|v| *v == "upstream e").count();
+    let to_e2 = by_user.values().filter(|v| *v == "upstream e2").count();
+    eprintln!("ring_hash: {to_e} users on e, {to_e2} on e2");
+    assert_eq!(to_e + to_e2, 16, "{by_user:?}");
+    assert!(to_e > 0 && to_e2 > 0, "{by_user:?}");
+
+    // least_request: while f holds a request, new ones go to the idle f2. Requests leave one
+    // after another, each given 300 ms before the next (one stuck on f stays in flight);
+    // round robin would send f every other one.
+    let mut in_flight = Vec::new();
+    for _ in 0..20 {
+        let url = p.url("/carts/");
+        let mut t = tokio::spawn(async move { http_get(&url, &[]).await });
+        match tokio::time::timeout(Duration::from_millis(300), &mut t).await {
+            Ok(r) => assert_eq!(r.expect("task").expect("carts").status, 200),
+            Err(_) => in_flight.push(t),
+        }
+    }
+    eprintln!("least_request: f (busy) {}, f2 {}", f.hits(), f2.hits());
+    assert!(
+        f.hits() <= 2 && f2.hits() >= 18,
+        "least_request: busy f got {}, idle f2 {}",
+        f.hits(),
+        f2.hits()
+    );
+    drop(in_flight);
+
+    // Circuit breaker max_requests 1: a second request while one is in flight fails fast.
+    let url = p.url("/slow-cb/");
+    let first = tokio::spawn(async move { http_get(&url, &[]).await });
+    let start = Instant::now();
+    while g.hits() == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "first request never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let over = get(&p.url("/slow-cb/"), &[]).await;
+    assert_eq!(over.status, 503, "{}", over.text());
+    assert_eq!(over.header("x-portico-overloaded"), Some("true"));
+    let first = first.await.expect("task").expect("first");
+    assert_eq!(first.status, 200);
+    assert_eq!(first.text(), "upstream g");
+    assert_eq!(g.hits(), 1, "the overflow never reached the upstream");
+
+    // WebSocket: a real upgrade and echo round trip on the allow_upgrade Mapping.
+    let mut ws = ws_connect(p.port, "/ws/chat").await.expect("upgrade");
+    futures_util::SinkExt::send(
+        &mut ws,
+        tokio_tungstenite::tungstenite::Message::text("hello emissary"),
+    )
+    .await
+    .expect("send");
+    let echo = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures_util::StreamExt::next(&mut ws),
+    )
+    .await
+    .expect("echo in time")
+    .expect("open")
+    .expect("message");
+    assert_eq!(
+        echo,
+        tokio_tungstenite::tungstenite::Message::text("hello emissary")
+    );
+    assert_eq!(ws_accepted.load(Ordering::SeqCst), 1);
+
+    // CORS: preflights are answered by Portico and never reach the upstream.
+    let before = a.count();
+    let pre = |origin: &str| {
+        request(
+            "OPTIONS",
+            &p.url("/cors/items"),
+            &[
+                ("origin", origin),
+                ("access-control-request-method", "POST"),
+                ("access-control-request-headers", "content-type"),
+            ],
+            "",
+        )
+    };
+    let r = send(pre("https://admin.example.com"), false)
+        .await
+        .expect("preflight");
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://admin.example.com")
+    );
+    assert_eq!(r.header("access-control-allow-methods"), Some("GET, POST"));
+    assert_eq!(
+        r.header("access-control-allow-headers"),
+        Some("content-type")
+    );
+    assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+    assert_eq!(r.header("access-control-max-age"), Some("600"));
+    let r = send(pre("https://evil.example.net"), false)
+        .await
+        .expect("preflight");
+    assert_eq!(r.status, 403);
+    assert!(r.header("access-control-allow-origin").is_none());
+    assert_eq!(a.count(), before, "preflights never reach the upstream");
+    let r = get(
+        &p.url("/cors/items"),
+        &[("origin", "https://app.example.com")],
+    )
+    .await;
+    assert_eq!(r.text(), "upstream a");
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert!(r.headers.get_all("vary").iter().any(|v| v == "origin"));
     let ex: serde_json::Value = serde_json::from_slice(
         &get(
             &p.admin_url(&format!("/explain?method=GET&url={}", p.url("/cors/"))),
@@ -936,7 +1069,32 @@ async fn emissary_corpus_is_accepted_and_behaves_as_documented() {
         changed[0]["fields"]["shadow"]["new"],
         format!("{} 100%", b.addr)
     );
-    assert_eq!(get(&p.url("/mirror/x"), &[]).await.text(), "upstream a");
+    assert_eq!(get(&p.url("/mirror/x?m=1"), &[]).await.text(), "upstream a");
+    assert_eq!(seen(&a).uri, "/x?m=1");
+    // The shadow upstream gets its copy (after the primary exchange), host `-shadow`.
+    let start = Instant::now();
+    let copy = loop {
+        if let Some(c) = b
+            .seen
+            .lock()
+            .expect("seen")
+            .iter()
+            .find(|s| s.uri == "/x?m=1")
+            .cloned()
+        {
+            break c;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the shadow never got its copy"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // As Envoy does: `-shadow` after the host name, before the port.
+    assert_eq!(
+        header_map(&copy.headers)["host"],
+        format!("127.0.0.1-shadow:{}", p.port)
+    );
 }
 
 #[test]
