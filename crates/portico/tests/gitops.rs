@@ -1108,9 +1108,9 @@ fn emissary_module_hosts_secrets_and_unsupported_kinds() {
     std::fs::write(
         &f,
         format!(
-            "{em}\nkind: Module\nmetadata: {{ name: ambassador }}\nspec:\n  config:\n    cluster_request_timeout_ms: 7000\n    retry_policy: {{ retry_on: gateway-error, num_retries: 3 }}\n    diagnostics: {{ enabled: false }}\n---\n\
+            "{em}\nkind: Module\nmetadata: {{ name: ambassador }}\nspec:\n  config:\n    cluster_request_timeout_ms: 7000\n    retry_policy: {{ retry_on: \"gateway-error,connect-failure\", num_retries: 3, per_try_timeout: 250ms }}\n    cors: {{ origins: \"https://app.example.com,https://admin.example.com\", methods: [GET, POST], headers: content-type, credentials: true, max_age: \"300\" }}\n    load_balancer: {{ policy: ring_hash, header: x-user }}\n    circuit_breakers: [{{ max_requests: 7, max_connections: 9 }}]\n    diagnostics: {{ enabled: false }}\n---\n\
              {em}\nkind: Mapping\nmetadata: {{ name: m }}\nspec: {{ prefix: /m/, service: quote }}\n---\n\
-             {em}\nkind: Mapping\nmetadata: {{ name: own }}\nspec: {{ prefix: /own/, service: quote, timeout_ms: 100 }}\n---\n\
+             {em}\nkind: Mapping\nmetadata: {{ name: own }}\nspec:\n  prefix: /own/\n  service: own:8080\n  timeout_ms: 100\n  retry_policy: {{ retry_on: 5xx, num_retries: 1 }}\n  cors: {{ origins: [\"https://other.example.com\"], methods: [PUT] }}\n  load_balancer: {{ policy: least_request }}\n  circuit_breakers: [{{ max_requests: 2 }}]\n---\n\
              {em}\nkind: Host\nmetadata: {{ name: h }}\nspec:\n  hostname: api.example.com\n  acmeProvider: {{ authority: none }}\n  tlsSecret: {{ name: api-cert }}\n  requestPolicy: {{ insecure: {{ action: Reject }} }}\n---\n\
              apiVersion: v1\nkind: Secret\nmetadata: {{ name: api-cert }}\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {crt64}\n  tls.key: {key64}\n---\n\
              {em}\nkind: Listener\nmetadata: {{ name: l }}\nspec: {{ port: 8443, protocol: HTTPS, securityModel: XFP, hostBinding: {{ namespace: {{ from: ALL }} }} }}\n---\n\
@@ -1132,33 +1132,68 @@ fn emissary_module_hosts_secrets_and_unsupported_kinds() {
             .all(|d| d["severity"] == "warning"),
         "{text}"
     );
-    // Module defaults and Emissary defaults, as explain shows them.
-    let (_, out, _) = portico_cmd(
-        dir.path(),
-        &[
-            "explain",
-            "-c",
-            "e.yaml",
-            "GET",
-            "http://x/m/a",
-            "--format",
-            "json",
-        ],
+    // Module defaults, and Emissary's own, as explain shows them: field by field.
+    let explain = |url: &str| -> serde_json::Value {
+        let (code, out, err) = portico_cmd(
+            dir.path(),
+            &["explain", "-c", "e.yaml", "GET", url, "--format", "json"],
+        );
+        assert_eq!(code, 0, "{out}{err}");
+        serde_json::from_str::<serde_json::Value>(&out).expect("json")["policies"].clone()
+    };
+    use serde_json::json;
+    let m = explain("http://x/m/a");
+    assert_eq!(m["timeout_ms"], 7000, "{m}");
+    assert_eq!(
+        m["retry_policy"],
+        json!({ "retry_on": ["gateway-error", "connect-failure"], "num_retries": 3, "per_try_timeout_ms": 250 }),
     );
-    assert!(out.contains("7000"), "{out}");
-    let (_, out, _) = portico_cmd(
-        dir.path(),
-        &[
-            "explain",
-            "-c",
-            "e.yaml",
-            "GET",
-            "http://x/own/a",
-            "--format",
-            "json",
-        ],
+    assert_eq!(
+        m["cors_policy"],
+        json!({
+            "origins": ["https://app.example.com", "https://admin.example.com"],
+            "methods": ["GET", "POST"],
+            "headers": ["content-type"],
+            "exposed_headers": [],
+            "credentials": true,
+            "max_age": 300,
+        }),
     );
-    assert!(out.contains("100"), "{out}");
+    assert_eq!(
+        m["load_balancer"],
+        json!({ "policy": "ring_hash", "hash_on": { "header": "x-user" }, "healthy_panic_threshold": 50 }),
+    );
+    // Fields the Module leaves out keep Emissary's (Envoy's) defaults.
+    assert_eq!(
+        m["circuit_breakers"],
+        json!({ "max_connections": 9, "max_pending_requests": 1024, "max_requests": 7, "max_retries": 3 }),
+    );
+    // A Mapping that sets them overrides every one (no merging with the Module's).
+    let own = explain("http://x/own/a");
+    assert_eq!(own["timeout_ms"], 100, "{own}");
+    assert_eq!(
+        own["retry_policy"],
+        json!({ "retry_on": ["5xx"], "num_retries": 1, "per_try_timeout_ms": null }),
+    );
+    assert_eq!(
+        own["cors_policy"],
+        json!({
+            "origins": ["https://other.example.com"],
+            "methods": ["PUT"],
+            "headers": [],
+            "exposed_headers": [],
+            "credentials": false,
+            "max_age": null,
+        }),
+    );
+    assert_eq!(
+        own["load_balancer"],
+        json!({ "policy": "least_request", "hash_on": null, "healthy_panic_threshold": 50 }),
+    );
+    assert_eq!(
+        own["circuit_breakers"],
+        json!({ "max_connections": 1024, "max_pending_requests": 1024, "max_requests": 2, "max_retries": 3 }),
+    );
 
     // Security kinds and unsupported fields are errors naming them.
     std::fs::write(
