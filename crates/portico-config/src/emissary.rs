@@ -1590,13 +1590,13 @@ mod tests {
             )
         };
         let r = load(&format!(
-            "{}{}{}{}{}{}",
+            "{}{}{}{}{}---\n{}",
             ctx("maxv", "  max_tls_version: v1.3\n"),
             ctx("optional", "  ca_secret: clients\n  cert_required: false\n"),
             ctx("noca", "  cert_required: true\n"),
             ctx("implicit", "  ca_secret: clients\n"),
             secret("site", "SITE"),
-            format!("---\n{}", secret("clients", "CA")),
+            secret("clients", "CA"),
         ));
         let msgs = messages(&r);
         let has = |needle: &str| msgs.iter().any(|m| m.contains(needle));
