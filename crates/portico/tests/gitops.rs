@@ -447,6 +447,73 @@ async fn unreachable_remote_keeps_serving_and_reports_the_fetch_error() {
     assert!(ok.load(Ordering::Relaxed) > 100);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_remote_stalls_neither_traffic_nor_admin() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let repo = Repo::new();
+    let sha1 = repo.commit(&[("routes.yaml", &direct("r", "/", "v1"))], "v1");
+    let (p, _local) = start_git(&repo, &["--poll", "1"]).await;
+    let (stop, ok, failed, tasks) = traffic(p.url("/"), 3);
+
+    // A remote that never answers: its packed-refs is a FIFO nobody writes, so the fetch
+    // (git upload-pack listing refs) blocks opening it.
+    let fifo = repo.path().join(".git/packed-refs");
+    let _ = std::fs::remove_file(&fifo);
+    let st = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(st.success());
+    // Wait until a fetch is stuck on it: a non-blocking open for writing succeeds only while
+    // a reader has it open.
+    const O_NONBLOCK: i32 = 0o4000;
+    let start = Instant::now();
+    let writer = loop {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(O_NONBLOCK)
+            .open(&fifo)
+        {
+            Ok(w) => break Some(w),
+            Err(_) if start.elapsed() < Duration::from_secs(5) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("no fetch ever reached the remote: {e}"),
+        }
+    };
+    // (The reader stays blocked: it got past open() only because we opened the write end;
+    // it now waits in read() until we close it.)
+    let hung_at = Instant::now();
+    let ok_before = ok.load(Ordering::Relaxed);
+    let mut slowest_admin = Duration::ZERO;
+    while hung_at.elapsed() < Duration::from_secs(3) {
+        let t = Instant::now();
+        let c = config(&p).await;
+        slowest_admin = slowest_admin.max(t.elapsed());
+        assert_eq!(c["source"]["commit"], sha1);
+        let t = Instant::now();
+        assert_eq!(post(&p.admin_url("/hooks/git"), "").await.status, 202);
+        slowest_admin = slowest_admin.max(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let served = ok.load(Ordering::Relaxed) - ok_before;
+    eprintln!(
+        "while the fetch hung 3 s: {served} requests served, slowest admin answer {slowest_admin:?}"
+    );
+    assert!(served > 100, "traffic stalled: {served}");
+    assert!(slowest_admin < Duration::from_secs(1), "{slowest_admin:?}");
+
+    // The remote answers again (EOF on the FIFO, then no FIFO): a new commit applies.
+    let _ = std::fs::remove_file(&fifo);
+    drop(writer);
+    let sha2 = repo.commit(&[("routes.yaml", &direct("r", "/", "v2"))], "v2");
+    wait_body(&p.url("/"), "v2", Duration::from_secs(5)).await;
+    assert_eq!(config(&p).await["source"]["commit"], sha2);
+
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.expect("client");
+    }
+    assert_eq!(failed.load(Ordering::Relaxed), 0);
+}
+
 #[test]
 fn diff_reports_upstream_and_host_changes_with_exit_codes() {
     let dir = tempfile::tempdir().expect("tempdir");
