@@ -637,6 +637,22 @@ pub(crate) fn resolve(resources: &mut Vec<Resource>, d: &mut Diags) {
     if !resources.iter().any(|r| spec_of(r).is_some()) {
         return;
     }
+    let first = d.list.len();
+    translate(resources, d);
+    // A TLSContext (or Secret) used by several Hosts is translated once per Host: report
+    // each of its problems once.
+    let mut seen = HashSet::new();
+    let mut i = first;
+    while i < d.list.len() {
+        if seen.insert(d.list[i].clone()) {
+            i += 1;
+        } else {
+            d.list.remove(i);
+        }
+    }
+}
+
+fn translate(resources: &mut Vec<Resource>, d: &mut Diags) {
     // The ambassador Module.
     let mut module = EmModuleConfig::default();
     for r in resources.iter().filter(|r| r.kind == MODULE) {
@@ -1619,6 +1635,21 @@ mod tests {
             "{msgs:?}"
         );
         assert!(r.snapshot.is_none(), "errors reject the config");
+        // A context used for several hosts reports its problem once.
+        let r = load(&format!(
+            "{EM}\nkind: TLSContext\nmetadata: {{ name: two }}\nspec: {{ hosts: [a.test, b.test], secret: site, ca_secret: clients }}\n---\n\
+             {EM}\nkind: Host\nmetadata: {{ name: a }}\nspec: {{ hostname: a.test }}\n---\n{}---\n{}",
+            secret("site", "SITE"),
+            secret("clients", "CA"),
+        ));
+        let msgs = messages(&r);
+        assert_eq!(
+            msgs.iter()
+                .filter(|m| m.contains("client certificates are required"))
+                .count(),
+            1,
+            "{msgs:?}"
+        );
         // The same on a Host's own tls block.
         let r = load(&format!(
             "{EM}\nkind: Host\nmetadata: {{ name: h }}\nspec: {{ hostname: h.test, tlsSecret: {{ name: site }}, tls: {{ ca_secret: clients, cert_required: false }} }}\n---\n{}---\n{}",
