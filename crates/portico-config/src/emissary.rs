@@ -347,6 +347,7 @@ pub struct EmAcme {
     pub email: Option<IgnoredAny>,
     #[serde(rename = "privateKeySecret")]
     pub private_key_secret: Option<IgnoredAny>,
+    pub registration: Option<IgnoredAny>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -428,9 +429,33 @@ fn em(s: EmSpec) -> Parsed {
 
 /// Positions of fields that are accepted but ignored (for warnings).
 fn ignored_fields(spec: &Node, fields: &[&str], why: &str, warns: &mut Vec<(Pos, String)>) {
+    ignored_at(spec, &[], fields, why, warns);
+}
+
+/// [`ignored_fields`] for fields nested under `under` (e.g. `requestPolicy.insecure`); the
+/// warning names the full dotted path of each field.
+fn ignored_at(
+    spec: &Node,
+    under: &[&str],
+    fields: &[&str],
+    why: &str,
+    warns: &mut Vec<(Pos, String)>,
+) {
+    let mut node = spec;
+    for k in under {
+        match node.get(k) {
+            Some(n) => node = n,
+            None => return,
+        }
+    }
     for f in fields {
-        if let Some((k, _)) = spec.entry(f) {
-            warns.push((k.pos, format!("`{f}` is ignored by Portico ({why})")));
+        if let Some((k, _)) = node.entry(f) {
+            let mut path = under.join(".");
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(f);
+            warns.push((k.pos, format!("`{path}` is ignored by Portico ({why})")));
         }
     }
 }
@@ -460,6 +485,12 @@ impl Schema for EmissaryV3 {
                     "rate-limit descriptors; use portico.dev/v1 rate_limits",
                     warns,
                 );
+                ignored_fields(
+                    spec,
+                    &["docs"],
+                    "developer-portal metadata; Portico has no developer portal",
+                    warns,
+                );
                 (
                     MAPPING,
                     typed::<EmMapping>(spec, |m| em(EmSpec::Mapping(Box::new(m)))),
@@ -470,6 +501,20 @@ impl Schema for EmissaryV3 {
                     spec,
                     &["mappingSelector", "selector"],
                     "every Mapping is served on every Host",
+                    warns,
+                );
+                ignored_at(
+                    spec,
+                    &["requestPolicy", "insecure"],
+                    &["additionalPort"],
+                    "declare a Listener on that port; Host requestPolicy applies on every Listener",
+                    warns,
+                );
+                ignored_at(
+                    spec,
+                    &["acmeProvider"],
+                    &["email", "privateKeySecret", "registration"],
+                    "Portico does no ACME; certificates come from tlsSecret",
                     warns,
                 );
                 (
@@ -592,6 +637,22 @@ pub(crate) fn resolve(resources: &mut Vec<Resource>, d: &mut Diags) {
     if !resources.iter().any(|r| spec_of(r).is_some()) {
         return;
     }
+    let first = d.list.len();
+    translate(resources, d);
+    // A TLSContext (or Secret) used by several Hosts is translated once per Host: report
+    // each of its problems once.
+    let mut seen = HashSet::new();
+    let mut i = first;
+    while i < d.list.len() {
+        if seen.insert(d.list[i].clone()) {
+            i += 1;
+        } else {
+            d.list.remove(i);
+        }
+    }
+}
+
+fn translate(resources: &mut Vec<Resource>, d: &mut Diags) {
     // The ambassador Module.
     let mut module = EmModuleConfig::default();
     for r in resources.iter().filter(|r| r.kind == MODULE) {
@@ -1119,7 +1180,11 @@ fn write_private(bytes: &[u8], key: &str) -> std::io::Result<PathBuf> {
     if std::fs::read(&path).is_ok_and(|old| old == bytes) {
         return Ok(path);
     }
-    let tmp = dir.join(format!("{h:016x}.{}.tmp", std::process::id()));
+    // Unique per call: two loads in one process (a reload racing `/explain`, parallel tests)
+    // may write the same content at once, and must not rename each other's temp file away.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!("{h:016x}.{}.{seq}.tmp", std::process::id()));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -1158,6 +1223,57 @@ pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// The client-CA file of `ca_secret` (mTLS), under Portico's rule that a CA means client
+/// certificates are required. Emissary's `cert_required: false` (verify a certificate only if
+/// one is presented) has no equivalent: written explicitly it is an error, left unset a
+/// warning; `cert_required: true` without a `ca_secret` is an error. `at` is the object
+/// holding the two fields (`["spec"]` or `["spec", "tls"]`).
+#[allow(clippy::too_many_arguments)]
+fn client_ca(
+    r: &Resource,
+    d: &mut Diags,
+    at: &[&str],
+    ca_secret: Option<&String>,
+    cert_required: Option<bool>,
+    resources: &[Resource],
+    secrets: &HashMap<String, usize>,
+) -> Option<String> {
+    let path = |f: &'static str| {
+        let mut p = at.to_vec();
+        p.push(f);
+        p
+    };
+    let Some(ca) = ca_secret else {
+        if cert_required == Some(true) {
+            r.error_key(
+                d,
+                &path("cert_required"),
+                "`cert_required: true` needs a `ca_secret` to verify client certificates against",
+            );
+        }
+        return None;
+    };
+    match cert_required {
+        Some(false) => {
+            r.error_key(
+                d,
+                &path("cert_required"),
+                "`cert_required: false` (optional client certificates) is not supported: with a \
+                 ca_secret Portico requires a client certificate; set `cert_required: true`",
+            );
+            return None;
+        }
+        None => r.warn(
+            d,
+            &path("ca_secret"),
+            "client certificates are required (Portico does not verify optional ones); \
+             set `cert_required: true` to say so",
+        ),
+        Some(true) => {}
+    }
+    secret_file(r, d, &path("ca_secret"), resources, secrets, ca, "tls.crt")
+}
+
 fn context_tls(
     r: &Resource,
     d: &mut Diags,
@@ -1172,17 +1288,15 @@ fn context_tls(
     let at = ["spec", "secret"];
     let cert = secret_file(r, d, &at, resources, secrets, secret, "tls.crt")?;
     let key = secret_file(r, d, &at, resources, secrets, secret, "tls.key")?;
-    let ca = t.ca_secret.as_ref().and_then(|ca| {
-        secret_file(
-            r,
-            d,
-            &["spec", "ca_secret"],
-            resources,
-            secrets,
-            ca,
-            "tls.crt",
-        )
-    });
+    let ca = client_ca(
+        r,
+        d,
+        &["spec"],
+        t.ca_secret.as_ref(),
+        t.cert_required,
+        resources,
+        secrets,
+    );
     Some(HostTlsM {
         cert_chain_file: Some(cert),
         private_key_file: Some(key),
@@ -1237,13 +1351,31 @@ fn host(
         .map(|n| (n, true))
         .or_else(|| {
             let hn = h.hostname.as_deref().unwrap_or("*");
-            contexts
+            // In name order, so the choice does not depend on hashing.
+            let mut listing: Vec<&String> = contexts
                 .iter()
-                .find(|(_, ci)| {
+                .filter(|(_, ci)| {
                     matches!(spec_of(&resources[**ci]), Some(EmSpec::TlsContext(t))
                         if t.hosts.iter().flatten().any(|x| x == hn))
                 })
-                .map(|(n, _)| (n.clone(), false))
+                .map(|(n, _)| n)
+                .collect();
+            listing.sort();
+            if listing.len() > 1 {
+                r.error(
+                    d,
+                    &["spec", "hostname"],
+                    format!(
+                        "TLSContexts {} all list `{hn}` in their hosts: keep it in one",
+                        listing
+                            .iter()
+                            .map(|n| format!("`{n}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+            }
+            listing.first().map(|n| ((*n).clone(), false))
         });
     if let Some((name, named)) = ctx {
         match contexts.get(&name) {
@@ -1261,17 +1393,15 @@ fn host(
                         let mut b = tls.take().unwrap_or_default();
                         b.alpn_protocols = t.alpn_protocols.clone();
                         b.min_tls_version = t.min_tls_version;
-                        if let Some(ca) = &t.ca_secret {
-                            b.ca_file = secret_file(
-                                &resources[ci],
-                                d,
-                                &["spec", "ca_secret"],
-                                resources,
-                                secrets,
-                                ca,
-                                "tls.crt",
-                            );
-                        }
+                        b.ca_file = client_ca(
+                            &resources[ci],
+                            d,
+                            &["spec"],
+                            t.ca_secret.as_ref(),
+                            t.cert_required,
+                            resources,
+                            secrets,
+                        );
                         Some(b)
                     } else {
                         context_tls(&resources[ci], d, &t, resources, secrets)
@@ -1295,15 +1425,15 @@ fn host(
                 if t.min_tls_version.is_some() {
                     b.min_tls_version = t.min_tls_version;
                 }
-                if let Some(ca) = &t.ca_secret {
-                    b.ca_file = secret_file(
+                if t.ca_secret.is_some() || t.cert_required.is_some() {
+                    b.ca_file = client_ca(
                         r,
                         d,
-                        &["spec", "tls", "ca_secret"],
+                        &["spec", "tls"],
+                        t.ca_secret.as_ref(),
+                        t.cert_required,
                         resources,
                         secrets,
-                        ca,
-                        "tls.crt",
                     );
                 }
             }
@@ -1415,5 +1545,143 @@ mod tests {
             msgs.iter().any(|m| m.contains("no Secret named `missing`")),
             "{msgs:?}"
         );
+    }
+
+    /// A kubernetes.io/tls Secret `name` in clear (`stringData`): cert text `crt`.
+    fn secret(name: &str, crt: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{ name: {name} }}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: \"{crt}\"\n  tls.key: \"key of {name}\"\n"
+        )
+    }
+
+    fn messages(r: &crate::LoadResult) -> Vec<String> {
+        r.diagnostics.iter().map(|d| d.to_string()).collect()
+    }
+
+    #[test]
+    fn tls_context_applies_to_the_hosts_it_names() {
+        let r = load(&format!(
+            "{EM}\nkind: TLSContext\nmetadata: {{ name: ctx }}\nspec:\n  hosts: [a.test, b.test]\n  secret: site\n  min_tls_version: v1.3\n  alpn_protocols: http/1.1\n  ca_secret: clients\n  cert_required: true\n---\n\
+             {EM}\nkind: Host\nmetadata: {{ name: ha }}\nspec: {{ hostname: a.test }}\n---\n\
+             {EM}\nkind: Host\nmetadata: {{ name: other }}\nspec: {{ hostname: c.test, tlsSecret: {{ name: own }} }}\n---\n\
+             {}---\n{}---\n{}",
+            secret("site", "SITE"),
+            secret("clients", "CLIENT CA"),
+            secret("own", "OWN"),
+        ));
+        assert!(r.diagnostics.is_empty(), "{:?}", messages(&r));
+        let snap = r.snapshot.expect("loads");
+        let host = |name: &str| {
+            snap.hosts
+                .iter()
+                .find(|h| h.name == name)
+                .unwrap_or_else(|| panic!("no Host {name}: {:?}", snap.hosts))
+        };
+        let read = |p: &std::path::Path| std::fs::read_to_string(p).expect("secret file");
+        // The Host listed in hosts, and a Host made for the name no Host covers.
+        for (name, hostname) in [("ha", "a.test"), ("ctx", "b.test")] {
+            let h = host(name);
+            assert_eq!(h.hostname.to_string(), hostname);
+            let t = h.tls.as_ref().expect("tls");
+            assert_eq!(read(&t.cert_chain_file), "SITE");
+            assert_eq!(read(&t.private_key_file), "key of site");
+            assert_eq!(t.alpn_protocols, ["http/1.1"]);
+            assert_eq!(t.min_tls_version, crate::snapshot::TlsVersion::V1_3);
+            assert_eq!(t.ca_file.as_deref().map(read).as_deref(), Some("CLIENT CA"));
+        }
+        // A Host the context does not name keeps its own defaults.
+        let t = host("other").tls.as_ref().expect("tls");
+        assert_eq!(read(&t.cert_chain_file), "OWN");
+        assert_eq!(t.min_tls_version, crate::snapshot::TlsVersion::V1_2);
+        assert_eq!(t.alpn_protocols, ["h2", "http/1.1"]);
+        assert!(t.ca_file.is_none());
+        assert_eq!(snap.hosts.len(), 3);
+    }
+
+    #[test]
+    fn tls_context_unsupported_settings_are_errors_naming_the_field() {
+        let ctx = |name: &str, extra: &str| {
+            format!(
+                "{EM}\nkind: TLSContext\nmetadata: {{ name: {name} }}\nspec:\n  hosts: [{name}.test]\n  secret: site\n{extra}---\n"
+            )
+        };
+        let r = load(&format!(
+            "{}{}{}{}{}---\n{}",
+            ctx("maxv", "  max_tls_version: v1.3\n"),
+            ctx("optional", "  ca_secret: clients\n  cert_required: false\n"),
+            ctx("noca", "  cert_required: true\n"),
+            ctx("implicit", "  ca_secret: clients\n"),
+            secret("site", "SITE"),
+            secret("clients", "CA"),
+        ));
+        let msgs = messages(&r);
+        let has = |needle: &str| msgs.iter().any(|m| m.contains(needle));
+        assert!(
+            has("TLSContext/maxv: unknown field `max_tls_version`"),
+            "{msgs:?}"
+        );
+        assert!(
+            has(
+                "TLSContext/optional: `cert_required: false` (optional client certificates) is not supported"
+            ),
+            "{msgs:?}"
+        );
+        assert!(
+            has("TLSContext/noca: `cert_required: true` needs a `ca_secret`"),
+            "{msgs:?}"
+        );
+        assert!(
+            has("TLSContext/implicit: warning: client certificates are required"),
+            "{msgs:?}"
+        );
+        assert!(r.snapshot.is_none(), "errors reject the config");
+        // A context used for several hosts reports its problem once.
+        let r = load(&format!(
+            "{EM}\nkind: TLSContext\nmetadata: {{ name: two }}\nspec: {{ hosts: [a.test, b.test], secret: site, ca_secret: clients }}\n---\n\
+             {EM}\nkind: Host\nmetadata: {{ name: a }}\nspec: {{ hostname: a.test }}\n---\n{}---\n{}",
+            secret("site", "SITE"),
+            secret("clients", "CA"),
+        ));
+        let msgs = messages(&r);
+        assert_eq!(
+            msgs.iter()
+                .filter(|m| m.contains("client certificates are required"))
+                .count(),
+            1,
+            "{msgs:?}"
+        );
+        // The same on a Host's own tls block.
+        let r = load(&format!(
+            "{EM}\nkind: Host\nmetadata: {{ name: h }}\nspec: {{ hostname: h.test, tlsSecret: {{ name: site }}, tls: {{ ca_secret: clients, cert_required: false }} }}\n---\n{}---\n{}",
+            secret("site", "SITE"),
+            secret("clients", "CA"),
+        ));
+        let msgs = messages(&r);
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains("Host/h: `cert_required: false`")),
+            "{msgs:?}"
+        );
+    }
+
+    #[test]
+    fn dropped_fields_are_warnings_naming_them() {
+        let r = load(&format!(
+            "{EM}\nkind: Mapping\nmetadata: {{ name: m }}\nspec:\n  prefix: /m/\n  service: quote\n  docs: {{ path: /docs/openapi.json }}\n---\n\
+             {EM}\nkind: Host\nmetadata: {{ name: h }}\nspec:\n  hostname: h.test\n  acmeProvider: {{ authority: none, email: ops@example.com, privateKeySecret: {{ name: acme-key }}, registration: x }}\n  requestPolicy: {{ insecure: {{ action: Route, additionalPort: 8080 }} }}\n"
+        ));
+        let msgs = messages(&r);
+        assert!(r.snapshot.is_some(), "{msgs:?}");
+        let want = [
+            "e.yaml:7:3: Mapping/m: warning: `docs` is ignored by Portico",
+            "Host/h: warning: `acmeProvider.email` is ignored by Portico",
+            "Host/h: warning: `acmeProvider.privateKeySecret` is ignored by Portico",
+            "Host/h: warning: `acmeProvider.registration` is ignored by Portico",
+            "Host/h: warning: `requestPolicy.insecure.additionalPort` is ignored by Portico (declare a Listener",
+        ];
+        for w in want {
+            assert!(msgs.iter().any(|m| m.contains(w)), "{w}: {msgs:?}");
+        }
+        assert_eq!(msgs.len(), want.len(), "{msgs:?}");
     }
 }

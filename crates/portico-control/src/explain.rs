@@ -4,7 +4,9 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use portico_config::RequestView;
-use portico_config::snapshot::{RouteAction, Snapshot};
+use portico_config::snapshot::{
+    CorsConf, HashOn, LbConf, LbPolicy, OriginMatch, RetryOn, RouteAction, Snapshot,
+};
 use serde_json::{Value, json};
 
 use crate::views::{route_match, upstream_name};
@@ -84,11 +86,29 @@ pub fn explain(
         "timeout_ms": route.timeout.map(|t| t.as_millis() as u64).unwrap_or(0),
         "idle_timeout_ms": route.idle_timeout.map(|t| t.as_millis() as u64),
         "retry_policy": route.retry.as_ref().map(|r| json!({
+            "retry_on": retry_on_names(r.retry_on),
             "num_retries": r.num_retries,
             "per_try_timeout_ms": r.per_try_timeout.map(|t| t.as_millis() as u64),
         })),
         "rate_limits": route.rate_limits.len(),
         "cors": route.cors.is_some(),
+        "cors_policy": route.cors.as_ref().map(cors_json),
+        "load_balancer": route
+            .upstream()
+            .and_then(|u| snapshot.upstreams.get(u))
+            .map(|u| lb_json(&u.lb)),
+        "circuit_breakers": route
+            .upstream()
+            .and_then(|u| snapshot.upstreams.get(u))
+            .map(|u| {
+                let cb = &u.circuit_breakers;
+                json!({
+                    "max_connections": cb.max_connections,
+                    "max_pending_requests": cb.max_pending_requests,
+                    "max_requests": cb.max_requests,
+                    "max_retries": cb.max_retries,
+                })
+            }),
         "shadow": route.shadow.is_some(),
         "compression": route.compression.as_ref().map(|c| c.enabled),
         "host_rewrite": route.host_rewrite.as_ref().and_then(|h| h.to_str().ok()),
@@ -104,6 +124,65 @@ pub fn explain(
         "policies": policies,
         "rejected": rejected,
     }))
+}
+
+/// The `retry_on` conditions by their configuration names, in the order of CONTRACT §3.3.
+fn retry_on_names(on: RetryOn) -> Vec<&'static str> {
+    [
+        "5xx",
+        "gateway-error",
+        "connect-failure",
+        "reset",
+        "retriable-4xx",
+        "refused-stream",
+        "retriable-status-codes",
+        "cancelled",
+        "deadline-exceeded",
+        "internal",
+        "resource-exhausted",
+        "unavailable",
+    ]
+    .into_iter()
+    .filter(|n| RetryOn::flag(n).is_some_and(|f| on.has(f)))
+    .collect()
+}
+
+fn cors_json(c: &CorsConf) -> Value {
+    json!({
+        "origins": c.origins.iter().map(|o| match o {
+            OriginMatch::Any => "*".to_string(),
+            OriginMatch::Exact(s) => s.clone(),
+            OriginMatch::Glob(re) => format!("regex {}", re.as_str()),
+        }).collect::<Vec<_>>(),
+        "methods": c.methods,
+        "headers": c.headers,
+        "exposed_headers": c.exposed_headers,
+        "credentials": c.credentials,
+        "max_age": c.max_age,
+    })
+}
+
+fn lb_json(lb: &LbConf) -> Value {
+    let policy = match lb.policy {
+        LbPolicy::RoundRobin => "round_robin",
+        LbPolicy::LeastRequest => "least_request",
+        LbPolicy::Ewma => "ewma",
+        LbPolicy::Random => "random",
+        LbPolicy::RingHash => "ring_hash",
+        LbPolicy::Maglev => "maglev",
+    };
+    let hash_on = lb.hash_on.as_ref().map(|h| match h {
+        HashOn::Header(n) => json!({ "header": n.as_str() }),
+        HashOn::Cookie { name, ttl } => json!({
+            "cookie": { "name": name, "ttl_ms": ttl.map(|t| t.as_millis() as u64) }
+        }),
+        HashOn::SourceIp => json!({ "source_ip": true }),
+    });
+    json!({
+        "policy": policy,
+        "hash_on": hash_on,
+        "healthy_panic_threshold": lb.healthy_panic_threshold,
+    })
 }
 
 /// `GET /explain?method=M&url=U&header=N:V...`

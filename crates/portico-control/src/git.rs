@@ -73,18 +73,29 @@ struct SyncState {
     applied: Option<(String, PathBuf)>,
 }
 
-/// Runs `git ARGS` (in `dir` when given) under [`GIT_TIMEOUT`]; stdout on success.
-pub async fn git(
-    dir: Option<&Path>,
-    args: &[&str],
-    env: &[(&str, &Path)],
-) -> Result<String, String> {
+/// The ssh command git uses: the user's `GIT_SSH_COMMAND` when set (they own its options),
+/// else `ssh -o BatchMode=yes -o ConnectTimeout=15`, so an unknown host key or a password/passphrase prompt fails
+/// the fetch at once instead of waiting on a terminal that a server does not have.
+fn ssh_command(user: Option<std::ffi::OsString>) -> std::ffi::OsString {
+    match user {
+        Some(u) if !u.is_empty() => u,
+        _ => "ssh -o BatchMode=yes -o ConnectTimeout=15".into(),
+    }
+}
+
+/// `git ARGS` (in `dir` when given), never interactive: no terminal prompt for credentials
+/// (`GIT_TERMINAL_PROMPT=0`, stdin closed), ssh in batch mode ([`ssh_command`]).
+fn command(dir: Option<&Path>, args: &[&str], env: &[(&str, &Path)]) -> Command {
     let mut cmd = Command::new("git");
     if let Some(d) = dir {
         cmd.arg("-C").arg(d);
     }
     cmd.args(args)
         .env("GIT_TERMINAL_PROMPT", "0")
+        .env(
+            "GIT_SSH_COMMAND",
+            ssh_command(std::env::var_os("GIT_SSH_COMMAND")),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -92,6 +103,16 @@ pub async fn git(
     for (k, v) in env {
         cmd.env(k, v);
     }
+    cmd
+}
+
+/// Runs `git ARGS` (in `dir` when given) under [`GIT_TIMEOUT`]; stdout on success.
+pub async fn git(
+    dir: Option<&Path>,
+    args: &[&str],
+    env: &[(&str, &Path)],
+) -> Result<String, String> {
+    let mut cmd = command(dir, args, env);
     let child = cmd
         .spawn()
         .map_err(|e| format!("cannot run git: {e} (is git installed?)"))?;
@@ -305,6 +326,8 @@ impl GitSource {
         let mut st = self.sync.lock().await;
         let c = self.fetch().await?;
         if !force && st.last_tried.as_deref() == Some(c.sha.as_str()) {
+            // The remote answers again: a fetch error reported earlier is over.
+            ctl.clear_source_error();
             return Ok(None);
         }
         st.last_tried = Some(c.sha.clone());
@@ -379,5 +402,109 @@ impl GitSource {
 impl Drop for GitSource {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.cache);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    fn env_of(cmd: &Command, key: &str) -> Option<String> {
+        cmd.as_std()
+            .get_envs()
+            .find(|(k, _)| *k == OsStr::new(key))
+            .and_then(|(_, v)| v.map(|v| v.to_string_lossy().into_owned()))
+    }
+
+    #[test]
+    fn git_never_prompts() {
+        let cmd = command(
+            Some(Path::new("/tmp")),
+            &["fetch", "--", "ssh://example.invalid/r"],
+            &[("GIT_DIR", Path::new("/x"))],
+        );
+        assert_eq!(env_of(&cmd, "GIT_TERMINAL_PROMPT").as_deref(), Some("0"));
+        let ssh = env_of(&cmd, "GIT_SSH_COMMAND").expect("GIT_SSH_COMMAND set");
+        // Either ours, or the one this test process inherited (kept as the user set it).
+        match std::env::var_os("GIT_SSH_COMMAND").filter(|v| !v.is_empty()) {
+            None => assert_eq!(ssh, "ssh -o BatchMode=yes -o ConnectTimeout=15"),
+            Some(u) => assert_eq!(ssh, u.to_string_lossy()),
+        }
+        assert_eq!(env_of(&cmd, "GIT_DIR").as_deref(), Some("/x"));
+        let args: Vec<_> = cmd.as_std().get_args().collect();
+        assert_eq!(
+            args,
+            ["-C", "/tmp", "fetch", "--", "ssh://example.invalid/r"]
+        );
+    }
+
+    #[test]
+    fn a_user_ssh_command_is_kept() {
+        assert_eq!(
+            ssh_command(None),
+            "ssh -o BatchMode=yes -o ConnectTimeout=15"
+        );
+        assert_eq!(
+            ssh_command(Some("".into())),
+            "ssh -o BatchMode=yes -o ConnectTimeout=15"
+        );
+        assert_eq!(
+            ssh_command(Some("ssh -i /keys/deploy -o BatchMode=yes".into())),
+            "ssh -i /keys/deploy -o BatchMode=yes"
+        );
+    }
+
+    /// An ssh remote that would ask for a host key or a password fails fast instead of
+    /// waiting on a prompt: `ssh` on PATH is a fake that hangs (as the real one waits on its
+    /// terminal) unless given `-o BatchMode=yes`, which only our default command passes.
+    #[tokio::test]
+    async fn ssh_remote_fails_fast_without_a_terminal() {
+        use std::os::unix::fs::PermissionsExt;
+        if std::env::var_os("GIT_SSH_COMMAND").is_some_and(|v| !v.is_empty()) {
+            eprintln!("GIT_SSH_COMMAND is set in this environment: the user's command is kept");
+            return;
+        }
+        let dir = private_dir("portico-git-test").expect("dir");
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).expect("mkdir");
+        let fake = bin.join("ssh");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\ncase \"$*\" in *BatchMode=yes*) echo 'Host key verification failed.' >&2; exit 255;; esac\nsleep 30\n",
+        )
+        .expect("write");
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let repo = dir.join("repo");
+        git(
+            None,
+            &["init", "--bare", "--quiet", &repo.display().to_string()],
+            &[],
+        )
+        .await
+        .expect("init");
+        let mut cmd = command(
+            Some(&repo),
+            &[
+                "fetch",
+                "--quiet",
+                "--",
+                "ssh://git@example.invalid/r.git",
+                "HEAD",
+            ],
+            &[],
+        );
+        let path = std::env::var("PATH").unwrap_or_default();
+        cmd.env("PATH", format!("{}:{path}", bin.display()));
+        let start = std::time::Instant::now();
+        let out = tokio::time::timeout(Duration::from_secs(15), cmd.output())
+            .await
+            .expect("git waited on ssh: BatchMode not passed")
+            .expect("ran");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{err}");
+        assert!(err.contains("Host key verification failed"), "{err}");
+        eprintln!("ssh fetch failed after {:?}", start.elapsed());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -168,6 +168,17 @@ impl Controller {
         self.status.store(Arc::new(st));
     }
 
+    /// Clears `last_error` when it is a source error (no commit: a failed git fetch) and the
+    /// source has since answered; a rejected commit's error stays until a commit applies.
+    pub fn clear_source_error(&self) {
+        let st = self.status.load();
+        if st.last_error.as_ref().is_some_and(|e| e.commit.is_none()) {
+            let mut st = (**st).clone();
+            st.last_error = None;
+            self.status.store(Arc::new(st));
+        }
+    }
+
     /// Reloads from `sources` (e.g. a freshly fetched git commit).
     pub async fn reload_from(
         &self,

@@ -158,25 +158,68 @@ fn hosts(s: &Snapshot) -> BTreeMap<String, Fields> {
         .collect()
 }
 
-fn print_human(kind: &str, d: &KindDiff) {
+fn human(kind: &str, d: &KindDiff, out: &mut String) {
+    use std::fmt::Write;
     for (n, f) in &d.added {
-        println!("+ {kind} {n}");
+        let _ = writeln!(out, "+ {kind} {n}");
         for (k, v) in f {
-            println!("    {k}: {v}");
+            let _ = writeln!(out, "    {k}: {v}");
         }
     }
     for (n, _) in &d.removed {
-        println!("- {kind} {n}");
+        let _ = writeln!(out, "- {kind} {n}");
     }
     for (n, fs) in &d.changed {
-        println!("~ {kind} {n}");
+        let _ = writeln!(out, "~ {kind} {n}");
         for (f, o, nw) in fs {
-            println!(
+            let _ = writeln!(
+                out,
                 "    {f}: {} -> {}",
                 o.as_deref().unwrap_or("(unset)"),
                 nw.as_deref().unwrap_or("(unset)")
             );
         }
+    }
+}
+
+/// The difference between two snapshots: Mappings, Upstreams and Hosts.
+struct Report {
+    kinds: [(&'static str, KindDiff); 3],
+}
+
+impl Report {
+    fn new(sa: &Snapshot, sb: &Snapshot) -> Report {
+        Report {
+            kinds: [
+                ("Mapping", compare(routes(sa), routes(sb))),
+                ("Upstream", compare(upstreams(sa), upstreams(sb))),
+                ("Host", compare(hosts(sa), hosts(sb))),
+            ],
+        }
+    }
+
+    fn equal(&self) -> bool {
+        self.kinds.iter().all(|(_, d)| d.is_empty())
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "equal": self.equal(),
+            "routes": self.kinds[0].1.json(),
+            "upstreams": self.kinds[1].1.json(),
+            "hosts": self.kinds[2].1.json(),
+        })
+    }
+
+    fn human(&self) -> String {
+        if self.equal() {
+            return "no differences\n".to_string();
+        }
+        let mut out = String::new();
+        for (k, d) in &self.kinds {
+            human(k, d, &mut out);
+        }
+        out
     }
 }
 
@@ -207,30 +250,176 @@ pub fn run(old: &str, new: &str, json_out: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let kinds = [
-        ("Mapping", compare(routes(&sa), routes(&sb))),
-        ("Upstream", compare(upstreams(&sa), upstreams(&sb))),
-        ("Host", compare(hosts(&sa), hosts(&sb))),
-    ];
-    let same = kinds.iter().all(|(_, d)| d.is_empty());
+    let report = Report::new(&sa, &sb);
+    let same = report.equal();
     if json_out {
-        let v = json!({
-            "equal": same,
-            "routes": kinds[0].1.json(),
-            "upstreams": kinds[1].1.json(),
-            "hosts": kinds[2].1.json(),
-        });
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-    } else if same {
-        println!("no differences");
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report.json()).unwrap_or_default()
+        );
     } else {
-        for (k, d) in &kinds {
-            print_human(k, d);
-        }
+        print!("{}", report.human());
     }
     if same {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Loads `docs` (YAML) with `dir` as the base for relative paths.
+    fn snap(dir: &Path, docs: &str) -> Snapshot {
+        let r = portico_config::load(&[ConfigSource::Inline {
+            name: "c.yaml".into(),
+            text: docs.into(),
+            base_dir: dir.to_path_buf(),
+        }]);
+        let errors: Vec<String> = r.diagnostics.iter().map(|d| d.to_string()).collect();
+        r.snapshot
+            .unwrap_or_else(|| panic!("config does not load: {errors:?}"))
+    }
+
+    const API: &str = "apiVersion: portico.dev/v1";
+
+    fn upstream(name: &str, endpoints: &str) -> String {
+        format!(
+            "{API}\nkind: Upstream\nmetadata: {{ name: {name} }}\nspec: {{ endpoints: [{endpoints}] }}\n---\n"
+        )
+    }
+
+    fn host(name: &str, hostname: &str, extra_tls: &str) -> String {
+        format!(
+            "{API}\nkind: Host\nmetadata: {{ name: {name} }}\nspec: {{ hostname: {hostname}, tls: {{ cert_chain_file: c.pem, private_key_file: c.key{extra_tls} }} }}\n---\n"
+        )
+    }
+
+    fn mapping(name: &str, service: &str) -> String {
+        format!(
+            "{API}\nkind: Mapping\nmetadata: {{ name: {name} }}\nspec: {{ prefix: /{name}/, service: {service} }}\n---\n"
+        )
+    }
+
+    /// Two configs differing in Upstreams (one added, one removed, one whose endpoints
+    /// changed) and in a Host's TLS; the Mappings are the same.
+    fn configs() -> (tempfile::TempDir, Snapshot, Snapshot) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for f in ["c.pem", "c.key", "ca.pem"] {
+            std::fs::write(dir.path().join(f), "-----BEGIN X-----\n-----END X-----\n")
+                .expect("write");
+        }
+        let old = [
+            upstream("quote", "\"10.0.0.1:80\", \"10.0.0.2:80\""),
+            upstream("legacy", "\"10.0.1.1:80\""),
+            host("api", "api.example.com", ""),
+            mapping("q", "quote"),
+        ]
+        .concat();
+        let new = [
+            upstream(
+                "quote",
+                "\"10.0.0.1:80\", { address: \"10.0.0.3:80\", weight: 2 }",
+            ),
+            upstream("fresh", "\"10.0.2.1:80\""),
+            host(
+                "api",
+                "api.example.com",
+                ", min_tls_version: v1.3, ca_file: ca.pem",
+            ),
+            mapping("q", "quote"),
+        ]
+        .concat();
+        let a = snap(dir.path(), &old);
+        let b = snap(dir.path(), &new);
+        (dir, a, b)
+    }
+
+    #[test]
+    fn upstreams_and_hosts_json() {
+        let (dir, a, b) = configs();
+        let v = Report::new(&a, &b).json();
+        assert_eq!(v["equal"], false);
+        let names = |kind: &str, what: &str| -> Vec<String> {
+            v[kind][what]
+                .as_array()
+                .expect("array")
+                .iter()
+                .map(|x| x["name"].as_str().unwrap_or("").to_string())
+                .collect()
+        };
+        assert_eq!(names("upstreams", "added"), ["fresh"]);
+        assert_eq!(names("upstreams", "removed"), ["legacy"]);
+        assert_eq!(names("upstreams", "changed"), ["quote"]);
+        let f = &v["upstreams"]["changed"][0]["fields"];
+        assert_eq!(f["endpoints"]["old"], "10.0.0.1:80, 10.0.0.2:80");
+        assert_eq!(f["endpoints"]["new"], "10.0.0.1:80, 10.0.0.3:80 (weight 2)");
+        assert_eq!(f.as_object().map(|o| o.len()), Some(1), "{f}");
+        assert_eq!(
+            v["upstreams"]["added"][0]["fields"]["endpoints"],
+            "10.0.2.1:80"
+        );
+
+        assert_eq!(names("hosts", "changed"), ["api"]);
+        assert!(names("hosts", "added").is_empty() && names("hosts", "removed").is_empty());
+        let f = &v["hosts"]["changed"][0]["fields"];
+        assert_eq!(f["tls.min_tls_version"]["old"], "V1_2");
+        assert_eq!(f["tls.min_tls_version"]["new"], "V1_3");
+        assert_eq!(f["tls.ca_file"]["old"], Value::Null);
+        assert_eq!(
+            f["tls.ca_file"]["new"],
+            dir.path().join("ca.pem").display().to_string()
+        );
+        assert_eq!(f.as_object().map(|o| o.len()), Some(2), "{f}");
+
+        // The Mappings did not change.
+        for what in ["added", "removed", "changed"] {
+            assert!(names("routes", what).is_empty(), "{v}");
+        }
+    }
+
+    #[test]
+    fn upstreams_and_hosts_human() {
+        let (dir, a, b) = configs();
+        let text = Report::new(&a, &b).human();
+        let ca = dir.path().join("ca.pem").display().to_string();
+        let want = [
+            "+ Upstream fresh".to_string(),
+            "    endpoints: 10.0.2.1:80".into(),
+            "- Upstream legacy".into(),
+            "~ Upstream quote".into(),
+            "    endpoints: 10.0.0.1:80, 10.0.0.2:80 -> 10.0.0.1:80, 10.0.0.3:80 (weight 2)".into(),
+            "~ Host api".into(),
+            format!("    tls.ca_file: (unset) -> {ca}"),
+            "    tls.min_tls_version: V1_2 -> V1_3".into(),
+        ];
+        let lines: Vec<&str> = text.lines().collect();
+        // Each expected line, in this order (added fields of `fresh` are listed in full).
+        let mut at = 0;
+        for w in &want {
+            let found = lines[at..].iter().position(|l| l == w);
+            assert!(found.is_some(), "`{w}` after line {at}:\n{text}");
+            at += found.unwrap_or(0) + 1;
+        }
+        assert!(!text.contains("Mapping"), "{text}");
+        // Changed entries list only the changed fields.
+        let quote = text
+            .split("~ Upstream quote\n")
+            .nth(1)
+            .and_then(|t| t.split("~ Host").next())
+            .unwrap_or("");
+        assert_eq!(quote.lines().count(), 1, "{text}");
+    }
+
+    #[test]
+    fn equal_configs() {
+        let (_dir, a, _) = configs();
+        let r = Report::new(&a, &a);
+        assert!(r.equal());
+        assert_eq!(r.human(), "no differences\n");
+        assert_eq!(r.json()["equal"], true);
+        assert_eq!(r.json()["upstreams"]["changed"], json!([]));
     }
 }

@@ -345,6 +345,254 @@ async fn ten_commits_under_traffic_lose_nothing_and_never_mix() {
     assert_eq!(config(&p).await["source"]["commit"], shas[9]);
 }
 
+/// Clients requesting `url` in a loop until stopped: (ok, failed) counters and their tasks.
+fn traffic(
+    url: String,
+    clients: usize,
+) -> (
+    Arc<AtomicBool>,
+    Arc<AtomicU64>,
+    Arc<AtomicU64>,
+    Vec<tokio::task::JoinHandle<()>>,
+) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let tasks = (0..clients)
+        .map(|_| {
+            let (stop, ok, failed, url) = (stop.clone(), ok.clone(), failed.clone(), url.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    match http_get(&url, &[]).await {
+                        Ok(r) if r.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                        other => {
+                            eprintln!("failed: {other:?}");
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            })
+        })
+        .collect();
+    (stop, ok, failed, tasks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_remote_keeps_serving_and_reports_the_fetch_error() {
+    let repo = Repo::new();
+    let sha1 = repo.commit(&[("routes.yaml", &direct("r", "/", "v1"))], "v1");
+    let (p, _local) = start_git(&repo, &["--poll", "1"]).await;
+    let (stop, ok, failed, tasks) = traffic(p.url("/"), 3);
+
+    // The remote disappears (moved away): fetches fail, the applied commit keeps serving.
+    let away = repo.path().with_extension("away");
+    std::fs::rename(repo.path(), &away).expect("move the repository away");
+    let start = Instant::now();
+    let err = loop {
+        let c = config(&p).await;
+        if !c["last_error"].is_null() {
+            break c;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no fetch error: {c}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!("fetch error reported after {:?}", start.elapsed());
+    assert_eq!(err["source"]["commit"], sha1, "{err}");
+    assert!(err["last_error"]["commit"].is_null(), "{err}");
+    let errors = err["last_error"]["errors"].to_string();
+    assert!(errors.contains("git fetch failed"), "{errors}");
+    // Several more polls fail while traffic flows.
+    let ok_before = ok.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        ok.load(Ordering::Relaxed) > ok_before + 20,
+        "traffic stalled"
+    );
+    let c = config(&p).await;
+    assert_eq!(c["source"]["commit"], sha1);
+    assert!(!c["last_error"].is_null(), "{c}");
+    assert_eq!(get(&p.url("/"), &[]).await.text(), "v1");
+
+    // Back again: the error clears on the next good fetch, and a new commit applies.
+    std::fs::rename(&away, repo.path()).expect("restore the repository");
+    let start = Instant::now();
+    loop {
+        let c = config(&p).await;
+        if c["last_error"].is_null() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "error not cleared: {c}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sha2 = repo.commit(&[("routes.yaml", &direct("r", "/", "v2"))], "v2");
+    wait_body(&p.url("/"), "v2", Duration::from_secs(3)).await;
+    assert_eq!(config(&p).await["source"]["commit"], sha2);
+
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.expect("client");
+    }
+    eprintln!(
+        "requests: {} ok, {} failed",
+        ok.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed)
+    );
+    assert_eq!(failed.load(Ordering::Relaxed), 0);
+    assert!(ok.load(Ordering::Relaxed) > 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_remote_stalls_neither_traffic_nor_admin() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let repo = Repo::new();
+    let sha1 = repo.commit(&[("routes.yaml", &direct("r", "/", "v1"))], "v1");
+    let (p, _local) = start_git(&repo, &["--poll", "1"]).await;
+    let (stop, ok, failed, tasks) = traffic(p.url("/"), 3);
+
+    // A remote that never answers: its packed-refs is a FIFO nobody writes, so the fetch
+    // (git upload-pack listing refs) blocks opening it.
+    let fifo = repo.path().join(".git/packed-refs");
+    let _ = std::fs::remove_file(&fifo);
+    let st = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(st.success());
+    // Wait until a fetch is stuck on it: a non-blocking open for writing succeeds only while
+    // a reader has it open.
+    const O_NONBLOCK: i32 = 0o4000;
+    let start = Instant::now();
+    let writer = loop {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(O_NONBLOCK)
+            .open(&fifo)
+        {
+            Ok(w) => break Some(w),
+            Err(_) if start.elapsed() < Duration::from_secs(5) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("no fetch ever reached the remote: {e}"),
+        }
+    };
+    // (The reader stays blocked: it got past open() only because we opened the write end;
+    // it now waits in read() until we close it.)
+    let hung_at = Instant::now();
+    let ok_before = ok.load(Ordering::Relaxed);
+    let mut slowest_admin = Duration::ZERO;
+    while hung_at.elapsed() < Duration::from_secs(3) {
+        let t = Instant::now();
+        let c = config(&p).await;
+        slowest_admin = slowest_admin.max(t.elapsed());
+        assert_eq!(c["source"]["commit"], sha1);
+        let t = Instant::now();
+        assert_eq!(post(&p.admin_url("/hooks/git"), "").await.status, 202);
+        slowest_admin = slowest_admin.max(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let served = ok.load(Ordering::Relaxed) - ok_before;
+    eprintln!(
+        "while the fetch hung 3 s: {served} requests served, slowest admin answer {slowest_admin:?}"
+    );
+    assert!(served > 100, "traffic stalled: {served}");
+    assert!(slowest_admin < Duration::from_secs(1), "{slowest_admin:?}");
+
+    // The remote answers again (EOF on the FIFO, then no FIFO): a new commit applies.
+    let _ = std::fs::remove_file(&fifo);
+    drop(writer);
+    let sha2 = repo.commit(&[("routes.yaml", &direct("r", "/", "v2"))], "v2");
+    wait_body(&p.url("/"), "v2", Duration::from_secs(5)).await;
+    assert_eq!(config(&p).await["source"]["commit"], sha2);
+
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.expect("client");
+    }
+    assert_eq!(failed.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn diff_reports_upstream_and_host_changes_with_exit_codes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = self_signed("api.example.com");
+    std::fs::write(dir.path().join("api.pem"), cert).expect("write");
+    std::fs::write(dir.path().join("api.key"), key).expect("write");
+    let cfg = |endpoints: &str, tls_extra: &str| {
+        format!(
+            "{API}\nkind: Upstream\nmetadata: {{ name: quote }}\nspec: {{ endpoints: [{endpoints}] }}\n---\n\
+             {API}\nkind: Host\nmetadata: {{ name: api }}\nspec: {{ hostname: api.example.com, tls: {{ cert_chain_file: api.pem, private_key_file: api.key{tls_extra} }} }}\n---\n\
+             {API}\nkind: Mapping\nmetadata: {{ name: q }}\nspec: {{ prefix: /q/, service: quote }}\n"
+        )
+    };
+    let write = |f: &str, text: &str| std::fs::write(dir.path().join(f), text).expect("write");
+    write("old.yaml", &cfg("\"127.0.0.1:9001\"", ""));
+    write(
+        "new.yaml",
+        &cfg(
+            "\"127.0.0.1:9001\", \"127.0.0.1:9002\"",
+            ", alpn_protocols: http/1.1",
+        ),
+    );
+    write(
+        "broken.yaml",
+        "apiVersion: portico.dev/v1\nkind: Upstream\n",
+    );
+
+    let (code, out, err) = portico_cmd(dir.path(), &["diff", "old.yaml", "new.yaml"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains(
+            "~ Upstream quote\n    endpoints: 127.0.0.1:9001 -> 127.0.0.1:9001, 127.0.0.1:9002\n"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("~ Host api\n    tls.alpn_protocols: h2,http/1.1 -> http/1.1\n"),
+        "{out}"
+    );
+    assert!(!out.contains("Mapping"), "{out}");
+
+    let (code, out, err) = portico_cmd(
+        dir.path(),
+        &["diff", "old.yaml", "new.yaml", "--format", "json"],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["equal"], false);
+    assert_eq!(
+        v["upstreams"]["changed"][0]["fields"]["endpoints"]["new"],
+        "127.0.0.1:9001, 127.0.0.1:9002"
+    );
+    assert_eq!(
+        v["hosts"]["changed"][0]["fields"]["tls.alpn_protocols"]["old"],
+        "h2,http/1.1"
+    );
+    assert_eq!(v["routes"]["changed"], serde_json::json!([]));
+
+    let (code, out, _) = portico_cmd(dir.path(), &["diff", "new.yaml", "new.yaml"]);
+    assert_eq!((code, out.as_str()), (0, "no differences\n"));
+    let (code, out, _) = portico_cmd(
+        dir.path(),
+        &["diff", "old.yaml", "old.yaml", "--format", "json"],
+    );
+    assert_eq!(code, 0);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).expect("json")["equal"],
+        true
+    );
+    let (code, out, err) = portico_cmd(dir.path(), &["diff", "old.yaml", "broken.yaml"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        err.contains("broken.yaml: configuration does not load"),
+        "{err}"
+    );
+    let (code, _, err) = portico_cmd(dir.path(), &["diff", "old.yaml", "missing.yaml"]);
+    assert_eq!(code, 2, "{err}");
+}
+
 #[test]
 fn diff_between_revisions_reports_exactly_the_changed_mappings() {
     let repo = Repo::new();
@@ -538,19 +786,31 @@ async fn emissary_corpus_is_accepted_and_behaves_as_documented() {
     )
     .await;
     let d = Upstream::start("d").await;
+    // ring_hash over e and e2; least_request over f (holds each request 3 s) and f2.
     let e = Upstream::start("e").await;
-    let f = Upstream::start("f").await;
-    let addrs: Vec<(&str, String)> = [
+    let e2 = Upstream::start("e2").await;
+    let f = Controlled::start("f", Duration::from_secs(3)).await;
+    let f2 = Controlled::start("f2", Duration::ZERO).await;
+    // Behind `max_requests: 1`: holds each request 1.5 s.
+    let g = Controlled::start("g", Duration::from_millis(1500)).await;
+    let (ws_addr, ws_accepted) = echo_server().await;
+    let mut addrs: Vec<(&str, String)> = [
         ("__A__", &a),
         ("__B__", &b),
         ("__C__", &c),
         ("__D__", &d),
         ("__E__", &e),
-        ("__F__", &f),
+        ("__E2__", &e2),
     ]
     .iter()
     .map(|(k, u)| (*k, u.addr.to_string()))
     .collect();
+    addrs.extend([
+        ("__F__", f.addr.to_string()),
+        ("__F2__", f2.addr.to_string()),
+        ("__G__", g.addr.to_string()),
+        ("__WS__", ws_addr.to_string()),
+    ]);
     let docs = corpus(&addrs);
     assert!(docs.matches("kind: Mapping").count() >= 25);
 
@@ -565,6 +825,9 @@ async fn emissary_corpus_is_accepted_and_behaves_as_documented() {
         out.contains("Mapping/catalog-deep: warning: never matches"),
         "{out}"
     );
+    // The Emissary load_balancer translates to exactly what the Upstreams say (else: "is
+    // ignored: `sessions` is an Upstream resource").
+    assert!(!out.contains("is an Upstream resource"), "{out}");
 
     let p = Portico::start(&docs).await;
     let seen = |u: &Upstream| u.last();
@@ -685,15 +948,133 @@ async fn emissary_corpus_is_accepted_and_behaves_as_documented() {
         .expect("upstream d");
     assert_eq!(cb["max_requests"], 200);
     assert_eq!(cb["max_pending_requests"], 50);
-    assert_eq!(
-        get(&p.url("/sessions/"), &[("x-user", "u1")]).await.text(),
-        "upstream e"
-    );
-    assert_eq!(get(&p.url("/carts/"), &[]).await.text(), "upstream f");
     assert_eq!(get(&p.url("/orders/"), &[]).await.text(), "upstream d");
 
-    // CORS: the policy is compiled onto the route (answering preflights is the data plane's
-    // job, tested with the portico.dev/v1 form elsewhere).
+    // ring_hash on x-user: each user sticks to one endpoint, the users spread over both.
+    let mut by_user = std::collections::BTreeMap::new();
+    for u in 0..16 {
+        let user = format!("user-{u}");
+        let first = get(&p.url("/sessions/"), &[("x-user", &user)]).await.text();
+        for _ in 0..3 {
+            let again = get(&p.url("/sessions/"), &[("x-user", &user)]).await.text();
+            assert_eq!(again, first, "{user} moved");
+        }
+        by_user.insert(user, first);
+    }
+    let to_e = by_user.values().filter(|v| *v == "upstream e").count();
+    let to_e2 = by_user.values().filter(|v| *v == "upstream e2").count();
+    eprintln!("ring_hash: {to_e} users on e, {to_e2} on e2");
+    assert_eq!(to_e + to_e2, 16, "{by_user:?}");
+    assert!(to_e > 0 && to_e2 > 0, "{by_user:?}");
+
+    // least_request: while f holds a request, new ones go to the idle f2. Requests leave one
+    // after another, each given 300 ms before the next (one stuck on f stays in flight);
+    // round robin would send f every other one.
+    let mut in_flight = Vec::new();
+    for _ in 0..20 {
+        let url = p.url("/carts/");
+        let mut t = tokio::spawn(async move { http_get(&url, &[]).await });
+        match tokio::time::timeout(Duration::from_millis(300), &mut t).await {
+            Ok(r) => assert_eq!(r.expect("task").expect("carts").status, 200),
+            Err(_) => in_flight.push(t),
+        }
+    }
+    eprintln!("least_request: f (busy) {}, f2 {}", f.hits(), f2.hits());
+    assert!(
+        f.hits() <= 2 && f2.hits() >= 18,
+        "least_request: busy f got {}, idle f2 {}",
+        f.hits(),
+        f2.hits()
+    );
+    drop(in_flight);
+
+    // Circuit breaker max_requests 1: a second request while one is in flight fails fast.
+    let url = p.url("/slow-cb/");
+    let first = tokio::spawn(async move { http_get(&url, &[]).await });
+    let start = Instant::now();
+    while g.hits() == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "first request never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let over = get(&p.url("/slow-cb/"), &[]).await;
+    assert_eq!(over.status, 503, "{}", over.text());
+    assert_eq!(over.header("x-portico-overloaded"), Some("true"));
+    let first = first.await.expect("task").expect("first");
+    assert_eq!(first.status, 200);
+    assert_eq!(first.text(), "upstream g");
+    assert_eq!(g.hits(), 1, "the overflow never reached the upstream");
+
+    // WebSocket: a real upgrade and echo round trip on the allow_upgrade Mapping.
+    let mut ws = ws_connect(p.port, "/ws/chat").await.expect("upgrade");
+    futures_util::SinkExt::send(
+        &mut ws,
+        tokio_tungstenite::tungstenite::Message::text("hello emissary"),
+    )
+    .await
+    .expect("send");
+    let echo = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures_util::StreamExt::next(&mut ws),
+    )
+    .await
+    .expect("echo in time")
+    .expect("open")
+    .expect("message");
+    assert_eq!(
+        echo,
+        tokio_tungstenite::tungstenite::Message::text("hello emissary")
+    );
+    assert_eq!(ws_accepted.load(Ordering::SeqCst), 1);
+
+    // CORS: preflights are answered by Portico and never reach the upstream.
+    let before = a.count();
+    let pre = |origin: &str| {
+        request(
+            "OPTIONS",
+            &p.url("/cors/items"),
+            &[
+                ("origin", origin),
+                ("access-control-request-method", "POST"),
+                ("access-control-request-headers", "content-type"),
+            ],
+            "",
+        )
+    };
+    let r = send(pre("https://admin.example.com"), false)
+        .await
+        .expect("preflight");
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://admin.example.com")
+    );
+    assert_eq!(r.header("access-control-allow-methods"), Some("GET, POST"));
+    assert_eq!(
+        r.header("access-control-allow-headers"),
+        Some("content-type")
+    );
+    assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+    assert_eq!(r.header("access-control-max-age"), Some("600"));
+    let r = send(pre("https://evil.example.net"), false)
+        .await
+        .expect("preflight");
+    assert_eq!(r.status, 403);
+    assert!(r.header("access-control-allow-origin").is_none());
+    assert_eq!(a.count(), before, "preflights never reach the upstream");
+    let r = get(
+        &p.url("/cors/items"),
+        &[("origin", "https://app.example.com")],
+    )
+    .await;
+    assert_eq!(r.text(), "upstream a");
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert!(r.headers.get_all("vary").iter().any(|v| v == "origin"));
     let ex: serde_json::Value = serde_json::from_slice(
         &get(
             &p.admin_url(&format!("/explain?method=GET&url={}", p.url("/cors/"))),
@@ -755,7 +1136,32 @@ async fn emissary_corpus_is_accepted_and_behaves_as_documented() {
         changed[0]["fields"]["shadow"]["new"],
         format!("{} 100%", b.addr)
     );
-    assert_eq!(get(&p.url("/mirror/x"), &[]).await.text(), "upstream a");
+    assert_eq!(get(&p.url("/mirror/x?m=1"), &[]).await.text(), "upstream a");
+    assert_eq!(seen(&a).uri, "/x?m=1");
+    // The shadow upstream gets its copy (after the primary exchange), host `-shadow`.
+    let start = Instant::now();
+    let copy = loop {
+        if let Some(c) = b
+            .seen
+            .lock()
+            .expect("seen")
+            .iter()
+            .find(|s| s.uri == "/x?m=1")
+            .cloned()
+        {
+            break c;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the shadow never got its copy"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // As Envoy does: `-shadow` after the host name, before the port.
+    assert_eq!(
+        header_map(&copy.headers)["host"],
+        format!("127.0.0.1-shadow:{}", p.port)
+    );
 }
 
 #[test]
@@ -769,9 +1175,9 @@ fn emissary_module_hosts_secrets_and_unsupported_kinds() {
     std::fs::write(
         &f,
         format!(
-            "{em}\nkind: Module\nmetadata: {{ name: ambassador }}\nspec:\n  config:\n    cluster_request_timeout_ms: 7000\n    retry_policy: {{ retry_on: gateway-error, num_retries: 3 }}\n    diagnostics: {{ enabled: false }}\n---\n\
+            "{em}\nkind: Module\nmetadata: {{ name: ambassador }}\nspec:\n  config:\n    cluster_request_timeout_ms: 7000\n    retry_policy: {{ retry_on: \"gateway-error,connect-failure\", num_retries: 3, per_try_timeout: 250ms }}\n    cors: {{ origins: \"https://app.example.com,https://admin.example.com\", methods: [GET, POST], headers: content-type, credentials: true, max_age: \"300\" }}\n    load_balancer: {{ policy: ring_hash, header: x-user }}\n    circuit_breakers: [{{ max_requests: 7, max_connections: 9 }}]\n    diagnostics: {{ enabled: false }}\n---\n\
              {em}\nkind: Mapping\nmetadata: {{ name: m }}\nspec: {{ prefix: /m/, service: quote }}\n---\n\
-             {em}\nkind: Mapping\nmetadata: {{ name: own }}\nspec: {{ prefix: /own/, service: quote, timeout_ms: 100 }}\n---\n\
+             {em}\nkind: Mapping\nmetadata: {{ name: own }}\nspec:\n  prefix: /own/\n  service: own:8080\n  timeout_ms: 100\n  retry_policy: {{ retry_on: 5xx, num_retries: 1 }}\n  cors: {{ origins: [\"https://other.example.com\"], methods: [PUT] }}\n  load_balancer: {{ policy: least_request }}\n  circuit_breakers: [{{ max_requests: 2 }}]\n---\n\
              {em}\nkind: Host\nmetadata: {{ name: h }}\nspec:\n  hostname: api.example.com\n  acmeProvider: {{ authority: none }}\n  tlsSecret: {{ name: api-cert }}\n  requestPolicy: {{ insecure: {{ action: Reject }} }}\n---\n\
              apiVersion: v1\nkind: Secret\nmetadata: {{ name: api-cert }}\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {crt64}\n  tls.key: {key64}\n---\n\
              {em}\nkind: Listener\nmetadata: {{ name: l }}\nspec: {{ port: 8443, protocol: HTTPS, securityModel: XFP, hostBinding: {{ namespace: {{ from: ALL }} }} }}\n---\n\
@@ -793,33 +1199,68 @@ fn emissary_module_hosts_secrets_and_unsupported_kinds() {
             .all(|d| d["severity"] == "warning"),
         "{text}"
     );
-    // Module defaults and Emissary defaults, as explain shows them.
-    let (_, out, _) = portico_cmd(
-        dir.path(),
-        &[
-            "explain",
-            "-c",
-            "e.yaml",
-            "GET",
-            "http://x/m/a",
-            "--format",
-            "json",
-        ],
+    // Module defaults, and Emissary's own, as explain shows them: field by field.
+    let explain = |url: &str| -> serde_json::Value {
+        let (code, out, err) = portico_cmd(
+            dir.path(),
+            &["explain", "-c", "e.yaml", "GET", url, "--format", "json"],
+        );
+        assert_eq!(code, 0, "{out}{err}");
+        serde_json::from_str::<serde_json::Value>(&out).expect("json")["policies"].clone()
+    };
+    use serde_json::json;
+    let m = explain("http://x/m/a");
+    assert_eq!(m["timeout_ms"], 7000, "{m}");
+    assert_eq!(
+        m["retry_policy"],
+        json!({ "retry_on": ["gateway-error", "connect-failure"], "num_retries": 3, "per_try_timeout_ms": 250 }),
     );
-    assert!(out.contains("7000"), "{out}");
-    let (_, out, _) = portico_cmd(
-        dir.path(),
-        &[
-            "explain",
-            "-c",
-            "e.yaml",
-            "GET",
-            "http://x/own/a",
-            "--format",
-            "json",
-        ],
+    assert_eq!(
+        m["cors_policy"],
+        json!({
+            "origins": ["https://app.example.com", "https://admin.example.com"],
+            "methods": ["GET", "POST"],
+            "headers": ["content-type"],
+            "exposed_headers": [],
+            "credentials": true,
+            "max_age": 300,
+        }),
     );
-    assert!(out.contains("100"), "{out}");
+    assert_eq!(
+        m["load_balancer"],
+        json!({ "policy": "ring_hash", "hash_on": { "header": "x-user" }, "healthy_panic_threshold": 50 }),
+    );
+    // Fields the Module leaves out keep Emissary's (Envoy's) defaults.
+    assert_eq!(
+        m["circuit_breakers"],
+        json!({ "max_connections": 9, "max_pending_requests": 1024, "max_requests": 7, "max_retries": 3 }),
+    );
+    // A Mapping that sets them overrides every one (no merging with the Module's).
+    let own = explain("http://x/own/a");
+    assert_eq!(own["timeout_ms"], 100, "{own}");
+    assert_eq!(
+        own["retry_policy"],
+        json!({ "retry_on": ["5xx"], "num_retries": 1, "per_try_timeout_ms": null }),
+    );
+    assert_eq!(
+        own["cors_policy"],
+        json!({
+            "origins": ["https://other.example.com"],
+            "methods": ["PUT"],
+            "headers": [],
+            "exposed_headers": [],
+            "credentials": false,
+            "max_age": null,
+        }),
+    );
+    assert_eq!(
+        own["load_balancer"],
+        json!({ "policy": "least_request", "hash_on": null, "healthy_panic_threshold": 50 }),
+    );
+    assert_eq!(
+        own["circuit_breakers"],
+        json!({ "max_connections": 1024, "max_pending_requests": 1024, "max_requests": 2, "max_retries": 3 }),
+    );
 
     // Security kinds and unsupported fields are errors naming them.
     std::fs::write(
@@ -846,26 +1287,4 @@ fn emissary_module_hosts_secrets_and_unsupported_kinds() {
 fn self_signed(name: &str) -> (String, String) {
     let ck = rcgen::generate_simple_self_signed(vec![name.to_string()]).expect("rcgen");
     (ck.cert.pem(), ck.signing_key.serialize_pem())
-}
-
-/// Standard base64 with padding.
-fn base64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }

@@ -567,6 +567,200 @@ async fn min_tls_version_v13_refuses_a_tls12_only_client() {
     assert_eq!(status, 200);
 }
 
+// ---------------------------------------------------------------- Emissary (CONTRACT §2.6)
+
+const EM: &str = "apiVersion: getambassador.io/v3alpha1";
+
+/// A `kubernetes.io/tls` Secret named `name` holding `cert` (and `key`, when given) in base64.
+fn secret_doc(name: &str, cert: &Path, key: Option<&Path>) -> String {
+    let b64 = |p: &Path| base64(&std::fs::read(p).expect("read pem"));
+    let key = key
+        .map(|k| format!("  tls.key: {}\n", b64(k)))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{ name: {name} }}\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {}\n{key}",
+        b64(cert)
+    )
+}
+
+/// A client speaking only TLS 1.2 (ALPN http/1.1), with `client`'s certificate if given.
+fn client_config_tls12(pki: &Pki, client: Option<&Leaf>) -> Arc<ClientConfig> {
+    let b = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .expect("versions")
+        .with_root_certificates(pki.roots());
+    let mut cfg = match client {
+        None => b.with_no_client_auth(),
+        Some(l) => {
+            let key_pem = std::fs::read(&l.key).expect("key");
+            let key = rustls::pki_types::pem::PemObject::from_pem_slice(&key_pem)
+                .map(|k: PrivateKeyDer<'static>| k)
+                .expect("key pem");
+            b.with_client_auth_cert(vec![l.der.clone()], key)
+                .expect("client auth")
+        }
+    };
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(cfg)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emissary_host_tls_secret_serves_the_secret_certificate() {
+    let pki = Pki::new();
+    let leaf = pki.leaf("s", "secret.test", &["secret.test"], false);
+    let other = pki.leaf("o", "other.test", &["other.test"], false);
+    let up = Upstream::start("u").await;
+    let tls_port = free_port();
+    let docs = [
+        format!(
+            "{EM}\nkind: Host\nmetadata: {{ name: secret-host }}\nspec:\n  hostname: secret.test\n  acmeProvider: {{ authority: none }}\n  tlsSecret: {{ name: secret-cert }}\n"
+        ),
+        secret_doc("secret-cert", &leaf.cert, Some(&leaf.key)),
+        // Another Host, from files, to show the SNI picks the Secret's certificate.
+        host_doc("o", "other.test", &other, "", ""),
+        format!(
+            "{EM}\nkind: Mapping\nmetadata: {{ name: all }}\nspec: {{ prefix: /, service: {}, rewrite: \"\" }}\n",
+            up.addr
+        ),
+    ]
+    .join("---\n");
+    let _p =
+        Portico::start_with_listeners(&listener_doc("tls", tls_port, "HTTPS", ""), &docs).await;
+
+    let cfg = client_config(&pki, &["h2", "http/1.1"], None);
+    let s = tls_connect(cfg.clone(), tls_port, "secret.test")
+        .await
+        .expect("handshake with the Secret's certificate");
+    assert_eq!(
+        peer_cert(&s),
+        leaf.der,
+        "the Secret's certificate is served"
+    );
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let o = tls_connect(cfg, tls_port, "other.test")
+        .await
+        .expect("other");
+    assert_eq!(peer_cert(&o), other.der);
+    let cfg1 = client_config(&pki, &["http/1.1"], None);
+    let s1 = tls_connect(cfg1, tls_port, "secret.test")
+        .await
+        .expect("h1");
+    let (status, body) = h1_get(s1, "secret.test", "/through").await.expect("get");
+    assert_eq!((status, body.as_str()), (200, "upstream u"));
+    assert_eq!(up.last().uri, "/through");
+    assert_eq!(up.last().headers["x-forwarded-proto"], "https");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emissary_tls_context_sets_certificate_versions_alpn_and_client_ca() {
+    let pki = Pki::new();
+    let tight = pki.leaf("t", "tight.test", &["tight.test"], false);
+    let mutual = pki.leaf("m", "mtls.test", &["mtls.test"], false);
+    let client = pki.leaf("client", "client-one", &["client-one.test"], true);
+    let up = Upstream::start("u").await;
+    let tls_port = free_port();
+    let docs = [
+        // A TLSContext listing a hostname no Host has: it becomes that Host.
+        format!(
+            "{EM}\nkind: TLSContext\nmetadata: {{ name: tight }}\nspec:\n  hosts: [tight.test]\n  secret: tight-cert\n  min_tls_version: v1.3\n  alpn_protocols: http/1.1\n"
+        ),
+        secret_doc("tight-cert", &tight.cert, Some(&tight.key)),
+        // A Host naming a TLSContext that requires client certificates from a CA Secret.
+        format!(
+            "{EM}\nkind: Host\nmetadata: {{ name: mtls }}\nspec: {{ hostname: mtls.test, tlsContext: {{ name: mutual }} }}\n"
+        ),
+        format!(
+            "{EM}\nkind: TLSContext\nmetadata: {{ name: mutual }}\nspec:\n  secret: mutual-cert\n  ca_secret: clients-ca\n  cert_required: true\n"
+        ),
+        secret_doc("mutual-cert", &mutual.cert, Some(&mutual.key)),
+        secret_doc("clients-ca", &pki.path("ca.pem"), None),
+        mapping(&up),
+    ]
+    .join("---\n");
+    let _p =
+        Portico::start_with_listeners(&listener_doc("tls", tls_port, "HTTPS", ""), &docs).await;
+
+    // tight.test: its Secret's certificate, TLS 1.3 only, ALPN http/1.1 only.
+    let s = tls_connect(
+        client_config(&pki, &["h2", "http/1.1"], None),
+        tls_port,
+        "tight.test",
+    )
+    .await
+    .expect("TLS 1.3 handshake");
+    assert_eq!(peer_cert(&s), tight.der);
+    assert_eq!(
+        s.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let (status, body) = h1_get(s, "tight.test", "/t").await.expect("get");
+    assert_eq!((status, body.as_str()), (200, "upstream u"));
+    let err = tls_connect(client_config_tls12(&pki, None), tls_port, "tight.test")
+        .await
+        .expect_err("TLS 1.2 refused by min_tls_version: v1.3");
+    assert!(
+        format!("{err:?}")
+            .to_lowercase()
+            .contains("protocolversion")
+            || format!("{err:?}")
+                .to_lowercase()
+                .contains("handshakefailure"),
+        "{err:?}"
+    );
+    // min_tls_version is the context's: mtls.test (another context) still speaks TLS 1.2,
+    // and there a missing client certificate fails the handshake itself.
+    let s = tls_connect(
+        client_config_tls12(&pki, Some(&client)),
+        tls_port,
+        "mtls.test",
+    )
+    .await
+    .expect("TLS 1.2 with a client certificate");
+    assert_eq!(
+        s.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    let (status, _) = h1_get(s, "mtls.test", "/m12").await.expect("get");
+    assert_eq!(status, 200);
+    assert!(
+        tls_connect(client_config_tls12(&pki, None), tls_port, "mtls.test")
+            .await
+            .is_err(),
+        "TLS 1.2 without a client certificate must fail"
+    );
+
+    // mtls.test: without a client certificate the connection fails (TLS 1.3 reports the
+    // server's alert on the first read); with one signed by the CA Secret it is served.
+    let no_cert = client_config(&pki, &["http/1.1"], None);
+    let failed = match tls_connect(no_cert, tls_port, "mtls.test").await {
+        Err(_) => true,
+        Ok(s) => {
+            assert_eq!(peer_cert(&s), mutual.der);
+            h1_get(s, "mtls.test", "/m").await.is_err()
+        }
+    };
+    assert!(failed, "a client without a certificate must not be served");
+    let with_cert = client_config(&pki, &["h2", "http/1.1"], Some(&client));
+    let s = tls_connect(with_cert, tls_port, "mtls.test")
+        .await
+        .expect("handshake with a client certificate");
+    assert_eq!(peer_cert(&s), mutual.der);
+    // No alpn_protocols on this context: the default offers h2.
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let with_cert = client_config(&pki, &["http/1.1"], Some(&client));
+    let s = tls_connect(with_cert, tls_port, "mtls.test")
+        .await
+        .expect("h1");
+    let (status, body) = h1_get(s, "mtls.test", "/m").await.expect("get");
+    assert_eq!((status, body.as_str()), (200, "upstream u"));
+    let xfcc = up.last().headers["x-forwarded-client-cert"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert!(xfcc.contains("Subject=\"CN=client-one\""), "{xfcc}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotating_certificate_files_takes_effect_within_2s_without_failures() {
     let pki = Pki::new();

@@ -6,54 +6,11 @@ mod common;
 use common::*;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
-
-/// A WebSocket echo server; counts the connections it accepted.
-async fn echo_server() -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let a2 = accepted.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            a2.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
-                    return;
-                };
-                while let Some(Ok(msg)) = ws.next().await {
-                    let echo = matches!(msg, Message::Text(_) | Message::Binary(_));
-                    if matches!(msg, Message::Close(_)) || (echo && ws.send(msg).await.is_err()) {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (addr, accepted)
-}
-
-type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
-
-async fn ws_connect(port: u16, path: &str) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect");
-    let url = format!("ws://127.0.0.1:{port}{path}");
-    tokio_tungstenite::client_async(url, tcp)
-        .await
-        .map(|(ws, _)| ws)
-}
 
 fn mapping(name: &str, prefix: &str, addr: SocketAddr, extra: &str) -> String {
     format!(
