@@ -957,112 +957,117 @@ async fn max_connections_overflow_is_an_immediate_503() {
 async fn max_pending_requests_overflow_is_an_immediate_503() {
     // A TLS upstream that accepts connections and never answers the handshake: a connection
     // attempt stays pending until connect_timeout_ms.
-    /// An upstream answering `/slow` with ten 100 ms-apart chunks (a stream of ~1 s) and
-    /// anything else with `ok` at once.
-    async fn trickling_upstream() -> SocketAddr {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let acc = accepted.clone();
-        tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((s, _)) = listener.accept().await {
-                acc.fetch_add(1, Ordering::SeqCst);
-                held.push(s);
-            }
-        });
-        let p = Portico::start(&pool(
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let acc = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            acc.fetch_add(1, Ordering::SeqCst);
+            held.push(s);
+        }
+    });
+    let p = Portico::start(&pool(
         &[addr],
         "  protocol: https\n  tls: { insecure_skip_verify: true }\n  connect_timeout_ms: 800\n  circuit_breakers: { max_pending_requests: 1 }\n",
         "",
     ))
     .await;
-        assert_eq!(metric(&p, OVERFLOWS).await, Some(0.0));
-        let timed = |url: String| async move {
-            let t = Instant::now();
-            let r = http_get(&url, &[]).await.expect("request");
-            (r, t.elapsed())
-        };
-        let (a, b) = tokio::join!(timed(p.url("/a")), timed(p.url("/b")));
-        let (over, waited) = if a.0.header("x-portico-overloaded").is_some() {
-            (a, b)
-        } else {
-            (b, a)
-        };
-        eprintln!(
-            "max_pending_requests 1: overflow {} in {:?}; pending one {} in {:?}",
-            over.0.status, over.1, waited.0.status, waited.1
-        );
-        assert_eq!(over.0.status, 503);
-        assert_eq!(over.0.header("x-portico-overloaded"), Some("true"));
-        assert!(
-            over.1 < Duration::from_millis(400),
-            "not immediate: {:?}",
-            over.1
-        );
-        // The pending one waited for its connect timeout, then failed (UF), without the header.
-        assert_eq!(waited.0.status, 503);
-        assert_eq!(waited.0.header("x-portico-overloaded"), None);
-        assert!(waited.1 >= Duration::from_millis(800), "{:?}", waited.1);
-        assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection tried");
-        let log = p.wait_log_lines(2).await;
-        let mut flags: Vec<String> = log.iter().map(|l| l["flags"].to_string()).collect();
-        flags.sort();
-        assert_eq!(flags, ["\"UF\"", "\"UO\""], "{log:?}");
-        assert_eq!(metric(&p, OVERFLOWS).await, Some(1.0));
-    }
+    assert_eq!(metric(&p, OVERFLOWS).await, Some(0.0));
+    let timed = |url: String| async move {
+        let t = Instant::now();
+        let r = http_get(&url, &[]).await.expect("request");
+        (r, t.elapsed())
+    };
+    let (a, b) = tokio::join!(timed(p.url("/a")), timed(p.url("/b")));
+    let (over, waited) = if a.0.header("x-portico-overloaded").is_some() {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    eprintln!(
+        "max_pending_requests 1: overflow {} in {:?}; pending one {} in {:?}",
+        over.0.status, over.1, waited.0.status, waited.1
+    );
+    assert_eq!(over.0.status, 503);
+    assert_eq!(over.0.header("x-portico-overloaded"), Some("true"));
+    assert!(
+        over.1 < Duration::from_millis(400),
+        "not immediate: {:?}",
+        over.1
+    );
+    // The pending one waited for its connect timeout, then failed (UF), without the header.
+    assert_eq!(waited.0.status, 503);
+    assert_eq!(waited.0.header("x-portico-overloaded"), None);
+    assert!(waited.1 >= Duration::from_millis(800), "{:?}", waited.1);
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection tried");
+    let log = p.wait_log_lines(2).await;
+    let mut flags: Vec<String> = log.iter().map(|l| l["flags"].to_string()).collect();
+    flags.sort();
+    assert_eq!(flags, ["\"UF\"", "\"UO\""], "{log:?}");
+    assert_eq!(metric(&p, OVERFLOWS).await, Some(1.0));
+}
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn max_retries_bounds_retries_in_flight_whatever_the_budget() {
-        // Everything fails slowly; the budget would allow 100 retries in flight and each request
-        // 5 retries, but max_retries (default 3) allows 3 at a time.
-        let up = scripted(|_| Step {
-            delay: Duration::from_millis(300),
-            status: 503,
-            reset: false,
-        })
-        .await;
-        let p = Portico::start(&pool(
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_retries_bounds_retries_in_flight_whatever_the_budget() {
+    // Everything fails slowly; the budget would allow 100 retries in flight and each request
+    // 5 retries, but max_retries (default 3) allows 3 at a time.
+    let up = scripted(|_| Step {
+        delay: Duration::from_millis(300),
+        status: 503,
+        reset: false,
+    })
+    .await;
+    let p = Portico::start(&pool(
         &[up.addr],
         "",
         "  retry_policy: { retry_on: \"5xx\", num_retries: 5, retry_budget: { budget_percent: 100, min_retry_concurrency: 100 } }",
     ))
     .await;
-        const N: usize = 20;
-        let mut tasks = Vec::new();
-        for i in 0..N {
-            let url = p.url(&format!("/x{i}"));
-            tasks.push(tokio::spawn(async move { http_get(&url, &[]).await }));
-        }
-        for t in tasks {
-            let r = t.await.expect("join").expect("request");
-            // A retry not made leaves the upstream's answer: no local overflow reply.
-            assert_eq!(r.status, 503);
-            assert_eq!(r.header("x-portico-overloaded"), None);
-        }
-        let hits = up.hits.load(Ordering::SeqCst);
-        let peak = up.retry_peak.load(Ordering::SeqCst);
-        let log = p.wait_log_lines(N).await;
-        let refused = log
-            .iter()
-            .filter(|l| l["attempts"].as_u64().is_some_and(|a| a < 6))
-            .count();
-        eprintln!(
-            "{N} requests: {} retries, at most {peak} in flight; {refused} requests had a retry refused",
-            hits - N
-        );
-        assert_eq!(peak, 3, "retries in flight");
-        assert!((3..=N * 5).contains(&(hits - N)));
-        assert!(log.iter().all(|l| l["flags"] == "URX"), "{log:?}");
-        assert!(refused >= N - 3, "{refused}");
-        assert_eq!(metric(&p, OVERFLOWS).await, Some(refused as f64));
-        assert_eq!(
-            metric(&p, "portico_retries_total{route=\"m\"}").await,
-            Some((hits - N) as f64)
-        );
+    const N: usize = 20;
+    let mut tasks = Vec::new();
+    for i in 0..N {
+        let url = p.url(&format!("/x{i}"));
+        tasks.push(tokio::spawn(async move { http_get(&url, &[]).await }));
     }
+    for t in tasks {
+        let r = t.await.expect("join").expect("request");
+        // A retry not made leaves the upstream's answer: no local overflow reply.
+        assert_eq!(r.status, 503);
+        assert_eq!(r.header("x-portico-overloaded"), None);
+    }
+    let hits = up.hits.load(Ordering::SeqCst);
+    let peak = up.retry_peak.load(Ordering::SeqCst);
+    let log = p.wait_log_lines(N).await;
+    let refused = log
+        .iter()
+        .filter(|l| l["attempts"].as_u64().is_some_and(|a| a < 6))
+        .count();
+    eprintln!(
+        "{N} requests: {} retries, at most {peak} in flight; {refused} requests had a retry refused",
+        hits - N
+    );
+    assert_eq!(peak, 3, "retries in flight");
+    assert!((3..=N * 5).contains(&(hits - N)));
+    assert!(log.iter().all(|l| l["flags"] == "URX"), "{log:?}");
+    assert!(refused >= N - 3, "{refused}");
+    assert_eq!(metric(&p, OVERFLOWS).await, Some(refused as f64));
+    assert_eq!(
+        metric(&p, "portico_retries_total{route=\"m\"}").await,
+        Some((hits - N) as f64)
+    );
+}
+
+/// An upstream answering `/slow` with ten 100 ms-apart chunks (a stream of ~1 s) and
+/// anything else with `ok` at once.
+async fn trickling_upstream() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         while let Ok((s, _)) = listener.accept().await {
             tokio::spawn(async move {
