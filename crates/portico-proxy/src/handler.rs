@@ -488,8 +488,13 @@ async fn forward(
         let attempt_start = Instant::now();
         // The route's idle timeout covers the wait for the response head too: no byte either
         // way (request body bytes read from the client count) for that long is a 408, SI.
+        // No idle timer when the attempt's deadline comes first anyway (the defaults: 15 s
+        // route timeout, 300 s idle timeout): one timer per attempt, not two.
+        let idle = route
+            .idle_timeout
+            .filter(|i| try_deadline.is_none_or(|d| tokio::time::Instant::now() + *i < d));
         let sent = attempt(&up, key, params.clone(), req, try_deadline, &ep);
-        let Some(outcome) = idle_bound(route.idle_timeout, &rec.received, sent).await else {
+        let Some(outcome) = idle_bound(idle, &rec.received, sent).await else {
             up.report(
                 &ep,
                 AttemptReport {

@@ -253,12 +253,12 @@ pub fn run(old: &str, new: &str, json_out: bool) -> ExitCode {
     let report = Report::new(&sa, &sb);
     let same = report.equal();
     if json_out {
-        println!(
+        out!(
             "{}",
             serde_json::to_string_pretty(&report.json()).unwrap_or_default()
         );
     } else {
-        print!("{}", report.human());
+        out!("{}", report.human().trim_end_matches('\n'));
     }
     if same {
         ExitCode::SUCCESS

@@ -1,6 +1,15 @@
 //! The `portico` binary: the command line of CONTRACT §1.
 #![forbid(unsafe_code)]
 
+/// `println!` for command output that ends quietly when stdout is closed early
+/// (`portico explain … | head`): Rust ignores SIGPIPE, so `println!` would panic there.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -137,7 +146,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Version => {
-            println!(
+            out!(
                 "portico {} ({} {})",
                 env!("CARGO_PKG_VERSION"),
                 std::env::consts::OS,
@@ -248,18 +257,18 @@ fn sources_of(paths: &[PathBuf]) -> Vec<ConfigSource> {
 
 fn print_diagnostics(diags: &[Diagnostic], format: Format) {
     match format {
-        Format::Json => println!(
+        Format::Json => out!(
             "{}",
             serde_json::to_string_pretty(diags).unwrap_or_else(|_| "[]".into())
         ),
         Format::Text => {
             for d in diags {
-                println!("{d}");
+                out!("{d}");
             }
         }
         Format::Github => {
             for d in diags {
-                println!("{}", github_annotation(d));
+                out!("{}", github_annotation(d));
             }
         }
     }
@@ -321,30 +330,30 @@ fn explain(
         }
     };
     if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        out!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return ExitCode::SUCCESS;
     }
     match v["route"].as_str() {
         Some(route) => {
-            println!("{method} {url}");
-            println!("  route:          {route}");
-            println!(
+            out!("{method} {url}");
+            out!("  route:          {route}");
+            out!(
                 "  upstream:       {}",
                 v["upstream"].as_str().unwrap_or("(answered locally)")
             );
-            println!(
+            out!(
                 "  rewritten path: {}",
                 v["rewritten_path"].as_str().unwrap_or("-")
             );
-            println!("  match:          {}", v["match"]);
-            println!("  policies:       {}", v["policies"]);
+            out!("  match:          {}", v["match"]);
+            out!("  policies:       {}", v["policies"]);
         }
-        None => println!("{method} {url}\n  no route matches: 404 NR"),
+        None => out!("{method} {url}\n  no route matches: 404 NR"),
     }
     if let Some(rej) = v["rejected"].as_array().filter(|r| !r.is_empty()) {
-        println!("  not taken:");
+        out!("  not taken:");
         for r in rej {
-            println!(
+            out!(
                 "    {}: {}",
                 r["route"].as_str().unwrap_or("?"),
                 r["reason"].as_str().unwrap_or("")

@@ -425,3 +425,35 @@ fn examples_check_clean_and_version_prints() {
         "{v}"
     );
 }
+
+/// Command output into a pipe closed early (`portico explain … | head -1`) ends quietly,
+/// never with a panic on the broken pipe.
+#[test]
+fn output_into_a_closed_pipe_is_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "e.yaml", EXPLAIN_YAML);
+    for args in [
+        vec![
+            "explain",
+            "-c",
+            "e.yaml",
+            "GET",
+            "http://api.example.com/v1/users/7",
+        ],
+        vec!["check", "e.yaml", "--format", "json"],
+        vec!["version"],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_portico"))
+            .args(&args)
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // the reader is gone before anything is written
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_ne!(o.status.code(), Some(101), "{args:?}: {err}");
+    }
+}
