@@ -504,7 +504,9 @@ async fn hung_remote_stalls_neither_traffic_nor_admin() {
     let _ = std::fs::remove_file(&fifo);
     drop(writer);
     let sha2 = repo.commit(&[("routes.yaml", &direct("r", "/", "v2"))], "v2");
-    wait_body(&p.url("/"), "v2", Duration::from_secs(5)).await;
+    // Generous: the failed fetch ends, then the next poll forks git again (slow on a
+    // loaded machine); the poll-interval bound is `pushed_commit_applies_within_poll_interval`.
+    wait_body(&p.url("/"), "v2", Duration::from_secs(15)).await;
     assert_eq!(config(&p).await["source"]["commit"], sha2);
 
     stop.store(true, Ordering::Relaxed);
