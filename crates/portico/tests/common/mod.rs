@@ -657,6 +657,24 @@ pub fn chromium(url: &str, extra: &[String]) -> String {
     }
 }
 
+/// Sends `prefix` (e.g. a PROXY protocol header) then an HTTP/1.1 `GET path` with
+/// `connection: close` on a fresh connection to 127.0.0.1:`port`; returns what came back (empty
+/// when the connection was closed without an answer).
+pub async fn raw_exchange(port: u16, prefix: &[u8], path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let mut data = prefix.to_vec();
+    data.extend_from_slice(
+        format!("GET {path} HTTP/1.1\r\nhost: pp.test\r\nconnection: close\r\n\r\n").as_bytes(),
+    );
+    s.write_all(&data).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(8), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// An `Upstream` named `name` over `addrs` (its spec extended by `extra` lines) and a Mapping
 /// `m-NAME` sending everything to it.
 pub fn upstream_doc(name: &str, addrs: &[&Controlled], extra: &str) -> String {
