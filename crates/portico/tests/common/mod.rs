@@ -19,6 +19,13 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
+/// Says on the real stderr that a test skips (part of) what it checks: libtest captures the
+/// `eprintln!` of a passing test, but not a direct write, so this shows in every run.
+pub fn skipped(test: &str, why: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+}
+
 /// A free loopback port (bound and released; the race is acceptable in tests).
 pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
@@ -687,6 +694,24 @@ pub fn chromium(url: &str, extra: &[String]) -> String {
         Some(st) if !st.success() => panic!("chromium failed ({st}); stderr:\n{stderr}"),
         Some(_) => std::fs::read_to_string(&out_path).expect("chromium stdout"),
     }
+}
+
+/// Sends `prefix` (e.g. a PROXY protocol header) then an HTTP/1.1 `GET path` with
+/// `connection: close` on a fresh connection to 127.0.0.1:`port`; returns what came back (empty
+/// when the connection was closed without an answer).
+pub async fn raw_exchange(port: u16, prefix: &[u8], path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let mut data = prefix.to_vec();
+    data.extend_from_slice(
+        format!("GET {path} HTTP/1.1\r\nhost: pp.test\r\nconnection: close\r\n\r\n").as_bytes(),
+    );
+    s.write_all(&data).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(8), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// An `Upstream` named `name` over `addrs` (its spec extended by `extra` lines) and a Mapping
