@@ -8,35 +8,40 @@
 //! `T = unit / requests_per_unit`), and then TAT moves to `max(TAT, now) + T` by one
 //! compare-and-swap; a refused request changes nothing. No lock is taken to decide.
 //!
-//! **Bounded state.** Keys live in [`SHARDS`] shards, each a `RwLock<HashMap<u64, AtomicU64>>`
-//! keyed by a 64-bit keyed hash of the key (ahash with a per-limiter random seed; a collision,
-//! about 2^-64 per pair, would make two keys share a bucket). The hot path takes a shard's
-//! *read* lock (shared: readers never wait for each other) for the few nanoseconds it takes to
-//! find the bucket and run the CAS; only a key seen for the first time takes the shard's write
-//! lock, for one insert. A shard holds at most `max_keys / SHARDS` buckets: when full, buckets
-//! whose TAT is in the past are dropped first (a full bucket is indistinguishable from a new
-//! one, so this loses nothing), and if the shard is still over 3/4 of its cap, arbitrary
-//! buckets are dropped down to half (those keys get a fresh burst: under a flood of distinct
-//! keys the limiter stays within memory rather than exact). A bucket costs 16 bytes of table
-//! plus hashbrown's control byte and load-factor slack, so the default [`DEFAULT_MAX_KEYS`]
-//! (262,144) bounds one limiter at about 9 MiB (`tests/ratelimit_memory.rs` measures it).
+//! **Lock-free lookups.** Each thread keeps its own map from key to the shared bucket
+//! (`thread_local::ThreadLocal`; Portico's workers are one thread each), so a request for a key
+//! this thread has seen before finds its bucket without any lock or shared write: one
+//! thread-local hash lookup, then the bucket's CAS. Only a key new to the thread goes to the
+//! shared table below (a shard's read lock; the write lock only for a key new to the process).
 //!
-//! **Why not a lock-free map.** papaya 0.2 and scc 3 (`HashIndex`) were measured as
-//! replacements (2026-11-27, release build, 2-core machine) and rejected: papaya's default
+//! **Bounded state.** The shared table has [`SHARDS`] shards, each a
+//! `RwLock<HashMap<u64, Arc<AtomicU64>>>` keyed by a 64-bit keyed hash of the key (ahash with a
+//! per-limiter random seed; a collision, about 2^-64 per pair, would make two keys share a
+//! bucket). A shard holds at most `max_keys / SHARDS` buckets: when full, buckets whose TAT is
+//! in the past are dropped first (a full bucket is indistinguishable from a new one, so this
+//! loses nothing), and if the shard is still over 3/4 of its cap, arbitrary buckets are dropped
+//! down to half (those keys get a fresh burst: under a flood of distinct keys the limiter stays
+//! within memory rather than exact). A dropped bucket's TAT is set to [`EVICTED`] first, so a
+//! thread that still holds it notices at its next CAS and fetches the key's current bucket: a
+//! key never has two live buckets. Each thread's map is capped at a quarter of `max_keys`
+//! (evicted entries are dropped first, then the whole map). `tests/ratelimit_memory.rs` measures a
+//! flood of 1,000,000 distinct keys.
+//!
+//! **Why not a concurrent lock-free map.** papaya 0.2 and scc 3 (`HashIndex`) were measured as
+//! the shared table (2026-11-27, release build, 2-core machine) and rejected: papaya's default
 //! incremental resizing leaves a resize pending until later inserts finish it, and until then
 //! every lookup walks the old table (470 ns per lookup at 10,000 keys against 27 ns once the
 //! resize is done; 1.3 µs per new key under a flood of distinct keys with this eviction); its
-//! blocking mode did not get through 1,000,000 distinct keys with eviction in 2 minutes (tables
-//! copied over and over after the removals). scc's `HashIndex` looks up in 22-43 ns but took
-//! 53 µs per new key under the same flood (removed slots are reclaimed late). A flood of distinct
-//! keys is exactly the attack this limiter must absorb, so the sharded read lock stays: uncontended
-//! it is one atomic add and subtract on the shard's own cache line, and readers never wait for
-//! one another.
+//! blocking mode did not get through 1,000,000 distinct keys with eviction in 2 minutes. scc's
+//! `HashIndex` looks up in 22-43 ns but took 53 µs per new key under the same flood. A flood of
+//! distinct keys is exactly the attack this limiter must absorb; per-thread maps in front of a
+//! sharded table keep both the known-key path lock-free and the flood cheap.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use portico_config::snapshot::RateLimitUnit;
@@ -64,7 +69,11 @@ impl Hasher for IdHasher {
     }
 }
 
-type Buckets = HashMap<u64, AtomicU64, BuildHasherDefault<IdHasher>>;
+/// Key hash -> bucket (its TAT); shared by the table and the threads that use it.
+type Buckets = HashMap<u64, Arc<AtomicU64>, BuildHasherDefault<IdHasher>>;
+
+/// The TAT of a bucket the shared table has dropped: holders must fetch the key again.
+pub const EVICTED: u64 = u64::MAX;
 
 /// One shard, on its own cache lines.
 #[repr(align(128))]
@@ -99,6 +108,8 @@ pub struct LocalLimiter {
     burst: u64,
     shards: Box<[Shard]>,
     per_shard: usize,
+    /// Each thread's key -> bucket map (the lock-free path).
+    local: thread_local::ThreadLocal<RefCell<Buckets>>,
     hasher: ahash::RandomState,
     epoch: Instant,
 }
@@ -148,6 +159,7 @@ impl LocalLimiter {
                 .map(|_| Shard(RwLock::new(Buckets::default())))
                 .collect(),
             per_shard: (max_keys / SHARDS).max(4),
+            local: thread_local::ThreadLocal::new(),
             hasher: ahash::RandomState::new(),
             epoch: Instant::now(),
         }
@@ -179,44 +191,93 @@ impl LocalLimiter {
         self.per_shard * SHARDS
     }
 
+    /// Most keys one thread's map keeps: a quarter of the shared table (a key missing there
+    /// is only a shard read lock away).
+    fn per_thread_keys(&self) -> usize {
+        (self.max_keys() / 4).max(64)
+    }
+
     /// Takes one token from the bucket of `key` (a hash from [`LocalLimiter::key_hasher`]).
     pub fn check(&self, key: u64) -> Decision {
         self.check_at(key, self.now())
     }
 
     fn check_at(&self, key: u64, now: u64) -> Decision {
+        let cell = self.local.get_or(|| RefCell::new(Buckets::default()));
+        let Ok(mut mine) = cell.try_borrow_mut() else {
+            // Re-entered on this thread (not expected): go to the shared table.
+            return self.check_shared(key, now);
+        };
+        if let Some(tat) = mine.get(&key)
+            && let Some(d) = self.gcra(tat, now)
+        {
+            return d;
+        }
+        // New to this thread, or dropped by the shared table since: fetch the current bucket.
+        loop {
+            let tat = self.shared(key, now);
+            let cap = self.per_thread_keys();
+            if mine.len() >= cap && !mine.contains_key(&key) {
+                mine.retain(|_, t| t.load(Ordering::Relaxed) != EVICTED);
+                if mine.len() >= cap / 4 * 3 {
+                    mine.clear();
+                }
+            }
+            mine.insert(key, tat.clone());
+            if let Some(d) = self.gcra(&tat, now) {
+                return d;
+            }
+        }
+    }
+
+    /// [`LocalLimiter::check_at`] through the shared table only.
+    fn check_shared(&self, key: u64, now: u64) -> Decision {
+        loop {
+            if let Some(d) = self.gcra(&self.shared(key, now), now) {
+                return d;
+            }
+        }
+    }
+
+    /// The key's bucket in the shared table, created if new.
+    fn shared(&self, key: u64, now: u64) -> Arc<AtomicU64> {
         let shard = &self.shards[(key >> 58) as usize & (SHARDS - 1)].0;
         {
             let map = shard.read().unwrap_or_else(|e| e.into_inner());
             if let Some(tat) = map.get(&key) {
-                return self.gcra(tat, now);
+                return tat.clone();
             }
         }
         let mut map = shard.write().unwrap_or_else(|e| e.into_inner());
         if map.len() >= self.per_shard && !map.contains_key(&key) {
             self.evict(&mut map, now);
         }
-        let tat = map.entry(key).or_insert_with(|| AtomicU64::new(0));
-        self.gcra(tat, now)
+        map.entry(key)
+            .or_insert_with(|| Arc::new(AtomicU64::new(0)))
+            .clone()
     }
 
-    fn gcra(&self, tat: &AtomicU64, now: u64) -> Decision {
+    /// GCRA on one bucket; `None` when the bucket was dropped ([`EVICTED`]).
+    fn gcra(&self, tat: &AtomicU64, now: u64) -> Option<Decision> {
         let mut cur = tat.load(Ordering::Relaxed);
         loop {
+            if cur == EVICTED {
+                return None;
+            }
             let next = cur.max(now) + self.interval;
             let used = next - now;
             if used > self.tolerance {
-                return Decision::Deny(Denied {
+                return Some(Decision::Deny(Denied {
                     limit: self.burst,
                     retry_after: ceil_secs(used - self.tolerance),
                     reset: ceil_secs(cur.saturating_sub(now)),
-                });
+                }));
             }
             match tat.compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => {
-                    return Decision::Allow {
+                    return Some(Decision::Allow {
                         remaining: (self.tolerance - used) / self.interval,
-                    };
+                    });
                 }
                 Err(actual) => cur = actual,
             }
@@ -225,13 +286,25 @@ impl LocalLimiter {
 
     /// Makes room in a full shard (see the module docs).
     fn evict(&self, map: &mut Buckets, now: u64) {
-        map.retain(|_, tat| tat.load(Ordering::Relaxed) > now);
+        // Marked before it leaves the table: a thread holding it re-fetches at its next CAS.
+        let drop_it = |tat: &AtomicU64| {
+            tat.swap(EVICTED, Ordering::Relaxed);
+            false
+        };
+        // A full bucket goes only if no request moved it meanwhile (then it is not full).
+        map.retain(|_, tat| {
+            let cur = tat.load(Ordering::Relaxed);
+            cur > now
+                || tat
+                    .compare_exchange(cur, EVICTED, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+        });
         if map.len() > self.per_shard / 4 * 3 {
             let mut excess = map.len() - self.per_shard / 2;
-            map.retain(|_, _| {
+            map.retain(|_, tat| {
                 if excess > 0 {
                     excess -= 1;
-                    false
+                    drop_it(tat)
                 } else {
                     true
                 }
@@ -243,6 +316,74 @@ impl LocalLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl LocalLimiter {
+        /// Drops every bucket of the shared table, as eviction does.
+        fn drop_all(&self) {
+            for shard in self.shards.iter() {
+                let mut map = shard.0.write().unwrap_or_else(|e| e.into_inner());
+                for tat in map.values() {
+                    tat.swap(EVICTED, Ordering::Relaxed);
+                }
+                map.clear();
+            }
+        }
+    }
+
+    /// A thread that still holds a bucket the shared table dropped moves to the key's new
+    /// bucket: the key never has two live buckets (burst 2: A takes one token, the bucket is
+    /// dropped, B empties the new one, and A is refused instead of taking its old bucket's
+    /// second token).
+    #[test]
+    fn a_dropped_bucket_is_left_by_every_thread() {
+        let l = LocalLimiter::new(1, RateLimitUnit::Hour, 2);
+        std::thread::scope(|s| {
+            let (to_a, from_main) = std::sync::mpsc::channel::<()>();
+            let (to_main, from_a) = std::sync::mpsc::channel::<Decision>();
+            let l = &l;
+            s.spawn(move || {
+                let _ = to_main.send(l.check_at(5, START));
+                let _ = from_main.recv();
+                let _ = to_main.send(l.check_at(5, START));
+            });
+            assert!(matches!(
+                from_a.recv(),
+                Ok(Decision::Allow { remaining: 1 })
+            ));
+            l.drop_all();
+            s.spawn(move || {
+                assert_eq!(
+                    allowed(l, 5, START, 5),
+                    2,
+                    "the new bucket has a fresh burst"
+                );
+            })
+            .join()
+            .ok();
+            let _ = to_a.send(());
+            assert!(
+                matches!(from_a.recv(), Ok(Decision::Deny(_))),
+                "A must use the key's current bucket"
+            );
+        });
+    }
+
+    /// The path for a key a thread has seen takes no lock: with every shard's write lock
+    /// held by another party, a known key is still decided.
+    #[test]
+    fn a_known_key_is_decided_without_the_shared_table() {
+        let l = LocalLimiter::new(1, RateLimitUnit::Hour, 3);
+        assert!(matches!(l.check_at(11, START), Decision::Allow { .. }));
+        let guards: Vec<_> = l
+            .shards
+            .iter()
+            .map(|s| s.0.write().unwrap_or_else(|e| e.into_inner()))
+            .collect();
+        assert_eq!(l.check_at(11, START), Decision::Allow { remaining: 1 });
+        assert_eq!(l.check_at(11, START), Decision::Allow { remaining: 0 });
+        assert!(matches!(l.check_at(11, START), Decision::Deny(_)));
+        drop(guards);
+    }
 
     const SEC: u64 = 1_000_000_000;
 
