@@ -51,13 +51,16 @@ pub const SHARDS: usize = 64;
 /// Most keys one limiter keeps.
 pub const DEFAULT_MAX_KEYS: usize = 1 << 18;
 
-/// The map's hasher: keys are already uniform 64-bit hashes.
+/// The maps' hasher: keys are already 64-bit hashes; see `finish`.
 #[derive(Default)]
 struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
-        self.0
+        // One multiply spreads the key into the top bits hashbrown tags slots with: keys from
+        // `key_hasher` are uniform already, but small or patterned ones (tests, benches) would
+        // otherwise all share one tag.
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
     }
     fn write(&mut self, bytes: &[u8]) {
         for b in bytes {
