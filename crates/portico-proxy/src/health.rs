@@ -92,9 +92,14 @@ async fn run(weak: Weak<UpstreamState>, bit: u32, check: HealthCheckConf) {
         }
         streaks.retain(|a, _| set.endpoints.iter().any(|e| e.addr == *a));
         drop(set);
-        let jitter = 0.9 + fastrand::f64() * 0.2;
-        tokio::time::sleep_until(round + check.interval.mul_f64(jitter)).await;
+        tokio::time::sleep_until(round + jittered(check.interval)).await;
     }
+}
+
+/// The wait until the next round: `interval` ±10%, so the checks of many proxies (and of many
+/// upstreams in one) do not fall into step against the same endpoints.
+fn jittered(interval: std::time::Duration) -> std::time::Duration {
+    interval.mul_f64(0.9 + fastrand::f64() * 0.2)
 }
 
 /// One probe; `true` when it passes.
@@ -313,6 +318,22 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn rounds_are_jittered_within_ten_percent() {
+        let interval = Duration::from_millis(1000);
+        let waits: Vec<Duration> = (0..2000).map(|_| jittered(interval)).collect();
+        let (min, max) = (
+            waits.iter().min().copied().unwrap_or_default(),
+            waits.iter().max().copied().unwrap_or_default(),
+        );
+        assert!(min >= Duration::from_millis(900), "{min:?}");
+        assert!(max <= Duration::from_millis(1100), "{max:?}");
+        // Spread over the range, not one fixed offset.
+        assert!(min < Duration::from_millis(920), "{min:?}");
+        assert!(max > Duration::from_millis(1080), "{max:?}");
+    }
 
     #[test]
     fn encodes_request() {
