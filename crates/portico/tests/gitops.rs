@@ -37,12 +37,20 @@ impl Repo {
     }
 
     fn git(&self, args: &[&str]) -> String {
-        let out = Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-            .args(args)
-            .current_dir(self.path())
-            .output()
-            .expect("git");
+        // Called from async tests: a slow git (a loaded disk) must not hold a runtime worker
+        // and the client tasks queued on it, or the test would measure its own stall.
+        let run = || {
+            Command::new("git")
+                .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+                .args(args)
+                .current_dir(self.path())
+                .output()
+        };
+        let out = match tokio::runtime::Handle::try_current() {
+            Ok(_) => tokio::task::block_in_place(run),
+            Err(_) => run(),
+        }
+        .expect("git");
         assert!(
             out.status.success(),
             "git {args:?}: {}",
