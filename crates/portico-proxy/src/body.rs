@@ -27,6 +27,9 @@ pub struct ByteCounter {
     /// The upstream's response head has arrived: the body idle timeout no longer applies
     /// (the route's `idle_timeout_ms` governs the stream from there).
     responded: AtomicBool,
+    /// A streamed body is being read from the client (set when reading starts) and has not
+    /// ended yet (cleared at its end): while so, a stalled exchange may be the client's doing.
+    pending: AtomicBool,
 }
 
 impl ByteCounter {
@@ -41,8 +44,15 @@ impl ByteCounter {
         match self.cut.load(Ordering::Relaxed) {
             1 => Some(BodyCut::TooLarge),
             2 => Some(BodyCut::Idle),
+            3 => Some(BodyCut::Malformed),
+            4 => Some(BodyCut::Aborted),
             _ => None,
         }
+    }
+    /// Whether the client's body is still arriving (started and neither ended nor failed):
+    /// a timeout now cannot be blamed on the upstream alone.
+    pub fn body_pending(&self) -> bool {
+        self.pending.load(Ordering::Relaxed)
     }
     /// The response has started (ends the request body idle timeout).
     pub fn mark_responded(&self) {
@@ -52,18 +62,28 @@ impl ByteCounter {
         let v = match c {
             BodyCut::TooLarge => 1,
             BodyCut::Idle => 2,
+            BodyCut::Malformed => 3,
+            BodyCut::Aborted => 4,
         };
         self.cut.store(v, Ordering::Relaxed);
     }
 }
 
-/// Why Portico stopped reading a client's request body.
+/// Why a client's request body ended early. Every one of these is the client's doing (or
+/// Portico's limit on the client): it never counts against the upstream, whose request merely
+/// fails along with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyCut {
     /// The body crossed the route's `max_request_body_bytes` (413, flag DPE).
     TooLarge,
     /// The client sent nothing for the listener's `request_body_idle_timeout_ms` (408, flag SI).
     Idle,
+    /// The body's framing is invalid: a bad chunk size or chunk line, a chunk not followed by
+    /// CRLF, a bad trailer (RFC 9112 §7.1), or an HTTP/2 stream that broke its own framing
+    /// (400, flag DPE).
+    Malformed,
+    /// The client closed or reset its connection (or stream) before the body ended (flag DC).
+    Aborted,
 }
 
 impl std::fmt::Display for BodyCut {
@@ -71,6 +91,8 @@ impl std::fmt::Display for BodyCut {
         match self {
             BodyCut::TooLarge => f.write_str("request body too large"),
             BodyCut::Idle => f.write_str("request body idle timeout"),
+            BodyCut::Malformed => f.write_str("malformed request body"),
+            BodyCut::Aborted => f.write_str("client closed before the request body ended"),
         }
     }
 }
@@ -98,6 +120,9 @@ impl Inbound {
         idle_for: Option<std::time::Duration>,
         counter: Arc<ByteCounter>,
     ) -> Self {
+        counter
+            .pending
+            .store(!inner.is_end_stream(), Ordering::Relaxed);
         Inbound {
             inner,
             limit,
@@ -110,6 +135,7 @@ impl Inbound {
 
     fn fail(&mut self, c: BodyCut) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.counter.set_cut(c);
+        self.counter.pending.store(false, Ordering::Relaxed);
         self.idle = None;
         Poll::Ready(Some(Err(Box::new(c))))
     }
@@ -137,11 +163,23 @@ impl Body for Inbound {
                         return this.fail(BodyCut::TooLarge);
                     }
                 }
+                // The reader may stop at the last frame without asking for the end.
+                if this.inner.is_end_stream() {
+                    this.counter.pending.store(false, Ordering::Relaxed);
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(other) => {
+            Poll::Ready(Some(Err(e))) => {
+                // The client's body failed (hyper could not decode it, or the client went
+                // away): recorded as the client's fault before the upstream request sees it.
+                let cut = inbound_error(&e);
+                tracing::debug!(error = %e, reason = %cut, "request body failed");
+                this.fail(cut)
+            }
+            Poll::Ready(None) => {
                 this.waiting = false;
-                Poll::Ready(other.map(|r| r.map_err(|e| Box::new(e) as BoxError)))
+                this.counter.pending.store(false, Ordering::Relaxed);
+                Poll::Ready(None)
             }
             Poll::Pending => {
                 let Some(d) = this.idle_for else {
@@ -180,6 +218,34 @@ impl Body for Inbound {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// Why reading a client's body failed: invalid framing (hyper's decoder reports it as
+/// `InvalidInput`/`InvalidData`, as for the byte the HTTP/1 gate substitutes for a bad chunk
+/// line; an HTTP/2 stream error Portico's side raised) or a client that went away (end of
+/// stream mid-body, a reset, any other I/O error).
+pub fn inbound_error(e: &hyper::Error) -> BodyCut {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData => {
+                    BodyCut::Malformed
+                }
+                _ => BodyCut::Aborted,
+            };
+        }
+        if let Some(h) = s.downcast_ref::<h2::Error>() {
+            let ours = !h.is_remote() && !h.is_io() && !h.is_go_away();
+            return if ours && h.reason() == Some(h2::Reason::PROTOCOL_ERROR) {
+                BodyCut::Malformed
+            } else {
+                BodyCut::Aborted
+            };
+        }
+        source = s.source();
+    }
+    BodyCut::Aborted
 }
 
 /// The body sent upstream.

@@ -6,8 +6,8 @@
 //! `Transfer-Encoding`. [`Guarded`] wraps the downstream socket, follows HTTP/1 message
 //! framing (head, then a `Content-Length` body or chunked body), and rejects:
 //! bare CR or LF in a head or chunk line, obs-fold, CL and TE together, differing or invalid
-//! `Content-Length`s, a `Transfer-Encoding` that does not end in `chunked` (or any on
-//! HTTP/1.0), several `Host` headers, invalid or overflowing chunk sizes, and chunk data not
+//! `Content-Length`s, a `Transfer-Encoding` that does not end in `chunked` or names it twice
+//! (or any on HTTP/1.0), several `Host` headers, invalid or overflowing chunk sizes, and chunk data not
 //! followed by CRLF.
 //!
 //! A request that asks for a protocol upgrade (HTTP/1.1, `Connection: upgrade`, an `Upgrade`
@@ -89,7 +89,7 @@ impl Violation {
             Violation::ContentLengthAndTransferEncoding => "Content-Length with Transfer-Encoding",
             Violation::BadContentLength => "invalid or differing Content-Length",
             Violation::BadTransferEncoding => {
-                "Transfer-Encoding not ending in chunked (or on HTTP/1.0)"
+                "Transfer-Encoding not ending in chunked, chunked twice, or on HTTP/1.0"
             }
             Violation::DuplicateHost => "several Host headers",
             Violation::BadChunk => "invalid chunked framing",
@@ -326,6 +326,7 @@ fn check_head(head: &[u8]) -> Result<(Next, bool), Violation> {
     let http10 = request_line.ends_with(b"HTTP/1.0\r");
     let mut content_length: Option<u64> = None;
     let mut te_last_chunked: Option<bool> = None;
+    let mut te_chunked = 0usize;
     let mut hosts = 0;
     let mut upgrade = false;
     let mut connection_upgrade = false;
@@ -364,6 +365,12 @@ fn check_head(head: &[u8]) -> Result<(Next, bool), Violation> {
                 .next()
                 .unwrap_or_default()
                 .trim_ascii();
+            // `chunked` applied twice (in one line or over several) is invalid (RFC 9112
+            // §6.1: chunked is applied once, last), and readers disagree on it.
+            te_chunked += chunked_codings(value);
+            if te_chunked > 1 {
+                return Err(Violation::BadTransferEncoding);
+            }
             te_last_chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
         } else if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
@@ -397,6 +404,14 @@ fn check_head(head: &[u8]) -> Result<(Next, bool), Violation> {
         (Some(n), None) => Ok((Next::Body(n), upgrade)),
         (None, None) => Ok((Next::Body(0), upgrade)),
     }
+}
+
+/// How many times a `Transfer-Encoding` value names `chunked`.
+fn chunked_codings(value: &[u8]) -> usize {
+    value
+        .split(|&b| b == b',')
+        .filter(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+        .count()
 }
 
 /// Where `connection: close` goes into a response head that hyper wrote while the request
@@ -955,6 +970,19 @@ mod tests {
         assert_eq!(
             run(b"POST / HTTP/1.1\r\nTransfer-Encoding: xchunked\r\n\r\n"),
             Violation::BadTransferEncoding
+        );
+        assert_eq!(
+            run(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n"),
+            Violation::BadTransferEncoding
+        );
+        assert_eq!(
+            run(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Violation::BadTransferEncoding
+        );
+        // A coding before chunked, on one line or two, is well-formed.
+        assert_eq!(
+            run(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+            Violation::None
         );
         assert_eq!(
             run(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),

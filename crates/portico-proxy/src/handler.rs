@@ -117,6 +117,9 @@ pub async fn handle(
             "request headers too large",
         ));
     }
+    if let Err(why) = crate::host_rules::check(req.version(), req.uri(), req.headers()) {
+        return Ok(rec.reject(&proxy, StatusCode::BAD_REQUEST, why));
+    }
     if let Some(resp) = crate::tls::insecure_policy(&active.config, &conn, &req) {
         return Ok(rec.local(&proxy, resp));
     }
@@ -283,6 +286,7 @@ async fn forward(
         upgrade::Asked::Refused => return rec.local(&proxy, upgrade::refused()),
     };
     let te_trailers = headers::strip_hop_by_hop(&mut parts.headers);
+    headers::normalize_content_length(&mut parts.headers);
     if let Some(u) = &upgrade {
         u.restore_request_headers(&mut parts.headers);
     }
@@ -495,14 +499,17 @@ async fn forward(
             .filter(|i| try_deadline.is_none_or(|d| tokio::time::Instant::now() + *i < d));
         let sent = std::pin::pin!(attempt(&up, key, params.clone(), req, try_deadline, &ep));
         let Some(outcome) = idle_bound(idle, &rec.received, sent).await else {
-            up.report(
-                &ep,
-                AttemptReport {
-                    status: None,
-                    gateway_failure: true,
-                    latency: attempt_start.elapsed(),
-                },
-            );
+            // A client that stalls mid-body stalls the upstream too: not its failure.
+            if !rec.received.body_pending() {
+                up.report(
+                    &ep,
+                    AttemptReport {
+                        status: None,
+                        gateway_failure: true,
+                        latency: attempt_start.elapsed(),
+                    },
+                );
+            }
             return rec.stream_idle(&proxy);
         };
         let latency = attempt_start.elapsed();
@@ -553,8 +560,8 @@ async fn forward(
                 (Attempt::ConnectFailure, back)
             }
             AttemptOutcome::Failed(_, _) if rec.received.cut().is_some() => {
-                // Portico cut the client's body (too large, or idle): the client's fault, not
-                // the upstream's; no retry.
+                // The client's body failed (too large, idle, malformed, or the client went
+                // away): the client's fault, not the upstream's; no report, no retry.
                 let cut = rec.received.cut().unwrap_or(BodyCut::TooLarge);
                 return rec.body_cut(&proxy, cut);
             }
@@ -570,14 +577,17 @@ async fn forward(
                 (r, back)
             }
             AttemptOutcome::Deadline => {
-                up.report(
-                    &ep,
-                    AttemptReport {
-                        status: None,
-                        gateway_failure: true,
-                        latency,
-                    },
-                );
+                // Not the upstream's failure while the client is still sending its body.
+                if !rec.received.body_pending() {
+                    up.report(
+                        &ep,
+                        AttemptReport {
+                            status: None,
+                            gateway_failure: true,
+                            latency,
+                        },
+                    );
+                }
                 if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                     return rec.fail(&proxy, Flag::UT);
                 }
@@ -871,6 +881,7 @@ fn respond(
     rec.received.mark_responded();
     let (mut rparts, rbody) = resp.into_parts();
     headers::strip_hop_by_hop(&mut rparts.headers);
+    headers::normalize_content_length(&mut rparts.headers);
     let upgraded = upgrade.is_some_and(|u| u.tunnel(&mut rparts, route.idle_timeout));
     headers::apply_rules(
         &mut rparts.headers,
@@ -1260,7 +1271,8 @@ impl Record {
         self.local(proxy, reply)
     }
 
-    /// Portico stopped reading the client's body: 413 (DPE) or 408 (SI).
+    /// The client's body ended early: 413 or 400 (DPE), 408 (SI), or DC when the client went
+    /// away. HTTP/1 connections close after it.
     fn body_cut(mut self, proxy: &Proxy, cut: BodyCut) -> Response<RespBody> {
         match cut {
             BodyCut::TooLarge => self.reject(
@@ -1268,6 +1280,11 @@ impl Record {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "request body too large",
             ),
+            BodyCut::Malformed => {
+                tracing::info!(client = %self.client, "malformed request body rejected");
+                self.reject(proxy, StatusCode::BAD_REQUEST, "malformed request body")
+            }
+            BodyCut::Aborted => self.fail(proxy, Flag::DC),
             BodyCut::Idle => {
                 tracing::info!(client = %self.client, "request body idle timeout");
                 self.flags.insert(Flag::SI);
@@ -1435,9 +1452,10 @@ impl Finish for Done {
                 }
             }
             BodyEnd::UpstreamError => match self.rec.received.cut() {
-                // The upstream request was aborted because Portico cut the client's body.
-                Some(BodyCut::TooLarge) => self.rec.flags.insert(Flag::DPE),
+                // The upstream request was aborted because the client's body failed.
+                Some(BodyCut::TooLarge | BodyCut::Malformed) => self.rec.flags.insert(Flag::DPE),
                 Some(BodyCut::Idle) => self.rec.flags.insert(Flag::SI),
+                Some(BodyCut::Aborted) => self.rec.flags.insert(Flag::DC),
                 None => self.rec.flags.insert(Flag::UC),
             },
             BodyEnd::DeadlineExceeded => self.rec.flags.insert(Flag::UT),

@@ -24,7 +24,59 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// Removes hop-by-hop headers, and any header the `connection` header names. Returns whether
+/// Headers that naming them in `Connection` does not remove: the message's identity and
+/// framing are not the sender's to strip (an HTTP/1.1 request without `Host` is invalid, RFC
+/// 9112 §3.2; `Content-Length` is the body's framing, RFC 9112 §6.3, and a `HEAD` or `304`
+/// answer's only size). Pseudo-header names never parse as header names, so they cannot be
+/// named at all.
+fn never_nominated(name: &HeaderName) -> bool {
+    name == header::HOST || name == header::CONTENT_LENGTH
+}
+
+/// Rewrites `Content-Length` to its canonical form, one line of plain decimal digits without
+/// leading zeros (`010` → `10`, `3, 3` → `3`): readers disagree on the other spellings (octal,
+/// lists), so none of them is forwarded. Values that do not agree on one number are left as
+/// they are (the HTTP layer refuses those before they get here). Costs one lookup when the
+/// header is absent or already canonical.
+pub fn normalize_content_length(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    let Some(first) = values.next() else {
+        return;
+    };
+    let b = first.as_bytes();
+    let canonical = !b.is_empty()
+        && (b[0] != b'0' || b.len() == 1)
+        && b.iter().all(u8::is_ascii_digit)
+        && values.next().is_none();
+    if canonical {
+        return;
+    }
+    let mut n: Option<u64> = None;
+    for v in headers.get_all(header::CONTENT_LENGTH) {
+        for part in v.as_bytes().split(|&b| b == b',') {
+            let part = part.trim_ascii();
+            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+                return;
+            }
+            let Some(m) = std::str::from_utf8(part)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+            else {
+                return;
+            };
+            if n.is_some_and(|n| n != m) {
+                return;
+            }
+            n = Some(m);
+        }
+    }
+    if let Some(n) = n {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+}
+
+/// Removes hop-by-hop headers, and any header the `connection` header names (except `Host`
+/// and `Content-Length`, see [`never_nominated`]). Returns whether
 /// the client asked for `te: trailers` (gRPC needs it forwarded over HTTP/2).
 ///
 /// One pass over the map finds what is present (no hashing); only those names are removed.
@@ -68,7 +120,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
                 {
                     continue;
                 }
-                if let Ok(n) = HeaderName::from_bytes(token) {
+                if let Ok(n) = HeaderName::from_bytes(token)
+                    && !never_nominated(&n)
+                {
                     named.push(n);
                 }
             }
@@ -186,6 +240,46 @@ mod tests {
         assert!(strip_hop_by_hop(&mut h));
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn connection_never_strips_host_or_content_length() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("host, Content-Length, x-a"),
+        );
+        h.insert("host", HeaderValue::from_static("a.example"));
+        h.insert("content-length", HeaderValue::from_static("3"));
+        h.insert("x-a", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-length", "host"]);
+    }
+
+    #[test]
+    fn content_length_is_canonical() {
+        let norm = |vals: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            for v in vals {
+                h.append("content-length", HeaderValue::from_static(v));
+            }
+            normalize_content_length(&mut h);
+            h.get_all("content-length")
+                .iter()
+                .map(|v| v.to_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(norm(&["010"]), ["10"]);
+        assert_eq!(norm(&["0"]), ["0"]);
+        assert_eq!(norm(&["00"]), ["0"]);
+        assert_eq!(norm(&["42"]), ["42"]);
+        assert_eq!(norm(&["3, 3"]), ["3"]);
+        assert_eq!(norm(&["3", "03"]), ["3"]);
+        assert_eq!(norm(&[]), Vec::<String>::new());
+        // Not one number: left for the HTTP layer to refuse.
+        assert_eq!(norm(&["3", "4"]), ["3", "4"]);
     }
 
     #[test]

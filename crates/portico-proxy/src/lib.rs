@@ -13,6 +13,7 @@ pub mod h1_guard;
 pub mod handler;
 pub mod headers;
 pub mod health;
+pub mod host_rules;
 pub mod keepalive;
 pub mod lb;
 pub mod local_reply;
