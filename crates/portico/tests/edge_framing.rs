@@ -74,13 +74,14 @@ fn chunked_post(path: &str, chunks: &str) -> Vec<u8> {
 
 /// Two recording endpoints in one Upstream whose outlier detection ejects after three
 /// gateway failures; `/p1` streams bodies, `/r1` has a retry policy (so bodies are buffered
-/// for replay first).
+/// for replay first), `/t1` has a 300 ms timeout.
 async fn pool() -> (Upstream, Upstream, Portico) {
     let a = Upstream::start("a").await;
     let b = Upstream::start("b").await;
     let p = Portico::start(&format!(
         "{API}\nkind: Upstream\nmetadata: {{ name: pool }}\nspec:\n  endpoints: [\"{a}\", \"{b}\"]\n  outlier_detection: {{ consecutive_5xx: 3, consecutive_gateway_failure: 3, base_ejection_time_ms: 60000, max_ejection_percent: 100 }}\n---\n\
          {API}\nkind: Mapping\nmetadata: {{ name: retried }}\nspec:\n  prefix: /r1\n  service: pool\n  retry_policy: {{ retry_on: \"5xx,reset,connect-failure\", num_retries: 3 }}\n---\n\
+         {API}\nkind: Mapping\nmetadata: {{ name: short }}\nspec: {{ prefix: /t1, service: pool, timeout_ms: 300 }}\n---\n\
          {API}\nkind: Mapping\nmetadata: {{ name: streamed }}\nspec: {{ prefix: /, service: pool }}\n",
         a = a.addr,
         b = b.addr
@@ -207,6 +208,29 @@ async fn a_client_leaving_mid_body_is_not_an_upstream_failure() {
         assert_eq!(l["flags"], "DC", "{l}");
     }
     assert_pool_healthy(&p).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_reached_while_the_client_still_sends_is_not_an_upstream_failure() {
+    let (_a, _b, p) = pool().await;
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        let mut s = TcpStream::connect(("127.0.0.1", p.port))
+            .await
+            .expect("connect");
+        // Half a chunk, then nothing: the route's deadline passes with the body unfinished.
+        s.write_all(b"POST /t1 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel")
+            .await
+            .expect("write");
+        held.push(s);
+    }
+    let lines = log_lines_for(&p, "/t1", 8).await;
+    assert_eq!(lines.len(), 8, "{lines:?}");
+    for l in &lines {
+        assert_eq!(l["flags"], "UT", "{l}");
+    }
+    assert_pool_healthy(&p).await;
+    drop(held);
 }
 
 /// One catch-all route to a recording upstream.
