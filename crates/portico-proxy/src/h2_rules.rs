@@ -8,12 +8,14 @@
 //!   `proxy-connection`, `transfer-encoding`, `upgrade`), `te` other than `trailers`, a
 //!   pseudo-header after a regular field or repeated, a missing `:method` or `:scheme`, an
 //!   empty `:path`, `:status` in a request, a body longer or shorter than its `content-length`
-//!   (stream errors, RST_STREAM PROTOCOL_ERROR). Pseudo-headers in trailers are dropped by it.
+//!   (stream errors, RST_STREAM PROTOCOL_ERROR). In trailers it refuses the same fields and
+//!   drops pseudo-headers.
 //! - [`check`] refuses the rest with 400 (flag DPE) before routing, so nothing reaches an
 //!   upstream: a value with leading or trailing SP/HTAB (§8.2.1; an HTTP/1 origin would trim
-//!   it and see a value the route rules never matched), a missing `:path` on a non-CONNECT
-//!   request or one that is neither origin-form nor `*` for OPTIONS (§8.3.1), userinfo in
-//!   `:authority` (§8.3.1), and a `host` that differs from `:authority` (§8.3.1).
+//!   it and see a value the route rules never matched), userinfo in `:authority` (§8.3.1),
+//!   and a `host` that differs from `:authority` (§8.3.1). It also checks again, as defence in
+//!   depth, rules `h2` enforces today: no NUL/CR/LF in values, a `:path` present on a
+//!   non-CONNECT request and either origin-form or `*` for OPTIONS (§8.3.1).
 //! - [`ResetWatch`] sees what `h2` writes on the connection: each RST_STREAM or GOAWAY it sends
 //!   for a client's protocol error gets an access log line (flag DPE) and counts in
 //!   `portico_downstream_rejected_total`, as Portico's own rejections do.
@@ -75,40 +77,6 @@ fn value_ok(v: &[u8]) -> bool {
         _ => memchr::memchr3(0, b'\r', b'\n', v).is_none(),
     }
 }
-
-/// Checks request trailers (RFC 9113 §8.1, §8.2.1; RFC 9110 §6.5.1): the value rules of
-/// [`check`], and none of the fields that frame, route or authenticate a message.
-pub fn check_trailers(trailers: &http::HeaderMap) -> Result<(), &'static str> {
-    for (name, value) in trailers {
-        if !value_ok(value.as_bytes()) {
-            return Err("trailer value with leading or trailing whitespace or NUL/CR/LF");
-        }
-        if FORBIDDEN_TRAILERS.contains(name) {
-            return Err("field not allowed in trailers");
-        }
-    }
-    Ok(())
-}
-
-/// Fields a sender must not put in trailers (RFC 9110 §6.5.1): framing, routing, request
-/// modifiers, authentication, content handling.
-const FORBIDDEN_TRAILERS: &[header::HeaderName] = &[
-    header::CONTENT_LENGTH,
-    header::TRANSFER_ENCODING,
-    header::HOST,
-    header::AUTHORIZATION,
-    header::PROXY_AUTHORIZATION,
-    header::COOKIE,
-    header::CONTENT_TYPE,
-    header::CONTENT_ENCODING,
-    header::CONTENT_RANGE,
-    header::EXPECT,
-    header::MAX_FORWARDS,
-    header::RANGE,
-    header::TE,
-    header::TRAILER,
-    header::CACHE_CONTROL,
-];
 
 /// HTTP/2 error codes (RFC 9113 §7) that mean the client broke the protocol.
 fn client_fault(code: u32) -> Option<&'static str> {
@@ -402,18 +370,6 @@ mod tests {
         assert_eq!(check(&opt), Err(":path is not origin-form"));
         *opt.method_mut() = Method::OPTIONS;
         assert_eq!(check(&opt), Ok(()));
-    }
-
-    #[test]
-    fn trailers_rules() {
-        let mut t = http::HeaderMap::new();
-        t.insert("grpc-status", "0".parse().unwrap());
-        assert_eq!(check_trailers(&t), Ok(()));
-        t.insert("x-sig", " a".parse().unwrap());
-        assert!(check_trailers(&t).is_err());
-        t.remove("x-sig");
-        t.insert("content-length", "5".parse().unwrap());
-        assert!(check_trailers(&t).is_err());
     }
 
     #[test]

@@ -204,6 +204,7 @@ async fn malformed_h2_requests_are_refused_logged_and_never_forwarded() {
         let logged = dpe_lines(&p);
         let counted = metric(&p, rejected).await.unwrap_or(0.0);
         let answer = exchange(p.port, block, true, &[]).await;
+        eprintln!("{name}: {answer:?}");
         let refused = matches!(
             answer,
             Answer::Status400 | Answer::Reset(PROTOCOL_ERROR) | Answer::GoAway(PROTOCOL_ERROR | 9)
