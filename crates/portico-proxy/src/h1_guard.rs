@@ -33,6 +33,11 @@
 //! stream: hyper answers `400 Bad Request` and closes the connection, so nothing after the bad
 //! bytes can reach an upstream. The reason is recorded for the log and the DPE flag.
 //!
+//! The first bytes also enforce the connection's HTTP version ([`Versions`]): the HTTP/2
+//! preface on an HTTP/1.1-only connection (`http2: false`, or TLS without ALPN `h2`) is
+//! answered 400 and closed, and anything but the preface on a connection that negotiated `h2`
+//! fails the connection without an HTTP/1 answer.
+//!
 //! Written by hand because it is per-byte hot-path work that must mirror hyper's framing
 //! exactly; it scans each head once with `memchr` and skips body bytes by counting.
 
@@ -60,6 +65,8 @@ pub enum Violation {
     HeadTooLarge = 9,
     BadRequestLine = 10,
     HeadTimeout = 11,
+    Http2NotAllowed = 12,
+    NotHttp2 = 13,
 }
 
 impl Violation {
@@ -76,6 +83,8 @@ impl Violation {
             9 => Violation::HeadTooLarge,
             10 => Violation::BadRequestLine,
             11 => Violation::HeadTimeout,
+            12 => Violation::Http2NotAllowed,
+            13 => Violation::NotHttp2,
             _ => Violation::None,
         }
     }
@@ -96,6 +105,8 @@ impl Violation {
             Violation::HeadTooLarge => "request head too large",
             Violation::BadRequestLine => "invalid request line",
             Violation::HeadTimeout => "request head not received in time",
+            Violation::Http2NotAllowed => "HTTP/2 preface on an HTTP/1.1-only connection",
+            Violation::NotHttp2 => "HTTP/1 request on an HTTP/2-only (ALPN h2) connection",
         }
     }
 }
@@ -111,6 +122,21 @@ impl Report {
     fn set(&self, v: Violation) {
         self.0.store(v as u8, Ordering::Relaxed);
     }
+}
+
+/// Which HTTP versions a connection may speak: decided by the listener (`http2`) and, over
+/// TLS, by ALPN (RFC 9113 §3.2, §3.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Versions {
+    /// Cleartext with `http2: true`: HTTP/1.1, or HTTP/2 by prior knowledge (the preface).
+    #[default]
+    Both,
+    /// `http2: false`, or TLS that did not negotiate `h2`: the HTTP/2 preface is refused
+    /// with 400 and a closed connection.
+    Http1Only,
+    /// TLS that negotiated `h2`: anything but the preface is a connection error (closed
+    /// without a byte of HTTP/1).
+    Http2Only,
 }
 
 /// Largest head scanned; hyper rejects larger ones itself (431).
@@ -174,6 +200,8 @@ pub struct Guarded<S> {
     /// Bytes accepted from hyper (a response head with `connection: close` added) and not
     /// yet written to the socket.
     wpending: Vec<u8>,
+    /// The HTTP versions this connection may speak.
+    versions: Versions,
 }
 
 /// How long a closing HTTP/1 connection keeps draining what the client still sends.
@@ -205,7 +233,14 @@ impl<S> Guarded<S> {
             rescan: false,
             linger: None,
             wpending: Vec::new(),
+            versions: Versions::Both,
         }
+    }
+
+    /// Restricts the HTTP versions the connection may speak.
+    pub fn with_versions(mut self, versions: Versions) -> Self {
+        self.versions = versions;
+        self
     }
 
     /// The state after a whole message was read: the next head, or a wait for the answer to
@@ -309,6 +344,16 @@ enum Verdict {
 /// What hyper is given in place of a rejected message part: an invalid request line (or chunk
 /// size), which it answers with 400 and a closed connection.
 const POISON: &[u8] = b"\0\r\n\r\n";
+
+/// What hyper is given for a violation: [`POISON`], except on an HTTP/2-only connection, where
+/// not one byte may be answered in HTTP/1 (the read fails instead).
+fn poison(v: Violation) -> &'static [u8] {
+    if v == Violation::NotHttp2 {
+        b""
+    } else {
+        POISON
+    }
+}
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -452,13 +497,19 @@ impl<S> Guarded<S> {
             match self.state {
                 State::Start => {
                     // The first bytes decide whether this is HTTP/2 (prior knowledge).
+                    // `Start` is only ever the state at offset 0.
                     let n = data.len().min(H2_PREFACE.len());
-                    if data[..n] != H2_PREFACE[..n] {
-                        self.state = State::Head;
-                    } else if n < H2_PREFACE.len() {
-                        return Verdict::HoldFrom(0);
-                    } else {
-                        self.state = State::PassThrough;
+                    let preface = data[..n] == H2_PREFACE[..n];
+                    match (self.versions, preface) {
+                        (Versions::Http2Only, false) => {
+                            return Verdict::Reject(i, Violation::NotHttp2);
+                        }
+                        (_, false) => self.state = State::Head,
+                        (_, true) if n < H2_PREFACE.len() => return Verdict::HoldFrom(i),
+                        (Versions::Http1Only, true) => {
+                            return Verdict::Reject(i, Violation::Http2NotAllowed);
+                        }
+                        (_, true) => self.state = State::PassThrough,
                     }
                 }
                 State::Head => {
@@ -664,6 +715,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
                 return Poll::Ready(Ok(()));
             }
             if matches!(this.state, State::Failed) {
+                if this.report.get() == Violation::NotHttp2 {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        Violation::NotHttp2.as_str(),
+                    )));
+                }
                 return Poll::Ready(Ok(()));
             }
             if matches!(this.state, State::AwaitUpgrade) {
@@ -686,7 +743,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
                     Verdict::Reject(k, v) => {
                         this.reject(v);
                         data.truncate(k);
-                        data.extend_from_slice(POISON);
+                        data.extend_from_slice(poison(v));
                         this.out = data;
                     }
                 }
@@ -735,7 +792,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
                     Verdict::Reject(k, v) => {
                         this.reject(v);
                         buf.set_filled(before + k);
-                        this.out.extend_from_slice(POISON);
+                        this.out.extend_from_slice(poison(v));
                     }
                 }
             } else {
@@ -752,7 +809,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
                     Verdict::Reject(k, v) => {
                         this.reject(v);
                         data.truncate(k);
-                        data.extend_from_slice(POISON);
+                        data.extend_from_slice(poison(v));
                         this.out = data;
                     }
                 }

@@ -99,6 +99,9 @@ pub async fn handle(
     {
         return Ok(rec.reject(&proxy, StatusCode::URI_TOO_LONG, "request URI too long"));
     }
+    if let Err(why) = crate::h2_rules::check(&req) {
+        return Ok(rec.reject(&proxy, StatusCode::BAD_REQUEST, why));
+    }
     if req.headers().len() > limits.max_headers_count as usize {
         return Ok(rec.reject(
             &proxy,

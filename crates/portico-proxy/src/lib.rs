@@ -10,6 +10,7 @@ pub mod compress;
 pub mod cors;
 pub mod deadline;
 pub mod h1_guard;
+pub mod h2_rules;
 pub mod handler;
 pub mod headers;
 pub mod health;

@@ -20,7 +20,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::h1_guard::{Guarded, Report, Violation};
+use crate::h1_guard::{Guarded, Report, Versions, Violation};
 use crate::handler::{self, ConnInfo};
 use crate::keepalive;
 use crate::proxy_protocol::{self, Prefixed};
@@ -264,7 +264,9 @@ fn builder(conf: &ListenerConf) -> auto::Builder<TokioExecutor> {
         .initial_connection_window_size(limits.initial_connection_window_bytes)
         .max_frame_size(H2_MAX_FRAME_SIZE)
         .max_send_buf_size(H2_MAX_SEND_BUF);
-    if conf.http2 { b } else { b.http1_only() }
+    // `http2: false` is enforced on the connection's first bytes (`Versions`):
+    // hyper-util's version choice does not apply to upgradeable connections.
+    b
 }
 
 async fn accept_loop(
@@ -387,8 +389,14 @@ async fn connection(
         drop(hosts);
         match accepted {
             Ok(Ok(a)) => {
+                // Over TLS the version follows ALPN alone (h2 is only offered with `http2`).
+                let versions = if a.stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    Versions::Http2Only
+                } else {
+                    Versions::Http1Only
+                };
                 let info = Arc::new(ConnInfo::new(peer, listener, true, a.client_cert));
-                serve(proxy, builder, a.stream, info, drain).await;
+                serve(proxy, builder, a.stream, info, drain, versions).await;
             }
             Ok(Err(e)) => {
                 tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
@@ -396,8 +404,13 @@ async fn connection(
             Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
         }
     } else {
+        let versions = if listener.http2 {
+            Versions::Both
+        } else {
+            Versions::Http1Only
+        };
         let info = Arc::new(ConnInfo::new(peer, listener, false, None));
-        serve(proxy, builder, io, info, drain).await;
+        serve(proxy, builder, io, info, drain, versions).await;
     }
     drop(slot);
 }
@@ -408,6 +421,7 @@ async fn serve<S>(
     stream: S,
     info: Arc<ConnInfo>,
     mut drain: watch::Receiver<bool>,
+    versions: Versions,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -429,10 +443,13 @@ async fn serve<S>(
     };
     let keepalive_timeout = info.listener.limits.keepalive_timeout;
     let report = Arc::new(Report::default());
-    let guarded = Guarded::new(stream, report.clone()).with_limits(
-        info.listener.limits.header_read_timeout,
-        h1_buf_size(&info.listener) + 16 * 1024,
-    );
+    let stream = crate::h2_rules::ResetWatch::new(stream, proxy_for_log.clone(), info.clone());
+    let guarded = Guarded::new(stream, report.clone())
+        .with_limits(
+            info.listener.limits.header_read_timeout,
+            h1_buf_size(&info.listener) + 16 * 1024,
+        )
+        .with_versions(versions);
     let io = TokioIo::new(guarded);
     let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
