@@ -952,15 +952,15 @@ impl Ctx<'_> {
                     r.missing(self.d, &["spec", "hostname"], "missing field `hostname`");
                     continue;
                 }
-                Some(s) => match crate::route_match::split_port(s)
-                    .and_then(|(h, _)| check_host_glob(h))
-                {
-                    Ok(g) => g,
-                    Err(m) => {
-                        r.error(self.d, &["spec", "hostname"], m);
-                        continue;
+                Some(s) => {
+                    match crate::route_match::split_port(s).and_then(|(h, _)| check_host_glob(h)) {
+                        Ok(g) => g,
+                        Err(m) => {
+                            r.error(self.d, &["spec", "hostname"], m);
+                            continue;
+                        }
                     }
-                },
+                }
             };
             if let Some(first) = seen.get(&hostname) {
                 let at = first.loc(&["spec", "hostname"]);

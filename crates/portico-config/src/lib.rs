@@ -7,7 +7,8 @@
 //! Module map: [`node`] (positioned YAML tree + serde bridge), [`model`] (typed resources of
 //! `portico.dev/v1`), `load` (sources, envelope, schema per `apiVersion`), `compile` (semantic
 //! checks and compilation), [`diag`] (diagnostics), [`snapshot`] (the data plane's view),
-//! [`router`] (the route index).
+//! [`router`] (the route index), `route_match` (hostname ports, host/method regexes,
+//! `:authority` matches).
 //!
 //! Semantics chosen where CONTRACT §2 is silent:
 //! - **Implicit upstreams** (`service: [scheme://]host:port`) are deduplicated by (protocol,
@@ -46,8 +47,8 @@ pub mod emissary;
 mod load;
 pub mod model;
 pub mod node;
-pub mod router;
 mod route_match;
+pub mod router;
 pub mod snapshot;
 
 use std::path::PathBuf;

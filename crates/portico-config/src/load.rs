@@ -472,12 +472,18 @@ fn doc_name(root: &Node) -> String {
         .and_then(|n| n.as_text())
         .map(|n| n.into_owned())
         .unwrap_or_else(|| "-".to_string());
-    let ns = meta.and_then(|m| m.get("namespace")).and_then(|n| n.as_str());
+    let ns = meta
+        .and_then(|m| m.get("namespace"))
+        .and_then(|n| n.as_str());
     display_name(ns, &name)
 }
 
 /// Parses every file into resources.
-pub(crate) fn parse_files(files: &[SourceFile], d: &mut Diags, strict_kinds: bool) -> Vec<Resource> {
+pub(crate) fn parse_files(
+    files: &[SourceFile],
+    d: &mut Diags,
+    strict_kinds: bool,
+) -> Vec<Resource> {
     let mut out = Vec::new();
     // Kinds Portico does not own, already warned about (one warning per kind).
     let mut foreign_seen: HashSet<(String, String)> = HashSet::new();
@@ -838,8 +844,7 @@ fn valid_name(n: &str) -> bool {
 /// A resource's identity is (namespace, kind, name), the namespace `default` when absent: the
 /// same name in two namespaces is not a duplicate.
 fn check_duplicate_names(resources: &[Resource], d: &mut Diags) {
-    let mut seen: HashMap<(&str, &str, &str), &Resource> =
-        HashMap::with_capacity(resources.len());
+    let mut seen: HashMap<(&str, &str, &str), &Resource> = HashMap::with_capacity(resources.len());
     for r in resources {
         if r.local_name == "-" {
             continue;

@@ -547,7 +547,8 @@ impl ExtraMatch {
     /// The port of an authority (`host:port`, `[v6]:port`), if it carries one.
     pub fn port_of(authority: &str) -> Option<u16> {
         let (_, port) = authority.rsplit_once(':')?;
-        if authority.starts_with('[') && !authority[..authority.len() - port.len() - 1].ends_with(']')
+        if authority.starts_with('[')
+            && !authority[..authority.len() - port.len() - 1].ends_with(']')
         {
             return None;
         }
@@ -556,13 +557,17 @@ impl ExtraMatch {
 
     /// Whether the request passes every predicate (the lookup's check: no allocation).
     pub fn matches(&self, host: &str, authority: &str, method: &Method) -> bool {
-        self.port.is_none_or(|p| Self::port_of(authority) == Some(p))
+        self.port
+            .is_none_or(|p| Self::port_of(authority) == Some(p))
             && self.host_regex.as_ref().is_none_or(|re| re.is_match(host))
             && self
                 .method_regex
                 .as_ref()
                 .is_none_or(|re| re.is_match(method.as_str()))
-            && self.authority.as_ref().is_none_or(|v| authority_matches(v, authority))
+            && self
+                .authority
+                .as_ref()
+                .is_none_or(|v| authority_matches(v, authority))
     }
 
     /// `None` when the request passes every predicate, else the first reason it does not
@@ -581,7 +586,10 @@ impl ExtraMatch {
         if let Some(re) = &self.method_regex
             && !re.is_match(method.as_str())
         {
-            return Some(format!("method {method} does not match regex {}", re.as_str()));
+            return Some(format!(
+                "method {method} does not match regex {}",
+                re.as_str()
+            ));
         }
         if let Some(v) = &self.authority
             && !authority_matches(v, authority)

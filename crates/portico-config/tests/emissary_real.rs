@@ -31,7 +31,13 @@ fn has(r: &LoadResult, needle: &str) -> bool {
 }
 
 /// The route name a request takes (`authority` as sent, e.g. `a.test:8500`).
-fn route_for(r: &LoadResult, method: &str, authority: &str, path: &str, headers: &[(&str, &str)]) -> Option<String> {
+fn route_for(
+    r: &LoadResult,
+    method: &str,
+    authority: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Option<String> {
     let snap = r.snapshot.as_ref().expect("loads");
     let mut map = HeaderMap::new();
     for (k, v) in headers {
@@ -124,7 +130,10 @@ fn lists_are_read_item_by_item_and_foreign_kinds_skipped_once_per_kind() {
     assert!(r.snapshot.is_none());
     let errors: Vec<_> = r.diagnostics.iter().filter(|d| d.is_error()).collect();
     assert_eq!(errors.len(), 5, "{:?}", messages(&r));
-    assert!(has(&r, "Deployment/other: kind `Deployment` (apps/v1) is not a kind Portico reads"));
+    assert!(has(
+        &r,
+        "Deployment/other: kind `Deployment` (apps/v1) is not a kind Portico reads"
+    ));
 }
 
 #[test]
@@ -139,11 +148,25 @@ fn security_kinds_are_errors_and_tuning_kinds_warnings() {
          {EM}\nkind: TracingService\nmetadata: {{ name: zipkin }}\nspec: {{ service: z:1 }}\n---\n\
          {EM}\nkind: DevPortal\nmetadata: {{ name: portal }}\nspec: {{}}\n"
     ));
-    for e in ["Filter/f: Filter is not supported", "FilterPolicy/fp: FilterPolicy is not supported", "AuthService/auth: AuthService is not supported"] {
+    for e in [
+        "Filter/f: Filter is not supported",
+        "FilterPolicy/fp: FilterPolicy is not supported",
+        "AuthService/auth: AuthService is not supported",
+    ] {
         assert!(has(&r, e), "{e}: {:?}", messages(&r));
     }
-    for w in ["KubernetesEndpointResolver", "ConsulResolver", "LogService", "TracingService", "DevPortal"] {
-        assert!(has(&r, &format!("{w}/")) && has(&r, &format!("warning: {w} only tunes Emissary")), "{w}: {:?}", messages(&r));
+    for w in [
+        "KubernetesEndpointResolver",
+        "ConsulResolver",
+        "LogService",
+        "TracingService",
+        "DevPortal",
+    ] {
+        assert!(
+            has(&r, &format!("{w}/")) && has(&r, &format!("warning: {w} only tunes Emissary")),
+            "{w}: {:?}",
+            messages(&r)
+        );
     }
 }
 
@@ -151,18 +174,46 @@ fn security_kinds_are_errors_and_tuning_kinds_warnings() {
 fn identity_is_namespace_kind_name() {
     let m = |name: &str, ns: Option<&str>, prefix: &str| {
         let ns = ns.map_or(String::new(), |n| format!(", namespace: {n}"));
-        format!("{EM}\nkind: Mapping\nmetadata: {{ name: {name}{ns} }}\nspec: {{ prefix: {prefix}, service: quote }}\n---\n")
+        format!(
+            "{EM}\nkind: Mapping\nmetadata: {{ name: {name}{ns} }}\nspec: {{ prefix: {prefix}, service: quote }}\n---\n"
+        )
     };
-    let r = load(&format!("{}{}", m("quote", Some("a"), "/a/"), m("quote", Some("b"), "/b/")));
+    let r = load(&format!(
+        "{}{}",
+        m("quote", Some("a"), "/a/"),
+        m("quote", Some("b"), "/b/")
+    ));
     assert!(r.diagnostics.is_empty(), "{:?}", messages(&r));
-    assert_eq!(route_for(&r, "GET", "x", "/a/1", &[]).as_deref(), Some("a/quote"));
-    assert_eq!(route_for(&r, "GET", "x", "/b/1", &[]).as_deref(), Some("b/quote"));
+    assert_eq!(
+        route_for(&r, "GET", "x", "/a/1", &[]).as_deref(),
+        Some("a/quote")
+    );
+    assert_eq!(
+        route_for(&r, "GET", "x", "/b/1", &[]).as_deref(),
+        Some("b/quote")
+    );
     // One namespace: a duplicate, named KIND/NAMESPACE/NAME.
-    let r = load(&format!("{}{}", m("quote", Some("a"), "/a/"), m("quote", Some("a"), "/b/")));
-    assert!(has(&r, "Mapping/a/quote: duplicate Mapping name `a/quote`"), "{:?}", messages(&r));
+    let r = load(&format!(
+        "{}{}",
+        m("quote", Some("a"), "/a/"),
+        m("quote", Some("a"), "/b/")
+    ));
+    assert!(
+        has(&r, "Mapping/a/quote: duplicate Mapping name `a/quote`"),
+        "{:?}",
+        messages(&r)
+    );
     // No namespace is `default`.
-    let r = load(&format!("{}{}", m("quote", None, "/a/"), m("quote", Some("default"), "/b/")));
-    assert!(has(&r, "duplicate Mapping name `quote`"), "{:?}", messages(&r));
+    let r = load(&format!(
+        "{}{}",
+        m("quote", None, "/a/"),
+        m("quote", Some("default"), "/b/")
+    ));
+    assert!(
+        has(&r, "duplicate Mapping name `quote`"),
+        "{:?}",
+        messages(&r)
+    );
 }
 
 #[test]
@@ -183,10 +234,22 @@ fn hostname_with_a_port_matches_only_that_port() {
          {EM}\nkind: Host\nmetadata: {{ name: h }}\nspec: {{ hostname: \"quote.local:8500\" }}\n"
     ));
     assert!(r.diagnostics.is_empty(), "{:?}", messages(&r));
-    assert_eq!(route_for(&r, "GET", "quote.local:8500", "/", &[]).as_deref(), Some("p"));
-    assert_eq!(route_for(&r, "GET", "QUOTE.local:8500", "/", &[]).as_deref(), Some("p"));
-    assert_eq!(route_for(&r, "GET", "quote.local", "/", &[]).as_deref(), Some("any"));
-    assert_eq!(route_for(&r, "GET", "quote.local:8501", "/", &[]).as_deref(), Some("any"));
+    assert_eq!(
+        route_for(&r, "GET", "quote.local:8500", "/", &[]).as_deref(),
+        Some("p")
+    );
+    assert_eq!(
+        route_for(&r, "GET", "QUOTE.local:8500", "/", &[]).as_deref(),
+        Some("p")
+    );
+    assert_eq!(
+        route_for(&r, "GET", "quote.local", "/", &[]).as_deref(),
+        Some("any")
+    );
+    assert_eq!(
+        route_for(&r, "GET", "quote.local:8501", "/", &[]).as_deref(),
+        Some("any")
+    );
 }
 
 #[test]
@@ -197,9 +260,18 @@ fn authority_header_matches_the_authority() {
          {EM}\nkind: Mapping\nmetadata: {{ name: any }}\nspec: {{ prefix: /, service: b:1 }}\n"
     ));
     assert!(r.diagnostics.is_empty(), "{:?}", messages(&r));
-    assert_eq!(route_for(&r, "GET", "api.example.com", "/", &[]).as_deref(), Some("auth"));
-    assert_eq!(route_for(&r, "GET", "other.example.com", "/", &[]).as_deref(), Some("any"));
-    assert_eq!(route_for(&r, "GET", "v2.example.com:8443", "/", &[]).as_deref(), Some("rx"));
+    assert_eq!(
+        route_for(&r, "GET", "api.example.com", "/", &[]).as_deref(),
+        Some("auth")
+    );
+    assert_eq!(
+        route_for(&r, "GET", "other.example.com", "/", &[]).as_deref(),
+        Some("any")
+    );
+    assert_eq!(
+        route_for(&r, "GET", "v2.example.com:8443", "/", &[]).as_deref(),
+        Some("rx")
+    );
 }
 
 #[test]
@@ -211,18 +283,37 @@ fn host_regex_method_regex_and_use_websocket() {
          {EM}\nkind: Mapping\nmetadata: {{ name: any }}\nspec: {{ prefix: /, service: b:1 }}\n"
     ));
     assert!(r.diagnostics.is_empty(), "{:?}", messages(&r));
-    assert_eq!(route_for(&r, "GET", "books.shop.test", "/", &[]).as_deref(), Some("hr"));
-    assert_eq!(route_for(&r, "GET", "books.shop.test.evil", "/", &[]).as_deref(), Some("any"));
-    assert_eq!(route_for(&r, "GET", "x", "/m/1", &[]).as_deref(), Some("mr"));
-    assert_eq!(route_for(&r, "HEAD", "x", "/m/1", &[]).as_deref(), Some("mr"));
-    assert_eq!(route_for(&r, "POST", "x", "/m/1", &[]).as_deref(), Some("any"));
+    assert_eq!(
+        route_for(&r, "GET", "books.shop.test", "/", &[]).as_deref(),
+        Some("hr")
+    );
+    assert_eq!(
+        route_for(&r, "GET", "books.shop.test.evil", "/", &[]).as_deref(),
+        Some("any")
+    );
+    assert_eq!(
+        route_for(&r, "GET", "x", "/m/1", &[]).as_deref(),
+        Some("mr")
+    );
+    assert_eq!(
+        route_for(&r, "HEAD", "x", "/m/1", &[]).as_deref(),
+        Some("mr")
+    );
+    assert_eq!(
+        route_for(&r, "POST", "x", "/m/1", &[]).as_deref(),
+        Some("any")
+    );
     let snap = r.snapshot.as_ref().expect("loads");
     let ws = snap.routes.iter().find(|r| r.name == "ws").expect("ws");
     assert_eq!(ws.allow_upgrade, ["websocket"]);
     let bad = load(&format!(
         "{EM}\nkind: Mapping\nmetadata: {{ name: b }}\nspec: {{ method: \"(GET\", method_regex: true, prefix: /, service: a:1 }}\n"
     ));
-    assert!(has(&bad, "Mapping/b: invalid regex `(GET`"), "{:?}", messages(&bad));
+    assert!(
+        has(&bad, "Mapping/b: invalid regex `(GET`"),
+        "{:?}",
+        messages(&bad)
+    );
 }
 
 #[test]
@@ -233,13 +324,36 @@ fn tuning_mapping_fields_warn_and_module_gzip_is_compression() {
     ));
     let msgs = messages(&r);
     assert!(r.snapshot.is_some(), "{msgs:?}");
-    for f in ["resolver", "stats_name", "enable_ipv4", "enable_ipv6", "add_linkerd_headers", "auto_host_rewrite", "error_response_overrides"] {
-        assert!(has(&r, &format!("Mapping/m: warning: `{f}` is ignored by Portico")), "{f}: {msgs:?}");
+    for f in [
+        "resolver",
+        "stats_name",
+        "enable_ipv4",
+        "enable_ipv6",
+        "add_linkerd_headers",
+        "auto_host_rewrite",
+        "error_response_overrides",
+    ] {
+        assert!(
+            has(
+                &r,
+                &format!("Mapping/m: warning: `{f}` is ignored by Portico")
+            ),
+            "{f}: {msgs:?}"
+        );
     }
-    assert!(has(&r, "warning: `gzip` is applied as `compression`"), "{msgs:?}");
-    assert!(has(&r, "warning: `gzip.memory_level` is ignored"), "{msgs:?}");
+    assert!(
+        has(&r, "warning: `gzip` is applied as `compression`"),
+        "{msgs:?}"
+    );
+    assert!(
+        has(&r, "warning: `gzip.memory_level` is ignored"),
+        "{msgs:?}"
+    );
     let snap = r.snapshot.expect("loads");
-    let c = snap.routes[0].compression.as_ref().expect("compression from gzip");
+    let c = snap.routes[0]
+        .compression
+        .as_ref()
+        .expect("compression from gzip");
     assert!(c.enabled);
     assert_eq!(c.min_bytes, 64);
     assert_eq!(c.content_types, ["application/json"]);
@@ -247,7 +361,9 @@ fn tuning_mapping_fields_warn_and_module_gzip_is_compression() {
 
 /// A kubernetes.io/tls Secret with text data.
 fn secret(name: &str) -> String {
-    format!("apiVersion: v1\nkind: Secret\nmetadata: {{ name: {name} }}\ntype: kubernetes.io/tls\nstringData: {{ tls.crt: CRT, tls.key: KEY }}\n")
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{ name: {name} }}\ntype: kubernetes.io/tls\nstringData: {{ tls.crt: CRT, tls.key: KEY }}\n"
+    )
 }
 
 #[test]
@@ -255,7 +371,11 @@ fn unused_tls_context_is_validated() {
     let r = load(&format!(
         "{EM}\nkind: TLSContext\nmetadata: {{ name: lonely }}\nspec: {{ secret: nowhere }}\n"
     ));
-    assert!(has(&r, "TLSContext/lonely: no Secret named `nowhere`"), "{:?}", messages(&r));
+    assert!(
+        has(&r, "TLSContext/lonely: no Secret named `nowhere`"),
+        "{:?}",
+        messages(&r)
+    );
     assert!(r.snapshot.is_none());
     // With the Secret it loads.
     let r = load(&format!(
@@ -272,18 +392,30 @@ fn missing_tls_secret_is_one_precise_message() {
     ));
     let msgs = messages(&r);
     assert_eq!(msgs.len(), 1, "{msgs:?}");
-    assert!(msgs[0].contains("Host/h: no Secret named `gone`"), "{msgs:?}");
+    assert!(
+        msgs[0].contains("Host/h: no Secret named `gone`"),
+        "{msgs:?}"
+    );
     // Namespaced: the Secret is looked up in the Host's namespace.
     let r = load(&format!(
         "{EM}\nkind: Host\nmetadata: {{ name: h, namespace: shop }}\nspec: {{ hostname: h.test, tlsSecret: {{ name: site }} }}\n---\n{}",
         secret("site")
     ));
-    assert!(has(&r, "Host/shop/h: no Secret named `site` in namespace `shop`"), "{:?}", messages(&r));
+    assert!(
+        has(
+            &r,
+            "Host/shop/h: no Secret named `site` in namespace `shop`"
+        ),
+        "{:?}",
+        messages(&r)
+    );
 }
 
 #[test]
 fn older_emissary_api_versions_name_the_supported_ones() {
-    let r = load("apiVersion: getambassador.io/v2\nkind: Mapping\nmetadata: { name: old }\nspec: { prefix: /, service: a }\n");
+    let r = load(
+        "apiVersion: getambassador.io/v2\nkind: Mapping\nmetadata: { name: old }\nspec: { prefix: /, service: a }\n",
+    );
     let msgs = messages(&r);
     assert_eq!(msgs.len(), 1, "{msgs:?}");
     assert!(

@@ -827,7 +827,11 @@ fn tls_listener_without_a_host_with_tls_warns_of_a_self_signed_certificate() {
     let d = &r.diagnostics[0];
     assert_eq!((d.line, d.column), (4, 19));
     assert!(!d.is_error());
-    assert!(d.message.contains("self-signed certificate"), "{}", d.message);
+    assert!(
+        d.message.contains("self-signed certificate"),
+        "{}",
+        d.message
+    );
 }
 
 #[test]

@@ -219,7 +219,8 @@ impl TlsHosts {
             });
             hosts.push(reused.unwrap_or_else(|| Arc::new(HostTls::new(h, conf))));
         }
-        let self_signed = hosts.is_empty() && snapshot.listeners.iter().any(|l| l.protocol.is_tls());
+        let self_signed =
+            hosts.is_empty() && snapshot.listeners.iter().any(|l| l.protocol.is_tls());
         if self_signed && let Some(h) = HostTls::self_signed() {
             hosts.push(h);
         }

@@ -20,7 +20,8 @@ async fn host_get(port: u16, method: &str, host: &str, path: &str, extra: &str) 
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
-    let req = format!("{method} {path} HTTP/1.1\r\nhost: {host}\r\n{extra}connection: close\r\n\r\n");
+    let req =
+        format!("{method} {path} HTTP/1.1\r\nhost: {host}\r\n{extra}connection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.expect("write");
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(8), s.read_to_end(&mut out)).await;
@@ -50,18 +51,45 @@ async fn emissary_route_predicates_through_the_binary() {
     let p = Portico::start(&docs).await;
     let port = p.port;
     // Hostname with a port: only that port.
-    assert_eq!(upstream_of(&host_get(port, "GET", "quote.local:8500", "/q/", "").await), Some("a"));
-    assert_eq!(upstream_of(&host_get(port, "GET", "quote.local", "/q/", "").await), Some("b"));
-    assert_eq!(upstream_of(&host_get(port, "GET", "quote.local:8501", "/q/", "").await), Some("b"));
+    assert_eq!(
+        upstream_of(&host_get(port, "GET", "quote.local:8500", "/q/", "").await),
+        Some("a")
+    );
+    assert_eq!(
+        upstream_of(&host_get(port, "GET", "quote.local", "/q/", "").await),
+        Some("b")
+    );
+    assert_eq!(
+        upstream_of(&host_get(port, "GET", "quote.local:8501", "/q/", "").await),
+        Some("b")
+    );
     // `:authority` header.
-    assert_eq!(upstream_of(&host_get(port, "GET", "api.example.com", "/auth/", "").await), Some("a"));
-    assert_eq!(upstream_of(&host_get(port, "GET", "web.example.com", "/auth/", "").await), Some("b"));
+    assert_eq!(
+        upstream_of(&host_get(port, "GET", "api.example.com", "/auth/", "").await),
+        Some("a")
+    );
+    assert_eq!(
+        upstream_of(&host_get(port, "GET", "web.example.com", "/auth/", "").await),
+        Some("b")
+    );
     // host_regex.
-    assert_eq!(upstream_of(&host_get(port, "GET", "books.shop.test", "/h/", "").await), Some("a"));
-    assert_eq!(upstream_of(&host_get(port, "GET", "books.shop.test.evil", "/h/", "").await), Some("b"));
+    assert_eq!(
+        upstream_of(&host_get(port, "GET", "books.shop.test", "/h/", "").await),
+        Some("a")
+    );
+    assert_eq!(
+        upstream_of(&host_get(port, "GET", "books.shop.test.evil", "/h/", "").await),
+        Some("b")
+    );
     // method_regex.
-    assert_eq!(upstream_of(&host_get(port, "HEAD", "x", "/m/", "").await), Some("a"));
-    assert_eq!(upstream_of(&host_get(port, "GET", "x", "/m/", "").await), Some("a"));
+    assert_eq!(
+        upstream_of(&host_get(port, "HEAD", "x", "/m/", "").await),
+        Some("a")
+    );
+    assert_eq!(
+        upstream_of(&host_get(port, "GET", "x", "/m/", "").await),
+        Some("a")
+    );
     assert_eq!(
         upstream_of(&host_get(port, "POST", "x", "/m/", "content-length: 0\r\n").await),
         Some("b")
@@ -79,11 +107,14 @@ async fn use_websocket_allows_the_upgrade() {
     futures_util::SinkExt::send(&mut ws, tokio_tungstenite::tungstenite::Message::text("hi"))
         .await
         .expect("send");
-    let echo = tokio::time::timeout(Duration::from_secs(5), futures_util::StreamExt::next(&mut ws))
-        .await
-        .expect("echo in time")
-        .expect("open")
-        .expect("message");
+    let echo = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures_util::StreamExt::next(&mut ws),
+    )
+    .await
+    .expect("echo in time")
+    .expect("open")
+    .expect("message");
     assert_eq!(echo, tokio_tungstenite::tungstenite::Message::text("hi"));
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
@@ -95,7 +126,8 @@ async fn namespaced_route_in_access_log_and_metrics_and_gzip_compression() {
     let a = Upstream::with(
         "a",
         Arc::new(move |_s: &Seen| {
-            let mut r = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body2.clone())));
+            let mut r =
+                http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body2.clone())));
             r.headers_mut()
                 .insert("content-type", "text/plain".parse().expect("ct"));
             r
@@ -111,12 +143,24 @@ async fn namespaced_route_in_access_log_and_metrics_and_gzip_compression() {
     let p = Portico::start(&docs).await;
     let answer = host_get(p.port, "GET", "x", "/shop/", "accept-encoding: gzip\r\n").await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert!(answer.to_ascii_lowercase().contains("content-encoding: gzip"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("content-encoding: gzip"),
+        "{answer}"
+    );
     host_get(p.port, "GET", "x", "/blog/", "").await;
     let lines = p.wait_log_lines(2).await;
     let routes: Vec<&str> = lines.iter().filter_map(|l| l["route"].as_str()).collect();
-    assert!(routes.contains(&"shop/quote") && routes.contains(&"blog/quote"), "{lines:?}");
-    let m = metric(&p, "portico_requests_total{route=\"shop/quote\",code=\"2xx\"}").await;
+    assert!(
+        routes.contains(&"shop/quote") && routes.contains(&"blog/quote"),
+        "{lines:?}"
+    );
+    let m = metric(
+        &p,
+        "portico_requests_total{route=\"shop/quote\",code=\"2xx\"}",
+    )
+    .await;
     assert!(m.is_some_and(|v| v >= 1.0), "{m:?}");
 }
 
@@ -164,12 +208,13 @@ impl ServerCertVerifier for AnyCert {
 /// A GET over TLS (any certificate accepted): the answer and the server's leaf certificate.
 async fn tls_get(port: u16, sni: &str, path: &str) -> (String, Vec<u8>) {
     let verifier = Arc::new(AnyCert(std::sync::Mutex::new(None)));
-    let cfg = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .dangerous()
-        .with_custom_certificate_verifier(verifier.clone())
-        .with_no_client_auth();
+    let cfg =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .dangerous()
+            .with_custom_certificate_verifier(verifier.clone())
+            .with_no_client_auth();
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
@@ -177,12 +222,19 @@ async fn tls_get(port: u16, sni: &str, path: &str) -> (String, Vec<u8>) {
         .connect(ServerName::try_from(sni.to_string()).expect("sni"), tcp)
         .await
         .expect("handshake");
-    tls.write_all(format!("GET {path} HTTP/1.1\r\nhost: {sni}\r\nconnection: close\r\n\r\n").as_bytes())
-        .await
-        .expect("write");
+    tls.write_all(
+        format!("GET {path} HTTP/1.1\r\nhost: {sni}\r\nconnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .expect("write");
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(8), tls.read_to_end(&mut out)).await;
-    let cert = verifier.0.lock().ok().and_then(|g| g.clone()).unwrap_or_default();
+    let cert = verifier
+        .0
+        .lock()
+        .ok()
+        .and_then(|g| g.clone())
+        .unwrap_or_default();
     (String::from_utf8_lossy(&out).into_owned(), cert)
 }
 
@@ -205,9 +257,16 @@ async fn https_listener_without_tls_hosts_serves_a_self_signed_certificate() {
     assert_eq!(upstream_of(&answer), Some("a"));
     let (_, parsed) = x509_parser::parse_x509_certificate(&cert).expect("a certificate");
     assert_eq!(parsed.subject(), parsed.issuer(), "self-signed");
-    assert!(p.stderr().contains("self-signed certificate"), "{}", p.stderr());
+    assert!(
+        p.stderr().contains("self-signed certificate"),
+        "{}",
+        p.stderr()
+    );
     // Plain HTTP on the other listener still routes.
-    assert_eq!(upstream_of(&host_get(p.port, "GET", "x", "/backend/", "").await), Some("a"));
+    assert_eq!(
+        upstream_of(&host_get(p.port, "GET", "x", "/backend/", "").await),
+        Some("a")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,10 +283,26 @@ async fn x509_v1_server_certificates_are_accepted() {
         }
     };
     // What `openssl x509 -req -signkey` makes: a version 1 certificate.
-    let made = run(&["req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "v1.key", "-subj", "/CN=v1.test", "-out", "v1.csr"])
-        && run(&["x509", "-req", "-in", "v1.csr", "-signkey", "v1.key", "-days", "2", "-out", "v1.crt"]);
+    let made = run(&[
+        "req",
+        "-new",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "v1.key",
+        "-subj",
+        "/CN=v1.test",
+        "-out",
+        "v1.csr",
+    ]) && run(&[
+        "x509", "-req", "-in", "v1.csr", "-signkey", "v1.key", "-days", "2", "-out", "v1.crt",
+    ]);
     if !made {
-        skipped("x509_v1_server_certificates_are_accepted", "openssl is not installed");
+        skipped(
+            "x509_v1_server_certificates_are_accepted",
+            "openssl is not installed",
+        );
         return;
     }
     let pem = std::fs::read(dir.path().join("v1.crt")).expect("crt");
@@ -235,7 +310,11 @@ async fn x509_v1_server_certificates_are_accepted() {
         .map(|c: CertificateDer<'static>| c.to_vec())
         .expect("pem");
     let (_, c) = x509_parser::parse_x509_certificate(&der).expect("parse");
-    assert_eq!(c.version(), x509_parser::x509::X509Version::V1, "openssl made a v1 certificate");
+    assert_eq!(
+        c.version(),
+        x509_parser::x509::X509Version::V1,
+        "openssl made a v1 certificate"
+    );
     let a = Upstream::start("a").await;
     let https = free_port();
     let crt = dir.path().join("v1.crt").display().to_string();
@@ -271,6 +350,9 @@ fn check_strict_kinds_makes_foreign_kinds_errors() {
     );
     let (code, out, _) = portico_cmd(dir.path(), &["check", "--strict-kinds", "k.yaml"]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("Deployment/shop/quote: kind `Deployment`"), "{out}");
+    assert!(
+        out.contains("Deployment/shop/quote: kind `Deployment`"),
+        "{out}"
+    );
     assert!(!out.contains("warning"), "{out}");
 }

@@ -840,7 +840,10 @@ async fn emissary_corpus_is_accepted_and_behaves_as_documented() {
     assert!(!out.contains("is an Upstream resource"), "{out}");
     // Exports with bookkeeping, Lists and foreign kinds (06, 07): one warning per foreign kind.
     assert_eq!(out.matches("kind `Deployment`").count(), 1, "{out}");
-    assert!(out.contains("Mapping/blog/quote-backend: warning: `resolver`"), "{out}");
+    assert!(
+        out.contains("Mapping/blog/quote-backend: warning: `resolver`"),
+        "{out}"
+    );
 
     let p = Portico::start(&docs).await;
     let seen = |u: &Upstream| u.last();
@@ -859,7 +862,10 @@ async fn emissary_corpus_is_accepted_and_behaves_as_documented() {
     // A List export: the same Mapping name in two namespaces is two routes.
     assert_eq!(get(&p.url("/export/q"), &[]).await.text(), "upstream a");
     assert_eq!(seen(&a).uri, "/q");
-    assert_eq!(get(&p.url("/export-blog/q"), &[]).await.text(), "upstream b");
+    assert_eq!(
+        get(&p.url("/export-blog/q"), &[]).await.text(),
+        "upstream b"
+    );
     // Documented examples: a hostname with a port, :authority, method_regex.
     let r = get(&p.url("/docs-port/"), &[("host", "quote.local:8500")]).await;
     assert_eq!(r.text(), "upstream a");
