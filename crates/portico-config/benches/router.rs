@@ -68,6 +68,7 @@ fn route(i: usize) -> Route {
         shadow: None,
         compression: None,
         max_request_body: None,
+        extra: None,
     }
 }
 
@@ -153,6 +154,7 @@ fn bench(c: &mut Criterion) {
     for (name, want, req) in &cases {
         let view = RequestView {
             host: &req.host,
+            authority: &req.host,
             path: &req.path,
             query: Some("page=2&sort=asc"),
             method: &Method::GET,

@@ -48,10 +48,12 @@ pub(crate) fn compile(resources: &[Resource], d: &mut Diags) -> Compiled {
                     Some(ListenerProtocolM::Https | ListenerProtocolM::HttpsProxy)
                 )
             {
-                r.error(
+                // As Emissary does: serve a certificate generated at start.
+                r.warn(
                     c.d,
                     &["spec", "protocol"],
-                    "a TLS listener needs at least one Host with tls",
+                    "no Host has tls: this listener serves a self-signed certificate generated \
+                     at start, which clients will not trust; add a Host with tls",
                 );
             }
         }
@@ -231,7 +233,7 @@ fn regex_reason(e: &regex::Error) -> String {
 }
 
 /// Compiles `^(?:src)$`.
-fn anchored(src: &str, case_insensitive: bool) -> Result<Regex, String> {
+pub(crate) fn anchored(src: &str, case_insensitive: bool) -> Result<Regex, String> {
     RegexBuilder::new(&format!("^(?:{src})$"))
         .case_insensitive(case_insensitive)
         .build()
@@ -246,7 +248,7 @@ fn header_value(s: &str) -> Result<HeaderValue, String> {
     HeaderValue::from_str(s).map_err(|_| format!("invalid header value `{}`", s.escape_debug()))
 }
 
-fn parse_method(s: &str) -> Result<Method, String> {
+pub(crate) fn parse_method(s: &str) -> Result<Method, String> {
     let ok = !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_');
@@ -311,7 +313,7 @@ fn fmt_authority(host: &str, port: u16) -> String {
 }
 
 /// Hostname glob syntax: `*`, `*.suffix` or a name.
-fn check_host_glob(s: &str) -> Result<HostGlob, String> {
+pub(crate) fn check_host_glob(s: &str) -> Result<HostGlob, String> {
     let t = s.trim();
     let body = t.strip_prefix("*.").unwrap_or(t);
     let ok = t == "*"
@@ -950,13 +952,15 @@ impl Ctx<'_> {
                     r.missing(self.d, &["spec", "hostname"], "missing field `hostname`");
                     continue;
                 }
-                Some(s) => match check_host_glob(s) {
-                    Ok(g) => g,
-                    Err(m) => {
-                        r.error(self.d, &["spec", "hostname"], m);
-                        continue;
+                Some(s) => {
+                    match crate::route_match::split_port(s).and_then(|(h, _)| check_host_glob(h)) {
+                        Ok(g) => g,
+                        Err(m) => {
+                            r.error(self.d, &["spec", "hostname"], m);
+                            continue;
+                        }
                     }
-                },
+                }
             };
             if let Some(first) = seen.get(&hostname) {
                 let at = first.loc(&["spec", "hostname"]);
@@ -1435,8 +1439,17 @@ fn group_key(r: &Route, case_sensitive: bool) -> String {
         .map(|q| format!("{}={}", q.name, value_match_key(&q.value)))
         .collect();
     query.sort();
+    let extra = r.extra.as_ref().map_or(String::new(), |x| {
+        format!(
+            "{:?}|{}|{}|{}",
+            x.port,
+            x.host_regex.as_ref().map_or("", |re| re.as_str()),
+            x.method_regex.as_ref().map_or("", |re| re.as_str()),
+            x.authority.as_ref().map_or(String::new(), value_match_key)
+        )
+    });
     format!(
-        "{}\u{0}{}\u{0}{path}\u{0}{}\u{0}{}\u{0}{}",
+        "{}\u{0}{}\u{0}{path}\u{0}{}\u{0}{}\u{0}{}\u{0}{extra}",
         r.precedence,
         r.hostname,
         r.method.as_ref().map(Method::as_str).unwrap_or(""),
@@ -1817,13 +1830,11 @@ impl Ctx<'_> {
     fn mapping(&mut self, r: &Resource, m: &MappingSpec, have_rls: bool) -> Option<Route> {
         let d = &mut *self.d;
         let errors_before = d.list.len();
-        let hostname = match &m.hostname {
-            None => HostGlob::Any,
-            Some(h) => check_host_glob(h).unwrap_or_else(|e| {
-                r.error(d, &["spec", "hostname"], e);
-                HostGlob::Any
-            }),
-        };
+        let crate::route_match::HostMethod {
+            hostname,
+            method,
+            extra,
+        } = crate::route_match::compile(r, d, m);
         let case_sensitive = m.case_sensitive.unwrap_or(true);
         let exact = m.prefix_exact.unwrap_or(false);
         let is_regex = m.prefix_regex.unwrap_or(false);
@@ -1875,14 +1886,12 @@ impl Ctx<'_> {
                 })
             }
         };
-        let method = m.method.as_ref().and_then(|s| {
-            parse_method(s.trim())
-                .map_err(|e| r.error(d, &["spec", "method"], e))
-                .ok()
-        });
-
         let mut headers = Vec::new();
+        let authority = |n: &str| n.eq_ignore_ascii_case(crate::route_match::AUTHORITY);
         for (name, v) in m.headers.iter().flat_map(|h| h.0.iter()) {
+            if authority(name) {
+                continue;
+            }
             match header_name(name) {
                 Ok(n) => headers.push(HeaderMatch {
                     name: n,
@@ -1896,6 +1905,9 @@ impl Ctx<'_> {
             }
         }
         for (name, v) in m.regex_headers.iter().flat_map(|h| h.0.iter()) {
+            if authority(name) {
+                continue;
+            }
             match header_name(name) {
                 Ok(n) => match anchored(v, false) {
                     Ok(re) => headers.push(HeaderMatch {
@@ -2237,6 +2249,7 @@ impl Ctx<'_> {
             shadow,
             compression,
             max_request_body: m.max_request_body_bytes.filter(|&b| b > 0),
+            extra,
         })
     }
 }

@@ -191,6 +191,17 @@ pub struct EmMapping {
     pub redirect_response_code: Option<u16>,
     pub hostname: Option<String>,
     pub host: Option<String>,
+    pub host_regex: Option<bool>,
+    pub method_regex: Option<bool>,
+    pub use_websocket: Option<bool>,
+    pub auto_host_rewrite: Option<bool>,
+    // Accepted, not applied (a warning names each).
+    pub resolver: Option<IgnoredAny>,
+    pub stats_name: Option<IgnoredAny>,
+    pub enable_ipv4: Option<IgnoredAny>,
+    pub enable_ipv6: Option<IgnoredAny>,
+    pub add_linkerd_headers: Option<IgnoredAny>,
+    pub error_response_overrides: Option<IgnoredAny>,
     pub labels: Option<IgnoredAny>,
     pub ambassador_id: Option<IgnoredAny>,
     pub docs: Option<IgnoredAny>,
@@ -261,6 +272,8 @@ pub struct EmModuleConfig {
     pub cors: Option<EmCors>,
     pub load_balancer: Option<EmLoadBalancer>,
     pub circuit_breakers: Option<Vec<EmCircuitBreaker>>,
+    /// Applied as `compression` on every Mapping that sets none.
+    pub gzip: Option<EmGzip>,
     // Accepted, ignored with a warning (they tune Envoy itself).
     pub cluster_idle_timeout_ms: Option<IgnoredAny>,
     pub cluster_max_connection_lifetime_ms: Option<IgnoredAny>,
@@ -274,6 +287,34 @@ pub struct EmModuleConfig {
     pub envoy_log_type: Option<IgnoredAny>,
     pub envoy_log_format: Option<IgnoredAny>,
 }
+
+/// `Module ambassador` `config.gzip`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmGzip {
+    pub enabled: Option<bool>,
+    pub min_content_length: Option<u64>,
+    pub content_type: Option<StrList>,
+    // Tune zlib or Envoy's filter: accepted, ignored with a warning.
+    pub memory_level: Option<IgnoredAny>,
+    pub compression_level: Option<IgnoredAny>,
+    pub compression_strategy: Option<IgnoredAny>,
+    pub window_bits: Option<IgnoredAny>,
+    pub disable_on_etag_header: Option<IgnoredAny>,
+    pub remove_accept_encoding_header: Option<IgnoredAny>,
+}
+
+const GZIP_IGNORED: &[&str] = &[
+    "memory_level",
+    "compression_level",
+    "compression_strategy",
+    "window_bits",
+    "disable_on_etag_header",
+    "remove_accept_encoding_header",
+];
+
+/// Emissary's default `gzip.min_content_length`.
+const EMISSARY_GZIP_MIN_BYTES: u64 = 30;
 
 const MODULE_IGNORED: &[&str] = &[
     "cluster_idle_timeout_ms",
@@ -491,6 +532,48 @@ impl Schema for EmissaryV3 {
                     "developer-portal metadata; Portico has no developer portal",
                     warns,
                 );
+                ignored_fields(
+                    spec,
+                    &["resolver"],
+                    "it only tunes service discovery; Portico resolves `service` by DNS",
+                    warns,
+                );
+                ignored_fields(
+                    spec,
+                    &["stats_name"],
+                    "metrics are labelled with the Mapping's name",
+                    warns,
+                );
+                ignored_fields(
+                    spec,
+                    &["enable_ipv4", "enable_ipv6"],
+                    "every A and AAAA record of a service is used",
+                    warns,
+                );
+                ignored_fields(
+                    spec,
+                    &["add_linkerd_headers"],
+                    "add `l5d-dst-override` with add_request_headers if the mesh needs it",
+                    warns,
+                );
+                ignored_fields(
+                    spec,
+                    &["error_response_overrides"],
+                    "not applied: upstream error bodies reach the client unchanged",
+                    warns,
+                );
+                if spec.get("auto_host_rewrite").and_then(|v| match &v.value {
+                    node::Value::Bool(b) => Some(*b),
+                    _ => None,
+                }) == Some(false)
+                {
+                    ignored_fields(
+                        spec,
+                        &["auto_host_rewrite"],
+                        "false is the default: the client's Host is forwarded",
+                        warns,
+                    );
+                }
                 (
                     MAPPING,
                     typed::<EmMapping>(spec, |m| em(EmSpec::Mapping(Box::new(m)))),
@@ -565,6 +648,15 @@ impl Schema for EmissaryV3 {
             MODULE => {
                 if let Some(cfg) = spec.get("config") {
                     ignored_fields(cfg, MODULE_IGNORED, "it tunes Envoy itself", warns);
+                    ignored_at(cfg, &["gzip"], GZIP_IGNORED, "it tunes zlib", warns);
+                    if let Some((k, _)) = cfg.entry("gzip") {
+                        warns.push((
+                            k.pos,
+                            "`gzip` is applied as `compression` (gzip, br or zstd by \
+                             accept-encoding) on every Mapping that sets none"
+                                .to_string(),
+                        ));
+                    }
                 }
                 (
                     MODULE,
@@ -657,7 +749,7 @@ fn translate(resources: &mut Vec<Resource>, d: &mut Diags) {
     let mut module = EmModuleConfig::default();
     for r in resources.iter().filter(|r| r.kind == MODULE) {
         if let Some(EmSpec::Module(m)) = spec_of(r) {
-            if r.name == "ambassador" {
+            if r.local_name == "ambassador" {
                 module = (**m).clone();
             } else {
                 r.error(
@@ -680,13 +772,13 @@ fn translate(resources: &mut Vec<Resource>, d: &mut Diags) {
         .iter()
         .enumerate()
         .filter(|(_, r)| r.kind == SECRET)
-        .map(|(i, r)| (r.name.clone(), i))
+        .map(|(i, r)| (ident(r.namespace_or_default(), &r.local_name), i))
         .collect();
     let contexts: HashMap<String, usize> = resources
         .iter()
         .enumerate()
         .filter(|(_, r)| r.kind == TLS_CONTEXT)
-        .map(|(i, r)| (r.name.clone(), i))
+        .map(|(i, r)| (ident(r.namespace_or_default(), &r.local_name), i))
         .collect();
 
     // Mappings.
@@ -725,10 +817,13 @@ fn translate(resources: &mut Vec<Resource>, d: &mut Diags) {
     let mut extra = Vec::new();
     let mut names: Vec<(&String, &usize)> = contexts.iter().collect();
     names.sort();
-    for (name, &ci) in names {
+    for (_, &ci) in names {
         let Some(EmSpec::TlsContext(t)) = spec_of(&resources[ci]) else {
             continue;
         };
+        // A TLSContext no Host uses is still checked (a missing Secret is an error).
+        context_tls(&resources[ci], d, t, resources, &secrets);
+        let name = &resources[ci].local_name;
         let hosts: Vec<String> = t
             .hosts
             .iter()
@@ -740,13 +835,16 @@ fn translate(resources: &mut Vec<Resource>, d: &mut Diags) {
             let r = &resources[ci];
             let tls = context_tls(r, d, t, resources, &secrets);
             let Some(tls) = tls else { continue };
+            let local_name = if hosts.len() == 1 {
+                name.clone()
+            } else {
+                format!("{name}-{n}")
+            };
             extra.push(load::Resource {
                 kind: HOST,
-                name: if hosts.len() == 1 {
-                    name.clone()
-                } else {
-                    format!("{name}-{n}")
-                },
+                name: load::display_name(r.namespace.as_deref(), &local_name),
+                namespace: r.namespace.clone(),
+                local_name,
                 file: r.file.clone(),
                 base_dir: r.base_dir.clone(),
                 root: r.root.clone(),
@@ -762,6 +860,11 @@ fn translate(resources: &mut Vec<Resource>, d: &mut Diags) {
         }
     }
     resources.extend(extra);
+}
+
+/// The identity key of a namespaced resource in the lookup maps.
+fn ident(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
 }
 
 /// `service` in Emissary's spelling to Portico's: a bare name means port 80.
@@ -973,8 +1076,27 @@ fn mapping(
                 .as_ref()
                 .map(|lb| load_balancer(r, d, &["spec"], lb))
         });
+    let mut allow_upgrade = m.allow_upgrade.clone();
+    if m.use_websocket == Some(true) {
+        let list = allow_upgrade.get_or_insert_with(|| StrList(Vec::new()));
+        if !list.0.iter().any(|p| p.eq_ignore_ascii_case("websocket")) {
+            list.0.push("websocket".to_string());
+        }
+    }
+    let host_rewrite = match (&m.host_rewrite, m.auto_host_rewrite, m.service.as_deref()) {
+        (Some(h), _, _) => Some(h.clone()),
+        (None, Some(true), Some(svc)) => auto_host(svc),
+        _ => None,
+    };
+    let compression = module.gzip.as_ref().map(|g| CompressionM {
+        enabled: Some(g.enabled.unwrap_or(true)),
+        min_bytes: Some(g.min_content_length.unwrap_or(EMISSARY_GZIP_MIN_BYTES)),
+        content_types: g.content_type.clone(),
+    });
     Some(MappingSpec {
         hostname: m.hostname.clone().or_else(|| m.host.clone()),
+        host_regex: m.host_regex,
+        method_regex: m.method_regex,
         prefix: m.prefix.clone(),
         prefix_exact: m.prefix_exact,
         prefix_regex: m.prefix_regex,
@@ -993,7 +1115,7 @@ fn mapping(
         weight: m.weight,
         rewrite,
         regex_rewrite: m.regex_rewrite.clone(),
-        host_rewrite: m.host_rewrite.clone(),
+        host_rewrite,
         add_request_headers: m.add_request_headers.clone(),
         remove_request_headers: m.remove_request_headers.clone(),
         add_response_headers: m.add_response_headers.clone(),
@@ -1007,7 +1129,7 @@ fn mapping(
         connect_timeout_ms: m.connect_timeout_ms,
         grpc: m.grpc,
         grpc_timeout_max_ms: None,
-        allow_upgrade: m.allow_upgrade.clone(),
+        allow_upgrade,
         retry_policy,
         circuit_breakers,
         load_balancer,
@@ -1018,9 +1140,21 @@ fn mapping(
         redirect,
         direct_response: None,
         shadow: None,
-        compression: None,
+        compression,
         max_request_body_bytes: None,
     })
+}
+
+/// `auto_host_rewrite: true`: the Host sent upstream is the service's host (no scheme, no
+/// port), as Emissary does.
+fn auto_host(service: &str) -> Option<String> {
+    let s = service.trim();
+    let s = s.split_once("://").map_or(s, |(_, rest)| rest);
+    let host = match s.strip_prefix('[') {
+        Some(rest) => return rest.split_once(']').map(|(h, _)| format!("[{h}]")),
+        None => s.rsplit_once(':').map_or(s, |(h, _)| h),
+    };
+    (!host.is_empty()).then(|| host.to_string())
 }
 
 /// Folds a `shadow: true` Mapping into the Mappings with the same match.
@@ -1098,8 +1232,38 @@ fn secret_file(
     name: &str,
     key: &str,
 ) -> Option<String> {
-    let Some(&si) = secrets.get(name) else {
-        r.error(d, field, format!("no Secret named `{name}`"));
+    secret_file_in(r, d, field, resources, secrets, None, name, key)
+}
+
+/// [`secret_file`] with the Secret's namespace given (`None`: the referring resource's; a
+/// `name.namespace` reference, Emissary's spelling, is also understood).
+#[allow(clippy::too_many_arguments)]
+fn secret_file_in(
+    r: &Resource,
+    d: &mut Diags,
+    field: &[&str],
+    resources: &[Resource],
+    secrets: &HashMap<String, usize>,
+    namespace: Option<&str>,
+    name: &str,
+    key: &str,
+) -> Option<String> {
+    let ns = namespace.unwrap_or(r.namespace_or_default());
+    let found = secrets.get(&ident(ns, name)).or_else(|| {
+        name.rsplit_once('.')
+            .filter(|_| namespace.is_none())
+            .and_then(|(n, sns)| secrets.get(&ident(sns, n)))
+    });
+    let Some(&si) = found else {
+        if namespace.is_some() || r.namespace.is_some() {
+            r.error(
+                d,
+                field,
+                format!("no Secret named `{name}` in namespace `{ns}`"),
+            );
+        } else {
+            r.error(d, field, format!("no Secret named `{name}`"));
+        }
         return None;
     };
     let sr = &resources[si];
@@ -1315,14 +1479,19 @@ fn host(
         );
     }
     let mut tls = None;
+    // Set when tlsSecret is given but unusable (already reported at tlsSecret).
+    let mut secret_failed = false;
     if let Some(s) = &h.tls_secret {
         let at = ["spec", "tlsSecret", "name"];
+        secret_failed = true;
+        let ns = s.namespace.as_deref();
         match &s.name {
             None => r.missing(d, &at, "tlsSecret needs a name"),
             Some(name) => {
-                let cert = secret_file(r, d, &at, resources, secrets, name, "tls.crt");
-                let key = secret_file(r, d, &at, resources, secrets, name, "tls.key");
+                let cert = secret_file_in(r, d, &at, resources, secrets, ns, name, "tls.crt");
+                let key = secret_file_in(r, d, &at, resources, secrets, ns, name, "tls.key");
                 if let (Some(cert), Some(key)) = (cert, key) {
+                    secret_failed = false;
                     tls = Some(HostTlsM {
                         cert_chain_file: Some(cert),
                         private_key_file: Some(key),
@@ -1338,8 +1507,11 @@ fn host(
     let ctx = h
         .tls_context
         .as_ref()
-        .and_then(|c| c.name.clone())
-        .map(|n| (n, true))
+        .and_then(|c| {
+            let ns = c.namespace.as_deref().unwrap_or(r.namespace_or_default());
+            c.name.as_ref().map(|n| (ident(ns, n), n.clone()))
+        })
+        .map(|(key, n)| (key, n, true))
         .or_else(|| {
             let hn = h.hostname.as_deref().unwrap_or("*");
             // In name order, so the choice does not depend on hashing.
@@ -1349,9 +1521,14 @@ fn host(
                     matches!(spec_of(&resources[**ci]), Some(EmSpec::TlsContext(t))
                         if t.hosts.iter().flatten().any(|x| x == hn))
                 })
-                .map(|(n, _)| n)
+                .map(|(key, _)| key)
                 .collect();
             listing.sort();
+            let shown = |key: &str| {
+                contexts
+                    .get(key)
+                    .map_or_else(|| key.to_string(), |&ci| resources[ci].name.clone())
+            };
             if listing.len() > 1 {
                 r.error(
                     d,
@@ -1360,16 +1537,18 @@ fn host(
                         "TLSContexts {} all list `{hn}` in their hosts: keep it in one",
                         listing
                             .iter()
-                            .map(|n| format!("`{n}`"))
+                            .map(|n| format!("`{}`", shown(n)))
                             .collect::<Vec<_>>()
                             .join(", ")
                     ),
                 );
             }
-            listing.first().map(|n| ((*n).clone(), false))
+            listing
+                .first()
+                .map(|key| ((*key).clone(), shown(key), false))
         });
-    if let Some((name, named)) = ctx {
-        match contexts.get(&name) {
+    if let Some((key, name, named)) = ctx {
+        match contexts.get(&key) {
             None if named => r.error(
                 d,
                 &["spec", "tlsContext", "name"],
@@ -1404,6 +1583,7 @@ fn host(
     }
     if let Some(t) = &h.tls {
         match &mut tls {
+            None if secret_failed => {}
             None => r.error_key(
                 d,
                 &["spec", "tls"],
@@ -1431,7 +1611,8 @@ fn host(
         }
     }
     Some(HostSpec {
-        hostname: h.hostname.clone(),
+        // Emissary: a Host without hostname is `*`.
+        hostname: Some(h.hostname.clone().unwrap_or_else(|| "*".to_string())),
         tls,
         request_policy: h.request_policy.as_ref().map(|p| RequestPolicyM {
             insecure: p.insecure.as_ref().map(|i| InsecureM { action: i.action }),

@@ -7,7 +7,8 @@
 //! Module map: [`node`] (positioned YAML tree + serde bridge), [`model`] (typed resources of
 //! `portico.dev/v1`), `load` (sources, envelope, schema per `apiVersion`), `compile` (semantic
 //! checks and compilation), [`diag`] (diagnostics), [`snapshot`] (the data plane's view),
-//! [`router`] (the route index).
+//! [`router`] (the route index), `route_match` (hostname ports, host/method regexes,
+//! `:authority` matches).
 //!
 //! Semantics chosen where CONTRACT §2 is silent:
 //! - **Implicit upstreams** (`service: [scheme://]host:port`) are deduplicated by (protocol,
@@ -46,6 +47,7 @@ pub mod emissary;
 mod load;
 pub mod model;
 pub mod node;
+mod route_match;
 pub mod router;
 pub mod snapshot;
 
@@ -106,11 +108,38 @@ spec:
     body: "Welcome to Portico. Add a config with `portico run -c portico.yaml`.\n"
 "#;
 
-/// Reads, validates and compiles a whole config (every source together).
+/// How [`load`] treats what it does not own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Documents of kinds Portico does not read (a Deployment, a ConfigMap, ...) are errors
+    /// instead of being skipped with one warning per kind (`--strict-kinds`).
+    pub strict_kinds: bool,
+}
+
+static STRICT_KINDS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Sets the process-wide default of [`LoadOptions::strict_kinds`] used by [`load`] (the
+/// command line's `--strict-kinds`, set once at start, so every reload follows it).
+pub fn set_strict_kinds(strict: bool) {
+    STRICT_KINDS.store(strict, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Reads, validates and compiles a whole config (every source together), with the
+/// process-wide options (see [`set_strict_kinds`]).
 pub fn load(sources: &[ConfigSource]) -> LoadResult {
+    load_with(
+        sources,
+        LoadOptions {
+            strict_kinds: STRICT_KINDS.load(std::sync::atomic::Ordering::Relaxed),
+        },
+    )
+}
+
+/// [`load`] with explicit options.
+pub fn load_with(sources: &[ConfigSource], opts: LoadOptions) -> LoadResult {
     let mut d = load::Diags::default();
     let files = load::read_sources(sources, &mut d);
-    let resources = load::parse_files(&files, &mut d);
+    let resources = load::parse_files(&files, &mut d, opts.strict_kinds);
     let compiled = compile::compile(&resources, &mut d);
 
     // Sort diagnostics by file (in read order), line, column; unreadable paths first.

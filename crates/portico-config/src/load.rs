@@ -5,7 +5,7 @@
 //! `apiVersion` (see [`schema_for`]), typed deserialization of each `spec`, duplicate names,
 //! and the [`Diags`] collector used by the rest of the crate.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -173,6 +173,17 @@ fn read_file(path: &Path, out: &mut Vec<SourceFile>, d: &mut Diags) {
     }
 }
 
+/// The namespace of a resource without `metadata.namespace`.
+pub(crate) const DEFAULT_NAMESPACE: &str = "default";
+
+/// How a resource is named in messages: `NAME`, or `NAMESPACE/NAME` when it has a namespace.
+pub(crate) fn display_name(namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(ns) => format!("{ns}/{name}"),
+        None => name.to_string(),
+    }
+}
+
 /// Resource kinds.
 pub(crate) const LISTENER: &str = "Listener";
 pub(crate) const HOST: &str = "Host";
@@ -183,8 +194,13 @@ pub(crate) const RATE_LIMIT_SERVICE: &str = "RateLimitService";
 /// One resource document, typed.
 pub(crate) struct Resource {
     pub kind: &'static str,
-    /// `metadata.name`, or `-` when missing.
+    /// `metadata.name`, or `-` when missing; `NAMESPACE/NAME` when `metadata.namespace` is set
+    /// (how messages, metric labels and the access log name the resource).
     pub name: String,
+    /// `metadata.namespace` as written (`None`: the `default` namespace).
+    pub namespace: Option<String>,
+    /// `metadata.name` alone (`-` when missing).
+    pub local_name: String,
     pub file: Arc<str>,
     pub base_dir: Arc<Path>,
     /// The document (offending entries removed).
@@ -200,6 +216,11 @@ pub(crate) struct Resource {
 }
 
 impl Resource {
+    /// The namespace of the resource's identity: `default` when none is written.
+    pub fn namespace_or_default(&self) -> &str {
+        self.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
+    }
+
     fn emit(&self, d: &mut Diags, pos: Pos, severity: Severity, message: String) {
         d.add(&self.file, pos, self.kind, &self.name, severity, message);
     }
@@ -337,15 +358,135 @@ pub(crate) fn schema_for(api_version: &str) -> Result<Option<&'static dyn Schema
         PORTICO_V1 => Ok(Some(&PorticoV1)),
         EMISSARY_V3 => Ok(Some(&crate::emissary::EmissaryV3)),
         KUBE_V1 => Ok(Some(&crate::emissary::KubeV1)),
+        v if v.starts_with("getambassador.io/") || v.ends_with(".getambassador.io/v3alpha1") => {
+            Err(format!(
+                "apiVersion `{v}` is not supported: Portico reads {PORTICO_V1} and \
+                 {EMISSARY_V3} (convert older Emissary resources to {EMISSARY_V3} first)"
+            ))
+        }
         _ => Ok(None),
     }
 }
 
-const ENVELOPE_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
+/// `status` is Kubernetes bookkeeping (what the cluster observed): accepted and ignored.
+const ENVELOPE_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec", "status"];
+
+/// How deep `kind: List` documents may nest.
+const MAX_LIST_DEPTH: usize = 4;
+
+/// Whether a document's `apiVersion` is one Portico reads: its own, Emissary's and the
+/// Kubernetes core group (for `Secret`). Anything else (`apps/v1`, `rbac.authorization.k8s.io/v1`,
+/// ...) belongs to another program.
+fn owned_api_version(av: &str) -> bool {
+    av == KUBE_V1 || av.contains("portico.dev") || av.contains("getambassador.io")
+}
+
+/// `Some((apiVersion, kind))` for a document of a kind Portico does not own (a Deployment, a
+/// core `v1` Service or ConfigMap, ...), which is skipped.
+fn foreign_kind(root: &Node) -> Option<(String, String)> {
+    let av = root.get("apiVersion")?.as_str()?;
+    let kind = root.get("kind")?.as_str()?;
+    let foreign = if av == KUBE_V1 {
+        kind != crate::emissary::SECRET && kind != "List"
+    } else {
+        !owned_api_version(av)
+    };
+    foreign.then(|| (av.to_string(), kind.to_string()))
+}
+
+/// Expands Kubernetes `kind: List` documents (`apiVersion: v1`, `items: [...]`, what `kubectl
+/// get -o yaml` prints for several resources) into their items, in order.
+fn expand_lists(f: &SourceFile, doc: Node, depth: usize, out: &mut Vec<Node>, d: &mut Diags) {
+    let is_list = doc.get("kind").and_then(Node::as_str) == Some("List")
+        && doc.get("apiVersion").and_then(Node::as_str) == Some(KUBE_V1);
+    if !is_list {
+        out.push(doc);
+        return;
+    }
+    if depth >= MAX_LIST_DEPTH {
+        d.add(
+            &f.name,
+            doc.pos,
+            "List",
+            "-",
+            Severity::Error,
+            format!("List documents nest more than {MAX_LIST_DEPTH} deep"),
+        );
+        return;
+    }
+    let pos = doc.pos;
+    let Value::Map(entries) = doc.value else {
+        return;
+    };
+    let mut items = None;
+    for (k, v) in entries {
+        match k.as_str() {
+            Some("items") => items = Some(v),
+            Some("apiVersion" | "kind" | "metadata") => {}
+            _ => d.add(
+                &f.name,
+                k.pos,
+                "List",
+                "-",
+                Severity::Error,
+                format!(
+                    "unknown field `{}` in a List, expected one of `apiVersion`, `kind`, `metadata`, `items`",
+                    k.as_text().unwrap_or_default()
+                ),
+            ),
+        }
+    }
+    match items {
+        None => {}
+        Some(Node {
+            value: Value::Null, ..
+        }) => {}
+        Some(Node {
+            value: Value::Seq(items),
+            ..
+        }) => {
+            for item in items {
+                expand_lists(f, item, depth + 1, out, d);
+            }
+        }
+        Some(other) => d.add(
+            &f.name,
+            other.pos,
+            "List",
+            "-",
+            Severity::Error,
+            format!(
+                "invalid type: {}, expected a sequence for `items`",
+                other.value.type_name()
+            ),
+        ),
+    }
+    let _ = pos;
+}
+
+/// The name of a document for messages: `NAME` or `NAMESPACE/NAME` (`-` when missing).
+fn doc_name(root: &Node) -> String {
+    let meta = root.get("metadata");
+    let name = meta
+        .and_then(|m| m.get("name"))
+        .and_then(|n| n.as_text())
+        .map(|n| n.into_owned())
+        .unwrap_or_else(|| "-".to_string());
+    let ns = meta
+        .and_then(|m| m.get("namespace"))
+        .and_then(|n| n.as_str());
+    display_name(ns, &name)
+}
 
 /// Parses every file into resources.
-pub(crate) fn parse_files(files: &[SourceFile], d: &mut Diags) -> Vec<Resource> {
+pub(crate) fn parse_files(
+    files: &[SourceFile],
+    d: &mut Diags,
+    strict_kinds: bool,
+) -> Vec<Resource> {
     let mut out = Vec::new();
+    // Kinds Portico does not own, already warned about (one warning per kind).
+    let mut foreign_seen: HashSet<(String, String)> = HashSet::new();
     for f in files {
         let docs = match node::parse_documents(&f.text) {
             Ok(docs) => docs,
@@ -361,7 +502,41 @@ pub(crate) fn parse_files(files: &[SourceFile], d: &mut Diags) -> Vec<Resource> 
                 continue;
             }
         };
+        let mut expanded = Vec::with_capacity(docs.len());
         for doc in docs {
+            expand_lists(f, doc, 0, &mut expanded, d);
+        }
+        for doc in expanded {
+            if let Some((av, kind)) = foreign_kind(&doc) {
+                let pos = doc.pos_of(&["kind"]);
+                let name = doc_name(&doc);
+                if strict_kinds {
+                    d.add(
+                        &f.name,
+                        pos,
+                        &kind,
+                        &name,
+                        Severity::Error,
+                        format!(
+                            "kind `{kind}` ({av}) is not a kind Portico reads (--strict-kinds makes \
+                             such documents errors instead of skipping them)"
+                        ),
+                    );
+                } else if foreign_seen.insert((av.clone(), kind.clone())) {
+                    d.add(
+                        &f.name,
+                        pos,
+                        &kind,
+                        &name,
+                        Severity::Warning,
+                        format!(
+                            "kind `{kind}` ({av}) is not a kind Portico reads: every {kind} is \
+                             skipped (--strict-kinds makes this an error)"
+                        ),
+                    );
+                }
+                continue;
+            }
             if let Some(r) = parse_document(f, doc, out.len(), d) {
                 out.push(r);
             }
@@ -427,11 +602,13 @@ fn parse_document(f: &SourceFile, mut root: Node, order: usize, d: &mut Diags) -
         .and_then(|k| k.as_str())
         .map(str::to_string);
     let diag_kind = kind_text.clone().unwrap_or_else(|| "-".to_string());
-    let name_node = root.get("metadata").and_then(|m| m.get("name"));
-    let diag_name = name_node
+    let local_name = root
+        .get("metadata")
+        .and_then(|m| m.get("name"))
         .and_then(|n| n.as_text())
         .map(|n| n.into_owned())
         .unwrap_or_else(|| "-".to_string());
+    let diag_name = doc_name(&root);
     let err = |d: &mut Diags, pos: Pos, msg: String| {
         d.add(file, pos, &diag_kind, &diag_name, Severity::Error, msg)
     };
@@ -444,7 +621,7 @@ fn parse_document(f: &SourceFile, mut root: Node, order: usize, d: &mut Diags) -
                 d,
                 k.pos,
                 format!(
-                    "unknown field `{key}`, expected one of `apiVersion`, `kind`, `metadata`, `spec`"
+                    "unknown field `{key}`, expected one of `apiVersion`, `kind`, `metadata`, `spec`, `status`"
                 ),
             );
         }
@@ -456,7 +633,7 @@ fn parse_document(f: &SourceFile, mut root: Node, order: usize, d: &mut Diags) -
             err(
                 d,
                 root.pos,
-                format!("missing field `apiVersion` (expected {PORTICO_V1})"),
+                format!("missing field `apiVersion` (expected {PORTICO_V1} or {EMISSARY_V3})"),
             );
             None
         }
@@ -478,7 +655,9 @@ fn parse_document(f: &SourceFile, mut root: Node, order: usize, d: &mut Diags) -
                     err(
                         d,
                         v.pos,
-                        format!("unknown apiVersion `{av}` (expected {PORTICO_V1})"),
+                        format!(
+                            "unknown apiVersion `{av}` (expected {PORTICO_V1} or {EMISSARY_V3})"
+                        ),
                     );
                     None
                 }
@@ -513,6 +692,7 @@ fn parse_document(f: &SourceFile, mut root: Node, order: usize, d: &mut Diags) -
     // metadata
     let mut removed = Vec::new();
     let mut has_name = false;
+    let mut namespace = None;
     match root.get_mut("metadata") {
         None => err(
             d,
@@ -525,7 +705,19 @@ fn parse_document(f: &SourceFile, mut root: Node, order: usize, d: &mut Diags) -
                 err(d, pos, msg);
             }
             removed.extend(r.removed.iter().map(|p| format!("metadata.{p}")));
-            match r.value.and_then(|m| m.name) {
+            let (name, ns) = r.value.map(|m| (m.name, m.namespace)).unwrap_or_default();
+            match ns {
+                Some(ns) if !valid_name(&ns) => err(
+                    d,
+                    meta.pos_of(&["namespace"]),
+                    format!(
+                        "invalid namespace `{ns}` (use letters, digits, `-`, `_` and `.`, \
+                         starting and ending with a letter or digit)"
+                    ),
+                ),
+                ns => namespace = ns,
+            }
+            match name {
                 Some(n) if n.trim().is_empty() => err(
                     d,
                     meta.pos_of(&["name"]),
@@ -554,6 +746,11 @@ fn parse_document(f: &SourceFile, mut root: Node, order: usize, d: &mut Diags) -
     }
     let name = if has_name {
         diag_name.clone()
+    } else {
+        "-".to_string()
+    };
+    let local_name = if has_name {
+        local_name
     } else {
         "-".to_string()
     };
@@ -620,6 +817,8 @@ fn parse_document(f: &SourceFile, mut root: Node, order: usize, d: &mut Diags) -
     Some(Resource {
         kind,
         name,
+        namespace,
+        local_name,
         file: f.name.clone(),
         base_dir: f.base_dir.clone(),
         root,
@@ -642,13 +841,16 @@ fn valid_name(n: &str) -> bool {
         && b.last().is_some_and(u8::is_ascii_alphanumeric)
 }
 
+/// A resource's identity is (namespace, kind, name), the namespace `default` when absent: the
+/// same name in two namespaces is not a duplicate.
 fn check_duplicate_names(resources: &[Resource], d: &mut Diags) {
-    let mut seen: HashMap<(&str, &str), &Resource> = HashMap::with_capacity(resources.len());
+    let mut seen: HashMap<(&str, &str, &str), &Resource> = HashMap::with_capacity(resources.len());
     for r in resources {
-        if r.name == "-" {
+        if r.local_name == "-" {
             continue;
         }
-        match seen.get(&(r.kind, r.name.as_str())) {
+        let key = (r.namespace_or_default(), r.kind, r.local_name.as_str());
+        match seen.get(&key) {
             Some(first) => {
                 let at = first.loc(&["metadata", "name"]);
                 r.error(
@@ -656,12 +858,14 @@ fn check_duplicate_names(resources: &[Resource], d: &mut Diags) {
                     &["metadata", "name"],
                     format!(
                         "duplicate {} name `{}` (first defined at {at})",
-                        r.kind, r.name
+                        r.kind,
+                        display_name(Some(r.namespace_or_default()), &r.local_name)
+                            .trim_start_matches("default/")
                     ),
                 );
             }
             None => {
-                seen.insert((r.kind, r.name.as_str()), r);
+                seen.insert(key, r);
             }
         }
     }
@@ -699,7 +903,7 @@ mod tests {
 "
             .into(),
         };
-        assert!(parse_files(&[f], &mut d).is_empty());
+        assert!(parse_files(&[f], &mut d, false).is_empty());
         assert!(d.list.is_empty());
     }
 }

@@ -16,9 +16,28 @@ use serde::de::{self, MapAccess, Visitor};
 #[serde(deny_unknown_fields)]
 pub struct Metadata {
     pub name: Option<String>,
+    /// Part of a resource's identity (namespace, kind, name); `default` when absent.
     pub namespace: Option<String>,
     pub labels: Option<Pairs<String>>,
-    pub annotations: Option<Pairs<String>>,
+    // Kubernetes bookkeeping, as `kubectl get -o yaml` exports it: accepted and ignored.
+    pub annotations: Option<de::IgnoredAny>,
+    #[serde(rename = "creationTimestamp")]
+    pub creation_timestamp: Option<de::IgnoredAny>,
+    pub generation: Option<de::IgnoredAny>,
+    #[serde(rename = "resourceVersion")]
+    pub resource_version: Option<de::IgnoredAny>,
+    pub uid: Option<de::IgnoredAny>,
+    #[serde(rename = "managedFields")]
+    pub managed_fields: Option<de::IgnoredAny>,
+    #[serde(rename = "selfLink")]
+    pub self_link: Option<de::IgnoredAny>,
+    #[serde(rename = "ownerReferences")]
+    pub owner_references: Option<de::IgnoredAny>,
+    pub finalizers: Option<de::IgnoredAny>,
+    #[serde(rename = "deletionTimestamp")]
+    pub deletion_timestamp: Option<de::IgnoredAny>,
+    #[serde(rename = "deletionGracePeriodSeconds")]
+    pub deletion_grace_period_seconds: Option<de::IgnoredAny>,
 }
 
 /// A YAML mapping kept in document order.
@@ -201,11 +220,15 @@ pub enum InsecureActionM {
 #[serde(deny_unknown_fields)]
 pub struct MappingSpec {
     pub hostname: Option<String>,
+    /// true: `hostname` is a regex over the host (lowercase, port stripped).
+    pub host_regex: Option<bool>,
     pub prefix: Option<String>,
     pub prefix_exact: Option<bool>,
     pub prefix_regex: Option<bool>,
     pub case_sensitive: Option<bool>,
     pub method: Option<String>,
+    /// true: `method` is a regex over the method.
+    pub method_regex: Option<bool>,
     pub headers: Option<Pairs<MatchStr>>,
     pub regex_headers: Option<Pairs<String>>,
     pub query_parameters: Option<Pairs<MatchStr>>,

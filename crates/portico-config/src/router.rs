@@ -54,6 +54,9 @@ type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
 pub struct RequestView<'a> {
     /// `:authority`/Host, lowercase, port stripped.
     pub host: &'a str,
+    /// `:authority`/Host as the client sent it (with its port, if any); only routes with a
+    /// hostname port or an `:authority` match look at it.
+    pub authority: &'a str,
     /// The path, without the query string.
     pub path: &'a str,
     /// The query string without `?`, if any.
@@ -340,6 +343,11 @@ fn matches_rest(route: &Route, req: &RequestView<'_>, check_path: bool) -> bool 
     {
         return false;
     }
+    if let Some(x) = &route.extra
+        && !x.matches(req.host, req.authority, req.method)
+    {
+        return false;
+    }
     if check_path && !route.path.matches(req.path) {
         return false;
     }
@@ -449,6 +457,13 @@ fn reject_reason(route: &Route, req: &RequestView<'_>) -> Option<String> {
         && m != req.method
     {
         return Some(format!("method {} is not {m}", req.method));
+    }
+    if let Some(reason) = route
+        .extra
+        .as_ref()
+        .and_then(|x| x.reject(req.host, req.authority, req.method))
+    {
+        return Some(reason);
     }
     for h in &route.headers {
         if !header_matches(h, req.headers) {
@@ -763,6 +778,7 @@ mod tests {
             shadow: None,
             compression: None,
             max_request_body: None,
+            extra: None,
         }
     }
 
@@ -811,6 +827,7 @@ mod tests {
     ) -> RequestView<'a> {
         RequestView {
             host,
+            authority: host,
             path,
             query,
             method,

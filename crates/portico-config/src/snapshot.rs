@@ -522,6 +522,90 @@ pub struct Route {
     pub compression: Option<CompressionConf>,
     /// Largest request body accepted, in bytes (413 beyond); `None` = no limit (config 0).
     pub max_request_body: Option<u64>,
+    /// Rarer predicates (Emissary's hostname port, `host_regex`, `method_regex`,
+    /// `:authority` header); `None` for most routes, so the common path checks one pointer.
+    pub extra: Option<Box<ExtraMatch>>,
+}
+
+/// Route predicates beyond hostname glob, path, method, headers and query.
+#[derive(Debug, Clone, Default)]
+pub struct ExtraMatch {
+    /// The port the request's authority must carry (hostname `quote.local:8500`). A request
+    /// whose authority has no port never matches.
+    pub port: Option<u16>,
+    /// `host_regex: true`: the host (lowercase, port stripped) must match this anchored regex;
+    /// the route's `hostname` glob is then `*`.
+    pub host_regex: Option<Regex>,
+    /// `method_regex: true`: the method must match this anchored regex.
+    pub method_regex: Option<Regex>,
+    /// `headers`/`regex_headers` on `:authority`: matched against the authority as sent
+    /// (with its port, if any); exact matches ignore ASCII case.
+    pub authority: Option<ValueMatch>,
+}
+
+impl ExtraMatch {
+    /// The port of an authority (`host:port`, `[v6]:port`), if it carries one.
+    pub fn port_of(authority: &str) -> Option<u16> {
+        let (_, port) = authority.rsplit_once(':')?;
+        if authority.starts_with('[')
+            && !authority[..authority.len() - port.len() - 1].ends_with(']')
+        {
+            return None;
+        }
+        port.parse().ok()
+    }
+
+    /// Whether the request passes every predicate (the lookup's check: no allocation).
+    pub fn matches(&self, host: &str, authority: &str, method: &Method) -> bool {
+        self.port
+            .is_none_or(|p| Self::port_of(authority) == Some(p))
+            && self.host_regex.as_ref().is_none_or(|re| re.is_match(host))
+            && self
+                .method_regex
+                .as_ref()
+                .is_none_or(|re| re.is_match(method.as_str()))
+            && self
+                .authority
+                .as_ref()
+                .is_none_or(|v| authority_matches(v, authority))
+    }
+
+    /// `None` when the request passes every predicate, else the first reason it does not
+    /// (for `explain`).
+    pub fn reject(&self, host: &str, authority: &str, method: &Method) -> Option<String> {
+        if let Some(p) = self.port
+            && Self::port_of(authority) != Some(p)
+        {
+            return Some(format!("authority {authority} does not carry port {p}"));
+        }
+        if let Some(re) = &self.host_regex
+            && !re.is_match(host)
+        {
+            return Some(format!("host {host} does not match regex {}", re.as_str()));
+        }
+        if let Some(re) = &self.method_regex
+            && !re.is_match(method.as_str())
+        {
+            return Some(format!(
+                "method {method} does not match regex {}",
+                re.as_str()
+            ));
+        }
+        if let Some(v) = &self.authority
+            && !authority_matches(v, authority)
+        {
+            return Some(format!("header :authority: {authority:?} does not match"));
+        }
+        None
+    }
+}
+
+fn authority_matches(v: &ValueMatch, authority: &str) -> bool {
+    match v {
+        ValueMatch::Present => !authority.is_empty(),
+        ValueMatch::Exact(want) => authority.eq_ignore_ascii_case(want),
+        ValueMatch::Regex(re) => re.is_match(authority),
+    }
 }
 
 impl Route {

@@ -263,6 +263,7 @@ fn expected_type<'a>(schema: &'a Schema, ty: &str) -> (&'static str, Option<&'a 
         "u16" | "u32" | "u64" | "i32" | "i64" => "integer",
         "f64" => "number",
         "String" => "string",
+        "de::IgnoredAny" | "IgnoredAny" => "any",
         _ if t.starts_with("Pairs<") => "map",
         _ if t.starts_with("Vec<") || t == "StrList" => "list",
         _ if schema.structs.contains_key(t) => "object",

@@ -122,6 +122,7 @@ fn ten_thousand_mappings_route_lookup_p50_under_two_microseconds() {
             (
                 RequestView {
                     host,
+                    authority: host,
                     path,
                     query: None,
                     method: &Method::GET,

@@ -137,10 +137,10 @@ fn unknown_fields_nested_and_top_level() {
         "  prefix: /\n  service: a:1\n  retry_policy:\n    num_retries: 2\n    retry_onn: 5xx\n",
     );
     one_error(&text, 11, 5, "unknown field `retry_onn`");
-    let text = "apiVersion: portico.dev/v1\nkind: Listener\nmetadata: {name: l}\nstatus: {}\nspec: {port: 1}\n";
-    one_error(text, 4, 1, "unknown field `status`");
-    let text = "apiVersion: portico.dev/v1\nkind: Listener\nmetadata: {name: l, uid: x}\nspec: {port: 1}\n";
-    one_error(text, 3, 21, "unknown field `uid`");
+    let text = "apiVersion: portico.dev/v1\nkind: Listener\nmetadata: {name: l}\nstatuss: {}\nspec: {port: 1}\n";
+    one_error(text, 4, 1, "unknown field `statuss`");
+    let text = "apiVersion: portico.dev/v1\nkind: Listener\nmetadata: {name: l, uidd: x}\nspec: {port: 1}\n";
+    one_error(text, 3, 21, "unknown field `uidd`");
 }
 
 #[test]
@@ -816,12 +816,21 @@ fn directory_sources_are_read_recursively_and_sorted() {
 }
 
 #[test]
-fn tls_listener_needs_a_host_with_tls() {
-    one_error(
-        "apiVersion: portico.dev/v1\nkind: Listener\nmetadata: {name: l}\nspec: {port: 443, protocol: HTTPS}\n",
-        4,
-        29,
-        "needs at least one Host with tls",
+fn tls_listener_without_a_host_with_tls_warns_of_a_self_signed_certificate() {
+    let r = load(&[ConfigSource::Inline {
+        name: "t.yaml".into(),
+        text: "apiVersion: portico.dev/v1\nkind: Listener\nmetadata: {name: l}\nspec: {port: 443, protocol: HTTPS}\n".into(),
+        base_dir: std::env::temp_dir(),
+    }]);
+    assert!(r.snapshot.is_some(), "{:?}", r.diagnostics);
+    assert_eq!(r.diagnostics.len(), 1, "{:?}", r.diagnostics);
+    let d = &r.diagnostics[0];
+    assert_eq!((d.line, d.column), (4, 19));
+    assert!(!d.is_error());
+    assert!(
+        d.message.contains("self-signed certificate"),
+        "{}",
+        d.message
     );
 }
 

@@ -44,6 +44,7 @@ pub fn explain(
     let host = portico_proxy::handler::host_of(&authority).into_owned();
     let view = RequestView {
         host: &host,
+        authority: &authority,
         path: uri.path(),
         query: uri.query(),
         method: &method,

@@ -139,6 +139,7 @@ pub async fn handle(
         let host = host_of(authority);
         let view = RequestView {
             host: &host,
+            authority,
             path: req.uri().path(),
             query: req.uri().query(),
             method: asked.as_ref().unwrap_or(req.method()),

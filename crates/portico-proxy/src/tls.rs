@@ -105,6 +105,48 @@ pub struct HostTls {
 }
 
 impl HostTls {
+    /// The `*` Host of TLS listeners when no Host has `tls`: a self-signed certificate
+    /// (`localhost`), generated once per process and kept across reloads, as Emissary does.
+    fn self_signed() -> Option<Arc<HostTls>> {
+        static SELF_SIGNED: OnceLock<Option<Arc<HostTls>>> = OnceLock::new();
+        SELF_SIGNED
+            .get_or_init(|| {
+                let conf = TlsConf {
+                    cert_chain_file: "(self-signed)".into(),
+                    private_key_file: "(self-signed)".into(),
+                    alpn_protocols: vec!["h2".into(), "http/1.1".into()],
+                    min_tls_version: TlsVersion::V1_2,
+                    ca_file: None,
+                };
+                let built = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+                    .map_err(|e| e.to_string())
+                    .and_then(|ck| {
+                        let key = PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+                        build_with(&conf, vec![ck.cert.der().clone()], key)
+                    });
+                match built {
+                    Ok(b) => {
+                        tracing::warn!(
+                            "no Host has tls: TLS listeners serve a self-signed certificate \
+                             generated at start (clients will not trust it); add a Host with tls"
+                        );
+                        Some(Arc::new(HostTls {
+                            name: "self-signed".to_string(),
+                            hostname: HostGlob::Any,
+                            stamp: Mutex::new(stamp(&conf)),
+                            conf,
+                            built: ArcSwap::from_pointee(Some(b)),
+                        }))
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot generate a self-signed certificate");
+                        None
+                    }
+                }
+            })
+            .clone()
+    }
+
     fn new(h: &HostConf, conf: &TlsConf) -> HostTls {
         let st = stamp(conf);
         let built = match build(conf) {
@@ -177,8 +219,13 @@ impl TlsHosts {
             });
             hosts.push(reused.unwrap_or_else(|| Arc::new(HostTls::new(h, conf))));
         }
+        let self_signed =
+            hosts.is_empty() && snapshot.listeners.iter().any(|l| l.protocol.is_tls());
+        if self_signed && let Some(h) = HostTls::self_signed() {
+            hosts.push(h);
+        }
         let out = Arc::new(TlsHosts { hosts });
-        if !out.hosts.is_empty() && tokio::runtime::Handle::try_current().is_ok() {
+        if !self_signed && !out.hosts.is_empty() && tokio::runtime::Handle::try_current().is_ok() {
             let weak: Weak<TlsHosts> = Arc::downgrade(&out);
             tokio::spawn(async move {
                 loop {
@@ -266,7 +313,6 @@ fn certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String
 
 /// Loads a Host's files and builds its two configs.
 fn build(conf: &TlsConf) -> Result<Built, String> {
-    let p = provider();
     let chain = certs(&conf.cert_chain_file, "cert_chain_file")?;
     let key_pem = read(&conf.private_key_file, "private_key_file")?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
@@ -275,21 +321,51 @@ fn build(conf: &TlsConf) -> Result<Built, String> {
             conf.private_key_file.display()
         )
     })?;
+    build_with(conf, chain, key)
+}
+
+/// The leaf certificate's public key must be the private key's. Compared on the DER of the
+/// SubjectPublicKeyInfo read with x509-parser, which (unlike webpki, behind rustls'
+/// `keys_match`) accepts X.509 v1 certificates, what `openssl x509 -req -signkey` makes.
+fn check_key_matches(
+    chain: &[CertificateDer<'static>],
+    signer: &dyn rustls::sign::SigningKey,
+) -> Result<(), String> {
+    let leaf = chain.first().ok_or("no certificate found")?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf)
+        .map_err(|e| format!("the certificate cannot be parsed: {e}"))?;
+    let Some(key_spki) = signer.public_key() else {
+        // The key type cannot tell its public key: nothing to compare.
+        return Ok(());
+    };
+    if cert.tbs_certificate.subject_pki.raw == key_spki.as_ref() {
+        Ok(())
+    } else {
+        Err("the private key is not the certificate's".to_string())
+    }
+}
+
+/// A Host's two configs from a certificate chain and key already read.
+fn build_with(
+    conf: &TlsConf,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Built, String> {
+    let p = provider();
     let signer = p.key_provider.load_private_key(key).map_err(|e| {
         format!(
             "private_key_file {}: unsupported key: {e}",
             conf.private_key_file.display()
         )
     })?;
-    let certified = CertifiedKey::new(chain, signer);
-    certified.keys_match().map_err(|e| {
+    check_key_matches(&chain, &*signer).map_err(|e| {
         format!(
             "private_key_file {} does not match cert_chain_file {}: {e}",
             conf.private_key_file.display(),
             conf.cert_chain_file.display()
         )
     })?;
-    let certified = Arc::new(certified);
+    let certified = Arc::new(CertifiedKey::new(chain, signer));
     let verifier = match &conf.ca_file {
         None => None,
         Some(ca) => {

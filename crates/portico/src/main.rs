@@ -92,6 +92,10 @@ enum Cmd {
         /// Where the overload manager reads RSS (`VmRSS:` line); for tests.
         #[arg(long = "overload-rss-file", hide = true)]
         overload_rss_file: Option<PathBuf>,
+        /// Documents of kinds Portico does not read (Deployment, ConfigMap, ...) are errors
+        /// instead of being skipped with a warning.
+        #[arg(long = "strict-kinds")]
+        strict_kinds: bool,
     },
     /// Validate configuration without binding anything.
     Check {
@@ -99,6 +103,10 @@ enum Cmd {
         paths: Vec<PathBuf>,
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
+        /// Documents of kinds Portico does not read (Deployment, ConfigMap, ...) are errors
+        /// instead of being skipped with a warning.
+        #[arg(long = "strict-kinds")]
+        strict_kinds: bool,
     },
     /// Which route a request would take, offline.
     Explain {
@@ -154,7 +162,14 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Cmd::Check { paths, format } => check(paths, format),
+        Cmd::Check {
+            paths,
+            format,
+            strict_kinds,
+        } => {
+            portico_config::set_strict_kinds(strict_kinds);
+            check(paths, format)
+        }
         Cmd::Ratelimit {
             listen,
             redis,
@@ -198,9 +213,11 @@ fn main() -> ExitCode {
             poll,
             overload_max_connections,
             overload_max_memory_mb,
+            strict_kinds,
             overload_rss_file,
         } => {
             init_logging();
+            portico_config::set_strict_kinds(strict_kinds);
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

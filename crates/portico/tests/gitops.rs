@@ -838,6 +838,12 @@ async fn emissary_corpus_is_accepted_and_behaves_as_documented() {
     // The Emissary load_balancer translates to exactly what the Upstreams say (else: "is
     // ignored: `sessions` is an Upstream resource").
     assert!(!out.contains("is an Upstream resource"), "{out}");
+    // Exports with bookkeeping, Lists and foreign kinds (06, 07): one warning per foreign kind.
+    assert_eq!(out.matches("kind `Deployment`").count(), 1, "{out}");
+    assert!(
+        out.contains("Mapping/blog/quote-backend: warning: `resolver`"),
+        "{out}"
+    );
 
     let p = Portico::start(&docs).await;
     let seen = |u: &Upstream| u.last();
@@ -852,6 +858,21 @@ async fn emissary_corpus_is_accepted_and_behaves_as_documented() {
     assert_eq!(seen(&a).uri, "/api/v1/quote");
     get(&p.url("/regex-rw/x/y"), &[]).await;
     assert_eq!(seen(&a).uri, "/new/x/y");
+
+    // A List export: the same Mapping name in two namespaces is two routes.
+    assert_eq!(get(&p.url("/export/q"), &[]).await.text(), "upstream a");
+    assert_eq!(seen(&a).uri, "/q");
+    assert_eq!(
+        get(&p.url("/export-blog/q"), &[]).await.text(),
+        "upstream b"
+    );
+    // Documented examples: a hostname with a port, :authority, method_regex.
+    let r = get(&p.url("/docs-port/"), &[("host", "quote.local:8500")]).await;
+    assert_eq!(r.text(), "upstream a");
+    let r = get(&p.url("/docs-authority/"), &[("host", "docs.example.com")]).await;
+    assert_eq!(r.text(), "upstream a");
+    let r = get(&p.url("/docs-read-only/"), &[]).await;
+    assert_eq!(r.text(), "upstream a");
 
     // timeout_ms defaults to 3000.
     get(&p.url("/timeout-default/"), &[]).await;
