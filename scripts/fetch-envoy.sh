@@ -30,7 +30,7 @@ if [ ! -x "$bin" ]; then
     if ! apt-get update -qq; then
       fail "apt-get update failed"
     fi
-    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >&2; then
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends --no-upgrade python3-pip >&2; then
       fail "apt-get install python3-pip failed"
     fi
     if ! "$python" -m pip --version >/dev/null 2>&1; then

@@ -14,9 +14,16 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 # its browser part (with a message) when it is missing.
 optional=()
 [ -x /usr/bin/chromium ] || optional+=(chromium)
+# Optional: `zsh -n` checks the zsh completion script (crates/portico/tests/oneliner.rs); the
+# check is skipped, with a message, without it.
+command -v zsh >/dev/null 2>&1 || optional+=(zsh)
 if [ "${#need[@]}" -gt 0 ] || [ "${#optional[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" "${optional[@]}"
+    # Only what is missing, without recommended extras, and no upgrade of anything installed.
+    echo "test.sh: installing ${need[*]} ${optional[*]} (apt-get, --no-install-recommends)" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends --no-upgrade \
+      "${need[@]}" "${optional[@]}"
   elif [ "${#need[@]}" -gt 0 ]; then
     echo "missing tools: ${need[*]} (install them, or run as root to install them)" >&2
     exit 1

@@ -1,5 +1,13 @@
 //! Watching config files: a change to any `*.yaml`/`*.yml` under a watched path (or to a
 //! watched file itself) triggers one reload after a short debounce.
+//!
+//! Kubernetes ConfigMap volumes are followed too. kubelet writes each version into a new
+//! timestamped directory (`..2026_01_01_00_00_00.1/`), points a `..data_tmp` symlink at it,
+//! renames that over `..data` (the atomic step) and deletes the old directory; the visible
+//! files are symlinks `portico.yaml -> ..data/portico.yaml` that never change themselves. So a
+//! watched file is kept as the path given (not resolved through its symlinks, whose target
+//! directory disappears at the next update), and an event on a `..data` entry of a watched
+//! directory counts as a change.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,6 +20,9 @@ use crate::reload::Controller;
 /// Quiet time after the last change before reloading (editors write in several steps).
 const DEBOUNCE: Duration = Duration::from_millis(200);
 
+/// The symlink kubelet swaps atomically on a ConfigMap or Secret volume update.
+const KUBELET_DATA: &str = "..data";
+
 /// Starts watching `paths`; reloads through `ctl` on change. The returned watcher must be
 /// kept alive.
 pub fn watch(
@@ -20,6 +31,18 @@ pub fn watch(
 ) -> notify::Result<notify::RecommendedWatcher> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let files: Vec<PathBuf> = paths.iter().map(|p| absolute(p)).collect();
+    // The directories whose `..data` swap matters: watched directories and the parents of
+    // watched files.
+    let swap_dirs: Vec<PathBuf> = files
+        .iter()
+        .map(|p| {
+            if p.is_dir() {
+                p.clone()
+            } else {
+                p.parent().map(Path::to_path_buf).unwrap_or_default()
+            }
+        })
+        .collect();
     let relevant = files.clone();
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         let Ok(ev) = ev else { return };
@@ -30,6 +53,8 @@ pub fn watch(
             relevant.iter().any(|w| p == w)
                 || (p.extension().is_some_and(|e| e == "yaml" || e == "yml")
                     && relevant.iter().any(|w| w.is_dir() && p.starts_with(w)))
+                || (p.file_name().is_some_and(|n| n == KUBELET_DATA)
+                    && p.parent().is_some_and(|d| swap_dirs.iter().any(|s| s == d)))
         });
         if hit {
             let _ = tx.send(());
@@ -60,10 +85,19 @@ pub fn watch(
     Ok(watcher)
 }
 
+/// A directory resolved through symlinks (events then name the real paths); a file only made
+/// absolute, so that a symlinked file is watched where it is named, not where it points now.
 fn absolute(p: &Path) -> PathBuf {
-    std::fs::canonicalize(p).unwrap_or_else(|_| {
-        std::env::current_dir()
-            .map(|d| d.join(p))
-            .unwrap_or(p.to_path_buf())
-    })
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    if abs.is_dir() {
+        std::fs::canonicalize(&abs).unwrap_or(abs)
+    } else {
+        // The file's directory may itself be a symlink: resolve that part only.
+        match (abs.parent(), abs.file_name()) {
+            (Some(dir), Some(name)) => std::fs::canonicalize(dir)
+                .map(|d| d.join(name))
+                .unwrap_or(abs),
+            _ => abs,
+        }
+    }
 }

@@ -25,7 +25,9 @@ use portico_proxy::access_log::{AccessLog, LogTarget};
 use portico_proxy::{Proxy, ProxySettings, Server};
 use serde_json::json;
 
+mod completions;
 mod diff;
+mod oneliner;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -99,8 +101,11 @@ enum Cmd {
     },
     /// Validate configuration without binding anything.
     Check {
+        /// Config files or directories to validate (every `*.yaml`/`*.yml` below a directory).
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// Output: one `FILE:LINE:COL: KIND/NAME: message` line per problem, a JSON array, or
+        /// GitHub Actions annotations.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
         /// Documents of kinds Portico does not read (Deployment, ConfigMap, ...) are errors
@@ -110,13 +115,17 @@ enum Cmd {
     },
     /// Which route a request would take, offline.
     Explain {
+        /// Config file or directory (repeatable).
         #[arg(short = 'c', long = "config", required = true)]
         config: Vec<PathBuf>,
+        /// Request method, e.g. GET.
         method: String,
+        /// Absolute request URL, e.g. http://api.example.com/quote/1?x=y.
         url: String,
         /// Request header `Name: value` (repeatable).
         #[arg(short = 'H', long = "header")]
         headers: Vec<String>,
+        /// Output: human text, or the JSON object of the admin API's `/explain`.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
@@ -141,22 +150,47 @@ enum Cmd {
     /// Route-level difference between two configs: files, directories, or `git:REV` /
     /// `git:REV:PATH` in the current repository. Exit 0 equal, 1 different, 2 error.
     Diff {
+        /// The old config: a file, a directory, `git:REV` or `git:REV:PATH`.
         old: String,
+        /// The new config, in the same forms as OLD.
         new: String,
+        /// Output: human text or JSON.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
-    /// Version and build info.
+    /// One-line reverse proxy: one listener, one catch-all route to the `--to` endpoints.
+    Proxy(oneliner::ProxyArgs),
+    /// Print a shell completion script (e.g. `portico completions bash > /etc/bash_completion.d/portico`).
+    Completions {
+        /// Shell to generate the script for.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (roff): portico(1) on stdout, or every page into DIR.
+    #[command(hide = true)]
+    Man {
+        /// Directory to write portico.1 and one portico-SUBCOMMAND.1 per subcommand into.
+        dir: Option<PathBuf>,
+    },
+    /// Version and build info (including the git commit built from).
     Version,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // `portico proxy` reports a bad flag on one line (exit 2); elsewhere clap's usual text.
+        Err(e) if e.use_stderr() && std::env::args().nth(1).as_deref() == Some("proxy") => {
+            eprintln!("{}", oneliner::one_line_error(&e));
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
     match cli.cmd {
         Cmd::Version => {
             out!(
-                "portico {} ({} {})",
+                "portico {} (commit {}, {} {})",
                 env!("CARGO_PKG_VERSION"),
+                env!("PORTICO_GIT_COMMIT"),
                 std::env::consts::OS,
                 std::env::consts::ARCH
             );
@@ -170,6 +204,9 @@ fn main() -> ExitCode {
             portico_config::set_strict_kinds(strict_kinds);
             check(paths, format)
         }
+        Cmd::Completions { shell } => completions::completions::<Cli>(shell),
+        Cmd::Man { dir } => completions::man::<Cli>(dir.as_deref()),
+        Cmd::Proxy(args) => proxy(args),
         Cmd::Ratelimit {
             listen,
             redis,
@@ -218,18 +255,9 @@ fn main() -> ExitCode {
         } => {
             init_logging();
             portico_config::set_strict_kinds(strict_kinds);
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("portico: cannot start runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
             let opts = RunOpts {
                 config,
+                inline: None,
                 admin,
                 workers,
                 access_log,
@@ -248,23 +276,68 @@ fn main() -> ExitCode {
                     extra: Vec::new(),
                 }),
             };
-            match rt.block_on(run(opts)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("{e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            run_blocking(opts)
         }
     }
+}
+
+/// Runs the proxy on the current thread until it has drained.
+fn run_blocking(opts: RunOpts) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("portico: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(opts)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `portico proxy`: the flags become resources (see `oneliner`), run exactly as `run -c` would.
+fn proxy(args: oneliner::ProxyArgs) -> ExitCode {
+    let yaml = match oneliner::to_yaml(&args) {
+        Ok(y) => y,
+        Err(e) => {
+            eprintln!("portico proxy: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.print_config {
+        out!("{}", yaml.trim_end());
+        return ExitCode::SUCCESS;
+    }
+    init_logging();
+    run_blocking(RunOpts {
+        config: Vec::new(),
+        inline: Some(yaml),
+        admin: args.admin,
+        workers: None,
+        access_log: args.access_log,
+        drain_timeout_ms: 10_000,
+        overload: portico_proxy::overload::OverloadConf::default(),
+        git: None,
+    })
 }
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PORTICO_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a person at a terminal: never into a pipe or file, never with NO_COLOR.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .init();
 }
 
@@ -382,6 +455,8 @@ fn explain(
 
 struct RunOpts {
     config: Vec<PathBuf>,
+    /// Config given as text (`portico proxy`), instead of paths; not watched.
+    inline: Option<String>,
     admin: SocketAddr,
     workers: Option<usize>,
     access_log: String,
@@ -409,6 +484,12 @@ async fn run(opts: RunOpts) -> anyhow::Result<()> {
         initial_commit = Some(commit.sha);
         git_source = Some(src);
         sources
+    } else if let Some(text) = opts.inline.clone() {
+        vec![ConfigSource::Inline {
+            name: "<portico proxy>".into(),
+            text,
+            base_dir: std::env::current_dir().unwrap_or_default(),
+        }]
     } else if !opts.config.is_empty() {
         sources_of(&opts.config)
     } else if std::path::Path::new("portico.yaml").exists() {
@@ -423,6 +504,8 @@ async fn run(opts: RunOpts) -> anyhow::Result<()> {
     };
     let source_desc = if let Some(g) = &git_source {
         g.describe()
+    } else if opts.inline.is_some() {
+        json!({ "paths": [], "command_line": true })
     } else if watch_paths.is_empty() {
         json!({ "paths": [], "embedded": true })
     } else {
