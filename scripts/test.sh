@@ -10,6 +10,12 @@ for tool in curl git; do
 done
 # The rate limiting tests run a real Redis (crates/portico/tests/ratelimit.rs).
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+# The X.509 v1 certificate test makes its certificate with the openssl command.
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# The Debian package check (scripts/package-test.sh): dpkg-deb, strip, systemd-analyze, man -w.
+command -v strip >/dev/null 2>&1 || need+=(binutils)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v man >/dev/null 2>&1 || need+=(man-db)
 # Optional: the dashboard test renders the admin page in Debian's headless Chromium and skips
 # its browser part (with a message) when it is missing.
 optional=()
@@ -52,6 +58,14 @@ fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
+# The Debian package: built, installed, verified (systemd-analyze, portico check, man -w) and
+# purged. It packages the debug binary the tests just built: a release build would add about
+# ten minutes to CI on two cores, and what is checked here is the package, not the optimiser.
+if [ "$(id -u)" = 0 ]; then
+  scripts/package-test.sh --bin target/debug/portico
+else
+  echo "## NOTE: not root: the Debian package check (scripts/package-test.sh) is SKIPPED." >&2
+fi
 # Release-mode checks (timing targets that only make sense optimised).
 cargo test --release -p portico-config -- --ignored --test-threads 1
 if [ -z "${ENVOY_BIN:-}" ]; then
