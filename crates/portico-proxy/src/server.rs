@@ -44,8 +44,9 @@ pub const H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 50;
 pub const H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 /// Largest frame payload accepted (the RFC 9113 default).
 pub const H2_MAX_FRAME_SIZE: u32 = 16 * 1024;
-/// Response bytes buffered per stream before backpressure reaches the upstream.
-pub const H2_MAX_SEND_BUF: usize = 400 * 1024;
+/// Response bytes h2 buffers per stream before backpressure reaches the upstream (a chunk
+/// or two more may be in hand: see the upstream read buffer in `pool.rs`).
+pub const H2_MAX_SEND_BUF: usize = 32 * 1024;
 
 enum Cmd {
     Listen(Arc<ListenerHandle>, std::net::TcpListener),

@@ -1,7 +1,8 @@
 //! Slow readers: a client that reads its response slowly (or not at all) is bounded by the
 //! route's deadline (`timeout_ms`, which covers the response to its last byte: flag UT) and by
 //! the send-side idle timeout (`idle_timeout_ms`: flag SI), over HTTP/1.1 (the connection is
-//! closed) and HTTP/2 (the stream is reset).
+//! closed) and HTTP/2 (the stream is reset). While they hang on, slow readers pin little
+//! memory (backpressure reaches the upstream), and what they held is returned when they leave.
 //!
 //! The clients use a small receive buffer and the body is far larger than loopback socket
 //! buffers, so Portico's own buffering is what the client's slowness runs into.
@@ -272,4 +273,91 @@ async fn slow_and_silent_readers_are_reset_over_h2c() {
         .await
         .expect("small body in time");
     assert!(matches!(got, Some(Ok(_))), "{got:?}");
+}
+
+/// Portico's resident memory (`VmRSS`), in bytes.
+fn rss(p: &Portico) -> u64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", p.child.id())).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Slow readers pin little memory each, and the memory comes back when they leave.
+/// `SLOW_READERS` (default 60) sets how many.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_readers_pin_little_memory_and_release_it() {
+    if !std::path::Path::new("/proc/self/status").exists() {
+        skipped("slow_readers_pin_little_memory_and_release_it", "no /proc");
+        return;
+    }
+    let n: usize = std::env::var("SLOW_READERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    let up = big_upstream().await;
+    let small = Upstream::start("small").await;
+    let docs = [
+        mapping("m", &up, "timeout_ms: 120000, idle_timeout_ms: 120000"),
+        mapping("s", &small, "timeout_ms: 60000"),
+    ]
+    .join("---\n");
+    let p = Portico::start(&docs).await;
+    // Warm up (allocator, pools, log writer) before the baseline.
+    for _ in 0..3 {
+        assert_eq!(get(&p.url("/s/warm"), &[]).await.status, 200);
+    }
+    let start = rss(&p);
+
+    let mut clients = Vec::with_capacity(n);
+    for i in 0..n {
+        clients.push(slow_client(p.port, &format!("/m/{i}")).await);
+    }
+    // Every request reached the upstream...
+    let until = Instant::now() + Duration::from_secs(30);
+    while up.count() < n && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(up.count(), n, "not every slow request reached the upstream");
+    // ... then wait until Portico's memory stops growing (every buffer on the way is full).
+    let mut peak = rss(&p);
+    let mut steady_since = Instant::now();
+    let until = Instant::now() + Duration::from_secs(20);
+    while steady_since.elapsed() < Duration::from_secs(2) && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = rss(&p);
+        if now > peak + 256 * 1024 {
+            steady_since = Instant::now();
+        }
+        peak = peak.max(now);
+    }
+    let per_reader = peak.saturating_sub(start) / n as u64;
+    eprintln!(
+        "{n} slow readers: RSS {} MB -> {} MB, {} KiB each",
+        start / 1_000_000,
+        peak / 1_000_000,
+        per_reader / 1024
+    );
+    assert!(
+        per_reader < 200 * 1024,
+        "{} KiB per slow reader (RSS {start} -> {peak})",
+        per_reader / 1024
+    );
+
+    // They leave: Portico gives the memory back.
+    drop(clients);
+    let until = Instant::now() + Duration::from_secs(40);
+    let mut now = rss(&p);
+    while now > start + 20_000_000 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        now = rss(&p);
+    }
+    eprintln!("after they left: RSS {} MB", now / 1_000_000);
+    assert!(
+        now <= start + 20_000_000,
+        "RSS {now} still more than 20 MB above the start ({start})"
+    );
 }
