@@ -14,6 +14,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::compress::Encoder;
+use crate::send_watch::SendWatch;
 
 /// The error type of proxied bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -347,6 +348,8 @@ pin_project_lite::pin_project! {
         idle_for: Option<std::time::Duration>,
         // Whether `idle` counts from the last wait (cleared when bytes come).
         idle_armed: bool,
+        // Send-side bounds, checked by the connection's or stream's watchdog (`send_watch`).
+        watch: Option<Arc<SendWatch>>,
         finish: Option<Box<dyn Finish>>,
     }
 
@@ -354,12 +357,18 @@ pin_project_lite::pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if let Some(f) = this.finish.take() {
-                // A body hyper never had to poll (empty, or already at its end) is complete.
-                let end = match this.kind {
-                    Kind::Full(_) => BodyEnd::Complete,
-                    Kind::Upstream(i) if i.is_end_stream() => BodyEnd::Complete,
-                    Kind::Upstream(_) | Kind::Compressed(..) => BodyEnd::Dropped,
+                // A body hyper never had to poll (empty, or already at its end) is complete;
+                // one dropped because the watchdog cut it ends for the watchdog's reason.
+                let end = match (this.kind, this.watch.as_ref().and_then(|w| w.cut())) {
+                    (_, Some(Cut::Deadline)) => BodyEnd::DeadlineExceeded,
+                    (_, Some(Cut::Idle)) => BodyEnd::IdleTimeout,
+                    (Kind::Full(_), None) => BodyEnd::Complete,
+                    (Kind::Upstream(i), None) if i.is_end_stream() => BodyEnd::Complete,
+                    (Kind::Upstream(_) | Kind::Compressed(..), None) => BodyEnd::Dropped,
                 };
+                if let Some(w) = this.watch.as_ref() {
+                    w.done();
+                }
                 f.finish(end, *this.bytes_sent, Instant::now());
             }
         }
@@ -402,6 +411,7 @@ impl RespBody {
             idle: None,
             idle_for: None,
             idle_armed: false,
+            watch: None,
             finish: None,
         }
     }
@@ -424,6 +434,7 @@ impl RespBody {
             idle: None,
             idle_for: idle,
             idle_armed: false,
+            watch: SendWatch::new(deadline, idle),
             finish: None,
         }
     }
@@ -434,6 +445,11 @@ impl RespBody {
             self.kind = Kind::Compressed(inner, Some(Box::new(enc)));
         }
         self
+    }
+
+    /// The send-side bounds of this body, for the watchdog of whatever writes it.
+    pub fn send_watch(&self) -> Option<&Arc<SendWatch>> {
+        self.watch.as_ref()
     }
 
     /// Attaches the end-of-request work; runs exactly once.
@@ -552,6 +568,9 @@ impl Body for RespBody {
             Some(Ok(frame)) => {
                 if let Some(d) = frame.data_ref() {
                     *this.bytes_sent += d.len() as u64;
+                    if let Some(w) = this.watch.as_ref() {
+                        w.progress(d.len());
+                    }
                 }
             }
             Some(Err(e)) => {
@@ -560,11 +579,17 @@ impl Body for RespBody {
                     Some(Cut::Idle) => BodyEnd::IdleTimeout,
                     None => BodyEnd::UpstreamError,
                 };
+                if let Some(w) = this.watch.as_ref() {
+                    w.done();
+                }
                 if let Some(f) = this.finish.take() {
                     f.finish(end, *this.bytes_sent, Instant::now());
                 }
             }
             None => {
+                if let Some(w) = this.watch.as_ref() {
+                    w.done();
+                }
                 if let Some(f) = this.finish.take() {
                     f.finish(BodyEnd::Complete, *this.bytes_sent, Instant::now());
                 }

@@ -25,6 +25,7 @@ pub mod pool;
 pub mod proxy_protocol;
 pub mod ratelimit;
 pub mod retry;
+pub mod send_watch;
 pub mod server;
 pub mod shadow;
 pub mod state;

@@ -27,6 +27,17 @@ use crate::body::ReqBody;
 use crate::upstream::{Held, UpstreamState};
 use crate::upstream_tls::UpstreamTls;
 
+// Backpressure: what Portico reads from an upstream ahead of the client is bounded per
+// response, so a slow reader holds back its upstream instead of pinning memory.
+
+/// Largest read from an HTTP/1 upstream, and so the largest response chunk in flight (also
+/// the upstream's response head limit).
+pub const UPSTREAM_H1_MAX_BUF: usize = 16 * 1024;
+/// HTTP/2 upstreams: the stream window Portico advertises (response bytes an upstream may
+/// send ahead of the client), and the connection window shared by the streams.
+pub const UPSTREAM_H2_STREAM_WINDOW: u32 = 64 * 1024;
+pub const UPSTREAM_H2_CONN_WINDOW: u32 = 4 * 1024 * 1024;
+
 /// Identifies one endpoint of one upstream state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PoolKey {
@@ -338,6 +349,8 @@ where
     if h2 {
         let (tx, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
+            .initial_stream_window_size(UPSTREAM_H2_STREAM_WINDOW)
+            .initial_connection_window_size(UPSTREAM_H2_CONN_WINDOW)
             .handshake(io)
             .await
             .map_err(ConnectError::Handshake)?;
@@ -351,6 +364,7 @@ where
         Ok(Conn::H2(tx))
     } else {
         let (tx, conn) = http1::Builder::new()
+            .max_buf_size(UPSTREAM_H1_MAX_BUF)
             .handshake(io)
             .await
             .map_err(ConnectError::Handshake)?;

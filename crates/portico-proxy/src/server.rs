@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use portico_config::snapshot::ListenerConf;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -24,6 +24,7 @@ use crate::h1_guard::{Guarded, Report, Versions, Violation};
 use crate::handler::{self, ConnInfo};
 use crate::keepalive;
 use crate::proxy_protocol::{self, Prefixed};
+use crate::send_watch::{self, StreamExec, Watchdog};
 use crate::state::Proxy;
 use crate::tls;
 
@@ -43,8 +44,9 @@ pub const H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 50;
 pub const H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 /// Largest frame payload accepted (the RFC 9113 default).
 pub const H2_MAX_FRAME_SIZE: u32 = 16 * 1024;
-/// Response bytes buffered per stream before backpressure reaches the upstream.
-pub const H2_MAX_SEND_BUF: usize = 400 * 1024;
+/// Response bytes h2 buffers per stream before backpressure reaches the upstream (a chunk
+/// or two more may be in hand: see the upstream read buffer in `pool.rs`).
+pub const H2_MAX_SEND_BUF: usize = 32 * 1024;
 
 enum Cmd {
     Listen(Arc<ListenerHandle>, std::net::TcpListener),
@@ -244,9 +246,9 @@ fn h1_buf_size(conf: &ListenerConf) -> usize {
     (conf.limits.max_request_headers_bytes as usize + REQUEST_LINE_ALLOWANCE).max(MIN_H1_BUF)
 }
 
-fn builder(conf: &ListenerConf) -> auto::Builder<TokioExecutor> {
+fn builder(conf: &ListenerConf) -> auto::Builder<StreamExec> {
     let limits = &conf.limits;
-    let mut b = auto::Builder::new(TokioExecutor::new());
+    let mut b = auto::Builder::new(StreamExec);
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
@@ -354,7 +356,7 @@ impl Drop for Slot {
 async fn connection(
     proxy: Arc<Proxy>,
     slot: Slot,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builder: Arc<auto::Builder<StreamExec>>,
     mut stream: TcpStream,
     mut peer: SocketAddr,
     listener: Arc<ListenerConf>,
@@ -417,7 +419,7 @@ async fn connection(
 
 async fn serve<S>(
     proxy: Arc<Proxy>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builder: Arc<auto::Builder<StreamExec>>,
     stream: S,
     info: Arc<ConnInfo>,
     mut drain: watch::Receiver<bool>,
@@ -429,18 +431,31 @@ async fn serve<S>(
     // Requests in flight, for the keep-alive idle timeout: each response body carries its
     // request's guard until hyper is done with it.
     let streams = Arc::new(keepalive::Streams::default());
+    // The response an HTTP/1 connection is sending, for its watchdog (HTTP/2 streams have
+    // their own, from `StreamExec`).
+    let h1_slot = Arc::new(send_watch::Slot::default());
     let svc = {
         let info = info.clone();
         let streams = streams.clone();
+        let h1_slot = h1_slot.clone();
         service_fn(move |req| {
             let guard = streams.open();
+            let h2 = req.version() == http::Version::HTTP_2;
+            let h1_slot = (!h2).then(|| h1_slot.clone());
             let handled = handler::handle(proxy.clone(), info.clone(), req);
             async move {
                 let resp = handled.await?;
+                if let Some(w) = resp.body().send_watch() {
+                    // Runs in the stream's task for HTTP/2: its slot is task-local.
+                    if let Some(slot) = h1_slot.or_else(send_watch::stream_slot) {
+                        slot.watch(w.clone());
+                    }
+                }
                 Ok::<_, Infallible>(resp.map(|b| keepalive::Tracked::new(b, guard)))
             }
         })
     };
+    let mut dog = Watchdog::new(h1_slot);
     let keepalive_timeout = info.listener.limits.keepalive_timeout;
     let report = Arc::new(Report::default());
     let stream = crate::h2_rules::ResetWatch::new(stream, proxy_for_log.clone(), info.clone());
@@ -454,18 +469,23 @@ async fn serve<S>(
     let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
     let mut overload = proxy_for_log.overload.subscribe_memory();
+    // Every arm also races the HTTP/1 response's watchdog: a response past its deadline or
+    // send-side idle timeout closes the connection (the body logs why when it is dropped).
+    // `biased`: the watchdog is polled right after the connection, which sets its slot.
     let res = tokio::select! {
-        r = conn.as_mut() => r,
+        biased;
+        r = conn.as_mut() => Ok(r),
+        cut = &mut dog => Err(cut),
         _ = async { drain.wait_for(|d| *d).await.map(|_| ()) } => {
             conn.as_mut().graceful_shutdown();
-            conn.await
+            until_cut(conn.as_mut(), &mut dog).await
         }
         _ = keepalive_expires(&streams, keepalive_timeout) => {
             // No request in flight for the keep-alive timeout: HTTP/2 gets GOAWAY, HTTP/1
             // closes (nothing is in flight, so nothing is cut).
             tracing::debug!(client = %info.peer, "keep-alive idle timeout; connection closed");
             conn.as_mut().graceful_shutdown();
-            conn.await
+            until_cut(conn.as_mut(), &mut dog).await
         }
         _ = memory_pressure_begins(&mut overload) => {
             // Overload manager: keep-alive off (HTTP/1 closes when idle or after the response
@@ -476,7 +496,14 @@ async fn serve<S>(
                 .disable_keepalive
                 .fetch_add(1, Ordering::Relaxed);
             conn.as_mut().graceful_shutdown();
-            conn.await
+            until_cut(conn.as_mut(), &mut dog).await
+        }
+    };
+    let res = match res {
+        Ok(r) => r,
+        Err(cut) => {
+            tracing::debug!(client = %info.peer, reason = %cut, "response cut; connection closed");
+            return;
         }
     };
     if let Err(e) = res {
@@ -503,6 +530,18 @@ async fn serve<S>(
         } else {
             tracing::debug!(client = %info.peer, error = %e, "downstream connection error");
         }
+    }
+}
+
+/// Runs the connection to its end, or until the watchdog cuts its response.
+async fn until_cut<C: std::future::Future>(
+    conn: std::pin::Pin<&mut C>,
+    dog: &mut Watchdog,
+) -> Result<C::Output, crate::body::Cut> {
+    tokio::select! {
+        biased;
+        r = conn => Ok(r),
+        cut = dog => Err(cut),
     }
 }
 

@@ -85,6 +85,9 @@ impl Upstream {
                     _ = &mut stop_rx => break,
                 };
                 let Ok((stream, _)) = accepted else { continue };
+                // As real servers do: without it, Nagle holds the tail of each flow-control
+                // window until a delayed ACK (tens of ms per window over HTTP/2).
+                let _ = stream.set_nodelay(true);
                 let seen = seen2.clone();
                 let behavior = behavior.clone();
                 tokio::spawn(async move {
@@ -504,6 +507,9 @@ impl Controlled {
                     _ = &mut stop_rx => break,
                 };
                 let Ok((stream, _)) = accepted else { continue };
+                // As real servers do: without it, Nagle holds the tail of each flow-control
+                // window until a delayed ACK (tens of ms per window over HTTP/2).
+                let _ = stream.set_nodelay(true);
                 accepted_count.fetch_add(1, Ordering::SeqCst);
                 let shared = shared.clone();
                 tokio::spawn(async move {
