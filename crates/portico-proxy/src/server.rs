@@ -194,6 +194,16 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
+/// What each worker calls about once a second to hand its allocator's idle memory back to the
+/// OS (the binary owns the allocator, so it registers the function; see `portico::alloc`).
+static IDLE_COLLECT: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Registers the per-worker idle collection; call before [`Server::start`]. Later calls are
+/// ignored.
+pub fn set_idle_collect(f: fn()) {
+    let _ = IDLE_COLLECT.set(f);
+}
+
 fn worker_main(proxy: Arc<Proxy>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -216,6 +226,16 @@ fn worker_main(proxy: Arc<Proxy>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
                 crate::pool::sweep();
             }
         });
+        if let Some(collect) = IDLE_COLLECT.get().copied() {
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    collect();
+                }
+            });
+        }
         while let Some(cmd) = rx.recv().await {
             match cmd {
                 Cmd::Listen(handle, std) => match tokio::net::TcpListener::from_std(std) {
