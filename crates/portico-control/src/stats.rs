@@ -87,6 +87,7 @@ pub fn stats(ctl: &Controller) -> Value {
         "applied_at": cfg["applied_at"],
         "source": cfg["source"],
         "last_error": cfg["last_error"],
+        "history": cfg["history"],
         "routes": routes,
         "unmatched": { "total": no_route.requests.total() },
         "upstreams": upstreams,
