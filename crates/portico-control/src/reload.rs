@@ -79,6 +79,8 @@ pub struct Controller {
     pub git: std::sync::OnceLock<Arc<crate::git::GitSource>>,
     /// The last [`HISTORY_LEN`] reloads, oldest first (admin API only, never the request path).
     history: Mutex<VecDeque<HistoryEntry>>,
+    /// Recent rates and latencies for the dashboard.
+    pub series: crate::series::Series,
     lock: tokio::sync::Mutex<()>,
 }
 
@@ -170,6 +172,7 @@ impl Controller {
             counters: ReloadCounters::default(),
             git: std::sync::OnceLock::new(),
             history: Mutex::new(VecDeque::from([first])),
+            series: crate::series::Series::default(),
             lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -346,9 +349,9 @@ impl Controller {
 fn source_files(sources: &[ConfigSource]) -> Vec<String> {
     sources
         .iter()
-        .filter_map(|s| match s {
-            ConfigSource::Path(p) => Some(p.display().to_string()),
-            ConfigSource::Inline { name, .. } => Some(name.clone()),
+        .map(|s| match s {
+            ConfigSource::Path(p) => p.display().to_string(),
+            ConfigSource::Inline { name, .. } => name.clone(),
         })
         .collect()
 }
