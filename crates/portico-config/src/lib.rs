@@ -43,6 +43,7 @@ mod compile;
 pub mod describe;
 pub mod diag;
 pub mod emissary;
+mod hostcheck;
 mod load;
 pub mod model;
 pub mod node;
@@ -111,6 +112,7 @@ pub fn load(sources: &[ConfigSource]) -> LoadResult {
     let mut d = load::Diags::default();
     let files = load::read_sources(sources, &mut d);
     let resources = load::parse_files(&files, &mut d);
+    hostcheck::check(&resources, &mut d);
     let compiled = compile::compile(&resources, &mut d);
 
     // Sort diagnostics by file (in read order), line, column; unreadable paths first.
