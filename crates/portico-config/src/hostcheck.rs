@@ -31,8 +31,20 @@ fn spec_text(r: &Resource, keys: &[&str]) -> Option<String> {
         .find_map(|k| spec.get(k).and_then(|n| n.as_text()).map(|t| t.to_string()))
 }
 
-/// Warns about each Mapping with an exact hostname that no Host covers.
+/// Warns about each Mapping with an exact hostname that no Host covers. Runs after
+/// compilation: when the config is valid and every Listener is HTTPS, the compiled-config lint
+/// (`describe::lint`) already says such a Mapping never receives traffic.
 pub(crate) fn check(resources: &[Resource], d: &mut Diags) {
+    let listeners: Vec<&Resource> = resources.iter().filter(|r| r.kind == "Listener").collect();
+    let all_tls = !listeners.is_empty()
+        && listeners.iter().all(|l| {
+            spec_text(l, &["protocol"]).is_some_and(|p| {
+                p.eq_ignore_ascii_case("HTTPS") || p.eq_ignore_ascii_case("HTTPSPROXY")
+            })
+        });
+    if all_tls && !d.list.iter().any(|x| x.is_error()) {
+        return;
+    }
     let hosts: Vec<String> = resources
         .iter()
         .filter(|r| r.kind == "Host")

@@ -112,8 +112,8 @@ pub fn load(sources: &[ConfigSource]) -> LoadResult {
     let mut d = load::Diags::default();
     let files = load::read_sources(sources, &mut d);
     let resources = load::parse_files(&files, &mut d);
-    hostcheck::check(&resources, &mut d);
     let compiled = compile::compile(&resources, &mut d);
+    hostcheck::check(&resources, &mut d);
 
     // Sort diagnostics by file (in read order), line, column; unreadable paths first.
     let file_order: std::collections::HashMap<&str, usize> = files
