@@ -44,6 +44,7 @@ mod compile;
 pub mod describe;
 pub mod diag;
 pub mod emissary;
+mod hostcheck;
 mod load;
 pub mod model;
 pub mod node;
@@ -141,6 +142,7 @@ pub fn load_with(sources: &[ConfigSource], opts: LoadOptions) -> LoadResult {
     let files = load::read_sources(sources, &mut d);
     let resources = load::parse_files(&files, &mut d, opts.strict_kinds);
     let compiled = compile::compile(&resources, &mut d);
+    hostcheck::check(&resources, &mut d);
 
     // Sort diagnostics by file (in read order), line, column; unreadable paths first.
     let file_order: std::collections::HashMap<&str, usize> = files

@@ -95,6 +95,55 @@ fn pos_of_marker(m: &saphyr_parser::Marker) -> Pos {
     }
 }
 
+/// A scanner error. The scanner reports a tab where it gave up (often the end of the line
+/// before); point at the tab itself, and say what to do about it.
+fn scan_error(text: &str, at: &saphyr_parser::Marker, info: &str) -> SyntaxError {
+    let pos = pos_of_marker(at);
+    if info.contains("tab")
+        && let Some((tab, indent)) = tab_at_or_after(text, pos)
+    {
+        let message = if indent {
+            format!("a tab indents this line; YAML indentation must use spaces ({info})")
+        } else {
+            format!("a tab here is not allowed; use spaces ({info})")
+        };
+        return syntax(tab, message);
+    }
+    syntax(pos, info)
+}
+
+/// The first tab at or after `from` (1-based) and whether it is in the line's indentation.
+fn tab_at_or_after(text: &str, from: Pos) -> Option<(Pos, bool)> {
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .skip(from.line.saturating_sub(1) as usize)
+    {
+        let skip = if i + 1 == from.line as usize {
+            from.col.saturating_sub(1) as usize
+        } else {
+            0
+        };
+        let found = line
+            .chars()
+            .enumerate()
+            .skip(skip)
+            .find(|(_, c)| *c == '\t')
+            .map(|(col, _)| col);
+        if let Some(col) = found {
+            let indent = line.chars().take(col).all(|c| c == ' ' || c == '\t');
+            return Some((
+                Pos {
+                    line: to_u32(i + 1),
+                    col: to_u32(col + 1),
+                },
+                indent,
+            ));
+        }
+    }
+    None
+}
+
 fn syntax(pos: Pos, message: impl Into<String>) -> SyntaxError {
     SyntaxError {
         pos,
@@ -140,7 +189,7 @@ impl<'t> Builder<'t> {
     fn run(mut self) -> Result<Vec<Node>, SyntaxError> {
         use saphyr_parser::{Event, Parser};
         for ev in Parser::new_from_str(self.text) {
-            let (ev, span) = ev.map_err(|e| syntax(pos_of_marker(e.marker()), e.info()))?;
+            let (ev, span) = ev.map_err(|e| scan_error(self.text, e.marker(), e.info()))?;
             let pos = pos_of_marker(&span.start);
             let (node, anchor) = match ev {
                 Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => {
@@ -441,6 +490,8 @@ pub struct DeError {
     pub message: String,
     pub pos: Option<Pos>,
     path: Vec<usize>,
+    /// The key of the innermost mapping entry containing the offending value.
+    field: Option<String>,
 }
 
 impl DeError {
@@ -453,6 +504,13 @@ impl DeError {
 
     fn within(mut self, index: usize) -> Self {
         self.path.push(index);
+        self
+    }
+
+    fn in_field(mut self, key: &Node) -> Self {
+        if self.field.is_none() {
+            self.field = key.as_text().map(|t| t.to_string());
+        }
         self
     }
 }
@@ -471,6 +529,7 @@ impl de::Error for DeError {
             message: msg.to_string(),
             pos: None,
             path: Vec::new(),
+            field: None,
         }
     }
 }
@@ -501,7 +560,7 @@ pub fn deserialize_all<T: DeserializeOwned>(node: &mut Node, limit: usize) -> De
             }
             Err(e) => {
                 let pos = e.pos.unwrap_or(node.pos);
-                errors.push((pos, tidy(&e.message)));
+                errors.push((pos, type_message(&tidy(&e.message), e.field.as_deref())));
                 let path: Vec<usize> = e.path.iter().rev().copied().collect();
                 match node.remove_at(&path) {
                     Some(name) => removed.push(name),
@@ -527,9 +586,23 @@ fn tidy(msg: &str) -> String {
         return msg.to_string();
     };
     let candidates: Vec<&str> = list.split(", ").map(|c| c.trim_matches('`')).collect();
+    // The field without its unit or qualifier (`timeout` for `timeout_ms`) counts as close.
+    let extends = |c: &str| {
+        c.strip_prefix(field)
+            .is_some_and(|rest| rest.starts_with('_') && !field.is_empty())
+    };
     let best = candidates
         .iter()
-        .map(|c| (edit_distance(field, c), *c))
+        .map(|c| {
+            (
+                if extends(c) {
+                    0
+                } else {
+                    edit_distance(field, c)
+                },
+                *c,
+            )
+        })
         .min();
     match best {
         Some((dist, c)) if dist <= 2.max(field.len() / 4) => {
@@ -537,6 +610,89 @@ fn tidy(msg: &str) -> String {
         }
         _ if candidates.len() > 6 => format!("unknown field `{field}`"),
         _ => msg.to_string(),
+    }
+}
+
+/// Rewrites serde's "invalid type: string \"soon\", expected u64" in YAML words, naming the
+/// field: `timeout_ms: expected an integer number of milliseconds, found the string "soon"`.
+fn type_message(msg: &str, field: Option<&str>) -> String {
+    let Some(rest) = msg
+        .strip_prefix("invalid type: ")
+        .or_else(|| msg.strip_prefix("invalid value: "))
+    else {
+        return msg.to_string();
+    };
+    let Some((found, expected)) = rest.rsplit_once(", expected ") else {
+        return msg.to_string();
+    };
+    let expected = expected_words(expected, field.unwrap_or(""));
+    let found = found_words(found);
+    match field {
+        Some(f) => format!("{f}: expected {expected}, found {found}"),
+        None => format!("expected {expected}, found {found}"),
+    }
+}
+
+/// serde's name of an expected type, in YAML words.
+fn expected_words(expected: &str, field: &str) -> String {
+    let integer = matches!(
+        expected,
+        "u8" | "u16"
+            | "u32"
+            | "u64"
+            | "u128"
+            | "usize"
+            | "i8"
+            | "i16"
+            | "i32"
+            | "i64"
+            | "i128"
+            | "isize"
+    );
+    let unsigned = expected.starts_with('u');
+    if integer && field.ends_with("_ms") {
+        return "an integer number of milliseconds".into();
+    }
+    match expected {
+        "u8" => "a whole number from 0 to 255".into(),
+        "u16" => "a whole number from 0 to 65535".into(),
+        "u32" => "a whole number from 0 to 4294967295".into(),
+        _ if integer && unsigned => "a whole number (0 or more)".into(),
+        _ if integer => "an integer".into(),
+        "f32" | "f64" => "a number".into(),
+        "a boolean" => "true or false".into(),
+        "a string" | "a borrowed string" | "a character" => "a string".into(),
+        "a sequence" => "a list".into(),
+        "a map" | "a mapping" => "a mapping (key: value)".into(),
+        e if e.starts_with("struct ") => "a mapping (key: value)".into(),
+        e => e.to_string(),
+    }
+}
+
+/// serde's description of an unexpected value, in YAML words.
+fn found_words(found: &str) -> String {
+    let inner = |p: &str| {
+        found
+            .strip_prefix(p)
+            .map(|v| v.trim_matches('`').to_string())
+    };
+    if let Some(s) = found.strip_prefix("string ") {
+        return format!("the string {s}");
+    }
+    if let Some(v) = inner("integer ") {
+        return format!("the integer {v}");
+    }
+    if let Some(v) = inner("floating point ") {
+        return format!("the number {v}");
+    }
+    if let Some(v) = inner("boolean ") {
+        return v;
+    }
+    match found {
+        "sequence" => "a list".into(),
+        "map" => "a mapping".into(),
+        "unit value" => "nothing (null)".into(),
+        f => f.to_string(),
     }
 }
 
@@ -701,9 +857,9 @@ impl<'de, 'a> de::MapAccess<'de> for MapAcc<'a> {
         let i = self.i;
         self.i += 1;
         match self.entries.get(i) {
-            Some((_, v)) => seed
+            Some((k, v)) => seed
                 .deserialize(NodeDe(v))
-                .map_err(|e| e.at(v.pos).within(i)),
+                .map_err(|e| e.at(v.pos).within(i).in_field(k)),
             None => Err(de::Error::custom(
                 "value requested past the end of a mapping",
             )),
@@ -748,6 +904,59 @@ mod tests {
     fn syntax_error_position() {
         let e = parse_documents("a: 1\na: 2\n").unwrap_err();
         assert_eq!(e.pos, Pos { line: 2, col: 1 });
+    }
+
+    #[test]
+    fn a_tab_error_points_at_the_tab() {
+        let e = parse_documents("a:\n  b: /t/\n\tc: 1\n").unwrap_err();
+        assert_eq!(e.pos, Pos { line: 3, col: 1 }, "{}", e.message);
+        assert!(
+            e.message.contains("indentation must use spaces"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn type_errors_name_the_field_in_yaml_words() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct S {
+            timeout_ms: Option<u64>,
+            precedence: Option<i32>,
+            flag: Option<bool>,
+            list: Option<Vec<String>>,
+            inner: Option<Inner>,
+        }
+        let msgs = |y: &str| {
+            let mut n = parse_documents(y).unwrap().remove(0);
+            deserialize_all::<S>(&mut n, 10)
+                .errors
+                .into_iter()
+                .map(|(p, m)| format!("{p}: {m}"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            msgs(
+                "timeout_ms: soon\nprecedence: 1.5\nflag: \"yes\"\nlist: 3\ninner: { port: [1] }\n"
+            ),
+            [
+                "1:13: timeout_ms: expected an integer number of milliseconds, found the string \"soon\"",
+                "2:13: precedence: expected an integer, found the number 1.5",
+                "3:7: flag: expected true or false, found the string \"yes\"",
+                "4:7: list: expected a list, found the integer 3",
+                "5:16: port: expected a whole number from 0 to 65535, found a list",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_field_without_its_unit_suggests_the_field() {
+        let msg = "unknown field `timeout`, expected one of `hostname`, `prefix`, `prefix_exact`, `method`, `headers`, `service`, `timeout_ms`, `idle_timeout_ms`";
+        assert_eq!(
+            tidy(msg),
+            "unknown field `timeout` (did you mean `timeout_ms`?)"
+        );
     }
 
     #[test]

@@ -67,7 +67,13 @@ fn five_mistakes_are_all_reported_with_exact_positions() {
         text[0],
         "t.yaml:6:3: Listener/main: unknown field `protcol` (did you mean `protocol`?)"
     );
-    assert!(text[1].contains("expected u64"), "{}", text[1]);
+    assert!(
+        text[1].contains(
+            "timeout_ms: expected an integer number of milliseconds, found the string \"soon\""
+        ),
+        "{}",
+        text[1]
+    );
     assert!(text[2].contains("invalid method `get`"), "{}", text[2]);
     assert!(text[3].contains("invalid regex"), "{}", text[3]);
     assert!(text[4].contains("names no Upstream"), "{}", text[4]);
@@ -185,7 +191,7 @@ fn wrong_types() {
         &mapping("m", "  prefix: /\n  service: a:1\n  grpc: \"yes\"\n"),
         9,
         9,
-        "expected a boolean",
+        "grpc: expected true or false, found the string \"yes\"",
     );
     one_error(
         &mapping("m", "  prefix: [/a]\n  service: a:1\n"),
@@ -197,13 +203,13 @@ fn wrong_types() {
         &mapping("m", "  prefix: /\n  service: a:1\n  precedence: 1.5\n"),
         9,
         15,
-        "expected i32",
+        "precedence: expected an integer, found the number 1.5",
     );
     one_error(
         "apiVersion: portico.dev/v1\nkind: Listener\nmetadata: {name: l}\nspec: {port: 70000}\n",
         4,
         14,
-        "u16",
+        "port: expected a whole number from 0 to 65535, found the integer 70000",
     );
     one_error(
         "apiVersion: portico.dev/v1\nkind: Listener\nmetadata: {name: l}\nspec: [1]\n",
@@ -1000,7 +1006,7 @@ fn listener_limits_out_of_range_are_positioned_errors() {
         &listener("request_body_idle_timeout_ms: soon"),
         6,
         33,
-        "invalid type",
+        "request_body_idle_timeout_ms: expected an integer number of milliseconds",
     );
     one_error(
         &format!(
@@ -1013,6 +1019,6 @@ fn listener_limits_out_of_range_are_positioned_errors() {
         ),
         15,
         27,
-        "invalid",
+        "max_request_body_bytes: expected a whole number (0 or more), found the integer -1",
     );
 }

@@ -202,3 +202,124 @@ pub fn from_query(snapshot: &Snapshot, query: &str) -> Result<Value, String> {
     let url = url.ok_or("missing url parameter")?;
     explain(snapshot, &method, &url, &headers)
 }
+
+/// The policies of an `explain` answer as readable lines (`portico explain` text output),
+/// followed by the canary group when the route is in one.
+pub fn policy_lines(v: &Value) -> Vec<String> {
+    let p = &v["policies"];
+    let ms = |v: &Value| v.as_u64().map(|n| format!("{n} ms"));
+    let mut out = Vec::new();
+    out.push(format!(
+        "timeout: {}",
+        match p["timeout_ms"].as_u64() {
+            Some(0) | None => "none".to_string(),
+            Some(n) => format!("{n} ms"),
+        }
+    ));
+    if let Some(t) = ms(&p["idle_timeout_ms"]) {
+        out.push(format!("idle timeout: {t}"));
+    }
+    if let Some(r) = p["retry_policy"].as_object() {
+        let on: Vec<&str> = r
+            .get("retry_on")
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+            .unwrap_or_default();
+        let mut line = format!(
+            "retries: up to {} on {}",
+            r.get("num_retries").and_then(|n| n.as_u64()).unwrap_or(0),
+            if on.is_empty() {
+                "-".to_string()
+            } else {
+                on.join(", ")
+            }
+        );
+        if let Some(t) = r.get("per_try_timeout_ms").and_then(ms) {
+            line.push_str(&format!(", {t} per try"));
+        }
+        out.push(line);
+    }
+    match p["rate_limits"].as_u64() {
+        Some(0) | None => {}
+        Some(n) => out.push(format!(
+            "rate limits: {n} rule{}",
+            if n == 1 { "" } else { "s" }
+        )),
+    }
+    if let Some(c) = p["cors_policy"].as_object() {
+        let origins: Vec<&str> = c
+            .get("origins")
+            .and_then(|o| o.as_array())
+            .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+            .unwrap_or_default();
+        out.push(format!("CORS: origins {}", origins.join(", ")));
+    }
+    if let Some(lb) = p["load_balancer"]["policy"].as_str() {
+        out.push(format!("load balancing: {lb}"));
+    }
+    if let Some(cb) = p["circuit_breakers"].as_object() {
+        let n = |k: &str| cb.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+        out.push(format!(
+            "circuit breakers: {} connections, {} pending, {} requests, {} retries",
+            n("max_connections"),
+            n("max_pending_requests"),
+            n("max_requests"),
+            n("max_retries")
+        ));
+    }
+    if p["shadow"] == json!(true) {
+        out.push("shadow: a share of requests is mirrored".into());
+    }
+    if p["compression"] == json!(true) {
+        out.push("compression: on".into());
+    }
+    if let Some(h) = p["host_rewrite"].as_str() {
+        out.push(format!("host rewritten to: {h}"));
+    }
+    if p["grpc"] == json!(true) {
+        out.push("gRPC upstream (HTTP/2)".into());
+    }
+    if let Some(group) = v["canary_group"].as_array() {
+        let members: Vec<String> = group
+            .iter()
+            .map(|g| {
+                format!(
+                    "{} {}%",
+                    g["route"].as_str().unwrap_or("?"),
+                    (g["weight"].as_f64().unwrap_or(0.0) * 10.0).round() / 10.0
+                )
+            })
+            .collect();
+        out.push(format!("canary group: {}", members.join(", ")));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_and_canary_group_read_as_lines() {
+        let v = json!({
+            "policies": {
+                "timeout_ms": 15000, "idle_timeout_ms": null,
+                "retry_policy": { "retry_on": ["5xx", "reset"], "num_retries": 2, "per_try_timeout_ms": 500 },
+                "rate_limits": 1, "load_balancer": { "policy": "round_robin" },
+                "circuit_breakers": { "max_connections": 1, "max_pending_requests": 2, "max_requests": 3, "max_retries": 4 },
+            },
+            "canary_group": [{ "route": "a", "weight": 20.0 }, { "route": "b", "weight": 80.0 }],
+        });
+        assert_eq!(
+            policy_lines(&v),
+            [
+                "timeout: 15000 ms",
+                "retries: up to 2 on 5xx, reset, 500 ms per try",
+                "rate limits: 1 rule",
+                "load balancing: round_robin",
+                "circuit breakers: 1 connections, 2 pending, 3 requests, 4 retries",
+                "canary group: a 20%, b 80%",
+            ]
+        );
+    }
+}

@@ -345,28 +345,20 @@ impl GitSource {
         };
         tracing::info!(commit = %c.sha, trigger, "git: loading commit");
         let outcome = ctl
-            .reload_from(self.sources(&tree), trigger, Some(c.sha.clone()))
+            .reload_from(self.sources(&tree), trigger, Some((c.sha.clone(), &tree)))
             .await;
         match &outcome {
             Outcome::Applied { .. } => {
                 self.applied_time.store(c.time, Ordering::Relaxed);
-                let mut status = (**ctl.status.load()).clone();
-                repo_relative(&tree, &mut status.resources);
-                ctl.status.store(Arc::new(status));
                 if let Some((old_sha, old)) = st.applied.replace((c.sha.clone(), tree))
                     && old_sha != c.sha
                 {
                     let _ = tokio::fs::remove_dir_all(&old).await;
                 }
             }
-            Outcome::Rejected { errors } => {
+            Outcome::Rejected { .. } => {
+                // `reload_from` reported it, naming files as they are in the repository.
                 tracing::error!(commit = %c.sha, "git: commit rejected; the applied commit keeps serving");
-                // Name files as they are in the repository, not in the private cache.
-                let prefix = format!("{}/", tree.display());
-                ctl.report_error(
-                    errors.iter().map(|e| e.replace(&prefix, "")).collect(),
-                    Some(c.sha.clone()),
-                );
                 if st.applied.as_ref().is_none_or(|(sha, _)| *sha != c.sha) {
                     let _ = tokio::fs::remove_dir_all(&tree).await;
                 }

@@ -3,8 +3,10 @@
 //! config leaves the running one untouched and is reported in the log, in `/config` and in
 //! the reload counters.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
@@ -38,6 +40,25 @@ pub struct Status {
     pub commit: Option<String>,
 }
 
+/// How many reloads `/config.history` keeps.
+pub const HISTORY_LEN: usize = 20;
+
+/// One reload attempt, as `/config.history` and the dashboard show it.
+#[derive(Debug, Clone)]
+pub struct HistoryEntry {
+    pub at: SystemTime,
+    /// What asked for it: `start`, `file change`, `SIGHUP`, `admin`, `git poll`, ...
+    pub trigger: String,
+    /// The generation serving afterwards (the new one when applied, the old one when not).
+    pub generation: u64,
+    /// The git commit tried (git source only).
+    pub commit: Option<String>,
+    /// The config files or directories read (file sources).
+    pub files: Vec<String>,
+    pub applied: bool,
+    pub errors: Vec<String>,
+}
+
 /// Reload counters (exported as metrics).
 #[derive(Debug, Default)]
 pub struct ReloadCounters {
@@ -56,6 +77,10 @@ pub struct Controller {
     pub counters: ReloadCounters,
     /// The git source, when running with `--git` (set once at start).
     pub git: std::sync::OnceLock<Arc<crate::git::GitSource>>,
+    /// The last [`HISTORY_LEN`] reloads, oldest first (admin API only, never the request path).
+    history: Mutex<VecDeque<HistoryEntry>>,
+    /// Recent rates and latencies for the dashboard.
+    pub series: crate::series::Series,
     lock: tokio::sync::Mutex<()>,
 }
 
@@ -125,6 +150,19 @@ impl Controller {
         server: Arc<Server>,
         status: Status,
     ) -> Controller {
+        let first = HistoryEntry {
+            at: proxy.active().applied_at,
+            trigger: "start".into(),
+            generation: proxy.active().generation,
+            commit: status.commit.clone(),
+            files: if status.commit.is_some() {
+                Vec::new()
+            } else {
+                source_files(&sources)
+            },
+            applied: true,
+            errors: Vec::new(),
+        };
         Controller {
             sources,
             source_desc,
@@ -133,7 +171,26 @@ impl Controller {
             status: ArcSwap::from_pointee(status),
             counters: ReloadCounters::default(),
             git: std::sync::OnceLock::new(),
+            history: Mutex::new(VecDeque::from([first])),
+            series: crate::series::Series::default(),
             lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The recorded reloads, oldest first.
+    pub fn history(&self) -> Vec<HistoryEntry> {
+        self.history
+            .lock()
+            .map(|h| h.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn record(&self, entry: HistoryEntry) {
+        if let Ok(mut h) = self.history.lock() {
+            if h.len() >= HISTORY_LEN {
+                h.pop_front();
+            }
+            h.push_back(entry);
         }
     }
 
@@ -179,68 +236,141 @@ impl Controller {
         }
     }
 
-    /// Reloads from `sources` (e.g. a freshly fetched git commit).
+    /// Reloads from `sources`. `git`: the commit and the directory it is checked out in (git
+    /// source), so that messages name files as they are in the repository, with the commit.
+    ///
+    /// The config is applied only as a whole: it is loaded and validated, then every new
+    /// listener is bound, and only when all of that succeeded is the snapshot swapped in and
+    /// the new listeners served. Anything failing leaves the running config (and its
+    /// generation) untouched and is reported in `last_error` and the history.
     pub async fn reload_from(
         &self,
         sources: Vec<ConfigSource>,
         trigger: &str,
-        commit: Option<String>,
+        git: Option<(String, &Path)>,
     ) -> Outcome {
         let _serial = self.lock.lock().await;
+        let files = if git.is_some() {
+            Vec::new()
+        } else {
+            source_files(&sources)
+        };
+        let commit = git.as_ref().map(|(c, _)| c.clone());
+        let place = |d: &Diagnostic| match &git {
+            Some((c, tree)) => git_message(d, c, tree),
+            None => d.to_string(),
+        };
         let (snapshot, diags) = load(sources).await;
-        let Some(snapshot) = snapshot else {
-            let errors: Vec<String> = diags
+        let loaded = match snapshot {
+            // Bind before swapping: a listener that cannot bind rejects the whole config.
+            Some(s) => self.server.bind_new(&s.listeners).map(|bound| (s, bound)),
+            None => Err(diags
                 .iter()
                 .filter(|d| d.severity == Severity::Error)
-                .map(|d| d.to_string())
-                .collect();
-            tracing::error!(
-                trigger,
-                errors = errors.len(),
-                "config rejected; the running config stays"
-            );
-            for e in &errors {
-                tracing::error!("  {e}");
-            }
-            self.counters.rejected.fetch_add(1, Ordering::Relaxed);
-            let mut st = (**self.status.load()).clone();
-            st.last_error = Some(LastError {
-                at: SystemTime::now(),
-                errors: errors.clone(),
-                commit,
-            });
-            self.status.store(Arc::new(st));
-            return Outcome::Rejected { errors };
+                .map(&place)
+                .collect()),
+        };
+        let (snapshot, bound) = match loaded {
+            Ok(x) => x,
+            Err(errors) => return self.rejected(trigger, errors, commit, files),
         };
         let current = self.proxy.active();
         let generation = current.generation + 1;
-        let resources = resources_json(&snapshot, &diags);
-        let listeners = snapshot.listeners.clone();
+        let mut resources = resources_json(&snapshot, &diags);
+        if let Some((_, tree)) = &git {
+            crate::git::repo_relative(tree, &mut resources);
+        }
         let next =
             portico_proxy::prepare(snapshot, generation, Some(&current), &self.proxy.metrics).await;
         drop(current);
         self.proxy.swap(next);
-        let bind_errors = self.server.reconcile(&listeners);
-        for e in &bind_errors {
-            tracing::error!("{e}");
-        }
+        self.server.activate(bound);
         self.counters.applied.fetch_add(1, Ordering::Relaxed);
         let mut st = (**self.status.load()).clone();
         st.resources = resources;
+        // The config now serving is the newest one tried: an earlier rejection is no longer
+        // news (the history keeps it).
+        st.last_error = None;
         if commit.is_some() {
-            // The newest commit applied: an earlier rejected commit is no longer news.
-            st.last_error = None;
-            st.commit = commit;
-        }
-        if !bind_errors.is_empty() {
-            st.last_error = Some(LastError {
-                at: SystemTime::now(),
-                errors: bind_errors,
-                commit: None,
-            });
+            st.commit.clone_from(&commit);
         }
         self.status.store(Arc::new(st));
+        self.record(HistoryEntry {
+            at: SystemTime::now(),
+            trigger: trigger.to_string(),
+            generation,
+            commit,
+            files,
+            applied: true,
+            errors: Vec::new(),
+        });
         tracing::info!(trigger, generation, "config applied");
         Outcome::Applied { generation }
     }
+
+    fn rejected(
+        &self,
+        trigger: &str,
+        errors: Vec<String>,
+        commit: Option<String>,
+        files: Vec<String>,
+    ) -> Outcome {
+        tracing::error!(
+            trigger,
+            errors = errors.len(),
+            "config rejected; the running config stays"
+        );
+        for e in &errors {
+            tracing::error!("  {e}");
+        }
+        self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        let now = SystemTime::now();
+        let mut st = (**self.status.load()).clone();
+        st.last_error = Some(LastError {
+            at: now,
+            errors: errors.clone(),
+            commit: commit.clone(),
+        });
+        self.status.store(Arc::new(st));
+        self.record(HistoryEntry {
+            at: now,
+            trigger: trigger.to_string(),
+            generation: self.proxy.active().generation,
+            commit,
+            files,
+            applied: false,
+            errors: errors.clone(),
+        });
+        Outcome::Rejected { errors }
+    }
+}
+
+/// The files and directories a file source reads, for the history.
+fn source_files(sources: &[ConfigSource]) -> Vec<String> {
+    sources
+        .iter()
+        .map(|s| match s {
+            ConfigSource::Path(p) => p.display().to_string(),
+            ConfigSource::Inline { name, .. } => name.clone(),
+        })
+        .collect()
+}
+
+/// A diagnostic from a git checkout, naming the file relative to the repository and the
+/// commit: `portico.yaml:1:13 (commit f77bddb): Mapping/x: ...`.
+pub fn git_message(d: &Diagnostic, commit: &str, tree: &Path) -> String {
+    let file = Path::new(&d.file)
+        .strip_prefix(tree)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| d.file.clone());
+    let short: String = commit.chars().take(7).collect();
+    let warning = if d.severity == Severity::Warning {
+        "warning: "
+    } else {
+        ""
+    };
+    format!(
+        "{file}:{}:{} (commit {short}): {}/{}: {warning}{}",
+        d.line, d.column, d.kind, d.name, d.message
+    )
 }

@@ -1,6 +1,7 @@
 //! `GET /stats`: one JSON answer with everything the dashboard (`GET /`) shows — the applied
-//! config (generation, source, last reload error), per-route counters and latency quantiles,
-//! and upstream endpoint health. Built from the running snapshot and the other views, so it
+//! config (generation, source, last reload error, reload history), per-route counters and
+//! latency quantiles (and the same for requests that matched no route), the sampled 5-minute
+//! series of each route (`series`), and upstream endpoint health with recent connect failures. Built from the running snapshot and the other views, so it
 //! says exactly what `/config`, `/upstreams` and `/metrics` say. `time_ms` (the server's
 //! clock, Unix milliseconds) lets a client turn the differences between two answers into rates.
 
@@ -72,10 +73,27 @@ pub fn stats(ctl: &Controller) -> Value {
         .collect();
     let no_route = &ctl.proxy.metrics.no_route;
 
-    let upstreams = crate::views::upstreams(&active)
+    let mut upstreams = crate::views::upstreams(&active)
         .get("upstreams")
         .cloned()
         .unwrap_or_else(|| json!([]));
+    // What the endpoint states alone do not say: whether anything probes them, and whether
+    // connecting to them has been failing lately.
+    if let Some(list) = upstreams.as_array_mut() {
+        for (v, conf) in list.iter_mut().zip(active.config.upstreams.iter()) {
+            let failures = ctl
+                .proxy
+                .metrics
+                .upstream(&conf.name)
+                .connect_failures
+                .load(Ordering::Relaxed);
+            v["health_checks"] = json!(conf.health_checks.len());
+            v["outlier_detection"] = json!(conf.outlier.is_some());
+            v["connect_failures_total"] = json!(failures);
+            v["connect_failures_recent"] =
+                json!(ctl.series.recent_connect_failures(&conf.name, failures));
+        }
+    }
 
     let time_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -87,8 +105,10 @@ pub fn stats(ctl: &Controller) -> Value {
         "applied_at": cfg["applied_at"],
         "source": cfg["source"],
         "last_error": cfg["last_error"],
+        "history": cfg["history"],
         "routes": routes,
-        "unmatched": { "total": no_route.requests.total() },
+        "unmatched": route_stats("(no route)", Value::Null, no_route),
+        "series": ctl.series.json(),
         "upstreams": upstreams,
     })
 }

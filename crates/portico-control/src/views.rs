@@ -34,7 +34,34 @@ pub fn config(ctl: &Controller) -> Value {
         "applied_at": ts(active.applied_at),
         "resources": st.resources,
         "last_error": last_error,
+        "history": history(ctl),
     })
+}
+
+/// The last reloads, newest first: `{at, trigger, generation, result, errors, commit?, files?}`.
+pub fn history(ctl: &Controller) -> Value {
+    let entries: Vec<Value> = ctl
+        .history()
+        .iter()
+        .rev()
+        .map(|h| {
+            let mut v = json!({
+                "at": ts(h.at),
+                "trigger": h.trigger,
+                "generation": h.generation,
+                "result": if h.applied { "applied" } else { "rejected" },
+                "errors": h.errors,
+            });
+            if let Some(c) = &h.commit {
+                v["commit"] = json!(c);
+            }
+            if !h.files.is_empty() {
+                v["files"] = json!(h.files);
+            }
+            v
+        })
+        .collect();
+    Value::Array(entries)
 }
 
 fn value_match(v: &ValueMatch) -> Value {

@@ -42,6 +42,12 @@ impl Histogram {
         self.count.load(Ordering::Relaxed)
     }
 
+    /// The observations in each bucket of [`BUCKETS`] (not cumulative), for callers that
+    /// compute quantiles over an interval from two readings.
+    pub fn bucket_counts(&self) -> [u64; BUCKETS.len()] {
+        std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed))
+    }
+
     /// An approximate quantile (upper bound of the bucket holding it), in seconds.
     pub fn quantile(&self, q: f64) -> Option<f64> {
         let total = self.count();

@@ -67,6 +67,13 @@ struct Worker {
     _thread: std::thread::JoinHandle<()>,
 }
 
+/// Sockets bound for a config's listeners that are not served yet: the result of
+/// [`Server::bind_new`], consumed by [`Server::activate`]. Dropping it closes them.
+pub struct BoundListeners {
+    wanted: Vec<ListenerConf>,
+    sockets: Vec<(ListenerConf, Vec<std::net::TcpListener>)>,
+}
+
 /// The set of workers and the listeners they serve.
 pub struct Server {
     proxy: Arc<Proxy>,
@@ -96,59 +103,101 @@ impl Server {
         })
     }
 
-    /// Binds new listeners and closes removed ones so the set matches `wanted`. Returns one
-    /// message per listener that could not be bound (the others still apply).
+    /// Binds new listeners and closes removed ones so the set matches `wanted`, all or
+    /// nothing: when one listener cannot be bound, nothing changes and the answer names each
+    /// failure. (A reload binds first with [`Server::bind_new`], swaps its config, then
+    /// [`Server::activate`]s.)
     pub fn reconcile(&self, wanted: &[ListenerConf]) -> Vec<String> {
-        let mut errors = Vec::new();
-        let Ok(mut bound) = self.listeners.lock() else {
-            return vec!["listener table poisoned".into()];
+        match self.bind_new(wanted) {
+            Ok(bound) => {
+                self.activate(bound);
+                Vec::new()
+            }
+            Err(errors) => errors,
+        }
+    }
+
+    /// Binds the sockets of every listener in `wanted` that is not already served as
+    /// configured, without serving them yet. Listeners on addresses not bound today are bound
+    /// first; those replacing a changed listener on the same address (`SO_REUSEPORT` lets both
+    /// be bound) only once all new ones succeeded. On any failure every socket bound here is
+    /// closed and the errors name each listener, address and cause: the running set is
+    /// untouched, so a config is applied only as a whole.
+    pub fn bind_new(&self, wanted: &[ListenerConf]) -> Result<BoundListeners, Vec<String>> {
+        let current: HashMap<(IpAddr, u16), ListenerConf> = match self.listeners.lock() {
+            Ok(b) => b.iter().map(|(k, h)| (*k, h.conf.clone())).collect(),
+            Err(_) => return Err(vec!["listener table poisoned".into()]),
         };
-        let keys: Vec<(IpAddr, u16)> = wanted.iter().map(|l| (l.address, l.port)).collect();
-        bound.retain(|key, handle| {
-            let keep = wanted.iter().any(|l| (l.address, l.port) == *key && *l == handle.conf);
+        let mut fresh = Vec::new();
+        let mut replacing = Vec::new();
+        for conf in wanted {
+            let key = (conf.address, conf.port);
+            match current.get(&key) {
+                Some(c) if c == conf => {}
+                Some(_) => replacing.push(conf),
+                None => fresh.push(conf),
+            }
+        }
+        let mut errors = Vec::new();
+        let mut sockets = Vec::new();
+        for group in [fresh, replacing] {
+            for conf in group {
+                let addr = SocketAddr::from((conf.address, conf.port));
+                match self.bind_all_workers(addr) {
+                    Ok(s) => sockets.push((conf.clone(), s)),
+                    Err(e) => {
+                        errors.push(format!("listener {}: cannot bind {addr}: {e}", conf.name))
+                    }
+                }
+            }
+            if !errors.is_empty() {
+                // Dropping `sockets` closes everything bound so far.
+                return Err(errors);
+            }
+        }
+        Ok(BoundListeners {
+            wanted: wanted.to_vec(),
+            sockets,
+        })
+    }
+
+    /// One socket per worker on `addr`.
+    fn bind_all_workers(&self, addr: SocketAddr) -> std::io::Result<Vec<std::net::TcpListener>> {
+        self.workers.iter().map(|_| bind(addr)).collect()
+    }
+
+    /// Serves the listeners bound by [`Server::bind_new`] and closes those no longer wanted.
+    pub fn activate(&self, bound: BoundListeners) {
+        let Ok(mut table) = self.listeners.lock() else {
+            tracing::error!("listener table poisoned; listeners unchanged");
+            return;
+        };
+        let wanted = bound.wanted;
+        table.retain(|key, handle| {
+            let keep = wanted
+                .iter()
+                .any(|l| (l.address, l.port) == *key && *l == handle.conf);
             if !keep {
                 let _ = handle.stop.send(true);
                 tracing::info!(listener = %handle.conf.name, address = %SocketAddr::from(*key), "listener closed");
             }
             keep
         });
-        for (conf, key) in wanted.iter().zip(keys) {
-            if bound.contains_key(&key) {
-                continue;
-            }
+        for (conf, sockets) in bound.sockets {
+            let key = (conf.address, conf.port);
             let (stop, _) = watch::channel(false);
             let handle = Arc::new(ListenerHandle {
                 gauge: self.proxy.metrics.listener(&conf.name),
-                conf: conf.clone(),
+                conf,
                 stop,
                 connections: AtomicUsize::new(0),
             });
-            let mut sockets = Vec::with_capacity(self.workers.len());
-            let mut failed = None;
-            for _ in &self.workers {
-                match bind(SocketAddr::from(key)) {
-                    Ok(s) => sockets.push(s),
-                    Err(e) => {
-                        failed = Some(e);
-                        break;
-                    }
-                }
-            }
-            if let Some(e) = failed {
-                errors.push(format!(
-                    "listener {}: cannot bind {}: {e}",
-                    conf.name,
-                    SocketAddr::from(key)
-                ));
-                continue;
-            }
             for (w, s) in self.workers.iter().zip(sockets) {
                 let _ = w.tx.send(Cmd::Listen(handle.clone(), s));
             }
-            tracing::info!(listener = %conf.name, address = %SocketAddr::from(key), protocol = ?conf.protocol, "listening");
-            bound.insert(key, handle);
+            tracing::info!(listener = %handle.conf.name, address = %SocketAddr::from(key), protocol = ?handle.conf.protocol, "listening");
+            table.insert(key, handle);
         }
-        errors
     }
 
     /// The addresses currently bound.

@@ -436,7 +436,10 @@ fn explain(
                 v["rewritten_path"].as_str().unwrap_or("-")
             );
             out!("  match:          {}", v["match"]);
-            out!("  policies:       {}", v["policies"]);
+            out!("  policies:");
+            for line in portico_control::explain::policy_lines(&v) {
+                out!("    {line}");
+            }
         }
         None => out!("{method} {url}\n  no route matches: 404 NR"),
     }

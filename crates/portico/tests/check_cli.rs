@@ -69,7 +69,10 @@ const FIVE: [(&str, &str); 5] = [
     ("conf/a.yaml:7:3: Mapping/quote: ", "bogus"),
     ("conf/a.yaml:16:17: Mapping/rx: ", "regex"),
     ("conf/b.yaml:3:19: Mapping/quote: ", "duplicate"),
-    ("conf/b.yaml:12:15: Mapping/t: ", "type"),
+    (
+        "conf/b.yaml:12:15: Mapping/t: ",
+        "timeout_ms: expected an integer number of milliseconds",
+    ),
 ];
 
 #[test]
@@ -456,4 +459,43 @@ fn output_into_a_closed_pipe_is_not_a_panic() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
         assert_ne!(o.status.code(), Some(101), "{args:?}: {err}");
     }
+}
+
+/// A wrong type names the field and the expected type in YAML words; an unknown field that is
+/// a known one without its unit gets a suggestion; a tab is reported on the tab's own line.
+#[test]
+fn check_words_type_errors_and_points_at_tabs() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "types.yaml",
+        "apiVersion: portico.dev/v1\nkind: Mapping\nmetadata: { name: q }\nspec:\n  prefix: /q/\n  service: 127.0.0.1:9\n  timeout_ms: soon\n  timeout: 5\n",
+    );
+    write(
+        dir.path(),
+        "tab.yaml",
+        "apiVersion: portico.dev/v1\nkind: Mapping\nmetadata: { name: t }\nspec:\n  prefix: /t/\n\tservice: 127.0.0.1:9\n",
+    );
+    let o = portico(dir.path(), &["check", "types.yaml"]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    assert!(
+        out.contains(
+            "types.yaml:7:15: Mapping/q: timeout_ms: expected an integer number of milliseconds, found the string \"soon\"\n"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "types.yaml:8:3: Mapping/q: unknown field `timeout` (did you mean `timeout_ms`?)\n"
+        ),
+        "{out}"
+    );
+    let o = portico(dir.path(), &["check", "tab.yaml"]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    assert!(
+        out.starts_with("tab.yaml:6:1: -/-: invalid YAML: a tab indents this line"),
+        "{out}"
+    );
 }

@@ -192,8 +192,12 @@ async fn broken_commit_is_rejected_whole_and_a_fix_applies() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let errors = err["errors"].to_string();
+    // Named as in the repository, with the commit (not the private checkout's path).
+    let short = &bad[..7];
     assert!(
-        errors.contains("\"b.yaml:6:3: Mapping/b: unknown field `bogus_field`"),
+        errors.contains(&format!(
+            "\"b.yaml:6:3 (commit {short}): Mapping/b: unknown field `bogus_field`"
+        )),
         "{errors}"
     );
     assert_eq!(get(&p.url("/a"), &[]).await.text(), "a1");

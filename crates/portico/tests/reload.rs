@@ -209,3 +209,81 @@ async fn listeners_added_and_removed_by_reload() {
     }
     assert_eq!(get(&p.url("/"), &[]).await.status, 200);
 }
+
+async fn config_json(p: &Portico) -> serde_json::Value {
+    serde_json::from_slice(&get(&p.admin_url("/config"), &[]).await.body).expect("json")
+}
+
+/// A rejected edit sets `last_error`; the next good reload clears it, and `/config.history`
+/// keeps both attempts (newest first) with their trigger, files and result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn good_reload_clears_last_error_and_history_keeps_both() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let p = Portico::start(&mapping("r", "/", &a.addr.to_string(), "")).await;
+    p.write_config("apiVersion: portico.dev/v1\nkind: Mapping\nmetadata: { name: bad }\nspec: { prefix: /, bogus: 1 }\n");
+    assert_eq!(post(&p.admin_url("/reload"), "").await.status, 400);
+    let c = config_json(&p).await;
+    assert!(
+        c["last_error"]["errors"].to_string().contains("bogus"),
+        "{c}"
+    );
+
+    p.write_config(&mapping("r", "/", &b.addr.to_string(), ""));
+    let r = post(&p.admin_url("/reload"), "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(get(&p.url("/"), &[]).await.text(), "upstream b");
+    let c = config_json(&p).await;
+    assert!(
+        c["last_error"].is_null(),
+        "a good reload must clear it: {c}"
+    );
+    let h = c["history"].as_array().expect("history");
+    // The watcher may add its own entries for the same edits: find ours by result.
+    let newest = &h[0];
+    assert_eq!(newest["result"], "applied", "{c}");
+    assert_eq!(newest["generation"], c["generation"], "{c}");
+    assert!(newest["files"].to_string().contains("portico.yaml"), "{c}");
+    assert!(newest["at"].is_string(), "{c}");
+    let rejected = h
+        .iter()
+        .find(|e| e["result"] == "rejected")
+        .unwrap_or_else(|| panic!("no rejected entry: {c}"));
+    assert!(rejected["errors"].to_string().contains("bogus"), "{c}");
+    assert!(rejected["trigger"].is_string(), "{c}");
+    assert_eq!(h.last().expect("entry")["trigger"], "start", "{c}");
+    assert!(h.len() <= 20);
+}
+
+/// A new Listener on an address that cannot be bound rejects the whole config: the old
+/// routes keep serving, the generation stays, and `/config.last_error` names the address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_bind_failure_rejects_the_whole_config() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let p = Portico::start(&mapping("r", "/", &a.addr.to_string(), "")).await;
+    let before = config_json(&p).await["generation"]
+        .as_u64()
+        .expect("generation");
+    // Held by the test (no SO_REUSEPORT), so Portico cannot bind it.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = held.local_addr().expect("addr").port();
+    let cfg = format!(
+        "{}---\n{API}\nkind: Listener\nmetadata: {{ name: extra }}\nspec: {{ address: 127.0.0.1, port: {port} }}\n",
+        mapping("r", "/", &b.addr.to_string(), "")
+    );
+    p.write_config(&cfg);
+    let r = post(&p.admin_url("/reload"), "").await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+    assert_eq!(v["result"], "rejected", "{v}");
+    // Nothing of it applies: the old route still goes to a.
+    assert_eq!(get(&p.url("/"), &[]).await.text(), "upstream a");
+    let c = config_json(&p).await;
+    assert_eq!(c["generation"].as_u64(), Some(before), "{c}");
+    let err = c["last_error"]["errors"].to_string();
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{c}");
+    assert!(err.to_lowercase().contains("in use"), "{c}");
+    assert_eq!(c["history"][0]["result"], "rejected", "{c}");
+    drop(held);
+}
