@@ -516,11 +516,21 @@ async fn run(opts: RunOpts) -> anyhow::Result<()> {
     };
 
     let (snapshot, diags) = reload::load(sources.clone()).await;
+    // From a git source, messages name the file as it is in the repository, with the commit
+    // (as reloads do), not the private checkout's path.
+    let git_tree = match &git_source {
+        Some(g) => g.applied_tree().await,
+        None => None,
+    };
     for d in &diags {
+        let line = match (&git_tree, &initial_commit) {
+            (Some(tree), Some(commit)) => reload::git_message(d, commit, tree),
+            _ => d.to_string(),
+        };
         if d.is_error() {
-            tracing::error!("{d}");
+            tracing::error!("{line}");
         } else {
-            tracing::warn!("{d}");
+            tracing::warn!("{line}");
         }
     }
     let Some(snapshot) = snapshot else {

@@ -1323,3 +1323,34 @@ fn self_signed(name: &str) -> (String, String) {
     let ck = rcgen::generate_simple_self_signed(vec![name.to_string()]).expect("rcgen");
     (ck.cert.pem(), ck.signing_key.serialize_pem())
 }
+
+/// A broken first commit: `run --git` refuses to start, and its messages name the file as it is
+/// in the repository, with the commit, not the private checkout's path.
+#[test]
+fn broken_first_commit_names_the_repository_file_and_commit() {
+    let repo = Repo::new();
+    let bad = repo.commit(
+        &[(
+            "portico.yaml",
+            &format!("{API}\nkind: Mapping\nmetadata: {{ name: b }}\nspec:\n  prefix: /b\n  bogus_field: 1\n"),
+        )],
+        "broken",
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(portico_bin())
+        .args(["run", "--admin", "127.0.0.1:0", "--git", &repo.url()])
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run portico");
+    assert!(!out.status.success(), "a broken first commit must not start");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let short = &bad[..7];
+    assert!(
+        stderr.contains(&format!(
+            "portico.yaml:6:3 (commit {short}): Mapping/b: unknown field `bogus_field`"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("portico-git"), "checkout path leaked: {stderr}");
+}
