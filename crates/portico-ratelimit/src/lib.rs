@@ -1,9 +1,10 @@
-//! Global rate limiting (CONTRACT §4.1): Envoy's `envoy.service.ratelimit.v3` API (hand-written
-//! prost messages and a client call, [`proto`]), the rule format of envoyproxy/ratelimit
-//! ([`rules`]), and `portico ratelimit`, a server of that API whose fixed-window counters live
-//! in Redis so any number of servers and proxies share one budget ([`server`]).
+//! Global rate limiting (CONTRACT §4.1): the rule format of envoyproxy/ratelimit ([`rules`]),
+//! and `portico ratelimit`, a server of Envoy's `envoy.service.ratelimit.v3` API whose
+//! fixed-window counters live in Redis so any number of servers and proxies share one budget
+//! ([`server`]). The API's messages and client call live in the portico-rls crate (re-exported
+//! here as [`proto`]), which the proxy uses without building this crate's Redis client.
 #![forbid(unsafe_code)]
 
-pub mod proto;
+pub use portico_rls::proto;
 pub mod rules;
 pub mod server;

@@ -339,6 +339,29 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
         .init();
+    // A panic is a bug: report it as an error line in the same log as everything else, with
+    // where it happened (and a backtrace when RUST_BACKTRACE asks for one). The release build
+    // then aborts (docs/architecture.md, "Panic policy"); debug builds unwind the task.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(non-string payload)");
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
+            .unwrap_or_default();
+        let thread = std::thread::current();
+        let thread = thread.name().unwrap_or("unnamed");
+        let backtrace = std::backtrace::Backtrace::capture();
+        if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+            tracing::error!(thread, %location, %backtrace, "panicked: {msg}");
+        } else {
+            tracing::error!(thread, %location, "panicked: {msg}");
+        }
+    }));
 }
 
 fn sources_of(paths: &[PathBuf]) -> Vec<ConfigSource> {

@@ -20,7 +20,7 @@ use http::{HeaderName, HeaderValue, Request};
 use portico_config::snapshot::{
     EndpointSource, RateLimitScope, RateLimitServiceConf, Route, UpstreamConf,
 };
-use portico_ratelimit::proto::{self, Code, RateLimitDescriptor, RateLimitRequest};
+use portico_rls::proto::{self, Code, RateLimitDescriptor, RateLimitRequest};
 use tonic::transport::{Channel, Endpoint};
 
 use super::{Headers, Verdict, descriptor_entries};

@@ -23,7 +23,7 @@ use portico_config::Snapshot;
 use portico_config::snapshot::{
     DescriptorPart, RateLimitConf, RateLimitScope, RateLimitUnit, Route,
 };
-use portico_ratelimit::proto::Entry;
+use portico_rls::proto::Entry;
 
 pub use global::GlobalClient;
 pub use local::{Decision, LocalLimiter};
