@@ -32,7 +32,7 @@ pub struct Admin {
 pub async fn serve(addr: SocketAddr, admin: Arc<Admin>) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    crate::series::spawn(admin.ctl.clone());
+    crate::series::spawn(admin.ctl.series.clone(), admin.ctl.proxy.clone());
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {

@@ -80,7 +80,7 @@ pub struct Controller {
     /// The last [`HISTORY_LEN`] reloads, oldest first (admin API only, never the request path).
     history: Mutex<VecDeque<HistoryEntry>>,
     /// Recent rates and latencies for the dashboard.
-    pub series: crate::series::Series,
+    pub series: Arc<crate::series::Series>,
     lock: tokio::sync::Mutex<()>,
 }
 
@@ -172,7 +172,7 @@ impl Controller {
             counters: ReloadCounters::default(),
             git: std::sync::OnceLock::new(),
             history: Mutex::new(VecDeque::from([first])),
-            series: crate::series::Series::default(),
+            series: Arc::default(),
             lock: tokio::sync::Mutex::new(()),
         }
     }

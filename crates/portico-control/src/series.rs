@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use portico_proxy::metrics::{BUCKETS, RouteMetrics};
 use serde_json::{Value, json};
 
-use crate::reload::Controller;
+use portico_proxy::Proxy;
 
 /// How often counters are read.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(2);
@@ -127,12 +127,12 @@ fn now_ms() -> u64 {
 
 impl Series {
     /// Reads every counter once.
-    pub fn sample(&self, ctl: &Controller) {
-        self.sample_at(ctl, now_ms());
+    pub fn sample(&self, proxy: &Proxy) {
+        self.sample_at(proxy, now_ms());
     }
 
-    fn sample_at(&self, ctl: &Controller, now: u64) {
-        let active = ctl.proxy.active();
+    fn sample_at(&self, proxy: &Proxy, now: u64) {
+        let active = proxy.active();
         let Ok(mut st) = self.state.lock() else {
             return;
         };
@@ -149,13 +149,12 @@ impl Series {
                 .push(now, prev_at, Reading::of(m));
         }
         st.routes.retain(|k, _| names.contains(k));
-        let nr = Reading::of(&ctl.proxy.metrics.no_route);
+        let nr = Reading::of(&proxy.metrics.no_route);
         st.unmatched.push(now, prev_at, nr);
         let oldest = now.saturating_sub(WINDOW.as_millis() as u64);
         let mut ups = Vec::new();
         for u in &active.config.upstreams {
-            let count = ctl
-                .proxy
+            let count = proxy
                 .metrics
                 .upstream(&u.name)
                 .connect_failures
@@ -204,14 +203,14 @@ impl Series {
     }
 }
 
-/// Samples every [`SAMPLE_EVERY`] for as long as the process runs.
-pub fn spawn(ctl: Arc<Controller>) {
+/// Samples `proxy` into `series` every [`SAMPLE_EVERY`] for as long as the process runs.
+pub fn spawn(series: Arc<Series>, proxy: Arc<Proxy>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(SAMPLE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            ctl.series.sample(&ctl);
+            series.sample(&proxy);
         }
     });
 }

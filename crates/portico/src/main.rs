@@ -659,3 +659,15 @@ async fn run(opts: RunOpts) -> anyhow::Result<()> {
     tracing::info!("stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every argument of every (sub)command has a help line.
+    #[test]
+    fn every_argument_has_a_description() {
+        let missing = crate::completions::undescribed(&crate::Cli::command());
+        assert!(missing.is_empty(), "arguments without help: {missing:?}");
+    }
+}
