@@ -71,7 +71,7 @@ impl Ctx<'_> {
                 let alpn: Vec<String> = t
                     .alpn_protocols
                     .as_deref()
-                    .unwrap_or("h2,http/1.1")
+                    .unwrap_or(defaults::TLS_ALPN_PROTOCOLS)
                     .split(',')
                     .map(|s| s.trim().to_string())
                     .filter(|s| !s.is_empty())
@@ -95,9 +95,9 @@ impl Ctx<'_> {
                     cert_chain_file: cert?,
                     private_key_file: key?,
                     alpn_protocols: alpn,
-                    min_tls_version: match t.min_tls_version {
-                        Some(TlsVersionM::V13) => TlsVersion::V1_3,
-                        _ => TlsVersion::V1_2,
+                    min_tls_version: match t.min_tls_version.unwrap_or(defaults::TLS_MIN_VERSION) {
+                        TlsVersionM::V13 => TlsVersion::V1_3,
+                        TlsVersionM::V12 => TlsVersion::V1_2,
                     },
                     ca_file: ca,
                 })
@@ -107,10 +107,11 @@ impl Ctx<'_> {
                 .as_ref()
                 .and_then(|p| p.insecure.as_ref())
                 .and_then(|i| i.action)
+                .unwrap_or(defaults::INSECURE_ACTION)
             {
-                None | Some(InsecureActionM::Redirect) => InsecureAction::Redirect,
-                Some(InsecureActionM::Route) => InsecureAction::Route,
-                Some(InsecureActionM::Reject) => InsecureAction::Reject,
+                InsecureActionM::Redirect => InsecureAction::Redirect,
+                InsecureActionM::Route => InsecureAction::Route,
+                InsecureActionM::Reject => InsecureAction::Reject,
             };
             out.push(HostConf {
                 name: r.name.clone(),

@@ -88,7 +88,7 @@ pub(super) fn listener_limits(r: &Resource, d: &mut Diags, l: &ListenerSpec) -> 
         l.request_body_idle_timeout_ms,
         0,
         86_400_000,
-        30_000,
+        defaults::REQUEST_BODY_IDLE_TIMEOUT_MS,
     );
     let keepalive_ms = check(
         "keepalive_timeout_ms",
@@ -119,7 +119,7 @@ impl Ctx<'_> {
                 continue;
             };
             let address = match l.address.as_deref().map(str::trim) {
-                None | Some("") => Some(IpAddr::from([0, 0, 0, 0])),
+                None | Some("") => Some(IpAddr::from(defaults::LISTENER_ADDRESS)),
                 Some(a) => match a
                     .trim_start_matches('[')
                     .trim_end_matches(']')
@@ -152,15 +152,19 @@ impl Ctx<'_> {
                 name: r.name.clone(),
                 address,
                 port,
-                protocol: match l.protocol.unwrap_or(ListenerProtocolM::Http) {
+                protocol: match l.protocol.unwrap_or(defaults::LISTENER_PROTOCOL) {
                     ListenerProtocolM::Http => ListenerProtocol::Http,
                     ListenerProtocolM::Https => ListenerProtocol::Https,
                     ListenerProtocolM::HttpProxy => ListenerProtocol::HttpProxy,
                     ListenerProtocolM::HttpsProxy => ListenerProtocol::HttpsProxy,
                 },
-                http2: l.http2.unwrap_or(true),
-                max_connections: l.max_connections.unwrap_or(100_000),
-                trust_forwarded: l.trust_forwarded.unwrap_or(false),
+                http2: l.http2.unwrap_or(defaults::LISTENER_HTTP2),
+                max_connections: l
+                    .max_connections
+                    .unwrap_or(defaults::LISTENER_MAX_CONNECTIONS),
+                trust_forwarded: l
+                    .trust_forwarded
+                    .unwrap_or(defaults::LISTENER_TRUST_FORWARDED),
                 limits: listener_limits(r, self.d, l),
             };
             if conf.max_connections == 0 {
@@ -193,13 +197,13 @@ impl Ctx<'_> {
         let mut listeners: Vec<ListenerConf> = out.into_iter().map(|(l, _)| l).collect();
         if listeners.is_empty() {
             listeners.push(ListenerConf {
-                name: "default".to_string(),
-                address: IpAddr::from([0, 0, 0, 0]),
-                port: 8080,
+                name: defaults::LISTENER_NAME.to_string(),
+                address: IpAddr::from(defaults::LISTENER_ADDRESS),
+                port: defaults::LISTENER_PORT,
                 protocol: ListenerProtocol::Http,
-                http2: true,
-                max_connections: 100_000,
-                trust_forwarded: false,
+                http2: defaults::LISTENER_HTTP2,
+                max_connections: defaults::LISTENER_MAX_CONNECTIONS,
+                trust_forwarded: defaults::LISTENER_TRUST_FORWARDED,
                 limits: ListenerLimits::default(),
             });
         }

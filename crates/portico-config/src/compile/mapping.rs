@@ -47,7 +47,7 @@ pub(super) fn header_adds(
             Ok(v) => out.push(HeaderAdd {
                 name: n,
                 value: v,
-                append: add.append.unwrap_or(true),
+                append: add.append.unwrap_or(defaults::HEADER_APPEND),
             }),
             Err(m) => {
                 // `value` of `{ value, append }`, else the plain value.
@@ -87,7 +87,8 @@ impl Ctx<'_> {
                 continue;
             };
             if let Some(route) = self.mapping(r, m, have_rls) {
-                let group_key = group_key(&route, m.case_sensitive.unwrap_or(true));
+                let group_key =
+                    group_key(&route, m.case_sensitive.unwrap_or(defaults::CASE_SENSITIVE));
                 pending.push(Pending {
                     route,
                     res: r,
@@ -111,9 +112,9 @@ impl Ctx<'_> {
             method,
             extra,
         } = route_match::compile(r, d, m);
-        let case_sensitive = m.case_sensitive.unwrap_or(true);
-        let exact = m.prefix_exact.unwrap_or(false);
-        let is_regex = m.prefix_regex.unwrap_or(false);
+        let case_sensitive = m.case_sensitive.unwrap_or(defaults::CASE_SENSITIVE);
+        let exact = m.prefix_exact.unwrap_or(defaults::PREFIX_EXACT);
+        let is_regex = m.prefix_regex.unwrap_or(defaults::PREFIX_REGEX);
         if exact && is_regex {
             r.error_key(
                 d,
@@ -338,25 +339,19 @@ impl Ctx<'_> {
         let rate_limits = rate_limits(d, r, m.rate_limits.as_deref().unwrap_or_default(), have_rls);
         let cors = m.cors.as_ref().map(|c| cors(d, r, c));
         let compression = m.compression.as_ref().map(|c| CompressionConf {
-            enabled: c.enabled.unwrap_or(true),
-            min_bytes: c.min_bytes.unwrap_or(1024),
+            enabled: c.enabled.unwrap_or(defaults::COMPRESSION_ENABLED),
+            min_bytes: c.min_bytes.unwrap_or(defaults::COMPRESSION_MIN_BYTES),
             content_types: c
                 .content_types
                 .as_ref()
                 .map(|l| l.0.clone())
                 .unwrap_or_else(|| {
-                    [
-                        "text/*",
-                        "application/json",
-                        "application/javascript",
-                        "application/xml",
-                        "image/svg+xml",
-                    ]
-                    .map(String::from)
-                    .to_vec()
+                    defaults::COMPRESSION_CONTENT_TYPES
+                        .map(String::from)
+                        .to_vec()
                 }),
         });
-        let grpc = m.grpc.unwrap_or(false);
+        let grpc = m.grpc.unwrap_or(defaults::GRPC);
 
         // The action.
         let settings = upstream_settings(
@@ -396,7 +391,7 @@ impl Ctx<'_> {
                     );
                 }
                 let base = ["spec", "direct_response"];
-                let status = dr.status.unwrap_or(200);
+                let status = dr.status.unwrap_or(defaults::DIRECT_RESPONSE_STATUS);
                 if !(200..=599).contains(&status) {
                     r.error(
                         d,
@@ -456,7 +451,7 @@ impl Ctx<'_> {
         let shadow = match &m.shadow {
             None => None,
             Some(sh) => {
-                let percent = sh.percent.unwrap_or(100.0);
+                let percent = sh.percent.unwrap_or(defaults::SHADOW_PERCENT);
                 if !(0.0..=100.0).contains(&percent) {
                     r.error(d, &["spec", "shadow", "percent"], "percent must be 0-100");
                 }
@@ -479,8 +474,8 @@ impl Ctx<'_> {
             }
         };
         let d = &mut *self.d;
-        let timeout = nonzero_ms(m.timeout_ms.unwrap_or(15_000));
-        let idle_timeout = nonzero_ms(m.idle_timeout_ms.unwrap_or(300_000));
+        let timeout = nonzero_ms(m.timeout_ms.unwrap_or(defaults::ROUTE_TIMEOUT_MS));
+        let idle_timeout = nonzero_ms(m.idle_timeout_ms.unwrap_or(defaults::ROUTE_IDLE_TIMEOUT_MS));
         if let (Some(rt), Some(t)) = (&retry, timeout)
             && rt.per_try_timeout.is_some_and(|pt| pt > t)
         {
@@ -503,7 +498,7 @@ impl Ctx<'_> {
             method,
             headers,
             query,
-            precedence: m.precedence.unwrap_or(0),
+            precedence: m.precedence.unwrap_or(defaults::PRECEDENCE),
             weight: m.weight,
             effective_weight: 100.0,
             group: 0,

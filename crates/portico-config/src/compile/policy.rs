@@ -26,7 +26,10 @@ pub(super) fn retry_policy(d: &mut Diags, r: &Resource, rp: &RetryPolicyM) -> Re
             }
         }
     } else {
-        bits = RetryOn::FIVE_XX | RetryOn::CONNECT_FAILURE | RetryOn::RESET;
+        bits = defaults::RETRY_ON
+            .split(',')
+            .filter_map(RetryOn::flag)
+            .fold(0, |acc, f| acc | f);
     }
     let mut codes = Vec::new();
     for (i, c) in rp.retriable_status_codes.iter().flatten().enumerate() {
@@ -51,7 +54,9 @@ pub(super) fn retry_policy(d: &mut Diags, r: &Resource, rp: &RetryPolicyM) -> Re
         bits |= RetryOn::RETRIABLE_STATUS_CODES;
     }
     let budget = rp.retry_budget.clone().unwrap_or_default();
-    let pct = budget.budget_percent.unwrap_or(20.0);
+    let pct = budget
+        .budget_percent
+        .unwrap_or(defaults::RETRY_BUDGET_PERCENT);
     if !(0.0..=100.0).contains(&pct) {
         r.error(
             d,
@@ -61,11 +66,13 @@ pub(super) fn retry_policy(d: &mut Diags, r: &Resource, rp: &RetryPolicyM) -> Re
     }
     RetryPolicy {
         retry_on: RetryOn { bits },
-        num_retries: rp.num_retries.unwrap_or(1),
+        num_retries: rp.num_retries.unwrap_or(defaults::NUM_RETRIES),
         per_try_timeout: rp.per_try_timeout_ms.and_then(nonzero_ms),
         retriable_status_codes: codes,
         budget_percent: pct.clamp(0.0, 100.0),
-        min_retry_concurrency: budget.min_retry_concurrency.unwrap_or(3),
+        min_retry_concurrency: budget
+            .min_retry_concurrency
+            .unwrap_or(defaults::MIN_RETRY_CONCURRENCY),
     }
 }
 
@@ -80,7 +87,7 @@ pub(super) fn cors(d: &mut Diags, r: &Resource, c: &CorsM) -> CorsConf {
     if list.is_empty() {
         r.missing(d, &p(&base, &["origins"]), "cors needs at least one origin");
     }
-    let credentials = c.credentials.unwrap_or(false);
+    let credentials = c.credentials.unwrap_or(defaults::CORS_CREDENTIALS);
     for (i, o) in list.iter().enumerate() {
         let o = o.trim().trim_end_matches('/');
         if o == "*" {
@@ -143,7 +150,7 @@ pub(super) fn cors(d: &mut Diags, r: &Resource, c: &CorsM) -> CorsConf {
 
 pub(super) fn redirect(d: &mut Diags, r: &Resource, rd: &RedirectM) -> RedirectConf {
     let base = ["spec", "redirect"];
-    let code = rd.response_code.unwrap_or(301);
+    let code = rd.response_code.unwrap_or(defaults::REDIRECT_RESPONSE_CODE);
     if ![301, 302, 303, 307, 308].contains(&code) {
         r.error(
             d,
@@ -177,7 +184,7 @@ pub(super) fn redirect(d: &mut Diags, r: &Resource, rd: &RedirectM) -> RedirectC
     if rd.port == Some(0) {
         r.error(d, &p(&base, &["port"]), "port must be 1-65535");
     }
-    let https = rd.https.unwrap_or(false);
+    let https = rd.https.unwrap_or(defaults::REDIRECT_HTTPS);
     if !https && rd.host.is_none() && rd.port.is_none() && rd.path.is_none() && rd.prefix.is_none()
     {
         r.error_key(

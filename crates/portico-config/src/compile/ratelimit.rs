@@ -40,7 +40,7 @@ impl Ctx<'_> {
             else {
                 continue;
             };
-            let timeout = s.timeout_ms.unwrap_or(20);
+            let timeout = s.timeout_ms.unwrap_or(defaults::RLS_TIMEOUT_MS);
             if timeout == 0 {
                 r.error(
                     self.d,
@@ -48,7 +48,10 @@ impl Ctx<'_> {
                     "timeout_ms must be greater than 0",
                 );
             }
-            let domain = s.domain.clone().unwrap_or_else(|| "portico".to_string());
+            let domain = s
+                .domain
+                .clone()
+                .unwrap_or_else(|| defaults::RLS_DOMAIN.to_string());
             if domain.trim().is_empty() {
                 r.error(self.d, &["spec", "domain"], "domain must not be empty");
             }
@@ -58,7 +61,9 @@ impl Ctx<'_> {
                     upstream,
                     domain,
                     timeout: ms(timeout.max(1)),
-                    failure_mode_deny: s.failure_mode_deny.unwrap_or(false),
+                    failure_mode_deny: s
+                        .failure_mode_deny
+                        .unwrap_or(defaults::RLS_FAILURE_MODE_DENY),
                 },
                 r,
             ));
@@ -120,9 +125,9 @@ pub(super) fn rate_limits(
                 }
             }
         }
-        let scope = match rl.scope {
-            Some(RateScopeM::Global) => RateLimitScope::Global,
-            _ => RateLimitScope::Local,
+        let scope = match rl.scope.unwrap_or(defaults::RATE_LIMIT_SCOPE) {
+            RateScopeM::Global => RateLimitScope::Global,
+            RateScopeM::Local => RateLimitScope::Local,
         };
         if scope == RateLimitScope::Global && !have_service {
             r.error(
@@ -156,10 +161,10 @@ pub(super) fn rate_limits(
             out.push(RateLimitConf {
                 key,
                 requests_per_unit: rpu,
-                unit: match rl.unit {
-                    Some(RateUnitM::Minute) => RateLimitUnit::Minute,
-                    Some(RateUnitM::Hour) => RateLimitUnit::Hour,
-                    _ => RateLimitUnit::Second,
+                unit: match rl.unit.unwrap_or(defaults::RATE_LIMIT_UNIT) {
+                    RateUnitM::Second => RateLimitUnit::Second,
+                    RateUnitM::Minute => RateLimitUnit::Minute,
+                    RateUnitM::Hour => RateLimitUnit::Hour,
                 },
                 burst,
                 scope,

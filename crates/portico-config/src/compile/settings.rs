@@ -17,9 +17,9 @@ use crate::snapshot::{
 
 pub(super) fn default_lb() -> LbConf {
     LbConf {
-        policy: LbPolicy::RoundRobin,
+        policy: lb_policy(defaults::LB_POLICY),
         hash_on: None,
-        healthy_panic_threshold: 50,
+        healthy_panic_threshold: defaults::HEALTHY_PANIC_THRESHOLD,
         slow_start_window: None,
     }
 }
@@ -56,7 +56,9 @@ pub(super) fn upstream_settings(
         );
     }
     if let Some(o) = od {
-        let pct = o.max_ejection_percent.unwrap_or(10);
+        let pct = o
+            .max_ejection_percent
+            .unwrap_or(defaults::OUTLIER_MAX_EJECTION_PERCENT);
         if pct > 100 {
             r.error(
                 d,
@@ -64,7 +66,7 @@ pub(super) fn upstream_settings(
                 "max_ejection_percent must be 0-100",
             );
         }
-        let interval = o.interval_ms.unwrap_or(10_000);
+        let interval = o.interval_ms.unwrap_or(defaults::OUTLIER_INTERVAL_MS);
         if interval == 0 {
             r.error(
                 d,
@@ -72,11 +74,20 @@ pub(super) fn upstream_settings(
                 "interval_ms must be greater than 0",
             );
         }
-        let base = o.base_ejection_time_ms.unwrap_or(30_000);
-        let max = o.max_ejection_time_ms.unwrap_or(300_000).max(base);
+        let base = o
+            .base_ejection_time_ms
+            .unwrap_or(defaults::OUTLIER_BASE_EJECTION_TIME_MS);
+        let max = o
+            .max_ejection_time_ms
+            .unwrap_or(defaults::OUTLIER_MAX_EJECTION_TIME_MS)
+            .max(base);
         s.outlier = Some(OutlierConf {
-            consecutive_5xx: o.consecutive_5xx.unwrap_or(5),
-            consecutive_gateway_failure: o.consecutive_gateway_failure.unwrap_or(5),
+            consecutive_5xx: o
+                .consecutive_5xx
+                .unwrap_or(defaults::OUTLIER_CONSECUTIVE_5XX),
+            consecutive_gateway_failure: o
+                .consecutive_gateway_failure
+                .unwrap_or(defaults::OUTLIER_CONSECUTIVE_GATEWAY_FAILURE),
             interval: ms(interval),
             base_ejection_time: ms(base),
             max_ejection_time: ms(max),
@@ -105,16 +116,20 @@ pub(super) fn upstream_settings(
     s
 }
 
-pub(super) fn compile_lb(d: &mut Diags, r: &Resource, lb: &LoadBalancerM) -> LbConf {
-    let base = ["spec", "load_balancer"];
-    let policy = match lb.policy.unwrap_or(LbPolicyM::RoundRobin) {
+fn lb_policy(p: LbPolicyM) -> LbPolicy {
+    match p {
         LbPolicyM::RoundRobin => LbPolicy::RoundRobin,
         LbPolicyM::LeastRequest => LbPolicy::LeastRequest,
         LbPolicyM::Ewma => LbPolicy::Ewma,
         LbPolicyM::Random => LbPolicy::Random,
         LbPolicyM::RingHash => LbPolicy::RingHash,
         LbPolicyM::Maglev => LbPolicy::Maglev,
-    };
+    }
+}
+
+pub(super) fn compile_lb(d: &mut Diags, r: &Resource, lb: &LoadBalancerM) -> LbConf {
+    let base = ["spec", "load_balancer"];
+    let policy = lb_policy(lb.policy.unwrap_or(defaults::LB_POLICY));
     let mut hashes = Vec::new();
     if let Some(h) = &lb.header {
         match header_name(h) {
@@ -167,7 +182,9 @@ pub(super) fn compile_lb(d: &mut Diags, r: &Resource, lb: &LoadBalancerM) -> LbC
             "ring_hash and maglev need one of header, cookie or source_ip to hash on",
         );
     }
-    let threshold = lb.healthy_panic_threshold.unwrap_or(50);
+    let threshold = lb
+        .healthy_panic_threshold
+        .unwrap_or(defaults::HEALTHY_PANIC_THRESHOLD);
     if threshold > 100 {
         r.error(
             d,
@@ -283,7 +300,7 @@ pub(super) fn compile_hc(
             }
         }
         if expected.is_empty() {
-            expected.push((200, 399));
+            expected.push(defaults::HEALTH_CHECK_EXPECTED_STATUSES);
         }
         HealthCheckKind::Http {
             path: path.clone(),
@@ -291,15 +308,17 @@ pub(super) fn compile_hc(
             expected_statuses: expected,
         }
     };
-    let interval = h.interval_ms.unwrap_or(5000);
-    let timeout = h.timeout_ms.unwrap_or(1000);
+    let interval = h.interval_ms.unwrap_or(defaults::HEALTH_CHECK_INTERVAL_MS);
+    let timeout = h.timeout_ms.unwrap_or(defaults::HEALTH_CHECK_TIMEOUT_MS);
     for (f, v) in [("interval_ms", interval), ("timeout_ms", timeout)] {
         if v == 0 {
             r.error(d, &p(&base, &[f]), format!("{f} must be greater than 0"));
         }
     }
-    let unhealthy = h.unhealthy_threshold.unwrap_or(3);
-    let healthy = h.healthy_threshold.unwrap_or(2);
+    let unhealthy = h
+        .unhealthy_threshold
+        .unwrap_or(defaults::UNHEALTHY_THRESHOLD);
+    let healthy = h.healthy_threshold.unwrap_or(defaults::HEALTHY_THRESHOLD);
     for (f, v) in [
         ("unhealthy_threshold", unhealthy),
         ("healthy_threshold", healthy),

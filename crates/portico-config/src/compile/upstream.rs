@@ -123,7 +123,7 @@ impl Ctx<'_> {
                     Err(_) => EndpointSource::Dns {
                         host: host.clone(),
                         port,
-                        refresh: ms(5000),
+                        refresh: ms(defaults::DNS_REFRESH_MS),
                     },
                 };
                 let tls = matches!(protocol, UpstreamProtocol::Https | UpstreamProtocol::Auto)
@@ -132,7 +132,7 @@ impl Ctx<'_> {
                         sni: host.parse::<IpAddr>().is_err().then(|| host.clone()),
                         cert_chain_file: None,
                         private_key_file: None,
-                        insecure_skip_verify: false,
+                        insecure_skip_verify: defaults::INSECURE_SKIP_VERIFY,
                     });
                 let id = self.upstreams.len();
                 self.upstreams.push(UpstreamConf {
@@ -146,8 +146,8 @@ impl Ctx<'_> {
                     outlier: None,
                     circuit_breakers: CircuitBreakerConf::default(),
                     connect_timeout: ms(defaults::CONNECT_TIMEOUT_MS),
-                    max_idle_connections_per_endpoint: 64,
-                    idle_connection_timeout: ms(60_000),
+                    max_idle_connections_per_endpoint: defaults::MAX_IDLE_CONNECTIONS_PER_ENDPOINT,
+                    idle_connection_timeout: ms(defaults::IDLE_CONNECTION_TIMEOUT_MS),
                 });
                 self.is_resource.push(false);
                 self.set_by.push(Default::default());
@@ -210,7 +210,7 @@ impl Ctx<'_> {
                         };
                         match parse_authority(addr.trim()) {
                             Ok((h, Some(port))) => {
-                                let weight = e.weight.unwrap_or(1);
+                                let weight = e.weight.unwrap_or(defaults::ENDPOINT_WEIGHT);
                                 if weight == 0 {
                                     r.error(
                                         self.d,
@@ -237,7 +237,7 @@ impl Ctx<'_> {
                 }
                 (None, Some(dns)) => match parse_authority(dns.trim()) {
                     Ok((host, Some(port))) => {
-                        let refresh = u.dns_refresh_ms.unwrap_or(5000);
+                        let refresh = u.dns_refresh_ms.unwrap_or(defaults::DNS_REFRESH_MS);
                         if refresh == 0 {
                             r.error(
                                 self.d,
@@ -272,7 +272,7 @@ impl Ctx<'_> {
                     "dns_refresh_ms is ignored without dns",
                 );
             }
-            let protocol = match u.protocol.unwrap_or(UpstreamProtocolM::Http1) {
+            let protocol = match u.protocol.unwrap_or(defaults::UPSTREAM_PROTOCOL) {
                 UpstreamProtocolM::Http1 => UpstreamProtocol::Http1,
                 UpstreamProtocolM::H2c => UpstreamProtocol::H2c,
                 UpstreamProtocolM::Https => UpstreamProtocol::Https,
@@ -311,7 +311,9 @@ impl Ctx<'_> {
                         sni: t.sni.clone(),
                         cert_chain_file: it.next().flatten(),
                         private_key_file: it.next().flatten(),
-                        insecure_skip_verify: t.insecure_skip_verify.unwrap_or(false),
+                        insecure_skip_verify: t
+                            .insecure_skip_verify
+                            .unwrap_or(defaults::INSECURE_SKIP_VERIFY),
                     })
                 }
                 None if tls_proto => Some(UpstreamTlsConf {
@@ -335,8 +337,12 @@ impl Ctx<'_> {
                 u.circuit_breakers.as_ref(),
                 u.connect_timeout_ms,
             );
-            let max_idle = u.max_idle_connections_per_endpoint.unwrap_or(64);
-            let idle = u.idle_connection_timeout_ms.unwrap_or(60_000);
+            let max_idle = u
+                .max_idle_connections_per_endpoint
+                .unwrap_or(defaults::MAX_IDLE_CONNECTIONS_PER_ENDPOINT);
+            let idle = u
+                .idle_connection_timeout_ms
+                .unwrap_or(defaults::IDLE_CONNECTION_TIMEOUT_MS);
             let _ = base;
             let Some(endpoints) = endpoints else {
                 self.broken.insert(r.name.clone());
