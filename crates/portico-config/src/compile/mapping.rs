@@ -112,183 +112,16 @@ impl Ctx<'_> {
             method,
             extra,
         } = route_match::compile(r, d, m);
-        let case_sensitive = m.case_sensitive.unwrap_or(defaults::CASE_SENSITIVE);
-        let exact = m.prefix_exact.unwrap_or(defaults::PREFIX_EXACT);
-        let is_regex = m.prefix_regex.unwrap_or(defaults::PREFIX_REGEX);
-        if exact && is_regex {
-            r.error_key(
-                d,
-                &["spec", "prefix_regex"],
-                "set either prefix_exact or prefix_regex, not both",
-            );
-        }
-        let path = match &m.prefix {
-            None => {
-                r.missing(d, &["spec", "prefix"], "missing field `prefix`");
-                None
-            }
-            Some(pfx) if is_regex => match anchored(pfx, !case_sensitive) {
-                Ok(regex) => Some(PathMatch::Regex {
-                    regex,
-                    source: pfx.clone(),
-                }),
-                Err(e) => {
-                    r.error(d, &["spec", "prefix"], e);
-                    None
-                }
-            },
-            Some(pfx) => {
-                if !pfx.starts_with('/') {
-                    r.error(
-                        d,
-                        &["spec", "prefix"],
-                        format!("prefix `{pfx}` must start with `/`"),
-                    );
-                }
-                let stored = if case_sensitive {
-                    pfx.clone()
-                } else {
-                    pfx.to_ascii_lowercase()
-                };
-                Some(if exact {
-                    PathMatch::Exact {
-                        path: stored,
-                        case_sensitive,
-                    }
-                } else {
-                    PathMatch::Prefix {
-                        prefix: stored,
-                        case_sensitive,
-                    }
-                })
-            }
-        };
-        let mut headers = Vec::new();
-        let authority = |n: &str| n.eq_ignore_ascii_case(route_match::AUTHORITY);
-        for (name, v) in m.headers.iter().flat_map(|h| h.0.iter()) {
-            if authority(name) {
-                continue;
-            }
-            match header_name(name) {
-                Ok(n) => headers.push(HeaderMatch {
-                    name: n,
-                    value: if v.0.is_empty() {
-                        ValueMatch::Present
-                    } else {
-                        ValueMatch::Exact(v.0.clone())
-                    },
-                }),
-                Err(e) => r.error_key(d, &["spec", "headers", name], e),
-            }
-        }
-        for (name, v) in m.regex_headers.iter().flat_map(|h| h.0.iter()) {
-            if authority(name) {
-                continue;
-            }
-            match header_name(name) {
-                Ok(n) => match anchored(v, false) {
-                    Ok(re) => headers.push(HeaderMatch {
-                        name: n,
-                        value: ValueMatch::Regex(re),
-                    }),
-                    Err(e) => r.error(d, &["spec", "regex_headers", name], e),
-                },
-                Err(e) => r.error_key(d, &["spec", "regex_headers", name], e),
-            }
-        }
-        let mut query = Vec::new();
-        for (name, v) in m.query_parameters.iter().flat_map(|h| h.0.iter()) {
-            if name.is_empty() {
-                r.error_key(
-                    d,
-                    &["spec", "query_parameters", name],
-                    "query parameter name must not be empty",
-                );
-                continue;
-            }
-            let value = if v.0.is_empty() {
-                ValueMatch::Present
-            } else {
-                ValueMatch::Exact(v.0.clone())
-            };
-            query.push(QueryMatch {
-                name: name.clone(),
-                value,
-            });
-        }
-        for (name, v) in m.regex_query_parameters.iter().flat_map(|h| h.0.iter()) {
-            if name.is_empty() {
-                r.error_key(
-                    d,
-                    &["spec", "regex_query_parameters", name],
-                    "query parameter name must not be empty",
-                );
-                continue;
-            }
-            match anchored(v, false) {
-                Ok(re) => query.push(QueryMatch {
-                    name: name.clone(),
-                    value: ValueMatch::Regex(re),
-                }),
-                Err(e) => r.error(d, &["spec", "regex_query_parameters", name], e),
-            }
-        }
-
+        let path = path_match(d, r, m);
+        let headers = header_matches(d, r, m);
+        let query = query_matches(d, r, m);
         if let Some(w) = m.weight
             && w > 100
         {
             r.error(d, &["spec", "weight"], format!("weight {w} is over 100"));
         }
 
-        let rewrite = match (&m.rewrite, &m.regex_rewrite) {
-            (Some(_), Some(_)) => {
-                r.error_key(
-                    d,
-                    &["spec", "regex_rewrite"],
-                    "set either rewrite or regex_rewrite, not both",
-                );
-                Rewrite::None
-            }
-            (Some(rw), None) if rw.is_empty() => Rewrite::None,
-            (Some(rw), None) => Rewrite::Prefix(rw.clone()),
-            (None, Some(rr)) => {
-                let base = ["spec", "regex_rewrite"];
-                match (&rr.pattern, &rr.substitution) {
-                    (Some(pat), sub) => match Regex::new(pat) {
-                        Ok(regex) => {
-                            if sub.is_none() {
-                                r.missing(
-                                    d,
-                                    &p(&base, &["substitution"]),
-                                    "missing field `substitution` in regex_rewrite",
-                                );
-                            }
-                            Rewrite::Regex {
-                                regex,
-                                substitution: convert_substitution(sub.as_deref().unwrap_or("")),
-                            }
-                        }
-                        Err(e) => {
-                            r.error(
-                                d,
-                                &p(&base, &["pattern"]),
-                                format!("invalid regex `{pat}`: {}", regex_reason(&e)),
-                            );
-                            Rewrite::None
-                        }
-                    },
-                    (None, _) => {
-                        r.missing(
-                            d,
-                            &p(&base, &["pattern"]),
-                            "missing field `pattern` in regex_rewrite",
-                        );
-                        Rewrite::None
-                    }
-                }
-            }
-            (None, None) => Rewrite::None,
-        };
+        let rewrite = rewrite(d, r, m);
         let host_rewrite = m.host_rewrite.as_ref().and_then(|h| {
             parse_authority(h.trim())
                 .and_then(|_| header_value(h.trim()))
@@ -316,44 +149,70 @@ impl Ctx<'_> {
             m.remove_response_headers.as_ref(),
         );
 
-        let allow_upgrade: Vec<String> = m
-            .allow_upgrade
-            .iter()
-            .flat_map(|a| a.0.iter())
-            .map(|s| s.trim().to_ascii_lowercase())
-            .collect();
-        for (i, a) in allow_upgrade.iter().enumerate() {
-            if a.is_empty()
-                || !a
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'/'))
-            {
-                r.error(
-                    d,
-                    &["spec", "allow_upgrade", &i.to_string()],
-                    format!("invalid upgrade protocol `{a}`"),
-                );
-            }
-        }
+        let allow_upgrade = allow_upgrade(d, r, m);
         let retry = m.retry_policy.as_ref().map(|rp| retry_policy(d, r, rp));
         let rate_limits = rate_limits(d, r, m.rate_limits.as_deref().unwrap_or_default(), have_rls);
         let cors = m.cors.as_ref().map(|c| cors(d, r, c));
-        let compression = m.compression.as_ref().map(|c| CompressionConf {
-            enabled: c.enabled.unwrap_or(defaults::COMPRESSION_ENABLED),
-            min_bytes: c.min_bytes.unwrap_or(defaults::COMPRESSION_MIN_BYTES),
-            content_types: c
-                .content_types
-                .as_ref()
-                .map(|l| l.0.clone())
-                .unwrap_or_else(|| {
-                    defaults::COMPRESSION_CONTENT_TYPES
-                        .map(String::from)
-                        .to_vec()
-                }),
-        });
+        let compression = compression(m);
         let grpc = m.grpc.unwrap_or(defaults::GRPC);
 
-        // The action.
+        let action = self.action(r, m, grpc);
+        let shadow = self.shadow(r, m, grpc);
+        let d = &mut *self.d;
+        let timeout = nonzero_ms(m.timeout_ms.unwrap_or(defaults::ROUTE_TIMEOUT_MS));
+        let idle_timeout = nonzero_ms(m.idle_timeout_ms.unwrap_or(defaults::ROUTE_IDLE_TIMEOUT_MS));
+        if let (Some(rt), Some(t)) = (&retry, timeout)
+            && rt.per_try_timeout.is_some_and(|pt| pt > t)
+        {
+            r.warn(
+                d,
+                &["spec", "retry_policy", "per_try_timeout_ms"],
+                "per_try_timeout_ms is longer than timeout_ms",
+            );
+        }
+        if d.list[errors_before..].iter().any(|x| x.is_error()) {
+            return None;
+        }
+        Some(Route {
+            id: 0,
+            name: r.name.clone(),
+            file: r.file.to_string(),
+            line: r.root.pos.line,
+            hostname,
+            path: path?,
+            method,
+            headers,
+            query,
+            precedence: m.precedence.unwrap_or(defaults::PRECEDENCE),
+            weight: m.weight,
+            effective_weight: 100.0,
+            group: 0,
+            action: action?,
+            rewrite,
+            host_rewrite,
+            add_request_headers,
+            remove_request_headers,
+            add_response_headers,
+            remove_response_headers,
+            timeout,
+            idle_timeout,
+            grpc,
+            grpc_timeout_max: m.grpc_timeout_max_ms.and_then(nonzero_ms),
+            allow_upgrade,
+            retry,
+            rate_limits,
+            cors,
+            shadow,
+            compression,
+            max_request_body: m.max_request_body_bytes.filter(|&b| b > 0),
+            extra,
+        })
+    }
+
+    /// What a Mapping does: redirect, direct response, or forward to its service's upstream
+    /// (applying the Mapping's upstream-level settings to it).
+    fn action(&mut self, r: &Resource, m: &MappingSpec, grpc: bool) -> Option<RouteAction> {
+        let d = &mut *self.d;
         let settings = upstream_settings(
             d,
             r,
@@ -363,7 +222,7 @@ impl Ctx<'_> {
             m.circuit_breakers.as_ref(),
             m.connect_timeout_ms,
         );
-        let action = match (&m.redirect, &m.direct_response) {
+        match (&m.redirect, &m.direct_response) {
             (Some(_), Some(_)) => {
                 r.error_key(
                     d,
@@ -446,9 +305,12 @@ impl Ctx<'_> {
                     up.map(|upstream| RouteAction::Forward { upstream })
                 }
             },
-        };
+        }
+    }
+
+    fn shadow(&mut self, r: &Resource, m: &MappingSpec, grpc: bool) -> Option<ShadowConf> {
         let d = &mut *self.d;
-        let shadow = match &m.shadow {
+        match &m.shadow {
             None => None,
             Some(sh) => {
                 let percent = sh.percent.unwrap_or(defaults::SHADOW_PERCENT);
@@ -472,55 +334,234 @@ impl Ctx<'_> {
                         }),
                 }
             }
-        };
-        let d = &mut *self.d;
-        let timeout = nonzero_ms(m.timeout_ms.unwrap_or(defaults::ROUTE_TIMEOUT_MS));
-        let idle_timeout = nonzero_ms(m.idle_timeout_ms.unwrap_or(defaults::ROUTE_IDLE_TIMEOUT_MS));
-        if let (Some(rt), Some(t)) = (&retry, timeout)
-            && rt.per_try_timeout.is_some_and(|pt| pt > t)
-        {
-            r.warn(
+        }
+    }
+}
+
+/// `prefix` (with `prefix_exact`, `prefix_regex`, `case_sensitive`) as a path match.
+fn path_match(d: &mut Diags, r: &Resource, m: &MappingSpec) -> Option<PathMatch> {
+    let case_sensitive = m.case_sensitive.unwrap_or(defaults::CASE_SENSITIVE);
+    let exact = m.prefix_exact.unwrap_or(defaults::PREFIX_EXACT);
+    let is_regex = m.prefix_regex.unwrap_or(defaults::PREFIX_REGEX);
+    if exact && is_regex {
+        r.error_key(
+            d,
+            &["spec", "prefix_regex"],
+            "set either prefix_exact or prefix_regex, not both",
+        );
+    }
+    match &m.prefix {
+        None => {
+            r.missing(d, &["spec", "prefix"], "missing field `prefix`");
+            None
+        }
+        Some(pfx) if is_regex => match anchored(pfx, !case_sensitive) {
+            Ok(regex) => Some(PathMatch::Regex {
+                regex,
+                source: pfx.clone(),
+            }),
+            Err(e) => {
+                r.error(d, &["spec", "prefix"], e);
+                None
+            }
+        },
+        Some(pfx) => {
+            if !pfx.starts_with('/') {
+                r.error(
+                    d,
+                    &["spec", "prefix"],
+                    format!("prefix `{pfx}` must start with `/`"),
+                );
+            }
+            let stored = if case_sensitive {
+                pfx.clone()
+            } else {
+                pfx.to_ascii_lowercase()
+            };
+            Some(if exact {
+                PathMatch::Exact {
+                    path: stored,
+                    case_sensitive,
+                }
+            } else {
+                PathMatch::Prefix {
+                    prefix: stored,
+                    case_sensitive,
+                }
+            })
+        }
+    }
+}
+
+/// `headers` and `regex_headers` (an `:authority` entry is a host match, see `route_match`).
+fn header_matches(d: &mut Diags, r: &Resource, m: &MappingSpec) -> Vec<HeaderMatch> {
+    let mut headers = Vec::new();
+    let authority = |n: &str| n.eq_ignore_ascii_case(route_match::AUTHORITY);
+    for (name, v) in m.headers.iter().flat_map(|h| h.0.iter()) {
+        if authority(name) {
+            continue;
+        }
+        match header_name(name) {
+            Ok(n) => headers.push(HeaderMatch {
+                name: n,
+                value: if v.0.is_empty() {
+                    ValueMatch::Present
+                } else {
+                    ValueMatch::Exact(v.0.clone())
+                },
+            }),
+            Err(e) => r.error_key(d, &["spec", "headers", name], e),
+        }
+    }
+    for (name, v) in m.regex_headers.iter().flat_map(|h| h.0.iter()) {
+        if authority(name) {
+            continue;
+        }
+        match header_name(name) {
+            Ok(n) => match anchored(v, false) {
+                Ok(re) => headers.push(HeaderMatch {
+                    name: n,
+                    value: ValueMatch::Regex(re),
+                }),
+                Err(e) => r.error(d, &["spec", "regex_headers", name], e),
+            },
+            Err(e) => r.error_key(d, &["spec", "regex_headers", name], e),
+        }
+    }
+    headers
+}
+
+/// `query_parameters` and `regex_query_parameters`.
+fn query_matches(d: &mut Diags, r: &Resource, m: &MappingSpec) -> Vec<QueryMatch> {
+    let mut query = Vec::new();
+    for (name, v) in m.query_parameters.iter().flat_map(|h| h.0.iter()) {
+        if name.is_empty() {
+            r.error_key(
                 d,
-                &["spec", "retry_policy", "per_try_timeout_ms"],
-                "per_try_timeout_ms is longer than timeout_ms",
+                &["spec", "query_parameters", name],
+                "query parameter name must not be empty",
+            );
+            continue;
+        }
+        let value = if v.0.is_empty() {
+            ValueMatch::Present
+        } else {
+            ValueMatch::Exact(v.0.clone())
+        };
+        query.push(QueryMatch {
+            name: name.clone(),
+            value,
+        });
+    }
+    for (name, v) in m.regex_query_parameters.iter().flat_map(|h| h.0.iter()) {
+        if name.is_empty() {
+            r.error_key(
+                d,
+                &["spec", "regex_query_parameters", name],
+                "query parameter name must not be empty",
+            );
+            continue;
+        }
+        match anchored(v, false) {
+            Ok(re) => query.push(QueryMatch {
+                name: name.clone(),
+                value: ValueMatch::Regex(re),
+            }),
+            Err(e) => r.error(d, &["spec", "regex_query_parameters", name], e),
+        }
+    }
+    query
+}
+
+/// `rewrite` or `regex_rewrite`.
+fn rewrite(d: &mut Diags, r: &Resource, m: &MappingSpec) -> Rewrite {
+    match (&m.rewrite, &m.regex_rewrite) {
+        (Some(_), Some(_)) => {
+            r.error_key(
+                d,
+                &["spec", "regex_rewrite"],
+                "set either rewrite or regex_rewrite, not both",
+            );
+            Rewrite::None
+        }
+        (Some(rw), None) if rw.is_empty() => Rewrite::None,
+        (Some(rw), None) => Rewrite::Prefix(rw.clone()),
+        (None, Some(rr)) => {
+            let base = ["spec", "regex_rewrite"];
+            match (&rr.pattern, &rr.substitution) {
+                (Some(pat), sub) => match Regex::new(pat) {
+                    Ok(regex) => {
+                        if sub.is_none() {
+                            r.missing(
+                                d,
+                                &p(&base, &["substitution"]),
+                                "missing field `substitution` in regex_rewrite",
+                            );
+                        }
+                        Rewrite::Regex {
+                            regex,
+                            substitution: convert_substitution(sub.as_deref().unwrap_or("")),
+                        }
+                    }
+                    Err(e) => {
+                        r.error(
+                            d,
+                            &p(&base, &["pattern"]),
+                            format!("invalid regex `{pat}`: {}", regex_reason(&e)),
+                        );
+                        Rewrite::None
+                    }
+                },
+                (None, _) => {
+                    r.missing(
+                        d,
+                        &p(&base, &["pattern"]),
+                        "missing field `pattern` in regex_rewrite",
+                    );
+                    Rewrite::None
+                }
+            }
+        }
+        (None, None) => Rewrite::None,
+    }
+}
+
+/// `allow_upgrade`, lowercased; malformed protocol names are errors.
+fn allow_upgrade(d: &mut Diags, r: &Resource, m: &MappingSpec) -> Vec<String> {
+    let allow_upgrade: Vec<String> = m
+        .allow_upgrade
+        .iter()
+        .flat_map(|a| a.0.iter())
+        .map(|s| s.trim().to_ascii_lowercase())
+        .collect();
+    for (i, a) in allow_upgrade.iter().enumerate() {
+        if a.is_empty()
+            || !a
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'/'))
+        {
+            r.error(
+                d,
+                &["spec", "allow_upgrade", &i.to_string()],
+                format!("invalid upgrade protocol `{a}`"),
             );
         }
-        if d.list[errors_before..].iter().any(|x| x.is_error()) {
-            return None;
-        }
-        Some(Route {
-            id: 0,
-            name: r.name.clone(),
-            file: r.file.to_string(),
-            line: r.root.pos.line,
-            hostname,
-            path: path?,
-            method,
-            headers,
-            query,
-            precedence: m.precedence.unwrap_or(defaults::PRECEDENCE),
-            weight: m.weight,
-            effective_weight: 100.0,
-            group: 0,
-            action: action?,
-            rewrite,
-            host_rewrite,
-            add_request_headers,
-            remove_request_headers,
-            add_response_headers,
-            remove_response_headers,
-            timeout,
-            idle_timeout,
-            grpc,
-            grpc_timeout_max: m.grpc_timeout_max_ms.and_then(nonzero_ms),
-            allow_upgrade,
-            retry,
-            rate_limits,
-            cors,
-            shadow,
-            compression,
-            max_request_body: m.max_request_body_bytes.filter(|&b| b > 0),
-            extra,
-        })
     }
+    allow_upgrade
+}
+
+fn compression(m: &MappingSpec) -> Option<CompressionConf> {
+    m.compression.as_ref().map(|c| CompressionConf {
+        enabled: c.enabled.unwrap_or(defaults::COMPRESSION_ENABLED),
+        min_bytes: c.min_bytes.unwrap_or(defaults::COMPRESSION_MIN_BYTES),
+        content_types: c
+            .content_types
+            .as_ref()
+            .map(|l| l.0.clone())
+            .unwrap_or_else(|| {
+                defaults::COMPRESSION_CONTENT_TYPES
+                    .map(String::from)
+                    .to_vec()
+            }),
+    })
 }

@@ -7,8 +7,8 @@ use super::Ctx;
 use super::parse::{check_files, fmt_authority, ms, parse_authority};
 use super::settings::{default_lb, upstream_settings};
 use crate::defaults;
-use crate::model::{Spec, UpstreamProtocolM};
-use crate::resource::{Resource, UPSTREAM};
+use crate::model::{Spec, UpstreamProtocolM, UpstreamSpec};
+use crate::resource::{Diags, Resource, UPSTREAM};
 use crate::snapshot::{
     CircuitBreakerConf, EndpointConf, EndpointSource, UpstreamConf, UpstreamProtocol,
     UpstreamTlsConf,
@@ -169,102 +169,7 @@ impl Ctx<'_> {
             if r.name == "-" || self.by_name.contains_key(&r.name) {
                 continue;
             }
-            let base = ["spec"];
-            let endpoints = match (&u.endpoints, &u.dns) {
-                (Some(_), Some(_)) => {
-                    r.error_key(
-                        self.d,
-                        &["spec", "dns"],
-                        "set either endpoints or dns, not both",
-                    );
-                    None
-                }
-                (None, None) => {
-                    if !r.was_removed(&["spec", "endpoints"]) && !r.was_removed(&["spec", "dns"]) {
-                        r.missing(
-                            self.d,
-                            &["spec", "endpoints"],
-                            "an Upstream needs `endpoints` or `dns`",
-                        );
-                    }
-                    None
-                }
-                (Some(eps), None) => {
-                    if eps.is_empty() && !r.was_removed(&["spec", "endpoints", "0"]) {
-                        r.error(
-                            self.d,
-                            &["spec", "endpoints"],
-                            "endpoints must not be empty",
-                        );
-                    }
-                    let mut list = Vec::new();
-                    for (i, e) in eps.iter().enumerate() {
-                        let is = i.to_string();
-                        let Some(addr) = &e.address else {
-                            r.missing(
-                                self.d,
-                                &["spec", "endpoints", &is, "address"],
-                                "missing field `address` in endpoint",
-                            );
-                            continue;
-                        };
-                        match parse_authority(addr.trim()) {
-                            Ok((h, Some(port))) => {
-                                let weight = e.weight.unwrap_or(defaults::ENDPOINT_WEIGHT);
-                                if weight == 0 {
-                                    r.error(
-                                        self.d,
-                                        &["spec", "endpoints", &is, "weight"],
-                                        "weight must be at least 1",
-                                    );
-                                }
-                                list.push(EndpointConf {
-                                    address: fmt_authority(&h, port),
-                                    weight: weight.max(1),
-                                });
-                            }
-                            Ok((_, None)) => {
-                                r.error(
-                                    self.d,
-                                    &["spec", "endpoints", &is],
-                                    format!("endpoint `{addr}` needs a port (host:port)"),
-                                );
-                            }
-                            Err(m) => r.error(self.d, &["spec", "endpoints", &is], m),
-                        }
-                    }
-                    Some(EndpointSource::Static(list))
-                }
-                (None, Some(dns)) => match parse_authority(dns.trim()) {
-                    Ok((host, Some(port))) => {
-                        let refresh = u.dns_refresh_ms.unwrap_or(defaults::DNS_REFRESH_MS);
-                        if refresh == 0 {
-                            r.error(
-                                self.d,
-                                &["spec", "dns_refresh_ms"],
-                                "dns_refresh_ms must be greater than 0",
-                            );
-                        }
-                        Some(EndpointSource::Dns {
-                            host,
-                            port,
-                            refresh: ms(refresh.max(1)),
-                        })
-                    }
-                    Ok((_, None)) => {
-                        r.error(
-                            self.d,
-                            &["spec", "dns"],
-                            format!("dns `{dns}` needs a port (host:port)"),
-                        );
-                        None
-                    }
-                    Err(m) => {
-                        r.error(self.d, &["spec", "dns"], m);
-                        None
-                    }
-                },
-            };
+            let endpoints = endpoint_source(self.d, r, u);
             if u.dns.is_none() && u.dns_refresh_ms.is_some() {
                 r.warn(
                     self.d,
@@ -279,55 +184,7 @@ impl Ctx<'_> {
                 UpstreamProtocolM::Auto => UpstreamProtocol::Auto,
             };
             let tls_proto = matches!(protocol, UpstreamProtocol::Https | UpstreamProtocol::Auto);
-            let tls = match &u.tls {
-                Some(t) => {
-                    if !tls_proto {
-                        r.warn(
-                            self.d,
-                            &["spec", "tls"],
-                            "tls is only used with protocol https or auto",
-                        );
-                    }
-                    if t.cert_chain_file.is_some() != t.private_key_file.is_some() {
-                        r.error_key(
-                            self.d,
-                            &["spec", "tls"],
-                            "cert_chain_file and private_key_file go together",
-                        );
-                    }
-                    let files = check_files(
-                        self.d,
-                        r,
-                        &["spec", "tls"],
-                        &[
-                            ("ca_file", t.ca_file.as_ref()),
-                            ("cert_chain_file", t.cert_chain_file.as_ref()),
-                            ("private_key_file", t.private_key_file.as_ref()),
-                        ],
-                    );
-                    let mut it = files.into_iter();
-                    Some(UpstreamTlsConf {
-                        ca_file: it.next().flatten(),
-                        sni: t.sni.clone(),
-                        cert_chain_file: it.next().flatten(),
-                        private_key_file: it.next().flatten(),
-                        insecure_skip_verify: t
-                            .insecure_skip_verify
-                            .unwrap_or(defaults::INSECURE_SKIP_VERIFY),
-                    })
-                }
-                None if tls_proto => Some(UpstreamTlsConf {
-                    ca_file: None,
-                    sni: match &endpoints {
-                        Some(EndpointSource::Dns { host, .. }) => Some(host.clone()),
-                        _ => None,
-                    },
-                    cert_chain_file: None,
-                    private_key_file: None,
-                    insecure_skip_verify: false,
-                }),
-                None => None,
-            };
+            let tls = upstream_tls(self.d, r, u, tls_proto, endpoints.as_ref());
             let s = upstream_settings(
                 self.d,
                 r,
@@ -343,7 +200,6 @@ impl Ctx<'_> {
             let idle = u
                 .idle_connection_timeout_ms
                 .unwrap_or(defaults::IDLE_CONNECTION_TIMEOUT_MS);
-            let _ = base;
             let Some(endpoints) = endpoints else {
                 self.broken.insert(r.name.clone());
                 continue;
@@ -370,5 +226,156 @@ impl Ctx<'_> {
             self.set_by.push(Default::default());
             self.by_name.insert(r.name.clone(), id);
         }
+    }
+}
+
+/// `endpoints` or `dns`; `None` after an error.
+fn endpoint_source(d: &mut Diags, r: &Resource, u: &UpstreamSpec) -> Option<EndpointSource> {
+    match (&u.endpoints, &u.dns) {
+        (Some(_), Some(_)) => {
+            r.error_key(d, &["spec", "dns"], "set either endpoints or dns, not both");
+            None
+        }
+        (None, None) => {
+            if !r.was_removed(&["spec", "endpoints"]) && !r.was_removed(&["spec", "dns"]) {
+                r.missing(
+                    d,
+                    &["spec", "endpoints"],
+                    "an Upstream needs `endpoints` or `dns`",
+                );
+            }
+            None
+        }
+        (Some(eps), None) => {
+            if eps.is_empty() && !r.was_removed(&["spec", "endpoints", "0"]) {
+                r.error(d, &["spec", "endpoints"], "endpoints must not be empty");
+            }
+            let mut list = Vec::new();
+            for (i, e) in eps.iter().enumerate() {
+                let is = i.to_string();
+                let Some(addr) = &e.address else {
+                    r.missing(
+                        d,
+                        &["spec", "endpoints", &is, "address"],
+                        "missing field `address` in endpoint",
+                    );
+                    continue;
+                };
+                match parse_authority(addr.trim()) {
+                    Ok((h, Some(port))) => {
+                        let weight = e.weight.unwrap_or(defaults::ENDPOINT_WEIGHT);
+                        if weight == 0 {
+                            r.error(
+                                d,
+                                &["spec", "endpoints", &is, "weight"],
+                                "weight must be at least 1",
+                            );
+                        }
+                        list.push(EndpointConf {
+                            address: fmt_authority(&h, port),
+                            weight: weight.max(1),
+                        });
+                    }
+                    Ok((_, None)) => {
+                        r.error(
+                            d,
+                            &["spec", "endpoints", &is],
+                            format!("endpoint `{addr}` needs a port (host:port)"),
+                        );
+                    }
+                    Err(m) => r.error(d, &["spec", "endpoints", &is], m),
+                }
+            }
+            Some(EndpointSource::Static(list))
+        }
+        (None, Some(dns)) => match parse_authority(dns.trim()) {
+            Ok((host, Some(port))) => {
+                let refresh = u.dns_refresh_ms.unwrap_or(defaults::DNS_REFRESH_MS);
+                if refresh == 0 {
+                    r.error(
+                        d,
+                        &["spec", "dns_refresh_ms"],
+                        "dns_refresh_ms must be greater than 0",
+                    );
+                }
+                Some(EndpointSource::Dns {
+                    host,
+                    port,
+                    refresh: ms(refresh.max(1)),
+                })
+            }
+            Ok((_, None)) => {
+                r.error(
+                    d,
+                    &["spec", "dns"],
+                    format!("dns `{dns}` needs a port (host:port)"),
+                );
+                None
+            }
+            Err(m) => {
+                r.error(d, &["spec", "dns"], m);
+                None
+            }
+        },
+    }
+}
+
+/// The TLS settings of an Upstream: its `tls`, or the defaults of a TLS protocol (SNI = the
+/// DNS name).
+fn upstream_tls(
+    d: &mut Diags,
+    r: &Resource,
+    u: &UpstreamSpec,
+    tls_proto: bool,
+    endpoints: Option<&EndpointSource>,
+) -> Option<UpstreamTlsConf> {
+    match &u.tls {
+        Some(t) => {
+            if !tls_proto {
+                r.warn(
+                    d,
+                    &["spec", "tls"],
+                    "tls is only used with protocol https or auto",
+                );
+            }
+            if t.cert_chain_file.is_some() != t.private_key_file.is_some() {
+                r.error_key(
+                    d,
+                    &["spec", "tls"],
+                    "cert_chain_file and private_key_file go together",
+                );
+            }
+            let files = check_files(
+                d,
+                r,
+                &["spec", "tls"],
+                &[
+                    ("ca_file", t.ca_file.as_ref()),
+                    ("cert_chain_file", t.cert_chain_file.as_ref()),
+                    ("private_key_file", t.private_key_file.as_ref()),
+                ],
+            );
+            let mut it = files.into_iter();
+            Some(UpstreamTlsConf {
+                ca_file: it.next().flatten(),
+                sni: t.sni.clone(),
+                cert_chain_file: it.next().flatten(),
+                private_key_file: it.next().flatten(),
+                insecure_skip_verify: t
+                    .insecure_skip_verify
+                    .unwrap_or(defaults::INSECURE_SKIP_VERIFY),
+            })
+        }
+        None if tls_proto => Some(UpstreamTlsConf {
+            ca_file: None,
+            sni: match &endpoints {
+                Some(EndpointSource::Dns { host, .. }) => Some(host.clone()),
+                _ => None,
+            },
+            cert_chain_file: None,
+            private_key_file: None,
+            insecure_skip_verify: false,
+        }),
+        None => None,
     }
 }

@@ -37,7 +37,6 @@ mod tests {
     use super::schema::*;
     use super::secrets::*;
     use super::translate::*;
-    use super::*;
 
     #[test]
     fn durations() {
