@@ -3,7 +3,7 @@
 //! over HTTP the Mapping is still routed, but no Host's request policy applies to it. Read
 //! from the parsed documents, so the warning also appears next to other errors.
 
-use crate::load::{Diags, Resource};
+use crate::resource::{Diags, Resource};
 
 /// A Host or Mapping hostname without its port, lower-cased.
 fn bare(h: &str) -> String {

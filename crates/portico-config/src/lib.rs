@@ -41,6 +41,7 @@
 #![forbid(unsafe_code)]
 
 mod compile;
+pub mod defaults;
 pub mod describe;
 pub mod diag;
 pub mod emissary;
@@ -48,46 +49,17 @@ mod hostcheck;
 mod load;
 pub mod model;
 pub mod node;
-mod route_match;
+mod pipeline;
+mod resource;
+pub mod route;
 pub mod router;
 pub mod snapshot;
 
-use std::path::PathBuf;
-use std::sync::Arc;
-
 pub use diag::{Diagnostic, Severity};
+pub use load::ConfigSource;
+pub use pipeline::{LoadOptions, LoadResult, load, load_with, set_strict_kinds};
 pub use router::{RequestView, Router};
 pub use snapshot::Snapshot;
-
-/// Where configuration comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConfigSource {
-    /// A YAML file, or a directory: every `*.yaml`/`*.yml` below it (sorted; hidden entries
-    /// such as `.git` are skipped).
-    Path(PathBuf),
-    /// YAML text; `name` stands for the file name in diagnostics and `base_dir` resolves
-    /// relative file paths (TLS certificates).
-    Inline {
-        name: String,
-        text: String,
-        base_dir: PathBuf,
-    },
-}
-
-/// The outcome of [`load`].
-#[derive(Debug)]
-pub struct LoadResult {
-    /// `None` iff any diagnostic has [`Severity::Error`].
-    pub snapshot: Option<Snapshot>,
-    /// Every problem found, sorted by source order, line and column.
-    pub diagnostics: Vec<Diagnostic>,
-}
-
-impl LoadResult {
-    pub fn has_errors(&self) -> bool {
-        self.diagnostics.iter().any(Diagnostic::is_error)
-    }
-}
 
 /// The embedded default config: an HTTP listener on 127.0.0.1:8080 and a welcome route.
 pub const DEFAULT_CONFIG: &str = r#"apiVersion: portico.dev/v1
@@ -108,97 +80,3 @@ spec:
     content_type: text/plain
     body: "Welcome to Portico. Add a config with `portico run -c portico.yaml`.\n"
 "#;
-
-/// How [`load`] treats what it does not own.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LoadOptions {
-    /// Documents of kinds Portico does not read (a Deployment, a ConfigMap, ...) are errors
-    /// instead of being skipped with one warning per kind (`--strict-kinds`).
-    pub strict_kinds: bool,
-}
-
-static STRICT_KINDS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Sets the process-wide default of [`LoadOptions::strict_kinds`] used by [`load`] (the
-/// command line's `--strict-kinds`, set once at start, so every reload follows it).
-pub fn set_strict_kinds(strict: bool) {
-    STRICT_KINDS.store(strict, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// Reads, validates and compiles a whole config (every source together), with the
-/// process-wide options (see [`set_strict_kinds`]).
-pub fn load(sources: &[ConfigSource]) -> LoadResult {
-    load_with(
-        sources,
-        LoadOptions {
-            strict_kinds: STRICT_KINDS.load(std::sync::atomic::Ordering::Relaxed),
-        },
-    )
-}
-
-/// [`load`] with explicit options.
-pub fn load_with(sources: &[ConfigSource], opts: LoadOptions) -> LoadResult {
-    let mut d = load::Diags::default();
-    let files = load::read_sources(sources, &mut d);
-    let resources = load::parse_files(&files, &mut d, opts.strict_kinds);
-    let compiled = compile::compile(&resources, &mut d);
-    hostcheck::check(&resources, &mut d);
-
-    // Sort diagnostics by file (in read order), line, column; unreadable paths first.
-    let file_order: std::collections::HashMap<&str, usize> = files
-        .iter()
-        .enumerate()
-        .map(|(i, f)| (&*f.name, i))
-        .collect();
-    let mut diagnostics = d.list;
-    diagnostics.sort_by_key(|x| {
-        (
-            file_order.get(x.file.as_str()).map_or(0, |i| i + 1),
-            x.line,
-            x.column,
-        )
-    });
-
-    if diagnostics.iter().any(Diagnostic::is_error) {
-        return LoadResult {
-            snapshot: None,
-            diagnostics,
-        };
-    }
-    let mut warned: std::collections::HashMap<(&str, &str, &str), &str> =
-        std::collections::HashMap::new();
-    for w in &diagnostics {
-        warned
-            .entry((w.file.as_str(), w.kind.as_str(), w.name.as_str()))
-            .or_insert(w.message.as_str());
-    }
-    let resources_info = resources
-        .iter()
-        .map(|r| snapshot::ResourceInfo {
-            kind: r.kind.to_string(),
-            name: r.name.clone(),
-            file: r.file.to_string(),
-            line: r.root.pos.line,
-            status: match warned.get(&(&*r.file, r.kind, r.name.as_str())) {
-                Some(w) => format!("warning: {w}"),
-                None => "applied".to_string(),
-            },
-        })
-        .collect();
-    let routes: Vec<Arc<snapshot::Route>> = compiled.routes.into_iter().map(Arc::new).collect();
-    let router = Router::build(&routes);
-    let snapshot = Snapshot {
-        listeners: compiled.listeners,
-        hosts: compiled.hosts,
-        routes,
-        router,
-        upstreams: compiled.upstreams.into_iter().map(Arc::new).collect(),
-        resources: resources_info,
-        access_log: None,
-        rate_limit_service: compiled.rate_limit_service,
-    };
-    LoadResult {
-        snapshot: Some(snapshot),
-        diagnostics,
-    }
-}

@@ -2,51 +2,42 @@
 //!
 //! Owns: walking files and directories, YAML parsing into positioned trees, the resource
 //! envelope (`apiVersion`, `kind`, `metadata`, `spec`), dispatch to the schema of an
-//! `apiVersion` (see [`schema_for`]), typed deserialization of each `spec`, duplicate names,
-//! and the [`Diags`] collector used by the rest of the crate.
+//! `apiVersion` (see [`schema_for`]), typed deserialization of each `spec`, and duplicate
+//! names. Problems go to the [`Diags`] collector of `resource`.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::ConfigSource;
-use crate::diag::{Diagnostic, Severity};
+use crate::diag::Severity;
+use crate::emissary;
 use crate::model::{self, Metadata, Spec};
 use crate::node::{self, Deserialized, Node, Pos, Value};
+use crate::resource::{
+    Diags, HOST, LISTENER, MAPPING, Parsed, RATE_LIMIT_SERVICE, Resource, Schema, UPSTREAM,
+    display_name,
+};
+
+/// Where configuration comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// A YAML file, or a directory: every `*.yaml`/`*.yml` below it (sorted; hidden entries
+    /// such as `.git` are skipped).
+    Path(PathBuf),
+    /// YAML text; `name` stands for the file name in diagnostics and `base_dir` resolves
+    /// relative file paths (TLS certificates).
+    Inline {
+        name: String,
+        text: String,
+        base_dir: PathBuf,
+    },
+}
 
 /// How many times one resource is re-deserialized after dropping an offending entry.
 const RETRY_LIMIT: usize = 64;
 /// How deep directories are walked (guards against symlink loops).
 const MAX_DEPTH: usize = 32;
-
-/// Collects diagnostics.
-#[derive(Debug, Default)]
-pub(crate) struct Diags {
-    pub list: Vec<Diagnostic>,
-}
-
-impl Diags {
-    pub fn add(
-        &mut self,
-        file: &str,
-        pos: Pos,
-        kind: &str,
-        name: &str,
-        severity: Severity,
-        message: String,
-    ) {
-        self.list.push(Diagnostic {
-            file: file.to_string(),
-            line: pos.line.max(1),
-            column: pos.col.max(1),
-            kind: kind.to_string(),
-            name: name.to_string(),
-            severity,
-            message,
-        });
-    }
-}
 
 /// One config file's text.
 pub(crate) struct SourceFile {
@@ -173,133 +164,6 @@ fn read_file(path: &Path, out: &mut Vec<SourceFile>, d: &mut Diags) {
     }
 }
 
-/// The namespace of a resource without `metadata.namespace`.
-pub(crate) const DEFAULT_NAMESPACE: &str = "default";
-
-/// How a resource is named in messages: `NAME`, or `NAMESPACE/NAME` when it has a namespace.
-pub(crate) fn display_name(namespace: Option<&str>, name: &str) -> String {
-    match namespace {
-        Some(ns) => format!("{ns}/{name}"),
-        None => name.to_string(),
-    }
-}
-
-/// Resource kinds.
-pub(crate) const LISTENER: &str = "Listener";
-pub(crate) const HOST: &str = "Host";
-pub(crate) const MAPPING: &str = "Mapping";
-pub(crate) const UPSTREAM: &str = "Upstream";
-pub(crate) const RATE_LIMIT_SERVICE: &str = "RateLimitService";
-
-/// One resource document, typed.
-pub(crate) struct Resource {
-    pub kind: &'static str,
-    /// `metadata.name`, or `-` when missing; `NAMESPACE/NAME` when `metadata.namespace` is set
-    /// (how messages, metric labels and the access log name the resource).
-    pub name: String,
-    /// `metadata.namespace` as written (`None`: the `default` namespace).
-    pub namespace: Option<String>,
-    /// `metadata.name` alone (`-` when missing).
-    pub local_name: String,
-    pub file: Arc<str>,
-    pub base_dir: Arc<Path>,
-    /// The document (offending entries removed).
-    pub root: Node,
-    /// `None` when the spec could not be deserialized at all (or is an Emissary document).
-    pub spec: Option<Spec>,
-    /// An Emissary document before (or instead of) translation; see `emissary::resolve`.
-    pub emissary: Option<Box<crate::emissary::EmSpec>>,
-    /// Dotted paths (from the document root, e.g. `spec.port`) dropped because of an error.
-    pub removed: Vec<String>,
-    /// Position among all resources (file order).
-    pub order: usize,
-}
-
-impl Resource {
-    /// The namespace of the resource's identity: `default` when none is written.
-    pub fn namespace_or_default(&self) -> &str {
-        self.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
-    }
-
-    fn emit(&self, d: &mut Diags, pos: Pos, severity: Severity, message: String) {
-        d.add(&self.file, pos, self.kind, &self.name, severity, message);
-    }
-
-    /// An error at the value at `path` (or the nearest existing ancestor).
-    pub fn error(&self, d: &mut Diags, path: &[&str], message: impl Into<String>) {
-        self.emit(d, self.root.pos_of(path), Severity::Error, message.into());
-    }
-
-    /// An error at the key of `path`.
-    pub fn error_key(&self, d: &mut Diags, path: &[&str], message: impl Into<String>) {
-        self.emit(
-            d,
-            self.root.key_pos_of(path),
-            Severity::Error,
-            message.into(),
-        );
-    }
-
-    pub fn warn(&self, d: &mut Diags, path: &[&str], message: impl Into<String>) {
-        self.emit(
-            d,
-            self.root.key_pos_of(path),
-            Severity::Warning,
-            message.into(),
-        );
-    }
-
-    /// A missing required field (`path` ends with the field): reported at the key of its parent,
-    /// unless the field was dropped because of an earlier error.
-    pub fn missing(&self, d: &mut Diags, path: &[&str], message: impl Into<String>) {
-        if self.was_removed(path) {
-            return;
-        }
-        let parent = &path[..path.len().saturating_sub(1)];
-        self.emit(
-            d,
-            self.root.key_pos_of(parent),
-            Severity::Error,
-            message.into(),
-        );
-    }
-
-    /// Whether `path` or one of its ancestors was dropped because of an error.
-    pub fn was_removed(&self, path: &[&str]) -> bool {
-        let joined = path.join(".");
-        self.removed.iter().any(|r| {
-            joined == *r
-                || (joined.starts_with(r.as_str()) && joined.as_bytes().get(r.len()) == Some(&b'.'))
-        })
-    }
-
-    /// `file:line` of the value at `path`, for messages naming another resource.
-    pub fn loc(&self, path: &[&str]) -> String {
-        format!("{}:{}", self.file, self.root.pos_of(path).line)
-    }
-}
-
-/// What a schema makes of a `spec`: a typed `portico.dev/v1` spec, or an Emissary document
-/// that `emissary::resolve` translates once every file is read.
-pub(crate) enum Parsed {
-    Spec(Spec),
-    Emissary(Box<crate::emissary::EmSpec>),
-}
-
-/// What an `apiVersion` understands.
-pub(crate) trait Schema: Sync {
-    /// The kinds of this schema (for messages).
-    fn kinds(&self) -> &'static [&'static str];
-    /// Deserializes the `spec` of `kind`; `None` when the kind is unknown. Warnings (fields
-    /// accepted but ignored) go to `warns`.
-    fn parse_spec(
-        &self,
-        kind: &str,
-        spec: &mut Node,
-        warns: &mut Vec<(Pos, String)>,
-    ) -> Option<(&'static str, Deserialized<Parsed>)>;
-}
-
 /// `portico.dev/v1`.
 struct PorticoV1;
 
@@ -356,8 +220,8 @@ pub(crate) const KUBE_V1: &str = "v1";
 pub(crate) fn schema_for(api_version: &str) -> Result<Option<&'static dyn Schema>, String> {
     match api_version {
         PORTICO_V1 => Ok(Some(&PorticoV1)),
-        EMISSARY_V3 => Ok(Some(&crate::emissary::EmissaryV3)),
-        KUBE_V1 => Ok(Some(&crate::emissary::KubeV1)),
+        EMISSARY_V3 => Ok(Some(&emissary::EmissaryV3)),
+        KUBE_V1 => Ok(Some(&emissary::KubeV1)),
         v if v.starts_with("getambassador.io/") || v.ends_with(".getambassador.io/v3alpha1") => {
             Err(format!(
                 "apiVersion `{v}` is not supported: Portico reads {PORTICO_V1} and \
@@ -387,7 +251,7 @@ fn foreign_kind(root: &Node) -> Option<(String, String)> {
     let av = root.get("apiVersion")?.as_str()?;
     let kind = root.get("kind")?.as_str()?;
     let foreign = if av == KUBE_V1 {
-        kind != crate::emissary::SECRET && kind != "List"
+        kind != emissary::SECRET && kind != "List"
     } else {
         !owned_api_version(av)
     };
@@ -543,7 +407,7 @@ pub(crate) fn parse_files(
         }
     }
     check_duplicate_names(&out, d);
-    crate::emissary::resolve(&mut out, d);
+    emissary::resolve(&mut out, d);
     out
 }
 

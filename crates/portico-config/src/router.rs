@@ -45,7 +45,7 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Method};
 
-use crate::snapshot::{HeaderMatch, HostGlob, PathMatch, QueryMatch, Route, ValueMatch};
+use crate::route::{HeaderMatch, HostGlob, PathMatch, QueryMatch, Route, ValueMatch};
 
 type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
 

@@ -19,10 +19,14 @@
 //! wins over one with the key alone (the default for any value); the limit is the one on the
 //! node reached by the descriptor's last entry. Unknown fields (`detailed_metric`, …) are
 //! accepted and ignored so configs written for envoyproxy/ratelimit load unchanged.
+//!
+//! The file is read with the same YAML stack as Portico's config (`portico_config::node`), so
+//! every error names `FILE:LINE:COL` of the offending key or value.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use portico_config::node::{self as yaml, NodeDe, Pos, Value};
 use serde::Deserialize;
 
 use crate::proto::{Entry, Unit};
@@ -110,8 +114,9 @@ pub struct Rules {
 pub enum RulesError {
     #[error("{0}: {1}")]
     Read(PathBuf, std::io::Error),
-    #[error("{0}: {1}")]
-    Parse(PathBuf, String),
+    /// A syntax, type or rule error at a position of the file.
+    #[error("{}:{}:{}: {}", .0.display(), .1.line, .1.col, .2)]
+    Parse(PathBuf, Pos, String),
     #[error("{0}: {1}")]
     Invalid(PathBuf, String),
 }
@@ -142,11 +147,42 @@ impl Rules {
         Ok(rules)
     }
 
-    /// Adds one rules document (`path` names it in errors).
+    /// Adds one rules file (`path` names it in errors, with the line and column).
     pub fn add_yaml(&mut self, path: &Path, text: &str) -> Result<(), RulesError> {
-        let file: DomainFile = serde_saphyr::from_str(text)
-            .map_err(|e| RulesError::Parse(path.to_path_buf(), e.to_string()))?;
-        self.add(path, file)
+        let at = |pos: Pos, m: String| RulesError::Parse(path.to_path_buf(), pos, m);
+        let docs = yaml::parse_documents(text).map_err(|e| at(e.pos, e.message))?;
+        let docs: Vec<yaml::Node> = docs
+            .into_iter()
+            .filter(|d| !matches!(d.value, Value::Null))
+            .collect();
+        let start = Pos { line: 1, col: 1 };
+        let root = match docs.as_slice() {
+            [one] => one,
+            [] => return Err(at(start, "missing field `domain`".into())),
+            [_, second, ..] => {
+                return Err(at(
+                    second.pos,
+                    "a rules file holds one domain (one YAML document)".into(),
+                ));
+            }
+        };
+        let file = DomainFile::deserialize(NodeDe(root))
+            .map_err(|e| at(e.pos.unwrap_or(root.pos), e.message))?;
+        if file.domain.is_empty() {
+            let pos = root.get("domain").map_or(root.pos, |n| n.pos);
+            return Err(at(pos, "domain must not be empty".into()));
+        }
+        if self.domains.contains_key(&file.domain) {
+            let pos = root.get("domain").map_or(root.pos, |n| n.pos);
+            return Err(at(
+                pos,
+                format!("domain `{}` is defined twice", file.domain),
+            ));
+        }
+        let level = build_level(&file.descriptors, root.get("descriptors"))
+            .map_err(|(pos, m)| at(pos.unwrap_or(root.pos), m))?;
+        self.domains.insert(file.domain, level);
+        Ok(())
     }
 
     pub fn add(&mut self, path: &Path, file: DomainFile) -> Result<(), RulesError> {
@@ -157,7 +193,7 @@ impl Rules {
         if self.domains.contains_key(&file.domain) {
             return Err(bad(format!("domain `{}` is defined twice", file.domain)));
         }
-        let level = build_level(&file.descriptors).map_err(bad)?;
+        let level = build_level(&file.descriptors, None).map_err(|(_, m)| bad(m))?;
         self.domains.insert(file.domain, level);
         Ok(())
     }
@@ -187,11 +223,32 @@ impl Rules {
     }
 }
 
-fn build_level(list: &[DescriptorFile]) -> Result<Level, String> {
+/// The `index`th item of a YAML sequence node.
+fn item(seq: Option<&yaml::Node>, index: usize) -> Option<&yaml::Node> {
+    match &seq?.value {
+        Value::Seq(items) => items.get(index),
+        _ => None,
+    }
+}
+
+/// The position of `path` below `node`, or of `node`, if the tree is known.
+fn pos(node: Option<&yaml::Node>, path: &[&str]) -> Option<Pos> {
+    node.map(|n| n.pos_of(path))
+}
+
+/// One level of descriptors; `nodes` is their YAML sequence (for error positions) when known.
+fn build_level(
+    list: &[DescriptorFile],
+    nodes: Option<&yaml::Node>,
+) -> Result<Level, (Option<Pos>, String)> {
     let mut level = Level::default();
-    for d in list {
+    for (i, d) in list.iter().enumerate() {
+        let node = item(nodes, i);
         if d.key.is_empty() {
-            return Err("descriptor key must not be empty".into());
+            return Err((
+                pos(node, &["key"]),
+                "descriptor key must not be empty".into(),
+            ));
         }
         let limit = match &d.rate_limit {
             None => None,
@@ -204,16 +261,22 @@ fn build_level(list: &[DescriptorFile]) -> Result<Level, String> {
                     "month" => Unit::Month,
                     "year" => Unit::Year,
                     other => {
-                        return Err(format!(
-                            "descriptor `{}`: unknown unit `{other}` (second, minute, hour, day)",
-                            d.key
+                        return Err((
+                            pos(node, &["rate_limit", "unit"]),
+                            format!(
+                                "descriptor `{}`: unknown unit `{other}` (second, minute, hour, day)",
+                                d.key
+                            ),
                         ));
                     }
                 };
                 if rl.requests_per_unit == 0 && !rl.unlimited {
-                    return Err(format!(
-                        "descriptor `{}`: requests_per_unit must be at least 1",
-                        d.key
+                    return Err((
+                        pos(node, &["rate_limit", "requests_per_unit"]),
+                        format!(
+                            "descriptor `{}`: requests_per_unit must be at least 1",
+                            d.key
+                        ),
                     ));
                 }
                 Some(Limit {
@@ -227,16 +290,19 @@ fn build_level(list: &[DescriptorFile]) -> Result<Level, String> {
         };
         let key = (d.key.clone(), d.value.clone());
         if level.0.contains_key(&key) {
-            return Err(format!(
-                "descriptor `{}`{} is defined twice",
-                d.key,
-                d.value
-                    .as_deref()
-                    .map(|v| format!("=`{v}`"))
-                    .unwrap_or_default()
+            return Err((
+                pos(node, &["key"]),
+                format!(
+                    "descriptor `{}`{} is defined twice",
+                    d.key,
+                    d.value
+                        .as_deref()
+                        .map(|v| format!("=`{v}`"))
+                        .unwrap_or_default()
+                ),
             ));
         }
-        let children = build_level(&d.descriptors)?;
+        let children = build_level(&d.descriptors, node.and_then(|n| n.get("descriptors")))?;
         level.0.insert(key, Node { limit, children });
     }
     Ok(level)
@@ -321,5 +387,49 @@ descriptors:
         let zero = "domain: d\ndescriptors:\n  - key: k\n    rate_limit: { unit: second, requests_per_unit: 0 }\n";
         assert!(r.add_yaml(Path::new("b"), zero).is_err());
         assert!(r.add_yaml(Path::new("c"), "domain: [").is_err());
+    }
+
+    /// Every kind of error in a rules file names FILE:LINE:COL of the offending key or value.
+    #[test]
+    fn errors_name_file_line_and_column() {
+        let err = |text: &str| {
+            Rules::default()
+                .add_yaml(Path::new("rules.yaml"), text)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        // A rule error, nested: the value of `unit` on line 6.
+        let nested = "domain: d\ndescriptors:\n  - key: a\n    descriptors:\n      - key: b\n        rate_limit: { unit: fortnight, requests_per_unit: 1 }\n";
+        let e = err(nested);
+        assert!(e.starts_with("rules.yaml:6:29: "), "{e}");
+        assert!(e.contains("unknown unit `fortnight`"), "{e}");
+        // requests_per_unit 0, at its value.
+        let zero = "domain: d\ndescriptors:\n  - key: k\n    rate_limit:\n      unit: second\n      requests_per_unit: 0\n";
+        let e = err(zero);
+        assert!(e.starts_with("rules.yaml:6:26: "), "{e}");
+        // A type error: `requests_per_unit` is not a number.
+        let typed = "domain: d\ndescriptors:\n  - key: k\n    rate_limit: { unit: second, requests_per_unit: lots }\n";
+        let e = err(typed);
+        assert!(e.starts_with("rules.yaml:4:"), "{e}");
+        // A syntax error.
+        let e = err("domain: d\ndescriptors: [\n");
+        assert!(e.starts_with("rules.yaml:"), "{e}");
+        assert!(
+            e.split(':')
+                .nth(1)
+                .is_some_and(|l| l.parse::<u32>().is_ok()),
+            "{e}"
+        );
+        // A missing field, at the map that lacks it.
+        let e = err("descriptors: []\n");
+        assert!(
+            e.starts_with("rules.yaml:1:1: ") && e.contains("domain"),
+            "{e}"
+        );
+        // A duplicate descriptor, at the second one's key.
+        let dup = "domain: d\ndescriptors:\n  - key: k\n  - key: k\n";
+        let e = err(dup);
+        assert!(e.starts_with("rules.yaml:4:10: "), "{e}");
     }
 }

@@ -8,9 +8,9 @@
 
 use http::Method;
 
-use crate::compile::{anchored, check_host_glob, parse_method};
-use crate::load::{Diags, Resource};
+use super::parse::{anchored, check_host_glob, parse_method};
 use crate::model::MappingSpec;
+use crate::resource::{Diags, Resource};
 use crate::snapshot::{ExtraMatch, HostGlob, ValueMatch};
 
 /// The pseudo-header Emissary matches the authority with.
