@@ -7,7 +7,9 @@ the references one file makes to another: `use` trees and paths in code that sta
 `crate::`, `super::`, `self::` or the name of a child module. A path is resolved to the
 deepest module file it names; a name a module only re-exports (`pub use a::Name;`) is followed
 to the module that defines it, and the re-export itself is not an edge (a facade `mod.rs` that
-re-exports its children is not a cycle with them). `mod x;` declarations are not edges.
+re-exports its children is not a cycle with them). `mod x;` declarations are not edges, nor
+are references made inside a `#[cfg(test)] mod .. { .. }` block: a unit test may call the
+crate's public API as any caller would, which does not make production code depend on it.
 
 Every strongly connected component of more than one file is a cycle and is reported with one
 concrete loop and the lines that make each of its edges.
@@ -133,6 +135,7 @@ class Crate:
         self.modules = {}  # module path tuple -> file
         self.children = {}  # module path tuple -> set of child names
         self.reexports = {}  # module -> {name it re-exports: (module, path as written)}
+        self.test_opened = set()  # (file, body start) of `#[cfg(test)] mod x { .. }`
         self.files = {}  # file -> (stripped text, [(start, end, module path)] inline module spans)
         if self.root_file:
             self.load_file(self.root_file, ())
@@ -174,6 +177,8 @@ class Crate:
                 stack.append((child, depth))
                 self.children.setdefault(child, set())
                 opened.append((child, m.end()))
+                if re.search(r"#\[cfg\(test\)\]\s*$", text[max(0, m.start() - 40):m.start()]):
+                    self.test_opened.add((f, m.end()))
                 self.modules.setdefault(child, f)
                 i = m.end()
                 continue
@@ -269,7 +274,10 @@ class Crate:
             code = re.sub(r"\buse\s+[^;]+;", lambda m: re.sub(r"[^\n]", " ", m.group(0)), text)
             for m in re.finditer(r"(?<![A-Za-z0-9_:])((?:" + IDENT + r"::)+" + IDENT + ")", code):
                 refs.append((m.start(), m.group(1).split("::")))
+            tests = [(a, b) for (a, b, _mp) in _spans if (f, a) in self.test_opened]
             for off, p in refs:
+                if any(a <= off <= b for (a, b) in tests):
+                    continue  # a unit test may use the crate's API like any caller
                 cur = self.module_at(f, off)
                 tgt = self.resolve(cur, p)
                 if tgt and tgt != f:
