@@ -47,6 +47,7 @@ pub mod emissary;
 mod load;
 pub mod model;
 pub mod node;
+pub mod request_semantics;
 mod route_match;
 pub mod router;
 pub mod snapshot;
