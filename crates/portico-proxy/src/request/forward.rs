@@ -29,6 +29,7 @@ use crate::metrics::UpstreamMetrics;
 use crate::pool::{ConnectParams, PoolKey};
 use crate::shadow;
 use crate::state::Proxy;
+use crate::upgrade;
 use crate::upstream::{AttemptReport, Endpoint, Held, PickCtx, UpstreamState, Which};
 
 /// Forwards the request to the route's upstream (index `upstream` in the snapshot).
@@ -81,7 +82,7 @@ pub(super) async fn forward(
     } = match prepared {
         Ok(p) => p,
         Err(NotSent::Error(e)) => return rec.reply(&proxy, e.reply()),
-        Err(NotSent::Answer(resp)) => return rec.local(&proxy, resp),
+        Err(NotSent::UpgradeRefused) => return rec.local(&proxy, upgrade::refused()),
     };
     let mut flight = Flight {
         proxy: &proxy,
@@ -200,10 +201,12 @@ impl Flight<'_> {
                 try_deadline,
                 &ep
             ));
-            let result = idle_bound(idle, &self.rec.received, sent)
-                .await
-                .unwrap_or_else(|| Err(Failed::idle()));
-            let (outcome, answered, back) = match self.settle(result, &ep, started) {
+            let mut result = match idle_bound(idle, &self.rec.received, sent).await {
+                Some(result) => result,
+                None => Err(Failed::idle()),
+            };
+            self.settle(&mut result, &ep, started);
+            let (outcome, answered, back) = match result {
                 Ok(answer) => (self.outcome_of(&answer), Ok(answer), None),
                 Err(Failed { error, back }) => match error.retry_outcome() {
                     Some(outcome) => (outcome, Err(error), back),
@@ -292,10 +295,10 @@ impl Flight<'_> {
     /// becomes [`AttemptError::Deadline`].
     fn settle(
         &self,
-        result: Result<Answer, Failed>,
+        result: &mut Result<Answer, Failed>,
         ep: &Arc<Endpoint>,
         started: std::time::Instant,
-    ) -> Result<Answer, Failed> {
+    ) {
         let latency = started.elapsed();
         let report = |status: Option<u16>| {
             let gateway_failure = status.is_none();
@@ -306,12 +309,12 @@ impl Flight<'_> {
             };
             self.up.report(ep, r);
         };
-        let mut failed = match result {
+        let failed = match result {
             Ok(answer) => {
                 let status = answer.resp.status().as_u16();
                 self.um.requests.add(status);
                 report(Some(status));
-                return Ok(answer);
+                return;
             }
             Err(f) => f,
         };
@@ -342,7 +345,6 @@ impl Flight<'_> {
             }
             AttemptError::ClientBody(_) => {}
         }
-        Err(failed)
     }
 
     /// The retry gate: the back-off must end before the deadline, and the retry budget and

@@ -179,16 +179,22 @@ pub async fn handle(
         rec,
     };
     if let Err(reply) = screen(&ctx, &req) {
-        return Ok(reply.into_response(ctx));
+        return Ok(ctx.reply(reply));
+    }
+    if let Some(resp) = crate::tls::insecure_policy(&ctx.active.config, &ctx.conn, &req) {
+        return Ok(ctx.answer(resp));
     }
     let route = match route(&mut ctx, &head, &req) {
         Ok(r) => r,
         Err(reply) => return Ok(ctx.reply(reply)),
     };
-    let cors_origin = match cors_preflight(&route, &head) {
-        Ok(origin) => origin,
-        Err(resp) => return Ok(ctx.answer(resp)),
-    };
+    if let Some(resp) = cors_preflight(&route, &head) {
+        return Ok(ctx.answer(resp));
+    }
+    let cors_origin = route
+        .cors
+        .as_ref()
+        .and_then(|c| cors::allowed_origin(c, head.headers).cloned());
     // JWT (validation of the bearer token) and external authorization go here, in that
     // order: after CORS (a preflight answered by Portico never reaches auth), before the
     // rate limits.
@@ -217,29 +223,14 @@ pub async fn handle(
     Ok(resp)
 }
 
-/// Why the screen phase refused a request.
-enum Refused {
-    Reply(LocalReply),
-    /// `requestPolicy.insecure`'s answer (a redirect to https, or 403).
-    Answer(Response<RespBody>),
-}
-
-impl Refused {
-    fn into_response(self, ctx: RequestCtx) -> Response<RespBody> {
-        match self {
-            Refused::Reply(r) => ctx.reply(r),
-            Refused::Answer(resp) => ctx.answer(resp),
-        }
-    }
-}
-
 /// The screen phase: overload shedding, then the listener limits the HTTP layer does not
-/// enforce itself (HTTP/1's header count is hyper's; HTTP/2's is checked here).
-fn screen<B>(ctx: &RequestCtx, req: &Request<B>) -> Result<(), Refused> {
-    let reject = |status, msg| Err(Refused::Reply(LocalReply::reject(status, msg)));
+/// enforce itself (HTTP/1's header count is hyper's; HTTP/2's is checked here). After it,
+/// `requestPolicy.insecure` (`crate::tls::insecure_policy`) may answer a plain-HTTP request.
+fn screen<B>(ctx: &RequestCtx, req: &Request<B>) -> Result<(), LocalReply> {
+    let reject = |status, msg| Err(LocalReply::reject(status, msg));
     // Overload manager: under memory pressure new requests are shed (one atomic load).
     if ctx.proxy.overload.memory_pressure() {
-        return Err(Refused::Reply(LocalReply::shed()));
+        return Err(LocalReply::shed());
     }
     let limits = &ctx.conn.listener.limits;
     if req.uri().path_and_query().map_or(0, |pq| pq.as_str().len()) > limits.max_uri_bytes as usize
@@ -267,9 +258,6 @@ fn screen<B>(ctx: &RequestCtx, req: &Request<B>) -> Result<(), Refused> {
     }
     if let Err(why) = crate::host_rules::check(req.version(), req.uri(), req.headers()) {
         return reject(StatusCode::BAD_REQUEST, why);
-    }
-    if let Some(resp) = crate::tls::insecure_policy(&ctx.active.config, &ctx.conn, req) {
-        return Err(Refused::Answer(resp));
     }
     Ok(())
 }
@@ -317,19 +305,10 @@ fn route<B: http_body::Body>(
     Ok(route)
 }
 
-/// The CORS preflight phase: a route with `cors` answers a preflight itself (`Err`);
-/// otherwise the allowed origin to decorate the response with, if any.
-fn cors_preflight(
-    route: &Route,
-    head: &Head<'_>,
-) -> Result<Option<HeaderValue>, Response<RespBody>> {
-    let Some(c) = &route.cors else {
-        return Ok(None);
-    };
-    if cors::is_preflight(head.method, head.headers) {
-        return Err(cors::preflight(c, head.headers));
-    }
-    Ok(cors::allowed_origin(c, head.headers).cloned())
+/// The CORS preflight phase: a route with `cors` answers a preflight itself.
+fn cors_preflight(route: &Route, head: &Head<'_>) -> Option<Response<RespBody>> {
+    let c = route.cors.as_ref()?;
+    cors::is_preflight(head.method, head.headers).then(|| cors::preflight(c, head.headers))
 }
 
 /// The rate-limit phase: `Some` is the refusal (429, or the service's failure when it fails

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, Scheme};
-use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use http::{HeaderMap, Method, Request, Uri, Version};
 use hyper::body::Incoming;
 use portico_config::request_semantics::rewrite_path;
 use portico_config::snapshot::{Route, UpstreamProtocol};
@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use super::ConnInfo;
 use super::attempt::{AttemptError, Elapsed, within};
 use super::record::Record;
-use crate::body::{BodyCut, Inbound, ReqBody, RespBody};
+use crate::body::{BodyCut, Inbound, ReqBody};
 use crate::compress;
 use crate::headers;
 use crate::shadow;
@@ -79,8 +79,8 @@ pub(crate) struct Prepared {
 pub(crate) enum NotSent {
     /// The request ends with this error's local reply.
     Error(AttemptError),
-    /// An answer of its own (an upgrade the route refuses).
-    Answer(Response<RespBody>),
+    /// An upgrade the route refuses (answered with `upgrade::refused`).
+    UpgradeRefused,
 }
 
 /// Makes the upstream request from the client's. `mirror`: the shadow upstream, when this
@@ -99,7 +99,7 @@ pub(crate) async fn prepare(
     let upgrade = match upgrade::take(route, up.conf.protocol, &mut parts) {
         upgrade::Asked::No => None,
         upgrade::Asked::Allowed(u) => Some(u),
-        upgrade::Asked::Refused => return Err(NotSent::Answer(upgrade::refused())),
+        upgrade::Asked::Refused => return Err(NotSent::UpgradeRefused),
     };
     rewrite_head(
         route,
