@@ -15,8 +15,8 @@ use hyper::body::Incoming;
 use portico_config::snapshot::{RetryPolicy, Route};
 use tokio::time::Instant;
 
-use super::RequestCtx;
 use super::attempt::{Answer, AttemptError, Failed, attempt, idle_bound};
+use super::ctx::RequestCtx;
 use super::prepare::{NotSent, Prepared, Template, prepare};
 use super::record::Record;
 use super::respond::{RespondCtx, upstream_response};

@@ -1,4 +1,4 @@
-//! The request path, as phases over one [`RequestCtx`], in this order:
+//! The request path, as phases over one `RequestCtx` (`ctx.rs`), in this order:
 //!
 //! 1. **screen** (here): overload shedding and the listener's request limits the HTTP layer
 //!    leaves to Portico (URI length, header count and size, HTTP/2 field rules, Host rules,
@@ -25,141 +25,41 @@
 //! A phase that ends the request answers with a [`LocalReply`] (status, flag, gRPC status,
 //! whether HTTP/1 closes, message), recorded and logged by [`Record::reply`].
 //!
-//! Protocol: the phases up to rate limits read the request through [`Head`] (method, URI,
+//! Protocol: the phases up to rate limits read the request through [`Head`] (`head.rs`: method, URI,
 //! authority, headers: `http` types, no hyper type). What still depends on hyper: the entry
 //! point receives `Request<hyper::body::Incoming>` from the server connection and the body
 //! is passed through as-is (`prepare.rs`), and the upstream exchange uses hyper client
 //! connections (`attempt.rs`, `respond.rs`).
 
 pub(crate) mod attempt;
+mod ctx;
 mod forward;
+mod head;
 mod prepare;
 pub(crate) mod record;
 mod respond;
 pub mod retry;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-use http::header::{self, HeaderValue};
-use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http::header;
+use http::{HeaderMap, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use portico_config::RequestView;
 use portico_config::request_semantics::host_of;
-use portico_config::snapshot::{ListenerConf, Route, RouteAction};
+use portico_config::snapshot::{Route, RouteAction};
 
 use crate::body::{BodyCut, RespBody};
 use crate::cors;
-use crate::headers;
 use crate::local_reply::{Flag, LocalReply};
-use crate::state::{Active, Proxy};
+use crate::state::Proxy;
+use ctx::RequestCtx;
+pub use head::{ConnInfo, Head};
 use record::Record;
 pub use record::log_rejected;
-
-/// What the connection layer knows about the connection a request came on.
-#[derive(Debug)]
-pub struct ConnInfo {
-    /// The client's address (the PROXY-protocol source where there is one).
-    pub peer: SocketAddr,
-    pub listener: Arc<ListenerConf>,
-    pub tls: bool,
-    /// The verified client certificate (mTLS), as its `x-forwarded-client-cert` value.
-    pub client_cert: Option<HeaderValue>,
-    /// `peer`'s IP as a header value, rendered once per connection for `x-forwarded-for`.
-    pub peer_ip: HeaderValue,
-}
-
-impl ConnInfo {
-    pub fn new(
-        peer: SocketAddr,
-        listener: Arc<ListenerConf>,
-        tls: bool,
-        client_cert: Option<HeaderValue>,
-    ) -> ConnInfo {
-        ConnInfo {
-            peer,
-            listener,
-            tls,
-            client_cert,
-            peer_ip: headers::ip_value(peer.ip()),
-        }
-    }
-}
-
-/// A request head as the phases see it, whatever protocol carried it: borrowed, no copy.
-#[derive(Debug, Clone, Copy)]
-pub struct Head<'a> {
-    pub method: &'a Method,
-    /// Path and query (and, from HTTP/2 or an absolute-form request, the authority).
-    pub uri: &'a Uri,
-    /// `:authority` (HTTP/2) or the Host header (HTTP/1.1); empty when neither is there.
-    pub authority: &'a str,
-    pub headers: &'a HeaderMap,
-    /// The request came over HTTP/2 (no `connection` header on replies).
-    pub http2: bool,
-}
-
-impl<'a> Head<'a> {
-    /// The head of an `http` request.
-    pub fn of<B>(req: &'a Request<B>) -> Head<'a> {
-        let uri = req.uri();
-        let authority = uri
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| {
-                req.headers()
-                    .get(header::HOST)
-                    .and_then(|v| v.to_str().ok())
-            })
-            .unwrap_or("");
-        Head {
-            method: req.method(),
-            uri,
-            authority,
-            headers: req.headers(),
-            http2: req.version() == Version::HTTP_2,
-        }
-    }
-
-    /// The path, without the query.
-    pub fn path(&self) -> &'a str {
-        self.uri.path()
-    }
-
-    pub fn query(&self) -> Option<&'a str> {
-        self.uri.query()
-    }
-
-    /// Path and query as sent (`/` when absent).
-    pub fn path_and_query(&self) -> &'a str {
-        self.uri.path_and_query().map_or("/", |p| p.as_str())
-    }
-}
-
-/// One request on its way through the phases.
-pub(crate) struct RequestCtx {
-    pub proxy: Arc<Proxy>,
-    /// The snapshot current when the headers arrived: it serves the request to its end.
-    pub active: Arc<Active>,
-    pub conn: Arc<ConnInfo>,
-    /// What the log phase writes (the route, once matched, is its `route`).
-    pub rec: Record,
-}
-
-impl RequestCtx {
-    /// Ends the request with a local reply.
-    fn reply(self, reply: LocalReply) -> Response<RespBody> {
-        self.rec.reply(&self.proxy, reply)
-    }
-
-    /// Ends the request with an answer of Portico's own (not a flagged local reply).
-    fn answer(self, resp: Response<RespBody>) -> Response<RespBody> {
-        self.rec.local(&self.proxy, resp)
-    }
-}
 
 /// Handles one request; never fails (every failure is a local reply).
 pub async fn handle(

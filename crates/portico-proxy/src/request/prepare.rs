@@ -18,8 +18,8 @@ use portico_config::request_semantics::rewrite_path;
 use portico_config::snapshot::{Route, UpstreamProtocol};
 use tokio::time::Instant;
 
-use super::ConnInfo;
 use super::attempt::{AttemptError, Elapsed, within};
+use super::head::ConnInfo;
 use super::record::Record;
 use crate::body::{BodyCut, Inbound, ReqBody};
 use crate::compress;

@@ -12,7 +12,7 @@ use http::Response;
 use portico_config::snapshot::Route;
 
 use super::attempt::{ActiveGuard, H1Sender};
-use super::{ConnInfo, Head};
+use super::head::{ConnInfo, Head};
 use crate::access_log::{Entry, rfc3339_millis};
 use crate::body::{BodyCut, BodyEnd, ByteCounter, Finish, RespBody};
 use crate::headers;

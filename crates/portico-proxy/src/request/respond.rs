@@ -9,8 +9,8 @@ use http::{Response, StatusCode, Version};
 use portico_config::request_semantics::host_of;
 use portico_config::snapshot::{DirectResponseConf, PathMatch, RedirectConf, Route};
 
-use super::Head;
 use super::attempt::Answer;
+use super::head::Head;
 use super::record::{Done, Record};
 use crate::body::RespBody;
 use crate::compress::{self, Encoder};
