@@ -40,6 +40,9 @@
 //!   gRPC (`H2c`, or `Auto` for `https://`). `scope: global` rate limits need one.
 #![forbid(unsafe_code)]
 
+// Request semantics the proxy and `explain` share.
+pub mod request_semantics;
+
 mod compile;
 pub mod describe;
 pub mod diag;
@@ -47,7 +50,6 @@ pub mod emissary;
 mod load;
 pub mod model;
 pub mod node;
-pub mod request_semantics;
 mod route_match;
 pub mod router;
 pub mod snapshot;
