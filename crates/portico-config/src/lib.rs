@@ -40,6 +40,9 @@
 //!   gRPC (`H2c`, or `Auto` for `https://`). `scope: global` rate limits need one.
 #![forbid(unsafe_code)]
 
+// Request semantics the proxy and `explain` share.
+pub mod request_semantics;
+
 mod compile;
 pub mod defaults;
 pub mod describe;

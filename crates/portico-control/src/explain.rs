@@ -41,7 +41,7 @@ pub fn explain(
                 .map(str::to_string)
         })
         .unwrap_or_default();
-    let host = portico_proxy::handler::host_of(&authority).into_owned();
+    let host = portico_config::request_semantics::host_of(&authority).into_owned();
     let view = RequestView {
         host: &host,
         authority: &authority,
@@ -71,7 +71,7 @@ pub fn explain(
             "reply": { "status": 404, "flag": "NR" },
         }));
     };
-    let rewritten = portico_proxy::handler::rewrite_path(route, &uri);
+    let rewritten = portico_config::request_semantics::rewrite_path(route, &uri);
     let group: Vec<Value> = snapshot
         .routes
         .iter()

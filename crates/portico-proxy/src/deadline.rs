@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use http::HeaderValue;
+use tokio::time::Instant;
 
 /// Parses a `grpc-timeout` value: up to 8 digits and a unit (H, M, S, m, u, n).
 pub fn parse_grpc_timeout(v: &HeaderValue) -> Option<Duration> {
@@ -56,9 +57,89 @@ pub fn budget(
     }
 }
 
+/// Whether the request's deadline has passed at `now`.
+pub fn expired(deadline: Option<Instant>, now: Instant) -> bool {
+    deadline.is_some_and(|d| now >= d)
+}
+
+/// One attempt's deadline: its per-try timeout from `now`, never past the request's deadline.
+pub fn try_deadline(
+    per_try: Option<Duration>,
+    deadline: Option<Instant>,
+    now: Instant,
+) -> Option<Instant> {
+    match (per_try, deadline) {
+        (Some(t), Some(d)) => Some((now + t).min(d)),
+        (Some(t), None) => Some(now + t),
+        (None, d) => d,
+    }
+}
+
+/// The route's idle timeout for the wait on a response head, or `None` when the attempt's
+/// deadline comes first anyway (one timer per attempt, not two).
+pub fn idle_before(
+    idle: Option<Duration>,
+    try_deadline: Option<Instant>,
+    now: Instant,
+) -> Option<Duration> {
+    idle.filter(|i| try_deadline.is_none_or(|d| now + *i < d))
+}
+
+/// What is left of the request's time, in whole milliseconds, at least 1 (the value of
+/// `x-portico-expected-timeout-ms`).
+pub fn remaining_ms(deadline: Instant, now: Instant) -> u64 {
+    (deadline.saturating_duration_since(now).as_millis() as u64).max(1)
+}
+
+/// Whether a back-off of `pause` from `now` still ends before the deadline.
+pub fn fits(pause: Duration, deadline: Option<Instant>, now: Instant) -> bool {
+    deadline.is_none_or(|d| now + pause < d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Deadline arithmetic, on a fixed `now` (no clock, no sockets).
+    #[test]
+    fn deadline_arithmetic() {
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        assert!(!expired(None, now));
+        assert!(!expired(Some(now + ms(1)), now));
+        assert!(expired(Some(now), now));
+        // The per-try timeout is capped by the request's deadline.
+        assert_eq!(
+            try_deadline(Some(ms(100)), Some(now + ms(50)), now),
+            Some(now + ms(50))
+        );
+        assert_eq!(
+            try_deadline(Some(ms(100)), Some(now + ms(500)), now),
+            Some(now + ms(100))
+        );
+        assert_eq!(try_deadline(Some(ms(100)), None, now), Some(now + ms(100)));
+        assert_eq!(
+            try_deadline(None, Some(now + ms(7)), now),
+            Some(now + ms(7))
+        );
+        assert_eq!(try_deadline(None, None, now), None);
+        // The idle timer only runs when it can fire before the attempt's deadline.
+        assert_eq!(
+            idle_before(Some(ms(10)), Some(now + ms(50)), now),
+            Some(ms(10))
+        );
+        assert_eq!(idle_before(Some(ms(50)), Some(now + ms(50)), now), None);
+        assert_eq!(idle_before(Some(ms(10)), None, now), Some(ms(10)));
+        assert_eq!(idle_before(None, None, now), None);
+        // The time left, passed upstream: never 0.
+        assert_eq!(remaining_ms(now + ms(1500), now), 1500);
+        assert_eq!(remaining_ms(now, now), 1);
+        assert_eq!(remaining_ms(now, now + ms(5)), 1);
+        // A back-off that would run into the deadline does not fit.
+        assert!(fits(ms(10), None, now));
+        assert!(fits(ms(10), Some(now + ms(11)), now));
+        assert!(!fits(ms(10), Some(now + ms(10)), now));
+    }
 
     #[test]
     fn parses_grpc_timeouts() {

@@ -30,8 +30,8 @@ use http::{Method, Request, Version, header};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::access_log::{Entry, rfc3339_millis};
-use crate::handler::ConnInfo;
 use crate::local_reply::{Flag, Flags};
+use crate::request::ConnInfo;
 use crate::state::Proxy;
 
 /// Checks an HTTP/2 (or HTTP/3) request against the field rules `h2` leaves to Portico.

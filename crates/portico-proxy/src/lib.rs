@@ -1,5 +1,5 @@
 //! Portico's data plane: listeners and workers (`server`), the request lifecycle
-//! (`handler`), upstream state and connection pools (`upstream`, `pool`), load balancing
+//! (`request`: one module per phase), upstream state and connection pools (`upstream`, `pool`), load balancing
 //! (`lb`), active and passive health (`health`, `outlier`), the overload manager
 //! (`overload`), bodies, local replies and the access log.
 #![forbid(unsafe_code)]
@@ -11,7 +11,6 @@ pub mod cors;
 pub mod deadline;
 pub mod h1_guard;
 pub mod h2_rules;
-pub mod handler;
 pub mod headers;
 pub mod health;
 pub mod host_rules;
@@ -24,7 +23,7 @@ pub mod overload;
 pub mod pool;
 pub mod proxy_protocol;
 pub mod ratelimit;
-pub mod retry;
+pub mod request;
 pub mod send_watch;
 pub mod server;
 pub mod shadow;

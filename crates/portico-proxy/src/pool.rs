@@ -159,7 +159,7 @@ impl ConnectParams {
 
 /// Puts `req` in the form its connection needs, for TLS upstreams whose HTTP version is only
 /// known once ALPN has picked it (`protocol: auto`): HTTP/2 takes an absolute URI and no
-/// `Host`; HTTP/1.1 the origin form and `Host`. A no-op for the other protocols (the handler
+/// `Host`; HTTP/1.1 the origin form and `Host`. A no-op for the other protocols (the request path
 /// already built the right form) and when the form already fits.
 pub fn fit_form(req: &mut Request<ReqBody>, h2: bool, protocol: UpstreamProtocol) {
     if !matches!(protocol, UpstreamProtocol::Https | UpstreamProtocol::Auto) {

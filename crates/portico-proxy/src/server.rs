@@ -21,9 +21,9 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::h1_guard::{Guarded, Report, Versions, Violation};
-use crate::handler::{self, ConnInfo};
 use crate::keepalive;
 use crate::proxy_protocol::{self, Prefixed};
+use crate::request::{self, ConnInfo};
 use crate::send_watch::{self, StreamExec, Watchdog};
 use crate::state::Proxy;
 use crate::tls;
@@ -511,7 +511,7 @@ async fn serve<S>(
             let guard = streams.open();
             let h2 = req.version() == http::Version::HTTP_2;
             let h1_slot = (!h2).then(|| h1_slot.clone());
-            let handled = handler::handle(proxy.clone(), info.clone(), req);
+            let handled = request::handle(proxy.clone(), info.clone(), req);
             async move {
                 let resp = handled.await?;
                 if let Some(w) = resp.body().send_watch() {
@@ -595,7 +595,7 @@ async fn serve<S>(
                 e.to_string()
             };
             tracing::info!(client = %info.peer, status, reason = %detail, "invalid request rejected");
-            handler::log_rejected(&proxy_for_log, &info, status, &detail);
+            request::log_rejected(&proxy_for_log, &info, status, &detail);
         } else {
             tracing::debug!(client = %info.peer, error = %e, "downstream connection error");
         }

@@ -44,8 +44,10 @@ use tokio_rustls::StartHandshake;
 use tokio_rustls::server::TlsStream;
 
 use crate::body::RespBody;
-use crate::handler::{ConnInfo, host_of};
+use portico_config::request_semantics::host_of;
+
 use crate::local_reply::text_reply;
+use crate::request::ConnInfo;
 
 /// How often certificate files are checked for changes (rotation is in effect within 2 s).
 pub const POLL: Duration = Duration::from_secs(1);

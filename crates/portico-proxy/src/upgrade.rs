@@ -1,6 +1,6 @@
 //! HTTP/1.1 `Upgrade` (WebSocket) through the proxy, for Mappings with `allow_upgrade`.
 //!
-//! The handler asks [`take`] before it strips hop-by-hop headers:
+//! The request path asks [`take`] before it strips hop-by-hop headers:
 //! - no upgrade asked (or `Upgrade: h2c`, which is ignored as Envoy and nginx do, so the
 //!   request is answered as plain HTTP/1.1): nothing changes;
 //! - an upgrade the route allows: `Connection: upgrade` and `Upgrade` are forwarded, and when the

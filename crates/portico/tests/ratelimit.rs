@@ -840,3 +840,29 @@ static_resources:
     );
     assert_eq!(count(&got, 429), 150 - ok);
 }
+
+/// The phase order: route → CORS preflight → (auth) → rate limits. A preflight that Portico
+/// answers itself never reaches the rate limits: it neither spends a token nor gets a 429,
+/// while the route's actual requests are limited as before.
+#[tokio::test]
+async fn cors_preflights_are_answered_before_rate_limits() {
+    let up = Upstream::start("a").await;
+    let doc = format!(
+        "{API}\nkind: Mapping\nmetadata: {{ name: limited }}\nspec:\n  prefix: /\n  service: {}\n  cors: {{ origins: [\"https://app.example.com\"], methods: [GET, POST] }}\n  rate_limits:\n    - key: [remote_address]\n      requests_per_unit: 1\n      unit: minute\n      burst: 1\n",
+        up.addr
+    );
+    let p = Portico::start(&doc).await;
+    let preflight = [
+        ("origin", "https://app.example.com"),
+        ("access-control-request-method", "POST"),
+    ];
+    for i in 0..5 {
+        let got = send(request("OPTIONS", &p.url("/x"), &preflight, ""), false)
+            .await
+            .expect("preflight");
+        assert_eq!(got.status, 204, "preflight {i} was not answered by CORS");
+    }
+    // The one token is still there for the actual request; the next one is limited.
+    assert_eq!(get(&p.url("/x"), &[]).await.status, 200);
+    assert_eq!(get(&p.url("/x"), &[]).await.status, 429);
+}

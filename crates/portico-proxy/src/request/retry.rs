@@ -1,5 +1,7 @@
-//! Retry decisions (CONTRACT §3.3): which outcomes `retry_on` retries, fully jittered
-//! exponential back-off, and the retry budget.
+//! The retry-decision phase: which outcomes a route's `retry_on` retries, fully jittered
+//! exponential back-off, the retry budget, and [`RetryState`], which decides after each
+//! attempt whether another follows (a connect failover, a policy retry, or none). The
+//! decisions are pure; the breaker slot a retry takes is the forward loop's (`forward.rs`).
 
 use std::time::Duration;
 
@@ -89,6 +91,94 @@ pub fn budget_allowance(policy: &RetryPolicy, active_requests: u32) -> u32 {
 /// Whether one more retry fits the budget.
 pub fn within_budget(policy: &RetryPolicy, active_requests: u32, active_retries: u32) -> bool {
     active_retries < budget_allowance(policy, active_requests)
+}
+
+/// At most this many endpoints are tried when connecting fails (nothing was sent, so trying
+/// another endpoint is always safe).
+pub const MAX_CONNECT_ATTEMPTS: u32 = 3;
+
+/// What follows an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Connecting failed and the request was not sent: another endpoint, at once, without
+    /// using up the retry policy.
+    Failover,
+    /// The policy retries (after a back-off, if the budget and breaker allow it).
+    Retry,
+    /// No further attempt.
+    Stop,
+}
+
+/// One request's retry bookkeeping.
+#[derive(Debug)]
+pub struct RetryState<'p> {
+    policy: Option<&'p RetryPolicy>,
+    /// 1 + `num_retries`.
+    max_attempts: u32,
+    /// Policy retries granted so far.
+    retries: u32,
+    /// Connect failovers so far (they do not count against `max_attempts`).
+    failovers: u32,
+}
+
+impl<'p> RetryState<'p> {
+    pub fn new(policy: Option<&'p RetryPolicy>) -> RetryState<'p> {
+        RetryState {
+            policy,
+            max_attempts: 1 + policy.map_or(0, |p| p.num_retries),
+            retries: 0,
+            failovers: 0,
+        }
+    }
+
+    /// The route's policy.
+    pub fn policy(&self) -> Option<&'p RetryPolicy> {
+        self.policy
+    }
+
+    /// Whether the policy retries `outcome` at all (when it does and no retry follows, the
+    /// request is flagged URX: retries exhausted or denied).
+    pub fn policy_retries(&self, outcome: Attempt) -> bool {
+        self.policy.is_some_and(|p| retriable(p, outcome))
+    }
+
+    /// What follows attempt number `attempts` (1-based, all attempts so far) that ended in
+    /// `outcome`. `unsent`: the request came back unsent (it can go again as is);
+    /// `replayable`: its body was buffered, so it can be rebuilt; `endpoints`: how many the
+    /// upstream has.
+    pub fn next(
+        &mut self,
+        outcome: Attempt,
+        attempts: u32,
+        unsent: bool,
+        replayable: bool,
+        endpoints: u32,
+    ) -> Next {
+        if outcome == Attempt::ConnectFailure
+            && unsent
+            && self.failovers + 1 < MAX_CONNECT_ATTEMPTS.min(endpoints)
+        {
+            self.failovers += 1;
+            return Next::Failover;
+        }
+        if self.policy_retries(outcome)
+            && attempts - self.failovers < self.max_attempts
+            && (unsent || replayable)
+        {
+            return Next::Retry;
+        }
+        Next::Stop
+    }
+
+    /// The back-off before the next policy retry.
+    pub fn pause(&self) -> Duration {
+        backoff(self.retries + 1)
+    }
+
+    /// A policy retry was granted (budget and breaker allowed it).
+    pub fn granted(&mut self) {
+        self.retries += 1;
+    }
 }
 
 #[cfg(test)]
@@ -250,6 +340,71 @@ mod tests {
         }
         assert!(backoff(1000) <= Duration::from_millis(250));
         assert!(backoff(0) <= Duration::from_millis(25));
+    }
+
+    /// The decision after each attempt, with no socket: failovers on connect failures that
+    /// left the request unsent (bounded by endpoints and MAX_CONNECT_ATTEMPTS, not counted
+    /// against the policy), policy retries up to `num_retries`, and only for a request that
+    /// can be sent again.
+    #[test]
+    fn retry_state_decides_from_outcomes() {
+        // No policy: only connect failovers.
+        let mut s = RetryState::new(None);
+        assert_eq!(
+            s.next(Attempt::ConnectFailure, 1, true, false, 5),
+            Next::Failover
+        );
+        assert_eq!(
+            s.next(Attempt::ConnectFailure, 2, true, false, 5),
+            Next::Failover
+        );
+        assert_eq!(
+            s.next(Attempt::ConnectFailure, 3, true, false, 5),
+            Next::Stop
+        );
+        assert!(!s.policy_retries(Attempt::ConnectFailure));
+        // A single endpoint: no failover; a connect failure whose request did not come back
+        // cannot fail over either.
+        assert_eq!(
+            RetryState::new(None).next(Attempt::ConnectFailure, 1, true, false, 1),
+            Next::Stop
+        );
+        assert_eq!(
+            RetryState::new(None).next(Attempt::ConnectFailure, 1, false, false, 5),
+            Next::Stop
+        );
+        assert_eq!(
+            RetryState::new(None).next(Attempt::Reset, 1, true, true, 5),
+            Next::Stop
+        );
+
+        // 5xx policy, num_retries 2: three attempts in all, failovers not counted.
+        let p = policy("5xx");
+        let mut s = RetryState::new(Some(&p));
+        assert_eq!(
+            s.next(Attempt::ConnectFailure, 1, true, true, 3),
+            Next::Failover
+        );
+        assert_eq!(s.next(status(503), 2, false, true, 3), Next::Retry);
+        s.granted();
+        assert_eq!(s.next(status(503), 3, false, true, 3), Next::Retry);
+        s.granted();
+        assert_eq!(s.next(status(503), 4, false, true, 3), Next::Stop);
+        assert!(s.policy_retries(status(503)));
+        // Not retriable, or not resendable (streamed body already sent): stop.
+        let mut s = RetryState::new(Some(&p));
+        assert_eq!(s.next(status(404), 1, false, true, 3), Next::Stop);
+        assert_eq!(s.next(Attempt::Reset, 1, false, false, 3), Next::Stop);
+        assert_eq!(s.next(Attempt::Reset, 1, true, false, 3), Next::Retry);
+        assert_eq!(
+            s.next(Attempt::PerTryTimeout, 1, false, true, 3),
+            Next::Retry
+        );
+        // The back-off grows with the retries granted.
+        assert!(s.pause() <= Duration::from_millis(25));
+        s.granted();
+        s.granted();
+        assert!(s.pause() <= Duration::from_millis(100));
     }
 
     #[test]

@@ -1,0 +1,301 @@
+//! The request path, as phases over one `RequestCtx` (`ctx.rs`), in this order:
+//!
+//! 1. **screen** (here): overload shedding and the listener's request limits the HTTP layer
+//!    leaves to Portico (URI length, header count and size, HTTP/2 field rules, Host rules,
+//!    `requestPolicy.insecure`).
+//! 2. **route** (here): the snapshot current when the headers arrived picks a route (or 404
+//!    NR); a declared body over the route's limit is refused (413).
+//! 3. **CORS preflight** (here): answered by Portico for a route with `cors`.
+//! 4. *(JWT, then external authorization: their phases go between CORS and rate limits.)*
+//! 5. **rate limits** (here, with `crate::ratelimit`): 429 when a limit refuses.
+//!    Routes that answer themselves (`direct_response`, `redirect`) answer here (`respond.rs`).
+//! 6. **circuit breaker** (`forward.rs`): the upstream's request breaker (503 UO).
+//! 7. **upstream request** (`prepare.rs`): headers and target rewritten, body wrapped or read
+//!    for replay.
+//! 8. **pick** (`forward.rs`): the upstream's load balancer chooses an endpoint.
+//! 9. **attempt** (`attempt.rs`): a pooled or new connection, the request, under the attempt's
+//!    deadline; an [`attempt::AttemptError`] says what went wrong and whether a retry may
+//!    follow.
+//! 10. **retry decision** (`retry.rs`): a connect failover, a policy retry (budget and breaker
+//!     permitting), or the end; back to 8.
+//! 11. **respond** (`respond.rs`): the response headers are rewritten and the body streams back.
+//! 12. **log** (`record.rs`): when the body ends (or the client goes away), the access log line
+//!     and the metrics are written and the upstream connection goes back to the pool.
+//!
+//! A phase that ends the request answers with a [`LocalReply`] (status, flag, gRPC status,
+//! whether HTTP/1 closes, message), recorded and logged by [`Record::reply`].
+//!
+//! Protocol: the phases up to rate limits read the request through [`Head`] (`head.rs`: method, URI,
+//! authority, headers: `http` types, no hyper type). What still depends on hyper: the entry
+//! point receives `Request<hyper::body::Incoming>` from the server connection and the body
+//! is passed through as-is (`prepare.rs`), and the upstream exchange uses hyper client
+//! connections (`attempt.rs`, `respond.rs`).
+
+pub(crate) mod attempt;
+mod ctx;
+mod forward;
+mod head;
+mod prepare;
+pub(crate) mod record;
+mod respond;
+pub mod retry;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use http::header;
+use http::{HeaderMap, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use portico_config::RequestView;
+use portico_config::request_semantics::host_of;
+use portico_config::snapshot::{Route, RouteAction};
+
+use crate::body::{BodyCut, RespBody};
+use crate::cors;
+use crate::local_reply::{Flag, LocalReply};
+use crate::state::Proxy;
+use ctx::RequestCtx;
+pub use head::{ConnInfo, Head};
+use record::Record;
+pub use record::log_rejected;
+
+/// Handles one request; never fails (every failure is a local reply).
+pub async fn handle(
+    proxy: Arc<Proxy>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<RespBody>, Infallible> {
+    let start = Instant::now();
+    // One atomic load; this snapshot serves the request to its end.
+    let active = proxy.active();
+    let head = Head::of(&req);
+    let rec = Record::new(&proxy, &conn, &head, start);
+    let mut ctx = RequestCtx {
+        proxy,
+        active,
+        conn,
+        rec,
+    };
+    if let Err(reply) = screen(&ctx, &req) {
+        return Ok(ctx.reply(reply));
+    }
+    if let Some(resp) = crate::tls::insecure_policy(&ctx.active.config, &ctx.conn, &req) {
+        return Ok(ctx.answer(resp));
+    }
+    let route = match route(&mut ctx, &head, &req) {
+        Ok(r) => r,
+        Err(reply) => return Ok(ctx.reply(reply)),
+    };
+    if let Some(resp) = cors_preflight(&route, &head) {
+        return Ok(ctx.answer(resp));
+    }
+    let cors_origin = route
+        .cors
+        .as_ref()
+        .and_then(|c| cors::allowed_origin(c, head.headers).cloned());
+    // JWT (validation of the bearer token) and external authorization go here, in that
+    // order: after CORS (a preflight answered by Portico never reaches auth), before the
+    // rate limits.
+    if !route.rate_limits.is_empty()
+        && let Some(resp) = Box::pin(rate_limits(&mut ctx, &route, &req)).await
+    {
+        return Ok(ctx.answer(resp));
+    }
+    let mut resp = match &route.action {
+        RouteAction::Direct(d) => ctx.answer(respond::direct_response(d, &route)),
+        RouteAction::Redirect(r) => {
+            let resp = respond::redirect(r, &route, &head, ctx.conn.tls);
+            ctx.answer(resp)
+        }
+        // Boxed: hyper keeps this future inline in every connection's task, idle or not; the
+        // forward phases' state (kilobytes) lives on the heap only while a request is in
+        // flight, and moving it is a pointer copy.
+        RouteAction::Forward { upstream } => {
+            let upstream = *upstream;
+            Box::pin(forward::forward(ctx, route.clone(), upstream, req)).await
+        }
+    };
+    if let (Some(c), Some(origin)) = (&route.cors, cors_origin) {
+        cors::decorate(c, origin, resp.headers_mut());
+    }
+    Ok(resp)
+}
+
+/// The screen phase: overload shedding, then the listener limits the HTTP layer does not
+/// enforce itself (HTTP/1's header count is hyper's; HTTP/2's is checked here). After it,
+/// `requestPolicy.insecure` (`crate::tls::insecure_policy`) may answer a plain-HTTP request.
+fn screen<B>(ctx: &RequestCtx, req: &Request<B>) -> Result<(), LocalReply> {
+    let reject = |status, msg| Err(LocalReply::reject(status, msg));
+    // Overload manager: under memory pressure new requests are shed (one atomic load).
+    if ctx.proxy.overload.memory_pressure() {
+        return Err(LocalReply::shed());
+    }
+    let limits = &ctx.conn.listener.limits;
+    if req.uri().path_and_query().map_or(0, |pq| pq.as_str().len()) > limits.max_uri_bytes as usize
+    {
+        return reject(StatusCode::URI_TOO_LONG, "request URI too long");
+    }
+    if let Err(why) = crate::h2_rules::check(req) {
+        return reject(StatusCode::BAD_REQUEST, why);
+    }
+    if req.headers().len() > limits.max_headers_count as usize {
+        return reject(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "too many request headers",
+        );
+    }
+    // HTTP/1: hyper's read buffer bounds the head only roughly (a read may overshoot it), so
+    // the header lines are measured exactly here. HTTP/2's header list is bounded by h2.
+    if req.version() != Version::HTTP_2
+        && h1_header_bytes(req.headers()) > limits.max_request_headers_bytes as usize
+    {
+        return reject(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request headers too large",
+        );
+    }
+    if let Err(why) = crate::host_rules::check(req.version(), req.uri(), req.headers()) {
+        return reject(StatusCode::BAD_REQUEST, why);
+    }
+    Ok(())
+}
+
+/// The route phase: the snapshot's router picks a route (a CORS preflight is matched with
+/// the method it asks about); its metrics start counting the request. A declared body over
+/// the route's limit never reaches the upstream.
+fn route<B: http_body::Body>(
+    ctx: &mut RequestCtx,
+    head: &Head<'_>,
+    req: &Request<B>,
+) -> Result<Arc<Route>, LocalReply> {
+    let asked = if cors::is_preflight(head.method, head.headers) {
+        cors::requested_method(head.headers)
+    } else {
+        None
+    };
+    let host = host_of(head.authority);
+    let view = RequestView {
+        host: &host,
+        authority: head.authority,
+        path: head.path(),
+        query: head.query(),
+        method: asked.as_ref().unwrap_or(head.method),
+        headers: head.headers,
+    };
+    let Some(route) = ctx.active.config.router.lookup(&view).cloned() else {
+        return Err(LocalReply::of(Flag::NR));
+    };
+    ctx.rec.route = Some(route.clone());
+    if let Some(m) = ctx.active.route_metrics.get(route.id) {
+        m.active.fetch_add(1, Relaxed);
+        ctx.rec.metrics = Some(m.clone());
+    }
+    if let Some(limit) = route.max_request_body
+        && req
+            .body()
+            .size_hint()
+            .exact()
+            .or_else(|| content_length(head.headers))
+            .is_some_and(|n| n > limit)
+    {
+        return Err(LocalReply::body_cut(BodyCut::TooLarge));
+    }
+    Ok(route)
+}
+
+/// The CORS preflight phase: a route with `cors` answers a preflight itself.
+fn cors_preflight(route: &Route, head: &Head<'_>) -> Option<Response<RespBody>> {
+    let c = route.cors.as_ref()?;
+    cors::is_preflight(head.method, head.headers).then(|| cors::preflight(c, head.headers))
+}
+
+/// The rate-limit phase: `Some` is the refusal (429, or the service's failure when it fails
+/// closed). A service failure is flagged RLSE either way.
+async fn rate_limits<B>(
+    ctx: &mut RequestCtx,
+    route: &Route,
+    req: &Request<B>,
+) -> Option<Response<RespBody>> {
+    use crate::ratelimit::{Verdict, admit};
+    let rec = &mut ctx.rec;
+    match admit(&ctx.active.rate_limits, route, req, rec.client).await {
+        Verdict::Allow => None,
+        Verdict::FailedOpen => {
+            rec.rate_limit_service_failed(&ctx.proxy);
+            None
+        }
+        Verdict::Deny { flag, headers } => {
+            if flag == Flag::RLSE {
+                rec.rate_limit_service_failed(&ctx.proxy);
+            }
+            if let Some(m) = &rec.metrics {
+                m.rate_limited.fetch_add(1, Relaxed);
+            }
+            rec.flags.insert(flag);
+            Some(Verdict::reply(flag, headers.as_ref(), rec.grpc))
+        }
+    }
+}
+
+/// The size of a request's HTTP/1 header lines (`name: value\r\n` each).
+fn h1_header_bytes(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum()
+}
+
+/// A request's `Content-Length`, when it is one valid number.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of a future returned by a three-argument async fn (no value needed).
+    fn future_size<A, B, C, F: std::future::Future>(_: fn(A, B, C) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    #[test]
+    fn request_future_stays_small() {
+        // hyper keeps the service future inline in every connection's task, idle or not: its
+        // size is memory per idle keep-alive connection.
+        let size = future_size(handle);
+        eprintln!("handle() future: {size} bytes");
+        assert!(size < 2 * 1024, "{size}");
+    }
+
+    #[test]
+    fn head_reads_authority_from_uri_or_host() {
+        let req = Request::builder()
+            .uri("/a/b?x=1")
+            .header("host", "Example.com:8080")
+            .body(())
+            .unwrap();
+        let h = Head::of(&req);
+        assert_eq!(h.authority, "Example.com:8080");
+        assert_eq!(
+            (h.path(), h.query(), h.path_and_query()),
+            ("/a/b", Some("x=1"), "/a/b?x=1")
+        );
+        assert!(!h.http2);
+        let req = Request::builder()
+            .uri("http://a.example/p")
+            .version(Version::HTTP_2)
+            .body(())
+            .unwrap();
+        let h = Head::of(&req);
+        assert_eq!((h.authority, h.http2), ("a.example", true));
+    }
+}
