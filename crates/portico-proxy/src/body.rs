@@ -14,7 +14,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::compress::Encoder;
-use crate::send_watch::SendWatch;
+use crate::send_watch::{Cut, SendWatch};
 
 /// The error type of proxied bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -382,23 +382,6 @@ enum Kind {
     Compressed(Incoming, Option<Box<Encoder>>),
 }
 
-/// Why Portico cut a response body short.
-#[derive(Debug, Clone, Copy)]
-pub enum Cut {
-    Deadline,
-    Idle,
-}
-
-impl std::fmt::Display for Cut {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Cut::Deadline => f.write_str("request deadline reached while streaming the response"),
-            Cut::Idle => f.write_str("stream idle timeout"),
-        }
-    }
-}
-
-impl std::error::Error for Cut {}
 
 impl RespBody {
     pub fn full(bytes: impl Into<Bytes>) -> Self {

@@ -25,7 +25,6 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use tokio::time::{Instant, Sleep};
 
-use crate::body::Cut;
 
 const STREAMING: u8 = 0;
 const DONE: u8 = 1;
@@ -279,6 +278,24 @@ impl<F: Future> Future for Watched<F> {
         }
     }
 }
+
+/// Why Portico cut a response body short.
+#[derive(Debug, Clone, Copy)]
+pub enum Cut {
+    Deadline,
+    Idle,
+}
+
+impl std::fmt::Display for Cut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cut::Deadline => f.write_str("request deadline reached while streaming the response"),
+            Cut::Idle => f.write_str("stream idle timeout"),
+        }
+    }
+}
+
+impl std::error::Error for Cut {}
 
 #[cfg(test)]
 mod tests {

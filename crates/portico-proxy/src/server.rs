@@ -606,7 +606,7 @@ async fn serve<S>(
 async fn until_cut<C: std::future::Future>(
     conn: std::pin::Pin<&mut C>,
     dog: &mut Watchdog,
-) -> Result<C::Output, crate::body::Cut> {
+) -> Result<C::Output, crate::send_watch::Cut> {
     tokio::select! {
         biased;
         r = conn => Ok(r),
