@@ -2,7 +2,7 @@
 //! (HTTP/1.1 downstream → h2c upstream, h2c downstream → HTTP/1.1 upstream) with intact
 //! checksums (FNV-1a 64 over every byte, plus the length).
 
-mod common;
+use crate::common;
 use common::*;
 
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! HTTP/2 downstream edge behaviour through the real binary: the rapid-reset guard
 //! (CVE-2023-44487) and h2spec-style answers to invalid frames and pseudo-headers.
 
-mod common;
+use crate::common;
 use common::*;
 
 use std::sync::Arc;

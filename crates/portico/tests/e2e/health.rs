@@ -2,7 +2,7 @@
 //! HTTP, gRPC and TCP checks taking endpoints out of rotation and back, the panic threshold, and
 //! what `/upstreams` shows.
 
-mod common;
+use crate::common;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};

@@ -2,7 +2,7 @@
 //! of the command line's packaging surface (completions, help text, version, log colours),
 //! through the real binary.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 

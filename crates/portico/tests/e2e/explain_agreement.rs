@@ -1,7 +1,7 @@
 //! `GET /explain` and `portico explain` give the same answer, and the proxy does what they say
 //! (issue 6): 20 varied requests against a config of 50 Mappings.
 
-mod common;
+use crate::common;
 use common::*;
 
 /// The 50 Mappings: every one sends to `up` and tags the request with `x-route: NAME`, so the

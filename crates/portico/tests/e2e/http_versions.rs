@@ -3,7 +3,7 @@
 //! HTTP/2 only; http/1.1 or none → HTTP/1.1 only). Through the real binary, with curl, raw
 //! preface bytes and a rustls client.
 
-mod common;
+use crate::common;
 use common::*;
 
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! Metrics (CONTRACT §8) and the admin API views (§7) against live traffic.
 
-mod common;
+use crate::common;
 use common::*;
 
 /// The value of one exact series line in a Prometheus text page.

@@ -1,7 +1,7 @@
 //! Resilience against misbehaving upstreams (CONTRACT §3.3, §3.4, §5): route timeouts,
 //! deadlines from grpc-timeout, retries with their budget, circuit breakers, idle timeouts.
 
-mod common;
+use crate::common;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,6 +1,6 @@
 //! End-to-end basics: proxying over HTTP/1.1 and h2c, forwarding headers, local replies.
 
-mod common;
+use crate::common;
 use common::*;
 use std::time::Duration;
 

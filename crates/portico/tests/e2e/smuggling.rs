@@ -10,7 +10,7 @@
 //! invalid pseudo-headers, `content-length` that disagrees with DATA) use raw h2 frames where
 //! the `h2` crate refuses to send the field, and the `h2` client itself otherwise.
 
-mod common;
+use crate::common;
 use common::*;
 
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! CORS in a real browser (issue 10): a page on one loopback port fetches from Portico on
 //! another; headless Chromium lets the allowed origin read the answer and blocks the other.
 
-mod common;
+use crate::common;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 

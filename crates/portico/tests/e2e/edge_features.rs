@@ -1,6 +1,6 @@
 //! Edge HTTP features (issue 10): CORS, traffic mirroring, response compression.
 
-mod common;
+use crate::common;
 use std::convert::Infallible;
 use std::io::Read;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! Running as Kubernetes runs Portico: a ConfigMap mounted as a volume (kubelet's atomic
 //! `..data` symlink swap on update), and the shipped manifests in deploy/kubernetes/.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::symlink;
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! be installed: the Redis tests skip with a message otherwise), and the real Envoy binary
 //! speaking to `portico ratelimit` (set `ENVOY_BIN`; `scripts/test.sh` fetches it).
 
-mod common;
+use crate::common;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -2,7 +2,7 @@
 //! `allow_upgrade: [websocket]`, 403 on one without it, and the route's idle timeout closing
 //! an idle tunnel.
 
-mod common;
+use crate::common;
 use common::*;
 
 use std::net::SocketAddr;

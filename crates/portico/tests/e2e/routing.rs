@@ -1,7 +1,7 @@
 //! Routing features of issue 2, end to end: the real `portico` binary in front of real loopback
 //! upstreams. Every test asserts what the upstream received and what the client got.
 
-mod common;
+use crate::common;
 use common::*;
 
 use std::collections::HashMap;

@@ -1,6 +1,6 @@
 //! Streaming bodies in constant memory, 100-continue, and graceful shutdown.
 
-mod common;
+use crate::common;
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! HTTPS listeners when no Host has TLS, X.509 v1 server certificates, Module `gzip`, the
 //! namespaced `route` of the access log and metrics, and `check --strict-kinds`.
 
-mod common;
+use crate::common;
 use std::sync::Arc;
 use std::time::Duration;
 

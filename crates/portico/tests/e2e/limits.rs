@@ -4,7 +4,7 @@
 //! body idle timeouts (slowloris, slow POST → 408 SI), and load shedding on connection count and
 //! memory, with its metrics and its recovery.
 
-mod common;
+use crate::common;
 use common::*;
 
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! the Host rules of RFC 9112 §3.2 / RFC 9110 §7.2 (Host required on HTTP/1.1, no userinfo,
 //! `Connection` never strips Host), canonical `Content-Length`, `chunked` applied once.
 
-mod common;
+use crate::common;
 use common::*;
 
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! churn under traffic, `portico diff` between revisions, and an Emissary v3alpha1 corpus
 //! (`tests/emissary/`) checked and proxied through real upstreams.
 
-mod common;
+use crate::common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;

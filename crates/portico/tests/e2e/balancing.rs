@@ -2,7 +2,7 @@
 //! hashing (header, cookie) and its disruption when an endpoint leaves, latency- and
 //! load-aware P2C, random.
 
-mod common;
+use crate::common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! headless browser (Debian's `chromium`) against a live proxy. Without chromium the browser
 //! part is skipped with a message (`scripts/test.sh` installs it).
 
-mod common;
+use crate::common;
 use common::*;
 
 use std::path::Path;

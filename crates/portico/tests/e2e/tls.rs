@@ -1,7 +1,7 @@
 //! End-to-end TLS termination (CONTRACT §2.2), `requestPolicy.insecure` and the PROXY
 //! protocol (§2.1), through the real binary. Certificates are generated at test time (rcgen).
 
-mod common;
+use crate::common;
 use common::*;
 
 use std::path::{Path, PathBuf};

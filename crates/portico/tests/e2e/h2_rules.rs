@@ -4,7 +4,7 @@
 //! upstream, and leave an access log line with flag DPE and a count in
 //! `portico_downstream_rejected_total`.
 
-mod common;
+use crate::common;
 use common::h2raw::{self, *};
 use common::*;
 

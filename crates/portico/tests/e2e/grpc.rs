@@ -6,7 +6,7 @@
 //! No protoc and no codegen: the messages are hand-written prost structs and the services
 //! use tonic's generic `client::Grpc`/`server::Grpc` with `tonic_prost::ProstCodec`.
 
-mod common;
+use crate::common;
 use common::*;
 
 use std::convert::Infallible;

@@ -3,7 +3,7 @@
 //! connection closed; garbage gets 400 (or a close); the proxy keeps serving afterwards and the
 //! upstream never sees the bad request.
 
-mod common;
+use crate::common;
 use common::*;
 
 use std::time::Duration;

@@ -7,7 +7,7 @@
 //! The clients use a small receive buffer and the body is far larger than loopback socket
 //! buffers, so Portico's own buffering is what the client's slowness runs into.
 
-mod common;
+use crate::common;
 use common::*;
 
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! Live reload (CONTRACT §6): atomic swaps under load with zero failed requests, rejected
 //! configs leave the old one serving, listeners added/removed without a restart.
 
-mod common;
+use crate::common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! upstream), and ALPN (`auto` speaks HTTP/2 when the upstream offers it). Certificates are
 //! generated at test time with rcgen.
 
-mod common;
+use crate::common;
 use common::*;
 
 use std::convert::Infallible;
