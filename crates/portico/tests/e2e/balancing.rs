@@ -10,7 +10,10 @@ use common::*;
 use futures_util::StreamExt;
 
 fn upstream(name: &str, addrs: &[&Controlled], lb: &str) -> String {
-    upstream_doc(name, addrs, &format!("  load_balancer: {lb}\n"))
+    cfg::docs(&[
+        cfg::upstream(name).endpoints(addrs).load_balancer(lb),
+        cfg::catch_all(&format!("m-{name}"), name),
+    ])
 }
 
 /// Sends `n` GETs with `conc` in flight; counts answers per `x-upstream`.

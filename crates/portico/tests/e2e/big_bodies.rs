@@ -83,11 +83,16 @@ async fn round_trip(p: &Portico, path: &str, h2_downstream: bool, up: &Upstream)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_megabytes_each_way_across_protocol_translation() {
     let up = hashing_upstream(payload(11)).await;
-    let p = Portico::start(&format!(
-        "{API}\nkind: Mapping\nmetadata: {{ name: h2 }}\nspec: {{ prefix: /h2/, service: h2c://{a}, timeout_ms: 0 }}\n---\n\
-         {API}\nkind: Mapping\nmetadata: {{ name: h1 }}\nspec: {{ prefix: /h1/, service: {a}, timeout_ms: 0 }}\n",
-        a = up.addr
-    ))
+    let p = Portico::start(&cfg::docs(&[
+        cfg::mapping("h2")
+            .prefix("/h2/")
+            .service(format!("h2c://{}", up.addr))
+            .timeout_ms(0),
+        cfg::mapping("h1")
+            .prefix("/h1/")
+            .service(up.addr)
+            .timeout_ms(0),
+    ]))
     .await;
     // HTTP/1.1 downstream -> HTTP/2 upstream.
     round_trip(&p, "/h2/up", false, &up).await;

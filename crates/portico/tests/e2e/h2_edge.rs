@@ -353,11 +353,12 @@ async fn continuation_flood_gets_goaway_while_others_are_served() {
         })
     };
     // The normal client is up before the attack.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while ok.load(Ordering::Relaxed) == 0 {
-        assert!(Instant::now() < deadline, "normal client never served");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until(
+        Duration::from_secs(5),
+        "normal client never served",
+        async || ok.load(Ordering::Relaxed) > 0,
+    )
+    .await;
     let rss_before = rss_kib(pid);
 
     // The attacker: each CONTINUATION carries ~1 KiB of header fields; up to 20,000 of them
@@ -434,14 +435,12 @@ async fn continuation_flood_gets_goaway_while_others_are_served() {
 
     // The normal client was served during and after the flood, without a failure.
     let served = ok.load(Ordering::Relaxed);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while ok.load(Ordering::Relaxed) < served + 10 {
-        assert!(
-            Instant::now() < deadline,
-            "normal client stalled after the flood"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until(
+        Duration::from_secs(5),
+        "normal client stalled after the flood",
+        async || ok.load(Ordering::Relaxed) >= served + 10,
+    )
+    .await;
     stop.store(true, Ordering::Relaxed);
     normal.await.expect("normal client");
     assert_eq!(bad.load(Ordering::Relaxed), 0, "normal client never failed");

@@ -210,10 +210,7 @@ async fn malformed_h2_requests_are_refused_logged_and_never_forwarded() {
             Answer::Status400 | Answer::Reset(PROTOCOL_ERROR) | Answer::GoAway(PROTOCOL_ERROR | 9)
         );
         // The log line and the metric may trail the answer a little.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while dpe_lines(&p) <= logged && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(Duration::from_secs(5), async || dpe_lines(&p) > logged).await;
         let now_logged = dpe_lines(&p);
         let now_counted = metric(&p, rejected).await.unwrap_or(0.0);
         if !refused || now_logged <= logged || now_counted <= counted {

@@ -33,18 +33,14 @@ async fn state_of(p: &Portico, u: &Controlled) -> (String, u64) {
 /// Polls `/upstreams` (every 10 ms, up to `limit`) until `u` is in `state`; the time it took.
 async fn wait_state(p: &Portico, u: &Controlled, state: &str, limit: Duration) -> Duration {
     let start = Instant::now();
-    loop {
-        if state_of(p, u).await.0 == state {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < limit,
-            "{} not {state} within {limit:?}: {:?}",
-            u.name,
-            endpoint_states(p, "pool").await
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let reached = eventually(limit, async || state_of(p, u).await.0 == state).await;
+    assert!(
+        reached,
+        "{} not {state} within {limit:?}: {:?}",
+        u.name,
+        endpoint_states(p, "pool").await
+    );
+    start.elapsed()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,8 +112,12 @@ async fn failing_http_health_check_leaves_and_returns() {
     ))
     .await;
     // Checks run and pass; all three take traffic.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(u[0].health_hits.load(Ordering::SeqCst) >= 1);
+    wait_until(
+        Duration::from_secs(10),
+        "no health check arrived",
+        async || u[0].health_hits.load(Ordering::SeqCst) >= 1,
+    )
+    .await;
     for _ in 0..30 {
         assert_eq!(get(&p.url("/x"), &[]).await.status, 200);
     }
@@ -162,18 +162,14 @@ async fn tcp_health_check_notices_a_dead_endpoint() {
     let victim = u.remove(2);
     let addr = victim.addr;
     drop(victim);
-    let start = Instant::now();
-    loop {
-        let states = endpoint_states(&p, "pool").await;
-        if states
+    let unhealthy = eventually(Duration::from_secs(2), async || {
+        endpoint_states(&p, "pool")
+            .await
             .iter()
             .any(|(a, s, _)| *a == addr.to_string() && s == "unhealthy")
-        {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(2), "{states:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await;
+    assert!(unhealthy, "{:?}", endpoint_states(&p, "pool").await);
     for _ in 0..30 {
         assert_eq!(get(&p.url("/x"), &[]).await.status, 200);
     }
@@ -266,9 +262,16 @@ async fn grpc_health_check_follows_serving_status() {
     let serving = Arc::new(AtomicU8::new(1));
     let bodies: Arc<Mutex<Vec<(String, Bytes)>>> = Arc::default();
     let addr = grpc_health_server(serving.clone(), bodies.clone()).await;
-    let p = Portico::start(&format!(
-        "{API}\nkind: Upstream\nmetadata: {{ name: pool }}\nspec:\n  endpoints: [\"{addr}\"]\n  protocol: h2c\n  health_checks: [{{ grpc: {{ service: quote }}, interval_ms: 150, timeout_ms: 100, unhealthy_threshold: 1, healthy_threshold: 1 }}]\n"
-    ))
+    let p = Portico::start(
+        &cfg::upstream("pool")
+            .endpoints(&[addr])
+            .set("protocol", "h2c")
+            .raw(
+                "health_checks",
+                "[{ grpc: { service: quote }, interval_ms: 150, timeout_ms: 100, unhealthy_threshold: 1, healthy_threshold: 1 }]",
+            )
+            .build(),
+    )
     .await;
     let state = || async {
         endpoint_states(&p, "pool")
@@ -277,7 +280,17 @@ async fn grpc_health_check_follows_serving_status() {
             .map(|(_, s, _)| s.clone())
             .unwrap_or_default()
     };
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The first check answered, and the endpoint is healthy.
+    wait_until(
+        Duration::from_secs(10),
+        "no health check arrived",
+        async || !bodies.lock().expect("lock").is_empty(),
+    )
+    .await;
+    wait_until(Duration::from_secs(10), "never healthy", async || {
+        state().await == "healthy"
+    })
+    .await;
     assert_eq!(state().await, "healthy");
     {
         let seen = bodies.lock().expect("lock");
@@ -286,20 +299,15 @@ async fn grpc_health_check_follows_serving_status() {
         assert_eq!(&seen[0].1[..], b"\0\0\0\0\x07\x0a\x05quote");
     }
     serving.store(2, Ordering::SeqCst);
-    let start = Instant::now();
-    while state().await != "unhealthy" {
-        assert!(start.elapsed() < Duration::from_secs(2), "never unhealthy");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until(Duration::from_secs(2), "never unhealthy", async || {
+        state().await == "unhealthy"
+    })
+    .await;
     serving.store(1, Ordering::SeqCst);
-    let start = Instant::now();
-    while state().await != "healthy" {
-        assert!(
-            start.elapsed() < Duration::from_secs(2),
-            "never healthy again"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until(Duration::from_secs(2), "never healthy again", async || {
+        state().await == "healthy"
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -52,12 +52,11 @@ async fn dpe_logged(p: &Portico, n: usize) {
             })
             .count()
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let mut lines = p.access_log();
-    while count(&lines) < n && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        lines = p.access_log();
-    }
+    eventually(Duration::from_secs(10), async || {
+        count(&p.access_log()) >= n
+    })
+    .await;
+    let lines = p.access_log();
     assert!(count(&lines) >= n, "expected {n} DPE lines, log: {lines:?}");
 }
 

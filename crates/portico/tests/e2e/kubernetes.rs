@@ -5,7 +5,7 @@ use crate::common;
 
 use std::os::unix::fs::symlink;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -65,19 +65,15 @@ async fn follows_kubelets_configmap_symlink_swap() {
     std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).expect("rename");
     std::fs::remove_dir_all(dir.join(ts1)).expect("remove old");
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let now_new = get(&p.url("/new/x"), &[]).await.status == 200;
-        if now_new && generation(&p).await > before {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the swapped config was not applied: {}",
-            p.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let applied = eventually(Duration::from_secs(10), async || {
+        get(&p.url("/new/x"), &[]).await.status == 200 && generation(&p).await > before
+    })
+    .await;
+    assert!(
+        applied,
+        "the swapped config was not applied: {}",
+        p.stderr()
+    );
     assert_eq!(get(&p.url("/new/x"), &[]).await.text(), "upstream b");
     assert_eq!(get(&p.url("/old/x"), &[]).await.status, 404);
     let r = get(&p.admin_url("/config"), &[]).await;
@@ -124,15 +120,11 @@ async fn follows_repeated_swaps_when_given_the_file_symlink() {
         symlink(ts[i], dir.join("..data_tmp")).expect("symlink");
         std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).expect("rename");
         std::fs::remove_dir_all(dir.join(ts[i - 1])).expect("remove old");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while get(&p.url(&format!("/gen{i}/x")), &[]).await.status != 200 {
-            assert!(
-                Instant::now() < deadline,
-                "update {i} not applied: {}",
-                p.stderr()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let applied = eventually(Duration::from_secs(10), async || {
+            get(&p.url(&format!("/gen{i}/x")), &[]).await.status == 200
+        })
+        .await;
+        assert!(applied, "update {i} not applied: {}", p.stderr());
     }
 }
 

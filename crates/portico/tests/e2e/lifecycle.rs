@@ -78,10 +78,7 @@ async fn counting_upstream() -> std::net::SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_gigabyte_each_way_in_constant_memory() {
     let up = counting_upstream().await;
-    let p = Portico::start(&format!(
-        "{API}\nkind: Mapping\nmetadata: {{ name: big }}\nspec: {{ prefix: /, service: {up} }}\n"
-    ))
-    .await;
+    let p = Portico::start(&cfg::catch_all("big", up).build()).await;
     let pid = p.child.id();
     let before = rss_kb(pid);
     const GB: u64 = 1 << 30;
@@ -167,11 +164,7 @@ async fn one_gigabyte_each_way_in_constant_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expect_100_continue_and_chunked_upload() {
     let up = Upstream::start("a").await;
-    let p = Portico::start(&format!(
-        "{API}\nkind: Mapping\nmetadata: {{ name: m }}\nspec: {{ prefix: /, service: {} }}\n",
-        up.addr
-    ))
-    .await;
+    let p = Portico::start(&cfg::catch_all("m", &up).build()).await;
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", p.port))
         .await
         .expect("connect");
@@ -211,10 +204,7 @@ async fn expect_100_continue_and_chunked_upload() {
     s.write_all(b"POST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
         .await
         .expect("write");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while up.count() < 2 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(Duration::from_secs(5), async || up.count() >= 2).await;
     assert_eq!(up.last().body.as_ref(), b"hello world");
 }
 
@@ -233,8 +223,11 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
         .expect("bind");
     let delay_addr = listener.local_addr().expect("addr");
     let target = slow.addr;
+    let hop_accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let accepted = hop_accepted.clone();
     tokio::spawn(async move {
         while let Ok((mut c, _)) = listener.accept().await {
+            accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(700)).await;
                 if let Ok(mut u) = tokio::net::TcpStream::connect(target).await {
@@ -243,27 +236,32 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
             });
         }
     });
-    let mut p = Portico::start(&format!("{API}\nkind: Mapping\nmetadata: {{ name: m }}\nspec: {{ prefix: /, service: {delay_addr} }}\n")).await;
+    let mut p = Portico::start(&cfg::catch_all("m", delay_addr).build()).await;
     let url = p.url("/slow");
     let inflight = tokio::spawn(async move { http_get(&url, &[]).await });
     // Wait until the request is in flight (the upstream hop has the connection).
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until(
+        Duration::from_secs(10),
+        "the request never reached the hop",
+        async || hop_accepted.load(std::sync::atomic::Ordering::SeqCst) > 0,
+    )
+    .await;
     p.signal("TERM");
     // While draining: /ready answers 503 (or the admin is already gone at exit). The signal
     // is handled asynchronously: poll until it is seen.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match http_get(&p.admin_url("/ready"), &[]).await {
-            Ok(r) if r.status == 503 => break,
-            Ok(r) => assert_eq!(r.status, 200, "unexpected /ready answer"),
-            Err(_) => break,
-        }
-        assert!(
-            Instant::now() < deadline,
-            "/ready never answered 503 while draining"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until(
+        Duration::from_secs(5),
+        "/ready never answered 503 while draining",
+        async || match http_get(&p.admin_url("/ready"), &[]).await {
+            Ok(r) if r.status == 503 => true,
+            Ok(r) => {
+                assert_eq!(r.status, 200, "unexpected /ready answer");
+                false
+            }
+            Err(_) => true,
+        },
+    )
+    .await;
     let r = inflight
         .await
         .expect("join")
@@ -271,18 +269,13 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "late");
     assert_eq!(r.header("connection"), Some("close"));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(status) = p.child.try_wait().expect("wait") {
-            assert!(status.success(), "exit status {status}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "portico did not exit after drain"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let status = poll_for(
+        Duration::from_secs(10),
+        "portico did not exit after drain",
+        async || p.child.try_wait().expect("wait"),
+    )
+    .await;
+    assert!(status.success(), "exit status {status}");
 }
 
 /// Graceful drain with a bound: a request longer than `--drain-timeout-ms` does not hold the
@@ -291,51 +284,38 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
 async fn drain_timeout_bounds_the_wait_and_new_connections_are_refused() {
     let slow = Controlled::start("slow", Duration::from_secs(20)).await;
     let mut p = Portico::start_with(
-        &format!(
-            "{API}\nkind: Mapping\nmetadata: {{ name: m }}\nspec: {{ prefix: /, service: '{}', timeout_ms: 0 }}\n",
-            slow.addr
-        ),
+        &cfg::catch_all("m", &slow).timeout_ms(0).build(),
         &["--drain-timeout-ms", "500"],
     )
     .await;
     let url = p.url("/slow");
     let inflight = tokio::spawn(async move { http_get(&url, &[]).await });
     // The request is in flight once the upstream has counted it.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while slow.hits() == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "request never reached the upstream"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_until(
+        Duration::from_secs(5),
+        "request never reached the upstream",
+        async || slow.hits() > 0,
+    )
+    .await;
     let signalled = Instant::now();
     p.signal("INT");
     // The listener closes: a new connection is refused (poll: the signal is asynchronous).
-    loop {
-        if tokio::net::TcpStream::connect(("127.0.0.1", p.port))
-            .await
-            .is_err()
-        {
-            break;
-        }
-        assert!(
-            signalled.elapsed() < Duration::from_secs(2),
-            "listener still accepts while draining"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let status = loop {
-        if let Some(status) = p.child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(
-            signalled.elapsed() < Duration::from_secs(5),
-            "portico still running {:?} after SIGINT with a 500 ms drain timeout",
-            signalled.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let refused = eventually(
+        Duration::from_secs(2).saturating_sub(signalled.elapsed()),
+        async || {
+            tokio::net::TcpStream::connect(("127.0.0.1", p.port))
+                .await
+                .is_err()
+        },
+    )
+    .await;
+    assert!(refused, "listener still accepts while draining");
+    let status = poll_for(
+        Duration::from_secs(5).saturating_sub(signalled.elapsed()),
+        "portico still running after SIGINT with a 500 ms drain timeout",
+        async || p.child.try_wait().expect("wait"),
+    )
+    .await;
     let waited = signalled.elapsed();
     assert!(status.success(), "exit status {status}");
     assert!(
@@ -358,11 +338,7 @@ async fn drain_timeout_bounds_the_wait_and_new_connections_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_sends_goaway_to_http2_connections() {
     let up = Upstream::start("a").await;
-    let p = Portico::start(&format!(
-        "{API}\nkind: Mapping\nmetadata: {{ name: m }}\nspec: {{ prefix: /, service: '{}' }}\n",
-        up.addr
-    ))
-    .await;
+    let p = Portico::start(&cfg::catch_all("m", &up).build()).await;
     let io = TokioIo::new(
         tokio::net::TcpStream::connect(("127.0.0.1", p.port))
             .await

@@ -18,11 +18,12 @@ fn series(page: &str, line_prefix: &str) -> f64 {
 async fn request_counters_histograms_and_flags() {
     let up = Upstream::start("a").await;
     let dead = free_port();
-    let p = Portico::start(&format!(
-        "{API}\nkind: Mapping\nmetadata: {{ name: ok }}\nspec: {{ prefix: /ok/, service: {} }}\n---\n\
-         {API}\nkind: Mapping\nmetadata: {{ name: down }}\nspec: {{ prefix: /down/, service: \"127.0.0.1:{dead}\" }}\n",
-        up.addr
-    ))
+    let p = Portico::start(&cfg::docs(&[
+        cfg::mapping("ok").prefix("/ok/").service(&up),
+        cfg::mapping("down")
+            .prefix("/down/")
+            .service(format!("127.0.0.1:{dead}")),
+    ]))
     .await;
     let page = get(&p.admin_url("/metrics"), &[]).await.text();
     // Series exist at 0 as soon as the route and upstream do.
@@ -114,11 +115,16 @@ async fn request_counters_histograms_and_flags() {
 async fn admin_views_and_explain_agree_with_traffic() {
     let a = Upstream::start("a").await;
     let b = Upstream::start("b").await;
-    let p = Portico::start(&format!(
-        "{API}\nkind: Mapping\nmetadata: {{ name: api }}\nspec: {{ prefix: /api/, service: {}, rewrite: /v2/ }}\n---\n\
-         {API}\nkind: Mapping\nmetadata: {{ name: canary }}\nspec: {{ prefix: /api/, service: {}, headers: {{ x-canary: \"1\" }} }}\n",
-        a.addr, b.addr
-    ))
+    let p = Portico::start(&cfg::docs(&[
+        cfg::mapping("api")
+            .prefix("/api/")
+            .service(&a)
+            .rewrite("/v2/"),
+        cfg::mapping("canary")
+            .prefix("/api/")
+            .service(&b)
+            .headers(&[("x-canary", "1")]),
+    ]))
     .await;
     let routes: serde_json::Value =
         serde_json::from_slice(&get(&p.admin_url("/routes"), &[]).await.body).expect("json");
@@ -192,11 +198,7 @@ async fn admin_views_and_explain_agree_with_traffic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_file_is_reopened_on_sigusr1() {
     let up = Upstream::start("a").await;
-    let p = Portico::start(&format!(
-        "{API}\nkind: Mapping\nmetadata: {{ name: api }}\nspec: {{ prefix: /, service: {} }}\n",
-        up.addr
-    ))
-    .await;
+    let p = Portico::start(&cfg::catch_all("api", &up).build()).await;
     for i in 0..5 {
         assert_eq!(get(&p.url(&format!("/before/{i}")), &[]).await.status, 200);
     }

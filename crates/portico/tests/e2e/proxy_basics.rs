@@ -7,11 +7,7 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxies_http1_and_h2c_with_forwarding_headers() {
     let up = Upstream::start("a").await;
-    let p = Portico::start(&format!(
-        "{API}\nkind: Mapping\nmetadata: {{ name: quote }}\nspec: {{ prefix: /quote/, service: {} }}\n",
-        up.addr
-    ))
-    .await;
+    let p = Portico::start(&cfg::mapping("quote").prefix("/quote/").service(&up).build()).await;
 
     let r = get(&p.url("/quote/x?y=1"), &[("x-forwarded-for", "10.1.1.1")]).await;
     assert_eq!(r.status, 200);
@@ -59,11 +55,12 @@ async fn proxies_http1_and_h2c_with_forwarding_headers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_upstream_by_scheme_and_by_grpc_flag() {
     let up = Upstream::start("h2").await;
-    let p = Portico::start(&format!(
-        "{API}\nkind: Mapping\nmetadata: {{ name: h2 }}\nspec: {{ prefix: /h2/, service: h2c://{a} }}\n---\n\
-         {API}\nkind: Mapping\nmetadata: {{ name: g }}\nspec: {{ prefix: /g/, service: {a}, grpc: true }}\n",
-        a = up.addr
-    ))
+    let p = Portico::start(&cfg::docs(&[
+        cfg::mapping("h2")
+            .prefix("/h2/")
+            .service(format!("h2c://{}", up.addr)),
+        cfg::mapping("g").prefix("/g/").service(&up).grpc(true),
+    ]))
     .await;
     // HTTP/1.1 downstream -> HTTP/2 upstream.
     for path in ["/h2/a", "/g/b"] {
@@ -142,10 +139,7 @@ async fn hop_upstream() -> (
 async fn hop_by_hop_headers_request_id_and_pooled_upstream_connections() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (addr, conns, seen) = hop_upstream().await;
-    let p = Portico::start(&format!(
-        "{API}\nkind: Mapping\nmetadata: {{ name: hop }}\nspec: {{ prefix: /, service: '{addr}' }}\n"
-    ))
-    .await;
+    let p = Portico::start(&cfg::catch_all("hop", addr).build()).await;
 
     // A raw request, so the client library adds or drops nothing.
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", p.port))

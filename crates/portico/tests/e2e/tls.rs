@@ -870,7 +870,11 @@ async fn rotating_certificate_files_takes_effect_within_2s_without_failures() {
     // A key that doesn't match the certificate: the old pair stays, an error is logged.
     let other = KeyPair::generate().expect("key");
     write_atomic(&second.key, other.serialize_pem().as_bytes());
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The watcher noticed the new key (and logged why it keeps the previous pair).
+    eventually(Duration::from_secs(10), async || {
+        p.stderr().contains("keeping the previous one")
+    })
+    .await;
     let s = tls_connect(cfg, tls_port, "rot.test")
         .await
         .expect("still served");

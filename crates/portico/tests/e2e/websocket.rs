@@ -13,9 +13,11 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
 fn mapping(name: &str, prefix: &str, addr: SocketAddr, extra: &str) -> String {
-    format!(
-        "{API}\nkind: Mapping\nmetadata: {{ name: {name} }}\nspec: {{ prefix: {prefix}, service: {addr}{extra} }}\n"
-    )
+    cfg::mapping(name)
+        .prefix(prefix)
+        .service(addr)
+        .flow_fields(extra)
+        .build()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,11 +70,7 @@ async fn upgrade_refused_403_without_allow_upgrade() {
     // `Upgrade: h2c` (curl --http2 on http://) is not an upgrade Portico refuses: it answers
     // as plain HTTP/1.1.
     let up = Upstream::start("plain").await;
-    let p2 = Portico::start(&format!(
-        "{API}\nkind: Mapping\nmetadata: {{ name: p }}\nspec: {{ prefix: /, service: {} }}\n",
-        up.addr
-    ))
-    .await;
+    let p2 = Portico::start(&cfg::catch_all("p", &up).build()).await;
     let r = get(
         &p2.url("/x"),
         &[

@@ -105,8 +105,7 @@ impl Reader {
     ) -> Option<Frame> {
         loop {
             if self.buf.len() >= 9 {
-                let len =
-                    u32::from_be_bytes([0, self.buf[0], self.buf[1], self.buf[2]]) as usize;
+                let len = u32::from_be_bytes([0, self.buf[0], self.buf[1], self.buf[2]]) as usize;
                 if self.buf.len() >= 9 + len {
                     let f = Frame {
                         ty: self.buf[3],

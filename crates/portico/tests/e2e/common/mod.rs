@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 use std::net::TcpListener as StdListener;
+use std::time::{Duration, Instant};
 
 pub mod browser;
 pub mod cfg;
@@ -44,4 +45,42 @@ pub fn free_port() -> u16 {
 pub fn base64(data: &[u8]) -> String {
     use ::base64::Engine as _;
     ::base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+/// How often the waits below look again.
+const POLL: Duration = Duration::from_millis(10);
+
+/// Polls `cond` until it holds or `within` has passed; whether it held. For waits whose
+/// failure the caller reports itself (with the state it saw).
+pub async fn eventually(within: Duration, mut cond: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Polls `cond` until it holds; panics with `what` if it still does not after `within`.
+/// The time it took.
+pub async fn wait_until(within: Duration, what: &str, cond: impl AsyncFnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    assert!(eventually(within, cond).await, "{what} (waited {within:?})");
+    start.elapsed()
+}
+
+/// Polls `f` until it returns a value; panics with `what` after `within`.
+pub async fn poll_for<T>(within: Duration, what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what} (waited {within:?})");
+        tokio::time::sleep(POLL).await;
+    }
 }
