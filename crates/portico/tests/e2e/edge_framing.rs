@@ -37,18 +37,14 @@ fn status_of(reply: &str) -> Option<&str> {
 
 /// Access log lines for `path`, waiting until there are at least `n` of them.
 async fn log_lines_for(p: &Portico, path: &str, n: usize) -> Vec<serde_json::Value> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let lines: Vec<_> = p
-            .access_log()
+    let lines = || -> Vec<_> {
+        p.access_log()
             .into_iter()
             .filter(|l| l["path"] == path)
-            .collect();
-        if lines.len() >= n || tokio::time::Instant::now() > deadline {
-            return lines;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+            .collect()
+    };
+    eventually(Duration::from_secs(10), async || lines().len() >= n).await;
+    lines()
 }
 
 /// The bad chunk-size lines of issue 14, each followed by a chunk and the last chunk.
@@ -196,7 +192,8 @@ async fn a_client_leaving_mid_body_is_not_an_upstream_failure() {
         )
         .await
         .expect("write");
-        // Give the head time to be forwarded (streamed path), then leave.
+        // Give the head time to be forwarded (streamed path), then leave. (No signal: the
+        // upstream records a request only once its body is complete.)
         tokio::time::sleep(Duration::from_millis(100)).await;
         drop(s);
     }
@@ -256,7 +253,8 @@ async fn assert_refused(p: &Portico, up: &Upstream, what: &str, bytes: &[u8]) {
     let last = lines.last().expect("a log line");
     assert_eq!(last["status"], 400, "{what}: {last}");
     assert_eq!(last["flags"], "DPE", "{what}: {last}");
-    // Give a request that got through time to arrive.
+    // Give a request that got through time to arrive. (A grace period, not a wait: what is
+    // checked is that nothing arrives.)
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(up.count(), before, "{what}: the upstream saw it");
 }

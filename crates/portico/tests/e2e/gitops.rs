@@ -107,19 +107,10 @@ async fn config(p: &Portico) -> serde_json::Value {
 
 /// Polls `url` until its body is `want`; returns how long that took.
 async fn wait_body(url: &str, want: &str, limit: Duration) -> Duration {
-    let start = Instant::now();
-    loop {
-        if let Ok(r) = http_get(url, &[]).await
-            && r.text() == want
-        {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < limit,
-            "`{want}` not served within {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(limit, &format!("`{want}` not served"), async || {
+        http_get(url, &[]).await.is_ok_and(|r| r.text() == want)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,18 +170,11 @@ async fn broken_commit_is_rejected_whole_and_a_fix_applies() {
         ],
         "broken",
     );
-    let start = Instant::now();
-    let err = loop {
+    let err = poll_for(Duration::from_secs(3), "no rejection", async || {
         let c = config(&p).await;
-        if c["last_error"]["commit"] == bad {
-            break c["last_error"].clone();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(3),
-            "no rejection: {c}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        (c["last_error"]["commit"] == bad).then(|| c["last_error"].clone())
+    })
+    .await;
     let errors = err["errors"].to_string();
     assert!(
         errors.contains("\"b.yaml:6:3: Mapping/b: unknown field `bogus_field`"),
@@ -270,19 +254,15 @@ async fn names_stay_unique_across_local_and_git_sources() {
         ],
         "dup",
     );
-    let start = Instant::now();
-    loop {
+    let c = poll_for(Duration::from_secs(3), "no rejection", async || {
         let c = config(&p).await;
-        if c["last_error"]["commit"] == bad {
-            assert!(
-                c["last_error"]["errors"].to_string().contains("duplicate"),
-                "{c}"
-            );
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(3), "{c}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (c["last_error"]["commit"] == bad).then_some(c)
+    })
+    .await;
+    assert!(
+        c["last_error"]["errors"].to_string().contains("duplicate"),
+        "{c}"
+    );
     assert_eq!(get(&p.url("/"), &[]).await.text(), "v1");
     drop(local);
 }
@@ -339,6 +319,7 @@ async fn ten_commits_under_traffic_lose_nothing_and_never_mix() {
     }
     let mut shas = Vec::new();
     for i in 1..=10 {
+        // Pacing (the point of the test): one commit a second under traffic.
         tokio::time::sleep(Duration::from_millis(1000)).await;
         shas.push(repo.commit(&[("routes.yaml", &cfg(i))], &format!("c{i}")));
     }
@@ -396,23 +377,17 @@ async fn unreachable_remote_keeps_serving_and_reports_the_fetch_error() {
     let away = repo.path().with_extension("away");
     std::fs::rename(repo.path(), &away).expect("move the repository away");
     let start = Instant::now();
-    let err = loop {
+    let err = poll_for(Duration::from_secs(5), "no fetch error", async || {
         let c = config(&p).await;
-        if !c["last_error"].is_null() {
-            break c;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "no fetch error: {c}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        (!c["last_error"].is_null()).then_some(c)
+    })
+    .await;
     eprintln!("fetch error reported after {:?}", start.elapsed());
     assert_eq!(err["source"]["commit"], sha1, "{err}");
     assert!(err["last_error"]["commit"].is_null(), "{err}");
     let errors = err["last_error"]["errors"].to_string();
     assert!(errors.contains("git fetch failed"), "{errors}");
-    // Several more polls fail while traffic flows.
+    // Several more polls fail while traffic flows (the sleep is the span observed).
     let ok_before = ok.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(
@@ -426,18 +401,10 @@ async fn unreachable_remote_keeps_serving_and_reports_the_fetch_error() {
 
     // Back again: the error clears on the next good fetch, and a new commit applies.
     std::fs::rename(&away, repo.path()).expect("restore the repository");
-    let start = Instant::now();
-    loop {
-        let c = config(&p).await;
-        if c["last_error"].is_null() {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "error not cleared: {c}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(Duration::from_secs(5), "error not cleared", async || {
+        config(&p).await["last_error"].is_null()
+    })
+    .await;
     let sha2 = repo.commit(&[("routes.yaml", &direct("r", "/", "v2"))], "v2");
     wait_body(&p.url("/"), "v2", Duration::from_secs(3)).await;
     assert_eq!(config(&p).await["source"]["commit"], sha2);
@@ -499,6 +466,7 @@ async fn hung_remote_stalls_neither_traffic_nor_admin() {
         let t = Instant::now();
         assert_eq!(post(&p.admin_url("/hooks/git"), "").await.status, 202);
         slowest_admin = slowest_admin.max(t.elapsed());
+        // Pacing: a few admin calls over the 3 s the fetch hangs.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let served = ok.load(Ordering::Relaxed) - ok_before;
@@ -1022,14 +990,12 @@ async fn emissary_corpus_is_accepted_and_behaves_as_documented() {
     // Circuit breaker max_requests 1: a second request while one is in flight fails fast.
     let url = p.url("/slow-cb/");
     let first = tokio::spawn(async move { http_get(&url, &[]).await });
-    let start = Instant::now();
-    while g.hits() == 0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "first request never arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until(
+        Duration::from_secs(5),
+        "first request never arrived",
+        async || g.hits() > 0,
+    )
+    .await;
     let over = get(&p.url("/slow-cb/"), &[]).await;
     assert_eq!(over.status, 503, "{}", over.text());
     assert_eq!(over.header("x-portico-overloaded"), Some("true"));

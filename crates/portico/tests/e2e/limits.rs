@@ -70,30 +70,27 @@ async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
 
 /// Polls `/metrics` until `series` satisfies `want` (5 s at most); returns its last value.
 async fn wait_metric(p: &Portico, series: &str, want: impl Fn(f64) -> bool) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let v = metric(p, series).await.unwrap_or(f64::NAN);
-        if want(v) || Instant::now() > deadline {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut last = f64::NAN;
+    eventually(Duration::from_secs(5), async || {
+        last = metric(p, series).await.unwrap_or(f64::NAN);
+        want(last)
+    })
+    .await;
+    last
 }
 
 /// The access-log line with `status`, polled for (the writer is asynchronous).
 async fn log_line_with_status(p: &Portico, status: u16) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Some(l) = p.access_log().into_iter().find(|l| l["status"] == status) {
-            return l;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no access log line with status {status}: {:?}",
-            p.access_log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let found = eventually(Duration::from_secs(5), async || {
+        p.access_log().iter().any(|l| l["status"] == status)
+    })
+    .await;
+    let lines = p.access_log();
+    assert!(found, "no access log line with status {status}: {lines:?}");
+    lines
+        .into_iter()
+        .find(|l| l["status"] == status)
+        .unwrap_or_default()
 }
 
 // ---------------------------------------------------------------- body size (413)
@@ -504,6 +501,7 @@ async fn slow_post_gets_408_after_the_body_idle_timeout() {
         .await
         .expect("write");
     for _ in 0..15 {
+        // Pacing (the point): one byte every 100 ms, under the 300 ms idle timeout.
         tokio::time::sleep(Duration::from_millis(100)).await;
         s.write_all(b"t").await.expect("write");
     }
@@ -518,6 +516,7 @@ async fn slow_post_gets_408_after_the_body_idle_timeout() {
     s.write_all(b"POST /grpc.Svc/Up HTTP/1.1\r\nHost: x\r\nContent-Type: application/grpc\r\nContent-Length: 4\r\n\r\nab")
         .await
         .expect("write");
+    // The pause is the point: longer than the idle timeout.
     tokio::time::sleep(Duration::from_millis(600)).await;
     s.write_all(b"cd").await.expect("write");
     let reply = read_response(&mut s, Duration::from_secs(5))

@@ -250,6 +250,7 @@ async fn smuggled_request_after_cl_te_never_reaches_upstream() {
     )
     .await;
     eprintln!("CL.TE smuggling: {:?} closed={}", r.reply, r.closed);
+    // Grace period: what is checked is that no smuggled request reaches the upstream.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let uris: Vec<String> = up
         .seen

@@ -225,15 +225,12 @@ async fn access_log_file_is_reopened_on_sigusr1() {
     }
     // The writer is asynchronous: wait until the last request's line is in the new file
     // (how many of the `/after/` lines it holds is not known in advance).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let new = loop {
-        let lines = p.access_log();
-        if lines.iter().any(|l| l["path"] == "/later/4") {
-            break lines;
-        }
-        assert!(std::time::Instant::now() < deadline, "{lines:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    };
+    let written = eventually(std::time::Duration::from_secs(5), async || {
+        p.access_log().iter().any(|l| l["path"] == "/later/4")
+    })
+    .await;
+    let new = p.access_log();
+    assert!(written, "{new:?}");
     let old: Vec<serde_json::Value> = std::fs::read_to_string(&rotated)
         .expect("rotated file")
         .lines()

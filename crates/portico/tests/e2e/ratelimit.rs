@@ -70,6 +70,7 @@ async fn local_limit_burst_then_refill() {
     assert!((1..=1).contains(&int_header(refused, "retry-after")));
     assert!((1..=1).contains(&int_header(refused, "x-ratelimit-reset")));
 
+    // The point: the next one-second window refills the bucket.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let got = burst(&p.url("/x"), 40, &[]).await;
     let ok2 = count(&got, 200);

@@ -599,6 +599,7 @@ async fn pooled_connections_closed_by_the_upstream_are_not_surfaced() {
         let r = get(&p.url(&format!("/r{i}")), &[]).await;
         assert_eq!(r.status, 200, "request {i}: {}", r.text());
         assert_eq!(r.text(), "ok");
+        // Pacing (the point): the upstream has closed the idle connection by the next one.
         tokio::time::sleep(Duration::from_millis(60)).await;
     }
     assert_eq!(

@@ -328,10 +328,7 @@ async fn slow_readers_pin_little_memory() {
         }
     }
     // Every request reached the upstream...
-    let until = Instant::now() + Duration::from_secs(30);
-    while up.count() < n && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(Duration::from_secs(30), async || up.count() >= n).await;
     assert_eq!(up.count(), n, "not every slow request reached the upstream");
     // ... then wait until Portico's memory stops growing (every buffer on the way is full).
     let mut peak = rss(&p);

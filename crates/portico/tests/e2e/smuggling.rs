@@ -247,7 +247,8 @@ async fn http1_smuggling_corpus() {
     for case in &cases {
         up.seen.lock().expect("lock").clear();
         let (reply, closed) = raw(p.port, &case.bytes).await;
-        // Give a request that got through time to arrive.
+        // Give a request that got through time to arrive. (A grace period, not a wait: what
+        // is checked is that nothing more arrives.)
         tokio::time::sleep(Duration::from_millis(50)).await;
         let got = seen(&up);
         let codes = statuses(&reply);
@@ -548,6 +549,7 @@ async fn h2_downgrade_corpus() {
     for (name, fields) in &cases {
         up.seen.lock().expect("lock").clear();
         let a = h2_raw(p.port, fields).await;
+        // Grace period: what is checked is that nothing (more) reaches the upstream.
         tokio::time::sleep(Duration::from_millis(50)).await;
         let got = seen(&up);
         let ok = got.is_empty()
@@ -601,6 +603,7 @@ async fn h2_content_length_mismatch_never_smuggles() {
             }
             Err(e) => format!("send error {e}"),
         };
+        // Grace period: what is checked is that nothing (more) reaches the upstream.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let got = seen(&up);
         eprintln!(

@@ -537,17 +537,13 @@ async fn wait_endpoint_state(
     limit: std::time::Duration,
 ) -> std::time::Duration {
     let start = std::time::Instant::now();
-    loop {
-        if endpoint_state(p, name, addr).await == state {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < limit,
-            "{addr} of {name} not {state} within {limit:?}: {:?}",
-            endpoint_states(p, name).await
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let reached = eventually(limit, async || endpoint_state(p, name, addr).await == state).await;
+    assert!(
+        reached,
+        "{addr} of {name} not {state} within {limit:?}: {:?}",
+        endpoint_states(p, name).await
+    );
+    start.elapsed()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -582,17 +578,12 @@ async fn health_checks_over_tls_see_a_failing_healthz_and_not_serving() {
     ]))
     .await;
     // The checks reach /healthz over TLS, in the protocol ALPN picked.
-    let start = std::time::Instant::now();
-    while h1_bad.health_hits.load(Ordering::SeqCst) == 0
-        || h2_bad.health_hits.load(Ordering::SeqCst) == 0
-    {
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(5),
-            "no health check arrived: {}",
-            p.stderr()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let arrived = eventually(std::time::Duration::from_secs(5), async || {
+        h1_bad.health_hits.load(Ordering::SeqCst) > 0
+            && h2_bad.health_hits.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    assert!(arrived, "no health check arrived: {}", p.stderr());
     assert_eq!(
         h1_bad.health_versions.lock().expect("lock")[0],
         http::Version::HTTP_11

@@ -102,6 +102,7 @@ async fn idle_timeout_closes_an_idle_tunnel() {
             .expect("send");
         let got = ws.next().await.expect("open").expect("message");
         assert_eq!(got, Message::text(format!("ping {i}")));
+        // Pacing (the point): activity spaced under the idle timeout.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // ...and silence closes it.
