@@ -31,7 +31,6 @@ mod completions;
 mod diff;
 mod oneliner;
 
-
 #[derive(Parser)]
 #[command(
     name = "portico",
