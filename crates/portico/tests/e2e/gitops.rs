@@ -1136,24 +1136,19 @@ async fn emissary_corpus_is_accepted_and_behaves_as_documented() {
     assert_eq!(get(&p.url("/mirror/x?m=1"), &[]).await.text(), "upstream a");
     assert_eq!(seen(&a).uri, "/x?m=1");
     // The shadow upstream gets its copy (after the primary exchange), host `-shadow`.
-    let start = Instant::now();
-    let copy = loop {
-        if let Some(c) = b
-            .seen
-            .lock()
-            .expect("seen")
-            .iter()
-            .find(|s| s.uri == "/x?m=1")
-            .cloned()
-        {
-            break c;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "the shadow never got its copy"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let copy = poll_for(
+        Duration::from_secs(5),
+        "the shadow never got its copy",
+        async || {
+            b.seen
+                .lock()
+                .expect("seen")
+                .iter()
+                .find(|s| s.uri == "/x?m=1")
+                .cloned()
+        },
+    )
+    .await;
     // As Envoy does: `-shadow` after the host name, before the port.
     assert_eq!(
         header_map(&copy.headers)["host"],

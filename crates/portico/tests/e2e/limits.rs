@@ -138,6 +138,7 @@ async fn chunked_over_limit(port: u16, path: &str) -> String {
     s.write_all(head.as_bytes()).await.expect("write");
     s.write_all(chunk.as_bytes()).await.expect("write");
     s.flush().await.expect("flush");
+    // No signal tells when Portico has read the first chunk: a short pause.
     tokio::time::sleep(Duration::from_millis(50)).await;
     // The connection may already be closed by the 413; a failed write is fine.
     let _ = s.write_all(chunk.as_bytes()).await;

@@ -71,16 +71,9 @@ async fn drain(s: &mut TcpStream, limit: Duration) -> (usize, bool) {
 
 /// Polls the access log until a line for `path` is there (up to `limit`).
 async fn log_line(p: &Portico, path: &str, limit: Duration) -> Option<serde_json::Value> {
-    let until = Instant::now() + limit;
-    loop {
-        if let Some(l) = p.access_log().into_iter().find(|l| l["path"] == path) {
-            return Some(l);
-        }
-        if Instant::now() > until {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let find = || p.access_log().into_iter().find(|l| l["path"] == path);
+    eventually(limit, async || find().is_some()).await;
+    find()
 }
 
 fn flags(l: &serde_json::Value) -> Vec<String> {
