@@ -74,14 +74,18 @@ fn chunked_post(path: &str, chunks: &str) -> Vec<u8> {
 async fn pool() -> (Upstream, Upstream, Portico) {
     let a = Upstream::start("a").await;
     let b = Upstream::start("b").await;
-    let p = Portico::start(&format!(
-        "{API}\nkind: Upstream\nmetadata: {{ name: pool }}\nspec:\n  endpoints: [\"{a}\", \"{b}\"]\n  outlier_detection: {{ consecutive_5xx: 3, consecutive_gateway_failure: 3, base_ejection_time_ms: 60000, max_ejection_percent: 100 }}\n---\n\
-         {API}\nkind: Mapping\nmetadata: {{ name: retried }}\nspec:\n  prefix: /r1\n  service: pool\n  retry_policy: {{ retry_on: \"5xx,reset,connect-failure\", num_retries: 3 }}\n---\n\
-         {API}\nkind: Mapping\nmetadata: {{ name: short }}\nspec: {{ prefix: /t1, service: pool, timeout_ms: 300 }}\n---\n\
-         {API}\nkind: Mapping\nmetadata: {{ name: streamed }}\nspec: {{ prefix: /, service: pool }}\n",
-        a = a.addr,
-        b = b.addr
-    ))
+    let p = Portico::start(&cfg::docs(&[
+        cfg::upstream("pool").endpoints(&[&a, &b]).raw(
+            "outlier_detection",
+            "{ consecutive_5xx: 3, consecutive_gateway_failure: 3, base_ejection_time_ms: 60000, max_ejection_percent: 100 }",
+        ),
+        cfg::mapping("retried")
+            .prefix("/r1")
+            .service("pool")
+            .retry_policy(r#"{ retry_on: "5xx,reset,connect-failure", num_retries: 3 }"#),
+        cfg::mapping("short").prefix("/t1").service("pool").timeout_ms(300),
+        cfg::catch_all("streamed", "pool"),
+    ]))
     .await;
     (a, b, p)
 }

@@ -190,9 +190,13 @@ fn codec() -> ProstCodec<Msg, Msg> {
 
 async fn start() -> Portico {
     let addr = grpc_server().await;
-    Portico::start(&format!(
-        "{API}\nkind: Mapping\nmetadata: {{ name: echo }}\nspec: {{ prefix: /test.Echo/, service: {addr}, grpc: true }}\n"
-    ))
+    Portico::start(
+        &cfg::mapping("echo")
+            .prefix("/test.Echo/")
+            .service(addr)
+            .grpc(true)
+            .build(),
+    )
     .await
 }
 
@@ -406,11 +410,19 @@ async fn grpc_to_tls_upstream_by_alpn_h2() {
         config,
     ))))
     .await;
-    let p = Portico::start(&format!(
-        "{API}\nkind: Upstream\nmetadata: {{ name: tls }}\nspec: {{ endpoints: [\"{addr}\"], protocol: auto, tls: {{ ca_file: \"{}\", sni: grpc.test }} }}\n---\n\
-         {API}\nkind: Mapping\nmetadata: {{ name: echo }}\nspec: {{ prefix: /test.Echo/, service: tls, grpc: true }}\n",
-        ca_file.display()
-    ))
+    let p = Portico::start(&cfg::docs(&[
+        cfg::upstream("tls")
+            .endpoints(&[addr])
+            .set("protocol", "auto")
+            .set(
+                "tls",
+                serde_json::json!({ "ca_file": ca_file.display().to_string(), "sni": "grpc.test" }),
+            ),
+        cfg::mapping("echo")
+            .prefix("/test.Echo/")
+            .service("tls")
+            .grpc(true),
+    ]))
     .await;
     let mut g = client(p.port).await;
     g.ready().await.expect("ready");

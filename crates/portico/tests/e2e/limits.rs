@@ -13,10 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 fn catch_all(up: &Upstream) -> String {
-    format!(
-        "{API}\nkind: Mapping\nmetadata: {{ name: all }}\nspec: {{ prefix: /, service: {} }}\n",
-        up.addr
-    )
+    cfg::catch_all("all", up).build()
 }
 
 async fn connect(port: u16) -> TcpStream {
@@ -96,12 +93,18 @@ async fn log_line_with_status(p: &Portico, status: u16) -> serde_json::Value {
 // ---------------------------------------------------------------- body size (413)
 
 fn body_limit_docs(up: &Upstream) -> String {
-    format!(
-        "{API}\nkind: Mapping\nmetadata: {{ name: small }}\nspec: {{ prefix: /small/, service: {addr}, max_request_body_bytes: 1000 }}\n---\n\
-         {API}\nkind: Mapping\nmetadata: {{ name: small-retry }}\nspec: {{ prefix: /retry/, service: {addr}, max_request_body_bytes: 1000, retry_policy: {{ retry_on: 5xx, num_retries: 1 }} }}\n---\n\
-         {API}\nkind: Mapping\nmetadata: {{ name: free }}\nspec: {{ prefix: /, service: {addr} }}\n",
-        addr = up.addr
-    )
+    cfg::docs(&[
+        cfg::mapping("small")
+            .prefix("/small/")
+            .service(up)
+            .set("max_request_body_bytes", 1000),
+        cfg::mapping("small-retry")
+            .prefix("/retry/")
+            .service(up)
+            .set("max_request_body_bytes", 1000)
+            .retry_policy("{ retry_on: 5xx, num_retries: 1 }"),
+        cfg::catch_all("free", up),
+    ])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,9 +238,12 @@ async fn more_than_100_headers_get_431_on_http1_and_http2() {
     // Answered by Portico itself: a test upstream (hyper) has its own 100-field limit, and
     // Portico adds x-forwarded-* and x-request-id.
     let up = Upstream::start("up").await;
-    let p = Portico::start(&format!(
-        "{API}\nkind: Mapping\nmetadata: {{ name: direct }}\nspec: {{ prefix: /, direct_response: {{ status: 200, body: ok }} }}\n"
-    ))
+    let p = Portico::start(
+        &cfg::mapping("direct")
+            .prefix("/")
+            .raw("direct_response", "{ status: 200, body: ok }")
+            .build(),
+    )
     .await;
     // HTTP/1.1, raw: Host plus 99 = 100 fields pass; Host plus 100 = 101 fields get 431.
     for (extra, want) in [(99, "HTTP/1.1 200"), (100, "HTTP/1.1 431")] {
