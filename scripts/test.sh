@@ -8,7 +8,7 @@ need=()
 for tool in curl git; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
-# The rate limiting tests run a real Redis (crates/portico/tests/ratelimit.rs).
+# The rate limiting tests run a real Redis (crates/portico/tests/e2e/ratelimit.rs).
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 # The X.509 v1 certificate test makes its certificate with the openssl command.
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
@@ -20,7 +20,7 @@ command -v man >/dev/null 2>&1 || need+=(man-db)
 # its browser part (with a message) when it is missing.
 optional=()
 [ -x /usr/bin/chromium ] || optional+=(chromium)
-# Optional: `zsh -n` checks the zsh completion script (crates/portico/tests/oneliner.rs); the
+# Optional: `zsh -n` checks the zsh completion script (crates/portico/tests/e2e/oneliner.rs); the
 # check is skipped, with a message, without it.
 command -v zsh >/dev/null 2>&1 || optional+=(zsh)
 if [ "${#need[@]}" -gt 0 ] || [ "${#optional[@]}" -gt 0 ]; then

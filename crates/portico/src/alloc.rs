@@ -6,7 +6,7 @@
 //! +29 MB) and then goes quiet would keep that memory for as long as it stays quiet. Each worker
 //! therefore calls [`collect`] about once a second (`portico_proxy::server::set_idle_collect`):
 //! measured cost a few microseconds on an idle heap, and RSS back within 20 MB of the start a few
-//! seconds after the readers left (crates/portico/tests/slow_readers.rs).
+//! seconds after the readers left (crates/portico/tests/e2e/slow_readers.rs).
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
