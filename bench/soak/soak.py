@@ -7,7 +7,7 @@ h2c, gRPC unary, WebSocket echo sessions, 256 KiB uploads) while a chaos loop ki
 the upstreams, makes them slow (past the route timeout), makes them reset connections, and
 rewrites the config every second (watched file -> reload).
 
-Every request must end in a correct response or a CONTRACT section 5 local reply (502/503/504
+Every request must end in a correct response or a reference §5 local reply (502/503/504
 with Portico's plain-text body; gRPC status 14 UNAVAILABLE or 4 DEADLINE_EXCEEDED). A WebSocket
 session whose upstream is killed under it may be closed by Portico (counted as `ws_cut`). A
 request with no answer at all, or a wrong one, is `lost`/`wrong` and fails the run. Afterwards:
@@ -243,7 +243,7 @@ class Stats:
 
 
 def is_local_reply(status, body):
-    # CONTRACT section 5: one short line of plain text naming the cause.
+    # reference §5: one short line of plain text naming the cause.
     return status in LOCAL_REPLY_STATUSES and body.count("\n") <= 1 and len(body) < 200
 
 

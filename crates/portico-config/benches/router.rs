@@ -72,7 +72,7 @@ fn route(i: usize) -> Route {
     }
 }
 
-/// Sorted in CONTRACT §2.3.1 match order, ids assigned, groups of one.
+/// Sorted in reference §2.3.1 match order, ids assigned, groups of one.
 fn routes() -> Vec<Arc<Route>> {
     let mut routes: Vec<Route> = (0..N).map(route).collect();
     routes.sort_by_key(|r| {

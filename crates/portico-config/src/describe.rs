@@ -3,7 +3,7 @@
 //! [`route`], [`upstream`] and [`host`] render a compiled Route/Upstream/Host as a
 //! `BTreeMap<field, value>` of everything that changes behaviour (names of upstreams rather
 //! than indices; no source positions), so `portico diff` can compare two configs field by
-//! field. [`lint`] finds Mappings that can never be taken (CONTRACT §1 `check` warnings):
+//! field. [`lint`] finds Mappings that can never be taken (reference §1 `check` warnings):
 //!
 //! - **shadowed**: an earlier route in match order has no method/header/query condition, a
 //!   hostname glob covering this route's (same glob, or `*`, or a wildcard suffix containing

@@ -1,4 +1,4 @@
-//! Diagnostics: one positioned problem found while loading a config (CONTRACT §1, `portico check`).
+//! Diagnostics: one positioned problem found while loading a config (reference §1, `portico check`).
 //!
 //! Owns the [`Diagnostic`] type, its text form (`FILE:LINE:COL: KIND/NAME: message`) and its JSON
 //! form (`{file, line, column, kind, name, severity, message}`).

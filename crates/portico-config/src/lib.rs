@@ -1,4 +1,4 @@
-//! Portico's configuration: the resource schema (CONTRACT §2), validation with
+//! Portico's configuration: the resource schema (docs/reference.md §2), validation with
 //! `FILE:LINE:COL` diagnostics, and compilation into an immutable [`Snapshot`].
 //!
 //! No I/O beyond reading the config files (and checking that referenced files exist).
@@ -10,7 +10,7 @@
 //! [`router`] (the route index), `route_match` (hostname ports, host/method regexes,
 //! `:authority` matches).
 //!
-//! Semantics chosen where CONTRACT §2 is silent:
+//! Semantics chosen where reference §2 is silent:
 //! - **Implicit upstreams** (`service: [scheme://]host:port`) are deduplicated by (protocol,
 //!   `host:port`) and named `host:port` (`[v6]:port` for IPv6). If that name is taken by an
 //!   implicit upstream of another protocol, the later one is named `scheme://host:port` (`h2c`,

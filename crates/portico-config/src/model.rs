@@ -1,9 +1,9 @@
-//! The typed resource model of `apiVersion: portico.dev/v1` (CONTRACT §2.1–2.5, §4.1).
+//! The typed resource model of `apiVersion: portico.dev/v1` (reference §2.1–2.5, §4.1).
 //!
 //! Every field is optional at the serde level: serde only checks names and types (unknown
 //! fields are rejected), while required fields, ranges and cross-references are checked
 //! afterwards by `compile` with positioned errors. A later schema (Emissary's
-//! `getambassador.io/v3alpha1`, CONTRACT §2.6) translates its own structs into these.
+//! `getambassador.io/v3alpha1`, reference §2.6) translates its own structs into these.
 
 use std::fmt;
 use std::marker::PhantomData;

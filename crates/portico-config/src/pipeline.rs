@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use crate::compile;
-use crate::hostcheck;
 use crate::diag::Diagnostic;
+use crate::hostcheck;
 use crate::load::{self, ConfigSource};
 use crate::resource::Diags;
 use crate::router::Router;

@@ -203,7 +203,7 @@ pub struct RetryPolicy {
     pub min_retry_concurrency: u32,
 }
 
-/// Bit set of `retry_on` conditions (CONTRACT §3.3).
+/// Bit set of `retry_on` conditions (docs/reference.md §3.3).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RetryOn {
     pub bits: u32,
@@ -326,11 +326,11 @@ pub struct Route {
     pub headers: Vec<HeaderMatch>,
     pub query: Vec<QueryMatch>,
     pub precedence: i32,
-    /// Explicit canary weight, if any (CONTRACT §2.5).
+    /// Explicit canary weight, if any (docs/reference.md §2.5).
     pub weight: Option<u32>,
     /// The effective share of its canary group, in percent (100 when alone).
     pub effective_weight: f64,
-    /// Id of the first route of this route's canary group (CONTRACT §2.5): routes with an
+    /// Id of the first route of this route's canary group (docs/reference.md §2.5): routes with an
     /// identical match are adjacent in match order; `group == id` for the first (or only) one.
     pub group: usize,
     pub action: RouteAction,

@@ -1,5 +1,5 @@
 //! The route index: finds the first route, in match order, that a request matches, without
-//! scanning every route (CONTRACT §2.3.1). Also explains why routes did not match.
+//! scanning every route (docs/reference.md §2.3.1). Also explains why routes did not match.
 //!
 //! # How the index works
 //!
@@ -30,7 +30,7 @@
 //!    nothing below can beat the current best. No candidate buffer is needed and a lookup does
 //!    not allocate (except to percent-decode a query parameter that contains `%` or `+`).
 //!
-//! Canary groups (CONTRACT §2.5): routes with an identical match are adjacent and share
+//! Canary groups (docs/reference.md §2.5): routes with an identical match are adjacent and share
 //! `Route::group` (the id of the group's first route). The first matching route is therefore
 //! the group's first route, and [`Router::lookup`] then picks one member at random in proportion
 //! to `Route::effective_weight`.
@@ -793,7 +793,7 @@ mod tests {
         Regex::new(&format!("^(?:{src})$")).expect("test regex")
     }
 
-    /// CONTRACT §2.3.1 order: precedence, host specificity, exact first, longer pattern,
+    /// reference §2.3.1 order: precedence, host specificity, exact first, longer pattern,
     /// more headers, more query, method first. Assigns ids; groups of one.
     fn finish(mut routes: Vec<Route>) -> Vec<Arc<Route>> {
         routes.sort_by_key(|r| {

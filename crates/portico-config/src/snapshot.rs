@@ -34,11 +34,11 @@ pub struct Snapshot {
     pub resources: Vec<ResourceInfo>,
     /// Defaults from an Emissary `Module` (or built-in), already applied to routes.
     pub access_log: Option<AccessLogConf>,
-    /// The global rate limit service (CONTRACT §4.1), if a `RateLimitService` is configured.
+    /// The global rate limit service (docs/reference.md §4.1), if a `RateLimitService` is configured.
     pub rate_limit_service: Option<RateLimitServiceConf>,
 }
 
-/// A `RateLimitService` resource, compiled (CONTRACT §4.1).
+/// A `RateLimitService` resource, compiled (docs/reference.md §4.1).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RateLimitServiceConf {
     /// The resource's `metadata.name`.
@@ -103,7 +103,7 @@ pub struct ListenerConf {
     pub limits: ListenerLimits,
 }
 
-/// Per-listener limits on hostile or oversized downstream input (CONTRACT §5 defaults;
+/// Per-listener limits on hostile or oversized downstream input (reference §5 defaults;
 /// docs/operations.md "Limits").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ListenerLimits {

@@ -1,4 +1,4 @@
-//! Load + compile time of a large config (CONTRACT/issue 2: 10,000 Mappings in under 1 s).
+//! Load + compile time of a large config (issue 2: 10,000 Mappings in under 1 s).
 
 mod common;
 

@@ -169,7 +169,7 @@ fn unknown_kind_and_api_versions() {
         1,
         "missing field `apiVersion`",
     );
-    // Emissary's schema (CONTRACT §2.6): its own field names, unknown ones are errors.
+    // Emissary's schema (docs/reference.md §2.6): its own field names, unknown ones are errors.
     one_error(
         "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: r}\nspec: {prefix: /, service: a, bypass_auth: true}\n",
         4,

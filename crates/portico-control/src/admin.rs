@@ -1,4 +1,4 @@
-//! The admin API (CONTRACT §7), served on its own listener (loopback by default), never on
+//! The admin API (docs/reference.md §7), served on its own listener (loopback by default), never on
 //! traffic listeners.
 
 use std::convert::Infallible;

@@ -1,5 +1,5 @@
 //! "What happens to this request?": the same answer for `portico explain` and
-//! `GET /explain` (CONTRACT §7): the route, the upstream, the rewritten path, the policies
+//! `GET /explain` (docs/reference.md §7): the route, the upstream, the rewritten path, the policies
 //! that apply, and why earlier routes did not match.
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
@@ -127,7 +127,7 @@ pub fn explain(
     }))
 }
 
-/// The `retry_on` conditions by their configuration names, in the order of CONTRACT §3.3.
+/// The `retry_on` conditions by their configuration names, in the order of reference §3.3.
 fn retry_on_names(on: RetryOn) -> Vec<&'static str> {
     [
         "5xx",

@@ -1,4 +1,4 @@
-//! The git config source (CONTRACT §1 `run --git`, §6): fetch a ref every `--poll` seconds,
+//! The git config source (reference §1 `run --git`, §6): fetch a ref every `--poll` seconds,
 //! materialize each new commit's tree into a fresh private directory, and reload from it (plus
 //! any `-c` paths) as ONE snapshot through [`Controller::reload_from`].
 //!

@@ -1,4 +1,4 @@
-//! `GET /metrics`: every family of CONTRACT §8 (and more) in the Prometheus text format,
+//! `GET /metrics`: every family of reference §8 (and more) in the Prometheus text format,
 //! rendered from the running snapshot so each route's and upstream's series exist (at 0) as
 //! soon as the route or upstream does.
 

@@ -1,4 +1,4 @@
-//! The access log: one JSON object per request (CONTRACT §5), written by a dedicated thread.
+//! The access log: one JSON object per request (docs/reference.md §5), written by a dedicated thread.
 //!
 //! Request handling never blocks on it: lines go through a bounded channel and are dropped
 //! (and counted) when it is full.

@@ -382,7 +382,6 @@ enum Kind {
     Compressed(Incoming, Option<Box<Encoder>>),
 }
 
-
 impl RespBody {
     pub fn full(bytes: impl Into<Bytes>) -> Self {
         let b: Bytes = bytes.into();

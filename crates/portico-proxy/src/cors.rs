@@ -1,4 +1,4 @@
-//! CORS at the edge (CONTRACT §2.3.1 `cors`): Portico answers preflights itself and decorates
+//! CORS at the edge (reference §2.3.1 `cors`): Portico answers preflights itself and decorates
 //! responses to allowed origins. A preflight from an allowed origin gets 204 with the allow
 //! headers; from a disallowed origin, 403 without CORS headers; neither reaches the upstream.
 //! Responses to allowed origins carry the exact origin (never `*` with credentials) and

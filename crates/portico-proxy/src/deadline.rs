@@ -1,4 +1,4 @@
-//! Request deadlines (CONTRACT §3.3): the earliest of the route's `timeout_ms` and the
+//! Request deadlines (docs/reference.md §3.3): the earliest of the route's `timeout_ms` and the
 //! client's `grpc-timeout` (capped by `grpc_timeout_max_ms`), and how the remaining time is
 //! passed upstream (`grpc-timeout`, `x-portico-expected-timeout-ms`).
 

@@ -1,4 +1,4 @@
-//! A strict gate in front of hyper's HTTP/1 parser (CONTRACT §5, RFC 9112 as an edge should
+//! A strict gate in front of hyper's HTTP/1 parser (reference §5, RFC 9112 as an edge should
 //! apply it).
 //!
 //! hyper (through httparse) is lenient where leniency lets requests be smuggled past a proxy:
@@ -209,7 +209,7 @@ pub const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 /// How many bytes a closing HTTP/1 connection drains at most.
 pub const LINGER_BYTES: usize = 1024 * 1024;
 
-/// How long a request head may take to arrive (CONTRACT §5).
+/// How long a request head may take to arrive (docs/reference.md §5).
 pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl<S> Guarded<S> {

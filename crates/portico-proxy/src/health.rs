@@ -1,4 +1,4 @@
-//! Active health checks (CONTRACT §3.2): HTTP, gRPC (grpc.health.v1) and TCP probes.
+//! Active health checks (docs/reference.md §3.2): HTTP, gRPC (grpc.health.v1) and TCP probes.
 //!
 //! One task per configured check and upstream state, on the control runtime. It holds only
 //! a `Weak<UpstreamState>`, so it ends when the upstream goes away, and reloads the endpoint

@@ -1,4 +1,4 @@
-//! Metrics (CONTRACT §8): per-route and per-upstream counters and latency histograms,
+//! Metrics (docs/reference.md §8): per-route and per-upstream counters and latency histograms,
 //! resolved once per reload so the request path only does relaxed atomic adds, and rendered
 //! in the Prometheus text format at scrape time.
 //!

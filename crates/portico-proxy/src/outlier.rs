@@ -1,4 +1,4 @@
-//! Passive health: outlier detection (CONTRACT §3.2), fed by every attempt's report.
+//! Passive health: outlier detection (docs/reference.md §3.2), fed by every attempt's report.
 //!
 //! Per endpoint (atomics on `Endpoint`): consecutive 5xx (status ≥ 500, gateway failures
 //! included) and consecutive gateway failures (502/503/504, connect failure, reset,

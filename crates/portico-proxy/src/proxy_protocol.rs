@@ -1,5 +1,5 @@
 //! PROXY protocol v1 (text) and v2 (binary) on `HTTPPROXY`/`HTTPSPROXY` listeners
-//! (CONTRACT §2.1), read before TLS.
+//! (docs/reference.md §2.1), read before TLS.
 //!
 //! Written by hand rather than with the `ppp` crate: Portico needs only the source address,
 //! the parser is ~150 lines against a short, stable spec (haproxy's proxy-protocol.txt), and

@@ -25,7 +25,6 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use tokio::time::{Instant, Sleep};
 
-
 const STREAMING: u8 = 0;
 const DONE: u8 = 1;
 const CUT_DEADLINE: u8 = 2;

@@ -30,7 +30,7 @@ use crate::tls;
 
 // Limits on downstream HTTP. The per-listener ones (head size, header count, URI length,
 // concurrent streams, HTTP/2 flow-control windows, header read and body idle timeouts) come from the Listener's config
-// (`ListenerLimits`, CONTRACT §5 defaults); these are the fixed ones.
+// (`ListenerLimits`, reference §5 defaults); these are the fixed ones.
 
 /// Request-line allowance added to `max_request_headers_kb` for the HTTP/1 read buffer.
 pub const REQUEST_LINE_ALLOWANCE: usize = 4 * 1024;

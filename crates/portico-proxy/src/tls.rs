@@ -1,4 +1,4 @@
-//! TLS termination (CONTRACT §2.2): one rustls `ServerConfig` per `Host` with `tls`, picked
+//! TLS termination (docs/reference.md §2.2): one rustls `ServerConfig` per `Host` with `tls`, picked
 //! by the ClientHello's SNI, re-read when its files change; plus the plain-HTTP
 //! `requestPolicy.insecure` check and the `x-forwarded-client-cert` header.
 //!

@@ -7,7 +7,7 @@
 //!   upstream answers `101 Switching Protocols`, [`Upgrade::tunnel`] joins the client's and the
 //!   upstream's connections and copies bytes both ways until either side closes, or until no
 //!   byte has moved either way for the route's `idle_timeout_ms`. The upstream connection is
-//!   never returned to the pool; the route's `timeout_ms` ends at the upgrade (CONTRACT §2.3.1);
+//!   never returned to the pool; the route's `timeout_ms` ends at the upgrade (docs/reference.md §2.3.1);
 //! - an upgrade the route does not allow (or through an upstream that cannot carry it: an
 //!   HTTP/2-only `h2c`/`auto` upstream): **403** `upgrade not allowed`, with `connection: close`
 //!   (Envoy also answers 403 to an upgrade it is not configured for). Nothing reaches the

@@ -190,7 +190,7 @@ fn smooth_wrr_schedule(weights: &[u32]) -> Vec<u32> {
     out
 }
 
-/// Circuit-breaker counters of one upstream (CONTRACT §3.4), shared by all workers.
+/// Circuit-breaker counters of one upstream (docs/reference.md §3.4), shared by all workers.
 #[derive(Debug, Default)]
 pub struct Breakers {
     /// Requests in flight to the upstream.

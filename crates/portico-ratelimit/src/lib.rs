@@ -1,4 +1,4 @@
-//! Global rate limiting (CONTRACT §4.1): the rule format of envoyproxy/ratelimit ([`rules`]),
+//! Global rate limiting (docs/reference.md §4.1): the rule format of envoyproxy/ratelimit ([`rules`]),
 //! and `portico ratelimit`, a server of Envoy's `envoy.service.ratelimit.v3` API whose
 //! fixed-window counters live in Redis so any number of servers and proxies share one budget
 //! ([`server`]). The API's messages and client call live in the portico-rls crate (re-exported

@@ -1,4 +1,4 @@
-//! `portico diff OLD NEW` (CONTRACT §1): compiles both configs and compares their Mappings,
+//! `portico diff OLD NEW` (docs/reference.md §1): compiles both configs and compares their Mappings,
 //! Upstreams and Hosts by name, field by field (fields from `portico_config::describe`).
 //!
 //! OLD/NEW are files, directories, or `git:REV` / `git:REV:PATH` in the repository of the

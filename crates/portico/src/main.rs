@@ -1,4 +1,4 @@
-//! The `portico` binary: the command line of CONTRACT §1.
+//! The `portico` binary: the command line of reference §1.
 // `deny`, not `forbid`: the one exception is `alloc::collect`, a call into the allocator.
 #![deny(unsafe_code)]
 
@@ -128,7 +128,7 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
-    /// Serve Envoy's rate limit service API, counters in Redis (CONTRACT §4.1).
+    /// Serve Envoy's rate limit service API, counters in Redis (docs/reference.md §4.1).
     Ratelimit {
         /// gRPC (h2c) listen address.
         #[arg(long, default_value = "127.0.0.1:8081")]

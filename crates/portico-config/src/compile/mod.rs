@@ -1,6 +1,6 @@
 //! Validation and compilation of typed resources into a [`Snapshot`]'s parts.
 //!
-//! Owns every semantic rule of CONTRACT §2–§4 that serde cannot check (required fields,
+//! Owns every semantic rule of reference §2–§4 that serde cannot check (required fields,
 //! ranges, regexes, header names, references between resources, conflicting upstream
 //! settings, canary weights) and the translation into the snapshot types: service
 //! resolution and implicit upstreams, route match order (§2.3.1) and canary groups (§2.5).

@@ -1,4 +1,4 @@
-//! Route match order (CONTRACT §2.3.1) and canary groups (§2.5): a group's identity, the sort,
+//! Route match order (docs/reference.md §2.3.1) and canary groups (§2.5): a group's identity, the sort,
 //! ids, and effective weights.
 
 use std::collections::HashMap;
@@ -23,7 +23,7 @@ pub(super) fn value_match_key(v: &ValueMatch) -> String {
     }
 }
 
-/// Identity of a canary group (CONTRACT §2.5). `case_sensitive` matters for regexes, whose
+/// Identity of a canary group (docs/reference.md §2.5). `case_sensitive` matters for regexes, whose
 /// compiled form does not show it.
 pub(super) fn group_key(r: &Route, case_sensitive: bool) -> String {
     let path = match &r.path {
@@ -70,8 +70,8 @@ pub(super) fn group_key(r: &Route, case_sensitive: bool) -> String {
     )
 }
 
-/// Sorts routes into match order (CONTRACT §2.3.1), keeps canary groups adjacent, assigns ids,
-/// groups and effective weights (CONTRACT §2.5).
+/// Sorts routes into match order (docs/reference.md §2.3.1), keeps canary groups adjacent, assigns ids,
+/// groups and effective weights (docs/reference.md §2.5).
 pub(super) fn order_and_group(d: &mut Diags, mut pending: Vec<Pending<'_>>) -> Vec<Route> {
     use std::cmp::Reverse;
     let mut first_of_group: HashMap<&str, usize> = HashMap::with_capacity(pending.len());

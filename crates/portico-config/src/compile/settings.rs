@@ -337,7 +337,7 @@ pub(super) fn compile_hc(
 }
 
 impl Ctx<'_> {
-    /// Applies a Mapping's upstream-level settings to the upstream it names (CONTRACT §2.3).
+    /// Applies a Mapping's upstream-level settings to the upstream it names (docs/reference.md §2.3).
     pub(super) fn apply_settings(&mut self, r: &Resource, upstream: usize, s: UpstreamSettings) {
         let Some(u) = self.upstreams.get(upstream) else {
             return;

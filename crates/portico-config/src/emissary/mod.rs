@@ -1,4 +1,4 @@
-//! Emissary-ingress compatibility (CONTRACT §2.6): the `getambassador.io/v3alpha1` schema and
+//! Emissary-ingress compatibility (docs/reference.md §2.6): the `getambassador.io/v3alpha1` schema and
 //! Kubernetes `v1` `Secret`s, translated into the `portico.dev/v1` model.
 //!
 //! Two steps. [`EmissaryV3::parse_spec`] deserializes each document with Emissary's field

@@ -1,4 +1,4 @@
-//! Load balancing (CONTRACT §3.1): choosing an endpoint for one attempt.
+//! Load balancing (docs/reference.md §3.1): choosing an endpoint for one attempt.
 //!
 //! Everything a pick needs is precomputed per endpoint set (`EndpointSet::new`): the smooth
 //! weighted round-robin schedule, cumulative weights for weighted random, and the consistent

@@ -1,4 +1,4 @@
-//! Global rate limits (CONTRACT §4.1, `scope: global`): one `ShouldRateLimit` call to the
+//! Global rate limits (reference §4.1, `scope: global`): one `ShouldRateLimit` call to the
 //! configured `RateLimitService` per request, carrying one descriptor per global rule of the
 //! route, under the service's `timeout_ms`.
 //!

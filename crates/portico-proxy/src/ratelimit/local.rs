@@ -1,4 +1,4 @@
-//! Local rate limits (CONTRACT §4, `scope: local`): one token bucket per distinct key (the
+//! Local rate limits (reference §4, `scope: local`): one token bucket per distinct key (the
 //! values of the rule's descriptor parts), kept per process.
 //!
 //! **Algorithm.** Each bucket is GCRA (the "generic cell rate algorithm", equivalent to a token

@@ -1,4 +1,4 @@
-//! Rate limiting at the lifecycle's admit step (CONTRACT §4): local token buckets
+//! Rate limiting at the lifecycle's admit step (docs/reference.md §4): local token buckets
 //! ([`local`]) and calls to a global `RateLimitService` ([`global`]).
 //!
 //! [`Limits`] is the rate-limit state of one configuration snapshot: for each route, one
@@ -220,7 +220,7 @@ fn local_key<B>(
     Some(h.finish())
 }
 
-/// A rule's descriptor entries for the rate limit service (CONTRACT §4.1); `None` when a
+/// A rule's descriptor entries for the rate limit service (docs/reference.md §4.1); `None` when a
 /// `header:NAME` part is missing.
 pub fn descriptor_entries<B>(
     parts: &[DescriptorPart],

@@ -212,7 +212,7 @@ mod tests {
         }
     }
 
-    /// Every `retry_on` value of CONTRACT §3.3 on its own: the outcomes it retries, and
+    /// Every `retry_on` value of reference §3.3 on its own: the outcomes it retries, and
     /// outcomes it must leave alone.
     #[test]
     fn every_retry_on_value_retries_its_outcomes_and_nothing_else() {
@@ -259,7 +259,7 @@ mod tests {
                 &[grpc(14)],
                 &[grpc(13), grpc(8), status(503), ConnectFailure]),
         ];
-        assert_eq!(table.len(), 12, "every value of CONTRACT §3.3");
+        assert_eq!(table.len(), 12, "every value of reference §3.3");
         for (on, yes, no) in table {
             let p = policy(on);
             for a in *yes {

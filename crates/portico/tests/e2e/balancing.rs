@@ -1,4 +1,4 @@
-//! Load balancing through the real binary (CONTRACT §3.1): round robin evenness, consistent
+//! Load balancing through the real binary (docs/reference.md §3.1): round robin evenness, consistent
 //! hashing (header, cookie) and its disruption when an endpoint leaves, latency- and
 //! load-aware P2C, random.
 

@@ -1,4 +1,4 @@
-//! `portico check` and `portico explain` through the real binary (CONTRACT §1): every problem
+//! `portico check` and `portico explain` through the real binary (docs/reference.md §1): every problem
 //! on its own line as `FILE:LINE:COL: KIND/NAME: message`, `--format json`, exit codes.
 
 use std::path::Path;
@@ -239,7 +239,7 @@ fn check_clean_config_exits_zero_and_warns_on_unweighted_group() {
     let v: Value = serde_json::from_slice(&o.stdout).expect("JSON");
     assert_eq!(v, serde_json::json!([]));
 
-    // A canary group of two Mappings without weights: valid, with a warning (CONTRACT §2.5).
+    // A canary group of two Mappings without weights: valid, with a warning (docs/reference.md §2.5).
     write(
         dir.path(),
         "w.yaml",

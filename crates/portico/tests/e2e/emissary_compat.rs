@@ -1,4 +1,4 @@
-//! Emissary configs through the real binary (CONTRACT §2.6): hostname ports, `:authority`
+//! Emissary configs through the real binary (docs/reference.md §2.6): hostname ports, `:authority`
 //! matches, `host_regex`, `method_regex`, `use_websocket`, the self-signed certificate of
 //! HTTPS listeners when no Host has TLS, X.509 v1 server certificates, Module `gzip`, the
 //! namespaced `route` of the access log and metrics, and `check --strict-kinds`.

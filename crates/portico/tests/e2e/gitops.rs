@@ -1,4 +1,4 @@
-//! GitOps (CONTRACT §1 `run --git`/`diff`/`check`, §2.6, §6) with real git repositories made
+//! GitOps (reference §1 `run --git`/`diff`/`check`, §2.6, §6) with real git repositories made
 //! in the test: commits applied within the poll interval, broken commits rejected whole,
 //! churn under traffic, `portico diff` between revisions, and an Emissary v3alpha1 corpus
 //! (`tests/emissary/`) checked and proxied through real upstreams.
@@ -1304,7 +1304,10 @@ fn broken_first_commit_names_the_repository_file_and_commit() {
         .env("NO_COLOR", "1")
         .output()
         .expect("run portico");
-    assert!(!out.status.success(), "a broken first commit must not start");
+    assert!(
+        !out.status.success(),
+        "a broken first commit must not start"
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     let short = &bad[..7];
     assert!(
@@ -1313,5 +1316,8 @@ fn broken_first_commit_names_the_repository_file_and_commit() {
         )),
         "{stderr}"
     );
-    assert!(!stderr.contains("portico-git"), "checkout path leaked: {stderr}");
+    assert!(
+        !stderr.contains("portico-git"),
+        "checkout path leaked: {stderr}"
+    );
 }

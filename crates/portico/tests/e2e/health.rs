@@ -1,4 +1,4 @@
-//! Health through the real binary (CONTRACT §3.2, §7): outlier ejection and return, active
+//! Health through the real binary (reference §3.2, §7): outlier ejection and return, active
 //! HTTP, gRPC and TCP checks taking endpoints out of rotation and back, the panic threshold, and
 //! what `/upstreams` shows.
 
@@ -380,7 +380,7 @@ async fn states_of(p: &Portico, addrs: &[std::net::SocketAddr]) -> Vec<String> {
 async fn connect_failures_eject_by_consecutive_gateway_failure() {
     // Two endpoints, one refusing connections. consecutive_5xx is out of reach, so only
     // consecutive_gateway_failure (3) can eject; max_ejection_percent 10 of 2 endpoints is 0,
-    // but one endpoint can always be ejected while another is available (CONTRACT §3.2).
+    // but one endpoint can always be ejected while another is available (docs/reference.md §3.2).
     let good = Controlled::start("good", Duration::ZERO).await;
     let dead = refusing_addr();
     let p = Portico::start(&pool_of(

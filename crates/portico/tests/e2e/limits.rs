@@ -1,4 +1,4 @@
-//! Limits on downstream input (issue 9, CONTRACT §5) and the overload manager, through the real
+//! Limits on downstream input (issue 9, reference §5) and the overload manager, through the real
 //! binary: request body size per route (413), URI length (414), header count and size (431, on
 //! HTTP/1 and HTTP/2), per-listener connection cap, HTTP/2 concurrent streams, header read and
 //! body idle timeouts (slowloris, slow POST → 408 SI), and load shedding on connection count and

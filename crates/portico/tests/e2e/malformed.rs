@@ -1,4 +1,4 @@
-//! Hostile and malformed HTTP/1.1 input over a raw TCP connection (CONTRACT §5): obs-fold,
+//! Hostile and malformed HTTP/1.1 input over a raw TCP connection (docs/reference.md §5): obs-fold,
 //! bare LF, CL+TE together and differing Content-Lengths are rejected with 400 and the
 //! connection closed; garbage gets 400 (or a close); the proxy keeps serving afterwards and the
 //! upstream never sees the bad request.
@@ -295,7 +295,7 @@ async fn closes_within(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 
 async fn incomplete_head_is_closed_by_the_header_read_timeout() {
-    // CONTRACT §5: header read timeout 10 s. A client that never finishes its head (slowloris)
+    // reference §5: header read timeout 10 s. A client that never finishes its head (slowloris)
     // is cut off (408 or a plain close) soon after; allow 13 s.
     let (up, p) = setup().await;
     let limit = Duration::from_secs(13);

@@ -1,4 +1,4 @@
-//! Metrics (CONTRACT §8) and the admin API views (§7) against live traffic.
+//! Metrics (docs/reference.md §8) and the admin API views (§7) against live traffic.
 
 use crate::common;
 use common::*;

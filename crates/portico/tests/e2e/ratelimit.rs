@@ -1,4 +1,4 @@
-//! Rate limiting end to end (CONTRACT §4, §4.1): local token buckets in one process, and
+//! Rate limiting end to end (reference §4, §4.1): local token buckets in one process, and
 //! global limits through `portico ratelimit` servers sharing a real Redis (`redis-server` must
 //! be installed: the Redis tests skip with a message otherwise), and the real Envoy binary
 //! speaking to `portico ratelimit` (set `ENVOY_BIN`; `scripts/test.sh` fetches it).

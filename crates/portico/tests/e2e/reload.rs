@@ -1,4 +1,4 @@
-//! Live reload (CONTRACT §6): atomic swaps under load with zero failed requests, rejected
+//! Live reload (docs/reference.md §6): atomic swaps under load with zero failed requests, rejected
 //! configs leave the old one serving, listeners added/removed without a restart.
 
 use crate::common;

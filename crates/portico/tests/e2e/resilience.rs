@@ -1,4 +1,4 @@
-//! Resilience against misbehaving upstreams (CONTRACT §3.3, §3.4, §5): route timeouts,
+//! Resilience against misbehaving upstreams (reference §3.3, §3.4, §5): route timeouts,
 //! deadlines from grpc-timeout, retries with their budget, circuit breakers, idle timeouts.
 
 use crate::common;

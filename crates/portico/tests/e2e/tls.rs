@@ -1,4 +1,4 @@
-//! End-to-end TLS termination (CONTRACT §2.2), `requestPolicy.insecure` and the PROXY
+//! End-to-end TLS termination (docs/reference.md §2.2), `requestPolicy.insecure` and the PROXY
 //! protocol (§2.1), through the real binary. Certificates are generated at test time (rcgen).
 
 use crate::common;
@@ -567,7 +567,7 @@ async fn min_tls_version_v13_refuses_a_tls12_only_client() {
     assert_eq!(status, 200);
 }
 
-// ---------------------------------------------------------------- Emissary (CONTRACT §2.6)
+// ---------------------------------------------------------------- Emissary (docs/reference.md §2.6)
 
 const EM: &str = "apiVersion: getambassador.io/v3alpha1";
 
