@@ -1,6 +1,6 @@
 //! Header work on the request path: hop-by-hop stripping, forwarding headers, request ids,
 //! and the route's add/remove rules. Each function touches the map as little as it can:
-//! header work is a large share of a proxy's per-request cost (PERFORMANCE.md).
+//! header work is a large share of a proxy's per-request cost (docs/benchmarks.md, "Where the time goes").
 
 use std::net::IpAddr;
 

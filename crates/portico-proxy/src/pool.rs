@@ -2,7 +2,7 @@
 //!
 //! Written here rather than using hyper-util's legacy `Client` because its pool costs ~25% of
 //! the proxy's user-space instructions per request (a SipHash key, a mutex, a spawned task per
-//! request; see PERFORMANCE.md). Each worker thread runs a current-thread runtime, so a
+//! request; see docs/benchmarks.md). Each worker thread runs a current-thread runtime, so a
 //! thread-local pool is a per-worker pool: no lock, no cross-core traffic. The `RefCell` is
 //! only borrowed inside synchronous closures, never across an `.await`.
 

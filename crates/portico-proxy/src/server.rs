@@ -1,6 +1,6 @@
 //! Step 1 of the lifecycle, accept: worker threads, listeners and connections.
 //!
-//! Runtime model (PERFORMANCE.md): share-nothing workers. Each worker is one OS thread with
+//! Runtime model (docs/benchmarks.md, "Where the time goes"): share-nothing workers. Each worker is one OS thread with
 //! a current-thread tokio runtime, its own `SO_REUSEPORT` socket per listener (the kernel
 //! spreads connections), and its own upstream pool. Listeners are bound by the control thread
 //! and handed to every worker, so a reload can add or remove them without a restart.
