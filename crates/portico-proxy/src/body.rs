@@ -163,6 +163,11 @@ impl Body for Inbound {
                     if this.limit.is_some_and(|l| this.counter.get() > l) {
                         return this.fail(BodyCut::TooLarge);
                     }
+                } else if let Some(t) = frame.trailers_ref()
+                    && let Err(why) = crate::h2_rules::check_trailers(t)
+                {
+                    tracing::debug!(reason = why, "request trailers refused");
+                    return this.fail(BodyCut::Malformed);
                 }
                 // The reader may stop at the last frame without asking for the end.
                 if this.inner.is_end_stream() {

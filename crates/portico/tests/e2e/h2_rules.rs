@@ -231,3 +231,73 @@ async fn malformed_h2_requests_are_refused_logged_and_never_forwarded() {
         failures.join("\n")
     );
 }
+
+/// Request trailers follow the same field rules, and fields that decide framing or routing may
+/// not come late: such a request is refused (400 or a reset, DPE), and the upstream never gets
+/// the complete body with the bad trailer. Good trailers still pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_request_trailers_are_refused() {
+    let admin = Upstream::start("admin").await;
+    let public = Upstream::start("public").await;
+    let p = Portico::start(&docs(&admin, &public)).await;
+    let post = hpack(&[
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":authority", "a.test"),
+        (":path", "/t"),
+    ]);
+    let send = |trailer: (&'static str, &'static str)| {
+        let post = post.clone();
+        async move {
+            exchange(
+                p.port,
+                &post,
+                false,
+                &[
+                    frame(DATA, 0, 1, b"hello"),
+                    frame(HEADERS, END_HEADERS | END_STREAM, 1, &hpack(&[trailer])),
+                ],
+            )
+            .await
+        }
+    };
+
+    // A good trailer: the body arrives whole.
+    assert_eq!(send(("x-sum", "abc")).await, Answer::Status(0x88));
+    assert_eq!(public.count(), 1);
+    assert_eq!(&public.seen.lock().expect("lock")[0].body[..], b"hello");
+
+    let before = dpe_lines(&p);
+    let bad = [
+        ("x-sum", " abc"),
+        ("x-sum", "abc\t"),
+        ("content-length", "5"),
+        ("host", "evil.example"),
+        ("authorization", "Bearer x"),
+    ];
+    for (i, t) in bad.iter().enumerate() {
+        let a = send(*t).await;
+        assert!(
+            a == Answer::Status400 || matches!(a, Answer::Reset(_)),
+            "{t:?}: {a:?}"
+        );
+        wait_until(
+            Duration::from_secs(10),
+            &format!("a DPE line for trailer {t:?}"),
+            async || dpe_lines(&p) > before + i,
+        )
+        .await;
+    }
+    // Whatever reached the upstream before the trailer came, it never got the whole message.
+    let complete = public
+        .seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|s| &s.body[..] == b"hello")
+        .count();
+    assert_eq!(
+        complete, 1,
+        "a request with a bad trailer reached the upstream whole"
+    );
+}
