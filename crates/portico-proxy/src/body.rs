@@ -164,7 +164,7 @@ impl Body for Inbound {
                         return this.fail(BodyCut::TooLarge);
                     }
                 } else if let Some(t) = frame.trailers_ref()
-                    && let Err(why) = crate::h2_rules::check_trailers(t)
+                    && let Err(why) = crate::field_rules::check_trailers(t)
                 {
                     tracing::debug!(reason = why, "request trailers refused");
                     return this.fail(BodyCut::Malformed);

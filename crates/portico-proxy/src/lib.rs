@@ -9,6 +9,7 @@ pub mod body;
 pub mod compress;
 pub mod cors;
 pub mod deadline;
+pub mod field_rules;
 pub mod h1_guard;
 pub mod h2_rules;
 pub mod headers;
