@@ -24,13 +24,10 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::SystemTime;
 
 use http::{Method, Request, Version, header};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::access_log::{Entry, rfc3339_millis};
-use crate::local_reply::{Flag, Flags};
 use crate::request::ConnInfo;
 use crate::state::Proxy;
 
@@ -223,43 +220,9 @@ impl<S> ResetWatch<S> {
             };
             let detail = format!("{what}: {name} (malformed request or frames)");
             tracing::info!(client = %conn.peer, reason = %detail, "invalid request rejected");
-            log_rejected_h2(proxy, conn, &detail);
+            crate::request::log_rejected(proxy, conn, 400, &detail, "HTTP/2");
         });
     }
-}
-
-/// The access log line and metric of an HTTP/2 request refused by the protocol layer.
-fn log_rejected_h2(proxy: &Proxy, conn: &ConnInfo, detail: &str) {
-    proxy.metrics.rejected.add(400);
-    if !proxy.access_log.enabled() {
-        return;
-    }
-    let mut flags = Flags::default();
-    flags.insert(Flag::DPE);
-    let mut f = String::new();
-    flags.write_to(&mut f);
-    let ts = rfc3339_millis(SystemTime::now());
-    proxy.access_log.write(&Entry {
-        ts: &ts,
-        method: "-",
-        authority: "-",
-        path: "-",
-        protocol: "HTTP/2",
-        status: 400,
-        flags: &f,
-        route: None,
-        upstream: None,
-        upstream_addr: None,
-        attempts: 0,
-        bytes_received: 0,
-        bytes_sent: 0,
-        duration_ms: 0.0,
-        upstream_duration_ms: None,
-        request_id: "-",
-        client: conn.peer_ip.to_str().unwrap_or("-"),
-        client_cert: conn.client_cert.as_ref().and_then(|v| v.to_str().ok()),
-        error: Some(detail),
-    });
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for ResetWatch<S> {

@@ -595,7 +595,7 @@ async fn serve<S>(
                 e.to_string()
             };
             tracing::info!(client = %info.peer, status, reason = %detail, "invalid request rejected");
-            request::log_rejected(&proxy_for_log, &info, status, &detail);
+            request::log_rejected(&proxy_for_log, &info, status, &detail, "HTTP/1.1");
         } else {
             tracing::debug!(client = %info.peer, error = %e, "downstream connection error");
         }

@@ -189,8 +189,9 @@ impl Record {
     }
 }
 
-/// Logs a request that the HTTP layer rejected before it reached the request path (flag DPE).
-pub fn log_rejected(proxy: &Proxy, conn: &ConnInfo, status: u16, detail: &str) {
+/// Logs a request that the HTTP layer rejected before it reached the request path (flag DPE):
+/// the access log line (with the connection's `protocol`) and the rejection metric.
+pub fn log_rejected(proxy: &Proxy, conn: &ConnInfo, status: u16, detail: &str, protocol: &str) {
     proxy.metrics.rejected.add(status);
     if !proxy.access_log.enabled() {
         return;
@@ -205,7 +206,7 @@ pub fn log_rejected(proxy: &Proxy, conn: &ConnInfo, status: u16, detail: &str) {
         method: "-",
         authority: "-",
         path: "-",
-        protocol: "HTTP/1.1",
+        protocol,
         status,
         flags: &f,
         route: None,
