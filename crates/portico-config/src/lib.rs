@@ -50,6 +50,7 @@ pub mod diag;
 pub mod emissary;
 mod hostcheck;
 mod load;
+mod messages;
 pub mod model;
 pub mod node;
 mod pipeline;
