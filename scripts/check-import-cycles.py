@@ -14,14 +14,9 @@ crate's public API as any caller would, which does not make production code depe
 Every strongly connected component of more than one file is a cycle and is reported with one
 concrete loop and the lines that make each of its edges.
 
-    scripts/check-import-cycles.py                 # report every cycle; exit 1 if any
-    scripts/check-import-cycles.py --allow-known   # exit 1 only on cycles the allowlist lacks
+    scripts/check-import-cycles.py    # report every cycle; exit 1 if any
 
-The allowlist (scripts/import-cycles.allow, one cycle a line: its files, space-separated,
-relative to crates/) holds the cycles that existed when the check was introduced. A cycle found
-today passes if all its files lie inside one allowed line (so splitting a known cycle passes);
-anything else, including a known cycle that grew, fails. Allowed lines that no longer match
-anything are printed so the list can shrink. Standard library only (python3).
+CI runs it (scripts/test.sh): the crates have no cycle, and a new one fails the build. Standard library only (python3).
 """
 import argparse
 import os
@@ -30,7 +25,6 @@ import sys
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 CRATES = os.path.join(ROOT, "crates")
-ALLOW = os.path.join(ROOT, "scripts", "import-cycles.allow")
 IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 
 
@@ -342,10 +336,7 @@ def one_loop(comp, adj):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--allow-known", action="store_true",
-                    help="fail only on cycles not covered by scripts/import-cycles.allow")
-    ap.add_argument("--allowlist", default=ALLOW, help="allowlist file (default: %(default)s)")
-    args = ap.parse_args()
+    ap.parse_args()
 
     found = []  # (set of rel files, description lines)
     for name in sorted(os.listdir(CRATES)):
@@ -370,31 +361,10 @@ def main():
                     lines.append(f"    {crate.rel(a)} -> {crate.rel(b)} (lines {where}{more})")
             found.append(({crate.rel(x) for x in comp}, lines))
 
-    allowed = []
-    if args.allow_known and os.path.exists(args.allowlist):
-        with open(args.allowlist, encoding="utf-8") as fh:
-            for line in fh:
-                line = line.split("#", 1)[0].strip()
-                if line:
-                    allowed.append(set(line.split()))
-
-    new = []
-    used = set()
-    for files, lines in found:
-        used.update(i for i, a in enumerate(allowed) if files & a)
-        if any(files <= a for a in allowed):
-            print("known cycle (allowlisted):")
-        else:
-            new.append(files)
-            print("IMPORT CYCLE:")
+    for _, lines in found:
+        print("IMPORT CYCLE:")
         print("\n".join(lines))
-    for i, a in enumerate(allowed):
-        if i not in used:
-            print(f"note: allowlisted cycle no longer present, remove it from the allowlist: {' '.join(sorted(a))}")
     total = len(found)
-    if args.allow_known:
-        print(f"{total} cycle(s), {len(new)} not allowlisted")
-        return 1 if new else 0
     print(f"{total} cycle(s)")
     return 1 if total else 0
 

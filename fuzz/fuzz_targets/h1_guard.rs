@@ -1,10 +1,10 @@
-//! Fuzz target: the strict HTTP/1 gate's scanner (`portico_proxy::h1_guard`). Arbitrary bytes
+//! Fuzz target: the strict HTTP/1 gate's scanner (`portico_proxy::downstream::h1_guard`). Arbitrary bytes
 //! must never panic it, and its verdict must not depend on how the bytes were split across
 //! reads (a split-dependent verdict is how a desync slips through).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use portico_proxy::h1_guard::{Violation, scan_parts};
+use portico_proxy::downstream::h1_guard::{Violation, scan_parts};
 
 fuzz_target!(|data: &[u8]| {
     // The first two bytes choose split points; the rest is the stream.

@@ -27,7 +27,26 @@ use portico_config::ConfigSource;
 use tokio::process::Command;
 use tokio::sync::{Mutex, Notify};
 
-use crate::reload::{Controller, Outcome};
+/// What a git source needs of the reload controller: implemented by `reload::Controller`,
+/// declared here so that this module depends on no reload code (the controller holds the git
+/// source, and the source drives the controller's reloads).
+pub trait Reloader: Send + Sync + 'static {
+    /// How a reload ended.
+    type Outcome: Send;
+    /// Loads `sources` (a materialized commit `(sha, tree)`) and swaps it in if valid.
+    fn reload_commit(
+        &self,
+        sources: Vec<ConfigSource>,
+        trigger: &str,
+        commit: (String, &Path),
+    ) -> impl std::future::Future<Output = Self::Outcome> + Send;
+    /// Whether `outcome` swapped the commit in.
+    fn applied(outcome: &Self::Outcome) -> bool;
+    /// The source answers again: an earlier fetch error is over.
+    fn clear_source_error(&self);
+    /// A fetch failed (reported in `/config.last_error`; the applied config keeps serving).
+    fn report_source_error(&self, error: String);
+}
 
 /// Upper bound on one git command (fetch over a slow link included).
 pub const GIT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -317,12 +336,12 @@ impl GitSource {
 
     /// Fetches, and reloads when the ref moved (or always when `force`: local files or a
     /// manual reload). `Ok(None)`: nothing to do.
-    pub async fn sync(
+    pub async fn sync<R: Reloader>(
         &self,
-        ctl: &Controller,
+        ctl: &R,
         trigger: &str,
         force: bool,
-    ) -> Result<Option<Outcome>, String> {
+    ) -> Result<Option<R::Outcome>, String> {
         let mut st = self.sync.lock().await;
         let c = self.fetch().await?;
         if !force && st.last_tried.as_deref() == Some(c.sha.as_str()) {
@@ -345,10 +364,10 @@ impl GitSource {
         };
         tracing::info!(commit = %c.sha, trigger, "git: loading commit");
         let outcome = ctl
-            .reload_from(self.sources(&tree), trigger, Some((c.sha.clone(), &tree)))
+            .reload_commit(self.sources(&tree), trigger, (c.sha.clone(), &tree))
             .await;
-        match &outcome {
-            Outcome::Applied { .. } => {
+        match R::applied(&outcome) {
+            true => {
                 self.applied_time.store(c.time, Ordering::Relaxed);
                 if let Some((old_sha, old)) = st.applied.replace((c.sha.clone(), tree))
                     && old_sha != c.sha
@@ -356,8 +375,8 @@ impl GitSource {
                     let _ = tokio::fs::remove_dir_all(&old).await;
                 }
             }
-            Outcome::Rejected { .. } => {
-                // `reload_from` reported it, naming files as they are in the repository.
+            false => {
+                // The reload reported it, naming files as they are in the repository.
                 tracing::error!(commit = %c.sha, "git: commit rejected; the applied commit keeps serving");
                 if st.applied.as_ref().is_none_or(|(sha, _)| *sha != c.sha) {
                     let _ = tokio::fs::remove_dir_all(&tree).await;
@@ -374,7 +393,7 @@ impl GitSource {
 
     /// Polls forever: every `--poll` or when woken. Errors are logged and reported in
     /// `/config.last_error`; the applied config keeps serving.
-    pub fn spawn_poller(self: &Arc<Self>, ctl: Arc<Controller>) {
+    pub fn spawn_poller<R: Reloader>(self: &Arc<Self>, ctl: Arc<R>) {
         let me = self.clone();
         tokio::spawn(async move {
             loop {
@@ -382,9 +401,9 @@ impl GitSource {
                     _ = tokio::time::sleep(me.opts.poll) => {}
                     _ = me.wake.notified() => {}
                 }
-                if let Err(e) = me.sync(&ctl, "git poll", false).await {
+                if let Err(e) = me.sync(&*ctl, "git poll", false).await {
                     tracing::warn!(error = %e, url = %me.opts.url, "git: fetch failed; the applied commit keeps serving");
-                    ctl.report_error(vec![e], None);
+                    ctl.report_source_error(e);
                 }
             }
         });

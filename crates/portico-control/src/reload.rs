@@ -90,7 +90,7 @@ pub async fn load(sources: Vec<ConfigSource>) -> (Option<Snapshot>, Vec<Diagnost
         let mut r = portico_config::load(&sources);
         // Certificates and keys must load and match (the config crate checks existence only).
         if let Some(s) = &r.snapshot {
-            let tls_errors = portico_proxy::tls::validate(s);
+            let tls_errors = portico_proxy::downstream::tls::validate(s);
             if !tls_errors.is_empty() {
                 r.diagnostics.extend(tls_errors);
                 r.snapshot = None;
@@ -373,4 +373,30 @@ pub fn git_message(d: &Diagnostic, commit: &str, tree: &Path) -> String {
         "{file}:{}:{} (commit {short}): {}/{}: {warning}{}",
         d.line, d.column, d.kind, d.name, d.message
     )
+}
+
+/// The controller as the driver of a git source's reloads.
+impl crate::git::Reloader for Controller {
+    type Outcome = Outcome;
+
+    async fn reload_commit(
+        &self,
+        sources: Vec<ConfigSource>,
+        trigger: &str,
+        commit: (String, &Path),
+    ) -> Outcome {
+        self.reload_from(sources, trigger, Some(commit)).await
+    }
+
+    fn applied(outcome: &Outcome) -> bool {
+        matches!(outcome, Outcome::Applied { .. })
+    }
+
+    fn clear_source_error(&self) {
+        Controller::clear_source_error(self)
+    }
+
+    fn report_source_error(&self, error: String) {
+        self.report_error(vec![error], None)
+    }
 }

@@ -8,7 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use portico_proxy::metrics::{BUCKETS, RouteMetrics};
+use portico_proxy::telemetry::metrics::{BUCKETS, RouteMetrics};
 use serde_json::{Value, json};
 
 use portico_proxy::Proxy;

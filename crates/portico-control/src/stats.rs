@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use portico_proxy::metrics::{CLASSES, Histogram, RouteMetrics};
+use portico_proxy::telemetry::metrics::{CLASSES, Histogram, RouteMetrics};
 use serde_json::{Map, Value, json};
 
 use crate::reload::Controller;

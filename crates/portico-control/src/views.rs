@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use portico_config::snapshot::{PathMatch, Route, RouteAction, Snapshot, ValueMatch};
 use portico_proxy::Active;
-use portico_proxy::access_log::rfc3339_millis;
+use portico_proxy::telemetry::access_log::rfc3339_millis;
 use serde_json::{Value, json};
 
 use crate::reload::Controller;
@@ -146,20 +146,6 @@ pub fn routes(active: &Active) -> Value {
         })
         .collect();
     json!({ "routes": routes })
-}
-
-/// Endpoint counts by state (`healthy`, `unhealthy`, `ejected`) of one upstream.
-pub fn endpoint_state_counts(
-    state: &portico_proxy::upstream::UpstreamState,
-) -> [(&'static str, usize); 3] {
-    use portico_proxy::upstream::EndpointHealth;
-    let set = state.endpoints.load();
-    let count = |h: EndpointHealth| set.endpoints.iter().filter(|e| e.health() == h).count();
-    [
-        ("healthy", count(EndpointHealth::Healthy)),
-        ("unhealthy", count(EndpointHealth::Unhealthy)),
-        ("ejected", count(EndpointHealth::Ejected)),
-    ]
 }
 
 pub fn upstreams(active: &Active) -> Value {

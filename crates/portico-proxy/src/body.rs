@@ -13,8 +13,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::compress::Encoder;
-use crate::send_watch::{Cut, SendWatch};
+use crate::downstream::send_watch::{Cut, SendWatch};
+use crate::request::compress::Encoder;
 
 /// The error type of proxied bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -164,7 +164,7 @@ impl Body for Inbound {
                         return this.fail(BodyCut::TooLarge);
                     }
                 } else if let Some(t) = frame.trailers_ref()
-                    && let Err(why) = crate::field_rules::check_trailers(t)
+                    && let Err(why) = crate::downstream::field_rules::check_trailers(t)
                 {
                     tracing::debug!(reason = why, "request trailers refused");
                     return this.fail(BodyCut::Malformed);

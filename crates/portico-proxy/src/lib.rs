@@ -1,38 +1,28 @@
-//! Portico's data plane: listeners and workers (`server`), the request lifecycle
-//! (`request`: one module per phase), upstream state and connection pools (`upstream`, `pool`), load balancing
-//! (`lb`), active and passive health (`health`, `outlier`), the overload manager
-//! (`overload`), bodies, local replies and the access log.
+//! Portico's data plane, laid out by concern:
+//!
+//! - `downstream/`: what faces clients: workers, listeners and connections (`server`), the
+//!   HTTP/1 gate (`h1_guard`), HTTP/2 field rules, Host rules, PROXY protocol, TLS
+//!   termination, keep-alive, the overload manager and the response watchdog.
+//! - `request/`: the request lifecycle as phases over one context (route, CORS, rate limits,
+//!   breaker, pick, attempt, retry, respond, log), and the per-route policies they apply
+//!   (compression, mirroring, deadlines, upgrades).
+//! - `upstream/`: upstream runtime state (endpoints, breakers), connection pools, upstream
+//!   TLS, load balancing, active health checks and outlier detection.
+//! - `telemetry/`: metrics (all Prometheus rendering) and the access log.
+//! - `ratelimit/`: local and global rate limits.
+//! - here: the active configuration (`state`), bodies, header work and local replies, which
+//!   every concern above shares.
 #![forbid(unsafe_code)]
 
-pub mod access_log;
 pub mod body;
-pub mod compress;
-pub mod cors;
-pub mod deadline;
-pub mod field_rules;
-pub mod h1_guard;
-pub mod h2_rules;
+pub mod downstream;
 pub mod headers;
-pub mod health;
-pub mod host_rules;
-pub mod keepalive;
-pub mod lb;
 pub mod local_reply;
-pub mod metrics;
-pub mod outlier;
-pub mod overload;
-pub mod pool;
-pub mod proxy_protocol;
 pub mod ratelimit;
 pub mod request;
-pub mod send_watch;
-pub mod server;
-pub mod shadow;
 pub mod state;
-pub mod tls;
-pub mod upgrade;
+pub mod telemetry;
 pub mod upstream;
-pub mod upstream_tls;
 
-pub use server::Server;
+pub use downstream::server::Server;
 pub use state::{Active, Proxy, ProxySettings, prepare};

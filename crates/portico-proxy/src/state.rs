@@ -15,8 +15,8 @@ use arc_swap::ArcSwap;
 use portico_config::Snapshot;
 use portico_config::snapshot::{EndpointSource, UpstreamConf};
 
-use crate::access_log::AccessLog;
-use crate::metrics::{Registry, RouteMetrics, UpstreamMetrics};
+use crate::telemetry::access_log::AccessLog;
+use crate::telemetry::metrics::{Registry, RouteMetrics, UpstreamMetrics};
 use crate::upstream::{UpstreamState, resolve};
 
 /// A configuration in force, with its runtime state.
@@ -32,7 +32,7 @@ pub struct Active {
     /// Indexed like `config.upstreams`.
     pub upstream_metrics: Vec<Arc<UpstreamMetrics>>,
     /// TLS termination state of the Hosts with `tls` (certificates loaded, rotation polled).
-    pub tls: Arc<crate::tls::TlsHosts>,
+    pub tls: Arc<crate::downstream::tls::TlsHosts>,
     /// Rate-limit state (buckets kept across reloads for unchanged rules).
     pub rate_limits: Arc<crate::ratelimit::Limits>,
 }
@@ -42,7 +42,7 @@ pub struct Active {
 pub struct ProxySettings {
     pub drain_timeout: Duration,
     /// Overload manager thresholds (`run --overload-*`).
-    pub overload: crate::overload::OverloadConf,
+    pub overload: crate::downstream::overload::OverloadConf,
 }
 
 /// Process-wide counters (exported as metrics).
@@ -66,7 +66,7 @@ pub struct Proxy {
     pub counters: Counters,
     pub metrics: Arc<Registry>,
     /// The overload manager (thresholds from `settings.overload`).
-    pub overload: Arc<crate::overload::Overload>,
+    pub overload: Arc<crate::downstream::overload::Overload>,
     draining: AtomicBool,
 }
 
@@ -79,7 +79,9 @@ impl Proxy {
     ) -> Proxy {
         Proxy {
             active: ArcSwap::from_pointee(first),
-            overload: Arc::new(crate::overload::Overload::new(settings.overload.clone())),
+            overload: Arc::new(crate::downstream::overload::Overload::new(
+                settings.overload.clone(),
+            )),
             settings,
             access_log,
             counters: Counters::default(),
@@ -135,7 +137,7 @@ pub async fn prepare(
                 {
                     s.adopt_endpoints(prev);
                 }
-                crate::health::spawn(&s);
+                crate::upstream::health::spawn(&s);
                 s
             }
         };
@@ -151,7 +153,7 @@ pub async fn prepare(
         .iter()
         .map(|u| registry.upstream(&u.name))
         .collect();
-    let tls = crate::tls::TlsHosts::build(&snapshot, previous.map(|p| &*p.tls));
+    let tls = crate::downstream::tls::TlsHosts::build(&snapshot, previous.map(|p| &*p.tls));
     let rate_limits = Arc::new(crate::ratelimit::Limits::build(
         &snapshot,
         previous.map(|p| &*p.rate_limits),

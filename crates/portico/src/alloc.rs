@@ -4,7 +4,7 @@
 //! mimalloc returns a thread's freed pages to the OS only from that thread's own slow-path
 //! allocations. A worker that served a burst (200 slow readers holding 64 KiB each, measured:
 //! +29 MB) and then goes quiet would keep that memory for as long as it stays quiet. Each worker
-//! therefore calls [`collect`] about once a second (`portico_proxy::server::set_idle_collect`):
+//! therefore calls [`collect`] about once a second (`portico_proxy::downstream::server::set_idle_collect`):
 //! measured cost a few microseconds on an idle heap, and RSS back within 20 MB of the start a few
 //! seconds after the readers left (crates/portico/tests/e2e/slow_readers.rs).
 

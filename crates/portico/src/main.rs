@@ -22,7 +22,7 @@ use portico_config::diag::Diagnostic;
 use portico_config::{ConfigSource, DEFAULT_CONFIG};
 use portico_control::admin::{self, Admin, Command};
 use portico_control::reload::{self, Controller, Status};
-use portico_proxy::access_log::{AccessLog, LogTarget};
+use portico_proxy::telemetry::access_log::{AccessLog, LogTarget};
 use portico_proxy::{Proxy, ProxySettings, Server};
 use serde_json::json;
 
@@ -261,7 +261,7 @@ fn main() -> ExitCode {
                 workers,
                 access_log,
                 drain_timeout_ms,
-                overload: portico_proxy::overload::OverloadConf {
+                overload: portico_proxy::downstream::overload::OverloadConf {
                     max_connections: overload_max_connections,
                     max_memory_bytes: overload_max_memory_mb
                         .map(|mb| mb.saturating_mul(1024 * 1024)),
@@ -322,7 +322,7 @@ fn proxy(args: oneliner::ProxyArgs) -> ExitCode {
         workers: None,
         access_log: args.access_log,
         drain_timeout_ms: 10_000,
-        overload: portico_proxy::overload::OverloadConf::default(),
+        overload: portico_proxy::downstream::overload::OverloadConf::default(),
         git: None,
     })
 }
@@ -409,7 +409,7 @@ fn github_annotation(d: &Diagnostic) -> String {
 fn check(paths: Vec<PathBuf>, format: Format) -> ExitCode {
     let mut result = portico_config::load(&sources_of(&paths));
     if let Some(s) = &result.snapshot {
-        let tls = portico_proxy::tls::validate(s);
+        let tls = portico_proxy::downstream::tls::validate(s);
         let lint = portico_config::describe::lint(s);
         result.diagnostics.extend(tls);
         result.diagnostics.extend(lint);
@@ -486,7 +486,7 @@ struct RunOpts {
     workers: Option<usize>,
     access_log: String,
     drain_timeout_ms: u64,
-    overload: portico_proxy::overload::OverloadConf,
+    overload: portico_proxy::downstream::overload::OverloadConf,
     git: Option<portico_control::git::GitOptions>,
 }
 
@@ -572,7 +572,7 @@ async fn run(opts: RunOpts) -> anyhow::Result<()> {
         portico_control::git::repo_relative(&tree, &mut resources);
     }
     let listeners = snapshot.listeners.clone();
-    let registry = Arc::new(portico_proxy::metrics::Registry::default());
+    let registry = Arc::new(portico_proxy::telemetry::metrics::Registry::default());
     let first = portico_proxy::prepare(snapshot, 1, None, &registry).await;
     let settings = ProxySettings {
         drain_timeout: Duration::from_millis(opts.drain_timeout_ms),
@@ -585,7 +585,7 @@ async fn run(opts: RunOpts) -> anyhow::Result<()> {
             .map(|n| n.get())
             .unwrap_or(1)
     });
-    portico_proxy::server::set_idle_collect(alloc::collect);
+    portico_proxy::downstream::server::set_idle_collect(alloc::collect);
     let server = Arc::new(Server::start(proxy.clone(), workers)?);
     let bind_errors = server.reconcile(&listeners);
     if !bind_errors.is_empty() {

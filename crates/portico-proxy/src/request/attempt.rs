@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use super::retry::Attempt;
 use crate::body::{BodyCut, ByteCounter, ReqBody};
 use crate::local_reply::{Flag, LocalReply};
-use crate::pool::{self, Conn, ConnectParams, PoolKey};
+use crate::upstream::pool::{self, Conn, ConnectParams, PoolKey};
 use crate::upstream::{Endpoint, UpstreamState, Which};
 
 pub(crate) type H1Sender = hyper::client::conn::http1::SendRequest<ReqBody>;

@@ -22,14 +22,14 @@ use super::record::Record;
 use super::respond::{RespondCtx, upstream_response};
 use super::retry::{self, Attempt, Next, RetryState};
 use crate::body::{ReqBody, RespBody};
-use crate::deadline;
 use crate::headers;
 use crate::local_reply::{Flag, LocalReply};
-use crate::metrics::UpstreamMetrics;
-use crate::pool::{ConnectParams, PoolKey};
-use crate::shadow;
+use crate::request::deadline;
+use crate::request::shadow;
+use crate::request::upgrade;
 use crate::state::Proxy;
-use crate::upgrade;
+use crate::telemetry::metrics::UpstreamMetrics;
+use crate::upstream::pool::{ConnectParams, PoolKey};
 use crate::upstream::{AttemptReport, Endpoint, Held, PickCtx, UpstreamState, Which};
 
 /// Forwards the request to the route's upstream (index `upstream` in the snapshot).

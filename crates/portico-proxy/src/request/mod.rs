@@ -30,15 +30,24 @@
 //! point receives `Request<hyper::body::Incoming>` from the server connection and the body
 //! is passed through as-is (`prepare.rs`), and the upstream exchange uses hyper client
 //! connections (`attempt.rs`, `respond.rs`).
+//!
+//! Per-route policies the phases apply live beside them: `cors.rs` (preflight and response
+//! headers), `compress.rs` (response compression), `shadow.rs` (request mirroring),
+//! `deadline.rs` (the request's deadline) and `upgrade.rs` (WebSocket and other upgrades).
 
 pub(crate) mod attempt;
+pub mod compress;
+pub mod cors;
 mod ctx;
+pub mod deadline;
 mod forward;
 mod head;
 mod prepare;
 pub(crate) mod record;
 mod respond;
 pub mod retry;
+pub mod shadow;
+pub mod upgrade;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -53,7 +62,6 @@ use portico_config::request_semantics::host_of;
 use portico_config::snapshot::{Route, RouteAction};
 
 use crate::body::{BodyCut, RespBody};
-use crate::cors;
 use crate::local_reply::{Flag, LocalReply};
 use crate::state::Proxy;
 use ctx::RequestCtx;
@@ -81,7 +89,8 @@ pub async fn handle(
     if let Err(reply) = screen(&ctx, &req) {
         return Ok(ctx.reply(reply));
     }
-    if let Some(resp) = crate::tls::insecure_policy(&ctx.active.config, &ctx.conn, &req) {
+    if let Some(resp) = crate::downstream::tls::insecure_policy(&ctx.active.config, &ctx.conn, &req)
+    {
         return Ok(ctx.answer(resp));
     }
     let route = match route(&mut ctx, &head, &req) {
@@ -125,7 +134,7 @@ pub async fn handle(
 
 /// The screen phase: overload shedding, then the listener limits the HTTP layer does not
 /// enforce itself (HTTP/1's header count is hyper's; HTTP/2's is checked here). After it,
-/// `requestPolicy.insecure` (`crate::tls::insecure_policy`) may answer a plain-HTTP request.
+/// `requestPolicy.insecure` (`crate::downstream::tls::insecure_policy`) may answer a plain-HTTP request.
 fn screen<B>(ctx: &RequestCtx, req: &Request<B>) -> Result<(), LocalReply> {
     let reject = |status, msg| Err(LocalReply::reject(status, msg));
     // Overload manager: under memory pressure new requests are shed (one atomic load).
@@ -137,7 +146,7 @@ fn screen<B>(ctx: &RequestCtx, req: &Request<B>) -> Result<(), LocalReply> {
     {
         return reject(StatusCode::URI_TOO_LONG, "request URI too long");
     }
-    if let Err(why) = crate::h2_rules::check(req) {
+    if let Err(why) = crate::downstream::h2_rules::check(req) {
         return reject(StatusCode::BAD_REQUEST, why);
     }
     if req.headers().len() > limits.max_headers_count as usize {
@@ -156,7 +165,8 @@ fn screen<B>(ctx: &RequestCtx, req: &Request<B>) -> Result<(), LocalReply> {
             "request headers too large",
         );
     }
-    if let Err(why) = crate::host_rules::check(req.version(), req.uri(), req.headers()) {
+    if let Err(why) = crate::downstream::host_rules::check(req.version(), req.uri(), req.headers())
+    {
         return reject(StatusCode::BAD_REQUEST, why);
     }
     Ok(())

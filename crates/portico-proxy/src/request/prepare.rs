@@ -22,10 +22,10 @@ use super::attempt::{AttemptError, Elapsed, within};
 use super::head::ConnInfo;
 use super::record::Record;
 use crate::body::{BodyCut, Inbound, ReqBody};
-use crate::compress;
 use crate::headers;
-use crate::shadow;
-use crate::upgrade;
+use crate::request::compress;
+use crate::request::shadow;
+use crate::request::upgrade;
 use crate::upstream::UpstreamState;
 
 /// Largest request body buffered so it can be replayed on a retry (or mirrored).
@@ -95,7 +95,8 @@ pub(crate) async fn prepare(
     req: Request<Incoming>,
 ) -> Result<Prepared, NotSent> {
     let (mut parts, body) = req.into_parts();
-    let (lb_hash, lb_cookie) = crate::lb::hash_key(&up.conf.lb, &parts.headers, rec.client);
+    let (lb_hash, lb_cookie) =
+        crate::upstream::lb::hash_key(&up.conf.lb, &parts.headers, rec.client);
     let upgrade = match upgrade::take(route, up.conf.protocol, &mut parts) {
         upgrade::Asked::No => None,
         upgrade::Asked::Allowed(u) => Some(u),
@@ -166,7 +167,7 @@ fn rewrite_head(
     }
     parts.headers.remove(header::EXPECT); // 100-continue is answered by Portico itself
     headers::append_forwarded_for(&mut parts.headers, &conn.peer_ip);
-    crate::tls::forward_client_cert(&mut parts.headers, conn);
+    crate::downstream::tls::forward_client_cert(&mut parts.headers, conn);
     if !(conn.listener.trust_forwarded && parts.headers.contains_key(&headers::X_FORWARDED_PROTO)) {
         let proto = if conn.tls { "https" } else { "http" };
         parts.headers.insert(

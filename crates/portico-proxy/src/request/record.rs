@@ -13,13 +13,13 @@ use portico_config::snapshot::Route;
 
 use super::attempt::{ActiveGuard, H1Sender};
 use super::head::{ConnInfo, Head};
-use crate::access_log::{Entry, rfc3339_millis};
 use crate::body::{BodyCut, BodyEnd, ByteCounter, Finish, RespBody};
 use crate::headers;
 use crate::local_reply::{Flag, Flags, LocalReply, is_grpc};
-use crate::metrics::RouteMetrics;
-use crate::pool::{self, PoolKey};
 use crate::state::Proxy;
+use crate::telemetry::access_log::{Entry, rfc3339_millis};
+use crate::telemetry::metrics::RouteMetrics;
+use crate::upstream::pool::{self, PoolKey};
 use crate::upstream::{Held, UpstreamState};
 
 /// What the access log needs about one request, gathered along the way.

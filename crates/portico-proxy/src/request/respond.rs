@@ -13,10 +13,10 @@ use super::attempt::Answer;
 use super::head::Head;
 use super::record::{Done, Record};
 use crate::body::RespBody;
-use crate::compress::{self, Encoder};
 use crate::headers;
+use crate::request::compress::{self, Encoder};
+use crate::request::upgrade;
 use crate::state::Proxy;
-use crate::upgrade;
 use crate::upstream::{Held, UpstreamState};
 
 /// A `direct_response` route's answer.

@@ -7,8 +7,8 @@
 
 use std::sync::Arc;
 
-use crate::lb::{fmix64, hash_bytes};
 use crate::upstream::Endpoint;
+use crate::upstream::lb::{fmix64, hash_bytes};
 
 const MAX_TABLE: u64 = 65_537;
 const EMPTY: u32 = u32::MAX;
@@ -121,7 +121,7 @@ impl Maglev {
 mod tests {
     use super::*;
 
-    use crate::lb::test_endpoints as eps;
+    use crate::upstream::lb::test_endpoints as eps;
 
     #[test]
     fn sizes_are_prime() {

@@ -38,7 +38,7 @@ pub fn check<B>(req: &Request<B>) -> Result<(), &'static str> {
         return Ok(());
     }
     for value in req.headers().values() {
-        if !crate::field_rules::value_ok(value.as_bytes()) {
+        if !crate::downstream::field_rules::value_ok(value.as_bytes()) {
             return Err("header value with leading or trailing whitespace or NUL/CR/LF");
         }
     }

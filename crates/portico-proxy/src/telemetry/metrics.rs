@@ -1,6 +1,6 @@
 //! Metrics (docs/reference.md §8): per-route and per-upstream counters and latency histograms,
 //! resolved once per reload so the request path only does relaxed atomic adds, and rendered
-//! in the Prometheus text format at scrape time.
+//! in the Prometheus text format at scrape time (`prometheus.rs`).
 //!
 //! Hand-written rather than prometheus-client: that crate's histogram takes a lock per
 //! observation and its label families a lock per lookup; here every hot-path update is one
@@ -65,7 +65,7 @@ impl Histogram {
         Some(f64::INFINITY)
     }
 
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
+    pub(crate) fn render(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0;
         for (i, b) in self.buckets.iter().enumerate() {
             cumulative += b.load(Ordering::Relaxed);
@@ -178,123 +178,8 @@ impl Registry {
     }
 }
 
-/// Escapes a label value for the text format.
-pub fn label(v: &str) -> String {
-    let mut s = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => s.push_str("\\\\"),
-            '"' => s.push_str("\\\""),
-            '\n' => s.push_str("\\n"),
-            c => s.push(c),
-        }
-    }
-    s
-}
-
+/// The status classes the counters are kept by.
 pub const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-
-/// Writes a `# HELP`/`# TYPE` header.
-pub fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-/// A per-route counter family: name, help, and how to read it.
-type RouteCounter = (&'static str, &'static str, fn(&RouteMetrics) -> u64);
-
-/// Renders per-route families for `routes` (name, metrics), in order.
-pub fn render_routes(out: &mut String, routes: &[(String, Arc<RouteMetrics>)]) {
-    header(
-        out,
-        "portico_requests_total",
-        "counter",
-        "Requests by route and status class.",
-    );
-    for (name, m) in routes {
-        for (i, c) in CLASSES.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "portico_requests_total{{route=\"{}\",code=\"{c}\"}} {}",
-                label(name),
-                m.requests.get(i)
-            );
-        }
-    }
-    header(
-        out,
-        "portico_request_duration_seconds",
-        "histogram",
-        "Request duration, first byte in to last byte out.",
-    );
-    for (name, m) in routes {
-        m.duration.render(
-            out,
-            "portico_request_duration_seconds",
-            &format!("route=\"{}\"", label(name)),
-        );
-    }
-    let simple: [RouteCounter; 4] = [
-        ("portico_retries_total", "Retries made.", |m| {
-            m.retries.load(Ordering::Relaxed)
-        }),
-        (
-            "portico_rate_limited_total",
-            "Requests refused by a rate limit.",
-            |m| m.rate_limited.load(Ordering::Relaxed),
-        ),
-        (
-            "portico_route_bytes_received_total",
-            "Request body bytes received.",
-            |m| m.bytes_received.load(Ordering::Relaxed),
-        ),
-        (
-            "portico_route_bytes_sent_total",
-            "Response body bytes sent.",
-            |m| m.bytes_sent.load(Ordering::Relaxed),
-        ),
-    ];
-    for (metric, help, get) in simple {
-        header(out, metric, "counter", help);
-        for (name, m) in routes {
-            let _ = writeln!(out, "{metric}{{route=\"{}\"}} {}", label(name), get(m));
-        }
-    }
-    header(
-        out,
-        "portico_shadow_requests_total",
-        "counter",
-        "Mirrored request copies by result.",
-    );
-    for (name, m) in routes {
-        for (result, v) in [
-            ("sent", &m.shadow_sent),
-            ("dropped", &m.shadow_dropped),
-            ("failed", &m.shadow_failed),
-        ] {
-            let _ = writeln!(
-                out,
-                "portico_shadow_requests_total{{route=\"{}\",result=\"{result}\"}} {}",
-                label(name),
-                v.load(Ordering::Relaxed)
-            );
-        }
-    }
-    header(
-        out,
-        "portico_active_requests",
-        "gauge",
-        "Requests in flight.",
-    );
-    for (name, m) in routes {
-        let _ = writeln!(
-            out,
-            "portico_active_requests{{route=\"{}\"}} {}",
-            label(name),
-            m.active.load(Ordering::Relaxed).max(0)
-        );
-    }
-}
 
 #[cfg(test)]
 mod tests {

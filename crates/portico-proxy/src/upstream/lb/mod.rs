@@ -6,52 +6,101 @@
 //! that failed their health checks or are ejected are skipped unless fewer than
 //! `healthy_panic_threshold` percent are available (panic mode: all are used).
 
+pub mod hash;
 pub mod maglev;
 pub mod p2c;
 pub mod ring;
+pub mod slow_start;
 
-use std::net::IpAddr;
+pub use hash::{fmix64, hash_bytes, hash_key};
+pub use slow_start::ramp;
+use slow_start::ramp_accepts;
+
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::OnceLock;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue};
-use portico_config::snapshot::{HashOn, LbConf, LbPolicy};
+use portico_config::snapshot::{LbConf, LbPolicy};
 
-use crate::upstream::{Endpoint, EndpointSet, PickCtx, UpstreamState};
+use crate::upstream::clock::{now_ms, now_us};
+use crate::upstream::endpoint::Endpoint;
 
-static EPOCH: OnceLock<Instant> = OnceLock::new();
-
-/// Milliseconds on a process-wide monotonic clock; never 0 (0 means "never" in endpoint state).
-pub fn now_ms() -> u64 {
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+/// The endpoint set, with what its load-balancing policy precomputes: the smooth weighted
+/// round-robin schedule, cumulative weights (weighted random), the hash ring or Maglev table.
+#[derive(Debug, Default)]
+pub struct EndpointSet {
+    pub endpoints: Vec<Arc<Endpoint>>,
+    /// Indices into `endpoints`, in smooth-WRR order; empty when all weights are equal.
+    pub(crate) schedule: Vec<u32>,
+    /// Running sums of weights; empty when all weights are equal.
+    pub(crate) cumulative: Vec<u64>,
+    pub(crate) hash: HashTable,
 }
 
-/// Microseconds on the same clock (for latency averages).
-pub fn now_us() -> u64 {
-    EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64 + 1
-}
-
-/// MurmurHash3's 64-bit finalizer: a strong, stable bit mixer.
-pub fn fmix64(mut k: u64) -> u64 {
-    k ^= k >> 33;
-    k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    k ^= k >> 33;
-    k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    k ^= k >> 33;
-    k
-}
-
-/// A stable 64-bit hash (FNV-1a, then mixed): the same on every host and every run, so that
-/// several Portico instances map a key to the same endpoint.
-pub fn hash_bytes(b: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &x in b {
-        h ^= u64::from(x);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+impl EndpointSet {
+    pub fn new(endpoints: Vec<Arc<Endpoint>>, policy: LbPolicy) -> Self {
+        let weights: Vec<u32> = endpoints.iter().map(|e| e.weight().max(1)).collect();
+        let uniform = weights.windows(2).all(|w| w[0] == w[1]);
+        let schedule = if uniform || policy != LbPolicy::RoundRobin {
+            Vec::new()
+        } else {
+            smooth_wrr_schedule(&weights)
+        };
+        let cumulative = if uniform || policy != LbPolicy::Random {
+            Vec::new()
+        } else {
+            weights
+                .iter()
+                .scan(0u64, |acc, &w| {
+                    *acc += u64::from(w);
+                    Some(*acc)
+                })
+                .collect()
+        };
+        let hash = HashTable::build(policy, &endpoints);
+        EndpointSet {
+            endpoints,
+            schedule,
+            cumulative,
+            hash,
+        }
     }
-    fmix64(h)
+}
+
+/// Nginx's smooth weighted round robin, unrolled into one period (sum of weights, capped).
+pub(crate) fn smooth_wrr_schedule(weights: &[u32]) -> Vec<u32> {
+    // Keep the period bounded: scale weights down if their sum is huge.
+    let total: u64 = weights.iter().map(|&w| w as u64).sum();
+    let scale = total.div_ceil(10_000).max(1);
+    let weights: Vec<i64> = weights
+        .iter()
+        .map(|&w| ((w as u64 / scale).max(1)) as i64)
+        .collect();
+    let total: i64 = weights.iter().sum();
+    let mut current = vec![0i64; weights.len()];
+    let mut out = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        let mut best = 0;
+        for i in 0..weights.len() {
+            current[i] += weights[i];
+            if current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= total;
+        out.push(best as u32);
+    }
+    out
+}
+
+/// What the load balancer may use to choose.
+#[derive(Debug, Default)]
+pub struct PickCtx<'a> {
+    /// Endpoints that just failed this request: avoided while another is available.
+    pub avoid: &'a [SocketAddr],
+    /// Hash of the request's key, for consistent-hash policies.
+    pub hash: Option<u64>,
 }
 
 /// The precomputed consistent-hash structure of an endpoint set.
@@ -73,102 +122,14 @@ impl HashTable {
     }
 }
 
-/// The hash of a request's key for `ring_hash`/`maglev`, and a `Set-Cookie` value to put on
-/// the response when the policy hashes on a cookie the request did not carry (a fresh random
-/// value is generated, hashed on, and handed to the client). `(None, None)` for other
-/// policies, or when the header is absent (the pick is then random).
-pub fn hash_key(
-    conf: &LbConf,
-    headers: &HeaderMap,
-    client: IpAddr,
-) -> (Option<u64>, Option<HeaderValue>) {
-    if !matches!(conf.policy, LbPolicy::RingHash | LbPolicy::Maglev) {
-        return (None, None);
-    }
-    match &conf.hash_on {
-        None => (None, None),
-        Some(HashOn::Header(name)) => {
-            let mut values = headers.get_all(name).iter();
-            let Some(first) = values.next() else {
-                return (None, None);
-            };
-            let mut h = hash_bytes(first.as_bytes());
-            for v in values {
-                h = fmix64(h ^ hash_bytes(v.as_bytes()));
-            }
-            (Some(h), None)
-        }
-        Some(HashOn::SourceIp) => {
-            let h = match client {
-                IpAddr::V4(a) => hash_bytes(&a.octets()),
-                IpAddr::V6(a) => match a.to_ipv4_mapped() {
-                    Some(v4) => hash_bytes(&v4.octets()),
-                    None => hash_bytes(&a.octets()),
-                },
-            };
-            (Some(h), None)
-        }
-        Some(HashOn::Cookie { name, ttl }) => {
-            if let Some(v) = find_cookie(headers, name) {
-                return (Some(hash_bytes(v.as_bytes())), None);
-            }
-            let value = format!("{:016x}", fastrand::u64(..));
-            let hash = hash_bytes(value.as_bytes());
-            let mut cookie = format!("{name}={value}; Path=/; HttpOnly");
-            if let Some(ttl) = ttl {
-                cookie.push_str(&format!("; Max-Age={}", ttl.as_secs().max(1)));
-            }
-            (Some(hash), HeaderValue::from_str(&cookie).ok())
-        }
-    }
-}
-
-/// The value of cookie `name` in the request's `Cookie` headers.
-fn find_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| k.trim() == name)
-        .map(|(_, v)| v.trim().trim_matches('"'))
-        .filter(|v| !v.is_empty())
-}
-
-/// Slow start: the fraction of its weight a new or recovered endpoint gets (10%..100%,
-/// linear over the window). Recovered means back from failing health checks (`since`, set by
-/// `health`) or from an outlier ejection: ejections end lazily, so the ramp counts from the
-/// end of the latest ejection (`ejected_until`, once passed) when that is later.
-pub fn ramp(ep: &Endpoint, now: u64, window: Option<Duration>) -> f64 {
-    let Some(window) = window else { return 1.0 };
-    let mut since = ep.since.load(Ordering::Relaxed);
-    let ejection_end = ep.ejected_until.load(Ordering::Relaxed);
-    if ejection_end <= now {
-        // Still ejected (only picked in panic mode): the ejection is no recovery yet.
-        since = since.max(ejection_end);
-    }
-    if since == 0 {
-        return 1.0;
-    }
-    let w = window.as_millis().max(1) as f64;
-    let elapsed = now.saturating_sub(since) as f64;
-    if elapsed >= w {
-        1.0
-    } else {
-        (elapsed / w).max(0.1)
-    }
-}
-
-/// Whether a slow-starting endpoint takes this pick (probabilistic thinning of its share).
-fn ramp_accepts(ep: &Endpoint, now: u64, window: Option<Duration>) -> bool {
-    let f = ramp(ep, now, window);
-    f >= 1.0 || fastrand::f64() < f
-}
-
-/// Picks an endpoint of `up` for one attempt.
-pub(crate) fn pick(up: &UpstreamState, ctx: &PickCtx<'_>) -> Option<Arc<Endpoint>> {
-    let set = up.endpoints.load();
+/// Picks an endpoint of an upstream for one attempt: from `set`, with its balancing settings
+/// `lb` and its round-robin counter `rr`.
+pub(crate) fn pick(
+    set: &EndpointSet,
+    lb: &LbConf,
+    rr: &AtomicUsize,
+    ctx: &PickCtx<'_>,
+) -> Option<Arc<Endpoint>> {
     let eps = &set.endpoints;
     let n = eps.len();
     if n == 0 {
@@ -176,7 +137,7 @@ pub(crate) fn pick(up: &UpstreamState, ctx: &PickCtx<'_>) -> Option<Arc<Endpoint
     }
     let now = now_ms();
     let avail = eps.iter().filter(|e| e.available(now)).count();
-    let panic = avail * 100 < up.conf.lb.healthy_panic_threshold as usize * n;
+    let panic = avail * 100 < lb.healthy_panic_threshold as usize * n;
     let usable = |e: &Endpoint| panic || e.available(now);
     if avail == 0 && !panic {
         return None;
@@ -185,11 +146,11 @@ pub(crate) fn pick(up: &UpstreamState, ctx: &PickCtx<'_>) -> Option<Arc<Endpoint
         return Some(eps[0].clone());
     }
     let strict = |e: &Endpoint| usable(e) && !ctx.avoid.contains(&e.addr);
-    if let Some(i) = choose(up, &set, ctx.hash, now, &strict) {
+    if let Some(i) = choose(lb, rr, set, ctx.hash, now, &strict) {
         return Some(eps[i].clone());
     }
     if !ctx.avoid.is_empty()
-        && let Some(i) = choose(up, &set, ctx.hash, now, &usable)
+        && let Some(i) = choose(lb, rr, set, ctx.hash, now, &usable)
     {
         return Some(eps[i].clone());
     }
@@ -197,17 +158,17 @@ pub(crate) fn pick(up: &UpstreamState, ctx: &PickCtx<'_>) -> Option<Arc<Endpoint
 }
 
 fn choose(
-    up: &UpstreamState,
+    lb: &LbConf,
+    rr: &AtomicUsize,
     set: &EndpointSet,
     hash: Option<u64>,
     now: u64,
     ok: &dyn Fn(&Endpoint) -> bool,
 ) -> Option<usize> {
-    let lb = &up.conf.lb;
     let slow = lb.slow_start_window;
     let eps = &set.endpoints;
     match lb.policy {
-        LbPolicy::RoundRobin => round_robin(up, set, now, ok, slow),
+        LbPolicy::RoundRobin => round_robin(rr, set, now, ok, slow),
         LbPolicy::Random => random(set, now, ok, slow),
         LbPolicy::LeastRequest => p2c::pick(eps, ok, |e| p2c::least_request_cost(e, now, slow)),
         LbPolicy::Ewma => {
@@ -229,7 +190,7 @@ fn choose(
 }
 
 fn round_robin(
-    up: &UpstreamState,
+    rr: &AtomicUsize,
     set: &EndpointSet,
     now: u64,
     ok: &dyn Fn(&Endpoint) -> bool,
@@ -237,7 +198,7 @@ fn round_robin(
 ) -> Option<usize> {
     let n = set.endpoints.len();
     for _ in 0..(2 * n + 2) {
-        let tick = up.rr.fetch_add(1, Ordering::Relaxed);
+        let tick = rr.fetch_add(1, Ordering::Relaxed);
         let idx = if set.schedule.is_empty() {
             tick % n
         } else {
@@ -299,7 +260,11 @@ pub(crate) fn test_endpoints(ports: &[u16]) -> Vec<std::sync::Arc<crate::upstrea
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::UpstreamState;
     use http::header::COOKIE;
+    use http::{HeaderMap, HeaderValue};
+    use portico_config::snapshot::HashOn;
+    use std::net::IpAddr;
 
     fn conf(policy: LbPolicy, hash_on: Option<HashOn>) -> LbConf {
         LbConf {

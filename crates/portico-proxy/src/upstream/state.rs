@@ -4,282 +4,24 @@
 //! its connection pools (keyed by `uid`) and counters survive. Endpoints are replaced
 //! wholesale (an atomic pointer swap) when DNS answers change; picking an endpoint is
 //! lock-free. Load balancing lives in `lb`, active health checks in `health`, passive ones
-//! in `outlier`; their per-endpoint state is atomics on [`Endpoint`], so it survives endpoint
-//! set changes for endpoints that stay.
+//! in `outlier`; their per-endpoint state is atomics on [`Endpoint`] (`endpoint.rs`), so it
+//! survives endpoint set changes for endpoints that stay. Circuit breakers: `breaker.rs`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use arc_swap::ArcSwap;
 use portico_config::snapshot::{EndpointSource, LbPolicy, UpstreamConf};
 
-use crate::lb::{self, HashTable, p2c::Ewma};
-
-use crate::upstream_tls::UpstreamTls;
+use crate::upstream::breaker::Breakers;
+use crate::upstream::clock::{now_ms, now_us};
+use crate::upstream::endpoint::{AttemptReport, Endpoint, EndpointHealth};
+use crate::upstream::lb::{self, EndpointSet, PickCtx};
+use crate::upstream::outlier;
+use crate::upstream::tls::UpstreamTls;
 
 static NEXT_UID: AtomicU64 = AtomicU64::new(1);
-
-/// One endpoint of an upstream.
-#[derive(Debug)]
-pub struct Endpoint {
-    pub addr: SocketAddr,
-    /// Its load-balancing weight: the latest one configured or resolved (a reload or DNS
-    /// refresh that changes only the weight keeps the endpoint's state, see
-    /// [`UpstreamState::set_endpoints`]).
-    weight: AtomicU32,
-    /// Requests in flight to this endpoint.
-    pub active: AtomicU32,
-    /// Bit i set: active health check i considers the endpoint unhealthy.
-    pub hc_down: AtomicU32,
-    /// `lb::now_ms()` until which outlier detection ejects it (0: never ejected).
-    pub ejected_until: AtomicU64,
-    /// Times ejected (for `/upstreams`).
-    pub ejections: AtomicU32,
-    /// Ejection-time multiplier (decays while the endpoint behaves).
-    pub(crate) eject_mult: AtomicU32,
-    pub(crate) consec_5xx: AtomicU32,
-    pub(crate) consec_gw: AtomicU32,
-    /// Peak-EWMA latency (the `ewma` policy).
-    pub(crate) ewma: Ewma,
-    /// `lb::now_ms()` when it joined or recovered, for slow start (0: from the start).
-    pub since: AtomicU64,
-    /// `uid` of the upstream state whose health checks update this endpoint (the newest one
-    /// that took it over; an older state still held by long requests leaves it alone).
-    pub(crate) owner: AtomicU64,
-}
-
-/// What `/upstreams` shows for an endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EndpointHealth {
-    Healthy,
-    Unhealthy,
-    Ejected,
-}
-
-impl EndpointHealth {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EndpointHealth::Healthy => "healthy",
-            EndpointHealth::Unhealthy => "unhealthy",
-            EndpointHealth::Ejected => "ejected",
-        }
-    }
-}
-
-impl Endpoint {
-    pub fn new(addr: SocketAddr, weight: u32) -> Endpoint {
-        Endpoint {
-            addr,
-            weight: AtomicU32::new(weight),
-            active: AtomicU32::new(0),
-            hc_down: AtomicU32::new(0),
-            ejected_until: AtomicU64::new(0),
-            ejections: AtomicU32::new(0),
-            eject_mult: AtomicU32::new(0),
-            consec_5xx: AtomicU32::new(0),
-            consec_gw: AtomicU32::new(0),
-            ewma: Ewma::default(),
-            since: AtomicU64::new(0),
-            owner: AtomicU64::new(0),
-        }
-    }
-
-    /// Its load-balancing weight.
-    pub fn weight(&self) -> u32 {
-        self.weight.load(Ordering::Relaxed)
-    }
-
-    /// Takes a new weight; `true` when it differs from the old one (the endpoint set's
-    /// precomputed schedule, ring or table must then be rebuilt).
-    fn reweight(&self, weight: u32) -> bool {
-        self.weight.swap(weight, Ordering::Relaxed) != weight
-    }
-
-    /// Passing its active health checks?
-    pub fn is_healthy(&self) -> bool {
-        self.hc_down.load(Ordering::Relaxed) == 0
-    }
-
-    /// Ejected by outlier detection at `now` (`lb::now_ms()`)?
-    pub fn is_ejected(&self, now: u64) -> bool {
-        self.ejected_until.load(Ordering::Relaxed) > now
-    }
-
-    /// Healthy and not ejected: may take traffic outside panic mode.
-    pub fn available(&self, now: u64) -> bool {
-        self.is_healthy() && !self.is_ejected(now)
-    }
-
-    pub fn health(&self) -> EndpointHealth {
-        if !self.is_healthy() {
-            EndpointHealth::Unhealthy
-        } else if self.is_ejected(lb::now_ms()) {
-            EndpointHealth::Ejected
-        } else {
-            EndpointHealth::Healthy
-        }
-    }
-}
-
-/// The endpoint set, with what its load-balancing policy precomputes: the smooth weighted
-/// round-robin schedule, cumulative weights (weighted random), the hash ring or Maglev table.
-#[derive(Debug, Default)]
-pub struct EndpointSet {
-    pub endpoints: Vec<Arc<Endpoint>>,
-    /// Indices into `endpoints`, in smooth-WRR order; empty when all weights are equal.
-    pub(crate) schedule: Vec<u32>,
-    /// Running sums of weights; empty when all weights are equal.
-    pub(crate) cumulative: Vec<u64>,
-    pub(crate) hash: HashTable,
-}
-
-impl EndpointSet {
-    pub fn new(endpoints: Vec<Arc<Endpoint>>, policy: LbPolicy) -> Self {
-        let weights: Vec<u32> = endpoints.iter().map(|e| e.weight().max(1)).collect();
-        let uniform = weights.windows(2).all(|w| w[0] == w[1]);
-        let schedule = if uniform || policy != LbPolicy::RoundRobin {
-            Vec::new()
-        } else {
-            smooth_wrr_schedule(&weights)
-        };
-        let cumulative = if uniform || policy != LbPolicy::Random {
-            Vec::new()
-        } else {
-            weights
-                .iter()
-                .scan(0u64, |acc, &w| {
-                    *acc += u64::from(w);
-                    Some(*acc)
-                })
-                .collect()
-        };
-        let hash = HashTable::build(policy, &endpoints);
-        EndpointSet {
-            endpoints,
-            schedule,
-            cumulative,
-            hash,
-        }
-    }
-}
-
-/// Nginx's smooth weighted round robin, unrolled into one period (sum of weights, capped).
-fn smooth_wrr_schedule(weights: &[u32]) -> Vec<u32> {
-    // Keep the period bounded: scale weights down if their sum is huge.
-    let total: u64 = weights.iter().map(|&w| w as u64).sum();
-    let scale = total.div_ceil(10_000).max(1);
-    let weights: Vec<i64> = weights
-        .iter()
-        .map(|&w| ((w as u64 / scale).max(1)) as i64)
-        .collect();
-    let total: i64 = weights.iter().sum();
-    let mut current = vec![0i64; weights.len()];
-    let mut out = Vec::with_capacity(total as usize);
-    for _ in 0..total {
-        let mut best = 0;
-        for i in 0..weights.len() {
-            current[i] += weights[i];
-            if current[i] > current[best] {
-                best = i;
-            }
-        }
-        current[best] -= total;
-        out.push(best as u32);
-    }
-    out
-}
-
-/// Circuit-breaker counters of one upstream (docs/reference.md §3.4), shared by all workers.
-#[derive(Debug, Default)]
-pub struct Breakers {
-    /// Requests in flight to the upstream.
-    pub requests: AtomicU32,
-    /// Requests waiting for a connection.
-    pub pending: AtomicU32,
-    /// Open upstream connections.
-    pub connections: AtomicU32,
-    /// Retries in flight.
-    pub retries: AtomicU32,
-    /// Requests refused by a breaker.
-    pub overflows: AtomicU64,
-}
-
-/// Holds one unit of a breaker counter; releases it on drop.
-#[derive(Debug)]
-pub struct Held {
-    breakers: Arc<Breakers>,
-    which: Which,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub enum Which {
-    Requests,
-    Pending,
-    Connections,
-    Retries,
-}
-
-impl Breakers {
-    fn counter(&self, w: Which) -> &AtomicU32 {
-        match w {
-            Which::Requests => &self.requests,
-            Which::Pending => &self.pending,
-            Which::Connections => &self.connections,
-            Which::Retries => &self.retries,
-        }
-    }
-
-    /// Takes one unit of `which` if fewer than `max` are held.
-    pub fn try_hold(self: &Arc<Self>, which: Which, max: u32) -> Option<Held> {
-        let c = self.counter(which);
-        if c.fetch_add(1, Ordering::AcqRel) >= max {
-            c.fetch_sub(1, Ordering::AcqRel);
-            self.overflows.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        Some(Held {
-            breakers: self.clone(),
-            which,
-        })
-    }
-
-    /// Takes one unit without a limit (for counting only).
-    pub fn hold(self: &Arc<Self>, which: Which) -> Held {
-        self.counter(which).fetch_add(1, Ordering::AcqRel);
-        Held {
-            breakers: self.clone(),
-            which,
-        }
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.breakers
-            .counter(self.which)
-            .fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// What the load balancer may use to choose.
-#[derive(Debug, Default)]
-pub struct PickCtx<'a> {
-    /// Endpoints that just failed this request: avoided while another is available.
-    pub avoid: &'a [SocketAddr],
-    /// Hash of the request's key, for consistent-hash policies.
-    pub hash: Option<u64>,
-}
-
-/// How one attempt on an endpoint ended, for passive health and latency-aware balancing.
-#[derive(Debug, Clone, Copy)]
-pub struct AttemptReport {
-    /// The upstream's status, if it answered.
-    pub status: Option<u16>,
-    /// Connect failure, reset or timeout (a gateway failure).
-    pub gateway_failure: bool,
-    pub latency: std::time::Duration,
-}
 
 /// Runtime state of one upstream.
 #[derive(Debug)]
@@ -340,7 +82,7 @@ impl UpstreamState {
             return;
         }
         let same_checks = prev.conf.health_checks == self.conf.health_checks;
-        let now = lb::now_ms();
+        let now = now_ms();
         let cur = self.endpoints.load();
         let fresh: Vec<Arc<Endpoint>> = cur
             .endpoints
@@ -389,7 +131,7 @@ impl UpstreamState {
         let since = if old.endpoints.is_empty() {
             0
         } else {
-            lb::now_ms()
+            now_ms()
         };
         let mut fresh = Vec::with_capacity(addrs.len());
         let mut reweighted = false;
@@ -422,16 +164,35 @@ impl UpstreamState {
     /// Picks an endpoint for one attempt with the upstream's policy (see `lb`): only
     /// healthy, non-ejected endpoints unless in panic mode; `ctx.avoid` while another is left.
     pub fn pick(&self, ctx: &PickCtx<'_>) -> Option<Arc<Endpoint>> {
-        lb::pick(self, ctx)
+        lb::pick(&self.endpoints.load(), &self.conf.lb, &self.rr, ctx)
+    }
+
+    /// Endpoint counts by state (`healthy`, `unhealthy`, `ejected`), for `/upstreams` and the
+    /// metrics.
+    pub fn endpoint_state_counts(&self) -> [(&'static str, usize); 3] {
+        let set = self.endpoints.load();
+        let count = |h: EndpointHealth| set.endpoints.iter().filter(|e| e.health() == h).count();
+        [
+            ("healthy", count(EndpointHealth::Healthy)),
+            ("unhealthy", count(EndpointHealth::Unhealthy)),
+            ("ejected", count(EndpointHealth::Ejected)),
+        ]
     }
 
     /// Records how an attempt on `ep` ended (outlier detection, latency-aware balancing).
     pub fn report(&self, ep: &Endpoint, report: AttemptReport) {
         if self.conf.lb.policy == LbPolicy::Ewma && report.status.is_some() {
-            ep.ewma.observe(report.latency, lb::now_us());
+            ep.ewma.observe(report.latency, now_us());
         }
         if let Some(o) = &self.conf.outlier {
-            crate::outlier::observe(self, o, ep, &report);
+            let set = self.endpoints.load();
+            let up = outlier::Upstream {
+                name: &self.conf.name,
+                conf: o,
+                set: &set,
+                ejections_total: &self.ejections_total,
+            };
+            outlier::observe(&up, ep, &report);
         }
     }
 }
@@ -447,6 +208,7 @@ pub async fn resolve(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::lb::smooth_wrr_schedule;
     use portico_config::snapshot::{CircuitBreakerConf, EndpointConf, LbConf, UpstreamProtocol};
 
     fn conf(endpoints: &[(&str, u32)], policy: LbPolicy) -> Arc<UpstreamConf> {

@@ -20,13 +20,13 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::h1_guard::{Guarded, Report, Versions, Violation};
-use crate::keepalive;
-use crate::proxy_protocol::{self, Prefixed};
+use crate::downstream::h1_guard::{Guarded, Report, Versions, Violation};
+use crate::downstream::keepalive;
+use crate::downstream::proxy_protocol::{self, Prefixed};
+use crate::downstream::send_watch::{self, StreamExec, Watchdog};
+use crate::downstream::tls;
 use crate::request::{self, ConnInfo};
-use crate::send_watch::{self, StreamExec, Watchdog};
 use crate::state::Proxy;
-use crate::tls;
 
 // Limits on downstream HTTP. The per-listener ones (head size, header count, URI length,
 // concurrent streams, HTTP/2 flow-control windows, header read and body idle timeouts) come from the Listener's config
@@ -272,7 +272,7 @@ fn worker_main(proxy: Arc<Proxy>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
             loop {
                 tick.tick().await;
-                crate::pool::sweep();
+                crate::upstream::pool::sweep();
             }
         });
         if let Some(collect) = IDLE_COLLECT.get().copied() {
@@ -353,7 +353,7 @@ async fn accept_loop(
     'accepting: loop {
         // Overload manager: no accept while the connection threshold is reached (new
         // connections wait in the backlog). Re-checked on every state change and every 100 ms.
-        while proxy.overload.state() & crate::overload::CONNECTIONS != 0 {
+        while proxy.overload.state() & crate::downstream::overload::CONNECTIONS != 0 {
             tokio::select! {
                 _ = overload.changed() => {}
                 _ = tokio::time::sleep(Duration::from_millis(100)) => proxy.overload.sync_connections(),
@@ -410,7 +410,7 @@ async fn accept_loop(
 /// the connection ends.
 struct Slot(
     Arc<ListenerHandle>,
-    #[allow(dead_code)] crate::overload::ConnToken,
+    #[allow(dead_code)] crate::downstream::overload::ConnToken,
 );
 
 impl Drop for Slot {
@@ -527,7 +527,8 @@ async fn serve<S>(
     let mut dog = Watchdog::new(h1_slot);
     let keepalive_timeout = info.listener.limits.keepalive_timeout;
     let report = Arc::new(Report::default());
-    let stream = crate::h2_rules::ResetWatch::new(stream, proxy_for_log.clone(), info.clone());
+    let stream =
+        crate::downstream::h2_rules::ResetWatch::new(stream, proxy_for_log.clone(), info.clone());
     let guarded = Guarded::new(stream, report.clone())
         .with_limits(
             info.listener.limits.header_read_timeout,
@@ -606,7 +607,7 @@ async fn serve<S>(
 async fn until_cut<C: std::future::Future>(
     conn: std::pin::Pin<&mut C>,
     dog: &mut Watchdog,
-) -> Result<C::Output, crate::send_watch::Cut> {
+) -> Result<C::Output, crate::downstream::send_watch::Cut> {
     tokio::select! {
         biased;
         r = conn => Ok(r),

@@ -24,8 +24,8 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::body::ReqBody;
+use crate::upstream::tls::UpstreamTls;
 use crate::upstream::{Held, UpstreamState};
-use crate::upstream_tls::UpstreamTls;
 
 // Backpressure: what Portico reads from an upstream ahead of the client is bounded per
 // response, so a slow reader holds back its upstream instead of pinning memory.

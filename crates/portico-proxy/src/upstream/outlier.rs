@@ -12,11 +12,25 @@ use std::sync::atomic::Ordering;
 
 use portico_config::snapshot::OutlierConf;
 
-use crate::lb::now_ms;
-use crate::upstream::{AttemptReport, Endpoint, UpstreamState};
+use std::sync::atomic::AtomicU64;
+
+use crate::upstream::clock::now_ms;
+use crate::upstream::endpoint::{AttemptReport, Endpoint};
+use crate::upstream::lb::EndpointSet;
+
+/// What outlier detection needs of the upstream `ep` belongs to.
+pub(crate) struct Upstream<'a> {
+    pub name: &'a str,
+    pub conf: &'a OutlierConf,
+    /// The current endpoint set (`max_ejection_percent` is a share of it).
+    pub set: &'a EndpointSet,
+    /// The upstream's count of ejections (for metrics).
+    pub ejections_total: &'a AtomicU64,
+}
 
 /// Records one attempt's outcome; may eject `ep`.
-pub(crate) fn observe(up: &UpstreamState, conf: &OutlierConf, ep: &Endpoint, r: &AttemptReport) {
+pub(crate) fn observe(up: &Upstream<'_>, ep: &Endpoint, r: &AttemptReport) {
+    let conf = up.conf;
     let is_gateway = r.gateway_failure || matches!(r.status, Some(502..=504));
     let is_5xx = is_gateway || r.status.is_some_and(|s| s >= 500);
     let c5 = if is_5xx {
@@ -38,16 +52,17 @@ pub(crate) fn observe(up: &UpstreamState, conf: &OutlierConf, ep: &Endpoint, r: 
     let trip = (conf.consecutive_5xx > 0 && c5 >= conf.consecutive_5xx)
         || (conf.consecutive_gateway_failure > 0 && cg >= conf.consecutive_gateway_failure);
     if trip {
-        try_eject(up, conf, ep, now_ms());
+        try_eject(up, ep, now_ms());
     }
 }
 
-fn try_eject(up: &UpstreamState, conf: &OutlierConf, ep: &Endpoint, now: u64) {
+fn try_eject(up: &Upstream<'_>, ep: &Endpoint, now: u64) {
+    let conf = up.conf;
     let until = ep.ejected_until.load(Ordering::Acquire);
     if until > now {
         return; // already ejected (a report of a request sent before the ejection)
     }
-    let set = up.endpoints.load();
+    let set = up.set;
     let n = set.endpoints.len();
     if n < 2 {
         return;
@@ -88,5 +103,5 @@ fn try_eject(up: &UpstreamState, conf: &OutlierConf, ep: &Endpoint, now: u64) {
     ep.consec_gw.store(0, Ordering::Relaxed);
     ep.ejections.fetch_add(1, Ordering::Relaxed);
     up.ejections_total.fetch_add(1, Ordering::Relaxed);
-    tracing::info!(upstream = %up.conf.name, endpoint = %ep.addr, ejection_ms = time, "endpoint ejected (outlier detection)");
+    tracing::info!(upstream = %up.name, endpoint = %ep.addr, ejection_ms = time, "endpoint ejected (outlier detection)");
 }

@@ -15,8 +15,8 @@ use http_body_util::BodyExt;
 use portico_config::snapshot::{ShadowConf, UpstreamProtocol};
 
 use crate::body::ReqBody;
-use crate::metrics::RouteMetrics;
-use crate::pool::{self, Conn, ConnectParams, PoolKey};
+use crate::telemetry::metrics::RouteMetrics;
+use crate::upstream::pool::{self, Conn, ConnectParams, PoolKey};
 use crate::upstream::{PickCtx, UpstreamState, Which};
 
 /// Copies in flight per Mapping before further copies are dropped.

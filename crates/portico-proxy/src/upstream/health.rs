@@ -26,9 +26,9 @@ use portico_config::snapshot::{HealthCheckConf, HealthCheckKind, UpstreamProtoco
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use crate::lb::now_ms;
 use crate::upstream::UpstreamState;
-use crate::upstream_tls::UpstreamTls;
+use crate::upstream::clock::now_ms;
+use crate::upstream::tls::UpstreamTls;
 
 /// Starts the health-check tasks of a new upstream state (at most 32 checks).
 pub fn spawn(state: &Arc<UpstreamState>) {

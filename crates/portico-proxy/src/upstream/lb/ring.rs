@@ -8,8 +8,8 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
-use crate::lb::hash_bytes;
 use crate::upstream::Endpoint;
+use crate::upstream::lb::hash_bytes;
 
 const POINTS_PER_WEIGHT: u64 = 256;
 const MAX_RING: u64 = 1 << 20;
@@ -66,9 +66,9 @@ impl Ring {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lb::fmix64;
+    use crate::upstream::lb::fmix64;
 
-    use crate::lb::test_endpoints as eps;
+    use crate::upstream::lb::test_endpoints as eps;
 
     #[test]
     fn balanced_and_minimal_disruption() {

@@ -17,13 +17,13 @@ use std::time::Duration;
 
 use http_body::{Body, Frame, SizeHint};
 
-use crate::lb::now_ms;
+use crate::upstream::clock::now_ms;
 
 /// The requests in flight on one downstream connection.
 #[derive(Debug)]
 pub struct Streams {
     open: AtomicUsize,
-    /// `lb::now_ms()` when the connection last became idle (or was accepted).
+    /// `clock::now_ms()` when the connection last became idle (or was accepted).
     idle_since: AtomicU64,
 }
 

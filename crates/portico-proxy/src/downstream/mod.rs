@@ -1,0 +1,13 @@
+//! What faces clients: accepting connections and guarding what they send before a request
+//! reaches the request phases (`crate::request`).
+
+pub mod field_rules;
+pub mod h1_guard;
+pub mod h2_rules;
+pub mod host_rules;
+pub mod keepalive;
+pub mod overload;
+pub mod proxy_protocol;
+pub mod send_watch;
+pub mod server;
+pub mod tls;
