@@ -20,37 +20,42 @@ pub(super) fn ident(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
 }
 
+/// Where Secrets are looked up: every resource of the load, and the Secrets among them by
+/// `namespace/name` (an index into `resources`).
+#[derive(Clone, Copy)]
+pub(super) struct SecretStore<'a> {
+    pub resources: &'a [Resource],
+    pub index: &'a HashMap<String, usize>,
+}
+
 /// Decodes a Secret's `tls.crt`/`tls.key` (or another key) to a private file.
 pub(super) fn secret_file(
     r: &Resource,
     d: &mut Diags,
     field: &[&str],
-    resources: &[Resource],
-    secrets: &HashMap<String, usize>,
+    store: SecretStore<'_>,
     name: &str,
     key: &str,
 ) -> Option<String> {
-    secret_file_in(r, d, field, resources, secrets, None, name, key)
+    secret_file_in(r, d, field, store, None, name, key)
 }
 
 /// [`secret_file`] with the Secret's namespace given (`None`: the referring resource's; a
 /// `name.namespace` reference, Emissary's spelling, is also understood).
-#[allow(clippy::too_many_arguments)]
 pub(super) fn secret_file_in(
     r: &Resource,
     d: &mut Diags,
     field: &[&str],
-    resources: &[Resource],
-    secrets: &HashMap<String, usize>,
+    store: SecretStore<'_>,
     namespace: Option<&str>,
     name: &str,
     key: &str,
 ) -> Option<String> {
     let ns = namespace.unwrap_or(r.namespace_or_default());
-    let found = secrets.get(&ident(ns, name)).or_else(|| {
+    let found = store.index.get(&ident(ns, name)).or_else(|| {
         name.rsplit_once('.')
             .filter(|_| namespace.is_none())
-            .and_then(|(n, sns)| secrets.get(&ident(sns, n)))
+            .and_then(|(n, sns)| store.index.get(&ident(sns, n)))
     });
     let Some(&si) = found else {
         if namespace.is_some() || r.namespace.is_some() {
@@ -64,7 +69,7 @@ pub(super) fn secret_file_in(
         }
         return None;
     };
-    let sr = &resources[si];
+    let sr = &store.resources[si];
     let Some(EmSpec::Secret(s)) = spec_of(sr) else {
         return None;
     };
@@ -181,15 +186,13 @@ pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
 /// one is presented) has no equivalent: written explicitly it is an error, left unset a
 /// warning; `cert_required: true` without a `ca_secret` is an error. `at` is the object
 /// holding the two fields (`["spec"]` or `["spec", "tls"]`).
-#[allow(clippy::too_many_arguments)]
 pub(super) fn client_ca(
     r: &Resource,
     d: &mut Diags,
     at: &[&str],
     ca_secret: Option<&String>,
     cert_required: Option<bool>,
-    resources: &[Resource],
-    secrets: &HashMap<String, usize>,
+    store: SecretStore<'_>,
 ) -> Option<String> {
     let path = |f: &'static str| {
         let mut p = at.to_vec();
@@ -224,31 +227,29 @@ pub(super) fn client_ca(
         ),
         Some(true) => {}
     }
-    secret_file(r, d, &path("ca_secret"), resources, secrets, ca, "tls.crt")
+    secret_file(r, d, &path("ca_secret"), store, ca, "tls.crt")
 }
 
 pub(super) fn context_tls(
     r: &Resource,
     d: &mut Diags,
     t: &EmTlsContext,
-    resources: &[Resource],
-    secrets: &HashMap<String, usize>,
+    store: SecretStore<'_>,
 ) -> Option<HostTlsM> {
     let Some(secret) = &t.secret else {
         r.missing(d, &["spec", "secret"], "a TLSContext needs a secret");
         return None;
     };
     let at = ["spec", "secret"];
-    let cert = secret_file(r, d, &at, resources, secrets, secret, "tls.crt")?;
-    let key = secret_file(r, d, &at, resources, secrets, secret, "tls.key")?;
+    let cert = secret_file(r, d, &at, store, secret, "tls.crt")?;
+    let key = secret_file(r, d, &at, store, secret, "tls.key")?;
     let ca = client_ca(
         r,
         d,
         &["spec"],
         t.ca_secret.as_ref(),
         t.cert_required,
-        resources,
-        secrets,
+        store,
     );
     Some(HostTlsM {
         cert_chain_file: Some(cert),

@@ -8,7 +8,7 @@ use crate::model::*;
 use crate::resource::{self, Diags, HOST, MAPPING, Resource, UPSTREAM};
 
 use super::schema::*;
-use super::secrets::{client_ca, context_tls, ident, secret_file_in, spec_of};
+use super::secrets::{SecretStore, client_ca, context_tls, ident, secret_file_in, spec_of};
 
 // ---------------------------------------------------------------- translation
 
@@ -98,7 +98,16 @@ pub(super) fn translate(resources: &mut Vec<Resource>, d: &mut Diags) {
         let h = (**h).clone();
         let hostname = h.hostname.clone().unwrap_or_else(|| "*".to_string());
         covered.insert(hostname.clone());
-        let spec = host(&resources[i], d, &h, resources, &secrets, &contexts);
+        let spec = host(
+            &resources[i],
+            d,
+            &h,
+            SecretStore {
+                resources,
+                index: &secrets,
+            },
+            &contexts,
+        );
         resources[i].spec = spec.map(Spec::Host);
         resources[i].emissary = None;
     }
@@ -110,7 +119,15 @@ pub(super) fn translate(resources: &mut Vec<Resource>, d: &mut Diags) {
             continue;
         };
         // A TLSContext no Host uses is still checked (a missing Secret is an error).
-        context_tls(&resources[ci], d, t, resources, &secrets);
+        context_tls(
+            &resources[ci],
+            d,
+            t,
+            SecretStore {
+                resources,
+                index: &secrets,
+            },
+        );
         let name = &resources[ci].local_name;
         let hosts: Vec<String> = t
             .hosts
@@ -121,7 +138,15 @@ pub(super) fn translate(resources: &mut Vec<Resource>, d: &mut Diags) {
             .collect();
         for (n, hn) in hosts.iter().enumerate() {
             let r = &resources[ci];
-            let tls = context_tls(r, d, t, resources, &secrets);
+            let tls = context_tls(
+                r,
+                d,
+                t,
+                SecretStore {
+                    resources,
+                    index: &secrets,
+                },
+            );
             let Some(tls) = tls else { continue };
             let local_name = if hosts.len() == 1 {
                 name.clone()
@@ -520,10 +545,10 @@ pub(super) fn host(
     r: &Resource,
     d: &mut Diags,
     h: &EmHost,
-    resources: &[Resource],
-    secrets: &HashMap<String, usize>,
+    store: SecretStore<'_>,
     contexts: &HashMap<String, usize>,
 ) -> Option<HostSpec> {
+    let resources = store.resources;
     if let Some(a) = &h.acme_provider
         && a.authority.as_deref().is_some_and(|a| a != "none")
     {
@@ -543,8 +568,8 @@ pub(super) fn host(
         match &s.name {
             None => r.missing(d, &at, "tlsSecret needs a name"),
             Some(name) => {
-                let cert = secret_file_in(r, d, &at, resources, secrets, ns, name, "tls.crt");
-                let key = secret_file_in(r, d, &at, resources, secrets, ns, name, "tls.key");
+                let cert = secret_file_in(r, d, &at, store, ns, name, "tls.crt");
+                let key = secret_file_in(r, d, &at, store, ns, name, "tls.key");
                 if let (Some(cert), Some(key)) = (cert, key) {
                     secret_failed = false;
                     tls = Some(HostTlsM {
@@ -624,12 +649,11 @@ pub(super) fn host(
                             &["spec"],
                             t.ca_secret.as_ref(),
                             t.cert_required,
-                            resources,
-                            secrets,
+                            store,
                         );
                         Some(b)
                     } else {
-                        context_tls(&resources[ci], d, &t, resources, secrets)
+                        context_tls(&store.resources[ci], d, &t, store)
                     };
                     tls = base;
                 }
@@ -658,8 +682,7 @@ pub(super) fn host(
                         &["spec", "tls"],
                         t.ca_secret.as_ref(),
                         t.cert_required,
-                        resources,
-                        secrets,
+                        store,
                     );
                 }
             }
