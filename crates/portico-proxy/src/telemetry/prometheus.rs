@@ -32,6 +32,12 @@ pub fn render(out: &mut String, proxy: &Proxy) {
     routes.push(("(no_route)".to_string(), reg.no_route.clone()));
     render_routes(out, &routes);
 
+    render_upstreams(out, &active);
+    render_downstream(out, proxy);
+}
+
+/// Upstream families: responses by class, counters, endpoints by state, breakers.
+fn render_upstreams(out: &mut String, active: &crate::state::Active) {
     let ups: Vec<(&str, &UpstreamState, &UpstreamMetrics)> = active
         .config
         .upstreams
@@ -137,7 +143,12 @@ pub fn render(out: &mut String, proxy: &Proxy) {
             state.breakers.connections.load(Ordering::Relaxed)
         );
     }
+}
 
+/// Downstream and proxy-wide families: connections, overload, rate-limit service errors,
+/// rejected requests, access-log drops.
+fn render_downstream(out: &mut String, proxy: &Proxy) {
+    let reg = &proxy.metrics;
     header(
         out,
         "portico_downstream_connections",
