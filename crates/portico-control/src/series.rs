@@ -4,7 +4,7 @@
 //! connect failures are sampled the same way, so the dashboard can say how many happened
 //! recently. Sampling reads the same atomics `/metrics` does; the request path is untouched.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -137,37 +137,46 @@ impl Series {
             return;
         };
         let prev_at = st.at;
-        let mut names = Vec::new();
+        // Sets, not lists: with 10,000 routes a list's `contains` made each sample ~10^8
+        // string comparisons (14% of a core at idle, measured with the duel bench).
+        let mut names: HashSet<&str> = HashSet::with_capacity(active.config.routes.len());
         for (r, m) in active.config.routes.iter().zip(active.route_metrics.iter()) {
-            if names.contains(&r.name) {
+            if !names.insert(r.name.as_str()) {
                 continue; // routes sharing a name share their metrics
             }
-            names.push(r.name.clone());
-            st.routes
-                .entry(r.name.clone())
-                .or_default()
-                .push(now, prev_at, Reading::of(m));
+            let reading = Reading::of(m);
+            match st.routes.get_mut(r.name.as_str()) {
+                Some(t) => t.push(now, prev_at, reading),
+                None => st
+                    .routes
+                    .entry(r.name.clone())
+                    .or_default()
+                    .push(now, prev_at, reading),
+            }
         }
-        st.routes.retain(|k, _| names.contains(k));
+        st.routes.retain(|k, _| names.contains(k.as_str()));
         let nr = Reading::of(&proxy.metrics.no_route);
         st.unmatched.push(now, prev_at, nr);
         let oldest = now.saturating_sub(WINDOW.as_millis() as u64);
-        let mut ups = Vec::new();
+        let mut ups: HashSet<&str> = HashSet::with_capacity(active.config.upstreams.len());
         for u in &active.config.upstreams {
             let count = proxy
                 .metrics
                 .upstream(&u.name)
                 .connect_failures
                 .load(std::sync::atomic::Ordering::Relaxed);
-            let q = st.connect_failures.entry(u.name.clone()).or_default();
+            let q = match st.connect_failures.get_mut(u.name.as_str()) {
+                Some(q) => q,
+                None => st.connect_failures.entry(u.name.clone()).or_default(),
+            };
             q.push_back((now, count));
             // Keep one reading at or before the window's start as the baseline.
             while q.len() > 1 && q.get(1).is_some_and(|(t, _)| *t <= oldest) {
                 q.pop_front();
             }
-            ups.push(u.name.clone());
+            ups.insert(u.name.as_str());
         }
-        st.connect_failures.retain(|k, _| ups.contains(k));
+        st.connect_failures.retain(|k, _| ups.contains(k.as_str()));
         st.at = Some(now);
     }
 
