@@ -18,3 +18,26 @@ pub fn collect() {
     // safe to call at any time from any thread that uses mimalloc (every thread here does).
     unsafe { libmimalloc_sys::mi_collect(false) }
 }
+
+#[cfg(test)]
+mod tests {
+    /// mimalloc's `arena_eager_commit` option (its index in `mi_option_t`).
+    const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+
+    /// The build sets mimalloc's compile-time default to commit arena memory on demand
+    /// (`.cargo/config.toml`): with mimalloc's own default (2: eager on Linux) idle RSS was
+    /// 21.5 MB instead of 9.7 MB. An environment override would make this test meaningless.
+    #[test]
+    #[allow(unsafe_code)]
+    fn arenas_are_committed_on_demand() {
+        if std::env::var_os("MIMALLOC_ARENA_EAGER_COMMIT").is_some() {
+            return;
+        }
+        // SAFETY: reads one option; no pointers involved.
+        let v = unsafe { libmimalloc_sys::mi_option_get(ARENA_EAGER_COMMIT) };
+        assert_eq!(
+            v, 0,
+            "mimalloc was built without MI_DEFAULT_ARENA_EAGER_COMMIT=0"
+        );
+    }
+}

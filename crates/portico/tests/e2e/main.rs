@@ -13,6 +13,7 @@ mod edge_features;
 mod edge_framing;
 mod emissary_compat;
 mod explain_agreement;
+mod footprint;
 mod gitops;
 mod grpc;
 mod h2_edge;
