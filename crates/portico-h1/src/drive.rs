@@ -1,5 +1,5 @@
-//! A synchronous reader for a whole downstream byte stream (pipelined requests and their
-//! bodies), fed in arbitrary pieces. It is what the connection loop does, minus the
+//! Synchronous readers for a whole downstream byte stream (pipelined requests and their
+//! bodies) and for an upstream's answer, fed in arbitrary pieces. It is what the connection loop does, minus the
 //! sockets: the tests and the fuzz targets use it to check that the verdict on a stream does
 //! not depend on how it was split into reads.
 
@@ -7,9 +7,10 @@ use bytes::{Buf, BytesMut};
 
 use crate::chunked::{BodyDecoder, Step};
 use crate::error::H1Error;
-use crate::framing::Framing;
+use crate::framing::{Framing, RequestContext};
 use crate::head::Limits;
 use crate::request::RequestParser;
+use crate::response::ResponseParser;
 
 /// One request head as the transcript keeps it: method, target, framing, keep-alive,
 /// upgrade.
@@ -93,6 +94,91 @@ fn advance(
                     return Ok(());
                 }
                 continue;
+            }
+            Step::NeedMore => {
+                buf.advance(used);
+                return Ok(());
+            }
+        }
+        buf.advance(used);
+    }
+}
+
+/// Everything read from an upstream's answer to one request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResponseTranscript {
+    /// Each head read (interim ones first): status, framing, keep-alive.
+    pub heads: Vec<(u16, Framing, bool)>,
+    /// The final response's decoded body and trailer lines.
+    pub body: Vec<u8>,
+    pub trailers: Vec<Vec<u8>>,
+    /// The body ended by its framing (not by the end of the input).
+    pub complete: bool,
+    /// Bytes left after the body (a keep-alive connection's next answer, or junk).
+    pub rest: usize,
+    pub error: Option<H1Error>,
+}
+
+/// Reads `parts` as consecutive reads of an upstream connection answering one request
+/// described by `req`; at the end of the input, a close-delimited body ends, any other
+/// unfinished one is [`H1Error::IncompleteBody`].
+pub fn run_response(parts: &[&[u8]], req: RequestContext, limits: &Limits) -> ResponseTranscript {
+    let mut t = ResponseTranscript::default();
+    let mut buf = BytesMut::new();
+    let mut parser = ResponseParser::new(*limits);
+    let mut body: Option<BodyDecoder> = None;
+    for part in parts {
+        buf.extend_from_slice(part);
+        if let Err(e) = advance_response(&mut t, &mut buf, &mut parser, &mut body, req, limits) {
+            t.error = Some(e);
+            return t;
+        }
+        if t.complete {
+            break;
+        }
+    }
+    if !t.complete {
+        match &body {
+            Some(d) => t.error = d.finish().err(),
+            None => t.error = Some(H1Error::IncompleteBody),
+        }
+    }
+    // Only what follows a complete body counts as left over (a close-delimited body takes
+    // everything).
+    t.rest = if t.complete { buf.len() } else { 0 };
+    t
+}
+
+fn advance_response(
+    t: &mut ResponseTranscript,
+    buf: &mut BytesMut,
+    parser: &mut ResponseParser,
+    body: &mut Option<BodyDecoder>,
+    req: RequestContext,
+    limits: &Limits,
+) -> Result<(), H1Error> {
+    loop {
+        let Some(decoder) = body else {
+            let Some(head) = parser.parse(buf, req)? else {
+                return Ok(());
+            };
+            t.heads
+                .push((head.status(), head.framing(), head.keep_alive()));
+            if !head.is_interim() {
+                *body = Some(BodyDecoder::new(head.framing(), limits));
+            }
+            continue;
+        };
+        let (used, step) = decoder.decode(buf)?;
+        match step {
+            Step::Data(r) => t.body.extend_from_slice(&buf[r]),
+            Step::Trailer(f) => t
+                .trailers
+                .push(buf[f.name.start..f.value.end.max(f.name.end)].to_vec()),
+            Step::End => {
+                buf.advance(used);
+                t.complete = true;
+                return Ok(());
             }
             Step::NeedMore => {
                 buf.advance(used);

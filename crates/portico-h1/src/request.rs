@@ -178,6 +178,11 @@ fn parse_complete(buf: &[u8], limits: &Limits) -> Result<Parsed, H1Error> {
     if target.len() > limits.max_target {
         return Err(H1Error::UriTooLong);
     }
+    // httparse lets bytes over 0x7f through; a target is ASCII (RFC 3986), and hyper's URI
+    // parser refused them before.
+    if !target.of(buf).iter().all(|b| (b'!'..=b'~').contains(b)) {
+        return Err(H1Error::BadRequestLine);
+    }
     let version = Version::from_minor(minor);
     let fields = head::collect_fields(buf, req.headers)?;
     let summary = framing::summarize(buf, &fields)?;
