@@ -12,6 +12,7 @@
 use bytes::{BufMut, BytesMut};
 
 use crate::chunked::{CRLF, write_decimal};
+use crate::framing::Framing;
 use crate::head::{Fields, tokens};
 use crate::request::RequestHead;
 use crate::response::ResponseHead;
@@ -29,6 +30,18 @@ pub enum BodyOut {
     /// Close-delimited: no framing field (responses only; the caller closes the connection
     /// after the body and should add `connection: close`).
     Close,
+}
+
+impl BodyOut {
+    /// The same framing as received (a tunnel has no body in the head's sense).
+    pub fn from_framing(framing: Framing) -> BodyOut {
+        match framing {
+            Framing::None | Framing::Tunnel => BodyOut::None,
+            Framing::Length(n) => BodyOut::Length(n),
+            Framing::Chunked => BodyOut::Chunked,
+            Framing::CloseDelimited => BodyOut::Close,
+        }
+    }
 }
 
 /// The fields that belong to one connection and are never forwarded (RFC 9110 §7.6.1, plus

@@ -332,3 +332,39 @@ fn request_head_view() {
         }
     }
 }
+
+#[test]
+fn response_transcripts_do_not_depend_on_splits() {
+    // From the `response` fuzz target: a HEAD answer with bytes after it counted them only
+    // up to the read that completed it.
+    let cases: &[(&[u8], RequestContext)] = &[
+        (b"HTTP/1.0 200 OK\r\n\r\nclose delimited", HEAD),
+        (b"HTTP/1.0 200 OK\r\n\r\nclose delimited", GET),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200",
+            GET,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nA: b\r\n\r\nxy",
+            GET,
+        ),
+        (
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 101 Switching\r\n\r\nframes",
+            UPGRADE,
+        ),
+    ];
+    for (input, req) in cases {
+        let whole = run_response(&[input], *req, &Limits::default());
+        for i in 0..=input.len() {
+            let split = run_response(&[&input[..i], &input[i..]], *req, &Limits::default());
+            assert_eq!(
+                split,
+                whole,
+                "split at {i} of {:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+        let ones: Vec<&[u8]> = input.chunks(1).collect();
+        assert_eq!(run_response(&ones, *req, &Limits::default()), whole);
+    }
+}
