@@ -161,9 +161,9 @@ fn parse_complete(buf: &[u8], limits: &Limits) -> Result<Parsed, H1Error> {
     let status = httparse::ParserConfig::default()
         .parse_request_with_uninit_headers(&mut req, buf, &mut storage[..max])
         .map_err(|e| head::map_httparse(e, true))?;
-    if status.is_partial() {
-        // The scanner saw a blank line that httparse did not (cannot happen for a head the
-        // scanner accepted; refused rather than trusted).
+    // httparse must end the head where the scanner did (it always does for a head the
+    // scanner accepted; a disagreement is refused rather than trusted).
+    if status != httparse::Status::Complete(buf.len()) {
         return Err(H1Error::BadRequestLine);
     }
     let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
