@@ -29,6 +29,10 @@ pub enum ConnError {
     Parse(H1Error),
     /// The peer closed the connection inside a head.
     Eof,
+    /// The upstream closed the connection before sending a byte of its answer (on a reused
+    /// connection: it timed out the idle connection as the request went out; the request
+    /// may be retried if it is idempotent, RFC 9110 §9.2.2).
+    Closed,
 }
 
 impl From<io::Error> for ConnError {
@@ -49,6 +53,7 @@ impl std::fmt::Display for ConnError {
             ConnError::Io(e) => write!(f, "i/o: {e}"),
             ConnError::Parse(e) => write!(f, "{e}"),
             ConnError::Eof => f.write_str("connection closed inside a head"),
+            ConnError::Closed => f.write_str("connection closed before the answer"),
         }
     }
 }
@@ -98,7 +103,11 @@ pub async fn read_response_head<R: AsyncRead + Unpin>(
             return Ok(head);
         }
         if fill(io, buf).await? == 0 {
-            return Err(ConnError::Eof);
+            return Err(if buf.is_empty() {
+                ConnError::Closed
+            } else {
+                ConnError::Eof
+            });
         }
     }
 }

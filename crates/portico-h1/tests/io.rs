@@ -350,3 +350,28 @@ async fn bodies_over_the_limit_are_refused() {
     .unwrap();
     assert_eq!(n, 5);
 }
+
+#[tokio::test]
+async fn upstream_answers_interim_then_final_or_closes() {
+    let ctx = portico_h1::RequestContext::default();
+    let mut io = client(vec![
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 20",
+        b"0 OK\r\nContent-Length: 0\r\n\r\n",
+    ]);
+    let mut buf = BytesMut::new();
+    let mut parser = ResponseParser::new(Limits::default());
+    let h = read_response_head(&mut io, &mut buf, &mut parser, ctx)
+        .await
+        .unwrap();
+    assert!(h.is_interim());
+    let h = read_response_head(&mut io, &mut buf, &mut parser, ctx)
+        .await
+        .unwrap();
+    assert_eq!((h.status(), h.framing()), (200, Framing::Length(0)));
+    // Closed before a byte (retryable) versus inside a head.
+    let r = read_response_head(&mut io, &mut buf, &mut parser, ctx).await;
+    assert!(matches!(r, Err(ConnError::Closed)), "{r:?}");
+    let mut io = client(vec![b"HTTP/1.1 200 OK\r\n"]);
+    let r = read_response_head(&mut io, &mut BytesMut::new(), &mut parser, ctx).await;
+    assert!(matches!(r, Err(ConnError::Eof)), "{r:?}");
+}
