@@ -209,8 +209,8 @@ fn parse_complete(buf: &[u8], limits: &Limits) -> Result<Parsed, H1Error> {
     })
 }
 
-/// Parses a request head from a complete byte string (tests, fuzzing, tools): the head must
-/// be all there. Returns the head and how many bytes it took.
+/// Parses a request head at the start of a byte string (tests, fuzzing, tools): `Ok(None)`
+/// when the head does not end in it. The head's length is `head.bytes().len()`.
 pub fn parse_request_bytes(input: &[u8], limits: &Limits) -> Result<Option<RequestHead>, H1Error> {
     let mut buf = BytesMut::from(input);
     RequestParser::new(*limits).parse(&mut buf)
