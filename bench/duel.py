@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -83,9 +84,11 @@ def run_duel(scn, contestants, rounds, duration, work):
     """Warm-up window, then `rounds` windows. Ratio = first contestant / second."""
     a, b = list(contestants)
     duel_round(scn, contestants, WARMUP_SECS, work, 0)
+    check_alive(contestants, "the warm-up")
     per_round = []
     for r in range(rounds):
         res = duel_round(scn, contestants, duration, work, r % 2)
+        check_alive(contestants, f"round {r + 1}")
         res["ratio"] = res[a]["rps"] / res[b]["rps"] if res[b]["rps"] else None
         res["loadavg"] = os.getloadavg()[0]
         per_round.append(res)
@@ -99,6 +102,16 @@ def run_duel(scn, contestants, rounds, duration, work):
                       "p99_ms_median": statistics.median(p99s) if p99s else None,
                       "errors": sum(x[n]["errors"] for x in per_round)}
     return per_round, summary
+
+
+def check_alive(contestants, when):
+    """A contestant that exited makes the window meaningless: stop with how it ended (a
+    signal it did not raise itself, such as SIGTERM, means something outside killed it)."""
+    for n, p in contestants.items():
+        rc = p.p.poll()
+        if rc is not None:
+            how = f"killed by {signal.Signals(-rc).name}" if rc < 0 else f"exit status {rc}"
+            raise RuntimeError(f"{n} (pid {p.p.pid}) ended during {when}: {how}")
 
 
 def fmt_p99(v):
@@ -231,7 +244,8 @@ def main():
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "scenario": args.scenario,
               "title": scn["title"], "contestants": [a, b], "portico": str(PORTICO),
-              "commit": git_commit(), "cpus": os.cpu_count(), "loadavg_start": os.getloadavg(),
+              "commit": git_commit(), "portico_version": portico_version(), "cpus": os.cpu_count(),
+              "loadavg_start": os.getloadavg(),
               "args": vars(args)}
     try:
         origin = start_origin(work)
@@ -270,7 +284,15 @@ def main():
     print(f"\nresults: {out}")
 
 
+def portico_version():
+    """`portico version` of the binary under test (it names the commit it was built from)."""
+    if not PORTICO.exists():
+        return None
+    return subprocess.run([str(PORTICO), "version"], capture_output=True, text=True).stdout.strip()
+
+
 def git_commit():
+    """The checkout's commit (the bench scripts), with -dirty for uncommitted changes."""
     r = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
                            capture_output=True, text=True).stdout.strip()
