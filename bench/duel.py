@@ -31,7 +31,7 @@ from pathlib import Path
 
 from lib.load import h2load_argv, h2load_log_p99, parse_h2load, parse_wrk, run_load, run_loads, wrk_argv
 from lib.peers import PEERS, peer_command, start_origin, start_peer
-from lib.procs import LOAD_CORE, PORTICO, ROOT, Proc, raise_nofile, stop_live
+from lib.procs import LOAD_CORE, PORTICO, ROOT, Proc, cpu_secs, raise_nofile, stop_live
 
 # What each scenario runs. kind: the peer configs of lib/peers.py; port: which listener the
 # load goes to ("h1" = .port, "h2" = .h2_port); tool: wrk (HTTP/1.1) or h2load (h2c).
@@ -71,13 +71,27 @@ def target_port(scn, proc):
 
 def duel_round(scn, contestants, duration, work, first):
     """One window: a load generator per contestant, started together (contestant `first`
-    first). Returns {name: {rps, p99_ms, errors}}."""
+    first). Returns {name: {rps, p99_ms, errors, cpu_us_per_req}, "proxies_core_share": x}:
+    CPU per request is each process tree's user + system time over the window divided by the
+    requests it answered; the share is the fraction of the window's wall time the two
+    proxies were on a CPU together (1.0 = they had the whole proxy core)."""
     names = list(contestants)
     order = names[first:] + names[:first]
     logs = {n: work / f"h2load-{n}.log" for n in names} if scn["tool"] == "h2load" else {}
     argvs = [load_argv(scn, target_port(scn, contestants[n]), duration, logs.get(n)) for n in order]
+    cpu0 = {n: cpu_secs(contestants[n].p.pid) for n in names}
+    t0 = time.time()
     outs = run_loads(argvs, duration + 60)
-    return {n: parse_load(scn, out, logs.get(n)) for n, out in zip(order, outs)}
+    wall = time.time() - t0
+    res = {n: parse_load(scn, out, logs.get(n)) for n, out in zip(order, outs)}
+    used = 0.0
+    for n in names:
+        cpu = cpu_secs(contestants[n].p.pid) - cpu0[n]
+        used += cpu
+        answered = res[n]["rps"] * duration
+        res[n]["cpu_us_per_req"] = cpu / answered * 1e6 if answered else None
+    res["proxies_core_share"] = used / wall
+    return res
 
 
 def run_duel(scn, contestants, rounds, duration, work):
@@ -90,15 +104,22 @@ def run_duel(scn, contestants, rounds, duration, work):
         res = duel_round(scn, contestants, duration, work, r % 2)
         check_alive(contestants, f"round {r + 1}")
         res["ratio"] = res[a]["rps"] / res[b]["rps"] if res[b]["rps"] else None
+        ca, cb = res[a]["cpu_us_per_req"], res[b]["cpu_us_per_req"]
+        res["cpu_ratio"] = cb / ca if ca and cb else None
         res["loadavg"] = os.getloadavg()[0]
         per_round.append(res)
         print_round(r + 1, a, b, res)
     ratios = [x["ratio"] for x in per_round if x["ratio"] is not None]
+    cpu_ratios = [x["cpu_ratio"] for x in per_round if x["cpu_ratio"] is not None]
     summary = {"ratio_median": statistics.median(ratios) if ratios else None,
-               "ratio_min": min(ratios, default=None), "ratio_max": max(ratios, default=None)}
+               "ratio_min": min(ratios, default=None), "ratio_max": max(ratios, default=None),
+               "cpu_ratio_median": statistics.median(cpu_ratios) if cpu_ratios else None,
+               "proxies_core_share_median": statistics.median(x["proxies_core_share"] for x in per_round)}
     for n in (a, b):
         p99s = [x[n]["p99_ms"] for x in per_round if x[n]["p99_ms"] is not None]
+        cpus = [x[n]["cpu_us_per_req"] for x in per_round if x[n]["cpu_us_per_req"] is not None]
         summary[n] = {"rps_median": statistics.median(x[n]["rps"] for x in per_round),
+                      "cpu_us_per_req_median": statistics.median(cpus) if cpus else None,
                       "p99_ms_median": statistics.median(p99s) if p99s else None,
                       "errors": sum(x[n]["errors"] for x in per_round)}
     return per_round, summary
@@ -114,32 +135,34 @@ def check_alive(contestants, when):
             raise RuntimeError(f"{n} (pid {p.p.pid}) ended during {when}: {how}")
 
 
-def fmt_p99(v):
-    return f"{v:8.2f}" if v is not None else f"{'-':>8}"
+def fmt(v, spec, width):
+    return format(v, spec).rjust(width) if v is not None else "-".rjust(width)
 
 
 def print_header(a, b):
-    print(f"  {'round':>5} {a + ' req/s':>18} {'p99 ms':>8} {b + ' req/s':>18} {'p99 ms':>8} "
-          f"{'ratio':>7} {'errors':>7} {'load':>5}")
+    print(f"  {'round':>5} {a + ' req/s':>18} {'p99 ms':>8} {'cpu us':>7} {b + ' req/s':>18} {'p99 ms':>8} "
+          f"{'cpu us':>7} {'ratio':>7} {'cpu rt':>7} {'errors':>7} {'share':>6} {'load':>5}")
 
 
 def print_round(label, a, b, res):
-    ratio = f"{res['ratio']:.3f}" if res.get("ratio") is not None else "-"
     errors = res[a]["errors"] + res[b]["errors"]
-    load = f"{res['loadavg']:5.1f}" if "loadavg" in res else ""
-    print(f"  {label!s:>5} {res[a]['rps']:18.0f} {fmt_p99(res[a]['p99_ms'])} {res[b]['rps']:18.0f} "
-          f"{fmt_p99(res[b]['p99_ms'])} {ratio:>7} {errors:7d} {load}", flush=True)
+    print(f"  {label!s:>5} {res[a]['rps']:18.0f} {fmt(res[a]['p99_ms'], '.2f', 8)} "
+          f"{fmt(res[a]['cpu_us_per_req'], '.1f', 7)} {res[b]['rps']:18.0f} {fmt(res[b]['p99_ms'], '.2f', 8)} "
+          f"{fmt(res[b]['cpu_us_per_req'], '.1f', 7)} {fmt(res.get('ratio'), '.3f', 7)} "
+          f"{fmt(res.get('cpu_ratio'), '.3f', 7)} {errors:7d} {fmt(res.get('proxies_core_share'), '.2f', 6)} "
+          f"{fmt(res.get('loadavg'), '.1f', 5)}", flush=True)
 
 
 def print_summary(a, b, s):
-    sa, sb = s[a], s[b]
-    med = {a: {"rps": sa["rps_median"], "p99_ms": sa["p99_ms_median"], "errors": sa["errors"]},
-           b: {"rps": sb["rps_median"], "p99_ms": sb["p99_ms_median"], "errors": sb["errors"]},
-           "ratio": s["ratio_median"]}
+    med = {n: {"rps": s[n]["rps_median"], "p99_ms": s[n]["p99_ms_median"], "errors": s[n]["errors"],
+               "cpu_us_per_req": s[n]["cpu_us_per_req_median"]} for n in (a, b)}
+    med.update(ratio=s["ratio_median"], cpu_ratio=s["cpu_ratio_median"],
+               proxies_core_share=s["proxies_core_share_median"])
     print_round("med", a, b, med)
     if s["ratio_median"] is not None:
-        print(f"  {a} / {b} = {s['ratio_median']:.3f} (median of rounds; range "
-              f"{s['ratio_min']:.3f}-{s['ratio_max']:.3f})")
+        print(f"  {a} / {b} = {s['ratio_median']:.3f} req/s (median of rounds; range "
+              f"{s['ratio_min']:.3f}-{s['ratio_max']:.3f}); CPU per request {b} / {a} = "
+              f"{fmt(s['cpu_ratio_median'], '.3f', 0)}")
 
 
 # ---------------------------------------------------------------- instructions per request

@@ -44,16 +44,19 @@ def raise_nofile():
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def rss_kb(pid):
-    total = 0
-    # nginx/haproxy fork workers: sum the process tree.
+def tree_pids(pid):
+    """pid and its children (nginx and HAProxy fork workers)."""
     pids = [str(pid)]
     try:
-        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
-        pids += out
+        pids += subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
     except OSError:
         pass
-    for p in pids:
+    return pids
+
+
+def rss_kb(pid):
+    total = 0
+    for p in tree_pids(pid):
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -61,6 +64,29 @@ def rss_kb(pid):
         except OSError:
             pass
     return total
+
+
+def cpu_secs(pid):
+    """User + system CPU seconds used so far by pid and its children, all threads."""
+    ticks = 0
+    for p in tree_pids(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def core_ticks(core):
+    """(busy, total) jiffies of one CPU since boot, from /proc/stat."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        f = line.split()
+        if f[0] == f"cpu{core}":
+            v = [int(x) for x in f[1:]]
+            idle = v[3] + v[4]  # idle + iowait
+            return sum(v) - idle, sum(v)
+    return 0, 0
 
 
 LIVE = []  # every Proc started, so that an error mid-run still stops them all
