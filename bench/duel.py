@@ -4,10 +4,12 @@
 Both proxies run on core 1 (`taskset -c 1`, one worker each), each driven by its own load
 generator (`wrk -t1 -c64`, or `h2load -c16 -m32`) on core 0 beside the origin, started
 together. Whatever else the machine does in that window hits both, so the ratio of their
-req/s is what to read (PERFORMANCE.md: stable to about ±2%, where sequential medians drift
-±10%). Each round alternates which load generator starts first; the median of the per-round
-ratios is the figure. `--control` duels the peer against a second instance of itself (the
-ratio should be 1.00) to check the method on this machine.
+req/s is what to read (its median is within ~1% of the truth here, where sequential medians
+drift ±10%: see the control duels in docs/benchmarks.md). Each round alternates which load
+generator starts first; the median of the per-round ratios is the figure. `--control` duels
+the peer against a second instance of itself (the ratio should be 1.00) to check the method
+on this machine. Each round also reads each proxy's CPU time per request from /proc: when
+other work shares core 1 the req/s ratio is pulled toward 1, the CPU ratio is not.
 
 `--instructions` adds user-space instructions per request under callgrind for Portico and
 the peer: counters zeroed after a warm-up, dumped after a fixed request count, minus an idle
