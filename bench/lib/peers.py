@@ -58,10 +58,17 @@ http {{
 """
 
 
+# Idle upstream connections each proxy may keep per endpoint (nginx `keepalive`, Portico
+# `max_idle_connections_per_endpoint`; HAProxy's `http-reuse always` keeps them without a cap).
+# Above the h2c scenario's 16 x 32 = 512 concurrent streams, so that no proxy closes and reopens
+# upstream connections between bursts (with 64 or 128 both nginx and Portico did).
+UPSTREAM_IDLE = 1024
+
+
 def nginx_conf(port, h2_port, origin, work, kind="h1", workers=1, label=None):
     if kind == "h2up":
         server = f"""
-  upstream origin_h2 {{ server 127.0.0.1:{origin['h2']}; keepalive 128; }}
+  upstream origin_h2 {{ server 127.0.0.1:{origin['h2']}; keepalive {UPSTREAM_IDLE}; }}
   server {{
     listen 127.0.0.1:{port} http2;
     location / {{ grpc_pass grpc://origin_h2; }}
@@ -76,7 +83,7 @@ def nginx_conf(port, h2_port, origin, work, kind="h1", workers=1, label=None):
             # other proxies offer.
             tls = f"ssl_certificate {cert};\n    ssl_certificate_key {key};\n    ssl_protocols TLSv1.2 TLSv1.3;"
         server = f"""
-  upstream origin {{ server 127.0.0.1:{origin['h1']}; keepalive 128; }}
+  upstream origin {{ server 127.0.0.1:{origin['h1']}; keepalive {UPSTREAM_IDLE}; }}
   server {{
     {listen}
     {tls}
@@ -240,7 +247,7 @@ spec:
 apiVersion: portico.dev/v1
 kind: Upstream
 metadata: {{ name: origin }}
-spec: {{ endpoints: ["127.0.0.1:{up_port}"]{proto} }}
+spec: {{ endpoints: ["127.0.0.1:{up_port}"]{proto}, max_idle_connections_per_endpoint: {UPSTREAM_IDLE} }}
 """]
     if probe is not None:  # reload scenario: a route whose answer tells which config is applied
         docs.append(f"""apiVersion: portico.dev/v1
