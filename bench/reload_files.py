@@ -83,7 +83,7 @@ def main():
     log = open(work / "portico.log", "w+")
     p = subprocess.Popen([str(PORTICO), "run", "-c", str(conf), "--workers", "1", "--access-log", "off",
                           "--admin", f"127.0.0.1:{admin}"], stdout=log, stderr=subprocess.STDOUT,
-                         env={**os.environ, "RUST_LOG": "info,portico_control::watch=debug"})
+                         env={**os.environ, "PORTICO_LOG": "info,portico_control::watch=debug"})
     load = None
     try:
         for _ in range(300):
