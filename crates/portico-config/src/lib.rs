@@ -5,7 +5,8 @@
 //! Entry point: [`load`].
 //!
 //! Module map: [`node`] (positioned YAML tree + serde bridge), [`model`] (typed resources of
-//! `portico.dev/v1`), `load` (sources, envelope, schema per `apiVersion`), `compile` (semantic
+//! `portico.dev/v1`), `load` (sources, envelope, schema per `apiVersion`), `file_parse` (files parsed in
+//! parallel, [`ParseCache`] for reloads), `compile` (semantic
 //! checks and compilation), [`diag`] (diagnostics), [`snapshot`] (the data plane's view),
 //! [`router`] (the route index), `route_match` (hostname ports, host/method regexes,
 //! `:authority` matches).
@@ -48,6 +49,7 @@ pub mod defaults;
 pub mod describe;
 pub mod diag;
 pub mod emissary;
+mod file_parse;
 mod hostcheck;
 mod load;
 mod messages;
@@ -60,8 +62,11 @@ pub mod router;
 pub mod snapshot;
 
 pub use diag::{Diagnostic, Severity};
+pub use file_parse::ParseCache;
 pub use load::ConfigSource;
-pub use pipeline::{LoadOptions, LoadResult, load, load_with, set_strict_kinds};
+pub use pipeline::{
+    LoadOptions, LoadResult, LoadTimings, load, load_cached, load_with, set_strict_kinds,
+};
 pub use router::{RequestView, Router};
 pub use snapshot::Snapshot;
 

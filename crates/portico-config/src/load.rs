@@ -5,7 +5,7 @@
 //! `apiVersion` (see [`schema_for`]), typed deserialization of each `spec`, and duplicate
 //! names. Problems go to the [`Diags`] collector of `resource`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -247,7 +247,7 @@ fn owned_api_version(av: &str) -> bool {
 
 /// `Some((apiVersion, kind))` for a document of a kind Portico does not own (a Deployment, a
 /// core `v1` Service or ConfigMap, ...), which is skipped.
-fn foreign_kind(root: &Node) -> Option<(String, String)> {
+pub(crate) fn foreign_kind(root: &Node) -> Option<(String, String)> {
     let av = root.get("apiVersion")?.as_str()?;
     let kind = root.get("kind")?.as_str()?;
     let foreign = if av == KUBE_V1 {
@@ -260,7 +260,13 @@ fn foreign_kind(root: &Node) -> Option<(String, String)> {
 
 /// Expands Kubernetes `kind: List` documents (`apiVersion: v1`, `items: [...]`, what `kubectl
 /// get -o yaml` prints for several resources) into their items, in order.
-fn expand_lists(f: &SourceFile, doc: Node, depth: usize, out: &mut Vec<Node>, d: &mut Diags) {
+pub(crate) fn expand_lists(
+    f: &SourceFile,
+    doc: Node,
+    depth: usize,
+    out: &mut Vec<Node>,
+    d: &mut Diags,
+) {
     let is_list = doc.get("kind").and_then(Node::as_str) == Some("List")
         && doc.get("apiVersion").and_then(Node::as_str) == Some(KUBE_V1);
     if !is_list {
@@ -329,7 +335,7 @@ fn expand_lists(f: &SourceFile, doc: Node, depth: usize, out: &mut Vec<Node>, d:
 }
 
 /// The name of a document for messages: `NAME` or `NAMESPACE/NAME` (`-` when missing).
-fn doc_name(root: &Node) -> String {
+pub(crate) fn doc_name(root: &Node) -> String {
     let meta = root.get("metadata");
     let name = meta
         .and_then(|m| m.get("name"))
@@ -340,75 +346,6 @@ fn doc_name(root: &Node) -> String {
         .and_then(|m| m.get("namespace"))
         .and_then(|n| n.as_str());
     display_name(ns, &name)
-}
-
-/// Parses every file into resources.
-pub(crate) fn parse_files(
-    files: &[SourceFile],
-    d: &mut Diags,
-    strict_kinds: bool,
-) -> Vec<Resource> {
-    let mut out = Vec::new();
-    // Kinds Portico does not own, already warned about (one warning per kind).
-    let mut foreign_seen: HashSet<(String, String)> = HashSet::new();
-    for f in files {
-        let docs = match node::parse_documents(&f.text) {
-            Ok(docs) => docs,
-            Err(e) => {
-                d.add(
-                    &f.name,
-                    e.pos,
-                    "-",
-                    "-",
-                    Severity::Error,
-                    format!("invalid YAML: {}", e.message),
-                );
-                continue;
-            }
-        };
-        let mut expanded = Vec::with_capacity(docs.len());
-        for doc in docs {
-            expand_lists(f, doc, 0, &mut expanded, d);
-        }
-        for doc in expanded {
-            if let Some((av, kind)) = foreign_kind(&doc) {
-                let pos = doc.pos_of(&["kind"]);
-                let name = doc_name(&doc);
-                if strict_kinds {
-                    d.add(
-                        &f.name,
-                        pos,
-                        &kind,
-                        &name,
-                        Severity::Error,
-                        format!(
-                            "kind `{kind}` ({av}) is not a kind Portico reads (--strict-kinds makes \
-                             such documents errors instead of skipping them)"
-                        ),
-                    );
-                } else if foreign_seen.insert((av.clone(), kind.clone())) {
-                    d.add(
-                        &f.name,
-                        pos,
-                        &kind,
-                        &name,
-                        Severity::Warning,
-                        format!(
-                            "kind `{kind}` ({av}) is not a kind Portico reads: every {kind} is \
-                             skipped (--strict-kinds makes this an error)"
-                        ),
-                    );
-                }
-                continue;
-            }
-            if let Some(r) = parse_document(f, doc, out.len(), d) {
-                out.push(r);
-            }
-        }
-    }
-    check_duplicate_names(&out, d);
-    emissary::resolve(&mut out, d);
-    out
 }
 
 /// A Kubernetes `Secret` keeps `type`/`data`/`stringData` at the top level: move them under
@@ -445,7 +382,12 @@ fn secret_envelope(root: &mut Node) {
     ));
 }
 
-fn parse_document(f: &SourceFile, mut root: Node, order: usize, d: &mut Diags) -> Option<Resource> {
+pub(crate) fn parse_document(
+    f: &SourceFile,
+    mut root: Node,
+    order: usize,
+    d: &mut Diags,
+) -> Option<Resource> {
     let file = &f.name;
     secret_envelope(&mut root);
     let Value::Map(entries) = &root.value else {
@@ -685,9 +627,9 @@ fn parse_document(f: &SourceFile, mut root: Node, order: usize, d: &mut Diags) -
         local_name,
         file: f.name.clone(),
         base_dir: f.base_dir.clone(),
-        root,
-        spec,
-        emissary,
+        root: Arc::new(root),
+        spec: spec.map(Arc::new),
+        emissary: emissary.map(Arc::from),
         removed,
         order,
     })
@@ -707,7 +649,7 @@ fn valid_name(n: &str) -> bool {
 
 /// A resource's identity is (namespace, kind, name), the namespace `default` when absent: the
 /// same name in two namespaces is not a duplicate.
-fn check_duplicate_names(resources: &[Resource], d: &mut Diags) {
+pub(crate) fn check_duplicate_names(resources: &[Resource], d: &mut Diags) {
     let mut seen: HashMap<(&str, &str, &str), &Resource> = HashMap::with_capacity(resources.len());
     for r in resources {
         if r.local_name == "-" {
@@ -754,20 +696,5 @@ mod tests {
         assert!(matches!(schema_for(PORTICO_V1), Ok(Some(_))));
         assert!(matches!(schema_for(EMISSARY_V3), Ok(Some(_))));
         assert!(matches!(schema_for("v2"), Ok(None)));
-    }
-
-    #[test]
-    fn empty_documents_are_skipped() {
-        let mut d = Diags::default();
-        let f = SourceFile {
-            name: "x".into(),
-            base_dir: Arc::from(Path::new("/")),
-            text: "---
----
-"
-            .into(),
-        };
-        assert!(parse_files(&[f], &mut d, false).is_empty());
-        assert!(d.list.is_empty());
     }
 }

@@ -60,7 +60,9 @@ pub(crate) const MAPPING: &str = "Mapping";
 pub(crate) const UPSTREAM: &str = "Upstream";
 pub(crate) const RATE_LIMIT_SERVICE: &str = "RateLimitService";
 
-/// One resource document, typed.
+/// One resource document, typed. Cheap to clone: the tree and the specs are shared (a
+/// cached file's resources are cloned into every load that reuses them).
+#[derive(Clone)]
 pub(crate) struct Resource {
     pub kind: &'static str,
     /// `metadata.name`, or `-` when missing; `NAMESPACE/NAME` when `metadata.namespace` is set
@@ -73,11 +75,11 @@ pub(crate) struct Resource {
     pub file: Arc<str>,
     pub base_dir: Arc<Path>,
     /// The document (offending entries removed).
-    pub root: Node,
+    pub root: Arc<Node>,
     /// `None` when the spec could not be deserialized at all (or is an Emissary document).
-    pub spec: Option<Spec>,
+    pub spec: Option<Arc<Spec>>,
     /// An Emissary document before (or instead of) translation; see `emissary::resolve`.
-    pub emissary: Option<Box<EmSpec>>,
+    pub emissary: Option<Arc<EmSpec>>,
     /// Dotted paths (from the document root, e.g. `spec.port`) dropped because of an error.
     pub removed: Vec<String>,
     /// Position among all resources (file order).

@@ -532,3 +532,61 @@ spec:
     assert_eq!(route("capped").max_request_body, Some(1_048_576));
     assert_eq!(route("free").max_request_body, None);
 }
+
+/// Files are parsed in parallel and, with a `ParseCache`, reused when unchanged: the
+/// diagnostics (errors in several files, a duplicate name across files, foreign kinds warned
+/// once over all files) and the routes must be exactly those of a plain load, cold and warm.
+#[test]
+fn cached_and_parallel_loads_match_a_plain_load() {
+    use portico_config::{ConfigSource, ParseCache, load, load_cached};
+    let dir = tmp_dir("cache-agree");
+    let m = |name: &str, prefix: &str| {
+        format!(
+            "apiVersion: portico.dev/v1\nkind: Mapping\nmetadata: {{ name: {name} }}\nspec: {{ prefix: {prefix}, service: a:80 }}\n"
+        )
+    };
+    let deploy = "apiVersion: apps/v1\nkind: Deployment\nmetadata: { name: d }\n";
+    let files = [
+        ("a.yaml", format!("{}---\n{deploy}", m("one", "/one/"))),
+        ("b.yaml", format!("{deploy}---\n{}", m("one", "/dup/"))),
+        ("c.yaml", "key: [unclosed\n".to_string()),
+        (
+            "d.yaml",
+            format!(
+                "{}---\n{}",
+                m("bad", "/x/").replace("a:80", "a:99999"),
+                m("two", "/two/")
+            ),
+        ),
+        (
+            "e.yaml",
+            m("three", "/three/").replace("a:80", "a:80, timeout_ms: fast"),
+        ),
+    ];
+    for (name, text) in &files {
+        std::fs::write(dir.join(name), text).expect("write config");
+    }
+    let sources = [ConfigSource::Path(dir.clone())];
+    let plain = load(&sources);
+    let text = |r: &portico_config::LoadResult| -> Vec<String> {
+        r.diagnostics.iter().map(|d| d.to_string()).collect()
+    };
+    assert!(plain.diagnostics.len() >= 4, "{:?}", text(&plain));
+    let cache = ParseCache::new();
+    for round in 0..3 {
+        let r = load_cached(&sources, &cache);
+        assert_eq!(text(&r), text(&plain), "round {round}");
+        assert_eq!(r.timings.files_reused, if round == 0 { 0 } else { 5 });
+    }
+    // Fix the broken files one by one: the others stay reused, the result matches a plain load.
+    std::fs::write(dir.join("c.yaml"), m("four", "/four/")).expect("write config");
+    std::fs::write(dir.join("b.yaml"), m("five", "/five/")).expect("write config");
+    let warm = load_cached(&sources, &cache);
+    let plain = load(&sources);
+    assert_eq!(text(&warm), text(&plain));
+    assert_eq!(
+        (warm.timings.files_parsed, warm.timings.files_reused),
+        (2, 3)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

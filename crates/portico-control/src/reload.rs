@@ -7,11 +7,11 @@ use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use portico_config::diag::{Diagnostic, Severity};
-use portico_config::{ConfigSource, Snapshot};
+use portico_config::{ConfigSource, LoadTimings, ParseCache, Snapshot};
 use portico_proxy::{Proxy, Server};
 use serde_json::{Value, json};
 
@@ -81,13 +81,28 @@ pub struct Controller {
     history: Mutex<VecDeque<HistoryEntry>>,
     /// Recent rates and latencies for the dashboard.
     pub series: Arc<crate::series::Series>,
+    /// Each config file's parse from the last load, so a reload parses only changed files.
+    parse_cache: Arc<ParseCache>,
     lock: tokio::sync::Mutex<()>,
 }
 
 /// Loads and compiles `sources` on a blocking thread.
 pub async fn load(sources: Vec<ConfigSource>) -> (Option<Snapshot>, Vec<Diagnostic>) {
+    let r = load_with_cache(sources, None).await;
+    (r.snapshot, r.diagnostics)
+}
+
+/// [`load`] reusing what `cache` holds of unchanged files, and leaving this load's files in it
+/// (see [`portico_config::ParseCache`]); also gives the time of each stage.
+pub async fn load_with_cache(
+    sources: Vec<ConfigSource>,
+    cache: Option<Arc<ParseCache>>,
+) -> portico_config::LoadResult {
     let load = move || {
-        let mut r = portico_config::load(&sources);
+        let mut r = match &cache {
+            Some(c) => portico_config::load_cached(&sources, c),
+            None => portico_config::load(&sources),
+        };
         // Certificates and keys must load and match (the config crate checks existence only).
         if let Some(s) = &r.snapshot {
             let tls_errors = portico_proxy::downstream::tls::validate(s);
@@ -99,11 +114,12 @@ pub async fn load(sources: Vec<ConfigSource>) -> (Option<Snapshot>, Vec<Diagnost
         r
     };
     match tokio::task::spawn_blocking(load).await {
-        Ok(r) => (r.snapshot, r.diagnostics),
-        Err(e) => (
-            None,
-            vec![internal_diag(format!("config loader failed: {e}"))],
-        ),
+        Ok(r) => r,
+        Err(e) => portico_config::LoadResult {
+            snapshot: None,
+            diagnostics: vec![internal_diag(format!("config loader failed: {e}"))],
+            timings: LoadTimings::default(),
+        },
     }
 }
 
@@ -173,8 +189,16 @@ impl Controller {
             git: std::sync::OnceLock::new(),
             history: Mutex::new(VecDeque::from([first])),
             series: Arc::default(),
+            parse_cache: Arc::default(),
             lock: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Starts from the parse cache of the first load (see [`load_with_cache`]), so that the
+    /// first reload already reuses unchanged files.
+    pub fn with_parse_cache(mut self, cache: Arc<ParseCache>) -> Controller {
+        self.parse_cache = cache;
+        self
     }
 
     /// The recorded reloads, oldest first.
@@ -260,7 +284,9 @@ impl Controller {
             Some((c, tree)) => git_message(d, c, tree),
             None => d.to_string(),
         };
-        let (snapshot, diags) = load(sources).await;
+        let started = Instant::now();
+        let loaded = load_with_cache(sources, Some(self.parse_cache.clone())).await;
+        let (snapshot, diags, timings) = (loaded.snapshot, loaded.diagnostics, loaded.timings);
         let loaded = match snapshot {
             // Bind before swapping: a listener that cannot bind rejects the whole config.
             Some(s) => self.server.bind_new(&s.listeners).map(|bound| (s, bound)),
@@ -280,10 +306,13 @@ impl Controller {
         if let Some((_, tree)) = &git {
             crate::git::repo_relative(tree, &mut resources);
         }
+        let prepare_at = Instant::now();
         let next =
             portico_proxy::prepare(snapshot, generation, Some(&current), &self.proxy.metrics).await;
         drop(current);
         self.proxy.swap(next);
+        let swapped = started.elapsed();
+        let prepare = prepare_at.elapsed();
         self.server.activate(bound);
         self.counters.applied.fetch_add(1, Ordering::Relaxed);
         let mut st = (**self.status.load()).clone();
@@ -304,7 +333,13 @@ impl Controller {
             applied: true,
             errors: Vec::new(),
         });
-        tracing::info!(trigger, generation, "config applied");
+        tracing::info!(
+            trigger,
+            generation,
+            to_swap_ms = ms(swapped),
+            prepare_ms = ms(prepare),
+            "config applied ({timings})"
+        );
         Outcome::Applied { generation }
     }
 
@@ -343,6 +378,10 @@ impl Controller {
         });
         Outcome::Rejected { errors }
     }
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 10_000.0).round() / 10.0
 }
 
 /// The files and directories a file source reads, for the history.

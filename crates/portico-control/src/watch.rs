@@ -17,8 +17,11 @@ use notify::{RecursiveMode, Watcher};
 
 use crate::reload::Controller;
 
-/// Quiet time after the last change before reloading (editors write in several steps).
-const DEBOUNCE: Duration = Duration::from_millis(200);
+/// Quiet time after the last change before reloading (editors write in several steps, a
+/// `git checkout` touches files one by one). Counted in the reload's latency from the change
+/// to the swap (issue 16: under 200 ms), so it is short; steps of one save are microseconds
+/// to a few milliseconds apart, and a reload caught between two steps is followed by another.
+const DEBOUNCE: Duration = Duration::from_millis(50);
 
 /// The symlink kubelet swaps atomically on a ConfigMap or Secret volume update.
 const KUBELET_DATA: &str = "..data";
@@ -71,6 +74,7 @@ pub fn watch(
     }
     tokio::spawn(async move {
         while rx.recv().await.is_some() {
+            let first = std::time::Instant::now();
             // Debounce: wait until the changes stop.
             loop {
                 match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
@@ -79,6 +83,10 @@ pub fn watch(
                     Err(_) => break,
                 }
             }
+            tracing::debug!(
+                waited_ms = first.elapsed().as_millis() as u64,
+                "config files changed; reloading"
+            );
             ctl.reload("file change").await;
         }
     });

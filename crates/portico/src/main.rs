@@ -537,7 +537,9 @@ async fn run(opts: RunOpts) -> anyhow::Result<()> {
         json!({ "paths": watch_paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>() })
     };
 
-    let (snapshot, diags) = reload::load(sources.clone()).await;
+    let parse_cache = Arc::new(portico_config::ParseCache::new());
+    let loaded = reload::load_with_cache(sources.clone(), Some(parse_cache.clone())).await;
+    let (snapshot, diags) = (loaded.snapshot, loaded.diagnostics);
     // From a git source, messages name the file as it is in the repository, with the commit
     // (as reloads do), not the private checkout's path.
     let git_tree = match &git_source {
@@ -592,17 +594,20 @@ async fn run(opts: RunOpts) -> anyhow::Result<()> {
         anyhow::bail!("{}", bind_errors.join("; "));
     }
 
-    let ctl = Arc::new(Controller::new(
-        sources,
-        source_desc,
-        proxy.clone(),
-        server.clone(),
-        Status {
-            last_error: None,
-            resources,
-            commit: initial_commit,
-        },
-    ));
+    let ctl = Arc::new(
+        Controller::new(
+            sources,
+            source_desc,
+            proxy.clone(),
+            server.clone(),
+            Status {
+                last_error: None,
+                resources,
+                commit: initial_commit,
+            },
+        )
+        .with_parse_cache(parse_cache),
+    );
     if let Some(g) = git_source {
         let _ = ctl.git.set(g.clone());
         g.spawn_poller(ctl.clone());

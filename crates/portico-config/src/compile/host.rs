@@ -15,7 +15,7 @@ impl Ctx<'_> {
         let mut out: Vec<HostConf> = Vec::new();
         let mut seen: HashMap<HostGlob, &Resource> = HashMap::new();
         for r in resources.iter().filter(|r| r.kind == HOST) {
-            let Some(Spec::Host(h)) = &r.spec else {
+            let Some(Spec::Host(h)) = r.spec.as_deref() else {
                 continue;
             };
             let hostname = match &h.hostname {

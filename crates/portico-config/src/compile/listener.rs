@@ -115,7 +115,7 @@ impl Ctx<'_> {
     pub(super) fn listeners(&mut self, resources: &[Resource]) -> Vec<ListenerConf> {
         let mut out: Vec<(ListenerConf, &Resource)> = Vec::new();
         for r in resources.iter().filter(|r| r.kind == LISTENER) {
-            let Some(Spec::Listener(l)) = &r.spec else {
+            let Some(Spec::Listener(l)) = r.spec.as_deref() else {
                 continue;
             };
             let address = match l.address.as_deref().map(str::trim) {

@@ -83,7 +83,7 @@ impl Ctx<'_> {
     pub(super) fn routes(&mut self, resources: &[Resource], have_rls: bool) -> Vec<Route> {
         let mut pending: Vec<Pending<'_>> = Vec::new();
         for r in resources.iter().filter(|r| r.kind == MAPPING) {
-            let Some(Spec::Mapping(m)) = &r.spec else {
+            let Some(Spec::Mapping(m)) = r.spec.as_deref() else {
                 continue;
             };
             if let Some(route) = self.mapping(r, m, have_rls) {

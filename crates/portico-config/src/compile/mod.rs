@@ -54,7 +54,7 @@ pub(crate) fn compile(resources: &[Resource], d: &mut Diags) -> Compiled {
     let hosts = c.hosts(resources);
     if listeners.iter().any(|l| l.protocol.is_tls()) && !hosts.iter().any(|h| h.tls.is_some()) {
         for r in resources.iter().filter(|r| r.kind == LISTENER) {
-            if let Some(Spec::Listener(l)) = &r.spec
+            if let Some(Spec::Listener(l)) = r.spec.as_deref()
                 && matches!(
                     l.protocol,
                     Some(ListenerProtocolM::Https | ListenerProtocolM::HttpsProxy)

@@ -17,7 +17,7 @@ impl Ctx<'_> {
     ) -> Option<RateLimitServiceConf> {
         let mut out: Option<(RateLimitServiceConf, &Resource)> = None;
         for r in resources.iter().filter(|r| r.kind == RATE_LIMIT_SERVICE) {
-            let Some(Spec::RateLimitService(s)) = &r.spec else {
+            let Some(Spec::RateLimitService(s)) = r.spec.as_deref() else {
                 continue;
             };
             if let Some((_, first)) = &out {

@@ -162,7 +162,7 @@ impl Ctx<'_> {
 impl Ctx<'_> {
     pub(super) fn upstream_resources(&mut self, resources: &[Resource]) {
         for r in resources.iter().filter(|r| r.kind == UPSTREAM) {
-            let Some(Spec::Upstream(u)) = &r.spec else {
+            let Some(Spec::Upstream(u)) = r.spec.as_deref() else {
                 self.broken.insert(r.name.clone());
                 continue;
             };

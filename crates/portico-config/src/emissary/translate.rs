@@ -3,6 +3,7 @@
 //! Emissary's own defaults, shadow folding, Hosts and their TLS.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use crate::model::*;
 use crate::resource::{self, Diags, HOST, MAPPING, Resource, UPSTREAM};
@@ -78,11 +79,11 @@ pub(super) fn translate(resources: &mut Vec<Resource>, d: &mut Diags) {
         let m = (**m).clone();
         if m.shadow == Some(true) {
             shadows.push((i, m));
-            r.emissary = Some(Box::new(EmSpec::Ignored));
+            r.emissary = Some(Arc::new(EmSpec::Ignored));
             continue;
         }
         let spec = mapping(r, d, &m, &module, &upstream_names);
-        r.spec = spec.map(|s| Spec::Mapping(Box::new(s)));
+        r.spec = spec.map(|s| Arc::new(Spec::Mapping(Box::new(s))));
         r.emissary = None;
     }
     for (i, s) in shadows {
@@ -108,7 +109,7 @@ pub(super) fn translate(resources: &mut Vec<Resource>, d: &mut Diags) {
             },
             &contexts,
         );
-        resources[i].spec = spec.map(Spec::Host);
+        resources[i].spec = spec.map(|h| Arc::new(Spec::Host(h)));
         resources[i].emissary = None;
     }
     let mut extra = Vec::new();
@@ -161,11 +162,11 @@ pub(super) fn translate(resources: &mut Vec<Resource>, d: &mut Diags) {
                 file: r.file.clone(),
                 base_dir: r.base_dir.clone(),
                 root: r.root.clone(),
-                spec: Some(Spec::Host(HostSpec {
+                spec: Some(Arc::new(Spec::Host(HostSpec {
                     hostname: Some(hn.clone()),
                     tls: Some(tls),
                     request_policy: None,
-                })),
+                }))),
                 emissary: None,
                 removed: Vec::new(),
                 order: r.order,
@@ -513,7 +514,7 @@ pub(super) fn fold_shadow(
         if j == i || r.kind != MAPPING {
             continue;
         }
-        let Some(Spec::Mapping(m)) = &mut r.spec else {
+        let Some(Spec::Mapping(m)) = r.spec.as_deref() else {
             continue;
         };
         if key(
@@ -526,6 +527,10 @@ pub(super) fn fold_shadow(
         {
             continue;
         }
+        // Copied only here: the spec may be shared with the parse cache.
+        let Some(Spec::Mapping(m)) = r.spec.as_mut().map(Arc::make_mut) else {
+            continue;
+        };
         m.shadow = Some(ShadowM {
             service: Some(service(svc, upstreams)),
             percent: Some(f64::from(s.weight.unwrap_or(100).min(100))),
