@@ -275,3 +275,74 @@ impl Outgoing {
         self.body.is_none() && self.out.is_empty() && !self.unflushed
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::header::HeaderValue;
+    use http::{Method, Request};
+
+    fn head_of(method: Method, headers: &[(&'static str, &'static str)], body: ReqBody) -> String {
+        let mut r = Request::new(body);
+        *r.method_mut() = method;
+        *r.uri_mut() = http::Uri::from_static("http://up:8080/p?q");
+        for (n, v) in headers {
+            r.headers_mut().append(*n, HeaderValue::from_static(v));
+        }
+        let (parts, body) = r.into_parts();
+        let mut out = BytesMut::new();
+        write_head(&parts, req_framing(&parts, &body), &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[test]
+    fn request_heads_and_their_framing() {
+        // Host from the authority when the phases left none; no framing for a bodiless GET.
+        assert_eq!(
+            head_of(Method::GET, &[("x-a", "1"), ("x-a", "2")], ReqBody::Empty),
+            "GET /p?q HTTP/1.1\r\nhost: up:8080\r\nx-a: 1\r\nx-a: 2\r\n\r\n"
+        );
+        // A POST without body still says so.
+        assert_eq!(
+            head_of(Method::POST, &[("host", "h")], ReqBody::Empty),
+            "POST /p?q HTTP/1.1\r\nhost: h\r\ncontent-length: 0\r\n\r\n"
+        );
+        // A received Content-Length is passed through in canonical form; a body read whole
+        // gets its size; a received Transfer-Encoding is never copied.
+        let full = ReqBody::Full(Some(Bytes::from_static(b"abc")));
+        assert_eq!(
+            head_of(Method::PUT, &[("host", "h"), ("content-length", "3")], full),
+            "PUT /p?q HTTP/1.1\r\nhost: h\r\ncontent-length: 3\r\n\r\n"
+        );
+        let full = ReqBody::Full(Some(Bytes::from_static(b"abcd")));
+        assert_eq!(
+            head_of(
+                Method::PUT,
+                &[("host", "h"), ("transfer-encoding", "chunked")],
+                full
+            ),
+            "PUT /p?q HTTP/1.1\r\nhost: h\r\ncontent-length: 4\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn chunked_body_with_trailers_and_length_checks() {
+        let mut o = Outgoing::new(ReqBody::Empty, ReqFraming::Chunked);
+        assert!(o.encode(Bytes::from_static(b"hello, world")).is_ok());
+        assert!(o.encode(Bytes::new()).is_ok());
+        let mut t = HeaderMap::new();
+        t.insert("x-checksum", HeaderValue::from_static("abc"));
+        assert!(o.finish(Some(&t)).is_ok());
+        assert_eq!(
+            &o.out[..],
+            b"c\r\nhello, world\r\n0\r\nx-checksum: abc\r\n\r\n"
+        );
+
+        // More or fewer bytes than announced: refused, never sent as another message.
+        let mut o = Outgoing::new(ReqBody::Empty, ReqFraming::Length(2));
+        assert!(o.encode(Bytes::from_static(b"abc")).is_err());
+        let mut o = Outgoing::new(ReqBody::Empty, ReqFraming::Length(2));
+        assert!(o.encode(Bytes::from_static(b"a")).is_ok());
+        assert!(o.finish(None).is_err());
+    }
+}
