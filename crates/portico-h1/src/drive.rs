@@ -127,13 +127,15 @@ pub fn run_response(parts: &[&[u8]], req: RequestContext, limits: &Limits) -> Re
     let mut buf = BytesMut::new();
     let mut parser = ResponseParser::new(*limits);
     let mut body: Option<BodyDecoder> = None;
-    for part in parts {
+    let mut later = 0;
+    for (i, part) in parts.iter().enumerate() {
         buf.extend_from_slice(part);
         if let Err(e) = advance_response(&mut t, &mut buf, &mut parser, &mut body, req, limits) {
             t.error = Some(e);
             return t;
         }
         if t.complete {
+            later = parts[i + 1..].iter().map(|p| p.len()).sum();
             break;
         }
     }
@@ -145,7 +147,7 @@ pub fn run_response(parts: &[&[u8]], req: RequestContext, limits: &Limits) -> Re
     }
     // Only what follows a complete body counts as left over (a close-delimited body takes
     // everything).
-    t.rest = if t.complete { buf.len() } else { 0 };
+    t.rest = if t.complete { buf.len() + later } else { 0 };
     t
 }
 

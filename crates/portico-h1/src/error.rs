@@ -53,6 +53,8 @@ pub enum H1Error {
     UnexpectedSwitch,
     /// The connection ended before the body did.
     IncompleteBody,
+    /// The body is over the limit the caller set (413).
+    BodyTooLarge,
 }
 
 impl H1Error {
@@ -62,6 +64,7 @@ impl H1Error {
         match self {
             H1Error::HeadTooLarge | H1Error::TooManyHeaders => 431,
             H1Error::UriTooLong => 414,
+            H1Error::BodyTooLarge => 413,
             _ => 400,
         }
     }
@@ -97,6 +100,7 @@ impl H1Error {
             H1Error::BadHeader => "invalid header field",
             H1Error::UnexpectedSwitch => "101 without an upgrade request",
             H1Error::IncompleteBody => "connection closed inside the body",
+            H1Error::BodyTooLarge => "body too large",
         }
     }
 }

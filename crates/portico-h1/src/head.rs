@@ -198,6 +198,8 @@ impl Scanner {
         max_head: usize,
         mode: Mode,
     ) -> Result<Option<usize>, H1Error> {
+        // Offsets are kept as `u32`: a limit above 4 GiB is capped.
+        let max_head = max_head.min(u32::MAX as usize);
         let end = buf.len().min(max_head);
         let window = &buf[..end];
         if mode == Mode::Request && !self.method_done {

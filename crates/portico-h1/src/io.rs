@@ -29,6 +29,10 @@ pub enum ConnError {
     Parse(H1Error),
     /// The peer closed the connection inside a head.
     Eof,
+    /// The upstream closed the connection before sending a byte of its answer (on a reused
+    /// connection: it timed out the idle connection as the request went out; the request
+    /// may be retried if it is idempotent, RFC 9110 §9.2.2).
+    Closed,
 }
 
 impl From<io::Error> for ConnError {
@@ -49,6 +53,7 @@ impl std::fmt::Display for ConnError {
             ConnError::Io(e) => write!(f, "i/o: {e}"),
             ConnError::Parse(e) => write!(f, "{e}"),
             ConnError::Eof => f.write_str("connection closed inside a head"),
+            ConnError::Closed => f.write_str("connection closed before the answer"),
         }
     }
 }
@@ -98,7 +103,11 @@ pub async fn read_response_head<R: AsyncRead + Unpin>(
             return Ok(head);
         }
         if fill(io, buf).await? == 0 {
-            return Err(ConnError::Eof);
+            return Err(if buf.is_empty() {
+                ConnError::Closed
+            } else {
+                ConnError::Eof
+            });
         }
     }
 }
@@ -112,10 +121,38 @@ pub enum ForbiddenTrailers {
     Drop,
 }
 
+/// How [`copy_body`] forwards a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyOptions {
+    /// How the forwarded body is framed (`Chunked` re-encodes; anything else writes the
+    /// data bytes as they are).
+    pub out: BodyOut,
+    /// What to do with trailer fields that may not come in trailers.
+    pub trailers: ForbiddenTrailers,
+    /// The most body bytes allowed (the route's limit); more is `H1Error::BodyTooLarge`
+    /// (413), found before the bytes over the limit are written.
+    pub max_len: u64,
+}
+
+impl CopyOptions {
+    pub fn new(out: BodyOut, trailers: ForbiddenTrailers) -> Self {
+        CopyOptions {
+            out,
+            trailers,
+            max_len: u64::MAX,
+        }
+    }
+    pub fn max_len(mut self, max_len: u64) -> Self {
+        self.max_len = max_len;
+        self
+    }
+}
+
 /// Streams one body from `src` to `dst`: decodes it by `decoder` from `buf` (which may
-/// already hold body bytes after the head) and re-frames it as `out` says (`Chunked`
+/// already hold body bytes after the head) and re-frames it as `opts.out` says (`Chunked`
 /// re-encodes chunks and forwards the allowed trailers; anything else writes the data
 /// bytes as they are). Bytes after the body stay in `buf`. Returns the body's length.
+/// A `Content-Length` body over `opts.max_len` is refused before any of it is written.
 ///
 /// `Content-Length` and close-delimited bodies are written straight from the read buffer;
 /// chunked output is gathered into one write buffer per read (chunk header, data, CRLF).
@@ -124,14 +161,18 @@ pub async fn copy_body<R, W>(
     buf: &mut BytesMut,
     mut decoder: BodyDecoder,
     dst: &mut W,
-    out: BodyOut,
-    forbidden: ForbiddenTrailers,
+    opts: CopyOptions,
 ) -> Result<u64, ConnError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let chunked = out == BodyOut::Chunked;
+    if let BodyDecoder::Length(n) = decoder
+        && n > opts.max_len
+    {
+        return Err(ConnError::Parse(H1Error::BodyTooLarge));
+    }
+    let chunked = opts.out == BodyOut::Chunked;
     let mut pending = BytesMut::new();
     let mut trailers = BytesMut::new();
     let mut total = 0u64;
@@ -141,6 +182,9 @@ where
             Step::Data(r) => {
                 let data = &buf[r];
                 total += data.len() as u64;
+                if total > opts.max_len {
+                    return Err(ConnError::Parse(H1Error::BodyTooLarge));
+                }
                 if chunked {
                     encode_chunk_header(data.len() as u64, &mut pending);
                     pending.put_slice(data);
@@ -152,7 +196,7 @@ where
             }
             Step::Trailer(t) => {
                 if t.forbidden {
-                    if forbidden == ForbiddenTrailers::Reject {
+                    if opts.trailers == ForbiddenTrailers::Reject {
                         return Err(ConnError::Parse(H1Error::BadTrailer));
                     }
                 } else if chunked {

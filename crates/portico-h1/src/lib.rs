@@ -18,6 +18,19 @@
 //!   fields dropped in one pass.
 //! - [`io`]: async helpers over `AsyncRead + AsyncWrite` (read a head, stream a body).
 //!
+//! How a connection loop uses it (downstream side; the upstream side mirrors it): keep one
+//! `BytesMut` and one [`RequestParser`] per connection; [`io::read_request_head`] (or
+//! [`RequestParser::parse`] on bytes you read yourself); on `Err(e)` answer `e.status()` with
+//! the `DPE` flag and close, reading nothing more as HTTP; otherwise route on
+//! [`RequestHead::method`], [`RequestHead::target`], [`RequestHead::host`] and
+//! [`RequestHead::headers`], write the upstream head with [`write_request_head`] and
+//! `BodyOut::from_framing(head.framing())`, stream the body with [`io::copy_body`] and a
+//! [`BodyDecoder`] for [`RequestHead::framing`], read the answer with
+//! [`io::read_response_head`] and [`RequestHead::context`] (forwarding interim 1xx heads),
+//! and so on back; on a [`Framing::Tunnel`] answer switch to [`io::tunnel`]. Between
+//! requests, [`io::shrink_idle`] returns a large buffer's memory. The HTTP/2 preface check,
+//! timeouts and lingering close stay in the connection layer.
+//!
 //! Allocation: parsing a head allocates once (the field offsets, one `Vec`); the head's
 //! bytes are split off the connection buffer without copying. Body decoding allocates
 //! nothing.
@@ -34,7 +47,7 @@ mod response;
 mod write;
 
 pub use chunked::{
-    BodyDecoder, ChunkedDecoder, Step, TrailerField, encode_chunk_header, encode_last_chunk,
+    BodyDecoder, CRLF, ChunkedDecoder, Step, TrailerField, encode_chunk_header, encode_last_chunk,
 };
 pub use error::H1Error;
 pub use framing::{

@@ -161,9 +161,9 @@ fn parse_complete(buf: &[u8], limits: &Limits) -> Result<Parsed, H1Error> {
     let status = httparse::ParserConfig::default()
         .parse_request_with_uninit_headers(&mut req, buf, &mut storage[..max])
         .map_err(|e| head::map_httparse(e, true))?;
-    if status.is_partial() {
-        // The scanner saw a blank line that httparse did not (cannot happen for a head the
-        // scanner accepted; refused rather than trusted).
+    // httparse must end the head where the scanner did (it always does for a head the
+    // scanner accepted; a disagreement is refused rather than trusted).
+    if status != httparse::Status::Complete(buf.len()) {
         return Err(H1Error::BadRequestLine);
     }
     let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
@@ -209,8 +209,8 @@ fn parse_complete(buf: &[u8], limits: &Limits) -> Result<Parsed, H1Error> {
     })
 }
 
-/// Parses a request head from a complete byte string (tests, fuzzing, tools): the head must
-/// be all there. Returns the head and how many bytes it took.
+/// Parses a request head at the start of a byte string (tests, fuzzing, tools): `Ok(None)`
+/// when the head does not end in it. The head's length is `head.bytes().len()`.
 pub fn parse_request_bytes(input: &[u8], limits: &Limits) -> Result<Option<RequestHead>, H1Error> {
     let mut buf = BytesMut::from(input);
     RequestParser::new(*limits).parse(&mut buf)

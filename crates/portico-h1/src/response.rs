@@ -141,7 +141,9 @@ fn parse_complete(buf: &[u8], limits: &Limits, req: RequestContext) -> Result<Pa
     let status = httparse::ParserConfig::default()
         .parse_response_with_uninit_headers(&mut res, buf, &mut storage[..max])
         .map_err(|e| head::map_httparse(e, false))?;
-    if status.is_partial() {
+    // httparse must end the head where the scanner did (it always does for a head the
+    // scanner accepted; a disagreement is refused rather than trusted).
+    if status != httparse::Status::Complete(buf.len()) {
         return Err(H1Error::BadStatusLine);
     }
     let (Some(code), Some(minor)) = (res.code, res.version) else {

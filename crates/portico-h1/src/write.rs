@@ -12,6 +12,7 @@
 use bytes::{BufMut, BytesMut};
 
 use crate::chunked::{CRLF, write_decimal};
+use crate::framing::Framing;
 use crate::head::{Fields, tokens};
 use crate::request::RequestHead;
 use crate::response::ResponseHead;
@@ -31,6 +32,18 @@ pub enum BodyOut {
     Close,
 }
 
+impl BodyOut {
+    /// The same framing as received (a tunnel has no body in the head's sense).
+    pub fn from_framing(framing: Framing) -> BodyOut {
+        match framing {
+            Framing::None | Framing::Tunnel => BodyOut::None,
+            Framing::Length(n) => BodyOut::Length(n),
+            Framing::Chunked => BodyOut::Chunked,
+            Framing::CloseDelimited => BodyOut::Close,
+        }
+    }
+}
+
 /// The fields that belong to one connection and are never forwarded (RFC 9110 §7.6.1, plus
 /// `Proxy-Authenticate` as the proxy's own stripping does), and `Content-Length`, which the
 /// writer re-frames.
@@ -48,22 +61,22 @@ pub fn is_hop_by_hop(name: &[u8]) -> bool {
     }
 }
 
-/// Whether some `Connection` token names a field that is not already dropped: only then is
-/// each field checked against the tokens (the common `close`/`keep-alive` costs nothing).
-fn nominates(fields: &Fields) -> bool {
-    fields.get_all(b"connection").any(|v| {
-        tokens(v).any(|t| {
-            !(is_hop_by_hop(t)
+/// The `Connection` tokens that name a field not already dropped (`Host` never counts:
+/// naming it would make the upstream request host-less, docs/security.md). Usually none, and
+/// then nothing is allocated and no field is compared against them.
+fn nominated_names(fields: &Fields) -> Vec<&[u8]> {
+    let mut names = Vec::new();
+    for v in fields.get_all(b"connection") {
+        for t in tokens(v) {
+            if !(is_hop_by_hop(t)
                 || t.eq_ignore_ascii_case(b"close")
                 || t.eq_ignore_ascii_case(b"host"))
-        })
-    })
-}
-
-/// Whether `name` is named by a `Connection` token (`Host` never counts: naming it would
-/// make the upstream request host-less, docs/security.md).
-fn nominated(fields: &Fields, name: &[u8]) -> bool {
-    !name.eq_ignore_ascii_case(b"host") && fields.has_token(b"connection", name)
+            {
+                names.push(t);
+            }
+        }
+    }
+    names
 }
 
 /// Copies the fields that survive into `out`, each line as received.
@@ -73,13 +86,15 @@ fn copy_fields(
     mut keep: impl FnMut(&[u8], &[u8]) -> bool,
     out: &mut BytesMut,
 ) {
-    let check_nominated = nominates(fields);
+    let nominated = nominated_names(fields);
     let buf = fields.bytes();
     for f in fields.raw() {
         let name = f.name.of(buf);
         // The `Upgrade` field of an upgrade request or a 101 is the handshake itself.
         let handshake = keep_upgrade && name.eq_ignore_ascii_case(b"upgrade");
-        if !handshake && (is_hop_by_hop(name) || (check_nominated && nominated(fields, name))) {
+        if !handshake
+            && (is_hop_by_hop(name) || nominated.iter().any(|t| t.eq_ignore_ascii_case(name)))
+        {
             continue;
         }
         if !keep(name, f.value.of(buf)) {

@@ -332,3 +332,81 @@ fn request_head_view() {
         }
     }
 }
+
+#[test]
+fn response_transcripts_do_not_depend_on_splits() {
+    // From the `response` fuzz target: a HEAD answer with bytes after it counted them only
+    // up to the read that completed it.
+    let cases: &[(&[u8], RequestContext)] = &[
+        (b"HTTP/1.0 200 OK\r\n\r\nclose delimited", HEAD),
+        (b"HTTP/1.0 200 OK\r\n\r\nclose delimited", GET),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200",
+            GET,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nA: b\r\n\r\nxy",
+            GET,
+        ),
+        (
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 101 Switching\r\n\r\nframes",
+            UPGRADE,
+        ),
+    ];
+    for (input, req) in cases {
+        let whole = run_response(&[input], *req, &Limits::default());
+        for i in 0..=input.len() {
+            let split = run_response(&[&input[..i], &input[i..]], *req, &Limits::default());
+            assert_eq!(
+                split,
+                whole,
+                "split at {i} of {:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+        let ones: Vec<&[u8]> = input.chunks(1).collect();
+        assert_eq!(run_response(&ones, *req, &Limits::default()), whole);
+    }
+}
+
+#[test]
+fn a_head_sent_one_byte_at_a_time_is_scanned_once() {
+    // Slowloris shape: a head just under the limit, one byte per read. Rescanning from the
+    // start on every read would be ~1.8e9 byte visits (minutes in a debug build); the
+    // scanner keeps its place, so this is linear.
+    let mut input = b"GET / HTTP/1.1\r\nX: ".to_vec();
+    input.resize(60 * 1024 - 4, b'a');
+    input.extend_from_slice(b"\r\n\r\n");
+    let mut parser = RequestParser::new(Limits::default());
+    let mut buf = BytesMut::with_capacity(input.len());
+    let start = std::time::Instant::now();
+    let mut done = false;
+    for b in &input {
+        buf.extend_from_slice(&[*b]);
+        done = parser.parse(&mut buf).unwrap().is_some();
+    }
+    assert!(done);
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    // The same with a method that never ends: refused at the limit, also linear.
+    let mut parser = RequestParser::new(Limits::default());
+    let mut buf = BytesMut::new();
+    let start = std::time::Instant::now();
+    let mut result = Ok(None);
+    for _ in 0..60 * 1024 {
+        buf.extend_from_slice(b"A");
+        result = parser.parse(&mut buf);
+        if result.is_err() {
+            break;
+        }
+    }
+    assert_eq!(result.err(), Some(H1Error::HeadTooLarge));
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+}

@@ -3,8 +3,8 @@
 
 use bytes::BytesMut;
 use portico_h1::io::{
-    ConnError, ForbiddenTrailers, copy_body, read_request_head, read_response_head, shrink_idle,
-    tunnel,
+    ConnError, CopyOptions, ForbiddenTrailers, copy_body, read_request_head, read_response_head,
+    shrink_idle, tunnel,
 };
 use portico_h1::{
     BodyDecoder, BodyOut, Framing, H1Error, Limits, RequestParser, ResponseParser,
@@ -51,8 +51,7 @@ async fn pipelined_requests_arrive_in_pieces() {
         &mut buf,
         BodyDecoder::new(h.framing(), &Limits::default()),
         &mut body,
-        BodyOut::Length(5),
-        ForbiddenTrailers::Reject,
+        CopyOptions::new(BodyOut::Length(5), ForbiddenTrailers::Reject),
     )
     .await
     .unwrap();
@@ -105,8 +104,7 @@ async fn chunked_bodies_are_re_encoded() {
         &mut buf,
         BodyDecoder::new(Framing::Chunked, &Limits::default()),
         &mut out,
-        BodyOut::Chunked,
-        ForbiddenTrailers::Drop,
+        CopyOptions::new(BodyOut::Chunked, ForbiddenTrailers::Drop),
     )
     .await
     .unwrap();
@@ -122,8 +120,7 @@ async fn chunked_bodies_are_re_encoded() {
         &mut again,
         BodyDecoder::new(Framing::Chunked, &Limits::default()),
         &mut dec,
-        BodyOut::Length(8),
-        ForbiddenTrailers::Reject,
+        CopyOptions::new(BodyOut::Length(8), ForbiddenTrailers::Reject),
     )
     .await
     .unwrap();
@@ -138,8 +135,7 @@ async fn chunked_bodies_are_re_encoded() {
         &mut BytesMut::new(),
         BodyDecoder::new(Framing::Chunked, &Limits::default()),
         &mut Vec::new(),
-        BodyOut::Chunked,
-        ForbiddenTrailers::Reject,
+        CopyOptions::new(BodyOut::Chunked, ForbiddenTrailers::Reject),
     )
     .await;
     assert!(
@@ -156,8 +152,7 @@ async fn bodies_that_end_early() {
         &mut BytesMut::new(),
         BodyDecoder::new(Framing::Length(10), &Limits::default()),
         &mut Vec::new(),
-        BodyOut::Length(10),
-        ForbiddenTrailers::Reject,
+        CopyOptions::new(BodyOut::Length(10), ForbiddenTrailers::Reject),
     )
     .await;
     assert!(
@@ -172,8 +167,7 @@ async fn bodies_that_end_early() {
         &mut BytesMut::new(),
         BodyDecoder::new(Framing::CloseDelimited, &Limits::default()),
         &mut out,
-        BodyOut::Chunked,
-        ForbiddenTrailers::Drop,
+        CopyOptions::new(BodyOut::Chunked, ForbiddenTrailers::Drop),
     )
     .await
     .unwrap();
@@ -201,8 +195,7 @@ async fn one_proxied_exchange() {
             &mut buf,
             BodyDecoder::new(head.framing(), &Limits::default()),
             &mut body,
-            BodyOut::Length(0),
-            ForbiddenTrailers::Reject,
+            CopyOptions::new(BodyOut::Length(0), ForbiddenTrailers::Reject),
         )
         .await
         .unwrap();
@@ -250,8 +243,7 @@ async fn one_proxied_exchange() {
         &mut dbuf,
         BodyDecoder::new(req.framing(), &limits),
         &mut upstream,
-        body_out,
-        ForbiddenTrailers::Reject,
+        CopyOptions::new(body_out, ForbiddenTrailers::Reject),
     )
     .await
     .unwrap();
@@ -278,8 +270,7 @@ async fn one_proxied_exchange() {
         &mut ubuf,
         BodyDecoder::new(resp.framing(), &limits),
         &mut downstream,
-        BodyOut::Chunked,
-        ForbiddenTrailers::Drop,
+        CopyOptions::new(BodyOut::Chunked, ForbiddenTrailers::Drop),
     )
     .await
     .unwrap();
@@ -329,4 +320,58 @@ fn idle_buffers_shrink() {
         buf.capacity() >= 64 * 1024,
         "a buffer holding bytes is kept"
     );
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_refused() {
+    let mut io = client(vec![b"5\r\nhello\r\n", b"5\r\nworld\r\n0\r\n\r\n"]);
+    let r = copy_body(
+        &mut io,
+        &mut BytesMut::new(),
+        BodyDecoder::new(Framing::Chunked, &Limits::default()),
+        &mut Vec::new(),
+        CopyOptions::new(BodyOut::Chunked, ForbiddenTrailers::Reject).max_len(8),
+    )
+    .await;
+    assert!(
+        matches!(r, Err(ConnError::Parse(H1Error::BodyTooLarge))),
+        "{r:?}"
+    );
+    assert_eq!(H1Error::BodyTooLarge.status(), 413);
+    let mut io = client(vec![b"hello"]);
+    let n = copy_body(
+        &mut io,
+        &mut BytesMut::new(),
+        BodyDecoder::new(Framing::Length(5), &Limits::default()),
+        &mut Vec::new(),
+        CopyOptions::new(BodyOut::Length(5), ForbiddenTrailers::Reject).max_len(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(n, 5);
+}
+
+#[tokio::test]
+async fn upstream_answers_interim_then_final_or_closes() {
+    let ctx = portico_h1::RequestContext::default();
+    let mut io = client(vec![
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 20",
+        b"0 OK\r\nContent-Length: 0\r\n\r\n",
+    ]);
+    let mut buf = BytesMut::new();
+    let mut parser = ResponseParser::new(Limits::default());
+    let h = read_response_head(&mut io, &mut buf, &mut parser, ctx)
+        .await
+        .unwrap();
+    assert!(h.is_interim());
+    let h = read_response_head(&mut io, &mut buf, &mut parser, ctx)
+        .await
+        .unwrap();
+    assert_eq!((h.status(), h.framing()), (200, Framing::Length(0)));
+    // Closed before a byte (retryable) versus inside a head.
+    let r = read_response_head(&mut io, &mut buf, &mut parser, ctx).await;
+    assert!(matches!(r, Err(ConnError::Closed)), "{r:?}");
+    let mut io = client(vec![b"HTTP/1.1 200 OK\r\n"]);
+    let r = read_response_head(&mut io, &mut BytesMut::new(), &mut parser, ctx).await;
+    assert!(matches!(r, Err(ConnError::Eof)), "{r:?}");
 }

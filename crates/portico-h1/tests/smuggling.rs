@@ -161,6 +161,10 @@ fn rejects_smuggling_shapes() {
         (b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n", H1Error::BadHeader),
         (b"GET / HTTP/1.1\r\n: a\r\n\r\n", H1Error::BadHeader),
         (b"GET / HTTP/1.2\r\n\r\n", H1Error::BadVersion),
+        (b"GET / HTTP/1.1\r\nTransfer-Encoding: \x0bchunked\r\n\r\n", H1Error::BadHeader),
+        (b"GET / HTTP/1.1\r\nContent-Length: 1\x00\r\n\r\n", H1Error::BadHeader),
+        (b"GET /\xc3\xa9 HTTP/1.1\r\n\r\n", H1Error::BadRequestLine),
+        (b"GET / HTTP/1.1\r\nX: a\x7f\r\n\r\n", H1Error::BadHeader),
         (b"GET  / HTTP/1.1\r\n\r\n", H1Error::BadRequestLine),
     ];
     for (input, want) in cases {

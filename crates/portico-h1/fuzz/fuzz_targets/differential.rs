@@ -14,6 +14,7 @@ use libfuzzer_sys::fuzz_target;
 use portico_h1::{
     BodyDecoder, Framing, Limits, RequestContext, RequestParser, ResponseParser, Step,
 };
+use portico_h1::{BodyOut, RequestHead, is_hop_by_hop, write_request_head};
 
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 enum MFraming {
@@ -391,19 +392,21 @@ fuzz_target!(|data: &[u8]| {
     };
     let (model, ours) = if ctl & 0x80 == 0 {
         let mut buf = bytes_of(input);
-        let ours = RequestParser::new(Limits::default())
-            .parse(&mut buf)
-            .map(|h| {
-                h.map(|h| {
-                    (
-                        h.bytes().len(),
-                        h.framing(),
-                        h.keep_alive(),
-                        h.upgrade(),
-                        0u16,
-                    )
-                })
-            });
+        let parsed = RequestParser::new(Limits::default()).parse(&mut buf);
+        if let Ok(Some(h)) = &parsed {
+            round_trip(h);
+        }
+        let ours = parsed.map(|h| {
+            h.map(|h| {
+                (
+                    h.bytes().len(),
+                    h.framing(),
+                    h.keep_alive(),
+                    h.upgrade(),
+                    0u16,
+                )
+            })
+        });
         (model_request(input), ours)
     } else {
         let req = RequestContext {
@@ -492,4 +495,54 @@ fn ows_trim(s: &[u8]) -> &[u8] {
         .rposition(|&b| b != b' ' && b != b'\t')
         .map_or(start, |e| e + 1);
     &s[start..end.max(start)]
+}
+
+/// What the head writer makes of an accepted request must parse again, with the same
+/// method, target and framing, as a keep-alive HTTP/1.1 request, and carry no hop-by-hop
+/// field (except the `Upgrade` of an upgrade request) and no field `Connection` named.
+fn round_trip(h: &RequestHead) {
+    let mut out = bytes::BytesMut::new();
+    write_request_head(
+        h,
+        None,
+        BodyOut::from_framing(h.framing()),
+        |_, _| true,
+        &[],
+        &mut out,
+    );
+    let again = RequestParser::new(Limits::default()).parse(&mut out);
+    let Ok(Some(again)) = again else {
+        panic!("the written head does not parse: {again:?}");
+    };
+    assert_eq!(again.method(), h.method());
+    assert_eq!(again.target(), h.target());
+    assert_eq!(again.framing(), h.framing());
+    assert!(again.keep_alive());
+    assert_eq!(again.upgrade(), h.upgrade());
+    let named: Vec<Vec<u8>> = h
+        .headers()
+        .get_all(b"connection")
+        .flat_map(|v| {
+            portico_h1::tokens(v)
+                .map(|t| t.to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for (name, _) in again.headers().iter() {
+        let lower = name.to_ascii_lowercase();
+        let framing = lower == b"content-length" || lower == b"transfer-encoding";
+        let handshake = h.upgrade() && (lower == b"upgrade" || lower == b"connection");
+        if !framing && !handshake {
+            assert!(
+                !is_hop_by_hop(name),
+                "hop-by-hop {:?} forwarded",
+                String::from_utf8_lossy(name)
+            );
+            assert!(
+                lower == b"host" || !named.contains(&lower),
+                "{:?} named by Connection forwarded",
+                String::from_utf8_lossy(name)
+            );
+        }
+    }
 }
