@@ -19,6 +19,7 @@ pub mod downstream;
 pub mod headers;
 pub mod local_reply;
 pub mod ratelimit;
+pub mod reqbody;
 pub mod request;
 pub mod state;
 pub mod telemetry;

@@ -2,10 +2,10 @@
 //! under the attempt's deadline, and [`AttemptError`], the one error type an attempt ends
 //! with: it carries the response flag of the local reply and whether a retry may follow.
 //!
-//! Still hyper's here, and why: the upstream connections are hyper client connections
-//! (`pool`), so the request sent is an `http::Request<ReqBody>` and the answer a
-//! `Response<hyper::body::Incoming>`; a failed send hands the unsent request back through
-//! hyper's error. The other phases see neither.
+//! HTTP/1.1 upstreams go through Portico's own client (`upstream::h1`), driven by this
+//! request's task; HTTP/2 upstreams still through hyper's client (`pool`). Either way the
+//! request sent is an `http::Request<ReqBody>` and the answer a `Response<UpBody>`; a send
+//! that failed before any answer on a reused connection hands the request back.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,16 +14,14 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::retry::Attempt;
-use crate::body::{BodyCut, ByteCounter, ReqBody};
+use crate::body::{BodyCut, ByteCounter, ReqBody, UpBody};
 use crate::local_reply::{Flag, LocalReply};
+use crate::upstream::h1::{self, Release};
 use crate::upstream::pool::{self, Conn, ConnectParams, PoolKey};
 use crate::upstream::{Endpoint, UpstreamState, Which};
-
-pub(crate) type H1Sender = hyper::client::conn::http1::SendRequest<ReqBody>;
 
 /// Why an upstream attempt gave no response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,11 +91,9 @@ impl Drop for ActiveGuard {
 
 /// An attempt that got a response head.
 pub(crate) struct Answer {
-    pub resp: Response<Incoming>,
-    /// The HTTP/1 connection, pooled again once the response body ends.
-    pub tx: Option<H1Sender>,
+    /// An HTTP/1 body gives its connection back to the pool once it ended cleanly.
+    pub resp: Response<UpBody>,
     pub active: ActiveGuard,
-    pub key: PoolKey,
 }
 
 /// An attempt that did not; the request comes back when it was not sent.
@@ -161,38 +157,50 @@ pub(crate) async fn attempt(
             }
         };
         let active = ActiveGuard::new(ep);
-        let (sent, tx) = match conn {
-            Conn::H1(mut tx) => {
+        let sent = match conn {
+            Conn::H1(c) => {
                 pool::fit_form(&mut req, false, params.protocol);
-                let fut = tx.try_send_request(req);
-                (within(deadline, fut).await, Some(tx))
+                let release = Release {
+                    key,
+                    max_idle: up.conf.max_idle_connections_per_endpoint,
+                    idle_timeout: up.conf.idle_connection_timeout,
+                };
+                match within(deadline, h1::exchange(c, req, Some(release))).await {
+                    Err(Elapsed) => return Err(timeout()),
+                    Ok(Ok(resp)) => resp.map(UpBody::H1),
+                    Ok(Err(f)) => match f.back {
+                        // A pooled connection the upstream had closed: nothing was answered,
+                        // so the request goes again on a fresh connection, invisibly.
+                        Some(r) if !fresh => {
+                            req = r;
+                            continue;
+                        }
+                        back => {
+                            tracing::debug!(upstream = %up.conf.name, endpoint = %key.addr, error = %f.error, "upstream request failed");
+                            return Err(Failed::new(AttemptError::Reset, back));
+                        }
+                    },
+                }
             }
             Conn::H2(mut tx) => {
                 pool::fit_form(&mut req, true, params.protocol);
-                let fut = tx.try_send_request(req);
-                (within(deadline, fut).await, None)
+                match within(deadline, tx.try_send_request(req)).await {
+                    Err(Elapsed) => return Err(timeout()),
+                    Ok(Ok(resp)) => resp.map(UpBody::H2),
+                    Ok(Err(mut e)) => match e.take_message() {
+                        Some(r) if !fresh => {
+                            req = r;
+                            continue;
+                        }
+                        back => {
+                            tracing::debug!(upstream = %up.conf.name, endpoint = %key.addr, error = %e.error(), "upstream request failed");
+                            return Err(Failed::new(classify(e.error()), back));
+                        }
+                    },
+                }
             }
         };
-        match sent {
-            Err(Elapsed) => return Err(timeout()),
-            Ok(Ok(resp)) => {
-                return Ok(Answer {
-                    resp,
-                    tx,
-                    active,
-                    key,
-                });
-            }
-            Ok(Err(mut e)) => match e.take_message() {
-                // A pooled connection the upstream had closed: the request was not sent, so
-                // it goes again on a fresh connection, invisibly.
-                Some(r) if !fresh => req = r,
-                back => {
-                    tracing::debug!(upstream = %up.conf.name, endpoint = %key.addr, error = %e.error(), "upstream request failed");
-                    return Err(Failed::new(classify(e.error()), back));
-                }
-            },
-        }
+        return Ok(Answer { resp: sent, active });
     }
 }
 

@@ -106,7 +106,7 @@ pub(super) async fn forward(
                 compress_req,
                 held: (request_slot, retry_slot),
             };
-            let mut resp = upstream_response(proxy, rec, &route, &up, answer, ctx);
+            let mut resp = upstream_response(proxy, rec, &route, answer, ctx);
             if let Some(c) = lb_cookie {
                 resp.headers_mut().append(header::SET_COOKIE, c);
             }

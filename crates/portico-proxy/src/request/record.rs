@@ -11,7 +11,7 @@ use http::HeaderValue;
 use http::Response;
 use portico_config::snapshot::Route;
 
-use super::attempt::{ActiveGuard, H1Sender};
+use super::attempt::ActiveGuard;
 use super::head::{ConnInfo, Head};
 use crate::body::{BodyCut, BodyEnd, ByteCounter, Finish, RespBody};
 use crate::headers;
@@ -19,7 +19,6 @@ use crate::local_reply::{Flag, Flags, LocalReply, is_grpc};
 use crate::state::Proxy;
 use crate::telemetry::access_log::{Entry, rfc3339_millis};
 use crate::telemetry::metrics::RouteMetrics;
-use crate::upstream::pool::{self, PoolKey};
 use crate::upstream::{Held, UpstreamState};
 
 /// What the access log needs about one request, gathered along the way.
@@ -229,25 +228,20 @@ fn millis(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
-/// The log phase of a forwarded request: runs when the response body ends or is dropped,
-/// and hands an HTTP/1 connection whose response ended cleanly back to the pool.
+/// The log phase of a forwarded request: runs when the response body ends or is dropped.
+/// (An HTTP/1 upstream connection goes back to the pool from its body, `upstream::h1`.)
 pub(crate) struct Done {
     pub proxy: Arc<Proxy>,
     pub rec: Record,
     pub _active: ActiveGuard,
     /// Breaker slots (request, retry) held until the response ends.
     pub _held: (Held, Option<Held>),
-    pub pooled: Option<(PoolKey, H1Sender, u32, Duration)>,
 }
 
 impl Finish for Done {
     fn finish(mut self: Box<Self>, end: BodyEnd, bytes_sent: u64, at: Instant) {
         match end {
-            BodyEnd::Complete => {
-                if let Some((key, tx, max_idle, idle_timeout)) = self.pooled.take() {
-                    pool::release_h1(key, tx, max_idle, idle_timeout);
-                }
-            }
+            BodyEnd::Complete => {}
             BodyEnd::UpstreamError => match self.rec.received.cut() {
                 // The upstream request was aborted because the client's body failed.
                 Some(BodyCut::TooLarge | BodyCut::Malformed) => self.rec.flags.insert(Flag::DPE),

@@ -17,7 +17,7 @@ use crate::headers;
 use crate::request::compress::{self, Encoder};
 use crate::request::upgrade;
 use crate::state::Proxy;
-use crate::upstream::{Held, UpstreamState};
+use crate::upstream::Held;
 
 /// A `direct_response` route's answer.
 pub(crate) fn direct_response(d: &DirectResponseConf, route: &Route) -> Response<RespBody> {
@@ -104,7 +104,6 @@ pub(crate) fn upstream_response(
     proxy: Arc<Proxy>,
     mut rec: Record,
     route: &Route,
-    up: &UpstreamState,
     answer: Answer,
     ctx: RespondCtx,
 ) -> Response<RespBody> {
@@ -115,17 +114,15 @@ pub(crate) fn upstream_response(
         compress_req,
         held,
     } = ctx;
-    let Answer {
-        resp,
-        tx,
-        active,
-        key,
-    } = answer;
+    let Answer { resp, active } = answer;
     rec.received.mark_responded();
-    let (mut rparts, rbody) = resp.into_parts();
+    let (mut rparts, mut rbody) = resp.into_parts();
     headers::strip_hop_by_hop(&mut rparts.headers);
     headers::normalize_content_length(&mut rparts.headers);
-    let upgraded = upgrade.is_some_and(|u| u.tunnel(&mut rparts, route.idle_timeout));
+    if let Some(u) = upgrade {
+        // A 101 takes the upstream connection out of the body for the tunnel.
+        u.tunnel(&mut rparts, &mut rbody, route.idle_timeout);
+    }
     headers::apply_rules(
         &mut rparts.headers,
         &route.remove_response_headers,
@@ -140,15 +137,6 @@ pub(crate) fn upstream_response(
         rec,
         _active: active,
         _held: held,
-        // An upgraded connection is the tunnel's, never pooled.
-        pooled: tx.filter(|_| !upgraded).map(|tx| {
-            (
-                key,
-                tx,
-                up.conf.max_idle_connections_per_endpoint,
-                up.conf.idle_connection_timeout,
-            )
-        }),
     };
     let mut body = RespBody::upstream(rbody, deadline, route.idle_timeout);
     if let (Some(conf), Some((method, req_headers))) = (&route.compression, &compress_req)

@@ -16,6 +16,7 @@ use portico_config::snapshot::{ShadowConf, UpstreamProtocol};
 
 use crate::body::ReqBody;
 use crate::telemetry::metrics::RouteMetrics;
+use crate::upstream::h1::{self, Release};
 use crate::upstream::pool::{self, Conn, ConnectParams, PoolKey};
 use crate::upstream::{PickCtx, UpstreamState, Which};
 
@@ -151,14 +152,23 @@ async fn send(
             }
         }
     };
-    let resp = match conn {
-        Conn::H1(mut tx) => tx.send_request(req).await,
-        Conn::H2(mut tx) => tx.send_request(req).await,
-    };
-    match resp {
-        // Drain and discard the answer.
-        Ok(r) => r.into_body().collect().await.is_ok(),
-        Err(_) => false,
+    // Drain and discard the answer (an HTTP/1 connection goes back to the pool at its end).
+    match conn {
+        Conn::H1(c) => {
+            let release = Release {
+                key,
+                max_idle: up.conf.max_idle_connections_per_endpoint,
+                idle_timeout: up.conf.idle_connection_timeout,
+            };
+            match h1::exchange(c, req, Some(release)).await {
+                Ok(r) => r.into_body().collect().await.is_ok(),
+                Err(_) => false,
+            }
+        }
+        Conn::H2(mut tx) => match tx.send_request(req).await {
+            Ok(r) => r.into_body().collect().await.is_ok(),
+            Err(_) => false,
+        },
     }
 }
 

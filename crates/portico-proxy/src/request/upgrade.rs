@@ -28,10 +28,10 @@ use http::{Response, StatusCode, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use portico_config::snapshot::{Route, UpstreamProtocol};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 
-use crate::body::RespBody;
+use crate::body::{RespBody, UpBody};
 
 /// An allowed upgrade, waiting for the upstream's answer.
 pub struct Upgrade {
@@ -118,14 +118,23 @@ impl Upgrade {
         headers.insert(header::UPGRADE, self.protocol.clone());
     }
 
-    /// On the upstream's answer: a `101` starts the tunnel (in its own task) and gets its
-    /// upgrade headers back; returns whether it did (the upstream connection is then the
-    /// tunnel's and must not be pooled). Any other answer is proxied as usual.
-    pub fn tunnel(self, resp: &mut http::response::Parts, idle: Option<Duration>) -> bool {
+    /// On the upstream's answer: a `101` takes the upstream connection (and any bytes it
+    /// sent past the head) out of `body`, starts the tunnel (in its own task) and gets its
+    /// upgrade headers back; returns whether it did (the connection is then the tunnel's,
+    /// never pooled). Any other answer is proxied as usual.
+    pub fn tunnel(
+        self,
+        resp: &mut http::response::Parts,
+        body: &mut UpBody,
+        idle: Option<Duration>,
+    ) -> bool {
         if resp.status != StatusCode::SWITCHING_PROTOCOLS {
             return false;
         }
-        let Some(upstream) = resp.extensions.remove::<OnUpgrade>() else {
+        let UpBody::H1(h1) = body else {
+            return false;
+        };
+        let Some((mut up, early)) = h1.take_upgrade() else {
             return false;
         };
         let upgrade_value = self.protocol.clone();
@@ -134,14 +143,10 @@ impl Upgrade {
         resp.headers.insert(header::UPGRADE, upgrade_value);
         let downstream = self.downstream;
         tokio::spawn(async move {
-            let (down, up) = match tokio::join!(downstream, upstream) {
-                (Ok(d), Ok(u)) => (d, u),
-                (d, u) => {
-                    tracing::debug!(
-                        downstream_ok = d.is_ok(),
-                        upstream_ok = u.is_ok(),
-                        "upgrade did not complete"
-                    );
+            let down = match downstream.await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::debug!(error = %e, "upgrade did not complete");
                     return;
                 }
             };
@@ -150,7 +155,13 @@ impl Upgrade {
                 inner: TokioIo::new(down),
                 clock: clock.clone(),
             };
-            let mut up = TokioIo::new(up);
+            // What the upstream sent right after its 101 goes first.
+            if !early.is_empty()
+                && let Err(e) = down.write_all(&early).await
+            {
+                log_end(Err(e));
+                return;
+            }
             let copy = tokio::io::copy_bidirectional(&mut down, &mut up);
             match idle {
                 Some(idle) => tokio::select! {

@@ -9,6 +9,7 @@ pub mod breaker;
 pub mod clock;
 pub mod endpoint;
 pub mod ewma;
+pub mod h1;
 pub mod health;
 pub mod lb;
 pub mod outlier;

@@ -5,6 +5,10 @@
 //! request; see docs/benchmarks.md). Each worker thread runs a current-thread runtime, so a
 //! thread-local pool is a per-worker pool: no lock, no cross-core traffic. The `RefCell` is
 //! only borrowed inside synchronous closures, never across an `.await`.
+//!
+//! HTTP/1.1 connections are Portico's own (`upstream::h1`): an idle one is a socket and its
+//! buffer, checked with a non-blocking read when taken (one the upstream closed is dropped
+//! there), and handed back by its response body. HTTP/2 connections are hyper's, shared.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -16,23 +20,23 @@ use std::sync::Arc;
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, Scheme};
 use http::{Request, Uri, Version};
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use portico_config::snapshot::UpstreamProtocol;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::body::ReqBody;
+use crate::reqbody::ReqBody;
+use crate::upstream::h1::H1Conn;
 use crate::upstream::tls::UpstreamTls;
 use crate::upstream::{Held, UpstreamState};
 
 // Backpressure: what Portico reads from an upstream ahead of the client is bounded per
 // response, so a slow reader holds back its upstream instead of pinning memory.
 
-/// Largest read from an HTTP/1 upstream, and so the largest response chunk in flight (also
-/// the upstream's response head limit).
-pub const UPSTREAM_H1_MAX_BUF: usize = 16 * 1024;
+/// HTTP/1 upstreams: the largest read, response chunk in flight and response head.
+pub use crate::upstream::h1::conn::UPSTREAM_H1_MAX_BUF;
 /// HTTP/2 upstreams: the stream window Portico advertises (response bytes an upstream may
 /// send ahead of the client), and the connection window shared by the streams.
 pub const UPSTREAM_H2_STREAM_WINDOW: u32 = 64 * 1024;
@@ -46,7 +50,7 @@ pub struct PoolKey {
 }
 
 struct IdleH1 {
-    tx: http1::SendRequest<ReqBody>,
+    conn: H1Conn,
     since: Instant,
     idle_timeout: Duration,
 }
@@ -109,7 +113,8 @@ thread_local! {
 
 /// A connection ready to carry one request.
 pub enum Conn {
-    H1(http1::SendRequest<ReqBody>),
+    /// Portico's own HTTP/1.1 client connection (`upstream::h1`), driven by the request.
+    H1(H1Conn),
     H2(http2::SendRequest<ReqBody>),
 }
 
@@ -234,33 +239,26 @@ pub async fn checkout(key: PoolKey, protocol: UpstreamProtocol, wait: Duration) 
         }
     }
     loop {
-        let idle = POOL.with(|p| p.borrow_mut().h1.get_mut(&key).and_then(|v| v.pop()))?;
-        if idle.tx.is_closed() || idle.since.elapsed() >= idle.idle_timeout {
-            continue;
-        }
-        let mut tx = idle.tx;
-        if tx.is_ready() || tx.ready().await.is_ok() {
-            return Some(Conn::H1(tx));
+        let mut idle = POOL.with(|p| p.borrow_mut().h1.get_mut(&key).and_then(|v| v.pop()))?;
+        // One the upstream closed while it was idle is dropped here, before any request.
+        if idle.since.elapsed() < idle.idle_timeout && idle.conn.idle_usable() {
+            return Some(Conn::H1(idle.conn));
         }
     }
 }
 
 /// Returns an HTTP/1 connection whose response finished, for the next request.
-pub fn release_h1(
-    key: PoolKey,
-    tx: http1::SendRequest<ReqBody>,
-    max_idle: u32,
-    idle_timeout: Duration,
-) {
-    if tx.is_closed() || max_idle == 0 {
+pub fn release_h1(key: PoolKey, mut conn: H1Conn, max_idle: u32, idle_timeout: Duration) {
+    if max_idle == 0 {
         return;
     }
+    portico_h1::io::shrink_idle(&mut conn.buf, portico_h1::io::READ_CHUNK);
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         let list = p.h1.entry(key).or_default();
         if list.len() < max_idle as usize {
             list.push(IdleH1 {
-                tx,
+                conn,
                 since: Instant::now(),
                 idle_timeout,
             });
@@ -273,7 +271,7 @@ pub fn sweep() {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         p.h1.retain(|_, list| {
-            list.retain(|c| !c.tx.is_closed() && c.since.elapsed() < c.idle_timeout);
+            list.retain_mut(|c| c.since.elapsed() < c.idle_timeout && c.conn.idle_usable());
             !list.is_empty()
         });
         p.h2.retain(|_, tx| !tx.is_closed());
@@ -345,8 +343,8 @@ async fn handshake<S>(key: PoolKey, stream: S, h2: bool, slot: Held) -> Result<C
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let io = TokioIo::new(stream);
     if h2 {
+        let io = TokioIo::new(stream);
         let (tx, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .initial_stream_window_size(UPSTREAM_H2_STREAM_WINDOW)
@@ -363,18 +361,6 @@ where
         POOL.with(|p| p.borrow_mut().h2.insert(key, tx.clone()));
         Ok(Conn::H2(tx))
     } else {
-        let (tx, conn) = http1::Builder::new()
-            .max_buf_size(UPSTREAM_H1_MAX_BUF)
-            .handshake(io)
-            .await
-            .map_err(ConnectError::Handshake)?;
-        tokio::spawn(async move {
-            let _slot = slot;
-            // `with_upgrades`: a 101 answer hands the connection to `upgrade.rs` (WebSocket).
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(error = %e, "upstream connection ended");
-            }
-        });
-        Ok(Conn::H1(tx))
+        Ok(Conn::H1(H1Conn::new(Box::new(stream), Some(slot))))
     }
 }
