@@ -24,6 +24,22 @@ deb=$(scripts/package.sh "$@")
 echo "== built $deb" >&2
 dpkg-deb --info "$deb" >&2
 
+# The declared libc floor covers what the binary needs: its newest GLIBC_x.y symbol version,
+# and 2.36 when it is linked with packed relocations (GLIBC_ABI_DT_RELR).
+floor=$(dpkg-deb -f "$deb" Depends | sed -n 's/.*libc6 (>= \([0-9.]*\)).*/\1/p')
+tmpbin=$(mktemp -d)
+dpkg-deb -x "$deb" "$tmpbin"
+need=$(objdump -T "$tmpbin/usr/bin/portico" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -1)
+if readelf -V "$tmpbin/usr/bin/portico" | grep -q GLIBC_ABI_DT_RELR; then
+  need=$(printf '%s\n2.36\n' "$need" | sort -V | tail -1)
+fi
+rm -rf "$tmpbin"
+if [ "$(printf '%s\n%s\n' "$need" "$floor" | sort -V | tail -1)" != "$floor" ]; then
+  echo "package-test.sh: Depends says libc6 >= $floor, the binary needs $need" >&2
+  exit 1
+fi
+echo "== libc6 >= $floor (binary needs $need)" >&2
+
 cleanup() { dpkg --purge portico >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 

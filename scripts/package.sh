@@ -70,7 +70,12 @@ printf '/etc/portico/portico.yaml\n/etc/logrotate.d/portico\n' > "$root/DEBIAN/c
 gzip -9n < README.md > "$root/usr/share/doc/portico/README.md.gz"
 
 # Shared libraries: libc (the newest symbol version the binary uses) and libgcc_s.
-glibc=$(objdump -T "$root/usr/bin/portico" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -1)
+glibc=$(objdump -T "$root/usr/bin/portico" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -1)
+# Packed relative relocations (crates/portico/build.rs) need the loader of glibc 2.36: the
+# binary then requires the version GLIBC_ABI_DT_RELR, which names no number of its own.
+if readelf -V "$root/usr/bin/portico" | grep -q 'GLIBC_ABI_DT_RELR'; then
+  glibc=$(printf '%s\n2.36\n' "${glibc:-2.34}" | sort -V | tail -1)
+fi
 size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
 cat > "$root/DEBIAN/control" <<CONTROL
 Package: portico
