@@ -100,7 +100,7 @@ async fn key_map(p: &Portico) -> HashMap<u32, String> {
     out
 }
 
-async fn consistent_hashing(policy: &str, max_moved_others: usize) {
+async fn consistent_hashing(policy: &str, max_moved_pct: usize) {
     let u = three_controlled().await;
     let lb = format!("{{ policy: {policy}, header: x-user }}");
     let p = Portico::start(&upstream("pool", &[&u[0], &u[1], &u[2]], &lb)).await;
@@ -120,9 +120,14 @@ async fn consistent_hashing(policy: &str, max_moved_others: usize) {
     eprintln!(
         "{policy}: keys per endpoint {per:?}; after b left {moved} of 100 moved ({moved_others} not from b)"
     );
-    // A third is 33 keys; which keys b owns varies with the (random) ports: allow ~2.8 sd.
-    assert!(moved <= 48, "{moved}");
-    assert!(moved_others <= max_moved_others, "{moved_others}");
+    // A third is 33 keys; which keys b owns varies with the (random) ports: binomial(100, 1/3)
+    // has sd 4.7, so allow ~4.5 sd. Modulo hashing would move about two thirds of all keys.
+    assert!(moved <= 54, "{moved}");
+    let others = 100 - per.get("b").copied().unwrap_or(0);
+    assert!(
+        moved_others * 100 <= max_moved_pct * others,
+        "{moved_others} of {others} keys not on b moved"
+    );
     assert_eq!(moved - moved_others, per.get("b").copied().unwrap_or(0));
 }
 
@@ -133,7 +138,10 @@ async fn ring_hash_is_sticky_and_moves_only_the_leavers_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn maglev_is_sticky_and_moves_few_keys() {
-    consistent_hashing("maglev", 3).await;
+    // Maglev's small table (1021 slots for three endpoints) reshuffles a few percent of the
+    // other endpoints' slots when one leaves (the unit test measures < 5% over 10,000 keys);
+    // over ~67 keys allow 15%, still far below modulo hashing's ~67%.
+    consistent_hashing("maglev", 15).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
