@@ -175,6 +175,26 @@ pub struct HostSpec {
     pub tls: Option<HostTlsM>,
     #[serde(rename = "requestPolicy")]
     pub request_policy: Option<RequestPolicyM>,
+    /// Automatic certificates (docs/reference.md §13).
+    #[serde(rename = "acmeProvider")]
+    pub acme_provider: Option<Box<AcmeM>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeM {
+    pub authority: Option<String>,
+    pub email: Option<String>,
+    pub ca_file: Option<String>,
+    pub challenge: Option<AcmeChallengeM>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum AcmeChallengeM {
+    #[serde(rename = "http-01")]
+    Http01,
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -176,8 +176,38 @@ pub struct TlsConf {
 pub struct HostConf {
     pub name: String,
     pub hostname: HostGlob,
+    /// For a Host with `acme`, the certificate paths are empty: the certificate lives in the
+    /// state directory (`portico run --state-dir`), which the config does not know.
     pub tls: Option<TlsConf>,
     pub insecure: InsecureAction,
+    /// Automatic certificates (`acmeProvider`, §13); only for exact hostnames.
+    pub acme: Option<AcmeConf>,
+}
+
+/// A Host's `acmeProvider`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AcmeConf {
+    /// The RFC 8555 directory URL.
+    pub authority: String,
+    pub email: Option<String>,
+    /// CA that signs the ACME server's own HTTPS (absolute path).
+    pub ca_file: Option<PathBuf>,
+    pub challenge: AcmeChallenge,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AcmeChallenge {
+    Http01,
+    TlsAlpn01,
+}
+
+impl AcmeChallenge {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AcmeChallenge::Http01 => "http-01",
+            AcmeChallenge::TlsAlpn01 => "tls-alpn-01",
+        }
+    }
 }
 
 // ---------------------------------------------------------------- upstreams

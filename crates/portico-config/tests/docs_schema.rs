@@ -250,7 +250,12 @@ fn parse_doc(text: &str) -> Doc {
 
 fn inner_type(ty: &str) -> &str {
     let ty = ty.trim();
-    ty.strip_prefix("Option<")
+    let ty = ty
+        .strip_prefix("Option<")
+        .and_then(|s| s.strip_suffix('>'))
+        .unwrap_or(ty);
+    // A boxed field reads as what it boxes.
+    ty.strip_prefix("Box<")
         .and_then(|s| s.strip_suffix('>'))
         .unwrap_or(ty)
 }

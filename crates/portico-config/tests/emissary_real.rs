@@ -221,7 +221,13 @@ fn host_without_hostname_is_any() {
     let r = load(&format!(
         "{EM}\nkind: Host\nmetadata: {{ name: h }}\nspec: {{ requestPolicy: {{ insecure: {{ action: Route }} }} }}\n"
     ));
-    assert!(r.diagnostics.is_empty(), "{:?}", messages(&r));
+    // Neither tlsSecret nor acmeProvider.authority: cleartext-only, said once (reference §13).
+    let msgs = messages(&r);
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert!(
+        msgs[0].contains("warning: this Host has neither tlsSecret nor acmeProvider.authority"),
+        "{msgs:?}"
+    );
     let snap = r.snapshot.expect("loads");
     assert_eq!(snap.hosts[0].hostname.to_string(), "*");
 }
@@ -231,7 +237,7 @@ fn hostname_with_a_port_matches_only_that_port() {
     let r = load(&format!(
         "{EM}\nkind: Mapping\nmetadata: {{ name: p }}\nspec: {{ hostname: \"quote.local:8500\", prefix: /, service: a:1 }}\n---\n\
          {EM}\nkind: Mapping\nmetadata: {{ name: any }}\nspec: {{ prefix: /, service: b:1 }}\n---\n\
-         {EM}\nkind: Host\nmetadata: {{ name: h }}\nspec: {{ hostname: \"quote.local:8500\" }}\n"
+         {EM}\nkind: Host\nmetadata: {{ name: h }}\nspec: {{ hostname: \"quote.local:8500\", acmeProvider: {{ authority: none }} }}\n"
     ));
     assert!(r.diagnostics.is_empty(), "{:?}", messages(&r));
     assert_eq!(

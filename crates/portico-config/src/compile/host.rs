@@ -1,4 +1,5 @@
-//! `Host` resources: hostname globs (unique), TLS files and ALPN, the insecure-request action.
+//! `Host` resources: hostname globs (unique), TLS files and ALPN, the insecure-request action,
+//! and `acmeProvider` (automatic certificates, §13).
 
 use std::collections::HashMap;
 
@@ -6,9 +7,11 @@ use super::Ctx;
 use super::parse::{check_files, check_host_glob, p};
 use super::route_match::split_port;
 use crate::defaults;
-use crate::model::{InsecureActionM, Spec, TlsVersionM};
+use crate::model::{AcmeChallengeM, AcmeM, HostSpec, InsecureActionM, Spec, TlsVersionM};
 use crate::resource::{HOST, Resource};
-use crate::snapshot::{HostConf, HostGlob, InsecureAction, TlsConf, TlsVersion};
+use crate::snapshot::{
+    AcmeChallenge, AcmeConf, HostConf, HostGlob, InsecureAction, TlsConf, TlsVersion,
+};
 
 impl Ctx<'_> {
     pub(super) fn hosts(&mut self, resources: &[Resource]) -> Vec<HostConf> {
@@ -44,13 +47,23 @@ impl Ctx<'_> {
                 continue;
             }
             seen.insert(hostname.clone(), r);
+            let acme = self.acme(r, h, &hostname);
+            let acme_given = h.acme_provider.is_some();
             let tls = h.tls.as_ref().and_then(|t| {
                 let base = ["spec", "tls"];
                 for (f, v) in [
                     ("cert_chain_file", &t.cert_chain_file),
                     ("private_key_file", &t.private_key_file),
                 ] {
-                    if v.is_none() {
+                    if acme_given {
+                        if v.is_some() {
+                            r.error(
+                                self.d,
+                                &p(&base, &[f]),
+                                format!("`{f}` and acmeProvider exclude each other: ACME provides the certificate"),
+                            );
+                        }
+                    } else if v.is_none() {
                         r.missing(
                             self.d,
                             &p(&base, &[f]),
@@ -91,6 +104,11 @@ impl Ctx<'_> {
                     it.next().flatten(),
                     it.next().flatten(),
                 );
+                let (cert, key) = if acme_given {
+                    (Some(Default::default()), Some(Default::default()))
+                } else {
+                    (cert, key)
+                };
                 Some(TlsConf {
                     cert_chain_file: cert?,
                     private_key_file: key?,
@@ -102,6 +120,23 @@ impl Ctx<'_> {
                     ca_file: ca,
                 })
             });
+            // An ACME Host without a `tls` block still terminates TLS, with the defaults.
+            let tls = match (&tls, &acme) {
+                (None, Some(_)) if h.tls.is_none() => Some(TlsConf {
+                    cert_chain_file: Default::default(),
+                    private_key_file: Default::default(),
+                    alpn_protocols: defaults::TLS_ALPN_PROTOCOLS
+                        .split(',')
+                        .map(|s| s.trim().to_string())
+                        .collect(),
+                    min_tls_version: match defaults::TLS_MIN_VERSION {
+                        TlsVersionM::V13 => TlsVersion::V1_3,
+                        TlsVersionM::V12 => TlsVersion::V1_2,
+                    },
+                    ca_file: None,
+                }),
+                _ => tls,
+            };
             let insecure = match h
                 .request_policy
                 .as_ref()
@@ -118,9 +153,79 @@ impl Ctx<'_> {
                 hostname,
                 tls,
                 insecure,
+                acme,
             });
         }
         out.sort_by_key(|h| std::cmp::Reverse(h.hostname.specificity()));
         out
+    }
+
+    /// `acmeProvider`: an exact hostname, an http(s) directory URL, a usable `ca_file`.
+    fn acme(&mut self, r: &Resource, h: &HostSpec, hostname: &HostGlob) -> Option<AcmeConf> {
+        let a: &AcmeM = h.acme_provider.as_deref()?;
+        let base = ["spec", "acmeProvider"];
+        let mut ok = true;
+        if !matches!(hostname, HostGlob::Exact(_)) {
+            r.error(
+                self.d,
+                &["spec", "hostname"],
+                format!("acmeProvider needs an exact hostname, not the glob `{hostname}`"),
+            );
+            ok = false;
+        }
+        let authority = match a.authority.as_deref().map(str::trim) {
+            None | Some("") => {
+                r.missing(
+                    self.d,
+                    &p(&base, &["authority"]),
+                    "missing field `authority` in acmeProvider (the ACME directory URL)",
+                );
+                ok = false;
+                String::new()
+            }
+            Some(u) => {
+                let rest = u
+                    .strip_prefix("https://")
+                    .or_else(|| u.strip_prefix("http://"));
+                let good = rest.is_some_and(|r| {
+                    !r.is_empty()
+                        && !r.starts_with('/')
+                        && !r.chars().any(|c| c.is_whitespace() || c.is_control())
+                });
+                if !good {
+                    r.error(
+                        self.d,
+                        &p(&base, &["authority"]),
+                        format!("authority `{u}` is not an http(s) URL of an ACME directory"),
+                    );
+                    ok = false;
+                }
+                u.to_string()
+            }
+        };
+        if let Some(e) = &a.email
+            && (!e.contains('@') || e.chars().any(|c| c.is_whitespace() || c == ','))
+        {
+            r.error(
+                self.d,
+                &p(&base, &["email"]),
+                format!("email `{e}` is not an email address"),
+            );
+            ok = false;
+        }
+        let ca = check_files(self.d, r, &base, &[("ca_file", a.ca_file.as_ref())])
+            .into_iter()
+            .next()
+            .flatten();
+        let challenge = match a.challenge.unwrap_or(AcmeChallengeM::Http01) {
+            AcmeChallengeM::Http01 => AcmeChallenge::Http01,
+            AcmeChallengeM::TlsAlpn01 => AcmeChallenge::TlsAlpn01,
+        };
+        ok.then(|| AcmeConf {
+            authority,
+            email: a.email.clone(),
+            ca_file: ca,
+            challenge,
+        })
     }
 }

@@ -260,7 +260,6 @@ mod tests {
         assert!(r.snapshot.is_some(), "{msgs:?}");
         let want = [
             "e.yaml:7:3: Mapping/m: warning: `docs` is ignored by Portico",
-            "Host/h: warning: `acmeProvider.email` is ignored by Portico",
             "Host/h: warning: `acmeProvider.privateKeySecret` is ignored by Portico",
             "Host/h: warning: `acmeProvider.registration` is ignored by Portico",
             "Host/h: warning: `requestPolicy.insecure.additionalPort` is ignored by Portico (declare a Listener",

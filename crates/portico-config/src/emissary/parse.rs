@@ -166,8 +166,8 @@ impl Schema for EmissaryV3 {
                 ignored_at(
                     spec,
                     &["acmeProvider"],
-                    &["email", "privateKeySecret", "registration"],
-                    "Portico does no ACME; certificates come from tlsSecret",
+                    &["privateKeySecret", "registration"],
+                    "Portico keeps its ACME account in --state-dir",
                     warns,
                 );
                 (

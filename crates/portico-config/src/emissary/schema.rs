@@ -367,7 +367,7 @@ pub struct EmInsecure {
 #[serde(deny_unknown_fields)]
 pub struct EmAcme {
     pub authority: Option<String>,
-    pub email: Option<IgnoredAny>,
+    pub email: Option<String>,
     #[serde(rename = "privateKeySecret")]
     pub private_key_secret: Option<IgnoredAny>,
     pub registration: Option<IgnoredAny>,

@@ -166,6 +166,7 @@ pub(super) fn translate(resources: &mut Vec<Resource>, d: &mut Diags) {
                     hostname: Some(hn.clone()),
                     tls: Some(tls),
                     request_policy: None,
+                    acme_provider: None,
                 }))),
                 emissary: None,
                 removed: Vec::new(),
@@ -554,15 +555,25 @@ pub(super) fn host(
     contexts: &HashMap<String, usize>,
 ) -> Option<HostSpec> {
     let resources = store.resources;
-    if let Some(a) = &h.acme_provider
-        && a.authority.as_deref().is_some_and(|a| a != "none")
-    {
-        r.error(
-            d,
-            &["spec", "acmeProvider", "authority"],
-            "ACME is not supported: set `authority: none` and give a tlsSecret",
-        );
-    }
+    // `authority: none` (or no acmeProvider) means no ACME; any other authority is ordered
+    // from, unless a tlsSecret (or a TLSContext, below) gives the certificate.
+    let authority = h
+        .acme_provider
+        .as_ref()
+        .and_then(|a| a.authority.as_deref())
+        .map(str::trim);
+    let mut acme_provider = h.acme_provider.as_ref().and_then(|a| {
+        let authority = authority?;
+        if authority.eq_ignore_ascii_case("none") {
+            return None;
+        }
+        Some(Box::new(AcmeM {
+            authority: Some(authority.to_string()),
+            email: a.email.clone(),
+            ca_file: None,
+            challenge: None,
+        }))
+    });
     let mut tls = None;
     // Set when tlsSecret is given but unusable (already reported at tlsSecret).
     let mut secret_failed = false;
@@ -668,6 +679,13 @@ pub(super) fn host(
     if let Some(t) = &h.tls {
         match &mut tls {
             None if secret_failed => {}
+            None if acme_provider.is_some() => {
+                tls = Some(HostTlsM {
+                    alpn_protocols: t.alpn_protocols.clone(),
+                    min_tls_version: t.min_tls_version,
+                    ..Default::default()
+                });
+            }
             None => r.error_key(
                 d,
                 &["spec", "tls"],
@@ -693,6 +711,23 @@ pub(super) fn host(
             }
         }
     }
+    match (&tls, &acme_provider) {
+        (Some(t), Some(_)) if t.cert_chain_file.is_some() => {
+            r.warn(
+                d,
+                &["spec", "acmeProvider", "authority"],
+                "the certificate comes from tlsSecret or a TLSContext: acmeProvider.authority is not used",
+            );
+            acme_provider = None;
+        }
+        (None, None) if !secret_failed && authority.is_none() => r.warn(
+            d,
+            &["spec", "hostname"],
+            "this Host has neither tlsSecret nor acmeProvider.authority: it is cleartext-only \
+             (Portico contacts no certificate authority unless acmeProvider.authority names one)",
+        ),
+        _ => {}
+    }
     Some(HostSpec {
         // Emissary: a Host without hostname is `*`.
         hostname: Some(h.hostname.clone().unwrap_or_else(|| "*".to_string())),
@@ -700,5 +735,6 @@ pub(super) fn host(
         request_policy: h.request_policy.as_ref().map(|p| RequestPolicyM {
             insecure: p.insecure.as_ref().map(|i| InsecureM { action: i.action }),
         }),
+        acme_provider,
     })
 }
