@@ -57,6 +57,23 @@ pub fn render(ctl: &Controller) -> String {
 
     header(
         &mut out,
+        "portico_certificate_expiry_timestamp_seconds",
+        "gauge",
+        "notAfter (Unix seconds) of every certificate being served, by Host name.",
+    );
+    for (host, not_after) in active.tls.expiries() {
+        let _ = writeln!(
+            out,
+            "portico_certificate_expiry_timestamp_seconds{{host=\"{}\"}} {not_after}",
+            host.replace('\\', "\\\\").replace('"', "\\\"")
+        );
+    }
+    if let Some(m) = ctl.acme.get() {
+        m.render_metrics(&mut out);
+    }
+
+    header(
+        &mut out,
         "portico_build_info",
         "gauge",
         "Build information.",

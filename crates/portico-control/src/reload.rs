@@ -77,6 +77,8 @@ pub struct Controller {
     pub counters: ReloadCounters,
     /// The git source, when running with `--git` (set once at start).
     pub git: std::sync::OnceLock<Arc<crate::git::GitSource>>,
+    /// The ACME certificate manager (set once at start by `portico run`).
+    pub acme: std::sync::OnceLock<Arc<portico_acme::Manager>>,
     /// The last [`HISTORY_LEN`] reloads, oldest first (admin API only, never the request path).
     history: Mutex<VecDeque<HistoryEntry>>,
     /// Recent rates and latencies for the dashboard.
@@ -136,6 +138,20 @@ fn internal_diag(message: String) -> Diagnostic {
 }
 
 /// Per-resource status entries for `/config`.
+/// The ACME Hosts of a snapshot: `(hostname, acmeProvider)`.
+pub fn acme_hosts(snapshot: &Snapshot) -> Vec<(String, portico_config::snapshot::AcmeConf)> {
+    snapshot
+        .hosts
+        .iter()
+        .filter_map(|h| match (&h.hostname, &h.acme) {
+            (portico_config::route::HostGlob::Exact(name), Some(a)) => {
+                Some((name.clone(), a.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 pub fn resources_json(snapshot: &Snapshot, warnings: &[Diagnostic]) -> Vec<Value> {
     snapshot
         .resources
@@ -187,6 +203,7 @@ impl Controller {
             status: ArcSwap::from_pointee(status),
             counters: ReloadCounters::default(),
             git: std::sync::OnceLock::new(),
+            acme: std::sync::OnceLock::new(),
             history: Mutex::new(VecDeque::from([first])),
             series: Arc::default(),
             parse_cache: Arc::default(),
@@ -311,6 +328,9 @@ impl Controller {
             portico_proxy::prepare(snapshot, generation, Some(&current), &self.proxy.metrics).await;
         drop(current);
         self.proxy.swap(next);
+        if let Some(m) = self.acme.get() {
+            m.apply(&acme_hosts(&self.proxy.active().config));
+        }
         let swapped = started.elapsed();
         let prepare = prepare_at.elapsed();
         self.server.activate(bound);

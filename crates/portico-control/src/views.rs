@@ -28,14 +28,36 @@ pub fn config(ctl: &Controller) -> Value {
     if let Some(c) = &st.commit {
         source["commit"] = json!(c);
     }
+    let mut resources = st.resources.clone();
+    acme_status(ctl, &active, &mut resources);
     json!({
         "generation": active.generation,
         "source": source,
         "applied_at": ts(active.applied_at),
-        "resources": st.resources,
+        "resources": resources,
         "last_error": last_error,
         "history": history(ctl),
     })
+}
+
+/// An ACME Host's `status` is its certificate's state (issued, ordering, the last failure
+/// with its ACME problem document); the details are under `acme`.
+fn acme_status(ctl: &Controller, active: &Active, resources: &mut [Value]) {
+    let Some(m) = ctl.acme.get() else { return };
+    for h in &active.config.hosts {
+        let (portico_config::route::HostGlob::Exact(name), Some(_)) = (&h.hostname, &h.acme) else {
+            continue;
+        };
+        let Some((summary, details)) = m.status(name) else {
+            continue;
+        };
+        for r in resources.iter_mut() {
+            if r["kind"] == "Host" && r["name"] == h.name.as_str() {
+                r["status"] = json!(summary);
+                r["acme"] = details.clone();
+            }
+        }
+    }
 }
 
 /// The last reloads, newest first: `{at, trigger, generation, result, errors, commit?, files?}`.

@@ -97,6 +97,10 @@ enum Cmd {
         /// instead of being skipped with a warning.
         #[arg(long = "strict-kinds")]
         strict_kinds: bool,
+        /// Where ACME accounts, certificates, challenge answers and order locks are kept
+        /// (mode 0600). Several processes may share one (e.g. a shared volume).
+        #[arg(long = "state-dir", default_value = portico_acme::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
     },
     /// Validate configuration without binding anything.
     Check {
@@ -251,6 +255,7 @@ fn main() -> ExitCode {
             overload_max_memory_mb,
             strict_kinds,
             overload_rss_file,
+            state_dir,
         } => {
             init_logging();
             portico_config::set_strict_kinds(strict_kinds);
@@ -267,6 +272,7 @@ fn main() -> ExitCode {
                         .map(|mb| mb.saturating_mul(1024 * 1024)),
                     rss_source: overload_rss_file,
                 },
+                state_dir,
                 git: git.map(|url| portico_control::git::GitOptions {
                     url,
                     git_ref,
@@ -324,6 +330,7 @@ fn proxy(args: oneliner::ProxyArgs) -> ExitCode {
         drain_timeout_ms: 10_000,
         overload: portico_proxy::downstream::overload::OverloadConf::default(),
         git: None,
+        state_dir: PathBuf::from(portico_acme::DEFAULT_STATE_DIR),
     })
 }
 
@@ -488,6 +495,8 @@ struct RunOpts {
     drain_timeout_ms: u64,
     overload: portico_proxy::downstream::overload::OverloadConf,
     git: Option<portico_control::git::GitOptions>,
+    /// ACME state (`--state-dir`).
+    state_dir: PathBuf,
 }
 
 async fn run(opts: RunOpts) -> anyhow::Result<()> {
@@ -574,6 +583,10 @@ async fn run(opts: RunOpts) -> anyhow::Result<()> {
         portico_control::git::repo_relative(&tree, &mut resources);
     }
     let listeners = snapshot.listeners.clone();
+    // Before the first TLS state is built: ACME Hosts' certificates are files in it.
+    portico_proxy::downstream::acme::set_state_dir(&opts.state_dir);
+    let acme = portico_acme::Manager::new(&opts.state_dir);
+    let acme_hosts = reload::acme_hosts(&snapshot);
     let registry = Arc::new(portico_proxy::telemetry::metrics::Registry::default());
     let first = portico_proxy::prepare(snapshot, 1, None, &registry).await;
     let settings = ProxySettings {
@@ -608,6 +621,8 @@ async fn run(opts: RunOpts) -> anyhow::Result<()> {
         )
         .with_parse_cache(parse_cache),
     );
+    let _ = ctl.acme.set(acme.clone());
+    acme.apply(&acme_hosts);
     if let Some(g) = git_source {
         let _ = ctl.git.set(g.clone());
         g.spawn_poller(ctl.clone());

@@ -1,6 +1,7 @@
 //! What faces clients: accepting connections and guarding what they send before a request
 //! reaches the request phases (`crate::request`).
 
+pub mod acme;
 pub mod field_rules;
 pub mod h1_guard;
 pub mod h2_rules;

@@ -68,6 +68,8 @@ fn provider() -> Arc<CryptoProvider> {
 struct Built {
     h2: Arc<ServerConfig>,
     h1: Arc<ServerConfig>,
+    /// The leaf certificate's notAfter (Unix seconds), for the expiry metric.
+    not_after: Option<i64>,
 }
 
 /// File identity used to notice a change without reading the file.
@@ -153,6 +155,10 @@ impl HostTls {
         let st = stamp(conf);
         let built = match build(conf) {
             Ok(b) => Some(b),
+            Err(_) if h.acme.is_some() && !conf.cert_chain_file.exists() => {
+                tracing::info!(host = %h.name, "no ACME certificate yet: the `*` Host's certificate (if any) answers until it is issued");
+                None
+            }
             Err(e) => {
                 tracing::error!(host = %h.name, error = %e, "cannot load TLS certificate; Host not served over TLS");
                 None
@@ -213,6 +219,19 @@ impl TlsHosts {
         let mut hosts = Vec::new();
         for h in &snapshot.hosts {
             let Some(conf) = &h.tls else { continue };
+            // An ACME Host's certificate is the state directory's file for its name.
+            let acme_conf;
+            let conf = match (&h.acme, &h.hostname, crate::downstream::acme::store()) {
+                (Some(_), HostGlob::Exact(name), Some(store)) => {
+                    let mut c = conf.clone();
+                    c.cert_chain_file = store.cert_path(name);
+                    c.private_key_file = c.cert_chain_file.clone();
+                    acme_conf = c;
+                    &acme_conf
+                }
+                (Some(_), _, _) => continue,
+                (None, _, _) => conf,
+            };
             let reused = previous.and_then(|p| {
                 p.hosts
                     .iter()
@@ -249,6 +268,18 @@ impl TlsHosts {
     }
 
     /// The Host for a ClientHello's SNI: the first (most specific) match, else `*`.
+    /// `(hostname, notAfter in Unix seconds)` of every certificate being served.
+    pub fn expiries(&self) -> Vec<(String, i64)> {
+        self.hosts
+            .iter()
+            .filter_map(|h| {
+                let b = h.built.load();
+                let na = (**b).as_ref()?.not_after?;
+                Some((h.hostname.to_string(), na))
+            })
+            .collect()
+    }
+
     pub fn select(&self, sni: Option<&str>) -> Option<&HostTls> {
         let loaded = |h: &&Arc<HostTls>| h.built.load().is_some();
         if let Some(name) = sni {
@@ -277,6 +308,9 @@ pub fn validate(snapshot: &Snapshot) -> Vec<Diagnostic> {
     let mut errors = Vec::new();
     for h in &snapshot.hosts {
         let Some(conf) = &h.tls else { continue };
+        if h.acme.is_some() {
+            continue; // its certificate comes from the state directory
+        }
         if let Err(message) = build(conf) {
             let (file, line) = snapshot
                 .resources
@@ -367,6 +401,10 @@ fn build_with(
             conf.cert_chain_file.display()
         )
     })?;
+    let not_after = chain
+        .first()
+        .and_then(|leaf| x509_parser::parse_x509_certificate(leaf).ok())
+        .map(|(_, c)| c.validity().not_after.timestamp());
     let certified = Arc::new(CertifiedKey::new(chain, signer));
     let verifier = match &conf.ca_file {
         None => None,
@@ -408,6 +446,7 @@ fn build_with(
     Ok(Built {
         h2: make(true)?,
         h1: make(false)?,
+        not_after,
     })
 }
 
@@ -477,6 +516,25 @@ where
         }
     };
     let sni = accepted.client_hello().server_name().map(str::to_owned);
+    if crate::downstream::acme::wants_tls_alpn01(&accepted.client_hello()) {
+        // TLS-ALPN-01 (RFC 8737): the challenge certificate, then the connection ends.
+        let Some(config) = crate::downstream::acme::tls_alpn01_config(sni.as_deref(), provider())
+        else {
+            let _ = io.write_all(&UNRECOGNIZED_NAME).await;
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("no ACME challenge pending for SNI {sni:?}"),
+            ));
+        };
+        let mut stream = StartHandshake::from_parts(accepted, io)
+            .into_stream(config)
+            .await?;
+        let _ = stream.shutdown().await;
+        return Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "acme-tls/1 challenge answered",
+        ));
+    }
     let config = hosts.select(sni.as_deref()).and_then(|h| h.config(http2));
     let Some(config) = config else {
         let _ = io.write_all(&UNRECOGNIZED_NAME).await;

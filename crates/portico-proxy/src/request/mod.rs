@@ -89,6 +89,10 @@ pub async fn handle(
     if let Err(reply) = screen(&ctx, &req) {
         return Ok(ctx.reply(reply));
     }
+    // ACME HTTP-01 answers come before routing and before the insecure-request policy.
+    if let Some(resp) = crate::downstream::acme::http01(&ctx.conn, &req).await {
+        return Ok(ctx.answer(resp));
+    }
     if let Some(resp) = crate::downstream::tls::insecure_policy(&ctx.active.config, &ctx.conn, &req)
     {
         return Ok(ctx.answer(resp));
