@@ -12,6 +12,8 @@ done
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 # The X.509 v1 certificate test makes its certificate with the openssl command.
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# The ACME tests (crates/portico/tests/e2e/acme.rs) run Debian's ACME test server and its DNS.
+command -v pebble >/dev/null 2>&1 && command -v pebble-challtestsrv >/dev/null 2>&1 || need+=(pebble)
 # The Debian package check (scripts/package-test.sh): dpkg-deb, strip, systemd-analyze, man -w.
 command -v strip >/dev/null 2>&1 || need+=(binutils)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)

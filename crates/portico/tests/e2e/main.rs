@@ -4,6 +4,7 @@
 
 mod common;
 
+mod acme;
 mod balancing;
 mod big_bodies;
 mod check_cli;

@@ -1,0 +1,666 @@
+//! Automatic certificates (docs/reference.md §13) against Debian's `pebble` (an RFC 8555 test
+//! CA) and `pebble-challtestsrv` (its DNS, resolving every test name to 127.0.0.1), with pebble
+//! validating challenges against Portico's real listeners: each test gives pebble a config with
+//! the ports it picked (`httpPort`/`tlsPort` are Portico's listeners), moves challtestsrv off its
+//! fixed default ports, and leaves pebble's 5 % `badNonce` rejections on. pebble's own HTTPS
+//! uses a certificate the test makes (rcgen); the Host's `ca_file` trusts it.
+//!
+//! Without pebble installed (scripts/test.sh installs it) the pebble tests fail loudly.
+
+use crate::common;
+use common::*;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+/// Generous: issuance on a loaded two-core machine (pebble retries, badNonce, polling).
+const ISSUE_WITHIN: Duration = Duration::from_secs(60);
+
+/// pebble and pebble-challtestsrv for one test; killed on drop.
+struct Pebble {
+    pebble: Child,
+    dns: Child,
+    dir: tempfile::TempDir,
+    /// The ACME directory URL.
+    url: String,
+    /// The CA that signs pebble's own HTTPS (the Host's `ca_file`).
+    ca_file: PathBuf,
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        for c in [&mut self.pebble, &mut self.dns] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn require(tool: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "`{tool}` is not installed: run scripts/test.sh (it installs Debian's `pebble` package)"
+    );
+}
+
+async fn wait_port(port: u16, what: &str) {
+    wait_until(Duration::from_secs(20), what, async || {
+        TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+    })
+    .await;
+}
+
+impl Pebble {
+    /// Starts pebble validating HTTP-01 on `http_port` and TLS-ALPN-01 on `tls_port`.
+    async fn start(http_port: u16, tls_port: u16) -> Pebble {
+        require("pebble");
+        require("pebble-challtestsrv");
+        let dir = tempfile::tempdir().expect("tempdir");
+        // pebble's HTTPS certificate, from a CA of our own.
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "pebble listener test CA");
+        let ca_key = KeyPair::generate().expect("ca key");
+        let ca = ca_params.self_signed(&ca_key).expect("ca");
+        let issuer = Issuer::new(ca_params, ca_key);
+        let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).expect("leaf");
+        leaf.subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().expect("ip")));
+        let leaf_key = KeyPair::generate().expect("leaf key");
+        let leaf_cert = leaf.signed_by(&leaf_key, &issuer).expect("leaf cert");
+        let ca_file = dir.path().join("pebble-ca.pem");
+        std::fs::write(&ca_file, ca.pem()).expect("ca file");
+        std::fs::write(dir.path().join("cert.pem"), leaf_cert.pem()).expect("cert");
+        std::fs::write(dir.path().join("key.pem"), leaf_key.serialize_pem()).expect("key");
+
+        let (acme_port, mgmt_port, dns_port, dns_mgmt) =
+            (free_port(), free_port(), free_port(), free_port());
+        let cfg = serde_json::json!({
+            "pebble": {
+                "listenAddress": format!("127.0.0.1:{acme_port}"),
+                "managementListenAddress": format!("127.0.0.1:{mgmt_port}"),
+                "certificate": dir.path().join("cert.pem"),
+                "privateKey": dir.path().join("key.pem"),
+                "httpPort": http_port,
+                "tlsPort": tls_port,
+                "ocspResponderURL": "",
+                "externalAccountBindingRequired": false
+            }
+        });
+        let cfg_path = dir.path().join("pebble.json");
+        std::fs::write(&cfg_path, cfg.to_string()).expect("pebble config");
+        // The DNS: only its DNS server, on a port of ours, answering 127.0.0.1 for every name.
+        let dns = Command::new("pebble-challtestsrv")
+            .args([
+                "-dns01",
+                &format!("127.0.0.1:{dns_port}"),
+                "-http01",
+                "",
+                "-https01",
+                "",
+                "-tlsalpn01",
+                "",
+                "-management",
+                &format!("127.0.0.1:{dns_mgmt}"),
+                "-defaultIPv4",
+                "127.0.0.1",
+                "-defaultIPv6",
+                "",
+            ])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("dns.log")).expect("log"))
+            .spawn()
+            .expect("spawn pebble-challtestsrv");
+        let pebble = Command::new("pebble")
+            .args(["-config"])
+            .arg(&cfg_path)
+            .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .current_dir(dir.path())
+            .stdout(std::fs::File::create(dir.path().join("pebble.log")).expect("log"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn pebble");
+        let p = Pebble {
+            pebble,
+            dns,
+            url: format!("https://127.0.0.1:{acme_port}/dir"),
+            ca_file,
+            dir,
+        };
+        wait_port(dns_mgmt, "pebble-challtestsrv listening").await;
+        wait_port(acme_port, "pebble listening").await;
+        p
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("pebble.log")).unwrap_or_default()
+    }
+}
+
+/// A `portico run` with its own environment (lease, hold) and state directory.
+struct Proc {
+    child: Child,
+    dir: tempfile::TempDir,
+    admin: u16,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    async fn start(config: &str, state: &Path, env: &[(&str, &str)]) -> Proc {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("portico.yaml");
+        std::fs::write(&cfg, config).expect("config");
+        let admin = free_port();
+        let child = Command::new(portico_bin())
+            .arg("run")
+            .arg("-c")
+            .arg(&cfg)
+            .arg("--state-dir")
+            .arg(state)
+            .args([
+                "--admin",
+                &format!("127.0.0.1:{admin}"),
+                "--workers",
+                "1",
+                "--access-log",
+                "off",
+            ])
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("stderr.log")).expect("stderr"))
+            .spawn()
+            .expect("spawn portico");
+        let mut p = Proc { child, dir, admin };
+        let ready = eventually(Duration::from_secs(20), async || {
+            http_get(&format!("http://127.0.0.1:{admin}/ready"), &[])
+                .await
+                .is_ok_and(|r| r.status == 200)
+        })
+        .await;
+        if !ready {
+            let _ = p.child.try_wait();
+            panic!("portico not ready: {}", p.stderr());
+        }
+        p
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    async fn metrics(&self) -> String {
+        get(&format!("http://127.0.0.1:{}/metrics", self.admin), &[])
+            .await
+            .text()
+    }
+
+    async fn metric(&self, series: &str) -> Option<f64> {
+        self.metrics().await.lines().find_map(|l| {
+            l.strip_prefix(series)
+                .filter(|rest| rest.starts_with(' '))
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+    }
+
+    async fn host_status(&self, name: &str) -> serde_json::Value {
+        let cfg: serde_json::Value = serde_json::from_str(
+            &get(&format!("http://127.0.0.1:{}/config", self.admin), &[])
+                .await
+                .text(),
+        )
+        .expect("config json");
+        cfg["resources"]
+            .as_array()
+            .and_then(|rs| {
+                rs.iter()
+                    .find(|r| r["kind"] == "Host" && r["name"] == name)
+                    .cloned()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Accepts any server certificate and keeps the one presented.
+#[derive(Debug)]
+struct AnyCert(std::sync::Mutex<Option<Vec<u8>>>);
+
+impl ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Ok(mut g) = self.0.lock() {
+            *g = Some(end_entity.to_vec());
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// What a served certificate says.
+#[derive(Debug, Clone, PartialEq)]
+struct Served {
+    serial: String,
+    issuer: String,
+    not_after: i64,
+}
+
+/// The leaf a TLS handshake with `sni` on `port` gets, or why the handshake failed.
+async fn served(port: u16, sni: &str) -> Result<Served, String> {
+    let verifier = Arc::new(AnyCert(std::sync::Mutex::new(None)));
+    let mut cfg =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier.clone())
+            .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;
+    let tls = tokio::time::timeout(
+        Duration::from_secs(10),
+        TlsConnector::from(Arc::new(cfg)).connect(name, tcp),
+    )
+    .await
+    .map_err(|_| "handshake timed out".to_string())?
+    .map_err(|e| e.to_string())?;
+    drop(tls);
+    let der = verifier
+        .0
+        .lock()
+        .ok()
+        .and_then(|g| g.clone())
+        .ok_or("no certificate")?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| e.to_string())?;
+    Ok(Served {
+        serial: cert.tbs_certificate.serial.to_str_radix(16),
+        issuer: cert.issuer().to_string(),
+        not_after: cert.validity().not_after.timestamp(),
+    })
+}
+
+/// Waits until `port` serves `sni` a certificate issued by pebble.
+async fn wait_issued(port: u16, sni: &str, within: Duration, ctx: impl Fn() -> String) -> Served {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(s) = served(port, sni).await
+            && s.issuer.contains("Pebble")
+        {
+            return s;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "no pebble certificate for {sni} on :{port} within {within:?}: {:?}\n{}",
+                served(port, sni).await,
+                ctx()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn listeners(http: u16, https: u16) -> String {
+    format!(
+        "{}---\n{}---\n",
+        listener_doc("plain", http, "HTTP", ""),
+        listener_doc("secure", https, "HTTPS", "")
+    )
+}
+
+fn acme_host(name: &str, host: &str, pebble: &Pebble, challenge: &str) -> String {
+    format!(
+        "{API}\nkind: Host\nmetadata: {{ name: {name} }}\nspec:\n  hostname: {host}\n  acmeProvider:\n    authority: {}\n    email: ops@example.com\n    ca_file: {}\n    challenge: {challenge}\n---\n",
+        pebble.url,
+        pebble.ca_file.display()
+    )
+}
+
+fn ok_route() -> String {
+    format!(
+        "{API}\nkind: Mapping\nmetadata: {{ name: ok }}\nspec: {{ prefix: /, direct_response: {{ status: 200, body: \"ok\\n\" }} }}\n"
+    )
+}
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .map(|m| m.permissions().mode() & 0o777)
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http01_issues_then_a_restart_reuses_the_stored_certificate() {
+    let (http, https) = (free_port(), free_port());
+    let pebble = Pebble::start(http, https).await;
+    let state = tempfile::tempdir().expect("state");
+    let config = format!(
+        "{}{}{}",
+        listeners(http, https),
+        acme_host("site", "site.acme.test", &pebble, "http-01"),
+        ok_route()
+    );
+    let p = Proc::start(&config, state.path(), &[]).await;
+    let first = wait_issued(https, "site.acme.test", ISSUE_WITHIN, || {
+        format!("portico: {}\npebble: {}", p.stderr(), pebble.log())
+    })
+    .await;
+    // Served over HTTPS with the new certificate; plain HTTP still redirects (the challenge
+    // hook answered before that policy, or pebble could not have validated).
+    let r = get(
+        &format!("http://127.0.0.1:{http}/x"),
+        &[("host", "site.acme.test")],
+    )
+    .await;
+    assert_eq!(r.status, 301, "{}", r.text());
+    // Stored privately, one order counted, the expiry exported, the status shown.
+    let cert_file = state.path().join("certs/site.acme.test.pem");
+    assert_eq!(mode(&cert_file), 0o600);
+    let accounts: Vec<_> = std::fs::read_dir(state.path().join("accounts"))
+        .expect("accounts")
+        .flatten()
+        .collect();
+    assert_eq!(accounts.len(), 1);
+    assert_eq!(mode(&accounts[0].path()), 0o600);
+    assert_eq!(
+        p.metric("portico_acme_orders_total{host=\"site.acme.test\",result=\"issued\"}")
+            .await,
+        Some(1.0)
+    );
+    wait_until(Duration::from_secs(10), "expiry metric", async || {
+        p.metric("portico_certificate_expiry_timestamp_seconds{host=\"site.acme.test\"}")
+            .await
+            == Some(first.not_after as f64)
+    })
+    .await;
+    let st = p.host_status("site").await;
+    assert_eq!(st["acme"]["state"], "valid", "{st}");
+    assert_eq!(st["acme"]["serial"], first.serial.as_str(), "{st}");
+    // No challenge answer is left behind.
+    let left = std::fs::read_dir(state.path().join("challenges/http-01"))
+        .expect("dir")
+        .count();
+    assert_eq!(left, 0);
+    drop(p);
+
+    // A restart serves the stored certificate at once and orders nothing.
+    let p2 = Proc::start(&config, state.path(), &[]).await;
+    let again = served(https, "site.acme.test").await.expect("handshake");
+    assert_eq!(again, first);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        p2.metric("portico_acme_orders_total{host=\"site.acme.test\",result=\"issued\"}")
+            .await,
+        Some(0.0)
+    );
+    assert!(
+        !p2.stderr().contains("ordering a certificate"),
+        "{}",
+        p2.stderr()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_alpn01_issues() {
+    let (http, https) = (free_port(), free_port());
+    // pebble's HTTP-01 port is closed: only TLS-ALPN-01 on the HTTPS listener can succeed.
+    let pebble = Pebble::start(free_port(), https).await;
+    let state = tempfile::tempdir().expect("state");
+    let config = format!(
+        "{}{}{}",
+        listeners(http, https),
+        acme_host("alpn", "alpn.acme.test", &pebble, "tls-alpn-01"),
+        ok_route()
+    );
+    let p = Proc::start(&config, state.path(), &[]).await;
+    wait_issued(https, "alpn.acme.test", ISSUE_WITHIN, || {
+        format!("portico: {}\npebble: {}", p.stderr(), pebble.log())
+    })
+    .await;
+    // No challenge certificate is left behind.
+    let left = std::fs::read_dir(state.path().join("challenges/tls-alpn-01"))
+        .expect("dir")
+        .count();
+    assert_eq!(left, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_sharing_a_state_dir_order_once_and_serve_the_same_certificate() {
+    // Both bind the plain port (SO_REUSEPORT): pebble's HTTP-01 request may reach either
+    // process, so each must answer the other's token. Each has its own HTTPS port.
+    let (http, https_a, https_b) = (free_port(), free_port(), free_port());
+    let pebble = Pebble::start(http, https_a).await;
+    let state = tempfile::tempdir().expect("state");
+    let host = acme_host("shared", "shared.acme.test", &pebble, "http-01");
+    let cfg_a = format!("{}{host}{}", listeners(http, https_a), ok_route());
+    let cfg_b = format!("{}{host}{}", listeners(http, https_b), ok_route());
+    let (a, b) = tokio::join!(
+        Proc::start(&cfg_a, state.path(), &[]),
+        Proc::start(&cfg_b, state.path(), &[])
+    );
+    let on_a = wait_issued(https_a, "shared.acme.test", ISSUE_WITHIN, || {
+        format!(
+            "a: {}\nb: {}\npebble: {}",
+            a.stderr(),
+            b.stderr(),
+            pebble.log()
+        )
+    })
+    .await;
+    let start = Instant::now();
+    let on_b = wait_issued(https_b, "shared.acme.test", Duration::from_secs(10), || {
+        b.stderr()
+    })
+    .await;
+    assert_eq!(on_a, on_b);
+    eprintln!(
+        "second process served the certificate {:?} after the first",
+        start.elapsed()
+    );
+    let series = "portico_acme_orders_total{host=\"shared.acme.test\",result=\"issued\"}";
+    let total = a.metric(series).await.unwrap_or(0.0) + b.metric(series).await.unwrap_or(0.0);
+    assert_eq!(total, 1.0, "one order for the name across both processes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_past_two_thirds_of_its_life_is_renewed_live() {
+    let (http, https) = (free_port(), free_port());
+    let pebble = Pebble::start(http, https).await;
+    let state = tempfile::tempdir().expect("state");
+    // An old certificate: 30 days of life, 25 behind it (past two thirds), still valid.
+    let now = time_now();
+    let mut params = CertificateParams::new(vec!["renew.acme.test".to_string()]).expect("params");
+    params.not_before = now - time::Duration::days(25);
+    params.not_after = now + time::Duration::days(5);
+    let key = KeyPair::generate().expect("key");
+    let old = params.self_signed(&key).expect("cert");
+    std::fs::create_dir_all(state.path().join("certs")).expect("dir");
+    std::fs::write(
+        state.path().join("certs/renew.acme.test.pem"),
+        format!("{}{}", key.serialize_pem(), old.pem()),
+    )
+    .expect("old cert");
+    let config = format!(
+        "{}{}{}",
+        listeners(http, https),
+        acme_host("renew", "renew.acme.test", &pebble, "http-01"),
+        ok_route()
+    );
+    let p = Proc::start(&config, state.path(), &[]).await;
+    let before = served(https, "renew.acme.test").await;
+    let renewed = wait_issued(https, "renew.acme.test", ISSUE_WITHIN, || {
+        format!("portico: {}\npebble: {}", p.stderr(), pebble.log())
+    })
+    .await;
+    if let Ok(b) = before {
+        // At start the stored certificate was served (unless renewal already finished).
+        assert!(
+            b.issuer.contains("Pebble") || b.not_after < renewed.not_after,
+            "{b:?}"
+        );
+    }
+    assert!(
+        renewed.not_after > now.unix_timestamp() + 6 * 86_400,
+        "{renewed:?}"
+    );
+}
+
+fn time_now() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_authority_is_reported_and_other_hosts_are_unaffected() {
+    // No pebble: the directory URL points at a closed port.
+    let (http, https) = (free_port(), free_port());
+    let closed = free_port();
+    let state = tempfile::tempdir().expect("state");
+    let certs = tempfile::tempdir().expect("certs");
+    // A file-based `*` Host: the ACME name gets it until its own certificate exists.
+    let key = KeyPair::generate().expect("key");
+    let cert = CertificateParams::new(vec!["fallback.test".to_string()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("cert");
+    std::fs::write(certs.path().join("c.pem"), cert.pem()).expect("cert");
+    std::fs::write(certs.path().join("c.key"), key.serialize_pem()).expect("key");
+    let config = format!(
+        "{}{API}\nkind: Host\nmetadata: {{ name: fallback }}\nspec: {{ hostname: \"*\", tls: {{ cert_chain_file: {}, private_key_file: {} }} }}\n---\n\
+         {API}\nkind: Host\nmetadata: {{ name: down }}\nspec: {{ hostname: down.acme.test, acmeProvider: {{ authority: \"https://127.0.0.1:{closed}/dir\" }} }}\n---\n{}",
+        listeners(http, https),
+        certs.path().join("c.pem").display(),
+        certs.path().join("c.key").display(),
+        ok_route()
+    );
+    let p = Proc::start(&config, state.path(), &[]).await;
+    let series = "portico_acme_orders_total{host=\"down.acme.test\",result=\"failed\"}";
+    wait_until(
+        Duration::from_secs(30),
+        "a failed order counted",
+        async || p.metric(series).await.is_some_and(|v| v >= 1.0),
+    )
+    .await;
+    let st = p.host_status("down").await;
+    assert_eq!(st["acme"]["state"], "failed", "{st}");
+    let status = st["status"].as_str().unwrap_or_default();
+    assert!(status.starts_with("certificate order failed"), "{st}");
+    assert!(st["acme"]["next_attempt"].as_i64().is_some(), "{st}");
+    assert!(
+        p.stderr().contains("certificate order failed"),
+        "{}",
+        p.stderr()
+    );
+    // The ACME name gets the `*` certificate; the other Host works; requests are served.
+    let s = served(https, "down.acme.test")
+        .await
+        .expect("fallback handshake");
+    assert!(
+        s.issuer.contains("rcgen") || !s.issuer.contains("Pebble"),
+        "{s:?}"
+    );
+    let other = served(https, "other.test")
+        .await
+        .expect("other Host's handshake");
+    assert_eq!(other, s);
+    assert!(
+        p.metric("portico_certificate_expiry_timestamp_seconds{host=\"*\"}")
+            .await
+            .is_some()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_holder_killed_mid_order_is_taken_over_after_its_lease() {
+    let (http, https_a, https_b) = (free_port(), free_port(), free_port());
+    let pebble = Pebble::start(http, https_b).await;
+    let state = tempfile::tempdir().expect("state");
+    let host = acme_host("lease", "lease.acme.test", &pebble, "http-01");
+    let lease = [("PORTICO_ACME_LEASE_MS", "2000")];
+    // A takes the lock and holds it (the test hook stands for a slow order) until killed.
+    let mut a = Proc::start(
+        &format!("{}{host}{}", listeners(http, https_a), ok_route()),
+        state.path(),
+        &[lease[0], ("PORTICO_ACME_TEST_HOLD_MS", "600000")],
+    )
+    .await;
+    let lock = state.path().join("locks/lease.acme.test.lock");
+    wait_until(
+        Duration::from_secs(20),
+        "A holds the order lock",
+        async || lock.exists(),
+    )
+    .await;
+    let _ = Command::new("kill")
+        .args(["-KILL", &a.child.id().to_string()])
+        .status();
+    let _ = a.child.wait();
+    let killed = Instant::now();
+    assert!(lock.exists(), "a killed holder leaves its lock behind");
+    let b = Proc::start(
+        &format!("{}{host}{}", listeners(http, https_b), ok_route()),
+        state.path(),
+        &lease,
+    )
+    .await;
+    wait_issued(https_b, "lease.acme.test", ISSUE_WITHIN, || {
+        format!("b: {}\npebble: {}", b.stderr(), pebble.log())
+    })
+    .await;
+    let took = killed.elapsed();
+    assert!(
+        b.stderr().contains("taking over an order lock"),
+        "{}",
+        b.stderr()
+    );
+    eprintln!("B served a certificate {took:?} after A was killed (lease 2 s)");
+}
