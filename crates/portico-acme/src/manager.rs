@@ -44,6 +44,16 @@ pub fn backoff(failures: u32) -> Duration {
     BACKOFF_BASE.saturating_mul(1u32 << exp).min(BACKOFF_CAP)
 }
 
+/// When the next order may start after `failures` consecutive failures (the last at `now`):
+/// the back-off, but never before the server's `Retry-After` (RFC 8555 §6.6).
+pub fn next_attempt(now: i64, failures: u32, retry_after: Option<std::time::SystemTime>) -> i64 {
+    let after_backoff = now + backoff(failures).as_secs() as i64;
+    let server = retry_after
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs() as i64);
+    after_backoff.max(server)
+}
+
 /// What `/config` shows for one ACME Host.
 #[derive(Debug, Clone, Default)]
 struct HostStatus {
@@ -368,14 +378,7 @@ async fn run(store: Store, owner: String, shared: Arc<Shared>, name: String, con
             }
             Err(e) => {
                 let failures = st.failures.saturating_add(1);
-                let mut next = now + backoff(failures).as_secs() as i64;
-                if let Some(ra) = e.retry_after {
-                    let ra = ra
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_secs() as i64)
-                        .unwrap_or(0);
-                    next = next.max(ra);
-                }
+                let next = next_attempt(now, failures, e.retry_after);
                 tracing::error!(
                     host = %name,
                     authority = %conf.authority,
@@ -421,5 +424,16 @@ mod tests {
         assert_eq!(backoff(3), BACKOFF_BASE * 4);
         assert_eq!(backoff(30), BACKOFF_CAP);
         assert_eq!(backoff(u32::MAX), BACKOFF_CAP);
+    }
+
+    #[test]
+    fn a_servers_retry_after_is_honoured_when_later_than_the_backoff() {
+        let now = 1_000_000;
+        let at = |s: i64| Some(std::time::UNIX_EPOCH + Duration::from_secs(s as u64));
+        assert_eq!(next_attempt(now, 1, None), now + 10);
+        // A rate limit: "retry in an hour" wins over 10 s.
+        assert_eq!(next_attempt(now, 1, at(now + 3600)), now + 3600);
+        // A Retry-After sooner than the back-off does not shorten it.
+        assert_eq!(next_attempt(now, 3, at(now + 5)), now + 40);
     }
 }

@@ -110,5 +110,43 @@ pub fn stats(ctl: &Controller) -> Value {
         "unmatched": route_stats("(no route)", Value::Null, no_route),
         "series": ctl.series.json(),
         "upstreams": upstreams,
+        "certificates": certificates(ctl, &active, &cfg),
     })
+}
+
+/// Every certificate being served (`host`, `not_after` in Unix seconds) and every ACME Host
+/// (with its `status` line from `/config` and its `acme` details), by hostname.
+fn certificates(ctl: &Controller, active: &portico_proxy::Active, cfg: &Value) -> Value {
+    let mut out: Vec<Value> = active
+        .tls
+        .expiries()
+        .into_iter()
+        .map(|(host, not_after)| json!({ "host": host, "not_after": not_after }))
+        .collect();
+    if ctl.acme.get().is_some() {
+        for h in active.config.hosts.iter().filter(|h| h.acme.is_some()) {
+            let host = h.hostname.to_string();
+            let res = cfg["resources"]
+                .as_array()
+                .and_then(|rs| {
+                    rs.iter()
+                        .find(|r| r["kind"] == "Host" && r["name"] == h.name.as_str())
+                })
+                .cloned()
+                .unwrap_or_default();
+            match out.iter_mut().find(|c| c["host"] == host.as_str()) {
+                Some(c) => {
+                    c["status"] = res["status"].clone();
+                    c["acme"] = res["acme"].clone();
+                }
+                None => out.push(json!({
+                    "host": host,
+                    "not_after": null,
+                    "status": res["status"],
+                    "acme": res["acme"],
+                })),
+            }
+        }
+    }
+    json!(out)
 }

@@ -536,23 +536,86 @@ async fn a_certificate_past_two_thirds_of_its_life_is_renewed_live() {
         acme_host("renew", "renew.acme.test", &pebble, "http-01"),
         ok_route()
     );
-    let p = Proc::start(&config, state.path(), &[]).await;
-    let before = served(https, "renew.acme.test").await;
+    // The order waits 2 s after taking its lock, so the old certificate is seen first.
+    let p = Proc::start(
+        &config,
+        state.path(),
+        &[("PORTICO_ACME_TEST_HOLD_MS", "2000")],
+    )
+    .await;
+    let before = served(https, "renew.acme.test").await.expect("handshake");
+    assert!(
+        before.issuer.contains("rcgen"),
+        "the stored certificate first: {before:?}"
+    );
+    // A keep-alive connection opened on the old certificate survives the swap.
+    let mut conn = keepalive(https, "renew.acme.test").await;
+    assert!(conn.get().await.starts_with("HTTP/1.1 200"));
     let renewed = wait_issued(https, "renew.acme.test", ISSUE_WITHIN, || {
         format!("portico: {}\npebble: {}", p.stderr(), pebble.log())
     })
     .await;
-    if let Ok(b) = before {
-        // At start the stored certificate was served (unless renewal already finished).
-        assert!(
-            b.issuer.contains("Pebble") || b.not_after < renewed.not_after,
-            "{b:?}"
-        );
-    }
+    assert_ne!(renewed.serial, before.serial);
     assert!(
         renewed.not_after > now.unix_timestamp() + 6 * 86_400,
         "{renewed:?}"
     );
+    let again = conn.get().await;
+    assert!(
+        again.starts_with("HTTP/1.1 200"),
+        "old connection after renewal: {again:?}"
+    );
+}
+
+/// An HTTP/1.1 keep-alive connection over TLS (any certificate accepted).
+struct KeepAlive {
+    tls: tokio_rustls::client::TlsStream<TcpStream>,
+    host: String,
+}
+
+async fn keepalive(port: u16, sni: &str) -> KeepAlive {
+    let mut cfg =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCert(std::sync::Mutex::new(None))))
+            .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let name = ServerName::try_from(sni.to_string()).expect("name");
+    let tls = TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    KeepAlive {
+        tls,
+        host: sni.to_string(),
+    }
+}
+
+impl KeepAlive {
+    /// `GET /` on the same connection: the response head and body (`ok`).
+    async fn get(&mut self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let req = format!("GET / HTTP/1.1\r\nhost: {}\r\n\r\n", self.host);
+        if self.tls.write_all(req.as_bytes()).await.is_err() {
+            return "write failed".into();
+        }
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !String::from_utf8_lossy(&got).ends_with("\r\n\r\nok\n") && Instant::now() < deadline
+        {
+            match tokio::time::timeout(Duration::from_secs(10), self.tls.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    }
 }
 
 fn time_now() -> time::OffsetDateTime {
@@ -617,6 +680,23 @@ async fn an_unreachable_authority_is_reported_and_other_hosts_are_unaffected() {
             .await
             .is_some()
     );
+    // The dashboard's data: the file certificate with its expiry, the ACME Host failing.
+    let stats: serde_json::Value = serde_json::from_str(
+        &get(&format!("http://127.0.0.1:{}/stats", p.admin), &[])
+            .await
+            .text(),
+    )
+    .expect("stats json");
+    let certs = stats["certificates"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let find = |h: &str| certs.iter().find(|c| c["host"] == h).cloned();
+    let star = find("*").expect("* certificate listed");
+    assert_eq!(star["not_after"].as_i64(), Some(s.not_after), "{star}");
+    let down = find("down.acme.test").expect("ACME Host listed");
+    assert_eq!(down["acme"]["state"], "failed", "{down}");
+    assert!(down["not_after"].is_null(), "{down}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
