@@ -240,7 +240,18 @@ fn due(store: &Store, name: &str, shared: &Shared) -> Option<i64> {
     }
 }
 
-/// Sleeps for `d` seconds, capped at `CHECK`.
+/// The shared order status of `name`, unless it is about another CA (the Host was moved: its
+/// back-off does not apply).
+fn status_for(store: &Store, name: &str, conf: &AcmeConf) -> OrderStatus {
+    let st = store.read_status(name);
+    if st.authority == conf.authority {
+        st
+    } else {
+        OrderStatus::default()
+    }
+}
+
+/// Sleeps until `at` (Unix seconds), at most `CHECK`.
 async fn nap_until(at: i64) {
     let wait = Duration::from_secs((at - now_unix()).max(1) as u64).min(CHECK);
     tokio::time::sleep(wait).await;
@@ -263,7 +274,7 @@ async fn run(store: Store, owner: String, shared: Arc<Shared>, name: String, con
             continue;
         }
         let now = now_unix();
-        let st = store.read_status(&name);
+        let st = status_for(&store, &name, &conf);
         if st.next_attempt > now {
             shared.set(&name, |s| {
                 if st.last_error.is_some() {
@@ -300,7 +311,7 @@ async fn run(store: Store, owner: String, shared: Arc<Shared>, name: String, con
         };
         // Another process may have finished (or failed) between our checks and the lock.
         if due(&store, &name, &shared).is_some()
-            || store.read_status(&name).next_attempt > now_unix()
+            || status_for(&store, &name, &conf).next_attempt > now_unix()
         {
             release(lk);
             continue;
@@ -361,6 +372,7 @@ async fn run(store: Store, owner: String, shared: Arc<Shared>, name: String, con
                     &name,
                     &OrderStatus {
                         at: now,
+                        authority: conf.authority.clone(),
                         ..Default::default()
                     },
                 );
@@ -394,6 +406,7 @@ async fn run(store: Store, owner: String, shared: Arc<Shared>, name: String, con
                         next_attempt: next,
                         last_error: Some(e.message.clone()),
                         at: now,
+                        authority: conf.authority.clone(),
                     },
                 );
                 shared.count(&name, false);
@@ -424,6 +437,36 @@ mod tests {
         assert_eq!(backoff(3), BACKOFF_BASE * 4);
         assert_eq!(backoff(30), BACKOFF_CAP);
         assert_eq!(backoff(u32::MAX), BACKOFF_CAP);
+    }
+
+    #[test]
+    fn a_back_off_is_about_one_authority() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        store.ensure().unwrap();
+        let conf = |a: &str| AcmeConf {
+            authority: a.to_string(),
+            email: None,
+            ca_file: None,
+            challenge: portico_config::snapshot::AcmeChallenge::Http01,
+        };
+        let failed = OrderStatus {
+            failures: 3,
+            next_attempt: now_unix() + 3600,
+            last_error: Some("x".into()),
+            at: now_unix(),
+            authority: "https://old.example/dir".into(),
+        };
+        store.write_status("a.test", &failed).unwrap();
+        assert_eq!(
+            status_for(&store, "a.test", &conf("https://old.example/dir")),
+            failed
+        );
+        // The Host now points at another CA: no back-off from the old one's failures.
+        assert_eq!(
+            status_for(&store, "a.test", &conf("https://new.example/dir")),
+            OrderStatus::default()
+        );
     }
 
     #[test]

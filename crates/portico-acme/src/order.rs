@@ -272,14 +272,29 @@ pub async fn order(store: &Store, name: &str, conf: &AcmeConf) -> Result<String,
         .await
         .map_err(|e| fail(format!("waiting for validation: {}", describe(&e))))?;
     if status != OrderStatus::Ready {
-        let problem = order
+        let mut problems: Vec<String> = order
             .state()
             .error
             .clone()
             .map(|p| describe(&instant_acme::Error::Api(p)))
-            .unwrap_or_else(|| format!("order is {status:?}"));
-        // The authorization's own problem says why validation failed.
-        return Err(fail(format!("validation failed: {problem}")));
+            .into_iter()
+            .collect();
+        // The challenge's own problem document says why validation failed.
+        let mut auths = order.authorizations();
+        while let Some(Ok(mut a)) = auths.next().await {
+            if let Ok(st) = a.refresh().await {
+                problems.extend(
+                    st.challenges
+                        .iter()
+                        .filter_map(|c| c.error.clone())
+                        .map(|p| describe(&instant_acme::Error::Api(p))),
+                );
+            }
+        }
+        if problems.is_empty() {
+            problems.push(format!("order is {status:?}"));
+        }
+        return Err(fail(format!("validation failed: {}", problems.join("; "))));
     }
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
         .map_err(|e| fail(e.to_string()))?;

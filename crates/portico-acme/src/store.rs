@@ -57,6 +57,9 @@ pub struct OrderStatus {
     pub last_error: Option<String>,
     /// Unix seconds of the last failure or issuance.
     pub at: i64,
+    /// The directory URL the status is about: a Host moved to another CA starts afresh.
+    #[serde(default)]
+    pub authority: String,
 }
 
 pub fn now_unix() -> i64 {

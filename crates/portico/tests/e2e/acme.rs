@@ -700,6 +700,43 @@ async fn an_unreachable_authority_is_reported_and_other_hosts_are_unaffected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_validation_is_reported_with_the_acme_problem_document() {
+    // pebble validates HTTP-01 against a closed port: the challenge fails.
+    let (http, https) = (free_port(), free_port());
+    let pebble = Pebble::start(free_port(), https).await;
+    let state = tempfile::tempdir().expect("state");
+    let config = format!(
+        "{}{}{}",
+        listeners(http, https),
+        acme_host("bad", "bad.acme.test", &pebble, "http-01"),
+        ok_route()
+    );
+    let p = Proc::start(&config, state.path(), &[]).await;
+    let series = "portico_acme_orders_total{host=\"bad.acme.test\",result=\"failed\"}";
+    wait_until(ISSUE_WITHIN, "a failed order counted", async || {
+        p.metric(series).await.is_some_and(|v| v >= 1.0)
+    })
+    .await;
+    let st = p.host_status("bad").await;
+    let err = st["acme"]["last_error"].as_str().unwrap_or_default();
+    // The problem document of the challenge: its type and detail.
+    assert!(err.contains("validation"), "{st}");
+    assert!(err.contains("type=urn:ietf:params:acme:error:connection"), "{st}");
+    assert!(err.contains("detail="), "{st}");
+    assert!(
+        p.stderr().contains("urn:ietf:params:acme:error:"),
+        "{}",
+        p.stderr()
+    );
+    // Shared back-off: the next attempt is recorded in the state directory.
+    let status: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(state.path().join("status/bad.acme.test.json")).expect("status file"),
+    )
+    .expect("json");
+    assert!(status["next_attempt"].as_i64().unwrap_or(0) > status["at"].as_i64().unwrap_or(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_holder_killed_mid_order_is_taken_over_after_its_lease() {
     let (http, https_a, https_b) = (free_port(), free_port(), free_port());
     let pebble = Pebble::start(http, https_b).await;
