@@ -230,15 +230,28 @@ pub fn host(h: &HostConf) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
     m.insert("hostname".into(), h.hostname.to_string());
     m.insert("insecure".into(), format!("{:?}", h.insecure));
+    if let Some(a) = &h.acme {
+        m.insert("acme.authority".into(), a.authority.clone());
+        m.insert("acme.challenge".into(), a.challenge.as_str().into());
+        if let Some(e) = &a.email {
+            m.insert("acme.email".into(), e.clone());
+        }
+        if let Some(ca) = &a.ca_file {
+            m.insert("acme.ca_file".into(), ca.display().to_string());
+        }
+    }
     if let Some(t) = &h.tls {
-        m.insert(
-            "tls.cert_chain_file".into(),
-            t.cert_chain_file.display().to_string(),
-        );
-        m.insert(
-            "tls.private_key_file".into(),
-            t.private_key_file.display().to_string(),
-        );
+        // An ACME Host's certificate is in the state directory, not in the config.
+        if h.acme.is_none() {
+            m.insert(
+                "tls.cert_chain_file".into(),
+                t.cert_chain_file.display().to_string(),
+            );
+            m.insert(
+                "tls.private_key_file".into(),
+                t.private_key_file.display().to_string(),
+            );
+        }
         m.insert("tls.alpn_protocols".into(), t.alpn_protocols.join(","));
         m.insert(
             "tls.min_tls_version".into(),

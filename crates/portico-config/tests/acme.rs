@@ -166,3 +166,24 @@ fn an_emissary_host_without_certificate_or_authority_is_cleartext_with_a_warning
     let s = clean(&text);
     assert!(s.hosts[0].acme.is_none());
 }
+
+#[test]
+fn portico_diff_sees_the_acme_settings_not_state_directory_paths() {
+    let s = clean(&host(
+        "  hostname: api.example.com\n  acmeProvider: {authority: \"https://a.example/dir\", email: ops@example.com}\n",
+    ));
+    let fields = portico_config::describe::host(&s.hosts[0]);
+    assert_eq!(
+        fields.get("acme.authority").map(String::as_str),
+        Some("https://a.example/dir")
+    );
+    assert_eq!(
+        fields.get("acme.challenge").map(String::as_str),
+        Some("http-01")
+    );
+    assert_eq!(
+        fields.get("acme.email").map(String::as_str),
+        Some("ops@example.com")
+    );
+    assert!(!fields.contains_key("tls.cert_chain_file"), "{fields:?}");
+}

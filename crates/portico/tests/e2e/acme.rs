@@ -721,7 +721,10 @@ async fn a_failed_validation_is_reported_with_the_acme_problem_document() {
     let err = st["acme"]["last_error"].as_str().unwrap_or_default();
     // The problem document of the challenge: its type and detail.
     assert!(err.contains("validation"), "{st}");
-    assert!(err.contains("type=urn:ietf:params:acme:error:connection"), "{st}");
+    assert!(
+        err.contains("type=urn:ietf:params:acme:error:connection"),
+        "{st}"
+    );
     assert!(err.contains("detail="), "{st}");
     assert!(
         p.stderr().contains("urn:ietf:params:acme:error:"),
@@ -757,6 +760,11 @@ async fn a_lock_holder_killed_mid_order_is_taken_over_after_its_lease() {
         async || lock.exists(),
     )
     .await;
+    // No certificate yet and no `*` Host: a handshake for the name fails.
+    assert!(
+        served(https_a, "lease.acme.test").await.is_err(),
+        "a name without a certificate (and no `*` Host) must fail the handshake"
+    );
     let _ = Command::new("kill")
         .args(["-KILL", &a.child.id().to_string()])
         .status();
