@@ -48,6 +48,8 @@ pub struct Lock {
     path: PathBuf,
     owner: String,
     lease: Duration,
+    /// Set by `release`; `renew` (maybe on another thread) never writes the file after it.
+    released: std::sync::Mutex<bool>,
 }
 
 /// Who holds a lock that could not be taken.
@@ -98,6 +100,7 @@ pub fn try_acquire(
                     path: path.to_path_buf(),
                     owner: owner.to_string(),
                     lease,
+                    released: std::sync::Mutex::new(false),
                 }));
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -168,6 +171,12 @@ impl Lock {
 
     /// Extends the lease; `false` when the lock is no longer ours (taken over).
     pub fn renew(&self) -> bool {
+        let Ok(released) = self.released.lock() else {
+            return false;
+        };
+        if *released {
+            return false;
+        }
         match read(&self.path) {
             Some(c) if c.owner == self.owner => {
                 write_atomic(&self.path, &encode(&self.owner, self.lease)).is_ok()
@@ -183,9 +192,13 @@ impl Lock {
 
     /// Removes the lock if it is still ours.
     pub fn release(&self) {
-        if self.still_held() {
+        let Ok(mut released) = self.released.lock() else {
+            return;
+        };
+        if !*released && self.still_held() {
             let _ = std::fs::remove_file(&self.path);
         }
+        *released = true;
     }
 }
 
@@ -206,6 +219,8 @@ mod tests {
         assert_eq!(held.owner, "a");
         assert!(a.renew());
         a.release();
+        assert!(!a.renew(), "a released lock is not written again");
+        assert!(!p.exists());
         let b = try_acquire(&p, "b", Duration::from_secs(60))
             .unwrap()
             .unwrap();

@@ -130,7 +130,9 @@ impl Manager {
             if let Err(e) = self.store.ensure() {
                 tracing::error!(dir = %self.store.root().display(), error = %e, "cannot create the ACME state directory");
             }
-            crate::store::sweep_temporaries(&self.store.root().join("certs"), CHECK * 12);
+            for sub in ["accounts", "certs", "status", "locks"] {
+                crate::store::sweep_temporaries(&self.store.root().join(sub), CHECK * 12);
+            }
         }
         let Ok(mut tasks) = self.tasks.lock() else {
             return;
@@ -297,7 +299,7 @@ async fn run(store: Store, owner: String, shared: Arc<Shared>, name: String, con
             }
         };
         let lk = match held {
-            Ok(l) => Arc::new(l),
+            Ok(l) => Holding::new(l),
             Err(other) => {
                 tracing::debug!(host = %name, holder = %other.owner, "another process is ordering");
                 shared.set(&name, |s| {
@@ -313,7 +315,7 @@ async fn run(store: Store, owner: String, shared: Arc<Shared>, name: String, con
         if due(&store, &name, &shared).is_some()
             || status_for(&store, &name, &conf).next_attempt > now_unix()
         {
-            release(lk);
+            drop(lk);
             continue;
         }
         shared.set(&name, |s| {
@@ -321,22 +323,6 @@ async fn run(store: Store, owner: String, shared: Arc<Shared>, name: String, con
                 s.state = "ordering";
             }
         });
-        let renewer = {
-            let lk = lk.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(lk.lease() / 3).await;
-                    let l = lk.clone();
-                    let ok = tokio::task::spawn_blocking(move || l.renew())
-                        .await
-                        .unwrap_or(false);
-                    if !ok {
-                        tracing::warn!("lost the ACME order lock (lease ran out)");
-                        break;
-                    }
-                }
-            })
-        };
         if let Some(hold) = test_hold() {
             tokio::time::sleep(hold).await;
         }
@@ -348,7 +334,6 @@ async fn run(store: Store, owner: String, shared: Arc<Shared>, name: String, con
                 retry_after: None,
             }),
         };
-        renewer.abort();
         let outcome = result.and_then(|pem| {
             let path = store.cert_path(&name);
             crate::store::write_atomic(&path, pem.as_bytes()).map_err(|e| {
@@ -418,12 +403,44 @@ async fn run(store: Store, owner: String, shared: Arc<Shared>, name: String, con
                 });
             }
         }
-        release(lk);
+        drop(lk);
     }
 }
 
-fn release(lk: Arc<lock::Lock>) {
-    lk.release();
+/// A held order lock whose lease is renewed in the background every third of the lease;
+/// dropping it (the order ended, or the task was aborted by a reload) stops the renewal and
+/// removes the lock, so no other process waits for a lease nobody uses.
+struct Holding {
+    lock: Arc<lock::Lock>,
+    renewer: JoinHandle<()>,
+}
+
+impl Holding {
+    fn new(l: lock::Lock) -> Holding {
+        let lock = Arc::new(l);
+        let lk = lock.clone();
+        let renewer = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(lk.lease() / 3).await;
+                let l = lk.clone();
+                let ok = tokio::task::spawn_blocking(move || l.renew())
+                    .await
+                    .unwrap_or(false);
+                if !ok {
+                    tracing::warn!("lost the ACME order lock (lease ran out)");
+                    break;
+                }
+            }
+        });
+        Holding { lock, renewer }
+    }
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        self.renewer.abort();
+        self.lock.release();
+    }
 }
 
 #[cfg(test)]

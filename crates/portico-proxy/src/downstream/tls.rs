@@ -102,6 +102,8 @@ fn stamp(conf: &TlsConf) -> Stamp {
 pub struct HostTls {
     pub name: String,
     pub hostname: HostGlob,
+    /// An ACME Host (its certificate is the state directory's; TLS-ALPN-01 answered for it).
+    acme: bool,
     conf: TlsConf,
     /// `None` until the files load once (a Host whose files never loaded is skipped).
     built: ArcSwap<Option<Built>>,
@@ -137,6 +139,7 @@ impl HostTls {
                         Some(Arc::new(HostTls {
                             name: "self-signed".to_string(),
                             hostname: HostGlob::Any,
+                            acme: false,
                             stamp: Mutex::new(stamp(&conf)),
                             conf,
                             built: ArcSwap::from_pointee(Some(b)),
@@ -167,6 +170,7 @@ impl HostTls {
         HostTls {
             name: h.name.clone(),
             hostname: h.hostname.clone(),
+            acme: h.acme.is_some(),
             conf: conf.clone(),
             built: ArcSwap::from_pointee(built),
             stamp: Mutex::new(st),
@@ -278,6 +282,14 @@ impl TlsHosts {
                 Some((h.hostname.to_string(), na))
             })
             .collect()
+    }
+
+    /// Whether `sni` is an ACME Host's exact name (only those get TLS-ALPN-01 answers).
+    fn is_acme(&self, sni: Option<&str>) -> bool {
+        let Some(name) = sni else { return false };
+        self.hosts
+            .iter()
+            .any(|h| h.acme && matches!(&h.hostname, HostGlob::Exact(n) if n.eq_ignore_ascii_case(name.trim_end_matches('.'))))
     }
 
     pub fn select(&self, sni: Option<&str>) -> Option<&HostTls> {
@@ -516,7 +528,9 @@ where
         }
     };
     let sni = accepted.client_hello().server_name().map(str::to_owned);
-    if crate::downstream::acme::wants_tls_alpn01(&accepted.client_hello()) {
+    if crate::downstream::acme::wants_tls_alpn01(&accepted.client_hello())
+        && hosts.is_acme(sni.as_deref())
+    {
         // TLS-ALPN-01 (RFC 8737): the challenge certificate, then the connection ends.
         let Some(config) = crate::downstream::acme::tls_alpn01_config(sni.as_deref(), provider())
         else {

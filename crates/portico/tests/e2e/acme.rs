@@ -740,6 +740,40 @@ async fn a_failed_validation_is_reported_with_the_acme_problem_document() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_removes_an_ordering_host_releases_its_lock() {
+    let (http, https) = (free_port(), free_port());
+    let pebble = Pebble::start(http, https).await;
+    let state = tempfile::tempdir().expect("state");
+    let base = format!("{}{}", listeners(http, https), ok_route());
+    let host = acme_host("gone", "gone.acme.test", &pebble, "http-01");
+    let p = Proc::start(
+        &format!("{host}{base}"),
+        state.path(),
+        &[("PORTICO_ACME_TEST_HOLD_MS", "600000")],
+    )
+    .await;
+    let lock = state.path().join("locks/gone.acme.test.lock");
+    wait_until(
+        Duration::from_secs(20),
+        "the order lock taken",
+        async || lock.exists(),
+    )
+    .await;
+    // The Host goes away while its order holds the lock: the lock goes with it.
+    let cfg = p.dir.path().join("portico.yaml");
+    let tmp = p.dir.path().join("portico.yaml.tmp");
+    std::fs::write(&tmp, &base).expect("write");
+    std::fs::rename(&tmp, &cfg).expect("rename");
+    wait_until(Duration::from_secs(20), "the lock released", async || {
+        !lock.exists()
+    })
+    .await;
+    // And it stays released (no background renewal writes it back).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!lock.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_holder_killed_mid_order_is_taken_over_after_its_lease() {
     let (http, https_a, https_b) = (free_port(), free_port(), free_port());
     let pebble = Pebble::start(http, https_b).await;
