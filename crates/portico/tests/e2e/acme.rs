@@ -448,6 +448,36 @@ async fn http01_issues_then_a_restart_reuses_the_stored_certificate() {
         "{}",
         p2.stderr()
     );
+
+    // A challenge answer another process wrote into the state directory is served, for any
+    // Host, before routing; an unknown token goes on to routing (here: the redirect or the
+    // catch-all route).
+    let answer = state.path().join("challenges/http-01/Tok-en_1");
+    std::fs::write(&answer, "Tok-en_1.thumbprint").expect("token file");
+    for host in ["site.acme.test", "elsewhere.test"] {
+        let r = get(
+            &format!("http://127.0.0.1:{http}/.well-known/acme-challenge/Tok-en_1"),
+            &[("host", host)],
+        )
+        .await;
+        assert_eq!(
+            (r.status.as_u16(), r.text()),
+            (200, "Tok-en_1.thumbprint".into())
+        );
+    }
+    let unknown = format!("http://127.0.0.1:{http}/.well-known/acme-challenge/nope");
+    let r = get(&unknown, &[("host", "site.acme.test")]).await;
+    assert_eq!(r.status, 301);
+    let r = get(&unknown, &[("host", "elsewhere.test")]).await;
+    assert_eq!((r.status.as_u16(), r.text()), (200, "ok\n".into()));
+    // A token that is not base64url is never looked up.
+    let r = get(
+        &format!("http://127.0.0.1:{http}/.well-known/acme-challenge/..%2F..%2Fcerts"),
+        &[("host", "elsewhere.test")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "ok\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
