@@ -42,9 +42,10 @@ pub fn store() -> Option<&'static Store> {
     STORE.get()
 }
 
-/// The HTTP-01 answer for a plain-HTTP request, if it is one for a token in the state
-/// directory. Cheap for every other request: a flag and a prefix comparison.
-pub async fn http01<B>(conn: &ConnInfo, req: &Request<B>) -> Option<Response<RespBody>> {
+/// The state-directory file that would answer `req` if it is an HTTP-01 challenge request
+/// (plain HTTP, `GET`/`HEAD`, a base64url token). Cheap for every other request: a flag and a
+/// prefix comparison, no allocation.
+pub fn http01_path<B>(conn: &ConnInfo, req: &Request<B>) -> Option<std::path::PathBuf> {
     if conn.tls {
         return None;
     }
@@ -52,9 +53,14 @@ pub async fn http01<B>(conn: &ConnInfo, req: &Request<B>) -> Option<Response<Res
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return None;
     }
-    let path = store()?.http01_path(token)?;
+    store()?.http01_path(token)
+}
+
+/// The answer from `path` (see [`http01_path`]), or `None` when no such token is pending.
+/// Reads the file off the worker thread.
+pub async fn http01_answer(path: std::path::PathBuf, head: bool) -> Option<Response<RespBody>> {
     let body = tokio::fs::read(&path).await.ok()?;
-    let mut resp = Response::new(if req.method() == Method::HEAD {
+    let mut resp = Response::new(if head {
         RespBody::empty()
     } else {
         RespBody::full(body)

@@ -90,8 +90,13 @@ pub async fn handle(
         return Ok(ctx.reply(reply));
     }
     // ACME HTTP-01 answers come before routing and before the insecure-request policy.
-    if let Some(resp) = crate::downstream::acme::http01(&ctx.conn, &req).await {
-        return Ok(ctx.answer(resp));
+    // (Boxed: the file read's state lives on the heap only for challenge requests, not in
+    // every connection's future.)
+    if let Some(path) = crate::downstream::acme::http01_path(&ctx.conn, &req) {
+        let head = req.method() == http::Method::HEAD;
+        if let Some(resp) = Box::pin(crate::downstream::acme::http01_answer(path, head)).await {
+            return Ok(ctx.answer(resp));
+        }
     }
     if let Some(resp) = crate::downstream::tls::insecure_policy(&ctx.active.config, &ctx.conn, &req)
     {
