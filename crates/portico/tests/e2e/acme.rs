@@ -391,10 +391,15 @@ async fn http01_issues_then_a_restart_reuses_the_stored_certificate() {
         ok_route()
     );
     let p = Proc::start(&config, state.path(), &[]).await;
+    let started = Instant::now();
     let first = wait_issued(https, "site.acme.test", ISSUE_WITHIN, || {
         format!("portico: {}\npebble: {}", p.stderr(), pebble.log())
     })
     .await;
+    eprintln!(
+        "HTTP-01: certificate served {:?} after ready",
+        started.elapsed()
+    );
     // Served over HTTPS with the new certificate; plain HTTP still redirects (the challenge
     // hook answered before that policy, or pebble could not have validated).
     let r = get(
