@@ -74,10 +74,20 @@ fn describe(e: &instant_acme::Error) -> String {
 
 type Hyper = HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>;
 
-/// hyper-rustls, remembering the last `Retry-After` of a 429/503.
+/// What the HTTP client saw of the server's refusals.
+#[derive(Debug, Default)]
+struct Seen {
+    /// The last `Retry-After` of a 429/503.
+    retry_after: Option<SystemTime>,
+    /// The last problem document of an error answer (type and detail), kept because some
+    /// calls (the directory fetch) would otherwise report only that the body is no directory.
+    problem: Option<String>,
+}
+
+/// hyper-rustls, remembering what [`Seen`] holds.
 struct Http {
     inner: Hyper,
-    retry_after: Arc<Mutex<Option<SystemTime>>>,
+    seen: Arc<Mutex<Seen>>,
 }
 
 impl HttpClient for Http {
@@ -86,9 +96,9 @@ impl HttpClient for Http {
         req: http::Request<BodyWrapper<Bytes>>,
     ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
         let fut = HttpClient::request(&self.inner, req);
-        let slot = self.retry_after.clone();
+        let seen = self.seen.clone();
         Box::pin(async move {
-            let rsp = fut.await?;
+            let mut rsp = fut.await?;
             let status = rsp.parts.status.as_u16();
             if status == 429 || status == 503 {
                 let after = rsp
@@ -98,19 +108,44 @@ impl HttpClient for Http {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok())
                     .map(|s| SystemTime::now() + Duration::from_secs(s.min(86_400)));
-                if let (Some(a), Ok(mut g)) = (after, slot.lock()) {
-                    *g = Some(a);
+                if let (Some(a), Ok(mut g)) = (after, seen.lock()) {
+                    g.retry_after = Some(a);
                 }
+            }
+            if status < 400 {
+                // Only the refusal that ended an exchange is worth reporting.
+                if let Ok(mut g) = seen.lock() {
+                    g.problem = None;
+                }
+            } else {
+                // Read the (small) problem document, then hand the same bytes on.
+                let body = rsp
+                    .body
+                    .into_bytes()
+                    .await
+                    .map_err(instant_acme::Error::Other)?;
+                // badNonce is retried by the client itself: not a reason to report.
+                if let Ok(p) = serde_json::from_slice::<serde_json::Value>(&body)
+                    && p["type"] != "urn:ietf:params:acme:error:badNonce"
+                    && let Ok(mut g) = seen.lock()
+                {
+                    g.problem = Some(format!(
+                        "HTTP {status}: type={} detail={}",
+                        p["type"].as_str().unwrap_or("-"),
+                        p["detail"].as_str().unwrap_or("-")
+                    ));
+                }
+                rsp = BytesResponse::from(http::Response::from_parts(
+                    rsp.parts,
+                    http_body_util::Full::new(body),
+                ));
             }
             Ok(rsp)
         })
     }
 }
 
-fn http_client(
-    conf: &AcmeConf,
-    retry_after: Arc<Mutex<Option<SystemTime>>>,
-) -> Result<Http, String> {
+fn http_client(conf: &AcmeConf, seen: Arc<Mutex<Seen>>) -> Result<Http, String> {
     let mut roots = rustls::RootCertStore::empty();
     match &conf.ca_file {
         Some(path) => {
@@ -144,7 +179,7 @@ fn http_client(
         .wrap_connector(http);
     Ok(Http {
         inner: HyperClient::builder(TokioExecutor::new()).build(connector),
-        retry_after,
+        seen,
     })
 }
 
@@ -208,12 +243,24 @@ impl Drop for Cleanup {
 
 /// Orders a certificate for `name`; returns the new key and chain as one PEM text.
 pub async fn order(store: &Store, name: &str, conf: &AcmeConf) -> Result<String, OrderError> {
-    let retry_after = Arc::new(Mutex::new(None));
-    let fail = |message: String| OrderError {
-        message,
-        retry_after: retry_after.lock().ok().and_then(|g| *g),
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let fail = |mut message: String| {
+        let (retry_after, problem) = seen
+            .lock()
+            .map(|g| (g.retry_after, g.problem.clone()))
+            .unwrap_or_default();
+        // A problem the error itself does not carry (e.g. a refused directory fetch).
+        if let Some(p) = problem
+            && !message.contains("ACME problem")
+        {
+            message.push_str(&format!(" (the server answered {p})"));
+        }
+        OrderError {
+            message,
+            retry_after,
+        }
     };
-    let http = http_client(conf, retry_after.clone()).map_err(fail)?;
+    let http = http_client(conf, seen.clone()).map_err(fail)?;
     let account = account(store, conf, http).await.map_err(fail)?;
     let ids = [Identifier::Dns(name.to_string())];
     let mut order = account

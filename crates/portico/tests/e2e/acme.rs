@@ -735,6 +735,67 @@ async fn an_unreachable_authority_is_reported_and_other_hosts_are_unaffected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_answer_defers_the_next_order_to_its_retry_after() {
+    // An ACME server that answers everything with 429 rateLimited, Retry-After one hour.
+    let server = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = server.local_addr().expect("addr").port();
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h = hits.clone();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut c, _)) = server.accept().await {
+            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = c.read(&mut buf).await;
+                let body = r#"{"type":"urn:ietf:params:acme:error:rateLimited","detail":"too many new orders","status":429}"#;
+                let resp = format!(
+                    "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/problem+json\r\nretry-after: 3600\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = c.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    let (http, https) = (free_port(), free_port());
+    let state = tempfile::tempdir().expect("state");
+    let config = format!(
+        "{}{API}\nkind: Host\nmetadata: {{ name: limited }}\nspec: {{ hostname: limited.acme.test, acmeProvider: {{ authority: \"http://127.0.0.1:{port}/dir\" }} }}\n---\n{}",
+        listeners(http, https),
+        ok_route()
+    );
+    let p = Proc::start(&config, state.path(), &[]).await;
+    let series = "portico_acme_orders_total{host=\"limited.acme.test\",result=\"failed\"}";
+    wait_until(
+        Duration::from_secs(30),
+        "a failed order counted",
+        async || p.metric(series).await.is_some_and(|v| v >= 1.0),
+    )
+    .await;
+    let st = p.host_status("limited").await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let next = st["acme"]["next_attempt"].as_i64().unwrap_or(0);
+    // The server's hour, not the 10 s first back-off.
+    assert!(next - now > 3000, "next attempt in {} s: {st}", next - now);
+    // The problem document is in the reported error.
+    let err = st["acme"]["last_error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("urn:ietf:params:acme:error:rateLimited")
+            && err.contains("too many new orders"),
+        "{st}"
+    );
+    // And nothing more is sent meanwhile.
+    let seen = hits.load(std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), seen);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_validation_is_reported_with_the_acme_problem_document() {
     // pebble validates HTTP-01 against a closed port: the challenge fails.
     let (http, https) = (free_port(), free_port());
