@@ -230,7 +230,11 @@ fn due(store: &Store, name: &str, shared: &Shared) -> Option<i64> {
         Some(c) => {
             shared.set(name, |s| {
                 if s.state.is_empty() || s.serial.as_ref() != Some(&c.serial) {
+                    // A new certificate (ours or another process's): earlier failures are over.
                     s.state = "valid";
+                    s.last_error = None;
+                    s.failures = 0;
+                    s.next_attempt = None;
                 }
                 s.serial = Some(c.serial.clone());
                 s.not_after = Some(c.not_after);
