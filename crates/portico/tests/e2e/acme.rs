@@ -189,7 +189,7 @@ impl Proc {
                 "off",
             ])
             .envs(env.iter().copied())
-            .env("RUST_LOG", "info")
+            .env("PORTICO_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("stderr.log")).expect("stderr"))
             .spawn()
