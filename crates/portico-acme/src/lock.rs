@@ -41,8 +41,8 @@ struct Content {
     expires_ms: i64,
 }
 
-/// A held lock (released on [`Lock::release`]; dropping it without releasing leaves the lease
-/// to run out).
+/// A held lock, released by [`Lock::release`] or when dropped. (A process that dies leaves
+/// the file; its lease then runs out.)
 #[derive(Debug)]
 pub struct Lock {
     path: PathBuf,
@@ -202,6 +202,14 @@ impl Lock {
     }
 }
 
+/// Dropping a held lock releases it (also when the task that took it was aborted before it
+/// saw the result, e.g. by a reload).
+impl Drop for Lock {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +233,14 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(b.still_held());
+    }
+
+    #[test]
+    fn dropping_a_lock_releases_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.lock");
+        drop(try_acquire(&p, "a", Duration::from_secs(60)).unwrap().unwrap());
+        assert!(!p.exists());
     }
 
     #[test]

@@ -272,15 +272,39 @@ fn test_hold() -> Option<Duration> {
         .map(Duration::from_millis)
 }
 
+/// Runs state-directory I/O on tokio's blocking pool: on a shared network volume a stat or a
+/// write can stall, and the control runtime (admin API, reloads, signals) must not.
+async fn off_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    tokio::task::spawn_blocking(f).await.ok()
+}
+
 async fn run(store: Store, owner: String, shared: Arc<Shared>, name: String, conf: AcmeConf) {
     let lease = lock::lease();
+    // The checks of one loop turn, off the runtime's thread: (renew at, shared status).
+    let check = {
+        let (store, name, conf, shared) =
+            (store.clone(), name.clone(), conf.clone(), shared.clone());
+        move || {
+            let (store, name, conf, shared) =
+                (store.clone(), name.clone(), conf.clone(), shared.clone());
+            off_thread(move || {
+                (
+                    due(&store, &name, &shared),
+                    status_for(&store, &name, &conf),
+                )
+            })
+        }
+    };
     loop {
-        if let Some(renew_at) = due(&store, &name, &shared) {
+        let Some((renew_at, st)) = check().await else {
+            tokio::time::sleep(CHECK).await;
+            continue;
+        };
+        if let Some(renew_at) = renew_at {
             nap_until(renew_at).await;
             continue;
         }
         let now = now_unix();
-        let st = status_for(&store, &name, &conf);
         if st.next_attempt > now {
             shared.set(&name, |s| {
                 if st.last_error.is_some() {
@@ -294,7 +318,11 @@ async fn run(store: Store, owner: String, shared: Arc<Shared>, name: String, con
             continue;
         }
         let path = store.lock_path(&name);
-        let held = match lock::try_acquire(&path, &owner, lease) {
+        let acquired = {
+            let (path, owner) = (path.clone(), owner.clone());
+            off_thread(move || lock::try_acquire(&path, &owner, lease)).await
+        };
+        let held = match acquired.unwrap_or_else(|| Err(std::io::Error::other("task failed"))) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(host = %name, error = %e, lock = %path.display(), "cannot use the ACME order lock");
@@ -316,11 +344,12 @@ async fn run(store: Store, owner: String, shared: Arc<Shared>, name: String, con
             }
         };
         // Another process may have finished (or failed) between our checks and the lock.
-        if due(&store, &name, &shared).is_some()
-            || status_for(&store, &name, &conf).next_attempt > now_unix()
-        {
-            drop(lk);
-            continue;
+        match check().await {
+            Some((None, st)) if st.next_attempt <= now_unix() => {}
+            _ => {
+                drop(lk);
+                continue;
+            }
         }
         shared.set(&name, |s| {
             if s.serial.is_none() {
@@ -338,33 +367,43 @@ async fn run(store: Store, owner: String, shared: Arc<Shared>, name: String, con
                 retry_after: None,
             }),
         };
-        let outcome = result.and_then(|pem| {
-            let path = store.cert_path(&name);
-            crate::store::write_atomic(&path, pem.as_bytes()).map_err(|e| {
-                crate::order::OrderError {
+        let outcome = match result {
+            Ok(pem) => {
+                let path = store.cert_path(&name);
+                let p = path.clone();
+                let written = off_thread(move || crate::store::write_atomic(&p, pem.as_bytes()))
+                    .await
+                    .unwrap_or_else(|| Err(std::io::Error::other("task failed")));
+                written.map_err(|e| crate::order::OrderError {
                     message: format!("cannot write {}: {e}", path.display()),
                     retry_after: None,
-                }
-            })
-        });
+                })
+            }
+            Err(e) => Err(e),
+        };
         let now = now_unix();
         match outcome {
             Ok(()) => {
-                let info = store.read_cert(&name);
+                let info = {
+                    let (store, name) = (store.clone(), name.clone());
+                    off_thread(move || store.read_cert(&name)).await.flatten()
+                };
                 tracing::info!(
                     host = %name,
                     serial = info.as_ref().map(|i| i.serial.as_str()).unwrap_or("?"),
                     not_after = info.as_ref().map(|i| i.not_after).unwrap_or(0),
                     "certificate issued"
                 );
-                let _ = store.write_status(
+                write_status(
+                    &store,
                     &name,
-                    &OrderStatus {
+                    OrderStatus {
                         at: now,
                         authority: conf.authority.clone(),
                         ..Default::default()
                     },
-                );
+                )
+                .await;
                 shared.count(&name, true);
                 shared.set(&name, |s| {
                     s.state = "valid";
@@ -388,16 +427,18 @@ async fn run(store: Store, owner: String, shared: Arc<Shared>, name: String, con
                     "certificate order failed: {}",
                     e.message
                 );
-                let _ = store.write_status(
+                write_status(
+                    &store,
                     &name,
-                    &OrderStatus {
+                    OrderStatus {
                         failures,
                         next_attempt: next,
                         last_error: Some(e.message.clone()),
                         at: now,
                         authority: conf.authority.clone(),
                     },
-                );
+                )
+                .await;
                 shared.count(&name, false);
                 shared.set(&name, |s| {
                     s.state = "failed";
@@ -408,6 +449,15 @@ async fn run(store: Store, owner: String, shared: Arc<Shared>, name: String, con
             }
         }
         drop(lk);
+    }
+}
+
+/// Records the shared order status (off the runtime's thread); a failure is logged.
+async fn write_status(store: &Store, name: &str, st: OrderStatus) {
+    let (store, n) = (store.clone(), name.to_string());
+    let r = off_thread(move || store.write_status(&n, &st)).await;
+    if let Some(Err(e)) = r {
+        tracing::warn!(host = %name, error = %e, "cannot record the ACME order status");
     }
 }
 

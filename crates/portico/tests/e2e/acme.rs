@@ -417,11 +417,17 @@ async fn http01_issues_then_a_restart_reuses_the_stored_certificate() {
         .collect();
     assert_eq!(accounts.len(), 1);
     assert_eq!(mode(&accounts[0].path()), 0o600);
-    assert_eq!(
-        p.metric("portico_acme_orders_total{host=\"site.acme.test\",result=\"issued\"}")
-            .await,
-        Some(1.0)
-    );
+    // (The certificate may be served a moment before the order is counted.)
+    wait_until(
+        Duration::from_secs(10),
+        "one issued order counted",
+        async || {
+            p.metric("portico_acme_orders_total{host=\"site.acme.test\",result=\"issued\"}")
+                .await
+                == Some(1.0)
+        },
+    )
+    .await;
     wait_until(Duration::from_secs(10), "expiry metric", async || {
         p.metric("portico_certificate_expiry_timestamp_seconds{host=\"site.acme.test\"}")
             .await
@@ -543,8 +549,19 @@ async fn two_processes_sharing_a_state_dir_order_once_and_serve_the_same_certifi
         start.elapsed()
     );
     let series = "portico_acme_orders_total{host=\"shared.acme.test\",result=\"issued\"}";
-    let total = a.metric(series).await.unwrap_or(0.0) + b.metric(series).await.unwrap_or(0.0);
-    assert_eq!(total, 1.0, "one order for the name across both processes");
+    let total =
+        async || a.metric(series).await.unwrap_or(0.0) + b.metric(series).await.unwrap_or(0.0);
+    // (The certificate may be served a moment before the order is counted.)
+    wait_until(Duration::from_secs(10), "the order counted", async || {
+        total().await >= 1.0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        total().await,
+        1.0,
+        "one order for the name across both processes"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -860,10 +877,12 @@ async fn a_reload_that_removes_an_ordering_host_releases_its_lock() {
     let tmp = p.dir.path().join("portico.yaml.tmp");
     std::fs::write(&tmp, &base).expect("write");
     std::fs::rename(&tmp, &cfg).expect("rename");
-    wait_until(Duration::from_secs(20), "the lock released", async || {
-        !lock.exists()
-    })
-    .await;
+    // The file watcher reloads; SIGHUP too, in case a loaded machine delays the watcher.
+    let _ = Command::new("kill")
+        .args(["-HUP", &p.child.id().to_string()])
+        .status();
+    let released = eventually(Duration::from_secs(20), async || !lock.exists()).await;
+    assert!(released, "lock still there: {}", p.stderr());
     // And it stays released (no background renewal writes it back).
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(!lock.exists());
