@@ -239,7 +239,11 @@ mod tests {
     fn dropping_a_lock_releases_it() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.lock");
-        drop(try_acquire(&p, "a", Duration::from_secs(60)).unwrap().unwrap());
+        drop(
+            try_acquire(&p, "a", Duration::from_secs(60))
+                .unwrap()
+                .unwrap(),
+        );
         assert!(!p.exists());
     }
 
