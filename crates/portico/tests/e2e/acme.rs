@@ -938,3 +938,23 @@ async fn a_lock_holder_killed_mid_order_is_taken_over_after_its_lease() {
     );
     eprintln!("B served a certificate {took:?} after A was killed (lease 2 s)");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_acme_hosts_no_state_directory_is_created() {
+    let (http, https) = (free_port(), free_port());
+    let root = tempfile::tempdir().expect("root");
+    let state = root.path().join("state");
+    let p = Proc::start(
+        &format!("{}{}", listeners(http, https), ok_route()),
+        &state,
+        &[],
+    )
+    .await;
+    let r = get(&format!("http://127.0.0.1:{http}/"), &[]).await;
+    assert_eq!(r.status, 200);
+    assert!(!state.exists(), "{}", p.stderr());
+    assert!(
+        !p.metrics().await.contains("portico_acme_orders_total{"),
+        "no ACME series without ACME Hosts"
+    );
+}
