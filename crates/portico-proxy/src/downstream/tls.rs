@@ -17,6 +17,10 @@
 //!   and re-validates them off the request path and swaps the new configs in. A pair that
 //!   doesn't load (unreadable, unparsable, key not matching the certificate) keeps the old
 //!   configs and logs an error. Connections already established keep their session.
+//! - **ACME.** A Host with `acmeProvider` is served like one with files, the file being its
+//!   certificate in the state directory (`portico-acme`); until it exists the `*` Host
+//!   answers for the name. A ClientHello offering `acme-tls/1` for an ACME name gets the
+//!   TLS-ALPN-01 challenge certificate (`downstream/acme.rs`) and the connection then ends.
 //! - **Client identity.** With mTLS the verified leaf certificate is summarised once per
 //!   connection as an Envoy-style `x-forwarded-client-cert` value:
 //!   `Hash=<sha256 of the DER, hex>;Subject="<RFC 4514 subject>"[;URI=<uri SAN>][;DNS=<dns SAN>]...`.
@@ -271,7 +275,6 @@ impl TlsHosts {
         out
     }
 
-    /// The Host for a ClientHello's SNI: the first (most specific) match, else `*`.
     /// `(hostname, notAfter in Unix seconds)` of every certificate being served.
     pub fn expiries(&self) -> Vec<(String, i64)> {
         self.hosts
@@ -287,11 +290,13 @@ impl TlsHosts {
     /// Whether `sni` is an ACME Host's exact name (only those get TLS-ALPN-01 answers).
     fn is_acme(&self, sni: Option<&str>) -> bool {
         let Some(name) = sni else { return false };
-        self.hosts
-            .iter()
-            .any(|h| h.acme && matches!(&h.hostname, HostGlob::Exact(n) if n.eq_ignore_ascii_case(name.trim_end_matches('.'))))
+        let name = name.trim_end_matches('.');
+        self.hosts.iter().any(|h| {
+            h.acme && matches!(&h.hostname, HostGlob::Exact(n) if n.eq_ignore_ascii_case(name))
+        })
     }
 
+    /// The Host for a ClientHello's SNI: the first (most specific) match, else `*`.
     pub fn select(&self, sni: Option<&str>) -> Option<&HostTls> {
         let loaded = |h: &&Arc<HostTls>| h.built.load().is_some();
         if let Some(name) = sni {

@@ -1,8 +1,9 @@
 //! The request path, as phases over one `RequestCtx` (`ctx.rs`), in this order:
 //!
 //! 1. **screen** (here): overload shedding and the listener's request limits the HTTP layer
-//!    leaves to Portico (URI length, header count and size, HTTP/2 field rules, Host rules,
-//!    `requestPolicy.insecure`).
+//!    leaves to Portico (URI length, header count and size, HTTP/2 field rules, Host rules),
+//!    then ACME HTTP-01 challenge answers (`crate::downstream::acme`) and
+//!    `requestPolicy.insecure`.
 //! 2. **route** (here): the snapshot current when the headers arrived picks a route (or 404
 //!    NR); a declared body over the route's limit is refused (413).
 //! 3. **CORS preflight** (here): answered by Portico for a route with `cors`.
