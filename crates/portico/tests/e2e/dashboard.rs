@@ -365,13 +365,14 @@ async fn dashboard_charts_failures_unmatched_and_explain() {
             .is_some_and(|r| r > 1.0)
     })
     .await;
-    running.store(false, Ordering::Relaxed);
-    let _ = traffic.await;
-
+    // The traffic goes on while the browser loads the page: stopped before, a sample taken
+    // in between could plot a quiet last point (seen once under load).
     let explain_url = format!("{page}#explain=GET%20http%3A%2F%2Fexample.com%2Fquotes%2F7");
     let after = tokio::task::spawn_blocking(move || dump(explain_url))
         .await
         .expect("chromium");
+    running.store(false, Ordering::Relaxed);
+    let _ = traffic.await;
     let (points_after, last_after) = chart_line(&after, "chart-rate", "quotes");
     assert_ne!(
         points_before, points_after,
