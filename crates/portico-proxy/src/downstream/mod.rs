@@ -2,6 +2,7 @@
 //! reaches the request phases (`crate::request`).
 
 pub mod field_rules;
+pub mod h1;
 pub mod h1_guard;
 pub mod h2_rules;
 pub mod host_rules;
