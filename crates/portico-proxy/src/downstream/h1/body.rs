@@ -220,3 +220,56 @@ impl Body for RecvBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use portico_h1::{Framing, Limits};
+    use tokio::io::AsyncWriteExt;
+
+    fn body_over(first: &[u8], framing: Framing) -> (tokio::io::DuplexStream, RecvBody, Arc<Home>) {
+        let (client, server) = tokio::io::duplex(1024);
+        let home = Arc::new(Home::default());
+        let side = ReadSide {
+            io: Box::new(server),
+            buf: BytesMut::from(first),
+        };
+        let decoder = BodyDecoder::new(framing, &Limits::default());
+        (
+            client,
+            RecvBody::new(side, decoder, home.clone(), None),
+            home,
+        )
+    }
+
+    #[tokio::test]
+    async fn decodes_in_place_and_hands_the_read_side_back_with_the_next_request() {
+        let (mut client, body, home) = body_over(b"5\r\nhel", Framing::Chunked);
+        client
+            .write_all(b"lo\r\n0\r\nx-t: 1\r\n\r\nGET /next")
+            .await
+            .unwrap();
+        let got = body.collect().await.unwrap();
+        assert_eq!(got.trailers().and_then(|t| t.get("x-t")).unwrap(), "1");
+        assert_eq!(got.to_bytes(), "hello");
+        let (side, complete) = home.take().expect("the read side came back");
+        assert!(complete);
+        assert_eq!(&side.buf[..], b"GET /next");
+    }
+
+    #[tokio::test]
+    async fn an_unread_body_comes_back_incomplete_and_a_bad_chunk_fails() {
+        let (_client, body, home) = body_over(b"ab", Framing::Length(5));
+        drop(body);
+        let (_, complete) = home.take().expect("the read side came back");
+        assert!(!complete);
+
+        let (_client, body, home) = body_over(b"zz\r\n", Framing::Chunked);
+        match body.collect().await {
+            Err(RecvError::Malformed(_)) => {}
+            other => panic!("{:?}", other.map(|c| c.to_bytes())),
+        }
+        assert!(matches!(home.take(), Some((_, false))));
+    }
+}

@@ -92,3 +92,40 @@ impl Expect {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn expect_asks_once_and_goes_on_when_sent() {
+        let x = Arc::new(Expect::default());
+        assert!(!x.wanted());
+        // The body's first read asks and waits.
+        let body = {
+            let x = x.clone();
+            tokio::spawn(async move { std::future::poll_fn(|cx| x.poll_sent(cx)).await })
+        };
+        x.asked.notified().await;
+        assert!(x.wanted());
+        x.mark_sent();
+        tokio::time::timeout(std::time::Duration::from_secs(5), body)
+            .await
+            .expect("the body went on")
+            .expect("task");
+        assert!(!x.wanted());
+        // Later reads do not ask again.
+        let waker = futures_util::task::noop_waker();
+        assert!(x.poll_sent(&mut Context::from_waker(&waker)).is_ready());
+    }
+
+    #[test]
+    fn on_upgrade_gives_its_receiver_once() {
+        let (_tx, rx) = oneshot::channel();
+        let u = OnUpgrade::new(rx);
+        let copy = u.clone();
+        assert!(copy.take().is_some());
+        assert!(u.take().is_none());
+    }
+}
