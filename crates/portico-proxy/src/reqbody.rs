@@ -12,6 +12,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+
+use crate::downstream::h1::body::{RecvBody, RecvError};
 /// The error type of proxied bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -96,13 +98,76 @@ impl std::fmt::Display for BodyCut {
 
 impl std::error::Error for BodyCut {}
 
+/// The client's request body as the server connection hands it over: hyper's (HTTP/2) or
+/// Portico's own HTTP/1 server's (`downstream::h1`).
+pub enum ClientBody {
+    Hyper(Incoming),
+    /// Boxed: the request (and its body) is moved between the phases; most have no body.
+    H1(Box<RecvBody>),
+    /// No body (an HTTP/1 request without one).
+    Empty,
+}
+
+/// Why a client's body failed (always the client's doing) and the underlying error.
+type ClientBodyError = (BodyCut, BoxError);
+
+impl ClientBody {
+    /// Polls the next frame; an error says why the body failed (always the client's doing).
+    fn poll_client(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
+        match self {
+            ClientBody::Hyper(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map_err(|e| (inbound_error(&e), Box::new(e) as BoxError)),
+            ClientBody::H1(b) => Pin::new(&mut **b).poll_frame(cx).map_err(|e| {
+                let cut = match e {
+                    RecvError::Malformed(_) => BodyCut::Malformed,
+                    RecvError::Aborted(_) => BodyCut::Aborted,
+                };
+                (cut, Box::new(e) as BoxError)
+            }),
+            ClientBody::Empty => Poll::Ready(None),
+        }
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.get_mut().poll_client(cx).map_err(|(_, e)| e)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Hyper(b) => b.is_end_stream(),
+            ClientBody::H1(b) => b.is_end_stream(),
+            ClientBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Hyper(b) => b.size_hint(),
+            ClientBody::H1(b) => b.size_hint(),
+            ClientBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
 /// The client's request body as Portico reads it: counted, capped at the route's size limit
 /// and cut when the client pauses longer than the listener's body idle timeout. The idle timer
 /// runs only while Portico is waiting on the client (not while the upstream is slow to read)
 /// and only until the response starts; it is allocated only the first time the client makes
 /// Portico wait.
 pub struct Inbound {
-    inner: Incoming,
+    inner: ClientBody,
     limit: Option<u64>,
     idle_for: Option<std::time::Duration>,
     idle: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -112,7 +177,7 @@ pub struct Inbound {
 
 impl Inbound {
     pub fn new(
-        inner: Incoming,
+        inner: ClientBody,
         limit: Option<u64>,
         idle_for: Option<std::time::Duration>,
         counter: Arc<ByteCounter>,
@@ -151,7 +216,7 @@ impl Body for Inbound {
             // Never a clean end after a cut: the upstream must not take a truncated body.
             return Poll::Ready(Some(Err(Box::new(c))));
         }
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        match this.inner.poll_client(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.waiting = false;
                 if let Some(d) = frame.data_ref() {
@@ -171,10 +236,9 @@ impl Body for Inbound {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => {
-                // The client's body failed (hyper could not decode it, or the client went
+            Poll::Ready(Some(Err((cut, e)))) => {
+                // The client's body failed (it could not be decoded, or the client went
                 // away): recorded as the client's fault before the upstream request sees it.
-                let cut = inbound_error(&e);
                 tracing::debug!(error = %e, reason = %cut, "request body failed");
                 this.fail(cut)
             }

@@ -3,6 +3,7 @@
 
 pub mod acme;
 pub mod field_rules;
+pub mod h1;
 pub mod h1_guard;
 pub mod h2_rules;
 pub mod host_rules;

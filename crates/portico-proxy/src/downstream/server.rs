@@ -486,7 +486,32 @@ async fn connection(
     drop(slot);
 }
 
+/// HTTP/1.1 on Portico's own server (`downstream::h1`); HTTP/2, and the requests that server
+/// hands over (upgrades, `Expect: 100-continue`), on hyper's.
 async fn serve<S>(
+    proxy: Arc<Proxy>,
+    builder: Arc<auto::Builder<StreamExec>>,
+    stream: S,
+    info: Arc<ConnInfo>,
+    mut drain: watch::Receiver<bool>,
+    versions: Versions,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Sync + 'static,
+{
+    let (stream, read) = if versions == Versions::Http2Only {
+        (stream, bytes::BytesMut::new())
+    } else {
+        let max_head = h1_buf_size(&info.listener);
+        match crate::downstream::h1::serve(&proxy, stream, &info, &mut drain, max_head).await {
+            crate::downstream::h1::Outcome::Done => return,
+            crate::downstream::h1::Outcome::Hyper(s, read) => (s, read),
+        }
+    };
+    let stream = Prefixed::new(stream, read);
+    serve_hyper(proxy, builder, stream, info, drain, versions).await;
+}
+
+async fn serve_hyper<S>(
     proxy: Arc<Proxy>,
     builder: Arc<auto::Builder<StreamExec>>,
     stream: S,
@@ -511,6 +536,7 @@ async fn serve<S>(
             let guard = streams.open();
             let h2 = req.version() == http::Version::HTTP_2;
             let h1_slot = (!h2).then(|| h1_slot.clone());
+            let req = req.map(crate::reqbody::ClientBody::Hyper);
             let handled = request::handle(proxy.clone(), info.clone(), req);
             async move {
                 let resp = handled.await?;

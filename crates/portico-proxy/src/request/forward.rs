@@ -8,10 +8,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
+use crate::reqbody::ClientBody;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Request, Response};
-use hyper::body::Incoming;
 use portico_config::snapshot::{RetryPolicy, Route};
 use tokio::time::Instant;
 
@@ -37,7 +37,7 @@ pub(super) async fn forward(
     ctx: RequestCtx,
     route: Arc<Route>,
     upstream: usize,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
 ) -> Response<RespBody> {
     let RequestCtx {
         proxy,

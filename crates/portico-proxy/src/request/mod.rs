@@ -27,10 +27,10 @@
 //! whether HTTP/1 closes, message), recorded and logged by [`Record::reply`].
 //!
 //! Protocol: the phases up to rate limits read the request through [`Head`] (`head.rs`: method, URI,
-//! authority, headers: `http` types, no hyper type). What still depends on hyper: the entry
-//! point receives `Request<hyper::body::Incoming>` from the server connection and the body
-//! is passed through as-is (`prepare.rs`), and the upstream exchange uses hyper client
-//! connections (`attempt.rs`, `respond.rs`).
+//! authority, headers: `http` types, no hyper type). The entry point receives a
+//! `Request<ClientBody>`: the body is Portico's own HTTP/1 server's (`downstream::h1`) or
+//! hyper's (HTTP/2, and what the own server hands over), passed through as-is (`prepare.rs`);
+//! HTTP/2 upstreams use hyper's client (`attempt.rs`).
 //!
 //! Per-route policies the phases apply live beside them: `cors.rs` (preflight and response
 //! headers), `compress.rs` (response compression), `shadow.rs` (request mirroring),
@@ -55,9 +55,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
+use crate::reqbody::ClientBody;
 use http::header;
 use http::{HeaderMap, Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
 use portico_config::RequestView;
 use portico_config::request_semantics::host_of;
 use portico_config::snapshot::{Route, RouteAction};
@@ -74,7 +74,7 @@ pub use record::log_rejected;
 pub async fn handle(
     proxy: Arc<Proxy>,
     conn: Arc<ConnInfo>,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
 ) -> Result<Response<RespBody>, Infallible> {
     let start = Instant::now();
     // One atomic load; this snapshot serves the request to its end.

@@ -3,17 +3,17 @@
 //! to the upstream's protocol; and the body wrapped (counted, capped, idle-cut), or read
 //! whole first when a retry or a mirror copy may need it again.
 //!
-//! Still hyper's here, and why: the client's body is `hyper::body::Incoming` (what the
-//! server connection hands over), wrapped as-is into [`Inbound`]; the upstream request is an
-//! `http::Request<ReqBody>` because a hyper client connection sends it.
+//! The client's body is a `ClientBody` (what the server connection hands over: the own
+//! HTTP/1 server's or hyper's), wrapped as-is into [`Inbound`]; the upstream request is an
+//! `http::Request<ReqBody>`, which both upstream clients send.
 
 use std::sync::Arc;
 
+use crate::reqbody::ClientBody;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, Scheme};
 use http::{HeaderMap, Method, Request, Uri, Version};
-use hyper::body::Incoming;
 use portico_config::request_semantics::rewrite_path;
 use portico_config::snapshot::{Route, UpstreamProtocol};
 use tokio::time::Instant;
@@ -92,7 +92,7 @@ pub(crate) async fn prepare(
     rec: &mut Record,
     mirror: Option<Arc<UpstreamState>>,
     deadline: Option<Instant>,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
 ) -> Result<Prepared, NotSent> {
     let (mut parts, body) = req.into_parts();
     let (lb_hash, lb_cookie) =
@@ -240,7 +240,7 @@ async fn read_body(
     rec: &Record,
     keep: bool,
     deadline: Option<Instant>,
-    body: Incoming,
+    body: ClientBody,
 ) -> Result<(ReqBody, Option<Bytes>), NotSent> {
     if http_body::Body::is_end_stream(&body) {
         return Ok((ReqBody::Empty, Some(Bytes::new())));

@@ -32,11 +32,19 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 
 use crate::body::{RespBody, UpBody};
+use crate::downstream::h1::handoff;
 
 /// An allowed upgrade, waiting for the upstream's answer.
 pub struct Upgrade {
-    downstream: OnUpgrade,
+    downstream: Downstream,
     protocol: HeaderValue,
+}
+
+/// The client connection, once the `101` is written: from Portico's own HTTP/1 server, or
+/// from hyper's (a connection it took over).
+enum Downstream {
+    Own(tokio::sync::oneshot::Receiver<handoff::Upgraded>),
+    Hyper(OnUpgrade),
 }
 
 /// What a request asks for.
@@ -91,13 +99,21 @@ pub fn take(route: &Route, protocol: UpstreamProtocol, parts: &mut http::request
     let Ok(protocol) = HeaderValue::from_bytes(first) else {
         return Asked::Refused;
     };
-    match parts.extensions.remove::<OnUpgrade>() {
-        Some(downstream) => Asked::Allowed(Upgrade {
-            downstream,
-            protocol,
-        }),
-        None => Asked::Refused,
-    }
+    let own = parts
+        .extensions
+        .remove::<handoff::OnUpgrade>()
+        .and_then(|o| o.take());
+    let downstream = if let Some(own) = own {
+        Downstream::Own(own)
+    } else if let Some(h) = parts.extensions.remove::<OnUpgrade>() {
+        Downstream::Hyper(h)
+    } else {
+        return Asked::Refused;
+    };
+    Asked::Allowed(Upgrade {
+        downstream,
+        protocol,
+    })
 }
 
 /// The answer to an upgrade the route does not allow.
@@ -143,16 +159,25 @@ impl Upgrade {
         resp.headers.insert(header::UPGRADE, upgrade_value);
         let downstream = self.downstream;
         tokio::spawn(async move {
-            let down = match downstream.await {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::debug!(error = %e, "upgrade did not complete");
-                    return;
-                }
+            let down: handoff::Upgraded = match downstream {
+                Downstream::Own(rx) => match rx.await {
+                    Ok(d) => d,
+                    Err(_) => {
+                        tracing::debug!("upgrade did not complete");
+                        return;
+                    }
+                },
+                Downstream::Hyper(on) => match on.await {
+                    Ok(d) => Box::new(TokioIo::new(d)),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "upgrade did not complete");
+                        return;
+                    }
+                },
             };
             let clock = Arc::new(Clock::new());
             let mut down = Activity {
-                inner: TokioIo::new(down),
+                inner: down,
                 clock: clock.clone(),
             };
             // What the upstream sent right after its 101 goes first.

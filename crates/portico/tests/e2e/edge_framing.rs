@@ -371,3 +371,88 @@ async fn response_connection_header_never_strips_content_length() {
     assert!(lower.contains("content-length: 42\r\n"), "{reply:?}");
     assert!(!lower.contains("x-hop"), "{reply:?}");
 }
+
+/// The own HTTP/1.1 server: requests pipelined on one connection (with a `Content-Length`
+/// body, a chunked body, a HEAD, a 204) are answered in order, each body reaching the upstream
+/// whole; HEAD and 204 answers carry no body bytes; `Connection: close` on the last request
+/// ends the connection after its answer, which says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_with_bodies_are_answered_in_order() {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    let echo: Behavior = std::sync::Arc::new(|s: &Seen| {
+        let text = format!("[{} {}]", s.uri, String::from_utf8_lossy(&s.body));
+        let mut r = http::Response::new(Full::new(Bytes::from(text)));
+        if s.uri == "/nothing" {
+            *r.status_mut() = http::StatusCode::NO_CONTENT;
+            *r.body_mut() = Full::new(Bytes::new());
+        }
+        r
+    });
+    let up = Upstream::with("echo", echo).await;
+    let p = Portico::start(&format!(
+        "{API}\nkind: Mapping\nmetadata: {{ name: all }}\nspec: {{ prefix: /, service: {} }}\n",
+        up.addr
+    ))
+    .await;
+    let requests: &[&[u8]] = &[
+        b"POST /one HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+        b"POST /two HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n2\r\n!!\r\n0\r\n\r\n",
+        b"HEAD /three HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /four HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    ];
+    let (reply, closed) = raw(p.port, &requests.concat()).await;
+    assert!(closed, "the connection stayed open: {reply:?}");
+    assert_eq!(reply.matches("HTTP/1.1 ").count(), 5, "{reply:?}");
+    let at = |needle: &str| {
+        reply
+            .find(needle)
+            .unwrap_or_else(|| panic!("no {needle:?} in {reply:?}"))
+    };
+    let order = [
+        at("[/one abc]"),
+        at("[/two hello!!]"),
+        at("HTTP/1.1 204"),
+        at("[/four ]"),
+    ];
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{reply:?}");
+    assert!(
+        !reply.contains("[/three"),
+        "a HEAD answer carried a body: {reply:?}"
+    );
+    let last_head = &reply[reply.rfind("HTTP/1.1 ").unwrap_or(0)..];
+    assert!(
+        last_head.to_ascii_lowercase().contains("connection: close"),
+        "{last_head:?}"
+    );
+    assert_eq!(up.count(), 5);
+}
+
+/// A request answered before its body was read (no route: 404) leaves the body unread: the
+/// answer says `connection: close` and the connection closes, so nothing of the unread body is
+/// ever taken for a next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_before_the_body_closes_the_connection() {
+    let up = Upstream::start("up").await;
+    let p = Portico::start(&format!(
+        "{API}\nkind: Mapping\nmetadata: {{ name: only }}\nspec: {{ prefix: /only/, service: {} }}\n",
+        up.addr
+    ))
+    .await;
+    // The body (which looks like a request) is never sent as one: the head promises 40 bytes
+    // and only the answer is awaited.
+    let (reply, closed) = raw(
+        p.port,
+        b"POST /elsewhere HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\nGET /only/x HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&reply), Some("404"), "{reply:?}");
+    assert!(
+        reply.to_ascii_lowercase().contains("connection: close"),
+        "{reply:?}"
+    );
+    assert!(closed, "the connection stayed open: {reply:?}");
+    assert_eq!(reply.matches("HTTP/1.1 ").count(), 1, "{reply:?}");
+    assert_eq!(up.count(), 0);
+}
