@@ -6,7 +6,8 @@
 //! 2. **route** (here): the snapshot current when the headers arrived picks a route (or 404
 //!    NR); a declared body over the route's limit is refused (413).
 //! 3. **CORS preflight** (here): answered by Portico for a route with `cors`.
-//! 4. *(JWT, then external authorization: their phases go between CORS and rate limits.)*
+//! 4. **JWT, then external authorization** (here, with `crate::auth`): a route's token
+//!    checked (401 JWT), then the `AuthService` asked (its denial, or `status_on_error`, UAEX).
 //! 5. **rate limits** (here, with `crate::ratelimit`): 429 when a limit refuses.
 //!    Routes that answer themselves (`direct_response`, `redirect`) answer here (`respond.rs`).
 //! 6. **circuit breaker** (`forward.rs`): the upstream's request breaker (503 UO).
@@ -73,7 +74,7 @@ pub use record::log_rejected;
 pub async fn handle(
     proxy: Arc<Proxy>,
     conn: Arc<ConnInfo>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<RespBody>, Infallible> {
     let start = Instant::now();
     // One atomic load; this snapshot serves the request to its end.
@@ -104,9 +105,15 @@ pub async fn handle(
         .cors
         .as_ref()
         .and_then(|c| cors::allowed_origin(c, head.headers).cloned());
-    // JWT (validation of the bearer token) and external authorization go here, in that
-    // order: after CORS (a preflight answered by Portico never reaches auth), before the
-    // rate limits.
+    // JWT, then external authorization: after CORS (a preflight answered by Portico never
+    // reaches auth), before the rate limits.
+    if crate::auth::needed(&ctx.active.config, &route)
+        && let Some(resp) = Box::pin(edge_auth(&mut ctx, &route, &mut req)).await
+    {
+        return Ok(ctx.answer(resp));
+    }
+    // Auth may have changed headers: the later phases read the request as it is now.
+    let head = Head::of(&req);
     if !route.rate_limits.is_empty()
         && let Some(resp) = Box::pin(rate_limits(&mut ctx, &route, &req)).await
     {
@@ -219,6 +226,43 @@ fn route<B: http_body::Body>(
 fn cors_preflight(route: &Route, head: &Head<'_>) -> Option<Response<RespBody>> {
     let c = route.cors.as_ref()?;
     cors::is_preflight(head.method, head.headers).then(|| cors::preflight(c, head.headers))
+}
+
+/// The edge authentication phase (`crate::auth`): `Some` is the refusal. The request id is
+/// settled first so the auth service and the upstream see the same one.
+async fn edge_auth(
+    ctx: &mut RequestCtx,
+    route: &Route,
+    req: &mut Request<Incoming>,
+) -> Option<Response<RespBody>> {
+    if ctx.rec.request_id.is_none() {
+        let id = crate::headers::new_request_id();
+        req.headers_mut()
+            .insert(crate::headers::X_REQUEST_ID.clone(), id.clone());
+        ctx.rec.request_id = Some(id);
+    }
+    let authority = Head::of(req).authority.to_string();
+    let inputs = crate::auth::Inputs {
+        snapshot: &ctx.active.config,
+        state: &ctx.active.auth,
+        upstreams: &ctx.active.upstreams,
+        counters: &ctx.proxy.counters.auth,
+        conn: &ctx.conn,
+        authority: &authority,
+        grpc: ctx.rec.grpc,
+    };
+    match crate::auth::authorize(&inputs, route, req).await {
+        Ok(flag) => {
+            if let Some(f) = flag {
+                ctx.rec.flags.insert(f);
+            }
+            None
+        }
+        Err(denied) => {
+            ctx.rec.flags.insert(denied.flag);
+            Some(*denied.resp)
+        }
+    }
 }
 
 /// The rate-limit phase: `Some` is the refusal (429, or the service's failure when it fails
