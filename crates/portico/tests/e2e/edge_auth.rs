@@ -508,3 +508,179 @@ async fn jwt_key_rotation_through_jwks_uri() {
         "refetches are limited to one per 30 s"
     );
 }
+
+// ---------------------------------------------------------------- gRPC AuthService
+
+mod grpc_auth {
+    use envoy_types::ext_authz::v3::pb::{
+        Authorization, AuthorizationServer, CheckRequest, CheckResponse, DeniedHttpResponse,
+        HttpResponse, OkHttpResponse,
+    };
+    use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
+    use envoy_types::pb::envoy::r#type::v3::HttpStatus;
+    use envoy_types::pb::google::rpc::Status;
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+
+    /// Envoy's `Authorization` service, built from the published protos: a request whose
+    /// path contains `/allow` is OK (adds `x-user: alice`, replaces `x-tier`, removes
+    /// `x-drop`); any other is denied with 418, `x-why: no` and body `no tea for you`.
+    #[derive(Clone, Default)]
+    pub struct Server {
+        pub seen: Arc<Mutex<Vec<CheckRequest>>>,
+    }
+
+    fn header(k: &str, v: &str) -> HeaderValueOption {
+        HeaderValueOption {
+            header: Some(HeaderValue {
+                key: k.into(),
+                value: v.into(),
+                raw_value: Vec::new(),
+            }),
+            ..HeaderValueOption::default()
+        }
+    }
+
+    #[tonic::async_trait]
+    impl Authorization for Server {
+        async fn check(
+            &self,
+            request: tonic::Request<CheckRequest>,
+        ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+            let req = request.into_inner();
+            let path = req
+                .attributes
+                .as_ref()
+                .and_then(|a| a.request.as_ref())
+                .and_then(|r| r.http.as_ref())
+                .map(|h| h.path.clone())
+                .unwrap_or_default();
+            self.seen.lock().expect("lock").push(req);
+            let resp = if path.contains("/allow") {
+                CheckResponse {
+                    status: Some(Status::default()),
+                    http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+                        headers: vec![header("x-user", "alice"), header("x-tier", "gold")],
+                        headers_to_remove: vec!["x-drop".into()],
+                        ..OkHttpResponse::default()
+                    })),
+                    ..CheckResponse::default()
+                }
+            } else {
+                CheckResponse {
+                    status: Some(Status {
+                        code: 7,
+                        ..Status::default()
+                    }),
+                    http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+                        status: Some(HttpStatus { code: 418 }),
+                        headers: vec![header("x-why", "no")],
+                        body: "no tea for you".into(),
+                    })),
+                    ..CheckResponse::default()
+                }
+            };
+            Ok(tonic::Response::new(resp))
+        }
+    }
+
+    pub async fn start() -> (SocketAddr, Server) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = Server::default();
+        let svc = AuthorizationServer::new(server.clone());
+        tokio::spawn(async move {
+            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            let _ = tonic::transport::Server::builder()
+                .serve_with_incoming(svc, incoming)
+                .await;
+        });
+        (addr, server)
+    }
+}
+
+#[tokio::test]
+async fn grpc_auth_service_mutates_headers_and_denies() {
+    let (addr, server) = grpc_auth::start().await;
+    let app = Upstream::start("app").await;
+    let p = Portico::start(&format!(
+        "{API}\nkind: AuthService\nmetadata: {{ name: auth }}\nspec: {{ auth_service: \"{addr}\", proto: grpc, timeout_ms: 5000 }}\n---\n{}",
+        cfg::mapping("app")
+            .prefix("/")
+            .service(&app)
+            .raw("auth_context_extensions", "{ tier: gold, team: blue }")
+            .build(),
+    ))
+    .await;
+    let r = get(
+        &p.url("/allow/x?q=1"),
+        &[
+            ("x-tier", "bronze"),
+            ("x-drop", "1"),
+            ("x-request-id", "rid-1"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = app.last();
+    assert_eq!(seen.headers["x-user"], "alice");
+    assert_eq!(seen.headers["x-tier"], "gold");
+    assert_eq!(seen.headers.get_all("x-tier").iter().count(), 1);
+    assert!(seen.headers.get("x-drop").is_none());
+    {
+        let checks = server.seen.lock().expect("lock");
+        let a = checks[0].attributes.as_ref().expect("attributes");
+        let http = a
+            .request
+            .as_ref()
+            .and_then(|r| r.http.as_ref())
+            .expect("http");
+        assert_eq!(http.method, "GET");
+        assert_eq!(http.path, "/allow/x?q=1");
+        assert_eq!(http.scheme, "http");
+        assert_eq!(http.protocol, "HTTP/1.1");
+        assert_eq!(http.id, "rid-1");
+        assert!(http.host.starts_with("127.0.0.1:"), "{}", http.host);
+        assert_eq!(http.headers["x-tier"], "bronze");
+        assert_eq!(a.context_extensions["tier"], "gold");
+        assert_eq!(a.context_extensions["team"], "blue");
+        assert!(a.source.is_some());
+    }
+
+    let before = app.count();
+    let r = get(&p.url("/nope"), &[]).await;
+    assert_eq!(r.status, 418);
+    assert_eq!(r.text(), "no tea for you");
+    assert_eq!(r.header("x-why"), Some("no"));
+    assert_eq!(app.count(), before);
+    p.wait_log_lines(2).await;
+    assert_eq!(flags_of(&p, "/nope"), ["UAEX"]);
+}
+
+/// Emissary's documented gRPC `AuthService` example (`proto: grpc`, `protocol_version: v3`).
+#[tokio::test]
+async fn emissary_grpc_auth_service_example() {
+    let (addr, server) = grpc_auth::start().await;
+    let app = Upstream::start("app").await;
+    let p = Portico::start(&format!(
+        "{EM}\nkind: AuthService\nmetadata:\n  name: authentication\nspec:\n  auth_service: \"{addr}\"\n  proto: grpc\n  protocol_version: v3\n---\n\
+         {EM}\nkind: Mapping\nmetadata: {{ name: backend }}\nspec:\n  prefix: /backend/\n  service: {}\n  auth_context_extensions:\n    route: backend\n",
+        app.addr
+    ))
+    .await;
+    let r = get(&p.url("/backend/allow"), &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(app.last().headers["x-user"], "alice");
+    assert_eq!(app.last().uri, "/allow");
+    let r = get(&p.url("/backend/other"), &[]).await;
+    assert_eq!(r.status, 418);
+    let checks = server.seen.lock().expect("lock");
+    let ext = &checks[0]
+        .attributes
+        .as_ref()
+        .expect("attrs")
+        .context_extensions;
+    assert_eq!(ext["route"], "backend");
+}
