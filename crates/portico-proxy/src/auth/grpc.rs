@@ -42,8 +42,9 @@ pub async fn check<B>(
     req: &Request<B>,
     authority: &str,
     conn: &ConnInfo,
+    body: Option<Bytes>,
 ) -> Outcome {
-    let msg = check_request(route, req, authority, conn);
+    let msg = check_request(route, req, authority, conn, body);
     let mut framed = BytesMut::with_capacity(5 + msg.encoded_len());
     framed.put_u8(0);
     framed.put_u32(msg.encoded_len() as u32);
@@ -109,6 +110,7 @@ fn check_request<B>(
     req: &Request<B>,
     authority: &str,
     conn: &ConnInfo,
+    body: Option<Bytes>,
 ) -> CheckRequest {
     let mut headers_map: HashMap<String, String> = HashMap::new();
     for (k, v) in req.headers() {
@@ -148,8 +150,18 @@ fn check_request<B>(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<i64>().ok())
         .unwrap_or(-1);
+    // `include_body`: text as `body`, anything else as `raw_body`.
+    let (body, raw_body) = match body {
+        Some(b) => match String::from_utf8(b.to_vec()) {
+            Ok(text) => (text, Vec::new()),
+            Err(e) => (String::new(), e.into_bytes()),
+        },
+        None => (String::new(), Vec::new()),
+    };
     let http = HttpRequest {
         id,
+        body,
+        raw_body,
         method: req.method().to_string(),
         headers: headers_map,
         path,

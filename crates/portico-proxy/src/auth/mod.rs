@@ -8,6 +8,7 @@
 //! the denial to send, or lets the request through with the headers auth adds (forwarded
 //! claims, the auth service's `allowed_authorization_headers`) already set.
 
+pub mod body;
 mod call;
 mod grpc;
 mod http;
@@ -123,12 +124,21 @@ pub struct Inputs<'a> {
     pub grpc: bool,
 }
 
-/// JWT, then external authorization. `Ok(Some(UAEX))`: the auth service failed and
-/// `failure_mode_allow` let the request through.
+/// The `include_body` settings when `route`'s requests go to the `AuthService` with a body.
+pub fn include_body<'a>(snapshot: &'a Snapshot, route: &Route) -> Option<&'a AuthServiceConf> {
+    snapshot
+        .auth_service
+        .as_ref()
+        .filter(|c| c.include_body.is_some() && !route.auth.bypass)
+}
+
+/// JWT, then external authorization (with `check_body`, what `include_body` read).
+/// `Ok(Some(UAEX))`: the auth service failed and `failure_mode_allow` let the request through.
 pub async fn authorize<B>(
     inp: &Inputs<'_>,
     route: &Route,
     req: &mut Request<B>,
+    check_body: Option<bytes::Bytes>,
 ) -> Result<Option<Flag>, Denied> {
     if let Some(j) = &route.auth.jwt
         && let Some(p) = inp.state.providers.get(j.provider)
@@ -136,7 +146,7 @@ pub async fn authorize<B>(
         jwt_phase(inp, p, j.required, req)?;
     }
     match &inp.snapshot.auth_service {
-        Some(conf) if !route.auth.bypass => external(inp, conf, route, req).await,
+        Some(conf) if !route.auth.bypass => external(inp, conf, route, req, check_body).await,
         _ => Ok(None),
     }
 }
@@ -214,13 +224,18 @@ async fn external<B>(
     conf: &AuthServiceConf,
     route: &Route,
     req: &mut Request<B>,
+    check_body: Option<bytes::Bytes>,
 ) -> Result<Option<Flag>, Denied> {
     let c = inp.counters;
     let outcome = match inp.upstreams.get(conf.upstream) {
         None => Outcome::Error(call::CallError::NoEndpoint),
         Some(up) => match conf.proto {
-            AuthProto::Http => http::check(conf, up, req, inp.authority, inp.conn, None).await,
-            AuthProto::Grpc => grpc::check(conf, up, route, req, inp.authority, inp.conn).await,
+            AuthProto::Http => {
+                http::check(conf, up, req, inp.authority, inp.conn, check_body).await
+            }
+            AuthProto::Grpc => {
+                grpc::check(conf, up, route, req, inp.authority, inp.conn, check_body).await
+            }
         },
     };
     match outcome {

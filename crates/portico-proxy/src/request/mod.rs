@@ -107,10 +107,13 @@ pub async fn handle(
         .and_then(|c| cors::allowed_origin(c, head.headers).cloned());
     // JWT, then external authorization: after CORS (a preflight answered by Portico never
     // reaches auth), before the rate limits.
-    if crate::auth::needed(&ctx.active.config, &route)
-        && let Some(resp) = Box::pin(edge_auth(&mut ctx, &route, &mut req)).await
-    {
-        return Ok(ctx.answer(resp));
+    let mut body_read = None;
+    if crate::auth::needed(&ctx.active.config, &route) {
+        match Box::pin(edge_auth(&mut ctx, &route, &mut req)).await {
+            Ok(read) => body_read = read,
+            Err(AuthEnd::Answer(resp)) => return Ok(ctx.answer(*resp)),
+            Err(AuthEnd::Local(reply)) => return Ok(ctx.reply(reply)),
+        }
     }
     // Auth may have changed headers: the later phases read the request as it is now.
     let head = Head::of(&req);
@@ -130,7 +133,14 @@ pub async fn handle(
         // flight, and moving it is a pointer copy.
         RouteAction::Forward { upstream } => {
             let upstream = *upstream;
-            Box::pin(forward::forward(ctx, route.clone(), upstream, req)).await
+            Box::pin(forward::forward(
+                ctx,
+                route.clone(),
+                upstream,
+                req,
+                body_read,
+            ))
+            .await
         }
     };
     if let (Some(c), Some(origin)) = (&route.cors, cors_origin) {
@@ -228,18 +238,45 @@ fn cors_preflight(route: &Route, head: &Head<'_>) -> Option<Response<RespBody>> 
     cors::is_preflight(head.method, head.headers).then(|| cors::preflight(c, head.headers))
 }
 
-/// The edge authentication phase (`crate::auth`): `Some` is the refusal. The request id is
-/// settled first so the auth service and the upstream see the same one.
+/// How the edge authentication phase ended a request.
+enum AuthEnd {
+    /// Auth's own answer (a 401, the auth service's denial, `status_on_error`).
+    Answer(Box<Response<RespBody>>),
+    /// A local reply (the body for `include_body` too large or failed).
+    Local(LocalReply),
+}
+
+/// The edge authentication phase (`crate::auth`). The request id is settled first so the
+/// auth service and the upstream see the same one. `Ok`: the request goes on, with the body
+/// bytes `include_body` read (sent upstream before the rest).
 async fn edge_auth(
     ctx: &mut RequestCtx,
     route: &Route,
     req: &mut Request<Incoming>,
-) -> Option<Response<RespBody>> {
+) -> Result<Option<bytes::Bytes>, AuthEnd> {
     if ctx.rec.request_id.is_none() {
         let id = crate::headers::new_request_id();
         req.headers_mut()
             .insert(crate::headers::X_REQUEST_ID.clone(), id.clone());
         ctx.rec.request_id = Some(id);
+    }
+    let mut read = None;
+    if let Some(conf) = crate::auth::include_body(&ctx.active.config, route)
+        && let Some(ib) = &conf.include_body
+    {
+        let declared = content_length(req.headers());
+        match crate::auth::body::read(ib, req.body_mut(), declared, conf.timeout).await {
+            Ok(r) => {
+                ctx.rec.received.add(r.read.len());
+                read = Some(r);
+            }
+            Err(crate::auth::body::BodyProblem::TooLarge) => {
+                return Err(AuthEnd::Local(LocalReply::body_cut(BodyCut::TooLarge)));
+            }
+            Err(crate::auth::body::BodyProblem::Failed) => {
+                return Err(AuthEnd::Local(LocalReply::body_cut(BodyCut::Aborted)));
+            }
+        }
     }
     let authority = Head::of(req).authority.to_string();
     let inputs = crate::auth::Inputs {
@@ -251,16 +288,17 @@ async fn edge_auth(
         authority: &authority,
         grpc: ctx.rec.grpc,
     };
-    match crate::auth::authorize(&inputs, route, req).await {
+    let check_body = read.as_ref().map(|r| r.check.clone());
+    match crate::auth::authorize(&inputs, route, req, check_body).await {
         Ok(flag) => {
             if let Some(f) = flag {
                 ctx.rec.flags.insert(f);
             }
-            None
+            Ok(read.map(|r| r.read).filter(|b| !b.is_empty()))
         }
         Err(denied) => {
             ctx.rec.flags.insert(denied.flag);
-            Some(*denied.resp)
+            Err(AuthEnd::Answer(denied.resp))
         }
     }
 }

@@ -141,6 +141,72 @@ async fn http_auth_allows_denies_and_bypasses() {
     );
 }
 
+/// Phase order (reference §9): a CORS preflight is answered before auth; JWT comes before
+/// the auth service; local answers (`direct_response`) and rate limits come after it.
+#[tokio::test]
+async fn phase_order_cors_jwt_auth_then_local_answers_and_rate_limits() {
+    let auth = auth_server().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, "{\"keys\": []}").expect("jwks");
+    let p = Portico::start(&format!(
+        "{}---\n{}---\n{}---\n{}---\n{}",
+        auth_service(&auth.addr.to_string(), ""),
+        provider("main", &format!("jwks_file: {}", jwks.display()), ""),
+        cfg::mapping("api")
+            .prefix("/api/")
+            .raw("direct_response", "{ status: 200, body: ok }")
+            .raw(
+                "cors",
+                "{ origins: [\"https://app.example.com\"], methods: [GET] }"
+            )
+            .build(),
+        cfg::mapping("tok")
+            .prefix("/tok/")
+            .raw("direct_response", "{ status: 200, body: ok }")
+            .raw("jwt", "{ provider: main }")
+            .build(),
+        cfg::mapping("lim")
+            .prefix("/lim/")
+            .raw("direct_response", "{ status: 200, body: ok }")
+            .raw(
+                "rate_limits",
+                "[{ key: [remote_address], requests_per_unit: 1, unit: minute }]"
+            )
+            .build(),
+    ))
+    .await;
+    // The preflight never reaches auth.
+    let pre = request(
+        "OPTIONS",
+        &p.url("/api/x"),
+        &[
+            ("origin", "https://app.example.com"),
+            ("access-control-request-method", "GET"),
+        ],
+        "",
+    );
+    let r = send(pre, false).await.expect("preflight");
+    assert_eq!(r.status, 204);
+    assert_eq!(auth.count(), 0);
+    // A direct_response Mapping is checked like any other: denied here.
+    let r = get(&p.url("/api/x"), &[]).await;
+    assert_eq!(
+        (r.status.as_u16(), r.text().as_str()),
+        (401, "denied by auth")
+    );
+    assert_eq!(auth.count(), 1);
+    // JWT first: a missing token never reaches the auth service.
+    let r = get(&p.url("/tok/x"), &[]).await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (401, "missing\n"));
+    assert_eq!(auth.count(), 1);
+    // Rate limits after auth: a denied request does not spend the bucket (one a minute).
+    assert_eq!(get(&p.url("/lim/deny"), &[]).await.status, 401);
+    assert_eq!(get(&p.url("/lim/allow"), &[]).await.status, 200);
+    assert_eq!(get(&p.url("/lim/allow"), &[]).await.status, 429);
+    assert_eq!(auth.count(), 4);
+}
+
 #[tokio::test]
 async fn http_auth_failures_give_status_on_error_unless_failure_mode_allow() {
     let app = Upstream::start("app").await;
@@ -188,6 +254,44 @@ async fn http_auth_failures_give_status_on_error_unless_failure_mode_allow() {
     assert_eq!(app.count(), 1);
     p.wait_log_lines(1).await;
     assert_eq!(flags_of(&p, "/x"), ["UAEX"]);
+}
+
+#[tokio::test]
+async fn include_body_sends_the_body_and_refuses_oversized_ones() {
+    let auth = auth_server().await;
+    let app = Upstream::start("app").await;
+    let start = async |partial: bool| {
+        Portico::start(&format!(
+            "{}---\n{}",
+            auth_service(
+                &auth.addr.to_string(),
+                &format!("  include_body: {{ max_bytes: 8, allow_partial: {partial} }}\n")
+            ),
+            cfg::mapping("app").prefix("/").service(&app).build(),
+        ))
+        .await
+    };
+    let p = start(false).await;
+    let r = post(&p.url("/allow/small"), "hello").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(&auth.last().body[..], b"hello");
+    assert_eq!(&app.last().body[..], b"hello");
+    // Over max_bytes without allow_partial: 413, the auth service is not asked.
+    let checks = auth.count();
+    let r = post(&p.url("/allow/big"), "0123456789abcdefghij").await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert_eq!(auth.count(), checks);
+    drop(p);
+
+    // allow_partial: the first max_bytes go to auth, the whole body upstream.
+    let p = start(true).await;
+    let r = post(&p.url("/allow/big"), "0123456789abcdefghij").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(&auth.last().body[..], b"01234567");
+    assert_eq!(&app.last().body[..], b"0123456789abcdefghij");
+    p.wait_log_lines(1).await;
+    let line = &p.access_log()[0];
+    assert_eq!(line["bytes_received"], 20, "{line}");
 }
 
 /// Emissary's documented HTTP `AuthService` example (its field names and values; the
