@@ -222,8 +222,8 @@ impl Schema for EmissaryV3 {
                     ignored_fields(
                         spec,
                         &["tls"],
-                        "a TLSContext name: the auth service is reached over TLS with the \
-                         system's roots",
+                        "a TLSContext name: the auth service is reached over TLS verified \
+                         against the built-in roots",
                         warns,
                     );
                 }
