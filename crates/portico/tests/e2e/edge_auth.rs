@@ -113,6 +113,18 @@ async fn http_auth_allows_denies_and_bypasses() {
         "auth and upstream see the same request id"
     );
 
+    // Over HTTP/2 (h2c) too: the check carries the :authority as host.
+    let r = send(request("GET", &p.url("/allow/h2"), &[], ""), true)
+        .await
+        .expect("h2 request");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(auth.last().uri, "/extauth/allow/h2");
+    assert_eq!(
+        auth.last().headers["host"].to_str().ok(),
+        Some(format!("127.0.0.1:{}", p.port).as_str())
+    );
+    assert_eq!(app.last().headers["x-user-id"], "42");
+
     // Denied: the auth service's answer as it is; the upstream never sees the request.
     let before = app.count();
     let r = get(&p.url("/deny/me"), &[]).await;
@@ -128,12 +140,12 @@ async fn http_auth_allows_denies_and_bypasses() {
     assert_eq!(r.status, 200);
     assert_eq!(auth.count(), checks);
 
-    p.wait_log_lines(3).await;
+    p.wait_log_lines(4).await;
     assert_eq!(flags_of(&p, "/deny"), ["UAEX"]);
-    assert_eq!(flags_of(&p, "/allow"), ["-"]);
+    assert_eq!(flags_of(&p, "/allow"), ["-", "-"]);
     assert_eq!(
         metric(&p, "portico_auth_checks_total{result=\"allowed\"}").await,
-        Some(1.0)
+        Some(2.0)
     );
     assert_eq!(
         metric(&p, "portico_auth_checks_total{result=\"denied\"}").await,
