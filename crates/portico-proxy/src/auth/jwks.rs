@@ -41,11 +41,30 @@ pub struct Key {
     pub key: DecodingKey,
 }
 
+/// Generations of key sets and ids of key stores (process-wide, never reused: the token
+/// cache keys on them).
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
 /// The keys loaded so far (empty until the first successful load).
-#[derive(Default)]
 pub struct KeySet {
     pub keys: Vec<Key>,
     pub by_kid: HashMap<String, usize>,
+    /// Unique per load.
+    pub generation: u64,
+}
+
+impl Default for KeySet {
+    fn default() -> Self {
+        KeySet {
+            keys: Vec::new(),
+            by_kid: HashMap::new(),
+            generation: next_id(),
+        }
+    }
 }
 
 impl KeySet {
@@ -86,6 +105,8 @@ impl KeySet {
 
 /// A provider's keys and how to refresh them.
 pub struct KeyStore {
+    /// Unique per store (the token cache's key).
+    pub id: u64,
     pub keys: ArcSwap<KeySet>,
     /// Wakes the refresh task for an early refetch.
     wake: Arc<Notify>,
@@ -100,6 +121,7 @@ impl KeyStore {
     /// task spawned on the current runtime. `upstream`: the `jwks_uri` host's upstream.
     pub fn start(conf: &JwtProviderConf, upstream: Option<Arc<UpstreamState>>) -> Arc<KeyStore> {
         let store = Arc::new(KeyStore {
+            id: next_id(),
             keys: ArcSwap::from_pointee(KeySet::default()),
             wake: Arc::new(Notify::new()),
             last_refetch: AtomicU64::new(0),

@@ -4,11 +4,14 @@
 //! Emissary's HTTP protocol; `grpc.rs`, Envoy's `Authorization/Check`). Both side calls go
 //! through Portico's own upstream client (`call.rs`).
 //!
+//! Verified tokens are remembered per worker (`cache.rs`, bounded, until `exp`).
+//!
 //! The request path calls [`authorize`] once ([`needed`] says whether to); it answers with
 //! the denial to send, or lets the request through with the headers auth adds (forwarded
 //! claims, the auth service's `allowed_authorization_headers`) already set.
 
 pub mod body;
+pub mod cache;
 mod call;
 mod grpc;
 mod http;
@@ -172,18 +175,36 @@ fn jwt_phase<B>(
         Err(r) => Err(r),
         Ok(Some(token)) => {
             let keys = p.store.keys.load();
-            let r = p.verifier.verify(&token, &keys);
-            if r == Err(Reason::UnknownKey) {
-                p.store.unknown_kid();
+            match cache::get(p.store.id, keys.generation, &token) {
+                Some(headers) => Ok(headers),
+                None => {
+                    let r = p.verifier.verify(&token, &keys);
+                    if r == Err(Reason::UnknownKey) {
+                        p.store.unknown_kid();
+                    }
+                    r.map(|claims| {
+                        let headers: cache::Forwarded = jwt::forwarded(&p.conf, &claims).into();
+                        let exp = claims.get("exp").and_then(|e| e.as_u64());
+                        let skew = p.conf.clock_skew.as_millis().div_ceil(1000) as u64;
+                        cache::put(
+                            p.store.id,
+                            keys.generation,
+                            &token,
+                            exp,
+                            skew,
+                            headers.clone(),
+                        );
+                        headers
+                    })
+                }
             }
-            r.map(|claims| jwt::forwarded(&p.conf, &claims))
         }
     };
     match verified {
         Ok(headers) => {
             c.jwt_valid.fetch_add(1, Relaxed);
-            for (k, v) in headers {
-                req.headers_mut().insert(k, v);
+            for (k, v) in headers.iter() {
+                req.headers_mut().insert(k.clone(), v.clone());
             }
             Ok(())
         }

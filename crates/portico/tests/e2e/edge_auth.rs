@@ -382,6 +382,7 @@ print(json.dumps({
     "malformed": "not-a.jwt",
     "rotated": tok(base, rsa2, "RS256", "rsa2"),
     "stranger": tok(base, rsa2, "RS256", "rsa9"),
+    "short": tok(dict(base, exp=now + 8), rsa1, "RS256", "rsa1"),
 }))
 "#;
 
@@ -431,7 +432,7 @@ async fn jwt_every_reason_and_both_key_types() {
     let tk = Tokens::make(ISS);
     let app = Upstream::start("app").await;
     let p = Portico::start(&format!(
-        "{}---\n{}---\n{}",
+        "{}---\n{}---\n{}---\n{}---\n{}",
         provider(
             "main",
             &format!("jwks_file: {}", tk.jwks(1).display()),
@@ -446,6 +447,16 @@ async fn jwt_every_reason_and_both_key_types() {
             .prefix("/opt/")
             .service(&app)
             .raw("jwt", "{ provider: main, required: false }")
+            .build(),
+        provider(
+            "strict",
+            &format!("jwks_file: {}", tk.jwks(1).display()),
+            "  clock_skew_ms: 0\n"
+        ),
+        cfg::mapping("strict")
+            .prefix("/strict/")
+            .service(&app)
+            .raw("jwt", "{ provider: strict }")
             .build(),
     ))
     .await;
@@ -536,6 +547,20 @@ async fn jwt_every_reason_and_both_key_types() {
         metric(&p, "portico_jwt_validations_total{result=\"missing\"}").await,
         Some(2.0)
     );
+
+    // A verified token is cached per worker, but never past its exp (no skew on `strict`).
+    let short = bearer(&tk.get("short"));
+    let r = get(&p.url("/strict/x"), &[("authorization", &short)]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    wait_until(
+        Duration::from_secs(30),
+        "the short token expires",
+        async || {
+            let r = get(&p.url("/strict/x"), &[("authorization", &short)]).await;
+            r.status == 401 && r.text() == "expired\n"
+        },
+    )
+    .await;
 
     // The file is re-read when it changes: the rotated key is accepted then.
     std::fs::copy(tk.jwks(2), tk.jwks(1)).expect("rotate");
