@@ -60,16 +60,12 @@ pub async fn check<B>(
         HeaderValue::from_static("application/grpc"),
     );
     h.insert(header::TE, HeaderValue::from_static("trailers"));
-    h.insert(
-        "grpc-timeout",
-        HeaderValue::from(conf.timeout.as_millis() as u64)
-            .to_str()
-            .ok()
-            .and_then(|ms| HeaderValue::from_str(&format!("{ms}m")).ok())
-            .unwrap_or(HeaderValue::from_static("5S")),
-    );
-    let authority =
-        HeaderValue::from_str(&up.conf.name).unwrap_or(HeaderValue::from_static("auth"));
+    // At most 8 digits (gRPC's rule).
+    let ms = conf.timeout.as_millis().min(99_999_999);
+    if let Ok(t) = HeaderValue::from_str(&format!("{ms}m")) {
+        h.insert("grpc-timeout", t);
+    }
+    let authority = service_authority(up);
     let answer = match call::call(up, &authority, call_req, conf.timeout, MAX_ANSWER_BYTES).await {
         Ok(a) => a,
         Err(e) => return Outcome::Error(e),
@@ -83,6 +79,19 @@ pub async fn check<B>(
         return Outcome::Error(CallError::Exchange);
     };
     verdict(resp)
+}
+
+/// The `:authority` of the auth service: its DNS name or first address (`host:port`).
+fn service_authority(up: &UpstreamState) -> HeaderValue {
+    use portico_config::snapshot::EndpointSource;
+    let text = match &up.conf.endpoints {
+        EndpointSource::Dns { host, port, .. } if host.contains(':') => format!("[{host}]:{port}"),
+        EndpointSource::Dns { host, port, .. } => format!("{host}:{port}"),
+        EndpointSource::Static(list) => list
+            .first()
+            .map_or_else(|| up.conf.name.clone(), |e| e.address.clone()),
+    };
+    HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("auth"))
 }
 
 /// `grpc-status` from the trailers, or the headers of a trailers-only answer.
