@@ -114,6 +114,9 @@ pub struct KeyStore {
     last_refetch: AtomicU64,
     epoch: Instant,
     remote: bool,
+    /// A `jwks_uri` fetch has succeeded (before that, fetches are retried every 2 s anyway, and
+    /// an unknown kid does not spend the refetch allowance).
+    loaded: std::sync::atomic::AtomicBool,
 }
 
 impl KeyStore {
@@ -127,6 +130,7 @@ impl KeyStore {
             last_refetch: AtomicU64::new(0),
             epoch: Instant::now(),
             remote: matches!(conf.keys, JwksSource::Uri { .. }),
+            loaded: std::sync::atomic::AtomicBool::new(false),
         });
         let weak = Arc::downgrade(&store);
         let wake = store.wake.clone();
@@ -169,7 +173,7 @@ impl KeyStore {
     /// A token named a key the set lacks: refetch a `jwks_uri` soon, at most once per
     /// [`REFETCH_EVERY`].
     pub fn unknown_kid(&self) {
-        if !self.remote {
+        if !self.remote || !self.loaded.load(Ordering::Relaxed) {
             return;
         }
         let now = self.epoch.elapsed().as_millis() as u64 + 1;
@@ -238,6 +242,7 @@ async fn refresh_uri(
                 Ok(set) => {
                     tracing::info!(provider = %name, keys = set.keys.len(), "JWKS fetched");
                     store.keys.store(Arc::new(set));
+                    store.loaded.store(true, Ordering::Relaxed);
                     loaded = true;
                 }
                 Err(e) => tracing::warn!(provider = %name, url = %url, error = %e, "bad JWKS"),
