@@ -57,6 +57,16 @@ else
   } >&2
 fi
 
+# PyJWT + cryptography, for the JWT end-to-end tests (scripts/fetch-pyjwt.sh: a pip --target dir
+# under target/). Without them those tests fail loudly rather than pass unchecked.
+if PYJWT_DIR=$(scripts/fetch-pyjwt.sh); then
+  export PYJWT_DIR
+  echo "JWT tests enabled: PYJWT_DIR=$PYJWT_DIR" >&2
+else
+  unset PYJWT_DIR
+  echo "## NOTE: PyJWT could not be installed (reason above): the JWT e2e tests will FAIL." >&2
+fi
+
 cargo fmt --all -- --check
 # No import cycle between the source files of a crate.
 python3 scripts/check-import-cycles.py

@@ -68,6 +68,7 @@ fn route(i: usize) -> Route {
         shadow: None,
         compression: None,
         max_request_body: None,
+        auth: Default::default(),
         extra: None,
     }
 }

@@ -117,3 +117,15 @@ pub const RATE_LIMIT_SCOPE: RateScopeM = RateScopeM::Local;
 pub const RLS_DOMAIN: &str = "portico";
 pub const RLS_TIMEOUT_MS: u64 = 20;
 pub const RLS_FAILURE_MODE_DENY: bool = false;
+
+// ---------------------------------------------------------------- AuthService, JWTProvider (§9)
+
+pub const AUTH_TIMEOUT_MS: u64 = 5000;
+pub const AUTH_STATUS_ON_ERROR: u16 = 403;
+pub const AUTH_FAILURE_MODE_ALLOW: bool = false;
+pub const AUTH_INCLUDE_BODY_ALLOW_PARTIAL: bool = false;
+pub const JWKS_REFRESH_MS: u64 = 300_000;
+pub const JWT_CLOCK_SKEW_MS: u64 = 60_000;
+pub const JWT_FROM_HEADER: &str = "authorization";
+pub const JWT_FROM_HEADER_PREFIX: &str = "Bearer ";
+pub const JWT_REQUIRED: bool = true;

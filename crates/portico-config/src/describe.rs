@@ -1,6 +1,6 @@
 //! Flat descriptions of compiled resources and lints over a compiled [`Snapshot`].
 //!
-//! [`route`], [`upstream`] and [`host`] render a compiled Route/Upstream/Host as a
+//! [`route`], [`upstream`], [`host`], [`auth_service`] and [`jwt_provider`] render a compiled Route/Upstream/Host as a
 //! `BTreeMap<field, value>` of everything that changes behaviour (names of upstreams rather
 //! than indices; no source positions), so `portico diff` can compare two configs field by
 //! field. [`lint`] finds Mappings that can never be taken (reference §1 `check` warnings):
@@ -169,6 +169,83 @@ pub fn route(s: &Snapshot, r: &Route) -> BTreeMap<String, String> {
     if let Some(c) = &r.compression {
         put("compression", format!("{c:?}"));
     }
+    if r.auth.bypass {
+        put("bypass_auth", "true".into());
+    }
+    if !r.auth.context_extensions.is_empty() {
+        put(
+            "auth_context_extensions",
+            format!("{:?}", r.auth.context_extensions),
+        );
+    }
+    if let Some(j) = &r.auth.jwt {
+        let name = s
+            .jwt_providers
+            .get(j.provider)
+            .map_or_else(|| format!("#{}", j.provider), |p| p.name.clone());
+        put("jwt", format!("{name} (required: {})", j.required));
+    }
+    m
+}
+
+/// The `AuthService`'s fields (reference §9.1), upstream named.
+pub fn auth_service(s: &Snapshot, a: &AuthServiceConf) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    let mut put = |k: &str, v: String| {
+        m.insert(k.to_string(), v);
+    };
+    put("auth_service", upstream_name(s, a.upstream));
+    put("proto", format!("{:?}", a.proto).to_lowercase());
+    put("path_prefix", a.path_prefix.clone());
+    put("timeout_ms", ms(Some(a.timeout)));
+    let names = |l: &[http::HeaderName]| {
+        l.iter()
+            .map(|h| h.as_str().to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    put("allowed_request_headers", names(&a.request_headers));
+    put(
+        "allowed_authorization_headers",
+        names(&a.authorization_headers),
+    );
+    if let Some(b) = &a.include_body {
+        put("include_body", format!("{b:?}"));
+    }
+    put("failure_mode_allow", a.failure_mode_allow.to_string());
+    put("status_on_error", a.status_on_error.to_string());
+    if !a.add_headers.is_empty() {
+        put("add_auth_headers", format!("{:?}", a.add_headers));
+    }
+    m
+}
+
+/// A `JWTProvider`'s fields (reference §9.2).
+pub fn jwt_provider(s: &Snapshot, p: &JwtProviderConf) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    let mut put = |k: &str, v: String| {
+        m.insert(k.to_string(), v);
+    };
+    put("issuer", p.issuer.clone());
+    put("audiences", p.audiences.join(","));
+    match &p.keys {
+        JwksSource::File(f) => put("jwks_file", f.display().to_string()),
+        JwksSource::Uri { url, upstream, .. } => {
+            put(
+                "jwks_uri",
+                format!("{url} ({})", upstream_name(s, *upstream)),
+            );
+            put("jwks_refresh_ms", ms(Some(p.refresh)));
+        }
+    }
+    put("from_headers", format!("{:?}", p.from_headers));
+    if !p.from_params.is_empty() {
+        put("from_params", p.from_params.join(","));
+    }
+    if !p.forward_claims.is_empty() {
+        put("forward_claims", format!("{:?}", p.forward_claims));
+    }
+    put("clock_skew_ms", ms(Some(p.clock_skew)));
     m
 }
 

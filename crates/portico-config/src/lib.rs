@@ -44,6 +44,7 @@
 // Request semantics the proxy and `explain` share.
 pub mod request_semantics;
 
+mod auth;
 mod compile;
 pub mod defaults;
 pub mod describe;

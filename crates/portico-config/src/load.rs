@@ -15,8 +15,8 @@ use crate::emissary;
 use crate::model::{self, Metadata, Spec};
 use crate::node::{self, Deserialized, Node, Pos, Value};
 use crate::resource::{
-    Diags, HOST, LISTENER, MAPPING, Parsed, RATE_LIMIT_SERVICE, Resource, Schema, UPSTREAM,
-    display_name,
+    AUTH_SERVICE, Diags, HOST, JWT_PROVIDER, LISTENER, MAPPING, Parsed, RATE_LIMIT_SERVICE,
+    Resource, Schema, UPSTREAM, display_name,
 };
 
 /// Where configuration comes from.
@@ -181,7 +181,15 @@ fn typed<T: serde::de::DeserializeOwned>(
 
 impl Schema for PorticoV1 {
     fn kinds(&self) -> &'static [&'static str] {
-        &[LISTENER, HOST, MAPPING, UPSTREAM, RATE_LIMIT_SERVICE]
+        &[
+            LISTENER,
+            HOST,
+            MAPPING,
+            UPSTREAM,
+            RATE_LIMIT_SERVICE,
+            AUTH_SERVICE,
+            JWT_PROVIDER,
+        ]
     }
 
     fn parse_spec(
@@ -204,6 +212,14 @@ impl Schema for PorticoV1 {
             RATE_LIMIT_SERVICE => (
                 RATE_LIMIT_SERVICE,
                 typed::<model::RateLimitServiceSpec>(spec, Spec::RateLimitService),
+            ),
+            AUTH_SERVICE => (
+                AUTH_SERVICE,
+                typed::<model::AuthServiceSpec>(spec, |a| Spec::AuthService(Box::new(a))),
+            ),
+            JWT_PROVIDER => (
+                JWT_PROVIDER,
+                typed::<model::JwtProviderSpec>(spec, |j| Spec::JWTProvider(Box::new(j))),
             ),
             _ => return None,
         })

@@ -281,6 +281,20 @@ pub struct MappingSpec {
     pub shadow: Option<ShadowM>,
     pub compression: Option<CompressionM>,
     pub max_request_body_bytes: Option<u64>,
+    /// true: the `AuthService` is not asked about this Mapping's requests (§9.1).
+    pub bypass_auth: Option<bool>,
+    /// Sent to a gRPC `AuthService` as the check's `context_extensions` (§9.1).
+    pub auth_context_extensions: Option<Pairs<String>>,
+    /// JWT validation by a `JWTProvider` (§9.2).
+    pub jwt: Option<MappingJwtM>,
+}
+
+/// `Mapping.jwt`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingJwtM {
+    pub provider: Option<String>,
+    pub required: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -614,6 +628,67 @@ pub struct RateLimitServiceSpec {
     pub failure_mode_deny: Option<bool>,
 }
 
+// ---------------------------------------------------------------- AuthService (§9.1)
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthServiceSpec {
+    pub auth_service: Option<String>,
+    pub proto: Option<AuthProtoM>,
+    pub path_prefix: Option<String>,
+    pub timeout_ms: Option<u64>,
+    pub allowed_request_headers: Option<StrList>,
+    pub allowed_authorization_headers: Option<StrList>,
+    pub include_body: Option<IncludeBodyM>,
+    pub failure_mode_allow: Option<bool>,
+    pub status_on_error: Option<StatusOnErrorM>,
+    /// Headers added to every check request (Emissary's `add_auth_headers`).
+    pub add_auth_headers: Option<Pairs<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthProtoM {
+    Http,
+    Grpc,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncludeBodyM {
+    pub max_bytes: Option<u64>,
+    pub allow_partial: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusOnErrorM {
+    pub code: Option<u16>,
+}
+
+// ---------------------------------------------------------------- JWTProvider (§9.2)
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtProviderSpec {
+    pub issuer: Option<String>,
+    pub audiences: Option<StrList>,
+    pub jwks_file: Option<String>,
+    pub jwks_uri: Option<String>,
+    pub jwks_refresh_ms: Option<u64>,
+    pub from_headers: Option<Vec<JwtFromHeaderM>>,
+    pub from_params: Option<StrList>,
+    pub forward_claims: Option<Pairs<String>>,
+    pub clock_skew_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtFromHeaderM {
+    pub name: Option<String>,
+    pub prefix: Option<String>,
+}
+
 /// One typed resource spec of any schema.
 #[derive(Debug, Clone)]
 pub enum Spec {
@@ -622,4 +697,6 @@ pub enum Spec {
     Mapping(Box<MappingSpec>),
     Upstream(Box<UpstreamSpec>),
     RateLimitService(RateLimitServiceSpec),
+    AuthService(Box<AuthServiceSpec>),
+    JWTProvider(Box<JwtProviderSpec>),
 }

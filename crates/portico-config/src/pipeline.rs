@@ -196,6 +196,8 @@ fn load_inner(
         resources: resources_info,
         access_log: None,
         rate_limit_service: compiled.rate_limit_service,
+        auth_service: compiled.auth_service,
+        jwt_providers: compiled.jwt_providers,
     };
     timings.index = lap.elapsed();
     timings.total = start.elapsed();

@@ -59,6 +59,8 @@ pub(crate) const HOST: &str = "Host";
 pub(crate) const MAPPING: &str = "Mapping";
 pub(crate) const UPSTREAM: &str = "Upstream";
 pub(crate) const RATE_LIMIT_SERVICE: &str = "RateLimitService";
+pub(crate) const AUTH_SERVICE: &str = "AuthService";
+pub(crate) const JWT_PROVIDER: &str = "JWTProvider";
 
 /// One resource document, typed. Cheap to clone: the tree and the specs are shared (a
 /// cached file's resources are cloned into every load that reuses them).

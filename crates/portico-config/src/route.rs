@@ -10,6 +10,8 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Method};
 use regex::Regex;
 
+pub use crate::auth::RouteAuth;
+
 /// A hostname glob: `*`, `*.example.com` or an exact name (stored lowercase).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum HostGlob {
@@ -355,6 +357,8 @@ pub struct Route {
     pub compression: Option<CompressionConf>,
     /// Largest request body accepted, in bytes (413 beyond); `None` = no limit (config 0).
     pub max_request_body: Option<u64>,
+    /// JWT, external authorization (docs/reference.md §9).
+    pub auth: RouteAuth,
     /// Rarer predicates (Emissary's hostname port, `host_regex`, `method_regex`,
     /// `:authority` header); `None` for most routes, so the common path checks one pointer.
     pub extra: Option<Box<ExtraMatch>>,

@@ -778,6 +778,7 @@ mod tests {
             shadow: None,
             compression: None,
             max_request_body: None,
+            auth: Default::default(),
             extra: None,
         }
     }

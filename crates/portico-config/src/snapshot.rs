@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use http::HeaderName;
 
+pub use crate::auth::*;
 use crate::defaults;
 pub use crate::route::*;
 use crate::router::Router;
@@ -36,6 +37,10 @@ pub struct Snapshot {
     pub access_log: Option<AccessLogConf>,
     /// The global rate limit service (docs/reference.md §4.1), if a `RateLimitService` is configured.
     pub rate_limit_service: Option<RateLimitServiceConf>,
+    /// The external authorization service (docs/reference.md §9.1), if an `AuthService` is configured.
+    pub auth_service: Option<AuthServiceConf>,
+    /// Every `JWTProvider` (docs/reference.md §9.2); `RouteJwt::provider` is the index here.
+    pub jwt_providers: Vec<JwtProviderConf>,
 }
 
 /// A `RateLimitService` resource, compiled (docs/reference.md §4.1).

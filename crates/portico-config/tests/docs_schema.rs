@@ -286,7 +286,7 @@ fn configuration_reference_matches_the_schema() {
     // Guard the parser itself: a silent parse failure must not pass the check.
     assert!(schema.structs.len() >= 25, "{:?}", schema.structs.keys());
     assert!(schema.structs["MappingSpec"].len() >= 35);
-    assert_eq!(schema.kinds.len(), 5, "{:?}", schema.kinds);
+    assert_eq!(schema.kinds.len(), 7, "{:?}", schema.kinds);
     assert!(schema.enums["LbPolicyM"].contains(&"round_robin".to_string()));
     assert!(
         schema.structs["HostSpec"]

@@ -141,7 +141,6 @@ fn security_kinds_are_errors_and_tuning_kinds_warnings() {
     let r = load(&format!(
         "{EM}\nkind: Filter\nmetadata: {{ name: f }}\nspec: {{ OAuth2: {{}} }}\n---\n\
          {EM}\nkind: FilterPolicy\nmetadata: {{ name: fp }}\nspec: {{ rules: [] }}\n---\n\
-         {EM}\nkind: AuthService\nmetadata: {{ name: auth }}\nspec: {{ auth_service: x:1 }}\n---\n\
          {EM}\nkind: KubernetesEndpointResolver\nmetadata: {{ name: endpoint }}\n---\n\
          {EM}\nkind: ConsulResolver\nmetadata: {{ name: consul }}\nspec: {{ address: c:8500 }}\n---\n\
          {EM}\nkind: LogService\nmetadata: {{ name: logs }}\nspec: {{ service: l:1 }}\n---\n\
@@ -151,7 +150,6 @@ fn security_kinds_are_errors_and_tuning_kinds_warnings() {
     for e in [
         "Filter/f: Filter is not supported",
         "FilterPolicy/fp: FilterPolicy is not supported",
-        "AuthService/auth: AuthService is not supported",
     ] {
         assert!(has(&r, e), "{e}: {:?}", messages(&r));
     }

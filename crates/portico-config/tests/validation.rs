@@ -171,10 +171,10 @@ fn unknown_kind_and_api_versions() {
     );
     // Emissary's schema (docs/reference.md §2.6): its own field names, unknown ones are errors.
     one_error(
-        "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: r}\nspec: {prefix: /, service: a, bypass_auth: true}\n",
+        "apiVersion: getambassador.io/v3alpha1\nkind: Mapping\nmetadata: {name: r}\nspec: {prefix: /, service: a, cluster_tag: x}\n",
         4,
         31,
-        "unknown field `bypass_auth`",
+        "unknown field `cluster_tag`",
     );
     one_error(
         "apiVersion: portico.dev/v1\nmetadata: {name: r}\nspec: {}\n",

@@ -114,6 +114,7 @@ pub fn explain(
         "compression": route.compression.as_ref().map(|c| c.enabled),
         "host_rewrite": route.host_rewrite.as_ref().and_then(|h| h.to_str().ok()),
         "grpc": route.grpc,
+        "auth": auth_steps(snapshot, route),
     });
     Ok(json!({
         "route": route.name,
@@ -125,6 +126,39 @@ pub fn explain(
         "policies": policies,
         "rejected": rejected,
     }))
+}
+
+/// The edge authentication steps a route's requests take (reference §9), in order: JWT, then
+/// the external authorization service (or that the route bypasses it).
+fn auth_steps(snapshot: &Snapshot, route: &portico_config::snapshot::Route) -> Value {
+    let mut steps = Vec::new();
+    if let Some(j) = &route.auth.jwt
+        && let Some(p) = snapshot.jwt_providers.get(j.provider)
+    {
+        steps.push(json!({
+            "step": "jwt",
+            "provider": p.name,
+            "issuer": p.issuer,
+            "required": j.required,
+        }));
+    }
+    if let Some(a) = &snapshot.auth_service {
+        if route.auth.bypass {
+            steps.push(json!({ "step": "external_authorization", "bypassed": true }));
+        } else {
+            steps.push(json!({
+                "step": "external_authorization",
+                "service": a.name,
+                "proto": match a.proto {
+                    portico_config::snapshot::AuthProto::Http => "http",
+                    portico_config::snapshot::AuthProto::Grpc => "grpc",
+                },
+                "upstream": snapshot.upstreams.get(a.upstream).map(|u| u.name.clone()),
+                "failure_mode_allow": a.failure_mode_allow,
+            }));
+        }
+    }
+    Value::Array(steps)
 }
 
 /// The `retry_on` conditions by their configuration names, in the order of reference §3.3.
@@ -279,6 +313,35 @@ pub fn policy_lines(v: &Value) -> Vec<String> {
     if p["grpc"] == json!(true) {
         out.push("gRPC upstream (HTTP/2)".into());
     }
+    for step in p["auth"].as_array().map_or(&[][..], |a| &a[..]) {
+        let s = |k: &str| step[k].as_str().unwrap_or("?").to_string();
+        match step["step"].as_str() {
+            Some("jwt") => out.push(format!(
+                "JWT: provider {}, token {}",
+                s("provider"),
+                if step["required"] == json!(false) {
+                    "optional"
+                } else {
+                    "required"
+                }
+            )),
+            Some("external_authorization") if step["bypassed"] == json!(true) => {
+                out.push("external authorization: bypassed (bypass_auth)".into())
+            }
+            Some("external_authorization") => out.push(format!(
+                "external authorization: AuthService {} ({}, {}){}",
+                s("service"),
+                s("proto"),
+                s("upstream"),
+                if step["failure_mode_allow"] == json!(true) {
+                    ", fails open"
+                } else {
+                    ""
+                }
+            )),
+            _ => {}
+        }
+    }
     if let Some(group) = v["canary_group"].as_array() {
         let members: Vec<String> = group
             .iter()
@@ -320,6 +383,54 @@ mod tests {
                 "circuit breakers: 1 connections, 2 pending, 3 requests, 4 retries",
                 "canary group: a 20%, b 80%",
             ]
+        );
+    }
+}
+
+#[cfg(test)]
+mod auth_tests {
+    use super::*;
+
+    fn snap(text: &str) -> Snapshot {
+        portico_config::load(&[portico_config::ConfigSource::Inline {
+            name: "x.yaml".into(),
+            text: text.into(),
+            base_dir: std::env::temp_dir(),
+        }])
+        .snapshot
+        .expect("loads")
+    }
+
+    #[test]
+    fn explain_shows_the_auth_steps_of_a_route() {
+        let s = snap(
+            "apiVersion: portico.dev/v1\nkind: AuthService\nmetadata: { name: auth }\nspec: { auth_service: \"127.0.0.1:3000\", proto: grpc }\n---\n\
+             apiVersion: portico.dev/v1\nkind: JWTProvider\nmetadata: { name: main }\nspec: { issuer: \"https://i\", jwks_uri: \"http://127.0.0.1:9/k\" }\n---\n\
+             apiVersion: portico.dev/v1\nkind: Mapping\nmetadata: { name: api }\nspec: { prefix: /api/, service: \"127.0.0.1:8000\", jwt: { provider: main, required: false } }\n---\n\
+             apiVersion: portico.dev/v1\nkind: Mapping\nmetadata: { name: open }\nspec: { prefix: /open/, service: \"127.0.0.1:8000\", bypass_auth: true }\n",
+        );
+        let v = explain(&s, "GET", "http://h/api/x", &[]).expect("explain");
+        let steps = v["policies"]["auth"].as_array().expect("steps");
+        assert_eq!(steps[0]["step"], "jwt");
+        assert_eq!(steps[0]["required"], false);
+        assert_eq!(steps[1]["service"], "auth");
+        assert_eq!(steps[1]["proto"], "grpc");
+        let lines = policy_lines(&v);
+        assert!(
+            lines.contains(&"JWT: provider main, token optional".to_string()),
+            "{lines:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("external authorization: AuthService auth (grpc, ")),
+            "{lines:?}"
+        );
+        let v = explain(&s, "GET", "http://h/open/x", &[]).expect("explain");
+        assert_eq!(v["policies"]["auth"][0]["bypassed"], true);
+        assert!(
+            policy_lines(&v)
+                .contains(&"external authorization: bypassed (bypass_auth)".to_string())
         );
     }
 }

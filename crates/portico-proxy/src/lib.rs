@@ -10,10 +10,12 @@
 //!   TLS, load balancing, active health checks and outlier detection.
 //! - `telemetry/`: metrics (all Prometheus rendering) and the access log.
 //! - `ratelimit/`: local and global rate limits.
+//! - `auth/`: edge authentication: JWT validation and external authorization (reference §9).
 //! - here: the active configuration (`state`), bodies, header work and local replies, which
 //!   every concern above shares.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod body;
 pub mod downstream;
 pub mod headers;

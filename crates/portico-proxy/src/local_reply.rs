@@ -36,6 +36,10 @@ pub enum Flag {
     SI,
     /// Shed by the overload manager (Envoy's flag of the same name).
     OM,
+    /// External authorization denied the request or failed (reference §9.1; Envoy's flag).
+    UAEX,
+    /// JWT missing or invalid (reference §9.2).
+    JWT,
 }
 
 impl Flag {
@@ -54,6 +58,8 @@ impl Flag {
             Flag::DPE => "DPE",
             Flag::SI => "SI",
             Flag::OM => "OM",
+            Flag::UAEX => "UAEX",
+            Flag::JWT => "JWT",
         }
     }
 
@@ -92,6 +98,8 @@ impl Flag {
             Flag::DPE => (StatusCode::BAD_REQUEST, None, "invalid request"),
             Flag::SI => (StatusCode::REQUEST_TIMEOUT, Some(4), "stream idle timeout"),
             Flag::OM => (StatusCode::SERVICE_UNAVAILABLE, Some(14), "overloaded"),
+            Flag::UAEX => (StatusCode::FORBIDDEN, Some(7), "not authorized"),
+            Flag::JWT => (StatusCode::UNAUTHORIZED, Some(16), "invalid token"),
         }
     }
 }
@@ -100,7 +108,7 @@ impl Flag {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Flags(u16);
 
-const ALL: [Flag; 13] = [
+const ALL: [Flag; 15] = [
     Flag::NR,
     Flag::UH,
     Flag::UO,
@@ -114,6 +122,8 @@ const ALL: [Flag; 13] = [
     Flag::DPE,
     Flag::SI,
     Flag::OM,
+    Flag::UAEX,
+    Flag::JWT,
 ];
 
 impl Flags {

@@ -35,6 +35,8 @@ pub struct Active {
     pub tls: Arc<crate::downstream::tls::TlsHosts>,
     /// Rate-limit state (buckets kept across reloads for unchanged rules).
     pub rate_limits: Arc<crate::ratelimit::Limits>,
+    /// Edge authentication state (JWT key sets kept across reloads for unchanged providers).
+    pub auth: Arc<crate::auth::AuthState>,
 }
 
 /// Settings fixed at start-up.
@@ -55,6 +57,8 @@ pub struct Counters {
     pub overflows: std::sync::atomic::AtomicU64,
     /// Rate limit service calls that failed (flag RLSE).
     pub rate_limit_service_errors: std::sync::atomic::AtomicU64,
+    /// External authorization checks (`portico_auth_checks_total`).
+    pub auth: crate::auth::AuthCounters,
 }
 
 /// Everything the data plane shares across workers.
@@ -158,8 +162,10 @@ pub async fn prepare(
         &snapshot,
         previous.map(|p| &*p.rate_limits),
     ));
+    let auth = crate::auth::AuthState::build(&snapshot, &upstreams, previous.map(|p| &*p.auth));
     Active {
         generation,
+        auth,
         tls,
         applied_at: SystemTime::now(),
         config: Arc::new(snapshot),

@@ -182,9 +182,24 @@ fn human(kind: &str, d: &KindDiff, out: &mut String) {
     }
 }
 
-/// The difference between two snapshots: Mappings, Upstreams and Hosts.
+fn auth_services(s: &Snapshot) -> BTreeMap<String, Fields> {
+    s.auth_service
+        .iter()
+        .map(|a| (a.name.clone(), describe::auth_service(s, a)))
+        .collect()
+}
+
+fn jwt_providers(s: &Snapshot) -> BTreeMap<String, Fields> {
+    s.jwt_providers
+        .iter()
+        .map(|p| (p.name.clone(), describe::jwt_provider(s, p)))
+        .collect()
+}
+
+/// The difference between two snapshots: Mappings, Upstreams, Hosts, the AuthService and
+/// JWTProviders.
 struct Report {
-    kinds: [(&'static str, KindDiff); 3],
+    kinds: [(&'static str, KindDiff); 5],
 }
 
 impl Report {
@@ -194,6 +209,8 @@ impl Report {
                 ("Mapping", compare(routes(sa), routes(sb))),
                 ("Upstream", compare(upstreams(sa), upstreams(sb))),
                 ("Host", compare(hosts(sa), hosts(sb))),
+                ("AuthService", compare(auth_services(sa), auth_services(sb))),
+                ("JWTProvider", compare(jwt_providers(sa), jwt_providers(sb))),
             ],
         }
     }
@@ -208,6 +225,8 @@ impl Report {
             "routes": self.kinds[0].1.json(),
             "upstreams": self.kinds[1].1.json(),
             "hosts": self.kinds[2].1.json(),
+            "auth_services": self.kinds[3].1.json(),
+            "jwt_providers": self.kinds[4].1.json(),
         })
     }
 
@@ -411,6 +430,47 @@ mod tests {
             .and_then(|t| t.split("~ Host").next())
             .unwrap_or("");
         assert_eq!(quote.lines().count(), 1, "{text}");
+    }
+
+    #[test]
+    fn auth_changes_are_shown() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("k.json"), "{\"keys\": []}").expect("write");
+        let auth = |timeout: u32| {
+            format!(
+                "{API}\nkind: AuthService\nmetadata: {{ name: auth }}\nspec: {{ auth_service: \"10.0.0.9:3000\", timeout_ms: {timeout} }}\n---\n"
+            )
+        };
+        let jwt = format!(
+            "{API}\nkind: JWTProvider\nmetadata: {{ name: main }}\nspec: {{ issuer: \"https://i\", jwks_file: k.json }}\n---\n"
+        );
+        let old = [auth(5000), mapping("q", "\"10.0.0.1:80\"")].concat();
+        let new = [
+            auth(200),
+            jwt,
+            format!(
+                "{API}\nkind: Mapping\nmetadata: {{ name: q }}\nspec: {{ prefix: /q/, service: \"10.0.0.1:80\", bypass_auth: true, jwt: {{ provider: main }} }}\n---\n"
+            ),
+        ]
+        .concat();
+        let (a, b) = (snap(dir.path(), &old), snap(dir.path(), &new));
+        let text = Report::new(&a, &b).human();
+        for w in [
+            "~ Mapping q",
+            "    bypass_auth: (unset) -> true",
+            "    jwt: (unset) -> main (required: true)",
+            "~ AuthService auth",
+            "    timeout_ms: 5000 -> 200",
+            "+ JWTProvider main",
+        ] {
+            assert!(text.lines().any(|l| l == w), "`{w}`:\n{text}");
+        }
+        let v = Report::new(&a, &b).json();
+        assert_eq!(v["jwt_providers"]["added"][0]["name"], "main");
+        assert_eq!(
+            v["auth_services"]["changed"][0]["fields"]["timeout_ms"]["new"],
+            "200"
+        );
     }
 
     #[test]

@@ -105,6 +105,7 @@ impl Ctx<'_> {
         m: &MappingSpec,
         have_rls: bool,
     ) -> Option<Route> {
+        let auth = self.route_auth(r, m);
         let d = &mut *self.d;
         let errors_before = d.list.len();
         let route_match::HostMethod {
@@ -205,6 +206,7 @@ impl Ctx<'_> {
             shadow,
             compression,
             max_request_body: m.max_request_body_bytes.filter(|&b| b > 0),
+            auth,
             extra,
         })
     }

@@ -9,9 +9,11 @@
 //! far): `listener`, `host`, `upstream` (service references, implicit upstreams, `Upstream`
 //! resources), `settings` (upstream-level settings a Mapping or an Upstream gives), `mapping`
 //! (a Mapping into a route) with `route_match` (hostname ports, host/method regexes) and
-//! `policy` (retries, CORS, redirects), `ratelimit`, and `order` (match order and canary
+//! `policy` (retries, CORS, redirects), `ratelimit`, `auth` (AuthService, JWTProvider, a
+//! Mapping's auth settings), and `order` (match order and canary
 //! weights). `parse` holds the text forms they share. Defaults come from [`crate::defaults`].
 
+mod auth;
 mod host;
 mod listener;
 mod mapping;
@@ -28,7 +30,8 @@ use std::collections::{HashMap, HashSet};
 use crate::model::{ListenerProtocolM, Spec};
 use crate::resource::{Diags, LISTENER, Resource};
 use crate::snapshot::{
-    HostConf, ListenerConf, RateLimitServiceConf, Route, UpstreamConf, UpstreamProtocol,
+    AuthServiceConf, HostConf, JwtProviderConf, ListenerConf, RateLimitServiceConf, Route,
+    UpstreamConf, UpstreamProtocol,
 };
 
 /// Everything compiled from the resources (routes not yet shared).
@@ -38,6 +41,8 @@ pub(crate) struct Compiled {
     pub routes: Vec<Route>,
     pub upstreams: Vec<UpstreamConf>,
     pub rate_limit_service: Option<RateLimitServiceConf>,
+    pub auth_service: Option<AuthServiceConf>,
+    pub jwt_providers: Vec<JwtProviderConf>,
 }
 
 pub(crate) fn compile(resources: &[Resource], d: &mut Diags) -> Compiled {
@@ -49,6 +54,8 @@ pub(crate) fn compile(resources: &[Resource], d: &mut Diags) -> Compiled {
         broken: HashSet::new(),
         implicit: HashMap::new(),
         set_by: Vec::new(),
+        jwt_names: HashMap::new(),
+        jwt_declared: HashSet::new(),
     };
     let listeners = c.listeners(resources);
     let hosts = c.hosts(resources);
@@ -72,6 +79,14 @@ pub(crate) fn compile(resources: &[Resource], d: &mut Diags) -> Compiled {
     }
     c.upstream_resources(resources);
     let rate_limit_service = c.rate_limit_service(resources);
+    let auth_service = c.auth_service(resources);
+    let (jwt_providers, jwt_names) = c.jwt_providers(resources);
+    c.jwt_names = jwt_names;
+    c.jwt_declared = resources
+        .iter()
+        .filter(|r| r.kind == crate::resource::JWT_PROVIDER)
+        .map(|r| r.name.clone())
+        .collect();
     let routes = c.routes(resources, rate_limit_service.is_some());
     Compiled {
         listeners,
@@ -79,6 +94,8 @@ pub(crate) fn compile(resources: &[Resource], d: &mut Diags) -> Compiled {
         routes,
         upstreams: c.upstreams,
         rate_limit_service,
+        auth_service,
+        jwt_providers,
     }
 }
 
@@ -113,4 +130,8 @@ struct Ctx<'d> {
     /// Implicit upstreams by (protocol, authority).
     implicit: HashMap<(UpstreamProtocol, String), usize>,
     set_by: Vec<[Option<SetBy>; 5]>,
+    /// `JWTProvider`s compiled, by name (index in `Compiled::jwt_providers`).
+    jwt_names: HashMap<String, usize>,
+    /// Every `JWTProvider` name, compiled or not (a broken one is reported once, by itself).
+    jwt_declared: HashSet<String>,
 }

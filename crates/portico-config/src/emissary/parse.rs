@@ -4,7 +4,7 @@
 
 use crate::model::{ListenerSpec, Spec};
 use crate::node::{self, Deserialized, Node, Pos};
-use crate::resource::{HOST, LISTENER, MAPPING, Parsed, Schema};
+use crate::resource::{AUTH_SERVICE, HOST, LISTENER, MAPPING, Parsed, Schema};
 
 use super::schema::*;
 
@@ -15,7 +15,8 @@ pub(crate) struct EmissaryV3;
 /// Kubernetes `v1` (only `Secret`).
 pub(crate) struct KubeV1;
 
-pub(super) const EMISSARY_KINDS: &[&str] = &[MAPPING, HOST, LISTENER, TLS_CONTEXT, MODULE];
+pub(super) const EMISSARY_KINDS: &[&str] =
+    &[MAPPING, HOST, LISTENER, TLS_CONTEXT, MODULE, AUTH_SERVICE];
 
 pub(super) fn typed<T: serde::de::DeserializeOwned>(
     spec: &mut Node,
@@ -200,6 +201,36 @@ impl Schema for EmissaryV3 {
                             trust_forwarded: l.l7_depth.map(|d| d > 0),
                             ..ListenerSpec::default()
                         }))
+                    }),
+                )
+            }
+            AUTH_SERVICE => {
+                ignored_fields(
+                    spec,
+                    &[
+                        "stats_name",
+                        "v3StatsName",
+                        "circuit_breakers",
+                        "add_linkerd_headers",
+                    ],
+                    "it only tunes Envoy's cluster for the auth service",
+                    warns,
+                );
+                if spec.get("tls").is_some_and(
+                    |v| matches!(&v.value, node::Value::Str(s) if s != "true" && s != "false"),
+                ) {
+                    ignored_fields(
+                        spec,
+                        &["tls"],
+                        "a TLSContext name: the auth service is reached over TLS verified \
+                         against the built-in roots",
+                        warns,
+                    );
+                }
+                (
+                    AUTH_SERVICE,
+                    typed::<EmAuthService>(spec, |a| {
+                        Parsed::Spec(Spec::AuthService(Box::new(a.into_spec())))
                     }),
                 )
             }

@@ -24,7 +24,7 @@ pub(super) const TUNING_KINDS: &[&str] = &[
     "RateLimitService",
 ];
 /// Kinds whose absence would weaken security: errors.
-pub(super) const SECURITY_KINDS: &[&str] = &["AuthService", "Filter", "FilterPolicy"];
+pub(super) const SECURITY_KINDS: &[&str] = &["Filter", "FilterPolicy"];
 
 /// Emissary's default `timeout_ms`.
 pub(super) const EMISSARY_TIMEOUT_MS: u64 = 3000;
@@ -177,6 +177,8 @@ pub struct EmMapping {
     pub method_regex: Option<bool>,
     pub use_websocket: Option<bool>,
     pub auto_host_rewrite: Option<bool>,
+    pub bypass_auth: Option<bool>,
+    pub auth_context_extensions: Option<Pairs<String>>,
     // Accepted, not applied (a warning names each).
     pub resolver: Option<IgnoredAny>,
     pub stats_name: Option<IgnoredAny>,
@@ -187,6 +189,120 @@ pub struct EmMapping {
     pub labels: Option<IgnoredAny>,
     pub ambassador_id: Option<IgnoredAny>,
     pub docs: Option<IgnoredAny>,
+}
+
+// ---------------------------------------------------------------- AuthService
+
+/// Emissary's `AuthService` (docs/reference.md §9.1), read with its own field names.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmAuthService {
+    pub auth_service: Option<String>,
+    pub proto: Option<AuthProtoM>,
+    pub path_prefix: Option<String>,
+    pub timeout_ms: Option<u64>,
+    pub allowed_request_headers: Option<StrList>,
+    pub allowed_authorization_headers: Option<StrList>,
+    pub include_body: Option<IncludeBodyM>,
+    /// Deprecated in Emissary: `true` is `include_body: { max_bytes: 4096, allow_partial: true }`.
+    pub allow_request_body: Option<bool>,
+    pub failure_mode_allow: Option<bool>,
+    pub status_on_error: Option<StatusOnErrorM>,
+    pub add_auth_headers: Option<Pairs<String>>,
+    /// `true` (or a TLSContext name): the auth service is reached over TLS.
+    pub tls: Option<EmTls>,
+    /// `v3` (Emissary's only supported version) or `v2`: both mean Envoy's v3 API here.
+    pub protocol_version: Option<String>,
+    // Accepted, not applied (a warning names each).
+    pub stats_name: Option<IgnoredAny>,
+    pub circuit_breakers: Option<IgnoredAny>,
+    pub add_linkerd_headers: Option<IgnoredAny>,
+    pub ambassador_id: Option<IgnoredAny>,
+    #[serde(rename = "v3StatsName")]
+    pub v3_stats_name: Option<IgnoredAny>,
+}
+
+/// `tls: true` or a TLSContext's name.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EmTls {
+    Bool(bool),
+    Context(String),
+}
+
+impl<'de> Deserialize<'de> for EmTls {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = EmTls;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("true/false or a TLSContext name")
+            }
+            fn visit_bool<E: de::Error>(self, b: bool) -> Result<EmTls, E> {
+                Ok(EmTls::Bool(b))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<EmTls, E> {
+                Ok(match s {
+                    "true" => EmTls::Bool(true),
+                    "false" | "" => EmTls::Bool(false),
+                    _ => EmTls::Context(s.to_string()),
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Emissary's default size of the body sent with `allow_request_body: true`.
+pub(super) const EMISSARY_AUTH_BODY_BYTES: u64 = 4096;
+
+impl EmAuthService {
+    /// The `portico.dev/v1` spec: a port-less `auth_service` means port 80 (443 with `tls`),
+    /// as in Emissary; `tls` turns it into `https://`.
+    pub fn into_spec(self) -> AuthServiceSpec {
+        let tls = matches!(self.tls, Some(EmTls::Bool(true) | EmTls::Context(_)));
+        let auth_service = self.auth_service.map(|s| {
+            let s = s.trim();
+            let (scheme, rest) = match s.split_once("://") {
+                Some((scheme, rest)) => (Some(scheme), rest),
+                None => (None, s),
+            };
+            let has_port = rest
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !p.is_empty() && (!h.contains(':') || h.ends_with(']')));
+            let https = tls || scheme == Some("https");
+            let port = if has_port {
+                ""
+            } else if https {
+                ":443"
+            } else {
+                ":80"
+            };
+            let scheme = match scheme {
+                Some(sc) => format!("{sc}://"),
+                None if tls => "https://".to_string(),
+                None => String::new(),
+            };
+            format!("{scheme}{rest}{port}")
+        });
+        let include_body = self.include_body.or_else(|| {
+            (self.allow_request_body == Some(true)).then_some(IncludeBodyM {
+                max_bytes: Some(EMISSARY_AUTH_BODY_BYTES),
+                allow_partial: Some(true),
+            })
+        });
+        AuthServiceSpec {
+            auth_service,
+            proto: self.proto,
+            path_prefix: self.path_prefix,
+            timeout_ms: self.timeout_ms,
+            allowed_request_headers: self.allowed_request_headers,
+            allowed_authorization_headers: self.allowed_authorization_headers,
+            include_body,
+            failure_mode_allow: self.failure_mode_allow,
+            status_on_error: self.status_on_error,
+            add_auth_headers: self.add_auth_headers,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

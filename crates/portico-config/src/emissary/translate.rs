@@ -463,6 +463,9 @@ pub(super) fn mapping(
         shadow: None,
         compression,
         max_request_body_bytes: None,
+        bypass_auth: m.bypass_auth,
+        auth_context_extensions: m.auth_context_extensions.clone(),
+        jwt: None,
     })
 }
 

@@ -33,11 +33,13 @@ use crate::upstream::pool::{ConnectParams, PoolKey};
 use crate::upstream::{AttemptReport, Endpoint, Held, PickCtx, UpstreamState, Which};
 
 /// Forwards the request to the route's upstream (index `upstream` in the snapshot).
+/// `body_read`: body bytes already read from the client (by `include_body`), sent first.
 pub(super) async fn forward(
     ctx: RequestCtx,
     route: Arc<Route>,
     upstream: usize,
     req: Request<ClientBody>,
+    body_read: Option<Bytes>,
 ) -> Response<RespBody> {
     let RequestCtx {
         proxy,
@@ -69,7 +71,16 @@ pub(super) async fn forward(
         return rec.reply(&proxy, LocalReply::overloaded());
     };
     let downstream_version = req.version();
-    let prepared = prepare(&route, &up, &conn, &mut rec, mirror, deadline, req).await;
+    let prepared = prepare(
+        &route,
+        &up,
+        &conn,
+        &mut rec,
+        mirror,
+        deadline,
+        (req, body_read),
+    )
+    .await;
     let Prepared {
         req,
         template,

@@ -7,7 +7,8 @@
 //! 2. **route** (here): the snapshot current when the headers arrived picks a route (or 404
 //!    NR); a declared body over the route's limit is refused (413).
 //! 3. **CORS preflight** (here): answered by Portico for a route with `cors`.
-//! 4. *(JWT, then external authorization: their phases go between CORS and rate limits.)*
+//! 4. **JWT, then external authorization** (here, with `crate::auth`): a route's token
+//!    checked (401 JWT), then the `AuthService` asked (its denial, or `status_on_error`, UAEX).
 //! 5. **rate limits** (here, with `crate::ratelimit`): 429 when a limit refuses.
 //!    Routes that answer themselves (`direct_response`, `redirect`) answer here (`respond.rs`).
 //! 6. **circuit breaker** (`forward.rs`): the upstream's request breaker (503 UO).
@@ -74,7 +75,7 @@ pub use record::log_rejected;
 pub async fn handle(
     proxy: Arc<Proxy>,
     conn: Arc<ConnInfo>,
-    req: Request<ClientBody>,
+    mut req: Request<ClientBody>,
 ) -> Result<Response<RespBody>, Infallible> {
     let start = Instant::now();
     // One atomic load; this snapshot serves the request to its end.
@@ -114,9 +115,18 @@ pub async fn handle(
         .cors
         .as_ref()
         .and_then(|c| cors::allowed_origin(c, head.headers).cloned());
-    // JWT (validation of the bearer token) and external authorization go here, in that
-    // order: after CORS (a preflight answered by Portico never reaches auth), before the
-    // rate limits.
+    // JWT, then external authorization: after CORS (a preflight answered by Portico never
+    // reaches auth), before the rate limits.
+    let mut body_read = None;
+    if crate::auth::needed(&ctx.active.config, &route) {
+        match Box::pin(edge_auth(&mut ctx, &route, &mut req)).await {
+            Ok(read) => body_read = read,
+            Err(AuthEnd::Answer(resp)) => return Ok(ctx.answer(*resp)),
+            Err(AuthEnd::Local(reply)) => return Ok(ctx.reply(reply)),
+        }
+    }
+    // Auth may have changed headers: the later phases read the request as it is now.
+    let head = Head::of(&req);
     if !route.rate_limits.is_empty()
         && let Some(resp) = Box::pin(rate_limits(&mut ctx, &route, &req)).await
     {
@@ -133,7 +143,14 @@ pub async fn handle(
         // flight, and moving it is a pointer copy.
         RouteAction::Forward { upstream } => {
             let upstream = *upstream;
-            Box::pin(forward::forward(ctx, route.clone(), upstream, req)).await
+            Box::pin(forward::forward(
+                ctx,
+                route.clone(),
+                upstream,
+                req,
+                body_read,
+            ))
+            .await
         }
     };
     if let (Some(c), Some(origin)) = (&route.cors, cors_origin) {
@@ -229,6 +246,71 @@ fn route<B: http_body::Body>(
 fn cors_preflight(route: &Route, head: &Head<'_>) -> Option<Response<RespBody>> {
     let c = route.cors.as_ref()?;
     cors::is_preflight(head.method, head.headers).then(|| cors::preflight(c, head.headers))
+}
+
+/// How the edge authentication phase ended a request.
+enum AuthEnd {
+    /// Auth's own answer (a 401, the auth service's denial, `status_on_error`).
+    Answer(Box<Response<RespBody>>),
+    /// A local reply (the body for `include_body` too large or failed).
+    Local(LocalReply),
+}
+
+/// The edge authentication phase (`crate::auth`). The request id is settled first so the
+/// auth service and the upstream see the same one. `Ok`: the request goes on, with the body
+/// bytes `include_body` read (sent upstream before the rest).
+async fn edge_auth(
+    ctx: &mut RequestCtx,
+    route: &Route,
+    req: &mut Request<ClientBody>,
+) -> Result<Option<bytes::Bytes>, AuthEnd> {
+    if ctx.rec.request_id.is_none() {
+        let id = crate::headers::new_request_id();
+        req.headers_mut()
+            .insert(crate::headers::X_REQUEST_ID.clone(), id.clone());
+        ctx.rec.request_id = Some(id);
+    }
+    let mut read = None;
+    if let Some(conf) = crate::auth::include_body(&ctx.active.config, route)
+        && let Some(ib) = &conf.include_body
+    {
+        let declared = content_length(req.headers());
+        match crate::auth::body::read(ib, req.body_mut(), declared, conf.timeout).await {
+            Ok(r) => {
+                ctx.rec.received.add(r.read.len());
+                read = Some(r);
+            }
+            Err(crate::auth::body::BodyProblem::TooLarge) => {
+                return Err(AuthEnd::Local(LocalReply::body_cut(BodyCut::TooLarge)));
+            }
+            Err(crate::auth::body::BodyProblem::Failed) => {
+                return Err(AuthEnd::Local(LocalReply::body_cut(BodyCut::Aborted)));
+            }
+        }
+    }
+    let authority = Head::of(req).authority.to_string();
+    let inputs = crate::auth::Inputs {
+        snapshot: &ctx.active.config,
+        state: &ctx.active.auth,
+        upstreams: &ctx.active.upstreams,
+        counters: &ctx.proxy.counters.auth,
+        conn: &ctx.conn,
+        authority: &authority,
+        grpc: ctx.rec.grpc,
+    };
+    let check_body = read.as_ref().map(|r| r.check.clone());
+    match crate::auth::authorize(&inputs, route, req, check_body).await {
+        Ok(flag) => {
+            if let Some(f) = flag {
+                ctx.rec.flags.insert(f);
+            }
+            Ok(read.map(|r| r.read).filter(|b| !b.is_empty()))
+        }
+        Err(denied) => {
+            ctx.rec.flags.insert(denied.flag);
+            Err(AuthEnd::Answer(denied.resp))
+        }
+    }
 }
 
 /// The rate-limit phase: `Some` is the refusal (429, or the service's failure when it fails

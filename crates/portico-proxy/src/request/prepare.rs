@@ -92,7 +92,7 @@ pub(crate) async fn prepare(
     rec: &mut Record,
     mirror: Option<Arc<UpstreamState>>,
     deadline: Option<Instant>,
-    req: Request<ClientBody>,
+    (req, body_read): (Request<ClientBody>, Option<Bytes>),
 ) -> Result<Prepared, NotSent> {
     let (mut parts, body) = req.into_parts();
     let (lb_hash, lb_cookie) =
@@ -124,7 +124,7 @@ pub(crate) async fn prepare(
             compress::request_headers(&parts.headers),
         )
     });
-    let (body, replay) = read_body(route, conn, rec, keep, deadline, body).await?;
+    let (body, replay) = read_body(route, conn, rec, keep, deadline, body, body_read).await?;
     let mirror = match (mirror, template.as_ref(), &rec.metrics) {
         (Some(up), Some(t), Some(m)) => Some(shadow::Deferred {
             up,
@@ -241,9 +241,13 @@ async fn read_body(
     keep: bool,
     deadline: Option<Instant>,
     body: ClientBody,
+    read: Option<Bytes>,
 ) -> Result<(ReqBody, Option<Bytes>), NotSent> {
     if http_body::Body::is_end_stream(&body) {
-        return Ok((ReqBody::Empty, Some(Bytes::new())));
+        return Ok(match read {
+            Some(b) => (ReqBody::Full(Some(b.clone())), Some(b)),
+            None => (ReqBody::Empty, Some(Bytes::new())),
+        });
     }
     // Counted, capped at the route's limit, cut when the client stalls (slow POST). gRPC
     // streams are exempt from the body idle timeout: a client stream may pause for long; the
@@ -261,7 +265,7 @@ async fn read_body(
     );
     if !keep {
         let body = ReqBody::Stream {
-            prefix: None,
+            prefix: read,
             inner: inbound,
         };
         return Ok((body, None));
@@ -272,14 +276,31 @@ async fn read_body(
             let cut = rec.received.cut().unwrap_or(BodyCut::Aborted);
             Err(NotSent::Error(AttemptError::ClientBody(cut)))
         }
-        Ok(Ok(Buffered::Whole(b))) => Ok((ReqBody::Full(Some(b.clone())), Some(b))),
+        Ok(Ok(Buffered::Whole(b))) => {
+            let b = joined(read, b);
+            Ok((ReqBody::Full(Some(b.clone())), Some(b)))
+        }
         Ok(Ok(Buffered::Partial(prefix, rest))) => Ok((
             ReqBody::Stream {
-                prefix: Some(prefix),
+                prefix: Some(joined(read, prefix)),
                 inner: rest,
             },
             None,
         )),
+    }
+}
+
+/// `first` (body bytes read before this phase, by `include_body`) followed by `then`.
+fn joined(first: Option<Bytes>, then: Bytes) -> Bytes {
+    match first {
+        None => then,
+        Some(f) if then.is_empty() => f,
+        Some(f) => {
+            let mut b = bytes::BytesMut::with_capacity(f.len() + then.len());
+            b.extend_from_slice(&f);
+            b.extend_from_slice(&then);
+            b.freeze()
+        }
     }
 }
 

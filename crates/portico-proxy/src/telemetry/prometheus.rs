@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::atomic::Ordering::Relaxed;
 
 use crate::state::Proxy;
 use crate::telemetry::metrics::{CLASSES, RouteMetrics, UpstreamMetrics};
@@ -245,6 +246,7 @@ fn render_downstream(out: &mut String, proxy: &Proxy) {
             .rate_limit_service_errors
             .load(Ordering::Relaxed)
     );
+    render_auth(out, &proxy.counters.auth);
     header(
         out,
         "portico_downstream_rejected_total",
@@ -283,6 +285,44 @@ pub fn label(v: &str) -> String {
         }
     }
     s
+}
+
+/// `portico_auth_checks_total` and `portico_jwt_validations_total` (reference §9).
+fn render_auth(out: &mut String, c: &crate::auth::AuthCounters) {
+    header(
+        out,
+        "portico_auth_checks_total",
+        "counter",
+        "External authorization checks by result (allowed, denied, error).",
+    );
+    for (result, v) in [
+        ("allowed", &c.allowed),
+        ("denied", &c.denied),
+        ("error", &c.error),
+    ] {
+        let _ = writeln!(
+            out,
+            "portico_auth_checks_total{{result=\"{result}\"}} {}",
+            v.load(Relaxed)
+        );
+    }
+    header(
+        out,
+        "portico_jwt_validations_total",
+        "counter",
+        "JWT validations by result (valid, rejected, missing).",
+    );
+    for (result, v) in [
+        ("valid", &c.jwt_valid),
+        ("rejected", &c.jwt_rejected),
+        ("missing", &c.jwt_missing),
+    ] {
+        let _ = writeln!(
+            out,
+            "portico_jwt_validations_total{{result=\"{result}\"}} {}",
+            v.load(Relaxed)
+        );
+    }
 }
 
 /// Writes a `# HELP`/`# TYPE` header.

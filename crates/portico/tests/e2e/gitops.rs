@@ -1262,19 +1262,19 @@ fn emissary_module_hosts_secrets_and_unsupported_kinds() {
     std::fs::write(
         &f,
         format!(
-            "{em}\nkind: AuthService\nmetadata: {{ name: auth }}\nspec: {{ auth_service: ext-auth:3000 }}\n---\n\
-             {em}\nkind: Mapping\nmetadata: {{ name: m }}\nspec: {{ prefix: /m/, service: quote, bypass_auth: true }}\n"
+            "{em}\nkind: Filter\nmetadata: {{ name: filt }}\nspec: {{ OAuth2: {{}} }}\n---\n\
+             {em}\nkind: Mapping\nmetadata: {{ name: m }}\nspec: {{ prefix: /m/, service: quote, not_a_field: true }}\n"
         ),
     )
     .expect("write");
     let (code, out, _) = portico_cmd(dir.path(), &["check", "e.yaml"]);
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains("AuthService/auth: AuthService is not supported"),
+        out.contains("Filter/filt: Filter is not supported"),
         "{out}"
     );
     assert!(
-        out.contains("Mapping/m: unknown field `bypass_auth`"),
+        out.contains("Mapping/m: unknown field `not_a_field`"),
         "{out}"
     );
 }

@@ -10,6 +10,7 @@ mod big_bodies;
 mod check_cli;
 mod cors_browser;
 mod dashboard;
+mod edge_auth;
 mod edge_features;
 mod edge_framing;
 mod emissary_compat;
