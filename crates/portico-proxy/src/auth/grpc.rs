@@ -23,7 +23,7 @@ use portico_config::snapshot::{AuthServiceConf, Route};
 use prost::Message as _;
 
 use super::call::{self, CallError};
-use super::outcome::{Mutation, Outcome};
+use super::outcome::{Mutation, OkChanges, Outcome};
 use crate::body::{ReqBody, RespBody};
 use crate::headers;
 use crate::request::ConnInfo;
@@ -210,18 +210,22 @@ fn verdict(resp: CheckResponse) -> Outcome {
     let ok = resp.status.as_ref().is_none_or(|s| s.code == 0);
     match (ok, resp.http_response) {
         (true, Some(check_response::HttpResponse::OkResponse(okr))) => {
-            let mut set = Vec::new();
+            let mut ch = OkChanges::default();
             for name in &okr.headers_to_remove {
                 if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
-                    set.push(Mutation::Remove(n));
+                    ch.request.push(Mutation::Remove(n));
                 }
             }
-            for h in &okr.headers {
-                if let Some(m) = mutation(h) {
-                    set.push(m);
-                }
-            }
-            Outcome::Mutate(set)
+            ch.request.extend(okr.headers.iter().filter_map(mutation));
+            ch.response
+                .extend(okr.response_headers_to_add.iter().filter_map(mutation));
+            ch.query_set = okr
+                .query_parameters_to_set
+                .into_iter()
+                .map(|q| (q.key, q.value))
+                .collect();
+            ch.query_remove = okr.query_parameters_to_remove;
+            Outcome::Mutate(Box::new(ch))
         }
         (true, _) => Outcome::Allow(Vec::new()),
         (false, Some(check_response::HttpResponse::DeniedResponse(d))) => {
@@ -311,19 +315,46 @@ mod tests {
             })),
             ..CheckResponse::default()
         };
-        let Outcome::Mutate(set) = verdict(resp) else {
+        let Outcome::Mutate(ch) = verdict(resp) else {
             panic!("not ok")
         };
+        assert!(ch.response.is_empty() && ch.query_set.is_empty() && ch.query_remove.is_empty());
         let mut h = HeaderMap::new();
         h.insert("x-user", HeaderValue::from_static("spoof"));
         h.insert("x-keep", HeaderValue::from_static("old"));
         h.insert("x-drop", HeaderValue::from_static("1"));
-        super::super::outcome::apply(&mut h, set);
+        super::super::outcome::apply(&mut h, ch.request);
         assert_eq!(h["x-user"], "alice");
         assert_eq!(h.get_all("x-user").iter().count(), 1);
         assert_eq!(h["x-keep"], "old");
         assert!(h.get("x-only").is_none());
         assert!(h.get("x-drop").is_none());
+    }
+
+    #[test]
+    fn ok_answer_carries_response_headers_and_query_changes() {
+        use envoy_types::pb::envoy::config::core::v3::QueryParameter;
+        let resp = CheckResponse {
+            status: Some(Status::default()),
+            http_response: Some(check_response::HttpResponse::OkResponse(OkHttpResponse {
+                response_headers_to_add: vec![opt("x-auth-by", "ext", 0)],
+                query_parameters_to_set: vec![QueryParameter {
+                    key: "tenant".into(),
+                    value: "t1".into(),
+                }],
+                query_parameters_to_remove: vec!["token".into()],
+                ..OkHttpResponse::default()
+            })),
+            ..CheckResponse::default()
+        };
+        let Outcome::Mutate(ch) = verdict(resp) else {
+            panic!("not ok")
+        };
+        let mut h = HeaderMap::new();
+        super::super::outcome::apply(&mut h, ch.response);
+        assert_eq!(h["x-auth-by"], "ext");
+        assert_eq!(ch.query_set, [("tenant".to_string(), "t1".to_string())]);
+        assert_eq!(ch.query_remove, ["token"]);
     }
 
     #[test]

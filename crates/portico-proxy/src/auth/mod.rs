@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use ::http::header::{self, HeaderValue};
-use ::http::{Request, Response, StatusCode};
+use ::http::{Request, Response, StatusCode, Uri};
 use portico_config::Snapshot;
 use portico_config::snapshot::{AuthProto, AuthServiceConf, JwtProviderConf, Route};
 
@@ -33,7 +33,8 @@ use crate::request::ConnInfo;
 use crate::upstream::UpstreamState;
 use jwks::KeyStore;
 use jwt::{Reason, Verifier};
-use outcome::Outcome;
+pub use outcome::{Mutation, apply as apply_mutations};
+use outcome::{OkChanges, Outcome};
 
 /// `portico_auth_checks_total` and `portico_jwt_validations_total`.
 #[derive(Debug, Default)]
@@ -114,6 +115,16 @@ pub struct Denied {
     pub flag: Flag,
 }
 
+/// A request auth let through.
+#[derive(Default)]
+pub struct Allowed {
+    /// UAEX when the auth service failed and `failure_mode_allow` let the request through.
+    pub flag: Option<Flag>,
+    /// Header changes for the response the client gets (a gRPC OK answer's
+    /// `response_headers_to_add`); empty (no allocation) otherwise.
+    pub response_headers: Vec<Mutation>,
+}
+
 /// What the request path hands auth.
 pub struct Inputs<'a> {
     pub snapshot: &'a Snapshot,
@@ -136,13 +147,14 @@ pub fn include_body<'a>(snapshot: &'a Snapshot, route: &Route) -> Option<&'a Aut
 }
 
 /// JWT, then external authorization (with `check_body`, what `include_body` read).
-/// `Ok(Some(UAEX))`: the auth service failed and `failure_mode_allow` let the request through.
+/// `Ok` carries UAEX when the auth service failed and `failure_mode_allow` let the request
+/// through, and the header changes for the client's response.
 pub async fn authorize<B>(
     inp: &Inputs<'_>,
     route: &Route,
     req: &mut Request<B>,
     check_body: Option<bytes::Bytes>,
-) -> Result<Option<Flag>, Denied> {
+) -> Result<Allowed, Denied> {
     if let Some(j) = &route.auth.jwt
         && let Some(p) = inp.state.providers.get(j.provider)
     {
@@ -150,7 +162,7 @@ pub async fn authorize<B>(
     }
     match &inp.snapshot.auth_service {
         Some(conf) if !route.auth.bypass => external(inp, conf, route, req, check_body).await,
-        _ => Ok(None),
+        _ => Ok(Allowed::default()),
     }
 }
 
@@ -246,7 +258,7 @@ async fn external<B>(
     route: &Route,
     req: &mut Request<B>,
     check_body: Option<bytes::Bytes>,
-) -> Result<Option<Flag>, Denied> {
+) -> Result<Allowed, Denied> {
     let c = inp.counters;
     let outcome = match inp.upstreams.get(conf.upstream) {
         None => Outcome::Error(call::CallError::NoEndpoint),
@@ -260,10 +272,35 @@ async fn external<B>(
         },
     };
     match outcome {
-        Outcome::Mutate(set) => {
+        Outcome::Mutate(ch) => {
             c.allowed.fetch_add(1, Relaxed);
-            outcome::apply(req.headers_mut(), set);
-            Ok(None)
+            let OkChanges {
+                request,
+                response,
+                query_set,
+                query_remove,
+            } = *ch;
+            outcome::apply(req.headers_mut(), request);
+            let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+            if let Some(new) = outcome::rewrite_query(target, &query_set, &query_remove) {
+                let mut parts = req.uri().clone().into_parts();
+                match new.parse() {
+                    Ok(pq) => {
+                        parts.path_and_query = Some(pq);
+                        if let Ok(uri) = Uri::from_parts(parts) {
+                            *req.uri_mut() = uri;
+                        }
+                    }
+                    Err(_) => tracing::warn!(
+                        auth_service = %conf.name,
+                        "the auth service's query parameter changes make no valid request target; not applied"
+                    ),
+                }
+            }
+            Ok(Allowed {
+                flag: None,
+                response_headers: response,
+            })
         }
         Outcome::Allow(headers) => {
             c.allowed.fetch_add(1, Relaxed);
@@ -273,7 +310,7 @@ async fn external<B>(
             for (k, v) in headers {
                 req.headers_mut().append(k, v);
             }
-            Ok(None)
+            Ok(Allowed::default())
         }
         Outcome::Deny(resp) => {
             c.denied.fetch_add(1, Relaxed);
@@ -291,7 +328,10 @@ async fn external<B>(
                 "external authorization failed"
             );
             if conf.failure_mode_allow {
-                return Ok(Some(Flag::UAEX));
+                return Ok(Allowed {
+                    flag: Some(Flag::UAEX),
+                    response_headers: Vec::new(),
+                });
             }
             Err(Denied {
                 resp: Box::new(error_reply(conf.status_on_error, inp.grpc)),

@@ -118,19 +118,26 @@ pub async fn handle(
     // JWT, then external authorization: after CORS (a preflight answered by Portico never
     // reaches auth), before the rate limits.
     let mut body_read = None;
+    // A gRPC auth service's `response_headers_to_add`, for whatever answer the client gets.
+    let mut auth_response_headers = Vec::new();
     if crate::auth::needed(&ctx.active.config, &route) {
         match Box::pin(edge_auth(&mut ctx, &route, &mut req)).await {
-            Ok(read) => body_read = read,
+            Ok((read, headers)) => {
+                body_read = read;
+                auth_response_headers = headers;
+            }
             Err(AuthEnd::Answer(resp)) => return Ok(ctx.answer(*resp)),
             Err(AuthEnd::Local(reply)) => return Ok(ctx.reply(reply)),
         }
     }
-    // Auth may have changed headers: the later phases read the request as it is now.
+    // Auth may have changed headers and query: the later phases read the request as it is now.
     let head = Head::of(&req);
     if !route.rate_limits.is_empty()
         && let Some(resp) = Box::pin(rate_limits(&mut ctx, &route, &req)).await
     {
-        return Ok(ctx.answer(resp));
+        let mut resp = ctx.answer(resp);
+        crate::auth::apply_mutations(resp.headers_mut(), auth_response_headers);
+        return Ok(resp);
     }
     let mut resp = match &route.action {
         RouteAction::Direct(d) => ctx.answer(respond::direct_response(d, &route)),
@@ -153,6 +160,7 @@ pub async fn handle(
             .await
         }
     };
+    crate::auth::apply_mutations(resp.headers_mut(), auth_response_headers);
     if let (Some(c), Some(origin)) = (&route.cors, cors_origin) {
         cors::decorate(c, origin, resp.headers_mut());
     }
@@ -258,12 +266,13 @@ enum AuthEnd {
 
 /// The edge authentication phase (`crate::auth`). The request id is settled first so the
 /// auth service and the upstream see the same one. `Ok`: the request goes on, with the body
-/// bytes `include_body` read (sent upstream before the rest).
+/// bytes `include_body` read (sent upstream before the rest) and the header changes for the
+/// client's response.
 async fn edge_auth(
     ctx: &mut RequestCtx,
     route: &Route,
     req: &mut Request<ClientBody>,
-) -> Result<Option<bytes::Bytes>, AuthEnd> {
+) -> Result<(Option<bytes::Bytes>, Vec<crate::auth::Mutation>), AuthEnd> {
     if ctx.rec.request_id.is_none() {
         let id = crate::headers::new_request_id();
         req.headers_mut()
@@ -300,11 +309,14 @@ async fn edge_auth(
     };
     let check_body = read.as_ref().map(|r| r.check.clone());
     match crate::auth::authorize(&inputs, route, req, check_body).await {
-        Ok(flag) => {
-            if let Some(f) = flag {
+        Ok(allowed) => {
+            if let Some(f) = allowed.flag {
                 ctx.rec.flags.insert(f);
             }
-            Ok(read.map(|r| r.read).filter(|b| !b.is_empty()))
+            Ok((
+                read.map(|r| r.read).filter(|b| !b.is_empty()),
+                allowed.response_headers,
+            ))
         }
         Err(denied) => {
             ctx.rec.flags.insert(denied.flag);

@@ -657,7 +657,9 @@ mod grpc_auth {
         Authorization, AuthorizationServer, CheckRequest, CheckResponse, DeniedHttpResponse,
         HttpResponse, OkHttpResponse,
     };
-    use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
+    use envoy_types::pb::envoy::config::core::v3::{
+        HeaderValue, HeaderValueOption, QueryParameter,
+    };
     use envoy_types::pb::envoy::r#type::v3::HttpStatus;
     use envoy_types::pb::google::rpc::Status;
     use std::net::SocketAddr;
@@ -665,7 +667,8 @@ mod grpc_auth {
 
     /// Envoy's `Authorization` service, built from the published protos: a request whose
     /// path contains `/allow` is OK (adds `x-user: alice`, replaces `x-tier`, removes
-    /// `x-drop`); any other is denied with 418, `x-why: no` and body `no tea for you`.
+    /// `x-drop`, adds `x-auth-by: ext` to the response; with a `q=` query it removes `q` and
+    /// sets `tenant`); any other is denied with 418, `x-why: no` and body `no tea for you`.
     #[derive(Clone, Default)]
     pub struct Server {
         pub seen: Arc<Mutex<Vec<CheckRequest>>>,
@@ -703,7 +706,21 @@ mod grpc_auth {
                     http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
                         headers: vec![header("x-user", "alice"), header("x-tier", "gold")],
                         headers_to_remove: vec!["x-drop".into()],
-                        ..OkHttpResponse::default()
+                        response_headers_to_add: vec![header("x-auth-by", "ext")],
+                        // A query with `q`: `q` removed, `tenant=t 1` set.
+                        query_parameters_to_set: if path.contains("q=") {
+                            vec![QueryParameter {
+                                key: "tenant".into(),
+                                value: "t 1".into(),
+                            }]
+                        } else {
+                            Vec::new()
+                        },
+                        query_parameters_to_remove: if path.contains("q=") {
+                            vec!["q".into()]
+                        } else {
+                            Vec::new()
+                        },
                     })),
                     ..CheckResponse::default()
                 }
@@ -765,7 +782,9 @@ async fn grpc_auth_service_mutates_headers_and_denies() {
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-auth-by"), Some("ext"));
     let seen = app.last();
+    assert_eq!(seen.uri, "/allow/x?tenant=t+1");
     assert_eq!(seen.headers["x-user"], "alice");
     assert_eq!(seen.headers["x-tier"], "gold");
     assert_eq!(seen.headers.get_all("x-tier").iter().count(), 1);
