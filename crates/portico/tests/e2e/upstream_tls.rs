@@ -632,3 +632,56 @@ async fn health_checks_over_tls_see_a_failing_healthz_and_not_serving() {
     h1_bad.health_status.store(200, Ordering::SeqCst);
     wait_endpoint_state(&p, "tls-h1", h1_bad.addr, "healthy", limit).await;
 }
+
+/// The edge-auth check goes through the same upstream client, pools and TLS settings as
+/// proxying: an `AuthService` naming an HTTPS Upstream is verified with that Upstream's
+/// `ca_file` (the check passes: the TLS server answers 200), its connection is pooled across
+/// checks, and the same service behind the wrong CA is an auth failure (403 UAEX) that never
+/// reaches the app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_service_over_https_uses_the_upstream_tls_settings_and_pool() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let good = Ca::new(dir.path(), "good");
+    let other = Ca::new(dir.path(), "other");
+    let (chain, key) = good.leaf("auth", &["auth.test"]);
+    let auth = TlsUpstream::start(&chain, &key, &[b"http/1.1"], None).await;
+    let app = Upstream::start("app").await;
+    let config = |ca: &Path| {
+        join(&[
+            upstream_doc(
+                "authtls",
+                auth.addr,
+                "https",
+                &format!("{{ ca_file: \"{}\", sni: auth.test }}", ca.display()),
+            ),
+            format!(
+                "{API}\nkind: AuthService\nmetadata: {{ name: auth }}\nspec: {{ auth_service: authtls, path_prefix: /check, timeout_ms: 5000 }}\n"
+            ),
+            mapping_doc("app", "/app/", &app.addr.to_string()),
+        ])
+    };
+    let p = Portico::start(&config(&good.ca_file())).await;
+    for i in 0..5 {
+        let r = get(&p.url(&format!("/app/{i}")), &[]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(app.count(), 5);
+    // Pools are per worker (at most one per core here): five checks without pooling would be
+    // five handshakes.
+    let conns = auth.connections.load(Ordering::SeqCst);
+    assert!(
+        (1..=2).contains(&conns),
+        "five checks took {conns} TLS connections"
+    );
+    assert_eq!(auth.last_version(), Some(http::Version::HTTP_11));
+
+    drop(p);
+
+    let p = Portico::start(&config(&other.ca_file())).await;
+    let r = get(&p.url("/app/denied"), &[]).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(app.count(), 5, "the app never saw the request");
+    let lines = p.wait_log_lines(1).await;
+    let last = lines.last().expect("log line");
+    assert_eq!(last["flags"], "UAEX", "{last}");
+}
