@@ -721,6 +721,7 @@ mod grpc_auth {
                         } else {
                             Vec::new()
                         },
+                        ..OkHttpResponse::default()
                     })),
                     ..CheckResponse::default()
                 }
