@@ -68,6 +68,8 @@ fn provider() -> Arc<CryptoProvider> {
 struct Built {
     h2: Arc<ServerConfig>,
     h1: Arc<ServerConfig>,
+    /// The certificate and key, for QUIC handshakes (`downstream::h3`).
+    certified: Arc<CertifiedKey>,
 }
 
 /// File identity used to notice a change without reading the file.
@@ -270,6 +272,20 @@ impl TlsHosts {
     }
 }
 
+impl TlsHosts {
+    /// The certificate for a QUIC (HTTP/3) handshake's SNI: the Host [`TlsHosts::select`]
+    /// picks, with its current (rotated) certificate. `None` also for a Host with `ca_file`:
+    /// HTTP/3 does not ask for client certificates, so such a Host is not served over QUIC.
+    pub fn quic_key(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let h = self.select(sni)?;
+        if h.conf.ca_file.is_some() {
+            return None;
+        }
+        let b = h.built.load();
+        (**b).as_ref().map(|b| b.certified.clone())
+    }
+}
+
 /// Checks every Host's TLS files (readable, parsable, key matching the certificate, CA
 /// parsable): one error per Host that fails, at the position of its `Host` resource. The
 /// config crate only checks that the files exist; run this before applying a config.
@@ -408,6 +424,7 @@ fn build_with(
     Ok(Built {
         h2: make(true)?,
         h1: make(false)?,
+        certified,
     })
 }
 
