@@ -554,3 +554,67 @@ async fn http3_handshake_flood_gets_retry() {
             >= 1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http3_counts_against_max_connections_and_limits_headers() {
+    let dir = need_aioquic!("http3_counts_against_max_connections_and_limits_headers");
+    let pki = Pki::new();
+    let a = pki.leaf("a", "a.test", &["a.test"], false);
+    let b = pki.leaf("b", "b.test", &["b.test"], false);
+    let slow = Controlled::start("slow", Duration::from_millis(2500)).await;
+    let mappings = vec![mapping_doc("ms", "a.test", "/", &slow.addr.to_string(), "")];
+    let (p, port) = start(
+        &pki,
+        &a,
+        &b,
+        "max_connections: 1, max_request_headers_kb: 1",
+        &mappings,
+    )
+    .await;
+
+    // A QUIC connection holds the listener's only slot: a TCP connection is refused meanwhile.
+    let j = job(
+        port,
+        &pki,
+        "a.test",
+        json!([{"path": "/held", "authority": "a.test"}]),
+    );
+    let d = dir.clone();
+    let inflight = tokio::spawn(async move { h3(&d, j).await });
+    wait_until(
+        Duration::from_secs(20),
+        "the QUIC request in flight",
+        async || slow.hits() >= 1,
+    )
+    .await;
+    let cfg = client_config(&pki, &["http/1.1"], None);
+    assert!(
+        tls_connect(cfg, port, "a.test").await.is_err(),
+        "TCP connection accepted beyond max_connections"
+    );
+    let (rs, _) = inflight.await.expect("join");
+    assert_eq!(rs[0]["status"], 200);
+    // Slot given back: TCP works again.
+    wait_until(Duration::from_secs(10), "slot given back", async || {
+        metric(&p, "portico_downstream_connections{listener=\"quic\"}").await == Some(0.0)
+    })
+    .await;
+    let (status, _) = tcp_get(&pki, port, "a.test", "/after").await;
+    assert_eq!(status, 200);
+
+    // A header section over max_request_headers_kb: 431, nothing upstream.
+    let before = slow.hits();
+    let big = "v".repeat(2048);
+    let (rs, _) = h3(
+        &dir,
+        job(
+            port,
+            &pki,
+            "a.test",
+            json!([{"path": "/big", "authority": "a.test", "headers": [["x-big", big]]}]),
+        ),
+    )
+    .await;
+    assert_eq!(rs[0]["status"], 431, "{}", rs[0]);
+    assert_eq!(slow.hits(), before);
+}
