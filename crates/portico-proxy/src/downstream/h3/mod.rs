@@ -175,6 +175,8 @@ pub async fn serve_endpoint(
     // No new connections; those open finish on their own (drain: GOAWAY, then in-flight
     // streams) and keep the endpoint's driver running until then.
     endpoint.set_server_config(None);
+    // The drain waits for the connections (each holds its own receiver), not for this task.
+    drop((stop, draining));
     tracing::info!(listener = %name, "HTTP/3 endpoint closed to new connections");
     let idle = endpoint.wait_idle();
     let _ = tokio::time::timeout(proxy.settings.drain_timeout + Duration::from_secs(1), idle).await;
