@@ -7,7 +7,8 @@ Reads one JSON job from argv[1] and prints one JSON line per request, then a sum
    "requests": [{"method": "GET", "path": "/", "authority": "a.example",
                  "headers": [["x", "y"]], "raw_headers": false,
                  "body_size": 0, "trailers": [["x-sum", "1"]]}],
-   "wait_goaway": false}            # keep reading until the server's GOAWAY (drain tests)
+   "wait_goaway": false,            # keep reading until the server's GOAWAY (drain tests)
+   "hold": 0}                       # seconds to keep the connection open, idle, at the end
 
 Per request: {"status", "headers", "body_len", "body_sha256", "body" (first 300 bytes),
 "trailers", "reset" (the stream's reset code, if reset)}. The summary: {"summary": true,
@@ -162,6 +163,9 @@ async def one_connection(job, cfg, out, summary):
             else:
                 for spec in job["requests"]:
                     out.append(await client.request(spec))
+            if job.get("hold"):
+                # Keep the connection without traffic (idle timeout tests).
+                await asyncio.sleep(job["hold"])
             if job.get("wait_goaway"):
                 await asyncio.wait_for(client.goaway.wait(), job.get("goaway_timeout", 30))
             summary["goaway"] = summary["goaway"] or client.goaway.is_set()

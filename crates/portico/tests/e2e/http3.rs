@@ -618,3 +618,46 @@ async fn http3_counts_against_max_connections_and_limits_headers() {
     assert_eq!(rs[0]["status"], 431, "{}", rs[0]);
     assert_eq!(slow.hits(), before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http3_idle_connection_closes_after_keepalive_timeout() {
+    let dir = need_aioquic!("http3_idle_connection_closes_after_keepalive_timeout");
+    let pki = Pki::new();
+    let a = pki.leaf("a", "a.test", &["a.test"], false);
+    let b = pki.leaf("b", "b.test", &["b.test"], false);
+    let up = Upstream::start("a").await;
+    let mappings = vec![mapping_doc("ma", "a.test", "/", &up.addr.to_string(), "")];
+    let (p, port) = start(&pki, &a, &b, "keepalive_timeout_ms: 500", &mappings).await;
+    // The client keeps its connection (60 s idle timeout of its own) for 8 s without traffic;
+    // Portico's idle timeout (the listener's keep-alive timeout) closes it well before.
+    let mut j = job(
+        port,
+        &pki,
+        "a.test",
+        json!([{"path": "/", "authority": "a.test"}]),
+    );
+    j["hold"] = json!(8);
+    let d = dir.clone();
+    let held = tokio::spawn(async move { h3(&d, j).await });
+    let gauge = "portico_downstream_connections{listener=\"quic\"}";
+    wait_until(
+        Duration::from_secs(20),
+        "the QUIC connection opened",
+        async || up.count() >= 1,
+    )
+    .await;
+    let start = std::time::Instant::now();
+    wait_until(
+        Duration::from_secs(6),
+        "idle QUIC connection closed",
+        async || metric(&p, gauge).await == Some(0.0),
+    )
+    .await;
+    assert!(
+        !held.is_finished(),
+        "closed by Portico while the client still held it ({:?})",
+        start.elapsed()
+    );
+    let (rs, _) = held.await.expect("join");
+    assert_eq!(rs[0]["status"], 200);
+}
