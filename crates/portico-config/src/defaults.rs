@@ -19,6 +19,11 @@ pub const LISTENER_ADDRESS: [u8; 4] = [0, 0, 0, 0];
 pub const LISTENER_PORT: u16 = 8080;
 pub const LISTENER_PROTOCOL: ListenerProtocolM = ListenerProtocolM::Http;
 pub const LISTENER_HTTP2: bool = true;
+/// `Listener.http3`: HTTP/3 over QUIC on the same port (HTTPS listeners only).
+pub const LISTENER_HTTP3: bool = false;
+/// `Listener.http3_max_handshakes`: QUIC handshakes in progress beyond which new ones are
+/// answered with Retry (address validation).
+pub const LISTENER_HTTP3_MAX_HANDSHAKES: u32 = 1_000;
 pub const LISTENER_MAX_CONNECTIONS: u32 = 100_000;
 pub const LISTENER_TRUST_FORWARDED: bool = false;
 pub const MAX_REQUEST_HEADERS_KB: u32 = 60;

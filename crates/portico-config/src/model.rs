@@ -141,6 +141,8 @@ pub struct ListenerSpec {
     pub port: Option<u16>,
     pub protocol: Option<ListenerProtocolM>,
     pub http2: Option<bool>,
+    pub http3: Option<bool>,
+    pub http3_max_handshakes: Option<u32>,
     pub max_connections: Option<u32>,
     pub trust_forwarded: Option<bool>,
     pub max_request_headers_kb: Option<u32>,

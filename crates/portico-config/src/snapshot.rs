@@ -103,6 +103,10 @@ pub struct ListenerConf {
     pub port: u16,
     pub protocol: ListenerProtocol,
     pub http2: bool,
+    /// Also serve HTTP/3 (QUIC) on UDP at the same address and port (HTTPS only).
+    pub http3: bool,
+    /// QUIC handshakes in progress beyond which new connections must first pass Retry.
+    pub http3_max_handshakes: u32,
     pub max_connections: u32,
     pub trust_forwarded: bool,
     pub limits: ListenerLimits,

@@ -590,3 +590,36 @@ fn cached_and_parallel_loads_match_a_plain_load() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `http3` (CONTRACT §10): off by default, only on HTTPS listeners, with its handshake
+/// threshold (default 1000, at least 1).
+#[test]
+fn listener_http3_defaults_and_rules() {
+    let s = clean(
+        "apiVersion: portico.dev/v1\nkind: Listener\nmetadata: {name: l}\nspec: {port: 8080}\n",
+    );
+    assert!(!s.listeners[0].http3);
+    assert_eq!(s.listeners[0].http3_max_handshakes, 1000);
+    // (A warning only: no Host has tls, so the listener serves a self-signed certificate.)
+    let s = load_text(
+        "apiVersion: portico.dev/v1\nkind: Listener\nmetadata: {name: l}\nspec: {port: 8443, protocol: HTTPS, http3: true, http3_max_handshakes: 5}\n",
+    )
+    .snapshot
+    .expect("snapshot");
+    assert!(s.listeners[0].http3);
+    assert_eq!(s.listeners[0].http3_max_handshakes, 5);
+    let e = errors(
+        "apiVersion: portico.dev/v1\nkind: Listener\nmetadata: {name: l}\nspec: {port: 8080, http3: true}\n",
+    );
+    assert!(
+        e.iter().any(|m| m.contains("http3 needs protocol: HTTPS")),
+        "{e:?}"
+    );
+    let e = errors(
+        "apiVersion: portico.dev/v1\nkind: Listener\nmetadata: {name: l}\nspec: {port: 8443, protocol: HTTPS, http3: true, http3_max_handshakes: 0}\n",
+    );
+    assert!(
+        e.iter().any(|m| m.contains("http3_max_handshakes")),
+        "{e:?}"
+    );
+}

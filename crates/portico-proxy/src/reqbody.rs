@@ -14,6 +14,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::downstream::h1::body::{RecvBody, RecvError};
+use crate::downstream::h3::body::{RecvBody as H3Body, RecvError as H3Error};
 /// The error type of proxied bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -106,6 +107,8 @@ pub enum ClientBody {
     H1(Box<RecvBody>),
     /// No body (an HTTP/1 request without one).
     Empty,
+    /// An HTTP/3 request stream's body (`downstream::h3`).
+    H3(Box<H3Body>),
 }
 
 /// Why a client's body failed (always the client's doing) and the underlying error.
@@ -129,6 +132,13 @@ impl ClientBody {
                 (cut, Box::new(e) as BoxError)
             }),
             ClientBody::Empty => Poll::Ready(None),
+            ClientBody::H3(b) => b.poll_client(cx).map_err(|e| {
+                let cut = match e {
+                    H3Error::Malformed(_) => BodyCut::Malformed,
+                    H3Error::Aborted(_) => BodyCut::Aborted,
+                };
+                (cut, Box::new(e) as BoxError)
+            }),
         }
     }
 }
@@ -149,6 +159,7 @@ impl Body for ClientBody {
             ClientBody::Hyper(b) => b.is_end_stream(),
             ClientBody::H1(b) => b.is_end_stream(),
             ClientBody::Empty => true,
+            ClientBody::H3(b) => b.is_end_stream(),
         }
     }
 
@@ -157,6 +168,7 @@ impl Body for ClientBody {
             ClientBody::Hyper(b) => b.size_hint(),
             ClientBody::H1(b) => b.size_hint(),
             ClientBody::Empty => SizeHint::with_exact(0),
+            ClientBody::H3(b) => b.size_hint(),
         }
     }
 }

@@ -159,6 +159,10 @@ impl Ctx<'_> {
                     ListenerProtocolM::HttpsProxy => ListenerProtocol::HttpsProxy,
                 },
                 http2: l.http2.unwrap_or(defaults::LISTENER_HTTP2),
+                http3: l.http3.unwrap_or(defaults::LISTENER_HTTP3),
+                http3_max_handshakes: l
+                    .http3_max_handshakes
+                    .unwrap_or(defaults::LISTENER_HTTP3_MAX_HANDSHAKES),
                 max_connections: l
                     .max_connections
                     .unwrap_or(defaults::LISTENER_MAX_CONNECTIONS),
@@ -167,6 +171,16 @@ impl Ctx<'_> {
                     .unwrap_or(defaults::LISTENER_TRUST_FORWARDED),
                 limits: listener_limits(r, self.d, l),
             };
+            if conf.http3 && conf.protocol != ListenerProtocol::Https {
+                r.error(self.d, &["spec", "http3"], "http3 needs protocol: HTTPS");
+            }
+            if conf.http3_max_handshakes == 0 {
+                r.error(
+                    self.d,
+                    &["spec", "http3_max_handshakes"],
+                    "http3_max_handshakes must be at least 1",
+                );
+            }
             if conf.max_connections == 0 {
                 r.error(
                     self.d,
@@ -202,6 +216,8 @@ impl Ctx<'_> {
                 port: defaults::LISTENER_PORT,
                 protocol: ListenerProtocol::Http,
                 http2: defaults::LISTENER_HTTP2,
+                http3: defaults::LISTENER_HTTP3,
+                http3_max_handshakes: defaults::LISTENER_HTTP3_MAX_HANDSHAKES,
                 max_connections: defaults::LISTENER_MAX_CONNECTIONS,
                 trust_forwarded: defaults::LISTENER_TRUST_FORWARDED,
                 limits: ListenerLimits::default(),

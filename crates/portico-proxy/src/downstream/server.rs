@@ -50,6 +50,8 @@ pub const H2_MAX_SEND_BUF: usize = 32 * 1024;
 
 enum Cmd {
     Listen(Arc<ListenerHandle>, std::net::TcpListener),
+    /// The UDP socket of an `http3` listener: its QUIC endpoint runs on this worker.
+    ListenQuic(Arc<ListenerHandle>, std::net::UdpSocket),
     Drain(oneshot::Sender<()>),
 }
 
@@ -72,6 +74,8 @@ struct Worker {
 pub struct BoundListeners {
     wanted: Vec<ListenerConf>,
     sockets: Vec<(ListenerConf, Vec<std::net::TcpListener>)>,
+    /// The UDP sockets of `http3` listeners (HTTP/3), by listener address.
+    quic: HashMap<(IpAddr, u16), std::net::UdpSocket>,
 }
 
 /// The set of workers and the listeners they serve.
@@ -140,6 +144,7 @@ impl Server {
         }
         let mut errors = Vec::new();
         let mut sockets = Vec::new();
+        let mut quic = HashMap::new();
         for group in [fresh, replacing] {
             for conf in group {
                 let addr = SocketAddr::from((conf.address, conf.port));
@@ -147,6 +152,17 @@ impl Server {
                     Ok(s) => sockets.push((conf.clone(), s)),
                     Err(e) => {
                         errors.push(format!("listener {}: cannot bind {addr}: {e}", conf.name))
+                    }
+                }
+                if conf.http3 {
+                    match crate::downstream::h3::bind_udp(addr) {
+                        Ok(s) => {
+                            quic.insert((conf.address, conf.port), s);
+                        }
+                        Err(e) => errors.push(format!(
+                            "listener {}: cannot bind {addr}/udp (http3): {e}",
+                            conf.name
+                        )),
                     }
                 }
             }
@@ -158,6 +174,7 @@ impl Server {
         Ok(BoundListeners {
             wanted: wanted.to_vec(),
             sockets,
+            quic,
         })
     }
 
@@ -173,6 +190,7 @@ impl Server {
             return;
         };
         let wanted = bound.wanted;
+        let mut quic = bound.quic;
         table.retain(|key, handle| {
             let keep = wanted
                 .iter()
@@ -194,6 +212,11 @@ impl Server {
             });
             for (w, s) in self.workers.iter().zip(sockets) {
                 let _ = w.tx.send(Cmd::Listen(handle.clone(), s));
+            }
+            if let Some(udp) = quic.remove(&key)
+                && let Some(w) = self.workers.get(usize::from(key.1) % self.workers.len())
+            {
+                let _ = w.tx.send(Cmd::ListenQuic(handle.clone(), udp));
             }
             tracing::info!(listener = %handle.conf.name, address = %SocketAddr::from(key), protocol = ?handle.conf.protocol, "listening");
             table.insert(key, handle);
@@ -293,6 +316,20 @@ fn worker_main(proxy: Arc<Proxy>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
                     }
                     Err(e) => tracing::error!(error = %e, "cannot register listener"),
                 },
+                Cmd::ListenQuic(handle, udp) => {
+                    let (p, h) = (proxy.clone(), handle.clone());
+                    let admit: crate::downstream::h3::Admit = Box::new(move || {
+                        admit(&p, &h).map(|s| Box::new(s) as Box<dyn Send + Sync>)
+                    });
+                    tokio::spawn(crate::downstream::h3::serve_endpoint(
+                        proxy.clone(),
+                        handle.conf.clone(),
+                        handle.stop.subscribe(),
+                        admit,
+                        udp,
+                        drain_tx.clone(),
+                    ));
+                }
                 Cmd::Drain(done) => {
                     let _ = drain_tx.send(true);
                     let timeout = proxy.settings.drain_timeout;
@@ -404,6 +441,28 @@ async fn accept_loop(
             drain.subscribe(),
         ));
     }
+}
+
+/// Admits one more connection on a listener: the overload manager's overall threshold and the
+/// listener's `max_connections` (TCP and QUIC together); counts it in the listener's gauge and
+/// `portico_downstream_connections_total`. `None`: refused (logged).
+fn admit(proxy: &Arc<Proxy>, handle: &Arc<ListenerHandle>) -> Option<Slot> {
+    let Some(token) = proxy.overload.open_connection() else {
+        tracing::debug!(listener = %handle.conf.name, "overall connection threshold reached; connection refused");
+        return None;
+    };
+    let max = handle.conf.max_connections as usize;
+    if handle.connections.fetch_add(1, Ordering::Relaxed) >= max {
+        handle.connections.fetch_sub(1, Ordering::Relaxed);
+        tracing::warn!(listener = %handle.conf.name, "max_connections reached; connection refused");
+        return None;
+    }
+    handle.gauge.fetch_add(1, Ordering::Relaxed);
+    proxy
+        .metrics
+        .downstream_connections_total
+        .fetch_add(1, Ordering::Relaxed);
+    Some(Slot(handle.clone(), token))
 }
 
 /// Gives a connection's `max_connections` slot (and its overload-manager count) back however

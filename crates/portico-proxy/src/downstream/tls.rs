@@ -74,6 +74,8 @@ struct Built {
     h1: Arc<ServerConfig>,
     /// The leaf certificate's notAfter (Unix seconds), for the expiry metric.
     not_after: Option<i64>,
+    /// The certificate and key, for QUIC handshakes (`downstream::h3`).
+    certified: Arc<CertifiedKey>,
 }
 
 /// File identity used to notice a change without reading the file.
@@ -318,6 +320,20 @@ impl TlsHosts {
     }
 }
 
+impl TlsHosts {
+    /// The certificate for a QUIC (HTTP/3) handshake's SNI: the Host [`TlsHosts::select`]
+    /// picks, with its current (rotated) certificate. `None` also for a Host with `ca_file`:
+    /// HTTP/3 does not ask for client certificates, so such a Host is not served over QUIC.
+    pub fn quic_key(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let h = self.select(sni)?;
+        if h.conf.ca_file.is_some() {
+            return None;
+        }
+        let b = h.built.load();
+        (**b).as_ref().map(|b| b.certified.clone())
+    }
+}
+
 /// Checks every Host's TLS files (readable, parsable, key matching the certificate, CA
 /// parsable): one error per Host that fails, at the position of its `Host` resource. The
 /// config crate only checks that the files exist; run this before applying a config.
@@ -464,6 +480,7 @@ fn build_with(
         h2: make(true)?,
         h1: make(false)?,
         not_after,
+        certified,
     })
 }
 

@@ -21,6 +21,9 @@ pub struct ConnInfo {
     pub client_cert: Option<HeaderValue>,
     /// `peer`'s IP as a header value, rendered once per connection for `x-forwarded-for`.
     pub peer_ip: HeaderValue,
+    /// `alt-svc: h3=":PORT"; ma=86400` for the TCP side of a listener with `http3`, rendered
+    /// once per connection (CONTRACT §10); `None` on HTTP/3 connections and other listeners.
+    pub alt_svc: Option<HeaderValue>,
 }
 
 impl ConnInfo {
@@ -32,10 +35,13 @@ impl ConnInfo {
     ) -> ConnInfo {
         ConnInfo {
             peer,
-            listener,
             tls,
             client_cert,
             peer_ip: headers::ip_value(peer.ip()),
+            listener: listener.clone(),
+            alt_svc: (listener.http3 && tls)
+                .then(|| HeaderValue::try_from(format!("h3=\":{}\"; ma=86400", listener.port)).ok())
+                .flatten(),
         }
     }
 }
@@ -49,8 +55,10 @@ pub struct Head<'a> {
     /// `:authority` (HTTP/2) or the Host header (HTTP/1.1); empty when neither is there.
     pub authority: &'a str,
     pub headers: &'a HeaderMap,
-    /// The request came over HTTP/2 (no `connection` header on replies).
+    /// The request came over HTTP/2 or HTTP/3 (no `connection` header on replies).
     pub http2: bool,
+    /// The request came over HTTP/3.
+    pub http3: bool,
 }
 
 impl<'a> Head<'a> {
@@ -71,7 +79,8 @@ impl<'a> Head<'a> {
             uri,
             authority,
             headers: req.headers(),
-            http2: req.version() == Version::HTTP_2,
+            http2: req.version() >= Version::HTTP_2,
+            http3: req.version() == Version::HTTP_3,
         }
     }
 

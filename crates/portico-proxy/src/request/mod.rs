@@ -71,11 +71,25 @@ pub use head::{ConnInfo, Head};
 use record::Record;
 pub use record::log_rejected;
 
-/// Handles one request; never fails (every failure is a local reply).
+/// Handles one request; never fails (every failure is a local reply). On the TCP side of a
+/// listener with `http3`, every response advertises HTTP/3 (`alt-svc`, CONTRACT §10).
 pub async fn handle(
     proxy: Arc<Proxy>,
     conn: Arc<ConnInfo>,
     mut req: Request<ClientBody>,
+) -> Result<Response<RespBody>, Infallible> {
+    let alt_svc = conn.alt_svc.clone();
+    let mut resp = handle_request(proxy, conn, req).await?;
+    if let Some(v) = alt_svc {
+        resp.headers_mut().insert(header::ALT_SVC, v);
+    }
+    Ok(resp)
+}
+
+async fn handle_request(
+    proxy: Arc<Proxy>,
+    conn: Arc<ConnInfo>,
+    req: Request<ClientBody>,
 ) -> Result<Response<RespBody>, Infallible> {
     let start = Instant::now();
     // One atomic load; this snapshot serves the request to its end.
@@ -192,7 +206,7 @@ fn screen<B>(ctx: &RequestCtx, req: &Request<B>) -> Result<(), LocalReply> {
     }
     // HTTP/1: hyper's read buffer bounds the head only roughly (a read may overshoot it), so
     // the header lines are measured exactly here. HTTP/2's header list is bounded by h2.
-    if req.version() != Version::HTTP_2
+    if req.version() < Version::HTTP_2
         && h1_header_bytes(req.headers()) > limits.max_request_headers_bytes as usize
     {
         return reject(

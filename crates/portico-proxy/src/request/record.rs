@@ -75,7 +75,11 @@ impl Record {
             method: head.method.clone(),
             authority: head.authority.to_owned(),
             path: head.path_and_query().to_owned(),
-            protocol: if head.http2 { "HTTP/2" } else { "HTTP/1.1" },
+            protocol: match (head.http3, head.http2) {
+                (true, _) => "HTTP/3",
+                (false, true) => "HTTP/2",
+                _ => "HTTP/1.1",
+            },
         });
         Record {
             start,

@@ -128,7 +128,7 @@ pub(crate) fn upstream_response(
         &route.remove_response_headers,
         &route.add_response_headers,
     );
-    if downstream_version != Version::HTTP_2 {
+    if downstream_version < Version::HTTP_2 {
         rparts.version = Version::HTTP_11;
     }
     rec.status = rparts.status.as_u16();

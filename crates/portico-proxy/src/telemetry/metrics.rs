@@ -138,6 +138,8 @@ pub struct Registry {
     /// Requests rejected before routing (invalid HTTP).
     pub rejected: ByClass,
     pub downstream_connections_total: AtomicU64,
+    /// QUIC Retry packets sent under a handshake flood (HTTP/3 listeners).
+    pub http3_retries_total: AtomicU64,
 }
 
 impl Registry {

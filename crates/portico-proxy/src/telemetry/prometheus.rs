@@ -175,6 +175,17 @@ fn render_downstream(out: &mut String, proxy: &Proxy) {
         "portico_downstream_connections_total {}",
         reg.downstream_connections_total.load(Ordering::Relaxed)
     );
+    header(
+        out,
+        "portico_http3_retries_total",
+        "counter",
+        "QUIC Retry packets sent to validate client addresses under a handshake flood.",
+    );
+    let _ = writeln!(
+        out,
+        "portico_http3_retries_total {}",
+        reg.http3_retries_total.load(Ordering::Relaxed)
+    );
     let overload = &proxy.overload;
     header(
         out,

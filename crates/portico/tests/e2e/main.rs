@@ -21,6 +21,7 @@ mod grpc;
 mod h2_edge;
 mod h2_rules;
 mod health;
+mod http3;
 mod http_versions;
 mod kubernetes;
 mod lifecycle;

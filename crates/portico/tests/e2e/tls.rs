@@ -23,7 +23,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 /// A test CA and the certificates it signs, written as PEM files into a temp dir.
-struct Pki {
+pub(crate) struct Pki {
     dir: tempfile::TempDir,
     ca_params: CertificateParams,
     ca_key: KeyPair,
@@ -31,14 +31,14 @@ struct Pki {
 }
 
 /// A leaf's files and DER.
-struct Leaf {
-    cert: PathBuf,
-    key: PathBuf,
-    der: CertificateDer<'static>,
+pub(crate) struct Leaf {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
+    pub(crate) der: CertificateDer<'static>,
 }
 
 impl Pki {
-    fn new() -> Pki {
+    pub(crate) fn new() -> Pki {
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params
@@ -56,12 +56,12 @@ impl Pki {
         }
     }
 
-    fn path(&self, f: &str) -> PathBuf {
+    pub(crate) fn path(&self, f: &str) -> PathBuf {
         self.dir.path().join(f)
     }
 
     /// A leaf for `sans`, with common name `cn`, written as `<file>.pem` and `<file>.key`.
-    fn leaf(&self, file: &str, cn: &str, sans: &[&str], client: bool) -> Leaf {
+    pub(crate) fn leaf(&self, file: &str, cn: &str, sans: &[&str], client: bool) -> Leaf {
         let mut params =
             CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
                 .expect("params");
@@ -91,13 +91,19 @@ impl Pki {
     }
 }
 
-fn write_atomic(path: &Path, data: &[u8]) {
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, data).expect("write");
     std::fs::rename(&tmp, path).expect("rename");
 }
 
-fn host_doc(name: &str, hostname: &str, leaf: &Leaf, extra_tls: &str, policy: &str) -> String {
+pub(crate) fn host_doc(
+    name: &str,
+    hostname: &str,
+    leaf: &Leaf,
+    extra_tls: &str,
+    policy: &str,
+) -> String {
     let policy = if policy.is_empty() {
         String::new()
     } else {
@@ -114,7 +120,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn client_config(pki: &Pki, alpn: &[&str], client: Option<&Leaf>) -> Arc<ClientConfig> {
+pub(crate) fn client_config(pki: &Pki, alpn: &[&str], client: Option<&Leaf>) -> Arc<ClientConfig> {
     client_config_versions(pki, rustls::DEFAULT_VERSIONS, alpn, client)
 }
 
@@ -145,7 +151,7 @@ fn client_config_versions(
 }
 
 /// A TLS connection to 127.0.0.1:`port` with SNI `sni`.
-async fn tls_connect(
+pub(crate) async fn tls_connect(
     cfg: Arc<ClientConfig>,
     port: u16,
     sni: &str,
