@@ -972,6 +972,7 @@ mod tests {
                 PathMatch::Regex {
                     regex: anchored(src),
                     source: src.to_string(),
+                    case_sensitive: true,
                 }
             }
         };
