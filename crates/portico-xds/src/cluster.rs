@@ -35,8 +35,7 @@ use portico_config::snapshot::{
     UpstreamProtocol, UpstreamTlsConf,
 };
 
-use crate::routes::duration;
-use crate::{Warnings, cluster_name};
+use crate::common::{Warnings, cluster_name, duration};
 
 /// Where Envoy finds a CA bundle when an upstream names none (Portico uses its built-in web
 /// PKI roots; Envoy needs a file on its own machine: Debian/Ubuntu's bundle).

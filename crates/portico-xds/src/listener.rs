@@ -25,9 +25,9 @@ use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use envoy_types::util::pack_any;
 use portico_config::snapshot::{HostConf, HostGlob, ListenerConf, Snapshot, TlsVersion};
 
-use crate::Warnings;
 use crate::cluster::{ads_source, inline_file, socket};
-use crate::routes::{ROUTE_CONFIG_NAME, duration};
+use crate::common::{Warnings, duration};
+use crate::routes::ROUTE_CONFIG_NAME;
 
 /// SDS name of a Host's certificate and key.
 pub fn cert_secret_name(h: &HostConf) -> String {

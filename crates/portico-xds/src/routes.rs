@@ -28,13 +28,13 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
     RegexMatchAndSubstitute, RegexMatcher, StringMatcher, string_matcher,
 };
 use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent};
-use envoy_types::pb::google::protobuf::{BoolValue, Duration, UInt32Value};
+use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use portico_config::snapshot::{
     DirectResponseConf, HashOn, HeaderAdd, HostGlob, PathMatch, RedirectConf, RetryOn, RetryPolicy,
     Rewrite, Route as PRoute, RouteAction, Snapshot, ValueMatch,
 };
 
-use crate::{Warnings, cluster_name};
+use crate::common::{Warnings, cluster_name, duration};
 
 /// The name of the one route configuration every listener's HTTP connection manager uses.
 pub const ROUTE_CONFIG_NAME: &str = "portico";
@@ -345,13 +345,6 @@ fn route_match(r: &PRoute, w: &mut Warnings) -> Option<RouteMatch> {
         query_parameters,
         ..Default::default()
     })
-}
-
-pub(crate) fn duration(d: StdDuration) -> Duration {
-    Duration {
-        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
-    }
 }
 
 fn header_option(name: &str, value: &str, append: bool) -> HeaderValueOption {

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, watch};
 use tonic::codegen::tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::{Resources, type_url};
+use crate::common::{Resources, type_url};
 
 /// What is served: one config generation, translated.
 #[derive(Debug, Clone, Default)]
