@@ -36,3 +36,4 @@ mod smuggling;
 mod tls;
 mod upstream_tls;
 mod websocket;
+mod xds;
