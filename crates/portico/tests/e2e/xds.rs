@@ -158,6 +158,26 @@ async fn echo(name: &str) -> Upstream {
     .await
 }
 
+/// An upstream whose even-numbered requests (1st, 3rd, ...) get 503 and odd ones 200: a
+/// request retried once on 5xx succeeds on its second attempt.
+async fn flaky() -> Upstream {
+    let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    Upstream::with(
+        "flaky",
+        Arc::new(move |_s: &Seen| {
+            let i = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut r = Response::new(Full::new(Bytes::from("flaky")));
+            if i % 2 == 0 {
+                *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            }
+            r.headers_mut()
+                .insert("x-upstream", "flaky".parse().expect("name"));
+            r
+        }),
+    )
+    .await
+}
+
 /// Headers each proxy adds for itself, excluded from the comparison of what the upstream saw
 /// (prefixes). docs/envoy.md lists them.
 const PER_PROXY: &[&str] = &[
@@ -224,7 +244,7 @@ fn outcome(g: &Got) -> Outcome {
 }
 
 /// The config both proxies run (without its Listener).
-fn shared_docs(a: &Upstream, b: &Upstream, slow: &Controlled) -> String {
+fn shared_docs(a: &Upstream, b: &Upstream, slow: &Controlled, flaky: &Upstream) -> String {
     let m = |name: &str, spec: &str| {
         format!("---\n{API}\nkind: Mapping\nmetadata: {{ name: {name} }}\nspec:\n{spec}\n")
     };
@@ -242,6 +262,7 @@ fn shared_docs(a: &Upstream, b: &Upstream, slow: &Controlled) -> String {
         m("direct", "  prefix: /direct\n  direct_response: { status: 418, body: \"direct teapot\" }"),
         m("headers", &format!("  prefix: /h/\n  add_request_headers: {{ x-added: one, x-set: {{ value: two, append: false }} }}\n  remove_request_headers: [x-drop]\n  service: {}", a.addr)),
         m("timeout", &format!("  prefix: /slow/\n  timeout_ms: 300\n  service: {}", slow.addr)),
+        m("retry", &format!("  prefix: /retry/\n  retry_policy: {{ retry_on: \"5xx\", num_retries: 2 }}\n  service: {}", flaky.addr)),
         m("stable", &format!("  prefix: /w/\n  service: {}", a.addr)),
         m("canary", &format!("  prefix: /w/\n  weight: 30\n  service: {}", b.addr)),
     ]
@@ -282,6 +303,7 @@ const TABLE: &[Row] = &[
         ],
     ),
     ("GET", "/slow/", &[]),
+    ("GET", "/retry/", &[]),
     ("GET", "/nothing", &[]),
 ];
 
@@ -310,7 +332,8 @@ async fn envoy_fed_by_portico_xds_answers_like_portico_run() {
     };
     let (a, b) = (echo("a").await, echo("b").await);
     let slow = Controlled::start("slow", Duration::from_secs(3)).await;
-    let docs = shared_docs(&a, &b, &slow);
+    let flaky = flaky().await;
+    let docs = shared_docs(&a, &b, &slow, &flaky);
     let dir = tempfile::tempdir().expect("tempdir");
     let envoy_port = free_port();
     let config = dir.path().join("portico.yaml");
@@ -349,6 +372,10 @@ async fn envoy_fed_by_portico_xds_answers_like_portico_run() {
         diffs.join("\n"),
         envoy_log(dir.path())
     );
+
+    // The retry row: each proxy's first attempt got a 503 and its retry the 200 (both answered
+    // 200 above): the upstream saw two attempts per proxy.
+    assert_eq!(flaky.count(), 4, "attempts seen by the flaky upstream");
 
     // Canary weights: 30% to b on both, over 200 requests each (binomial: mean 60, sd 6.5;
     // 30..=90 is more than 4.5 sd either way).
