@@ -263,6 +263,8 @@ fn shared_docs(a: &Upstream, b: &Upstream, slow: &Controlled, flaky: &Upstream) 
         m("headers", &format!("  prefix: /h/\n  add_request_headers: {{ x-added: one, x-set: {{ value: two, append: false }} }}\n  remove_request_headers: [x-drop]\n  service: {}", a.addr)),
         m("timeout", &format!("  prefix: /slow/\n  timeout_ms: 300\n  service: {}", slow.addr)),
         m("retry", &format!("  prefix: /retry/\n  retry_policy: {{ retry_on: \"5xx\", num_retries: 2 }}\n  service: {}", flaky.addr)),
+        format!("---\n{API}\nkind: Upstream\nmetadata: {{ name: guarded }}\nspec:\n  endpoints: [\"{}\"]\n  circuit_breakers: {{ max_requests: 1 }}\n", slow.addr),
+        m("breaker", "  prefix: /cb/\n  service: guarded"),
         m("stable", &format!("  prefix: /w/\n  service: {}", a.addr)),
         m("canary", &format!("  prefix: /w/\n  weight: 30\n  service: {}", b.addr)),
     ]
@@ -376,6 +378,37 @@ async fn envoy_fed_by_portico_xds_answers_like_portico_run() {
     // The retry row: each proxy's first attempt got a 503 and its retry the 200 (both answered
     // 200 above): the upstream saw two attempts per proxy.
     assert_eq!(flaky.count(), 4, "attempts seen by the flaky upstream");
+
+    // Circuit breaker: with one request in flight to `guarded` (max_requests: 1, the upstream
+    // answers after 3 s), a second one gets a local 503 at once; the first a 200. Both
+    // proxies at the same time (the slow upstream serves any number of requests); the second
+    // requests go once both first ones have reached the upstream.
+    let before = slow.hits();
+    let firsts = [portico.port, envoy_port]
+        .map(|port| tokio::spawn(async move { ask(port, "GET", "/cb/", &[]).await.status }));
+    wait_until(
+        Duration::from_secs(20),
+        "both first requests at the slow upstream",
+        async || slow.hits() >= before + 2,
+    )
+    .await;
+    let seconds = tokio::join!(
+        ask(portico.port, "GET", "/cb/", &[]),
+        ask(envoy_port, "GET", "/cb/", &[])
+    );
+    let [p1, e1] = firsts;
+    let via_portico = (p1.await.expect("first"), seconds.0.status);
+    let via_envoy = (e1.await.expect("first"), seconds.1.status);
+    assert_eq!(
+        via_portico,
+        (StatusCode::OK, StatusCode::SERVICE_UNAVAILABLE),
+        "portico"
+    );
+    assert_eq!(
+        via_envoy,
+        (StatusCode::OK, StatusCode::SERVICE_UNAVAILABLE),
+        "envoy"
+    );
 
     // Canary weights: 30% to b on both, over 200 requests each (binomial: mean 60, sd 6.5;
     // 30..=90 is more than 4.5 sd either way).
