@@ -167,7 +167,7 @@ async fn flaky() -> Upstream {
         Arc::new(move |_s: &Seen| {
             let i = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let mut r = Response::new(Full::new(Bytes::from("flaky")));
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
             }
             r.headers_mut()
