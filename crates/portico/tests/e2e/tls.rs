@@ -23,7 +23,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 /// A test CA and the certificates it signs, written as PEM files into a temp dir.
-struct Pki {
+pub(crate) struct Pki {
     dir: tempfile::TempDir,
     ca_params: CertificateParams,
     ca_key: KeyPair,
@@ -31,14 +31,14 @@ struct Pki {
 }
 
 /// A leaf's files and DER.
-struct Leaf {
-    cert: PathBuf,
-    key: PathBuf,
+pub(crate) struct Leaf {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
     der: CertificateDer<'static>,
 }
 
 impl Pki {
-    fn new() -> Pki {
+    pub(crate) fn new() -> Pki {
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params
@@ -56,12 +56,12 @@ impl Pki {
         }
     }
 
-    fn path(&self, f: &str) -> PathBuf {
+    pub(crate) fn path(&self, f: &str) -> PathBuf {
         self.dir.path().join(f)
     }
 
     /// A leaf for `sans`, with common name `cn`, written as `<file>.pem` and `<file>.key`.
-    fn leaf(&self, file: &str, cn: &str, sans: &[&str], client: bool) -> Leaf {
+    pub(crate) fn leaf(&self, file: &str, cn: &str, sans: &[&str], client: bool) -> Leaf {
         let mut params =
             CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
                 .expect("params");
@@ -97,7 +97,13 @@ fn write_atomic(path: &Path, data: &[u8]) {
     std::fs::rename(&tmp, path).expect("rename");
 }
 
-fn host_doc(name: &str, hostname: &str, leaf: &Leaf, extra_tls: &str, policy: &str) -> String {
+pub(crate) fn host_doc(
+    name: &str,
+    hostname: &str,
+    leaf: &Leaf,
+    extra_tls: &str,
+    policy: &str,
+) -> String {
     let policy = if policy.is_empty() {
         String::new()
     } else {
@@ -183,7 +189,7 @@ where
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
-fn curl(args: &[&str]) -> (bool, String, String) {
+pub(crate) fn curl(args: &[&str]) -> (bool, String, String) {
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "10"])
         .args(args)

