@@ -263,28 +263,7 @@ fn main() -> ExitCode {
             node_id,
             cluster,
             admin_port,
-        } => match portico_xds::bootstrap::parse_host_port(&xds) {
-            Ok((xds_host, xds_port)) => {
-                out!(
-                    "{}",
-                    portico_xds::bootstrap::bootstrap_yaml(
-                        &portico_xds::bootstrap::BootstrapOpts {
-                            xds_host,
-                            xds_port,
-                            node_id,
-                            cluster,
-                            admin_port,
-                        }
-                    )
-                    .trim_end()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("portico bootstrap: --xds {e}");
-                ExitCode::from(2)
-            }
-        },
+        } => xds::bootstrap(&xds, node_id, cluster, admin_port),
         Cmd::Xds {
             listen,
             config,
@@ -295,17 +274,7 @@ fn main() -> ExitCode {
             poll,
         } => {
             init_logging();
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("portico: cannot start runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match rt.block_on(xds::run(xds::XdsOpts {
+            xds::run_blocking(xds::XdsOpts {
                 listen,
                 config,
                 admin,
@@ -316,13 +285,7 @@ fn main() -> ExitCode {
                     poll: Duration::from_secs(poll.max(1)),
                     extra: Vec::new(),
                 }),
-            })) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("{e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            })
         }
         Cmd::Ratelimit {
             listen,

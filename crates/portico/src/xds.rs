@@ -12,6 +12,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError};
 
@@ -160,6 +161,49 @@ impl portico_control::git::Reloader for ControlPlane {
 
 fn sources_of(paths: &[PathBuf]) -> Vec<ConfigSource> {
     paths.iter().cloned().map(ConfigSource::Path).collect()
+}
+
+/// `portico bootstrap`: prints the Envoy bootstrap; exit 2 on a bad `--xds`.
+pub fn bootstrap(xds: &str, node_id: String, cluster: String, admin_port: u16) -> ExitCode {
+    use portico_xds::bootstrap::{BootstrapOpts, bootstrap_yaml, parse_host_port};
+    match parse_host_port(xds) {
+        Ok((xds_host, xds_port)) => {
+            let yaml = bootstrap_yaml(&BootstrapOpts {
+                xds_host,
+                xds_port,
+                node_id,
+                cluster,
+                admin_port,
+            });
+            out!("{}", yaml.trim_end());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("portico bootstrap: --xds {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs `portico xds` on a current-thread runtime until SIGTERM/SIGINT.
+pub fn run_blocking(opts: XdsOpts) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("portico: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(opts)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Runs `portico xds` until SIGTERM/SIGINT.
