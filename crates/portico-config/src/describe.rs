@@ -60,7 +60,7 @@ pub fn route(s: &Snapshot, r: &Route) -> BTreeMap<String, String> {
             put("match.exact", path.clone());
             put("match.case_sensitive", case_sensitive.to_string());
         }
-        PathMatch::Regex { source, regex } => {
+        PathMatch::Regex { source, regex, .. } => {
             put("match.regex", source.clone());
             // The compiled regex carries the case flag.
             put("match.regex_compiled", regex.as_str().to_string());

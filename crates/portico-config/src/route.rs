@@ -76,7 +76,13 @@ pub enum PathMatch {
     /// Path equals `path`. When not case sensitive, `path` is stored lowercase.
     Exact { path: String, case_sensitive: bool },
     /// The regex must match the whole path (it is compiled anchored: `^(?:...)$`).
-    Regex { regex: Regex, source: String },
+    /// `case_sensitive: false` is compiled into `regex` (not visible in its `as_str()`); kept
+    /// here for translations that rebuild the pattern elsewhere (Envoy, portico-xds).
+    Regex {
+        regex: Regex,
+        source: String,
+        case_sensitive: bool,
+    },
 }
 
 impl PathMatch {

@@ -973,6 +973,7 @@ mod tests {
                 PathMatch::Regex {
                     regex: anchored(src),
                     source: src.to_string(),
+                    case_sensitive: true,
                 }
             }
         };

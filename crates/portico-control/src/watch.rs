@@ -15,7 +15,17 @@ use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
 
-use crate::reload::Controller;
+/// What a file change reloads: `portico run`'s controller, or `portico xds`'s control plane.
+pub trait FileReloader: Send + Sync + 'static {
+    /// Reloads the watched sources (`trigger` names the cause in logs and history).
+    fn reload_files(&self, trigger: &str) -> impl std::future::Future<Output = ()> + Send;
+}
+
+impl FileReloader for crate::reload::Controller {
+    async fn reload_files(&self, trigger: &str) {
+        self.reload(trigger).await;
+    }
+}
 
 /// Quiet time after the last change before reloading (editors write in several steps, a
 /// `git checkout` touches files one by one). Counted in the reload's latency from the change
@@ -28,9 +38,9 @@ const KUBELET_DATA: &str = "..data";
 
 /// Starts watching `paths`; reloads through `ctl` on change. The returned watcher must be
 /// kept alive.
-pub fn watch(
+pub fn watch<R: FileReloader>(
     paths: &[PathBuf],
-    ctl: Arc<Controller>,
+    ctl: Arc<R>,
 ) -> notify::Result<notify::RecommendedWatcher> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let files: Vec<PathBuf> = paths.iter().map(|p| absolute(p)).collect();
@@ -87,7 +97,7 @@ pub fn watch(
                 waited_ms = first.elapsed().as_millis() as u64,
                 "config files changed; reloading"
             );
-            ctl.reload("file change").await;
+            ctl.reload_files("file change").await;
         }
     });
     Ok(watcher)

@@ -30,6 +30,7 @@ mod alloc;
 mod completions;
 mod diff;
 mod oneliner;
+mod xds;
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +49,13 @@ enum Format {
     Json,
     /// GitHub Actions annotations (`check`; other commands print text).
     Github,
+}
+
+/// Data planes `check --target` knows.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum CheckTarget {
+    /// Envoy fed by `portico xds` (CONTRACT §11).
+    Envoy,
 }
 
 #[derive(Subcommand)]
@@ -115,6 +123,9 @@ enum Cmd {
         /// instead of being skipped with a warning.
         #[arg(long = "strict-kinds")]
         strict_kinds: bool,
+        /// Also warn about settings an Envoy fed by `portico xds` cannot express.
+        #[arg(long, value_enum)]
+        target: Option<CheckTarget>,
     },
     /// Which route a request would take, offline.
     Explain {
@@ -163,6 +174,46 @@ enum Cmd {
     },
     /// One-line reverse proxy: one listener, one catch-all route to the `--to` endpoints.
     Proxy(oneliner::ProxyArgs),
+    /// Control plane for Envoy: serve the config over xDS (ADS, gRPC h2c).
+    Xds {
+        /// gRPC (h2c) listen address of the Aggregated Discovery Service.
+        #[arg(long, default_value = "127.0.0.1:18000")]
+        listen: SocketAddr,
+        /// Config file or directory (repeatable); with `--git`, extra sources next to it.
+        #[arg(short = 'c', long = "config", required_unless_present = "git")]
+        config: Vec<PathBuf>,
+        /// Admin API address (`GET /xds`, `GET /metrics`, `POST /reload`).
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: SocketAddr,
+        /// Pull the config from this git repository (file://, https://, ssh://); versions
+        /// are then the commits' full hashes.
+        #[arg(long)]
+        git: Option<String>,
+        /// Branch, tag or commit to follow (default: the remote's HEAD).
+        #[arg(long = "git-ref", requires = "git")]
+        git_ref: Option<String>,
+        /// Directory of the config inside the repository (default: its root).
+        #[arg(long = "git-path", requires = "git")]
+        git_path: Option<PathBuf>,
+        /// Seconds between fetches of the git source.
+        #[arg(long, default_value_t = 10)]
+        poll: u64,
+    },
+    /// Print an Envoy bootstrap (YAML) that points Envoy's ADS at `portico xds`.
+    Bootstrap {
+        /// `HOST:PORT` of `portico xds --listen`.
+        #[arg(long)]
+        xds: String,
+        /// Envoy node id (shown at `/xds`).
+        #[arg(long = "node-id", default_value = "envoy")]
+        node_id: String,
+        /// Envoy node cluster.
+        #[arg(long, default_value = "portico")]
+        cluster: String,
+        /// Envoy's admin port (on 127.0.0.1).
+        #[arg(long = "admin-port", default_value_t = portico_xds::bootstrap::DEFAULT_ADMIN_PORT)]
+        admin_port: u16,
+    },
     /// Print a shell completion script (e.g. `portico completions bash > /etc/bash_completion.d/portico`).
     Completions {
         /// Shell to generate the script for.
@@ -203,13 +254,43 @@ fn main() -> ExitCode {
             paths,
             format,
             strict_kinds,
+            target,
         } => {
             portico_config::set_strict_kinds(strict_kinds);
-            check(paths, format)
+            check(paths, format, target)
         }
         Cmd::Completions { shell } => completions::completions::<Cli>(shell),
         Cmd::Man { dir } => completions::man::<Cli>(dir.as_deref()),
         Cmd::Proxy(args) => proxy(args),
+        Cmd::Bootstrap {
+            xds,
+            node_id,
+            cluster,
+            admin_port,
+        } => xds::bootstrap(&xds, node_id, cluster, admin_port),
+        Cmd::Xds {
+            listen,
+            config,
+            admin,
+            git,
+            git_ref,
+            git_path,
+            poll,
+        } => {
+            init_logging();
+            xds::run_blocking(xds::XdsOpts {
+                listen,
+                config,
+                admin,
+                git: git.map(|url| portico_control::git::GitOptions {
+                    url,
+                    git_ref,
+                    path: git_path,
+                    poll: Duration::from_secs(poll.max(1)),
+                    extra: Vec::new(),
+                }),
+            })
+        }
         Cmd::Ratelimit {
             listen,
             redis,
@@ -413,13 +494,16 @@ fn github_annotation(d: &Diagnostic) -> String {
     )
 }
 
-fn check(paths: Vec<PathBuf>, format: Format) -> ExitCode {
+fn check(paths: Vec<PathBuf>, format: Format, target: Option<CheckTarget>) -> ExitCode {
     let mut result = portico_config::load(&sources_of(&paths));
     if let Some(s) = &result.snapshot {
         let tls = portico_proxy::downstream::tls::validate(s);
         let lint = portico_config::describe::lint(s);
         result.diagnostics.extend(tls);
         result.diagnostics.extend(lint);
+        if target == Some(CheckTarget::Envoy) {
+            result.diagnostics.extend(xds::envoy_warnings(s));
+        }
     }
     print_diagnostics(&result.diagnostics, format);
     if result.has_errors() {

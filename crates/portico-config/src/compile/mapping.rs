@@ -361,6 +361,7 @@ fn path_match(d: &mut Diags, r: &Resource, m: &MappingSpec) -> Option<PathMatch>
             Ok(regex) => Some(PathMatch::Regex {
                 regex,
                 source: pfx.clone(),
+                case_sensitive,
             }),
             Err(e) => {
                 r.error(d, &["spec", "prefix"], e);

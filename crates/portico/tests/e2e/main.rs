@@ -39,3 +39,4 @@ mod smuggling;
 mod tls;
 mod upstream_tls;
 mod websocket;
+mod xds;

@@ -189,7 +189,7 @@ where
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
-fn curl(args: &[&str]) -> (bool, String, String) {
+pub(crate) fn curl(args: &[&str]) -> (bool, String, String) {
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "10"])
         .args(args)

@@ -1,0 +1,84 @@
+//! Portico's control plane for Envoy fleets (CONTRACT §11): the translation of one compiled
+//! config snapshot (the very `portico_config::snapshot::Snapshot` that `portico run` serves) to
+//! Envoy v3 xDS resources, built from the `envoy-types` protos (never hand-written protobuf).
+//!
+//! [`translate`] is pure apart from reading the TLS files the config names (their contents go
+//! into SDS secrets, so Envoys on other machines need no copies). Settings Envoy cannot express
+//! are reported as [`Warning`]s naming the resource and field (`portico check --target envoy`).
+//!
+//! Modules: [`routes`] (RouteConfiguration, Portico's match order), [`cluster`] (Cluster and
+//! ClusterLoadAssignment), [`listener`] (Listener with SNI filter chains, and Secret), [`server`]
+//! (the ADS gRPC server, ACK/NACK tracking, `/xds` and metrics).
+#![forbid(unsafe_code)]
+
+pub mod bootstrap;
+pub mod cluster;
+pub mod listener;
+pub mod routes;
+pub mod server;
+
+mod common;
+
+use common::named;
+pub use common::{Named, Resources, Translation, Warning, Warnings, cluster_name, type_url};
+use portico_config::snapshot::Snapshot;
+
+/// Translates a snapshot to Envoy resources.
+pub fn translate(snap: &Snapshot) -> Translation {
+    let mut w = Warnings::default();
+    let mut res = Resources::default();
+    for u in &snap.upstreams {
+        let (c, cla) = cluster::cluster(u, &mut w);
+        if let Some(cla) = cla {
+            res.endpoints.push(named(cla.cluster_name.clone(), cla));
+        }
+        res.clusters.push(named(c.name.clone(), c));
+    }
+    let rc = routes::route_configuration(snap, &mut w);
+    res.routes.push(named(rc.name.clone(), rc));
+    if let Some(r) = snap.routes.iter().find(|r| r.timeout.is_some()) {
+        w.push(
+            &r.name,
+            "spec.timeout_ms",
+            "Envoy sends x-envoy-expected-rq-timeout-ms, not x-portico-expected-timeout-ms",
+        );
+    }
+    let secrets = listener::secrets(snap, &mut w);
+    for l in &snap.listeners {
+        let el = listener::listener(l, snap, &secrets, &mut w);
+        res.listeners.push(named(el.name.clone(), el));
+    }
+    for s in secrets {
+        res.secrets.push(named(s.name.clone(), s));
+    }
+    Translation {
+        resources: res,
+        warnings: w.0,
+    }
+}
+
+/// Test helpers: a snapshot from YAML text, and unpacking of the produced resources.
+#[cfg(test)]
+pub(crate) mod test_util {
+    use portico_config::{ConfigSource, Snapshot, load};
+
+    /// Compiles `yaml` (relative files resolve against `dir`), panicking on errors.
+    pub fn snap_in(yaml: &str, dir: &std::path::Path) -> Snapshot {
+        let r = load(&[ConfigSource::Inline {
+            name: "t.yaml".into(),
+            text: yaml.into(),
+            base_dir: dir.to_path_buf(),
+        }]);
+        let errs: Vec<String> = r.diagnostics.iter().map(|d| d.to_string()).collect();
+        r.snapshot
+            .unwrap_or_else(|| panic!("config rejected: {errs:?}"))
+    }
+
+    pub fn snap(yaml: &str) -> Snapshot {
+        snap_in(yaml, &std::env::temp_dir())
+    }
+
+    pub fn unpack<T: prost::Message + Default>(n: &crate::Named) -> T {
+        T::decode(n.resource.value.as_slice()).expect("decodes")
+    }
+}

@@ -1,0 +1,112 @@
+//! Unit tests of the listener and secret translation: HTTP listener with RDS over ADS, HTTPS
+//! with one SNI filter chain per Host and SDS secrets, PROXY protocol.
+
+use envoy_types::pb::envoy::config::listener::v3::{Listener, filter};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, http_connection_manager,
+};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{Secret, secret};
+
+use crate::test_util::{snap, snap_in, unpack};
+use crate::translate;
+
+fn hcm_of(l: &Listener, chain: usize) -> HttpConnectionManager {
+    match &l.filter_chains[chain].filters[0].config_type {
+        Some(filter::ConfigType::TypedConfig(any)) => {
+            prost::Message::decode(any.value.as_slice()).expect("decodes")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn http_listener_uses_rds_over_ads() {
+    let t = translate(&snap(
+        "apiVersion: portico.dev/v1\nkind: Listener\nmetadata: { name: web }\nspec: { address: 127.0.0.1, port: 8081, protocol: HTTPPROXY }\n",
+    ));
+    assert_eq!(t.resources.listeners.len(), 1);
+    let l: Listener = unpack(&t.resources.listeners[0]);
+    assert_eq!(l.name, "web");
+    assert_eq!(l.filter_chains.len(), 1);
+    assert_eq!(
+        l.listener_filters
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect::<Vec<_>>(),
+        ["envoy.filters.listener.proxy_protocol"]
+    );
+    let h = hcm_of(&l, 0);
+    match h.route_specifier {
+        Some(http_connection_manager::RouteSpecifier::Rds(rds)) => {
+            assert_eq!(rds.route_config_name, "portico");
+            assert!(
+                rds.config_source
+                    .is_some_and(|c| c.config_source_specifier.is_some())
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        h.http_filters.last().map(|f| f.name.as_str()),
+        Some("envoy.filters.http.router")
+    );
+    assert_eq!(
+        h.strip_port_mode,
+        Some(http_connection_manager::StripPortMode::StripAnyHostPort(
+            true
+        ))
+    );
+}
+
+#[test]
+fn https_listener_has_sni_chains_and_secrets() {
+    let dir = std::env::temp_dir().join(format!("portico-xds-listener-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    for f in ["a.crt", "a.key", "b.crt", "b.key", "ca.pem"] {
+        std::fs::write(dir.join(f), format!("PEM {f}")).expect("write");
+    }
+    let y = "apiVersion: portico.dev/v1\nkind: Listener\nmetadata: { name: tls }\nspec: { port: 8443, protocol: HTTPS }\n---\napiVersion: portico.dev/v1\nkind: Host\nmetadata: { name: a }\nspec: { hostname: a.example, tls: { cert_chain_file: a.crt, private_key_file: a.key } }\n---\napiVersion: portico.dev/v1\nkind: Host\nmetadata: { name: b }\nspec: { hostname: \"*.b.example\", tls: { cert_chain_file: b.crt, private_key_file: b.key, ca_file: ca.pem } }\n";
+    let s = snap_in(y, &dir);
+    let t = translate(&s);
+    let l: Listener = unpack(&t.resources.listeners[0]);
+    assert!(
+        l.listener_filters
+            .iter()
+            .any(|f| f.name == "envoy.filters.listener.tls_inspector")
+    );
+    let mut sni: Vec<Vec<String>> = l
+        .filter_chains
+        .iter()
+        .map(|c| {
+            c.filter_chain_match
+                .clone()
+                .map(|m| m.server_names)
+                .unwrap_or_default()
+        })
+        .collect();
+    sni.sort();
+    assert_eq!(
+        sni,
+        [
+            vec!["*.b.example".to_string()],
+            vec!["a.example".to_string()]
+        ]
+    );
+    assert!(l.filter_chains.iter().all(|c| c.transport_socket.is_some()));
+    let secrets: Vec<Secret> = t.resources.secrets.iter().map(unpack).collect();
+    let mut names: Vec<&str> = secrets.iter().map(|s| s.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["host/a/cert", "host/b/ca", "host/b/cert"]);
+    let a = secrets.iter().find(|s| s.name == "host/a/cert").expect("a");
+    match &a.r#type {
+        Some(secret::Type::TlsCertificate(c)) => {
+            use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
+            assert_eq!(
+                c.certificate_chain.clone().and_then(|d| d.specifier),
+                Some(Specifier::InlineBytes(b"PEM a.crt".to_vec()))
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
