@@ -76,7 +76,7 @@ pub use record::log_rejected;
 pub async fn handle(
     proxy: Arc<Proxy>,
     conn: Arc<ConnInfo>,
-    mut req: Request<ClientBody>,
+    req: Request<ClientBody>,
 ) -> Result<Response<RespBody>, Infallible> {
     let alt_svc = conn.alt_svc.clone();
     let mut resp = handle_request(proxy, conn, req).await?;
@@ -89,7 +89,7 @@ pub async fn handle(
 async fn handle_request(
     proxy: Arc<Proxy>,
     conn: Arc<ConnInfo>,
-    req: Request<ClientBody>,
+    mut req: Request<ClientBody>,
 ) -> Result<Response<RespBody>, Infallible> {
     let start = Instant::now();
     // One atomic load; this snapshot serves the request to its end.
