@@ -591,7 +591,7 @@ fn cached_and_parallel_loads_match_a_plain_load() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `http3` (CONTRACT §10): off by default, only on HTTPS listeners, with its handshake
+/// `http3` (reference §10): off by default, only on HTTPS listeners, with its handshake
 /// threshold (default 1000, at least 1).
 #[test]
 fn listener_http3_defaults_and_rules() {

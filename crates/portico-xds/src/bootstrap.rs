@@ -5,7 +5,7 @@
 //! their config source. The only static resource is the cluster of the control plane itself
 //! (HTTP/2 cleartext). Envoy's admin listens on 127.0.0.1 at `admin_port`.
 
-/// Bootstrap settings (CONTRACT §11; flags of `portico bootstrap`).
+/// Bootstrap settings (reference §11; flags of `portico bootstrap`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootstrapOpts {
     /// `HOST:PORT` of `portico xds --listen`.

@@ -1,4 +1,4 @@
-//! Portico's control plane for Envoy fleets (CONTRACT §11): the translation of one compiled
+//! Portico's control plane for Envoy fleets (reference §11): the translation of one compiled
 //! config snapshot (the very `portico_config::snapshot::Snapshot` that `portico run` serves) to
 //! Envoy v3 xDS resources, built from the `envoy-types` protos (never hand-written protobuf).
 //!

@@ -96,7 +96,7 @@ fn hcm(l: &ListenerConf) -> Filter {
             ))),
             ..Default::default()
         }],
-        // Portico matches hostnames with the port stripped (CONTRACT §2.3.1).
+        // Portico matches hostnames with the port stripped (reference §2.3.1).
         strip_port_mode: Some(http_connection_manager::StripPortMode::StripAnyHostPort(
             true,
         )),

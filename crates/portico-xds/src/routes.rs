@@ -1,7 +1,7 @@
 //! Routes: Portico's compiled routes to one Envoy `RouteConfiguration`.
 //!
 //! Portico matches a request against every route whose hostname glob matches its host, in one
-//! global match order (CONTRACT §2.3.1: precedence first, then hostname specificity, ...).
+//! global match order (reference §2.3.1: precedence first, then hostname specificity, ...).
 //! Envoy first picks the most specific virtual host by domain, then walks that virtual host's
 //! routes in order. The translation makes both agree: one virtual host per distinct hostname
 //! glob `G` (plus `*`), holding, in Portico's global order, every route whose glob matches all

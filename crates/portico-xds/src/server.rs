@@ -165,7 +165,7 @@ impl XdsServer {
     }
 
     /// `GET /xds`: `{version, nodes: [{id, cluster, connected_at, resources: {TYPE_URL:
-    /// {version_acked, nonce, last_nack}}}]}` (CONTRACT §11).
+    /// {version_acked, nonce, last_nack}}}]}` (reference §11).
     pub fn nodes_json(&self) -> Value {
         let nodes: Vec<Value> = self.shared.with_nodes(|n| {
             n.values()

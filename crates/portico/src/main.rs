@@ -54,7 +54,7 @@ enum Format {
 /// Data planes `check --target` knows.
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum CheckTarget {
-    /// Envoy fed by `portico xds` (CONTRACT §11).
+    /// Envoy fed by `portico xds` (reference §11).
     Envoy,
 }
 

@@ -1,4 +1,4 @@
-//! `portico xds` and `portico bootstrap` (CONTRACT §11): the control plane for Envoy fleets.
+//! `portico xds` and `portico bootstrap` (reference §11): the control plane for Envoy fleets.
 //!
 //! `xds` loads and validates the config with the same loader as `portico run`
 //! (`portico_control::reload::load_with_cache`: parse, compile, certificate checks), translates

@@ -22,7 +22,7 @@ pub struct ConnInfo {
     /// `peer`'s IP as a header value, rendered once per connection for `x-forwarded-for`.
     pub peer_ip: HeaderValue,
     /// `alt-svc: h3=":PORT"; ma=86400` for the TCP side of a listener with `http3`, rendered
-    /// once per connection (CONTRACT §10); `None` on HTTP/3 connections and other listeners.
+    /// once per connection (reference §10); `None` on HTTP/3 connections and other listeners.
     pub alt_svc: Option<HeaderValue>,
 }
 

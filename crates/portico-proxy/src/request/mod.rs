@@ -72,7 +72,7 @@ use record::Record;
 pub use record::log_rejected;
 
 /// Handles one request; never fails (every failure is a local reply). On the TCP side of a
-/// listener with `http3`, every response advertises HTTP/3 (`alt-svc`, CONTRACT §10).
+/// listener with `http3`, every response advertises HTTP/3 (`alt-svc`, reference §10).
 pub async fn handle(
     proxy: Arc<Proxy>,
     conn: Arc<ConnInfo>,

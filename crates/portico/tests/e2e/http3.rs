@@ -1,4 +1,4 @@
-//! HTTP/3 downstream (CONTRACT §10) through the real binary, with a third-party HTTP/3 client:
+//! HTTP/3 downstream (reference §10) through the real binary, with a third-party HTTP/3 client:
 //! Python's `aioquic` driven by `h3client.py`. `scripts/test.sh` installs aioquic under
 //! target/ (scripts/fetch-aioquic.sh) and sets `AIOQUIC_PATH`; without it these tests skip
 //! loudly.

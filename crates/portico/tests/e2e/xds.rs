@@ -1,4 +1,4 @@
-//! `portico xds` feeding the real Envoy (CONTRACT §11): Envoy bootstrapped from
+//! `portico xds` feeding the real Envoy (reference §11): Envoy bootstrapped from
 //! `portico bootstrap` serves the config `portico run` serves, with the same answers (a parity
 //! table), picks up a config change within seconds, and a config Envoy rejects shows as a NACK
 //! at `/xds`. Needs `ENVOY_BIN` (scripts/fetch-envoy.sh fetches Envoy 1.40; scripts/test.sh
@@ -565,7 +565,7 @@ async fn check_target_envoy_warns_naming_the_field() {
     assert!(line.contains("least_request"), "{line}");
 }
 
-/// CONTRACT §11: an Envoy that loses the control plane keeps serving its last config and
+/// reference §11: an Envoy that loses the control plane keeps serving its last config and
 /// resyncs when it comes back; no request fails meanwhile.
 #[tokio::test]
 async fn envoy_keeps_serving_while_portico_xds_restarts() {

@@ -1,4 +1,4 @@
-//! HTTP/3 downstream (CONTRACT §10): a QUIC endpoint (`quinn`) on the UDP side of an `HTTPS`
+//! HTTP/3 downstream (reference §10): a QUIC endpoint (`quinn`) on the UDP side of an `HTTPS`
 //! listener with `http3: true`, serving HTTP/3 (`h3`, ALPN `h3`) into the same request pipeline
 //! as HTTP/1.1 and HTTP/2.
 //!

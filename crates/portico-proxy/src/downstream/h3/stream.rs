@@ -1,4 +1,4 @@
-//! One HTTP/3 request stream: the request head with the field rules of RFC 9114 §4.2 (CONTRACT
+//! One HTTP/3 request stream: the request head with the field rules of RFC 9114 §4.2 (reference
 //! §5), its body as a [`RecvBody`] fed to the request pipeline (`request::handle`), and the
 //! response (head, body frames as they come, trailers) written back.
 //!
