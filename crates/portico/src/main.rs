@@ -369,6 +369,12 @@ fn main() -> ExitCode {
 
 /// Runs the proxy on the current thread until it has drained.
 fn run_blocking(opts: RunOpts) -> ExitCode {
+    block_on(run(opts))
+}
+
+/// Runs a long-lived command (`run`, `xds`) on a current-thread runtime; its error is logged
+/// and becomes the exit status.
+pub(crate) fn block_on(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -379,7 +385,7 @@ fn run_blocking(opts: RunOpts) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(opts)) {
+    match rt.block_on(fut) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

@@ -187,23 +187,7 @@ pub fn bootstrap(xds: &str, node_id: String, cluster: String, admin_port: u16) -
 
 /// Runs `portico xds` on a current-thread runtime until SIGTERM/SIGINT.
 pub fn run_blocking(opts: XdsOpts) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("portico: cannot start runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(opts)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    crate::block_on(run(opts))
 }
 
 /// Runs `portico xds` until SIGTERM/SIGINT.

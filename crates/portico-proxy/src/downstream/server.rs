@@ -413,27 +413,14 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Some(token) = proxy.overload.open_connection() else {
-            tracing::debug!(listener = %handle.conf.name, "overall connection threshold reached; connection closed");
+        let Some(slot) = admit(&proxy, &handle) else {
             drop(stream);
             continue;
         };
-        let max = handle.conf.max_connections as usize;
-        if handle.connections.fetch_add(1, Ordering::Relaxed) >= max {
-            handle.connections.fetch_sub(1, Ordering::Relaxed);
-            tracing::warn!(listener = %handle.conf.name, "max_connections reached; connection refused");
-            drop(stream);
-            continue;
-        }
         let _ = stream.set_nodelay(true);
-        handle.gauge.fetch_add(1, Ordering::Relaxed);
-        proxy
-            .metrics
-            .downstream_connections_total
-            .fetch_add(1, Ordering::Relaxed);
         tokio::spawn(connection(
             proxy.clone(),
-            Slot(handle.clone(), token),
+            slot,
             builder.clone(),
             stream,
             peer,
