@@ -30,6 +30,7 @@ mod alloc;
 mod completions;
 mod diff;
 mod oneliner;
+mod runtime;
 mod xds;
 
 #[derive(Parser)]
@@ -369,29 +370,7 @@ fn main() -> ExitCode {
 
 /// Runs the proxy on the current thread until it has drained.
 fn run_blocking(opts: RunOpts) -> ExitCode {
-    block_on(run(opts))
-}
-
-/// Runs a long-lived command (`run`, `xds`) on a current-thread runtime; its error is logged
-/// and becomes the exit status.
-pub(crate) fn block_on(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("portico: cannot start runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(fut) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    runtime::block_on(run(opts))
 }
 
 /// `portico proxy`: the flags become resources (see `oneliner`), run exactly as `run -c` would.

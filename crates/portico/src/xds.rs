@@ -187,7 +187,7 @@ pub fn bootstrap(xds: &str, node_id: String, cluster: String, admin_port: u16) -
 
 /// Runs `portico xds` on a current-thread runtime until SIGTERM/SIGINT.
 pub fn run_blocking(opts: XdsOpts) -> ExitCode {
-    crate::block_on(run(opts))
+    crate::runtime::block_on(run(opts))
 }
 
 /// Runs `portico xds` until SIGTERM/SIGINT.
