@@ -1,8 +1,8 @@
 //! `portico bootstrap`: the Envoy bootstrap (YAML) that points an Envoy at `portico xds`.
 //!
-//! Listeners and clusters come over one ADS stream (State-of-the-World, v3); routes, endpoints
-//! and secrets follow over the same stream because the resources Portico serves name ADS as
-//! their config source. The only static resource is the cluster of the control plane itself
+//! Listeners and clusters come over one ADS stream (v3; State-of-the-World, or Delta with
+//! `delta`: `api_type: DELTA_GRPC`); routes, endpoints and secrets follow over the same stream
+//! because the resources Portico serves name ADS as their config source. The only static resource is the cluster of the control plane itself
 //! (HTTP/2 cleartext). Envoy's admin listens on 127.0.0.1 at `admin_port`.
 
 /// Bootstrap settings (reference §11; flags of `portico bootstrap`).
@@ -14,6 +14,8 @@ pub struct BootstrapOpts {
     pub node_id: String,
     pub cluster: String,
     pub admin_port: u16,
+    /// Delta (incremental) xDS instead of State-of-the-World.
+    pub delta: bool,
 }
 
 /// Default Envoy admin port (`--admin-port`).
@@ -70,7 +72,7 @@ admin:
     socket_address: {{ address: 127.0.0.1, port_value: {admin} }}
 dynamic_resources:
   ads_config:
-    api_type: GRPC
+    api_type: {api_type}
     transport_api_version: V3
     set_node_on_first_message_only: true
     grpc_services:
@@ -101,6 +103,7 @@ static_resources:
         xc = XDS_CLUSTER,
         host = q(&o.xds_host),
         port = o.xds_port,
+        api_type = if o.delta { "DELTA_GRPC" } else { "GRPC" },
     )
 }
 
@@ -132,6 +135,7 @@ mod tests {
             node_id: "edge-\"1\"".into(),
             cluster: "edge".into(),
             admin_port: 9902,
+            delta: false,
         });
         assert!(y.contains("id: \"edge-\\\"1\\\"\""), "{y}");
         assert!(y.contains("cluster: \"edge\""));
@@ -139,13 +143,16 @@ mod tests {
         assert!(y.contains("type: STATIC"));
         assert!(y.contains("socket_address: { address: \"127.0.0.1\", port_value: 18000 }"));
         assert!(y.contains("lds_config: { ads: {}, resource_api_version: V3 }"));
+        assert!(y.contains("api_type: GRPC\n"), "{y}");
         let dns = bootstrap_yaml(&BootstrapOpts {
             xds_host: "cp.internal".into(),
             xds_port: 1,
             node_id: "n".into(),
             cluster: "c".into(),
             admin_port: 1,
+            delta: true,
         });
         assert!(dns.contains("type: STRICT_DNS"));
+        assert!(dns.contains("api_type: DELTA_GRPC\n"), "{dns}");
     }
 }

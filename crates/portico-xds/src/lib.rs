@@ -8,7 +8,8 @@
 //!
 //! Modules: [`routes`] (RouteConfiguration, Portico's match order), [`cluster`] (Cluster and
 //! ClusterLoadAssignment), [`listener`] (Listener with SNI filter chains, and Secret), [`server`]
-//! (the ADS gRPC server, ACK/NACK tracking, `/xds` and metrics).
+//! (the ADS gRPC server, ACK/NACK tracking, `/xds` and metrics) with its two stream kinds,
+//! `sotw` (State-of-the-World) and `delta` (incremental).
 #![forbid(unsafe_code)]
 
 pub mod bootstrap;
@@ -18,6 +19,8 @@ pub mod routes;
 pub mod server;
 
 mod common;
+mod delta;
+mod sotw;
 
 use common::named;
 pub use common::{Named, Resources, Translation, Warning, Warnings, cluster_name, type_url};

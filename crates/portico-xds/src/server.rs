@@ -1,20 +1,21 @@
 //! The Aggregated Discovery Service (`envoy.service.discovery.v3.AggregatedDiscoveryService`),
-//! State-of-the-World, over gRPC on h2c.
+//! State-of-the-World and Delta, over gRPC on h2c: what both protocols share.
 //!
-//! One [`XdsServer`] holds the published resources (a version plus every resource by type) in a
-//! `watch` channel. Each Envoy stream is one task: it answers the node's requests, records
-//! ACKs and NACKs per type (for `GET /xds` and the metrics), and on every new publication
-//! pushes the types the node subscribed to in make-before-break order (clusters, endpoints,
-//! secrets, then listeners and routes). A NACKed version is not re-sent; the next publication
-//! is. Delta xDS is answered `UNIMPLEMENTED` for now (Envoy then needs a SotW bootstrap, which
-//! `portico bootstrap` prints).
+//! One [`XdsServer`] holds the published resources (a version plus every resource by type,
+//! each with its own content version for Delta) in a `watch` channel. Each Envoy stream is one
+//! task ([`crate::sotw`] or [`crate::delta`]): it answers the node's requests, records ACKs and
+//! NACKs per type here (for `GET /xds` and the metrics), and on every new publication pushes
+//! the types the node subscribed to in make-before-break order (clusters, endpoints, secrets,
+//! then listeners and routes). A NACKed version is not re-sent; the next publication is.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{DefaultHasher, Hasher};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
+use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
 };
@@ -24,9 +25,10 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tonic::codegen::tokio_stream::Stream;
+use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::common::{Resources, type_url};
+use crate::common::{Named, Resources, type_url};
 
 /// What is served: one config generation, translated.
 #[derive(Debug, Clone, Default)]
@@ -36,30 +38,112 @@ pub struct Published {
     pub resources: Resources,
 }
 
+/// A publication as served: the resources, and for Delta each one's content version and an
+/// index by name.
+#[derive(Debug, Default)]
+pub(crate) struct Served {
+    pub(crate) published: Published,
+    /// Per type (in [`type_url::PUSH_ORDER`]): resource name -> (index in
+    /// `published.resources.of_type`, content version).
+    versions: [HashMap<String, (usize, String)>; 5],
+}
+
+impl Served {
+    fn new(published: Published) -> Served {
+        let mut versions: [HashMap<String, (usize, String)>; 5] = Default::default();
+        for (i, t) in type_url::PUSH_ORDER.iter().enumerate() {
+            versions[i] = published
+                .resources
+                .of_type(t)
+                .iter()
+                .enumerate()
+                .map(|(at, n)| (n.name.clone(), (at, content_version(n))))
+                .collect();
+        }
+        Served {
+            published,
+            versions,
+        }
+    }
+
+    pub(crate) fn version(&self) -> &str {
+        &self.published.version
+    }
+
+    /// The resources of type `t` with their content versions (empty for an unknown type).
+    pub(crate) fn of_type(&self, t: &str) -> &[Named] {
+        self.published.resources.of_type(t)
+    }
+
+    /// Resource `name` of type `t` and its content version.
+    pub(crate) fn get(&self, t: &str, name: &str) -> Option<(&Named, &str)> {
+        let (at, v) = self.versions[type_index(t)?].get(name)?;
+        Some((self.of_type(t).get(*at)?, v.as_str()))
+    }
+}
+
+/// A resource's Delta version: a hash of its serialized form, so an unchanged resource keeps
+/// its version across publications and across restarts of the control plane (an Envoy that
+/// reconnects with the versions it has is sent only what changed).
+fn content_version(n: &Named) -> String {
+    let mut h = DefaultHasher::new();
+    h.write(n.resource.type_url.as_bytes());
+    h.write(&n.resource.value);
+    format!("{:016x}", h.finish())
+}
+
 /// One type's state on one stream.
 #[derive(Debug, Clone, Default)]
-struct TypeState {
-    /// Names the node asked for (empty: all).
-    names: Vec<String>,
-    version_sent: Option<String>,
-    nonce: String,
-    version_acked: Option<String>,
+pub(crate) struct TypeState {
+    /// State-of-the-World: names the node asked for (empty: all).
+    pub(crate) names: Vec<String>,
+    pub(crate) version_sent: Option<String>,
+    pub(crate) nonce: String,
+    pub(crate) version_acked: Option<String>,
     /// `(version, error)` of the last NACK.
-    last_nack: Option<(String, String)>,
+    pub(crate) last_nack: Option<(String, String)>,
+}
+
+/// Which xDS protocol a stream speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    Sotw,
+    Delta,
+}
+
+impl Protocol {
+    fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Sotw => "sotw",
+            Protocol::Delta => "delta",
+        }
+    }
 }
 
 /// One connected stream (an Envoy node).
 #[derive(Debug, Clone)]
-struct NodeState {
+pub(crate) struct NodeState {
     id: String,
     cluster: String,
+    protocol: Protocol,
     connected_at: SystemTime,
-    types: BTreeMap<String, TypeState>,
+    pub(crate) types: BTreeMap<String, TypeState>,
+}
+
+/// What an answer to a response (by its nonce) was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// No nonce: not an answer.
+    None,
+    /// The answer to an older response: a newer one is on its way.
+    Stale,
+    Ack,
+    Nack,
 }
 
 /// Counters per type URL, in [`type_url::PUSH_ORDER`].
 #[derive(Debug, Default)]
-struct TypeCounters([AtomicU64; 5]);
+pub(crate) struct TypeCounters([AtomicU64; 5]);
 
 impl TypeCounters {
     fn inc(&self, t: &str) {
@@ -72,7 +156,7 @@ impl TypeCounters {
     }
 }
 
-fn type_index(t: &str) -> Option<usize> {
+pub(crate) fn type_index(t: &str) -> Option<usize> {
     type_url::PUSH_ORDER.iter().position(|u| *u == t)
 }
 
@@ -88,18 +172,105 @@ pub fn type_label(t: &str) -> &'static str {
     }
 }
 
-struct Shared {
-    current: watch::Sender<Arc<Published>>,
+pub(crate) struct Shared {
+    pub(crate) current: watch::Sender<Arc<Served>>,
     nodes: Mutex<BTreeMap<u64, NodeState>>,
     next_stream: AtomicU64,
     next_nonce: AtomicU64,
-    pushes: TypeCounters,
+    pub(crate) pushes: TypeCounters,
     nacks: TypeCounters,
 }
 
 impl Shared {
-    fn with_nodes<R>(&self, f: impl FnOnce(&mut BTreeMap<u64, NodeState>) -> R) -> R {
+    pub(crate) fn with_nodes<R>(&self, f: impl FnOnce(&mut BTreeMap<u64, NodeState>) -> R) -> R {
         f(&mut self.nodes.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// A fresh nonce.
+    pub(crate) fn nonce(&self) -> String {
+        self.next_nonce.fetch_add(1, Ordering::Relaxed).to_string()
+    }
+
+    /// The node of `stream_id`, listed at its first request (with the id and cluster it sends).
+    pub(crate) fn node_entry<'a>(
+        nodes: &'a mut BTreeMap<u64, NodeState>,
+        stream_id: u64,
+        node: Option<&Node>,
+        protocol: Protocol,
+    ) -> &'a mut NodeState {
+        let state = nodes.entry(stream_id).or_insert_with(|| NodeState {
+            id: String::new(),
+            cluster: String::new(),
+            protocol,
+            connected_at: SystemTime::now(),
+            types: BTreeMap::new(),
+        });
+        if let Some(n) = node {
+            if state.id.is_empty() {
+                state.id.clone_from(&n.id);
+            }
+            if state.cluster.is_empty() {
+                state.cluster.clone_from(&n.cluster);
+            }
+        }
+        state
+    }
+
+    /// Records the answer (ACK or NACK, by nonce) a node gave to a response of type `t`.
+    /// An ACK records the version sent with that nonce; a NACK records it with Envoy's text.
+    pub(crate) fn record_answer(
+        &self,
+        node: &mut NodeState,
+        t: &str,
+        nonce: &str,
+        error: Option<&str>,
+    ) -> Answer {
+        if nonce.is_empty() {
+            return Answer::None;
+        }
+        let id = node.id.clone();
+        let st = node.types.entry(t.to_string()).or_default();
+        if nonce != st.nonce {
+            return Answer::Stale;
+        }
+        match error {
+            Some(e) => {
+                self.nacks.inc(t);
+                st.last_nack = Some((st.version_sent.clone().unwrap_or_default(), e.to_string()));
+                tracing::warn!(
+                    node = %id,
+                    r#type = type_label(t),
+                    version = st.version_sent.as_deref().unwrap_or(""),
+                    error = %e,
+                    "xDS NACK"
+                );
+                Answer::Nack
+            }
+            None => {
+                st.version_acked.clone_from(&st.version_sent);
+                Answer::Ack
+            }
+        }
+    }
+
+    /// Notes that type `t` goes to `stream_id` at `version` with `nonce`, and counts the push.
+    /// False when the stream is no longer listed.
+    pub(crate) fn note_sent(&self, stream_id: u64, t: &str, version: &str, nonce: &str) -> bool {
+        let listed = self.with_nodes(|nodes| {
+            let Some(st) = nodes
+                .get_mut(&stream_id)
+                .map(|n| n.types.entry(t.to_string()).or_default())
+            else {
+                return false;
+            };
+            st.nonce = nonce.to_string();
+            st.version_sent = Some(version.to_string());
+            true
+        });
+        if listed {
+            self.pushes.inc(t);
+        }
+        listed
     }
 }
 
@@ -117,7 +288,7 @@ impl std::fmt::Debug for XdsServer {
 
 impl XdsServer {
     pub fn new(initial: Published) -> XdsServer {
-        let (current, _) = watch::channel(Arc::new(initial));
+        let (current, _) = watch::channel(Arc::new(Served::new(initial)));
         XdsServer {
             shared: Arc::new(Shared {
                 current,
@@ -132,12 +303,19 @@ impl XdsServer {
 
     /// Makes `p` the served version and pushes it to every connected node.
     pub fn publish(&self, p: Published) {
-        self.shared.current.send_replace(Arc::new(p));
+        self.shared.current.send_replace(Arc::new(Served::new(p)));
+    }
+
+    /// The Delta version of resource `name` of type `t` as served now.
+    #[cfg(test)]
+    pub(crate) fn resource_version(&self, t: &str, name: &str) -> Option<String> {
+        let served = self.shared.current.borrow();
+        served.get(t, name).map(|(_, v)| v.to_string())
     }
 
     /// The version being served.
     pub fn version(&self) -> String {
-        self.shared.current.borrow().version.clone()
+        self.shared.current.borrow().version().to_string()
     }
 
     /// The gRPC service, for a tonic server.
@@ -164,8 +342,9 @@ impl XdsServer {
             .await
     }
 
-    /// `GET /xds`: `{version, nodes: [{id, cluster, connected_at, resources: {TYPE_URL:
-    /// {version_acked, nonce, last_nack}}}]}` (reference §11).
+    /// `GET /xds`: `{version, nodes: [{id, cluster, protocol, connected_at, resources:
+    /// {TYPE_URL: {version_sent, version_acked, nonce, last_nack}}}]}` (reference §11;
+    /// `protocol` is `sotw` or `delta`).
     pub fn nodes_json(&self) -> Value {
         let nodes: Vec<Value> = self.shared.with_nodes(|n| {
             n.values()
@@ -188,6 +367,7 @@ impl XdsServer {
                     json!({
                         "id": node.id,
                         "cluster": node.cluster,
+                        "protocol": node.protocol.as_str(),
                         "connected_at": rfc3339(node.connected_at),
                         "resources": resources,
                     })
@@ -271,173 +451,37 @@ impl AggregatedDiscoveryService for Ads {
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
-        let shared = self.shared.clone();
-        let stream_id = shared.next_stream.fetch_add(1, Ordering::Relaxed);
+        let (shared, stream_id) = self.open();
         tokio::spawn(async move {
-            run_stream(shared.clone(), stream_id, inbound, tx).await;
+            crate::sotw::run_stream(shared.clone(), stream_id, inbound, tx).await;
             shared.with_nodes(|n| n.remove(&stream_id));
         });
-        Ok(Response::new(Box::pin(
-            tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn delta_aggregated_resources(
         &self,
-        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Err(Status::unimplemented(
-            "Portico serves State-of-the-World ADS; use the bootstrap `portico bootstrap` prints",
-        ))
-    }
-}
-
-type Tx = mpsc::Sender<Result<DiscoveryResponse, Status>>;
-
-/// One Envoy's stream: requests in, responses out, until either side ends.
-async fn run_stream(
-    shared: Arc<Shared>,
-    stream_id: u64,
-    mut inbound: Streaming<DiscoveryRequest>,
-    tx: Tx,
-) {
-    let mut current = shared.current.subscribe();
-    loop {
-        tokio::select! {
-            msg = inbound.message() => match msg {
-                Ok(Some(req)) => {
-                    // Not marked seen: a publication racing this request is still pushed
-                    // (every subscribed type) by the branch below.
-                    let published = current.borrow().clone();
-                    if !on_request(&shared, stream_id, req, &published, &tx).await {
-                        return;
-                    }
-                }
-                Ok(None) | Err(_) => return,
-            },
-            changed = current.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                let published = current.borrow_and_update().clone();
-                // Types subscribed to and not already sent at this version.
-                let subscribed: Vec<String> = shared.with_nodes(|n| {
-                    n.get(&stream_id)
-                        .map(|node| {
-                            node.types
-                                .iter()
-                                .filter(|(_, st)| st.version_sent.as_deref() != Some(published.version.as_str()))
-                                .map(|(t, _)| t.clone())
-                                .collect()
-                        })
-                        .unwrap_or_default()
-                });
-                for t in type_url::PUSH_ORDER {
-                    if subscribed.iter().any(|s| s == t)
-                        && !send(&shared, stream_id, t, &published, &tx).await
-                    {
-                        return;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Handles one request; false when the stream is gone.
-async fn on_request(
-    shared: &Shared,
-    stream_id: u64,
-    req: DiscoveryRequest,
-    published: &Published,
-    tx: &Tx,
-) -> bool {
-    let t = req.type_url.clone();
-    let should_send = shared.with_nodes(|nodes| {
-        let node = nodes.entry(stream_id).or_insert_with(|| NodeState {
-            id: String::new(),
-            cluster: String::new(),
-            connected_at: SystemTime::now(),
-            types: BTreeMap::new(),
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let (shared, stream_id) = self.open();
+        tokio::spawn(async move {
+            crate::delta::run_stream(shared.clone(), stream_id, inbound, tx).await;
+            shared.with_nodes(|n| n.remove(&stream_id));
         });
-        if let Some(n) = &req.node {
-            if node.id.is_empty() {
-                node.id.clone_from(&n.id);
-            }
-            if node.cluster.is_empty() {
-                node.cluster.clone_from(&n.cluster);
-            }
-        }
-        let st = node.types.entry(t.clone()).or_default();
-        let names_changed = st.names != req.resource_names;
-        st.names.clone_from(&req.resource_names);
-        if !req.response_nonce.is_empty() {
-            if req.response_nonce != st.nonce {
-                // An answer to an older response: a newer one is on its way.
-                return names_changed;
-            }
-            match &req.error_detail {
-                Some(err) => {
-                    shared.nacks.inc(&t);
-                    st.last_nack = Some((
-                        st.version_sent.clone().unwrap_or_default(),
-                        err.message.clone(),
-                    ));
-                    tracing::warn!(
-                        node = %node.id,
-                        r#type = type_label(&t),
-                        version = st.version_sent.as_deref().unwrap_or(""),
-                        error = %err.message,
-                        "xDS NACK"
-                    );
-                    return names_changed;
-                }
-                None => st.version_acked = Some(req.version_info.clone()),
-            }
-        }
-        names_changed
-            || req.response_nonce.is_empty()
-            || st.version_sent.as_deref() != Some(published.version.as_str())
-    });
-    if !should_send {
-        return true;
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
-    send(shared, stream_id, &t, published, tx).await
 }
 
-/// Sends type `t` at the published version; false when the stream is gone.
-async fn send(shared: &Shared, stream_id: u64, t: &str, published: &Published, tx: &Tx) -> bool {
-    let nonce = shared
-        .next_nonce
-        .fetch_add(1, Ordering::Relaxed)
-        .to_string();
-    let Some(names) = shared.with_nodes(|nodes| {
-        let st = nodes.get_mut(&stream_id)?.types.get_mut(t)?;
-        st.nonce.clone_from(&nonce);
-        st.version_sent = Some(published.version.clone());
-        Some(st.names.clone())
-    }) else {
-        return true;
-    };
-    let resources = published
-        .resources
-        .of_type(t)
-        .iter()
-        .filter(|r| names.is_empty() || names.contains(&r.name))
-        .map(|r| r.resource.clone())
-        .collect();
-    shared.pushes.inc(t);
-    tx.send(Ok(DiscoveryResponse {
-        version_info: published.version.clone(),
-        resources,
-        type_url: t.to_string(),
-        nonce,
-        ..Default::default()
-    }))
-    .await
-    .is_ok()
+impl Ads {
+    /// A new stream's id (the node is listed at its first request).
+    fn open(&self) -> (Arc<Shared>, u64) {
+        let id = self.shared.next_stream.fetch_add(1, Ordering::Relaxed);
+        (self.shared.clone(), id)
+    }
 }
 
 #[cfg(test)]
 #[path = "server_tests.rs"]
-mod tests;
+pub(crate) mod tests;

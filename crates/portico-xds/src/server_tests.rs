@@ -15,7 +15,7 @@ use crate::{translate, type_url};
 
 const CONFIG: &str = "apiVersion: portico.dev/v1\nkind: Mapping\nmetadata: { name: m }\nspec: { prefix: /, service: 127.0.0.1:9 }\n";
 
-fn published(version: &str) -> Published {
+pub(crate) fn published(version: &str) -> Published {
     Published {
         version: version.to_string(),
         resources: translate(&snap(CONFIG)).resources,
@@ -45,7 +45,7 @@ async fn next(s: &mut tonic::Streaming<DiscoveryResponse>) -> DiscoveryResponse 
         .expect("stream open")
 }
 
-async fn wait_for(mut cond: impl FnMut() -> bool) {
+pub(crate) async fn wait_for(mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !cond() {
         assert!(
@@ -56,22 +56,46 @@ async fn wait_for(mut cond: impl FnMut() -> bool) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sotw_ack_push_nack() {
-    let xds = XdsServer::new(published("1"));
+/// An ADS server on a free loopback port, stopped when dropped.
+pub(crate) struct Running {
+    pub(crate) xds: XdsServer,
+    pub(crate) addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+pub(crate) async fn start(xds: XdsServer) -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = xds.clone();
-    let serving = tokio::spawn(async move {
+    tokio::spawn(async move {
         server
             .serve(listener, async {
                 let _ = stop_rx.await;
             })
             .await
     });
+    Running {
+        xds,
+        addr,
+        stop: Some(stop_tx),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sotw_ack_push_nack() {
+    let running = start(XdsServer::new(published("1"))).await;
+    let (xds, addr) = (running.xds.clone(), running.addr);
 
     let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
         .await
@@ -135,6 +159,7 @@ async fn sotw_ack_push_nack() {
     let j = xds.nodes_json();
     assert_eq!(j["nodes"][0]["id"], "envoy-1");
     assert_eq!(j["nodes"][0]["cluster"], "edge");
+    assert_eq!(j["nodes"][0]["protocol"], "sotw");
     assert_eq!(
         j["nodes"][0]["resources"][type_url::CLUSTER]["version_acked"],
         "1"
@@ -193,8 +218,6 @@ async fn sotw_ack_push_nack() {
     drop(req_tx);
     drop(inbound);
     wait_for(|| xds.connected_nodes() == 0).await;
-    let _ = stop_tx.send(());
-    let _ = serving.await;
 }
 
 #[test]

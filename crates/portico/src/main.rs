@@ -214,6 +214,9 @@ enum Cmd {
         /// Envoy's admin port (on 127.0.0.1).
         #[arg(long = "admin-port", default_value_t = portico_xds::bootstrap::DEFAULT_ADMIN_PORT)]
         admin_port: u16,
+        /// Use Delta (incremental) xDS (`api_type: DELTA_GRPC`) instead of State-of-the-World.
+        #[arg(long)]
+        delta: bool,
     },
     /// Print a shell completion script (e.g. `portico completions bash > /etc/bash_completion.d/portico`).
     Completions {
@@ -268,7 +271,8 @@ fn main() -> ExitCode {
             node_id,
             cluster,
             admin_port,
-        } => xds::bootstrap(&xds, node_id, cluster, admin_port),
+            delta,
+        } => xds::bootstrap(&xds, node_id, cluster, admin_port, delta),
         Cmd::Xds {
             listen,
             config,

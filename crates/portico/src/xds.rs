@@ -164,7 +164,13 @@ fn sources_of(paths: &[PathBuf]) -> Vec<ConfigSource> {
 }
 
 /// `portico bootstrap`: prints the Envoy bootstrap; exit 2 on a bad `--xds`.
-pub fn bootstrap(xds: &str, node_id: String, cluster: String, admin_port: u16) -> ExitCode {
+pub fn bootstrap(
+    xds: &str,
+    node_id: String,
+    cluster: String,
+    admin_port: u16,
+    delta: bool,
+) -> ExitCode {
     use portico_xds::bootstrap::{BootstrapOpts, bootstrap_yaml, parse_host_port};
     match parse_host_port(xds) {
         Ok((xds_host, xds_port)) => {
@@ -174,6 +180,7 @@ pub fn bootstrap(xds: &str, node_id: String, cluster: String, admin_port: u16) -
                 node_id,
                 cluster,
                 admin_port,
+                delta,
             });
             out!("{}", yaml.trim_end());
             ExitCode::SUCCESS
