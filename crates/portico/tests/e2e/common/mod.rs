@@ -4,7 +4,8 @@
 //! By role: `upstreams` (recording and controllable backends), `process` (the Portico
 //! process: start, readiness, logs, signals), `clients` (HTTP requests, admin API readers),
 //! `cfg` (the YAML documents, built by a typed builder), `h2raw` (raw HTTP/2 frames),
-//! `websocket`, `browser` (headless Chromium). Everything but `h2raw` is re-exported here,
+//! `websocket`, `browser` (headless Chromium), `envoy` (`portico xds` and the real Envoy; used as
+//! `common::envoy::*` by the xDS tests). Everything but `h2raw` is re-exported here,
 //! so a test module says `use crate::common::*;`.
 #![allow(dead_code)]
 
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 pub mod browser;
 pub mod cfg;
 pub mod clients;
+pub mod envoy;
 pub mod h2raw;
 pub mod process;
 pub mod upstreams;
