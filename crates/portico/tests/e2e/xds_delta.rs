@@ -239,3 +239,268 @@ async fn envoy_on_delta_keeps_serving_while_portico_xds_restarts() {
         "requests failed while portico xds restarted: {failed:?}"
     );
 }
+
+/// The test client of the scale check: one ADS stream (State-of-the-World or Delta) that
+/// subscribes to clusters, endpoints and listeners (all) and the route configuration, ACKs
+/// every response, and notes when each (type, version) arrived.
+mod client {
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    use envoy_types::pb::envoy::config::core::v3::Node;
+    use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+    use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+    use tokio::sync::mpsc;
+    use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
+
+    pub const TYPES: [&str; 4] = [
+        "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+        "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
+        "type.googleapis.com/envoy.config.listener.v3.Listener",
+        "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+    ];
+
+    /// `(type, version, when)` of every response, in arrival order.
+    pub type Arrivals = Arc<Mutex<Vec<(String, String, Instant)>>>;
+
+    fn node(id: &str) -> Option<Node> {
+        Some(Node {
+            id: id.to_string(),
+            cluster: "scale".into(),
+            ..Default::default()
+        })
+    }
+
+    fn names(t: &str) -> Vec<String> {
+        if t.ends_with("RouteConfiguration") {
+            vec!["portico".into()]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn note(arrivals: &Arrivals, t: &str, v: &str) {
+        arrivals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((t.to_string(), v.to_string(), Instant::now()));
+    }
+
+    /// Opens a stream as node `id`; the task runs until the server ends it.
+    pub async fn open(addr: &str, id: &str, delta: bool, arrivals: Arrivals) {
+        let mut ads = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
+            .await
+            .expect("connect")
+            .max_decoding_message_size(64 << 20);
+        let id = id.to_string();
+        if delta {
+            let (tx, rx) = mpsc::channel(64);
+            for t in TYPES {
+                let r = DeltaDiscoveryRequest {
+                    node: node(&id),
+                    type_url: t.into(),
+                    resource_names_subscribe: names(t),
+                    ..Default::default()
+                };
+                tx.send(r).await.expect("send");
+            }
+            let mut inbound = ads
+                .delta_aggregated_resources(ReceiverStream::new(rx))
+                .await
+                .expect("delta stream")
+                .into_inner();
+            tokio::spawn(async move {
+                while let Ok(Some(r)) = inbound.message().await {
+                    note(&arrivals, &r.type_url, &r.system_version_info);
+                    let ack = DeltaDiscoveryRequest {
+                        type_url: r.type_url,
+                        response_nonce: r.nonce,
+                        ..Default::default()
+                    };
+                    if tx.send(ack).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        } else {
+            let (tx, rx) = mpsc::channel(64);
+            for t in TYPES {
+                let r = DiscoveryRequest {
+                    node: node(&id),
+                    type_url: t.into(),
+                    resource_names: names(t),
+                    ..Default::default()
+                };
+                tx.send(r).await.expect("send");
+            }
+            let mut inbound = ads
+                .stream_aggregated_resources(ReceiverStream::new(rx))
+                .await
+                .expect("sotw stream")
+                .into_inner();
+            tokio::spawn(async move {
+                while let Ok(Some(r)) = inbound.message().await {
+                    note(&arrivals, &r.type_url, &r.version_info);
+                    let ack = DiscoveryRequest {
+                        version_info: r.version_info,
+                        resource_names: names(&r.type_url),
+                        type_url: r.type_url,
+                        response_nonce: r.nonce,
+                        ..Default::default()
+                    };
+                    if tx.send(ack).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+
+    /// When `version` arrived for every type (the last of them), if it has.
+    pub fn complete_at(arrivals: &Arrivals, version: &str) -> Option<Instant> {
+        let a = arrivals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        TYPES
+            .iter()
+            .map(|t| {
+                a.iter()
+                    .find(|(at, v, _)| at == t && v == version)
+                    .map(|(_, _, when)| *when)
+            })
+            .try_fold(None::<Instant>, |latest, w| {
+                let w = w?;
+                Some(Some(latest.map_or(w, |l| l.max(w))))
+            })
+            .flatten()
+    }
+}
+
+/// `VmRSS` and `VmHWM` (peak) of a process, in kB.
+fn rss_kb(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// reference §11's scale goal: with 1,000 Mappings (1,000 clusters with their endpoints) and
+/// 10 ADS streams of a test client (5 State-of-the-World, 5 Delta) plus one real Envoy, a
+/// change reaches all of them (every subscribed type at the new version) within seconds, and
+/// `portico xds` stays under 100 MB RSS. The times seen are printed (docs/benchmarks.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_mappings_ten_streams_and_envoy_get_a_change_quickly() {
+    let Some(envoy) = envoy_bin() else {
+        skipped(
+            "thousand_mappings_ten_streams_and_envoy_get_a_change_quickly",
+            NO_ENVOY,
+        );
+        return;
+    };
+    let (a, b) = (echo("a").await, echo("b").await);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let envoy_port = free_port();
+    let config = dir.path().join("portico.yaml");
+    let mut base = format!("{}{}", cfg::listener(envoy_port), mapping("m0", "/m0/", &a));
+    for i in 1..1000 {
+        base.push_str(&format!(
+            "---\n{API}\nkind: Mapping\nmetadata: {{ name: m{i} }}\nspec: {{ prefix: /m{i}/, service: 127.0.0.1:{} }}\n",
+            20_000 + i
+        ));
+    }
+    std::fs::write(&config, &base).expect("config");
+    let xds = Xds::start(dir.path(), &config).await;
+    let addr = format!("127.0.0.1:{}", xds.grpc);
+    let mut streams = Vec::new();
+    for i in 0..10 {
+        let arrivals = client::Arrivals::default();
+        client::open(&addr, &format!("scale-{i}"), i % 2 == 1, arrivals.clone()).await;
+        streams.push(arrivals);
+    }
+    let _envoy = start_envoy(&envoy, dir.path(), &xds).await;
+    let envoy_acked = |n: &serde_json::Value, version: &str| {
+        n["nodes"].as_array().is_some_and(|nodes| {
+            nodes.iter().any(|node| {
+                node["id"] == "e2e-envoy"
+                    && client::TYPES
+                        .iter()
+                        .all(|t| node["resources"][*t]["version_acked"] == version)
+            })
+        })
+    };
+    wait_until(
+        Duration::from_secs(60),
+        "10 streams and Envoy at version 1",
+        async || {
+            let n = xds.nodes().await;
+            streams
+                .iter()
+                .all(|s| client::complete_at(s, "1").is_some())
+                && envoy_acked(&n, "1")
+        },
+    )
+    .await;
+    poll_for(Duration::from_secs(30), "envoy serving", async || {
+        let r = http_get(&format!("http://127.0.0.1:{envoy_port}/m0/x"), &[])
+            .await
+            .ok()?;
+        (r.header("x-upstream") == Some("a")).then_some(())
+    })
+    .await;
+    let nodes = xds.nodes().await;
+    assert_eq!(nodes["nodes"].as_array().map(Vec::len), Some(11), "{nodes}");
+    let protocols: Vec<&str> = nodes["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["protocol"].as_str())
+        .collect();
+    assert_eq!(protocols.iter().filter(|p| **p == "delta").count(), 5);
+
+    // The change: one more Mapping, saved to the watched file.
+    let started = Instant::now();
+    std::fs::write(
+        &config,
+        format!("{base}{}", mapping("changed", "/changed/", &b)),
+    )
+    .expect("config");
+    let version = poll_for(Duration::from_secs(10), "the change applied", async || {
+        let n = xds.nodes().await;
+        let v = n["version"].as_str()?.to_string();
+        (v != "1").then_some(v)
+    })
+    .await;
+    let envoy_took = wait_until(
+        Duration::from_secs(20),
+        "Envoy ACKs the change",
+        async || envoy_acked(&xds.nodes().await, &version),
+    )
+    .await;
+    let mut slowest = Duration::ZERO;
+    for (i, s) in streams.iter().enumerate() {
+        let at = poll_for(
+            Duration::from_secs(20),
+            &format!("stream {i} at the new version"),
+            async || client::complete_at(s, &version),
+        )
+        .await;
+        slowest = slowest.max(at.duration_since(started));
+    }
+    let all = slowest.max(envoy_took);
+    let (rss, peak) = rss_kb(xds.proc.0.id());
+    eprintln!(
+        "scale: 1000 Mappings, 10 streams (5 SotW, 5 Delta) + Envoy (SotW): change at all streams in {slowest:?}, Envoy ACKed in {envoy_took:?} (polled); portico xds RSS {} MB, peak {} MB",
+        rss / 1024,
+        peak / 1024
+    );
+    let r = get(&format!("http://127.0.0.1:{envoy_port}/changed/x"), &[]).await;
+    assert_eq!(r.header("x-upstream"), Some("b"));
+    assert!(all <= Duration::from_secs(5), "the change took {all:?}");
+    assert!(peak > 0, "VmHWM unreadable");
+    assert!(peak < 100 * 1024, "portico xds peak RSS {peak} kB");
+}
