@@ -90,6 +90,7 @@ pub fn unit_secs(unit: Unit) -> u64 {
         Unit::Day => 86_400,
         Unit::Month => 30 * 86_400,
         Unit::Year => 365 * 86_400,
+        Unit::Week => 7 * 86_400,
     }
 }
 
@@ -258,13 +259,14 @@ fn build_level(
                     "minute" => Unit::Minute,
                     "hour" => Unit::Hour,
                     "day" => Unit::Day,
+                    "week" => Unit::Week,
                     "month" => Unit::Month,
                     "year" => Unit::Year,
                     other => {
                         return Err((
                             pos(node, &["rate_limit", "unit"]),
                             format!(
-                                "descriptor `{}`: unknown unit `{other}` (second, minute, hour, day)",
+                                "descriptor `{}`: unknown unit `{other}` (second, minute, hour, day, week, month, year)",
                                 d.key
                             ),
                         ));
@@ -342,7 +344,7 @@ descriptors:
     #[test]
     fn lookup_follows_envoy_ratelimit_matching() {
         let r = rules();
-        let e = |k: &str, v: &str| Entry::new(k, v);
+        let e = |k: &str, v: &str| crate::proto::entry(k, v);
         let l = r.lookup("portico", &[e("generic_key", "api")]).cloned();
         assert_eq!(
             l.map(|l| (l.requests_per_unit, l.unit)),

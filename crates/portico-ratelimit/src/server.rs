@@ -232,7 +232,8 @@ impl RateLimiter {
                     name: limit.name.clone(),
                 }),
                 limit_remaining: u32::try_from(rpu.saturating_sub(count)).unwrap_or(u32::MAX),
-                duration_until_reset: Some(proto::Duration::from_std(reset)),
+                duration_until_reset: Some(proto::duration(reset)),
+                ..Default::default()
             };
         }
         Ok(RateLimitResponse {

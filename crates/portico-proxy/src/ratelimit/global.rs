@@ -106,7 +106,7 @@ impl GlobalClient {
             .iter()
             .filter(|r| r.scope == RateLimitScope::Global)
             .filter_map(|r| descriptor_entries(&r.key, req, client))
-            .map(|entries| RateLimitDescriptor { entries })
+            .map(proto::descriptor)
             .collect();
         if descriptors.is_empty() {
             return Verdict::Allow;
@@ -134,7 +134,7 @@ impl GlobalClient {
             .find(|s| s.code == Code::OverLimit as i32);
         let reset = over
             .and_then(|s| s.duration_until_reset)
-            .map_or(1, |d| d.ceil_secs().max(1));
+            .map_or(1, |d| proto::ceil_secs(&d).max(1));
         let mut extra = Vec::new();
         for h in &resp.response_headers_to_add {
             if let (Ok(n), Ok(v)) = (

@@ -23,7 +23,7 @@ use portico_config::Snapshot;
 use portico_config::snapshot::{
     DescriptorPart, RateLimitConf, RateLimitScope, RateLimitUnit, Route,
 };
-use portico_rls::proto::Entry;
+use portico_rls::proto::{Entry, entry};
 
 pub use global::GlobalClient;
 pub use local::{Decision, LocalLimiter};
@@ -231,14 +231,14 @@ pub fn descriptor_entries<B>(
         .iter()
         .map(|part| {
             Some(match part {
-                DescriptorPart::RemoteAddress => Entry::new("remote_address", client.to_string()),
+                DescriptorPart::RemoteAddress => entry("remote_address", client.to_string()),
                 DescriptorPart::Header(name) => {
                     let v = req.headers().get(name)?;
-                    Entry::new(name.as_str(), String::from_utf8_lossy(v.as_bytes()))
+                    entry(name.as_str(), String::from_utf8_lossy(v.as_bytes()))
                 }
-                DescriptorPart::Generic(v) => Entry::new("generic_key", v.as_str()),
-                DescriptorPart::Path => Entry::new("path", req.uri().path()),
-                DescriptorPart::Method => Entry::new("method", req.method().as_str()),
+                DescriptorPart::Generic(v) => entry("generic_key", v.as_str()),
+                DescriptorPart::Path => entry("path", req.uri().path()),
+                DescriptorPart::Method => entry("method", req.method().as_str()),
             })
         })
         .collect()
@@ -270,11 +270,11 @@ mod tests {
         assert_eq!(
             got,
             Some(vec![
-                Entry::new("remote_address", "10.0.0.1"),
-                Entry::new("x-tenant", "t1"),
-                Entry::new("generic_key", "api"),
-                Entry::new("path", "/a/b"),
-                Entry::new("method", "POST"),
+                entry("remote_address", "10.0.0.1"),
+                entry("x-tenant", "t1"),
+                entry("generic_key", "api"),
+                entry("path", "/a/b"),
+                entry("method", "POST"),
             ])
         );
         assert_eq!(descriptor_entries(&parts, &req(&[]), ip), None);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use common::*;
 use futures_util::future::join_all;
 use portico_ratelimit::proto::{
-    Code, Entry, RateLimitDescriptor, RateLimitRequest, RateLimitResponse, should_rate_limit,
+    Code, RateLimitRequest, RateLimitResponse, ceil_secs, descriptor, entry, should_rate_limit,
 };
 
 fn mapping(name: &str, prefix: &str, service: &str, rate_limits: &str) -> String {
@@ -294,9 +294,9 @@ async fn rls_channel(port: u16) -> tonic::transport::Channel {
 fn one_descriptor(entries: &[(&str, &str)], hits_addend: u32) -> RateLimitRequest {
     RateLimitRequest {
         domain: "portico".into(),
-        descriptors: vec![RateLimitDescriptor {
-            entries: entries.iter().map(|(k, v)| Entry::new(*k, *v)).collect(),
-        }],
+        descriptors: vec![descriptor(
+            entries.iter().map(|(k, v)| entry(*k, *v)).collect(),
+        )],
         hits_addend,
     }
 }
@@ -503,7 +503,7 @@ async fn ratelimit_server_counts_hits_addend() {
     let reset = r.statuses[0]
         .duration_until_reset
         .expect("duration_until_reset");
-    assert!((1..=60).contains(&reset.ceil_secs()), "{reset:?}");
+    assert!((1..=60).contains(&ceil_secs(&reset)), "{reset:?}");
 
     // hits_addend 0 counts as 1 (as in Envoy), on a descriptor of its own.
     let r = call(&ch, one_descriptor(&[("remote_address", "192.0.2.1")], 0)).await;
