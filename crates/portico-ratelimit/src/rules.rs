@@ -381,6 +381,31 @@ descriptors:
         assert!(r.lookup("portico", &[]).is_none());
     }
 
+    /// Every unit of the API's `Unit` enum is accepted, with its window.
+    #[test]
+    fn every_unit_has_a_window() {
+        let mut r = Rules::default();
+        for (unit, secs) in [
+            ("second", 1),
+            ("minute", 60),
+            ("hour", 3600),
+            ("day", 86_400),
+            ("week", 7 * 86_400),
+            ("month", 30 * 86_400),
+            ("year", 365 * 86_400),
+        ] {
+            let text = format!(
+                "domain: {unit}\ndescriptors:\n  - key: k\n    rate_limit: {{ unit: {unit}, requests_per_unit: 1 }}\n"
+            );
+            r.add_yaml(Path::new(unit), &text).expect("rules load");
+            let l = r
+                .lookup(unit, &[crate::proto::entry("k", "v")])
+                .cloned()
+                .expect("a limit");
+            assert_eq!(l.window_secs(), secs, "{unit}");
+        }
+    }
+
     #[test]
     fn bad_rules_are_rejected() {
         let mut r = Rules::default();
