@@ -9,7 +9,7 @@
 //! Modules: [`routes`] (RouteConfiguration, Portico's match order), [`cluster`] (Cluster and
 //! ClusterLoadAssignment), [`listener`] (Listener with SNI filter chains, and Secret), [`server`]
 //! (the ADS gRPC server, ACK/NACK tracking, `/xds` and metrics) with its two stream kinds,
-//! `sotw` (State-of-the-World) and `delta` (incremental).
+//! `sotw` (State-of-the-World) and `delta` (incremental), and their shared `state`.
 #![forbid(unsafe_code)]
 
 pub mod bootstrap;
@@ -21,6 +21,7 @@ pub mod server;
 mod common;
 mod delta;
 mod sotw;
+mod state;
 
 use common::named;
 pub use common::{Named, Resources, Translation, Warning, Warnings, cluster_name, type_url};

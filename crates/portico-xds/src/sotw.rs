@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
 use crate::common::type_url;
-use crate::server::{Answer, Protocol, Served, Shared};
+use crate::state::{Answer, Protocol, Served, Shared};
 
 type Tx = mpsc::Sender<Result<DiscoveryResponse, Status>>;
 
