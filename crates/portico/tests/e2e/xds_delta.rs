@@ -240,6 +240,81 @@ async fn envoy_on_delta_keeps_serving_while_portico_xds_restarts() {
     );
 }
 
+/// HTTPS over Delta: the Host's certificate reaches Envoy by SDS (a named Delta subscription),
+/// and a renewed certificate file is pushed as a new secret version that Envoy serves.
+/// (Multi-threaded: curl blocks its worker while the in-process upstream answers on the other.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_on_delta_gets_certificates_over_sds() {
+    let Some(envoy) = envoy_bin() else {
+        skipped("envoy_on_delta_gets_certificates_over_sds", NO_ENVOY);
+        return;
+    };
+    use crate::tls::{Pki, curl, host_doc};
+    let pki = Pki::new();
+    let first = pki.leaf("a", "a.test", &["a.test"], false);
+    let up = echo("u").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tls_port = free_port();
+    let config = dir.path().join("portico.yaml");
+    let docs = [
+        listener_doc("tls", tls_port, "HTTPS", ""),
+        host_doc("a", "a.test", &first, "", ""),
+        format!(
+            "{API}\nkind: Mapping\nmetadata: {{ name: m }}\nspec: {{ prefix: /, service: {} }}\n",
+            up.addr
+        ),
+    ]
+    .join("---\n");
+    std::fs::write(&config, &docs).expect("config");
+    let xds = Xds::start(dir.path(), &config).await;
+    let _envoy = start_envoy_with(&envoy, dir.path(), &xds, &["--delta"]).await;
+    let ca = pki.path("ca.pem");
+    let ca = ca.to_str().expect("path");
+    let resolve = format!("a.test:{tls_port}:127.0.0.1");
+    let url = format!("https://a.test:{tls_port}/hello");
+    let fetch = || {
+        curl(&[
+            "--resolve",
+            &resolve,
+            "--cacert",
+            ca,
+            "-w",
+            "\n%{response_code}\n%{certs}",
+            &url,
+        ])
+    };
+    let serving = eventually(Duration::from_secs(30), async || {
+        let (ok, out, _) = fetch();
+        ok && out.starts_with("upstream u\n200\n")
+    })
+    .await;
+    if !serving {
+        let (_, out, err) = fetch();
+        panic!(
+            "envoy not serving HTTPS over Delta: {out} {err}\n/xds: {}\nenvoy: {}",
+            xds.nodes().await,
+            envoy_log(dir.path())
+        );
+    }
+    let nodes = xds.nodes().await;
+    assert_eq!(nodes["nodes"][0]["protocol"], "delta", "{nodes}");
+    assert_eq!(acked(&nodes, "Secret"), "1", "{nodes}");
+
+    // The certificate is renewed in place (same files, new serial): a new secret version.
+    let (_, before, _) = fetch();
+    pki.leaf("a", "a.test", &["a.test"], false);
+    std::fs::write(&config, format!("{docs}\n")).expect("touch config");
+    wait_until(
+        Duration::from_secs(15),
+        "the renewed certificate served by Envoy",
+        async || {
+            let (ok, out, _) = fetch();
+            ok && out.starts_with("upstream u\n200\n") && out != before
+        },
+    )
+    .await;
+}
+
 /// The test client of the scale check: one ADS stream (State-of-the-World or Delta) that
 /// subscribes to clusters, endpoints and listeners (all) and the route configuration, ACKs
 /// every response, and notes when each (type, version) arrived.
