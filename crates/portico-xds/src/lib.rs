@@ -6,13 +6,15 @@
 //! into SDS secrets, so Envoys on other machines need no copies). Settings Envoy cannot express
 //! are reported as [`Warning`]s naming the resource and field (`portico check --target envoy`).
 //!
-//! Modules: [`routes`] (RouteConfiguration, Portico's match order), [`cluster`] (Cluster and
+//! Modules: [`routes`] (RouteConfiguration, Portico's match order), [`filters`] (the HTTP
+//! filter chain and per-route filter settings: CORS, rate limits), [`cluster`] (Cluster and
 //! ClusterLoadAssignment), [`listener`] (Listener with SNI filter chains, and Secret), [`server`]
 //! (the ADS gRPC server, ACK/NACK tracking, `/xds` and metrics).
 #![forbid(unsafe_code)]
 
 pub mod bootstrap;
 pub mod cluster;
+pub mod filters;
 pub mod listener;
 pub mod routes;
 pub mod server;

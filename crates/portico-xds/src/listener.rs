@@ -11,11 +11,10 @@ use envoy_types::pb::envoy::config::core::v3::{TransportSocket, transport_socket
 use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter, listener_filter,
 };
-use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::listener::proxy_protocol::v3::ProxyProtocol;
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
+    HttpConnectionManager, Rds, http_connection_manager,
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig, Secret,
@@ -27,6 +26,7 @@ use portico_config::snapshot::{HostConf, HostGlob, ListenerConf, Snapshot, TlsVe
 
 use crate::cluster::{ads_source, inline_file, socket};
 use crate::common::{Warnings, duration};
+use crate::filters;
 use crate::routes::ROUTE_CONFIG_NAME;
 
 /// SDS name of a Host's certificate and key.
@@ -81,7 +81,7 @@ fn sds(name: String) -> SdsSecretConfig {
     }
 }
 
-fn hcm(l: &ListenerConf) -> Filter {
+fn hcm(l: &ListenerConf, snap: &Snapshot) -> Filter {
     let m = HttpConnectionManager {
         stat_prefix: l.name.clone(),
         codec_type: 0, // AUTO: HTTP/1.1, and h2 by ALPN or prior knowledge.
@@ -89,13 +89,7 @@ fn hcm(l: &ListenerConf) -> Filter {
             config_source: Some(ads_source()),
             route_config_name: ROUTE_CONFIG_NAME.to_string(),
         })),
-        http_filters: vec![HttpFilter {
-            name: "envoy.filters.http.router".to_string(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
-                Router::default(),
-            ))),
-            ..Default::default()
-        }],
+        http_filters: filters::http_filters(snap),
         // Portico matches hostnames with the port stripped (reference §2.3.1).
         strip_port_mode: Some(http_connection_manager::StripPortMode::StripAnyHostPort(
             true,
@@ -193,7 +187,7 @@ pub fn listener(
     }
     if !l.protocol.is_tls() {
         out.filter_chains.push(FilterChain {
-            filters: vec![hcm(l)],
+            filters: vec![hcm(l, snap)],
             ..Default::default()
         });
         return out;
@@ -223,7 +217,7 @@ pub fn listener(
                 server_names,
                 ..Default::default()
             }),
-            filters: vec![hcm(l)],
+            filters: vec![hcm(l, snap)],
             transport_socket: Some(ts),
             ..Default::default()
         });

@@ -30,11 +30,12 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
 use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent};
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use portico_config::snapshot::{
-    DirectResponseConf, HashOn, HeaderAdd, HostGlob, PathMatch, RedirectConf, RetryOn, RetryPolicy,
-    Rewrite, Route as PRoute, RouteAction, Snapshot, ValueMatch,
+    DirectResponseConf, HashOn, HeaderAdd, HostGlob, PathMatch, RateLimitScope, RedirectConf,
+    RetryOn, RetryPolicy, Rewrite, Route as PRoute, RouteAction, Snapshot, ValueMatch,
 };
 
 use crate::common::{Warnings, cluster_name, duration};
+use crate::filters;
 
 /// The name of the one route configuration every listener's HTTP connection manager uses.
 pub const ROUTE_CONFIG_NAME: &str = "portico";
@@ -136,6 +137,7 @@ fn route_for_group(snap: &Snapshot, group: &[&PRoute], w: &mut Warnings) -> Opti
             .iter()
             .map(|h| h.to_string())
             .collect(),
+        typed_per_filter_config: filters::per_route(r, w),
         ..Default::default()
     };
     out.action = Some(match &r.action {
@@ -179,11 +181,15 @@ fn warn_unexpressed(r: &PRoute, w: &mut Warnings) {
             "not translated for Envoy",
         );
     }
-    if !r.rate_limits.is_empty() {
-        w.push(&r.name, "spec.rate_limits", "not translated for Envoy yet");
-    }
-    if r.cors.is_some() {
-        w.push(&r.name, "spec.cors", "not translated for Envoy yet");
+    if r.rate_limits
+        .iter()
+        .any(|rl| rl.scope == RateLimitScope::Global)
+    {
+        w.push(
+            &r.name,
+            "spec.rate_limits.scope",
+            "global rate limits are not translated for Envoy yet",
+        );
     }
     if r.retry.as_ref().is_some_and(|p| p.budget_percent > 0.0) {
         w.push(

@@ -384,7 +384,7 @@ fn warnings_name_fields() {
     let rc = super::route_configuration(&s, &mut w);
     assert!(
         w.0.iter()
-            .any(|x| x.resource == "c" && x.field == "spec.cors")
+            .any(|x| x.resource == "c" && x.field == "spec.cors.methods")
     );
     assert!(
         w.0.iter()

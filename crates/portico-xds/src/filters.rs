@@ -1,0 +1,316 @@
+//! HTTP filters: the filter chain of every listener's HTTP connection manager, and each route's
+//! per-filter settings (`typed_per_filter_config`).
+//!
+//! Portico's request phases (reference §9: route, CORS preflight, JWT, external authorization,
+//! rate limits, upstream) become Envoy HTTP filters in the same order. A filter is in the chain
+//! only when some route uses it, and does nothing on a route without its per-route settings:
+//!
+//! - `cors` → `envoy.filters.http.cors`, with the route's `CorsPolicy`;
+//! - local `rate_limits` → `envoy.filters.http.local_ratelimit`, with one descriptor (and one
+//!   token bucket) per rule. Each rule's descriptor starts with the entry
+//!   `portico_rule = INDEX`, so two rules on the same key keep two buckets; the key parts follow
+//!   with empty values (Envoy's wildcard descriptors: one bucket per distinct value, as Portico
+//!   keeps one per key).
+
+use std::collections::HashMap;
+use std::time::Duration as StdDuration;
+
+use envoy_types::pb::envoy::config::core::v3::RuntimeFractionalPercent;
+use envoy_types::pb::envoy::config::route::v3::{RateLimit, rate_limit};
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::{
+    LocalRateLimitDescriptor, XRateLimitHeadersRfcVersion, rate_limit_descriptor,
+};
+use envoy_types::pb::envoy::extensions::filters::http::cors::v3::{Cors, CorsPolicy};
+use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit;
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpFilter, http_filter,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::{RegexMatcher, StringMatcher, string_matcher};
+use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, TokenBucket, fractional_percent};
+use envoy_types::pb::google::protobuf::{Any, BoolValue, UInt32Value};
+use envoy_types::util::pack_any;
+use portico_config::snapshot::{
+    CorsConf, DescriptorPart, OriginMatch, RateLimitConf, RateLimitScope, RateLimitUnit,
+    Route as PRoute, Snapshot,
+};
+
+use crate::common::{Warnings, duration};
+
+/// Filter names, also the keys of `typed_per_filter_config`.
+pub const CORS: &str = "envoy.filters.http.cors";
+pub const LOCAL_RATELIMIT: &str = "envoy.filters.http.local_ratelimit";
+pub const ROUTER: &str = "envoy.filters.http.router";
+
+/// The descriptor key that tells a route's rules apart.
+pub const RULE_KEY: &str = "portico_rule";
+
+/// Envoy refills a local bucket at most every 50 ms.
+const MIN_FILL_INTERVAL: StdDuration = StdDuration::from_millis(50);
+
+/// Keys (distinct values of a wildcard descriptor) kept per rule, as Portico's local limiter
+/// keeps (`portico-proxy`'s `DEFAULT_MAX_KEYS`).
+const MAX_KEYS: u32 = 1 << 18;
+
+fn filter(name: &str, config: Any) -> HttpFilter {
+    HttpFilter {
+        name: name.to_string(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(config)),
+        ..Default::default()
+    }
+}
+
+fn local_rules(r: &PRoute) -> impl Iterator<Item = &RateLimitConf> {
+    r.rate_limits
+        .iter()
+        .filter(|rl| rl.scope == RateLimitScope::Local)
+}
+
+/// The HTTP filter chain of every HTTP connection manager, in Portico's phase order.
+pub fn http_filters(snap: &Snapshot) -> Vec<HttpFilter> {
+    let mut out = Vec::new();
+    if snap.routes.iter().any(|r| r.cors.is_some()) {
+        out.push(filter(CORS, pack_any(Cors::default())));
+    }
+    if snap.routes.iter().any(|r| local_rules(r).next().is_some()) {
+        // Enabled for 0% of requests by default: only routes with their own settings limit.
+        out.push(filter(
+            LOCAL_RATELIMIT,
+            pack_any(LocalRateLimit {
+                stat_prefix: "portico_local_ratelimit".to_string(),
+                ..Default::default()
+            }),
+        ));
+    }
+    out.push(filter(ROUTER, pack_any(Router::default())));
+    out
+}
+
+/// The per-filter settings of route `r` (empty when it uses no filter).
+pub fn per_route(r: &PRoute, w: &mut Warnings) -> HashMap<String, Any> {
+    let mut m = HashMap::new();
+    if let Some(c) = &r.cors {
+        m.insert(CORS.to_string(), pack_any(cors_policy(r, c, w)));
+    }
+    if let Some(l) = local_ratelimit(r, w) {
+        m.insert(LOCAL_RATELIMIT.to_string(), pack_any(l));
+    }
+    m
+}
+
+fn all_requests() -> Option<RuntimeFractionalPercent> {
+    Some(RuntimeFractionalPercent {
+        default_value: Some(FractionalPercent {
+            numerator: 100,
+            denominator: fractional_percent::DenominatorType::Hundred as i32,
+        }),
+        ..Default::default()
+    })
+}
+
+fn unit(u: RateLimitUnit) -> StdDuration {
+    StdDuration::from_secs(match u {
+        RateLimitUnit::Second => 1,
+        RateLimitUnit::Minute => 60,
+        RateLimitUnit::Hour => 3600,
+    })
+}
+
+/// Envoy's bucket for `burst` tokens refilled at `per_unit` per `unit`: one token every
+/// `unit / per_unit`, or, when that is under Envoy's 50 ms minimum, the smallest whole number
+/// of tokens whose interval is at least 50 ms (the same rate).
+pub fn token_bucket(per_unit: u64, u: RateLimitUnit, burst: u64) -> TokenBucket {
+    let unit_ns = unit(u).as_nanos();
+    let per_unit = u128::from(per_unit.max(1));
+    let min_ns = MIN_FILL_INTERVAL.as_nanos();
+    let tokens = if unit_ns / per_unit >= min_ns {
+        1
+    } else {
+        (per_unit * min_ns).div_ceil(unit_ns)
+    };
+    let interval_ns = unit_ns * tokens / per_unit;
+    TokenBucket {
+        max_tokens: u32::try_from(burst.max(1)).unwrap_or(u32::MAX),
+        tokens_per_fill: Some(UInt32Value {
+            value: u32::try_from(tokens).unwrap_or(u32::MAX),
+        }),
+        fill_interval: Some(duration(StdDuration::from_nanos(
+            u64::try_from(interval_ns).unwrap_or(u64::MAX),
+        ))),
+    }
+}
+
+fn action(a: rate_limit::action::ActionSpecifier) -> rate_limit::Action {
+    rate_limit::Action {
+        action_specifier: Some(a),
+    }
+}
+
+fn entry(key: &str, value: &str) -> rate_limit_descriptor::Entry {
+    rate_limit_descriptor::Entry {
+        key: key.to_string(),
+        value: value.to_string(),
+    }
+}
+
+fn request_header(header: &str, key: &str) -> rate_limit::action::ActionSpecifier {
+    rate_limit::action::ActionSpecifier::RequestHeaders(rate_limit::action::RequestHeaders {
+        header_name: header.to_string(),
+        descriptor_key: key.to_string(),
+        ..Default::default()
+    })
+}
+
+/// The descriptor action and the (wildcard) descriptor entry of one key part.
+fn part(
+    r: &PRoute,
+    p: &DescriptorPart,
+    w: &mut Warnings,
+) -> (rate_limit::Action, rate_limit_descriptor::Entry) {
+    use rate_limit::action::{ActionSpecifier as A, GenericKey, RemoteAddress};
+    match p {
+        DescriptorPart::RemoteAddress => (
+            action(A::RemoteAddress(RemoteAddress::default())),
+            entry("remote_address", ""),
+        ),
+        DescriptorPart::Header(name) => (
+            action(request_header(name.as_str(), name.as_str())),
+            entry(name.as_str(), ""),
+        ),
+        DescriptorPart::Generic(v) => (
+            action(A::GenericKey(GenericKey {
+                descriptor_value: v.clone(),
+                ..Default::default()
+            })),
+            entry("generic_key", v),
+        ),
+        DescriptorPart::Path => {
+            w.push(
+                &r.name,
+                "spec.rate_limits.key",
+                "Envoy's path descriptor includes the query string; Portico's is the path alone",
+            );
+            (action(request_header(":path", "path")), entry("path", ""))
+        }
+        DescriptorPart::Method => (
+            action(request_header(":method", "method")),
+            entry("method", ""),
+        ),
+    }
+}
+
+/// The route's local rate limits as Envoy's per-route `LocalRateLimit`; `None` without any.
+pub fn local_ratelimit(r: &PRoute, w: &mut Warnings) -> Option<LocalRateLimit> {
+    let rules: Vec<&RateLimitConf> = local_rules(r).collect();
+    if rules.is_empty() {
+        return None;
+    }
+    let mut descriptors = Vec::with_capacity(rules.len());
+    let mut rate_limits = Vec::with_capacity(rules.len());
+    for (i, rl) in rules.iter().enumerate() {
+        let tag = i.to_string();
+        let mut actions = vec![action(rate_limit::action::ActionSpecifier::GenericKey(
+            rate_limit::action::GenericKey {
+                descriptor_value: tag.clone(),
+                descriptor_key: RULE_KEY.to_string(),
+                ..Default::default()
+            },
+        ))];
+        let mut entries = vec![entry(RULE_KEY, &tag)];
+        for p in &rl.key {
+            let (a, e) = part(r, p, w);
+            actions.push(a);
+            entries.push(e);
+        }
+        rate_limits.push(RateLimit {
+            actions,
+            ..Default::default()
+        });
+        descriptors.push(LocalRateLimitDescriptor {
+            entries,
+            token_bucket: Some(token_bucket(rl.requests_per_unit, rl.unit, rl.burst)),
+            ..Default::default()
+        });
+    }
+    Some(LocalRateLimit {
+        stat_prefix: "portico_local_ratelimit".to_string(),
+        // Required on a route; requests that match no rule (a missing header key part) take
+        // it, and it never runs out.
+        token_bucket: Some(TokenBucket {
+            max_tokens: u32::MAX,
+            tokens_per_fill: Some(UInt32Value { value: u32::MAX }),
+            fill_interval: Some(duration(MIN_FILL_INTERVAL)),
+        }),
+        always_consume_default_token_bucket: Some(BoolValue { value: false }),
+        filter_enabled: all_requests(),
+        filter_enforced: all_requests(),
+        descriptors,
+        rate_limits,
+        enable_x_ratelimit_headers: XRateLimitHeadersRfcVersion::DraftVersion03 as i32,
+        enable_retry_after_header: true,
+        rate_limited_as_resource_exhausted: true,
+        max_dynamic_descriptors: Some(UInt32Value { value: MAX_KEYS }),
+        ..Default::default()
+    })
+}
+
+fn origin_matcher(o: &OriginMatch) -> StringMatcher {
+    use string_matcher::MatchPattern;
+    let pattern = match o {
+        OriginMatch::Any => MatchPattern::SafeRegex(RegexMatcher {
+            regex: ".*".to_string(),
+            ..Default::default()
+        }),
+        OriginMatch::Exact(s) => MatchPattern::Exact(s.clone()),
+        OriginMatch::Glob(re) => MatchPattern::SafeRegex(RegexMatcher {
+            regex: re.as_str().to_string(),
+            ..Default::default()
+        }),
+    };
+    StringMatcher {
+        match_pattern: Some(pattern),
+        // Portico compares origins without case.
+        ignore_case: matches!(o, OriginMatch::Exact(_)),
+    }
+}
+
+/// The route's CORS settings as Envoy's per-route `CorsPolicy`.
+pub fn cors_policy(r: &PRoute, c: &CorsConf, w: &mut Warnings) -> CorsPolicy {
+    if c.methods.is_empty() {
+        w.push(
+            &r.name,
+            "spec.cors.methods",
+            "without methods Portico allows the method a preflight asks for; Envoy sends no access-control-allow-methods",
+        );
+    }
+    if c.headers.is_empty() {
+        w.push(
+            &r.name,
+            "spec.cors.headers",
+            "without headers Portico allows the headers a preflight asks for; Envoy sends no access-control-allow-headers",
+        );
+    }
+    if r.method.is_some() {
+        w.push(
+            &r.name,
+            "spec.method",
+            "Portico matches a preflight by the method it asks for; Envoy matches it as OPTIONS, so this route does not see it",
+        );
+    }
+    CorsPolicy {
+        allow_origin_string_match: c.origins.iter().map(origin_matcher).collect(),
+        allow_methods: c.methods.join(", "),
+        allow_headers: c.headers.join(", "),
+        expose_headers: c.exposed_headers.join(", "),
+        max_age: c.max_age.map(|a| a.to_string()).unwrap_or_default(),
+        allow_credentials: c.credentials.then_some(BoolValue { value: true }),
+        filter_enabled: all_requests(),
+        // Portico answers every preflight on a CORS route; the upstream never sees one.
+        forward_not_matching_preflights: Some(BoolValue { value: false }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+#[path = "filters_tests.rs"]
+mod tests;
