@@ -40,3 +40,4 @@ mod tls;
 mod upstream_tls;
 mod websocket;
 mod xds;
+mod xds_translate;

@@ -2,7 +2,8 @@
 //! `portico bootstrap` serves the config `portico run` serves, with the same answers (a parity
 //! table), picks up a config change within seconds, and a config Envoy rejects shows as a NACK
 //! at `/xds`. Needs `ENVOY_BIN` (scripts/fetch-envoy.sh fetches Envoy 1.40; scripts/test.sh
-//! sets it); without it the tests say SKIPPED loudly.
+//! sets it); without it the tests say SKIPPED loudly. The helpers marked `pub(crate)` (Envoy and
+//! `portico xds` processes, the echoing upstream) serve `xds_translate` too.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,13 +16,13 @@ use http_body_util::Full;
 
 use crate::common::*;
 
-fn envoy_bin() -> Option<PathBuf> {
+pub(crate) fn envoy_bin() -> Option<PathBuf> {
     let p = PathBuf::from(std::env::var_os("ENVOY_BIN")?);
     p.is_file().then_some(p)
 }
 
 /// A child process killed when dropped.
-struct Proc(Child);
+pub(crate) struct Proc(Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -31,7 +32,7 @@ impl Drop for Proc {
 }
 
 /// `portico xds` on free ports, serving `config`.
-struct Xds {
+pub(crate) struct Xds {
     proc: Proc,
     grpc: u16,
     admin: u16,
@@ -39,7 +40,7 @@ struct Xds {
 }
 
 impl Xds {
-    async fn start(dir: &Path, config: &Path) -> Xds {
+    pub(crate) async fn start(dir: &Path, config: &Path) -> Xds {
         Self::start_on(dir, config, free_port(), free_port()).await
     }
 
@@ -87,14 +88,14 @@ impl Xds {
         std::fs::read_to_string(self.dir.join("xds.log")).unwrap_or_default()
     }
 
-    async fn nodes(&self) -> serde_json::Value {
+    pub(crate) async fn nodes(&self) -> serde_json::Value {
         let r = get(&self.admin_url("/xds"), &[]).await;
         serde_json::from_slice(&r.body).expect("/xds is JSON")
     }
 }
 
 /// Envoy started from `portico bootstrap` output.
-async fn start_envoy(envoy: &Path, dir: &Path, xds: &Xds) -> Proc {
+pub(crate) async fn start_envoy(envoy: &Path, dir: &Path, xds: &Xds) -> Proc {
     let envoy_admin = free_port();
     let out = Command::new(portico_bin())
         .args([
@@ -132,13 +133,13 @@ async fn start_envoy(envoy: &Path, dir: &Path, xds: &Xds) -> Proc {
     Proc(child)
 }
 
-fn envoy_log(dir: &Path) -> String {
+pub(crate) fn envoy_log(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("envoy.log")).unwrap_or_default()
 }
 
 /// An upstream answering 200 with `x-upstream: NAME` and echoing what it saw: the path in
 /// `x-seen-path`, and every request header as `x-seen-h-NAME`.
-async fn echo(name: &str) -> Upstream {
+pub(crate) async fn echo(name: &str) -> Upstream {
     let n = name.to_string();
     Upstream::with(
         name,
@@ -309,7 +310,7 @@ const TABLE: &[Row] = &[
     ("GET", "/nothing", &[]),
 ];
 
-async fn ask(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Got {
+pub(crate) async fn ask(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Got {
     send(
         request(
             method,
