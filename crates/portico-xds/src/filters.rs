@@ -6,6 +6,9 @@
 //! only when some route uses it, and does nothing on a route without its per-route settings:
 //!
 //! - `cors` → `envoy.filters.http.cors`, with the route's `CorsPolicy`;
+//! - `jwt` → `envoy.filters.http.jwt_authn`, the route naming its requirement; the
+//!   `AuthService` → `envoy.filters.http.ext_authz`, off on `bypass_auth` routes (module
+//!   [`crate::auth`]);
 //! - local `rate_limits` → `envoy.filters.http.local_ratelimit`, with one descriptor (and one
 //!   token bucket) per rule. Each rule's descriptor starts with the entry
 //!   `portico_rule = INDEX`, so two rules on the same key keep two buckets; the key parts follow
@@ -35,10 +38,13 @@ use portico_config::snapshot::{
     Route as PRoute, Snapshot,
 };
 
+use crate::auth;
 use crate::common::{Warnings, duration};
 
 /// Filter names, also the keys of `typed_per_filter_config`.
 pub const CORS: &str = "envoy.filters.http.cors";
+pub const JWT_AUTHN: &str = "envoy.filters.http.jwt_authn";
+pub const EXT_AUTHZ: &str = "envoy.filters.http.ext_authz";
 pub const LOCAL_RATELIMIT: &str = "envoy.filters.http.local_ratelimit";
 pub const ROUTER: &str = "envoy.filters.http.router";
 
@@ -72,6 +78,12 @@ pub fn http_filters(snap: &Snapshot) -> Vec<HttpFilter> {
     if snap.routes.iter().any(|r| r.cors.is_some()) {
         out.push(filter(CORS, pack_any(Cors::default())));
     }
+    if let Some(j) = auth::jwt_authn(snap) {
+        out.push(filter(JWT_AUTHN, pack_any(j)));
+    }
+    if let Some(a) = auth::ext_authz(snap) {
+        out.push(filter(EXT_AUTHZ, pack_any(a)));
+    }
     if snap.routes.iter().any(|r| local_rules(r).next().is_some()) {
         // Enabled for 0% of requests by default: only routes with their own settings limit.
         out.push(filter(
@@ -87,10 +99,16 @@ pub fn http_filters(snap: &Snapshot) -> Vec<HttpFilter> {
 }
 
 /// The per-filter settings of route `r` (empty when it uses no filter).
-pub fn per_route(r: &PRoute, w: &mut Warnings) -> HashMap<String, Any> {
+pub fn per_route(snap: &Snapshot, r: &PRoute, w: &mut Warnings) -> HashMap<String, Any> {
     let mut m = HashMap::new();
     if let Some(c) = &r.cors {
         m.insert(CORS.to_string(), pack_any(cors_policy(r, c, w)));
+    }
+    if let Some(j) = auth::jwt_per_route(snap, r) {
+        m.insert(JWT_AUTHN.to_string(), pack_any(j));
+    }
+    if let Some(a) = auth::ext_authz_per_route(snap, r) {
+        m.insert(EXT_AUTHZ.to_string(), pack_any(a));
     }
     if let Some(l) = local_ratelimit(r, w) {
         m.insert(LOCAL_RATELIMIT.to_string(), pack_any(l));

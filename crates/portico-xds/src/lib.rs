@@ -7,11 +7,13 @@
 //! are reported as [`Warning`]s naming the resource and field (`portico check --target envoy`).
 //!
 //! Modules: [`routes`] (RouteConfiguration, Portico's match order), [`filters`] (the HTTP
-//! filter chain and per-route filter settings: CORS, rate limits), [`cluster`] (Cluster and
+//! filter chain and per-route filter settings: CORS, rate limits), [`auth`] (ext_authz and
+//! jwt_authn), [`cluster`] (Cluster and
 //! ClusterLoadAssignment), [`listener`] (Listener with SNI filter chains, and Secret), [`server`]
 //! (the ADS gRPC server, ACK/NACK tracking, `/xds` and metrics).
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod bootstrap;
 pub mod cluster;
 pub mod filters;
@@ -45,6 +47,7 @@ pub fn translate(snap: &Snapshot) -> Translation {
             "Envoy sends x-envoy-expected-rq-timeout-ms, not x-portico-expected-timeout-ms",
         );
     }
+    auth::warn(snap, &mut w);
     let secrets = listener::secrets(snap, &mut w);
     for l in &snap.listeners {
         let el = listener::listener(l, snap, &secrets, &mut w);

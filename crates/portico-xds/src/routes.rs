@@ -137,7 +137,7 @@ fn route_for_group(snap: &Snapshot, group: &[&PRoute], w: &mut Warnings) -> Opti
             .iter()
             .map(|h| h.to_string())
             .collect(),
-        typed_per_filter_config: filters::per_route(r, w),
+        typed_per_filter_config: filters::per_route(snap, r, w),
         ..Default::default()
     };
     out.action = Some(match &r.action {
