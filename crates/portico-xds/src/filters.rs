@@ -13,18 +13,25 @@
 //!   token bucket) per rule. Each rule's descriptor starts with the entry
 //!   `portico_rule = INDEX`, so two rules on the same key keep two buckets; the key parts follow
 //!   with empty values (Envoy's wildcard descriptors: one bucket per distinct value, as Portico
-//!   keeps one per key).
+//!   keeps one per key);
+//! - global `rate_limits` → `envoy.filters.http.ratelimit` against the `RateLimitService`'s
+//!   cluster, the rules as the route's `rate_limits` (one descriptor per rule, the key parts
+//!   as entries, exactly those Portico sends).
 
 use std::collections::HashMap;
 use std::time::Duration as StdDuration;
 
-use envoy_types::pb::envoy::config::core::v3::RuntimeFractionalPercent;
+use envoy_types::pb::envoy::config::core::v3::{
+    ApiVersion, GrpcService, RuntimeFractionalPercent, grpc_service,
+};
+use envoy_types::pb::envoy::config::ratelimit::v3::RateLimitServiceConfig;
 use envoy_types::pb::envoy::config::route::v3::{RateLimit, rate_limit};
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::{
     LocalRateLimitDescriptor, XRateLimitHeadersRfcVersion, rate_limit_descriptor,
 };
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::{Cors, CorsPolicy};
 use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit;
+use envoy_types::pb::envoy::extensions::filters::http::ratelimit::v3::RateLimit as GlobalRateLimit;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpFilter, http_filter,
@@ -39,13 +46,14 @@ use portico_config::snapshot::{
 };
 
 use crate::auth;
-use crate::common::{Warnings, duration};
+use crate::common::{Warnings, cluster_name, duration};
 
 /// Filter names, also the keys of `typed_per_filter_config`.
 pub const CORS: &str = "envoy.filters.http.cors";
 pub const JWT_AUTHN: &str = "envoy.filters.http.jwt_authn";
 pub const EXT_AUTHZ: &str = "envoy.filters.http.ext_authz";
 pub const LOCAL_RATELIMIT: &str = "envoy.filters.http.local_ratelimit";
+pub const RATELIMIT: &str = "envoy.filters.http.ratelimit";
 pub const ROUTER: &str = "envoy.filters.http.router";
 
 /// The descriptor key that tells a route's rules apart.
@@ -94,8 +102,61 @@ pub fn http_filters(snap: &Snapshot) -> Vec<HttpFilter> {
             }),
         ));
     }
+    if let Some(g) = global_ratelimit(snap) {
+        out.push(filter(RATELIMIT, pack_any(g)));
+    }
     out.push(filter(ROUTER, pack_any(Router::default())));
     out
+}
+
+fn global_rules(r: &PRoute) -> impl Iterator<Item = &RateLimitConf> {
+    r.rate_limits
+        .iter()
+        .filter(|rl| rl.scope == RateLimitScope::Global)
+}
+
+/// The `ratelimit` filter asking the `RateLimitService` (its cluster, domain, timeout and
+/// failure mode), when some route has a global rule.
+pub fn global_ratelimit(snap: &Snapshot) -> Option<GlobalRateLimit> {
+    let conf = snap.rate_limit_service.as_ref()?;
+    if !snap.routes.iter().any(|r| global_rules(r).next().is_some()) {
+        return None;
+    }
+    let cluster = snap
+        .upstreams
+        .get(conf.upstream)
+        .map(|u| cluster_name(u))
+        .unwrap_or_default();
+    Some(GlobalRateLimit {
+        domain: conf.domain.clone(),
+        timeout: Some(duration(conf.timeout)),
+        failure_mode_deny: conf.failure_mode_deny,
+        rate_limited_as_resource_exhausted: true,
+        rate_limit_service: Some(RateLimitServiceConfig {
+            grpc_service: Some(GrpcService {
+                target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
+                    grpc_service::EnvoyGrpc {
+                        cluster_name: cluster,
+                        ..Default::default()
+                    },
+                )),
+                ..Default::default()
+            }),
+            transport_api_version: ApiVersion::V3 as i32,
+        }),
+        ..Default::default()
+    })
+}
+
+/// The route's global rules as the route's `rate_limits`: one descriptor per rule, its
+/// entries the key parts in order (reference §4.1: the same entries Portico sends).
+pub fn global_rate_limits(r: &PRoute, w: &mut Warnings) -> Vec<RateLimit> {
+    global_rules(r)
+        .map(|rl| RateLimit {
+            actions: rl.key.iter().map(|p| part(r, p, w).0).collect(),
+            ..Default::default()
+        })
+        .collect()
 }
 
 /// The per-filter settings of route `r` (empty when it uses no filter).

@@ -137,7 +137,74 @@ fn local_rate_limits_become_one_descriptor_per_rule() {
             .map(|f| f.numerator),
         Some(100)
     );
-    assert!(warned(&t, "spec.rate_limits.scope"));
+    assert!(!warned(&t, "spec.rate_limits.scope"));
+}
+
+#[test]
+fn global_rate_limits_ask_the_rate_limit_service() {
+    let rls = "---\napiVersion: portico.dev/v1\nkind: RateLimitService\nmetadata: { name: rls }\nspec: { service: 127.0.0.1:8081, domain: edge, timeout_ms: 50, failure_mode_deny: true }\n";
+    let t = translate(&snap(&format!(
+        "{rls}{}{}",
+        mapping(
+            "m",
+            "  prefix: /\n  service: a:80\n  rate_limits: [{ key: [remote_address, \"header:x-user\", \"generic:api\", method], scope: global }]",
+        ),
+        mapping(
+            "d",
+            "  prefix: /d/\n  direct_response: { status: 200 }\n  rate_limits: [{ key: [remote_address], scope: global }]",
+        )
+    )));
+    assert_eq!(chain(&t), [RATELIMIT, ROUTER]);
+    let g = global_ratelimit(&snap(&format!(
+        "{rls}{}",
+        mapping(
+            "m",
+            "  prefix: /\n  service: a:80\n  rate_limits: [{ key: [remote_address], scope: global }]",
+        )
+    )))
+    .expect("filter");
+    assert_eq!(g.domain, "edge");
+    assert!(g.failure_mode_deny);
+    assert!(g.rate_limited_as_resource_exhausted);
+    assert_eq!(g.timeout, Some(duration(StdDuration::from_millis(50))));
+    let svc = g
+        .rate_limit_service
+        .and_then(|s| s.grpc_service)
+        .expect("grpc");
+    assert!(matches!(
+        svc.target_specifier,
+        Some(grpc_service::TargetSpecifier::EnvoyGrpc(e)) if e.cluster_name == "127.0.0.1:8081"
+    ));
+    let rc: RouteConfiguration = unpack(&t.resources.routes[0]);
+    let Some(envoy_types::pb::envoy::config::route::v3::route::Action::Route(a)) =
+        &route(&rc, "m").action
+    else {
+        panic!("route action")
+    };
+    assert_eq!(a.rate_limits.len(), 1);
+    use rate_limit::action::ActionSpecifier as A;
+    let acts: Vec<_> = a.rate_limits[0]
+        .actions
+        .iter()
+        .map(|x| x.action_specifier.clone())
+        .collect();
+    assert!(matches!(acts[0], Some(A::RemoteAddress(_))));
+    assert!(matches!(&acts[1], Some(A::RequestHeaders(h)) if h.header_name == "x-user"));
+    assert!(
+        matches!(&acts[2], Some(A::GenericKey(k)) if k.descriptor_value == "api" && k.descriptor_key.is_empty())
+    );
+    assert!(matches!(&acts[3], Some(A::RequestHeaders(h)) if h.descriptor_key == "method"));
+    // No local bucket for a global rule.
+    assert!(
+        !route(&rc, "m")
+            .typed_per_filter_config
+            .contains_key(LOCAL_RATELIMIT)
+    );
+    assert!(
+        t.warnings
+            .iter()
+            .any(|w| w.resource == "d" && w.field == "spec.rate_limits.scope")
+    );
 }
 
 #[test]

@@ -181,14 +181,15 @@ fn warn_unexpressed(r: &PRoute, w: &mut Warnings) {
             "not translated for Envoy",
         );
     }
-    if r.rate_limits
-        .iter()
-        .any(|rl| rl.scope == RateLimitScope::Global)
+    if r.upstream().is_none()
+        && r.rate_limits
+            .iter()
+            .any(|rl| rl.scope == RateLimitScope::Global)
     {
         w.push(
             &r.name,
             "spec.rate_limits.scope",
-            "global rate limits are not translated for Envoy yet",
+            "Envoy asks the rate limit service only for routes to a service, not for redirects or direct responses",
         );
     }
     if r.retry.as_ref().is_some_and(|p| p.budget_percent > 0.0) {
@@ -411,6 +412,7 @@ fn forward(snap: &Snapshot, group: &[&PRoute], w: &mut Warnings) -> EnvoyAction 
         timeout: Some(duration(r.timeout.unwrap_or(StdDuration::ZERO))),
         idle_timeout: r.idle_timeout.map(duration),
         retry_policy: r.retry.as_ref().map(retry_policy),
+        rate_limits: filters::global_rate_limits(r, w),
         max_stream_duration: r.grpc_timeout_max.map(|d| route_action::MaxStreamDuration {
             grpc_timeout_header_max: Some(duration(d)),
             ..Default::default()
