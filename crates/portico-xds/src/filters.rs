@@ -132,6 +132,9 @@ pub fn global_ratelimit(snap: &Snapshot) -> Option<GlobalRateLimit> {
         timeout: Some(duration(conf.timeout)),
         failure_mode_deny: conf.failure_mode_deny,
         rate_limited_as_resource_exhausted: true,
+        // `x-ratelimit-*` and `retry-after` from the service's answer, as Portico sends.
+        enable_x_ratelimit_headers: XRateLimitHeadersRfcVersion::DraftVersion03 as i32,
+        enable_retry_after_header: true,
         rate_limit_service: Some(RateLimitServiceConfig {
             grpc_service: Some(GrpcService {
                 target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(

