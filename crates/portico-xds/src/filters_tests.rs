@@ -36,7 +36,12 @@ fn per_filter<T: prost::Message + Default>(r: &Route, filter: &str) -> Option<T>
 
 fn chain(t: &Translation) -> Vec<String> {
     let l: Listener = unpack(&t.resources.listeners[0]);
-    let Some(filter::ConfigType::TypedConfig(any)) = &l.filter_chains[0].filters[0].config_type
+    let Some(filter::ConfigType::TypedConfig(any)) = &l.filter_chains[0]
+        .filters
+        .iter()
+        .find(|f| f.name == "envoy.filters.network.http_connection_manager")
+        .expect("hcm")
+        .config_type
     else {
         panic!("no hcm")
     };

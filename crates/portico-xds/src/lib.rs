@@ -32,7 +32,15 @@ pub fn translate(snap: &Snapshot) -> Translation {
     let mut w = Warnings::default();
     let mut res = Resources::default();
     for u in &snap.upstreams {
-        let (c, cla) = cluster::cluster(u, &mut w);
+        let (mut c, cla) = cluster::cluster(u, &mut w);
+        if let Some(b) = cluster::retry_budget(snap, u, &mut w)
+            && let Some(t) = c
+                .circuit_breakers
+                .as_mut()
+                .and_then(|cb| cb.thresholds.first_mut())
+        {
+            t.retry_budget = Some(b);
+        }
         if let Some(cla) = cla {
             res.endpoints.push(named(cla.cluster_name.clone(), cla));
         }

@@ -13,6 +13,7 @@ use envoy_types::pb::envoy::config::listener::v3::{
 };
 use envoy_types::pb::envoy::extensions::filters::listener::proxy_protocol::v3::ProxyProtocol;
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
+use envoy_types::pb::envoy::extensions::filters::network::connection_limit::v3::ConnectionLimit;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, Rds, http_connection_manager,
 };
@@ -20,7 +21,7 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig, Secret,
     TlsCertificate, TlsParameters, common_tls_context, secret, tls_parameters,
 };
-use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
+use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value, UInt64Value};
 use envoy_types::util::pack_any;
 use portico_config::snapshot::{HostConf, HostGlob, ListenerConf, Snapshot, TlsVersion};
 
@@ -79,6 +80,26 @@ fn sds(name: String) -> SdsSecretConfig {
         name,
         sds_config: Some(ads_source()),
     }
+}
+
+/// The network filters of one filter chain: the connection limit (Portico's `max_connections`,
+/// beyond which Envoy closes new connections), then the HTTP connection manager.
+fn filters(l: &ListenerConf, snap: &Snapshot) -> Vec<Filter> {
+    let mut out = Vec::with_capacity(2);
+    if l.max_connections > 0 {
+        out.push(Filter {
+            name: "envoy.filters.network.connection_limit".to_string(),
+            config_type: Some(filter::ConfigType::TypedConfig(pack_any(ConnectionLimit {
+                stat_prefix: l.name.clone(),
+                max_connections: Some(UInt64Value {
+                    value: u64::from(l.max_connections),
+                }),
+                ..Default::default()
+            }))),
+        });
+    }
+    out.push(hcm(l, snap));
+    out
 }
 
 fn hcm(l: &ListenerConf, snap: &Snapshot) -> Filter {
@@ -178,16 +199,19 @@ pub fn listener(
             ..Default::default()
         });
     }
-    if l.max_connections > 0 {
+    if l.max_connections > 0
+        && l.protocol.is_tls()
+        && snap.hosts.iter().filter(|h| h.tls.is_some()).count() > 1
+    {
         w.push(
             &l.name,
             "spec.max_connections",
-            "Envoy limits connections per listener through its overload manager: not translated",
+            "Envoy counts connections per filter chain: each Host's chain gets the whole limit",
         );
     }
     if !l.protocol.is_tls() {
         out.filter_chains.push(FilterChain {
-            filters: vec![hcm(l, snap)],
+            filters: filters(l, snap),
             ..Default::default()
         });
         return out;
@@ -217,7 +241,7 @@ pub fn listener(
                 server_names,
                 ..Default::default()
             }),
-            filters: vec![hcm(l, snap)],
+            filters: filters(l, snap),
             transport_socket: Some(ts),
             ..Default::default()
         });

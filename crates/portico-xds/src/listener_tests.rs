@@ -11,7 +11,12 @@ use crate::test_util::{snap, snap_in, unpack};
 use crate::translate;
 
 fn hcm_of(l: &Listener, chain: usize) -> HttpConnectionManager {
-    match &l.filter_chains[chain].filters[0].config_type {
+    let hcm = l.filter_chains[chain]
+        .filters
+        .iter()
+        .find(|f| f.name == "envoy.filters.network.http_connection_manager")
+        .expect("hcm");
+    match &hcm.config_type {
         Some(filter::ConfigType::TypedConfig(any)) => {
             prost::Message::decode(any.value.as_slice()).expect("decodes")
         }
@@ -109,4 +114,22 @@ fn https_listener_has_sni_chains_and_secrets() {
         other => panic!("{other:?}"),
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn max_connections_becomes_the_connection_limit_filter() {
+    use envoy_types::pb::envoy::extensions::filters::network::connection_limit::v3::ConnectionLimit;
+    let t = translate(&snap(
+        "apiVersion: portico.dev/v1\nkind: Listener\nmetadata: { name: web }\nspec: { port: 8081, protocol: HTTP, max_connections: 64 }\n",
+    ));
+    let l: Listener = unpack(&t.resources.listeners[0]);
+    let f = &l.filter_chains[0].filters;
+    assert_eq!(f[0].name, "envoy.filters.network.connection_limit");
+    assert_eq!(f[1].name, "envoy.filters.network.http_connection_manager");
+    let Some(filter::ConfigType::TypedConfig(any)) = &f[0].config_type else {
+        panic!("typed")
+    };
+    let c: ConnectionLimit = prost::Message::decode(any.value.as_slice()).expect("decodes");
+    assert_eq!(c.max_connections.map(|v| v.value), Some(64));
+    assert!(!t.warnings.iter().any(|w| w.field == "spec.max_connections"));
 }

@@ -192,13 +192,6 @@ fn warn_unexpressed(r: &PRoute, w: &mut Warnings) {
             "Envoy asks the rate limit service only for routes to a service, not for redirects or direct responses",
         );
     }
-    if r.retry.as_ref().is_some_and(|p| p.budget_percent > 0.0) {
-        w.push(
-            &r.name,
-            "spec.retry_policy.budget",
-            "Envoy's retry budget is per cluster, not per route: not translated",
-        );
-    }
     if r.timeout.is_some() {
         w.push(
             &r.name,
