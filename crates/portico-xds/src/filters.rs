@@ -16,11 +16,14 @@
 //!   keeps one per key);
 //! - global `rate_limits` → `envoy.filters.http.ratelimit` against the `RateLimitService`'s
 //!   cluster, the rules as the route's `rate_limits` (one descriptor per rule, the key parts
-//!   as entries, exactly those Portico sends).
+//!   as entries, exactly those Portico sends);
+//! - `max_request_body_bytes` → `envoy.filters.http.buffer` (413 beyond), off on other routes;
+//! - `compression` → `envoy.filters.http.compressor` with gzip, off on routes without it.
 
 use std::collections::HashMap;
 use std::time::Duration as StdDuration;
 
+use envoy_types::pb::envoy::config::core::v3::TypedExtensionConfig;
 use envoy_types::pb::envoy::config::core::v3::{
     ApiVersion, GrpcService, RuntimeFractionalPercent, grpc_service,
 };
@@ -28,6 +31,13 @@ use envoy_types::pb::envoy::config::ratelimit::v3::RateLimitServiceConfig;
 use envoy_types::pb::envoy::config::route::v3::{RateLimit, rate_limit};
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::{
     LocalRateLimitDescriptor, XRateLimitHeadersRfcVersion, rate_limit_descriptor,
+};
+use envoy_types::pb::envoy::extensions::compression::gzip::compressor::v3::Gzip;
+use envoy_types::pb::envoy::extensions::filters::http::buffer::v3::{
+    Buffer, BufferPerRoute, buffer_per_route,
+};
+use envoy_types::pb::envoy::extensions::filters::http::compressor::v3::{
+    Compressor, CompressorPerRoute, compressor, compressor_per_route,
 };
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::{Cors, CorsPolicy};
 use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit;
@@ -55,6 +65,8 @@ pub const EXT_AUTHZ: &str = "envoy.filters.http.ext_authz";
 pub const LOCAL_RATELIMIT: &str = "envoy.filters.http.local_ratelimit";
 pub const RATELIMIT: &str = "envoy.filters.http.ratelimit";
 pub const ROUTER: &str = "envoy.filters.http.router";
+pub const COMPRESSOR: &str = "envoy.filters.http.compressor";
+pub const BUFFER: &str = "envoy.filters.http.buffer";
 
 /// The descriptor key that tells a route's rules apart.
 pub const RULE_KEY: &str = "portico_rule";
@@ -105,9 +117,141 @@ pub fn http_filters(snap: &Snapshot) -> Vec<HttpFilter> {
     if let Some(g) = global_ratelimit(snap) {
         out.push(filter(RATELIMIT, pack_any(g)));
     }
+    if let Some(b) = snap.routes.iter().find_map(|r| r.max_request_body) {
+        // Off by default; each limited route sets its own size.
+        out.push(filter(BUFFER, pack_any(buffer(b))));
+    }
+    if let Some(c) = compressor(snap) {
+        out.push(filter(COMPRESSOR, pack_any(c)));
+    }
     out.push(filter(ROUTER, pack_any(Router::default())));
     out
 }
+
+fn buffer(max: u64) -> Buffer {
+    Buffer {
+        max_request_bytes: Some(UInt32Value {
+            value: u32::try_from(max).unwrap_or(u32::MAX),
+        }),
+    }
+}
+
+/// A content-type pattern (`text/*`, `application/*+json`, `application/json`) as a matcher of
+/// the `content-type` value, parameters allowed.
+fn content_type_matcher(pattern: &str) -> StringMatcher {
+    let p = pattern.trim().to_ascii_lowercase();
+    let esc = |x: &str| regex_syntax_escape(x);
+    let body = if let Some(main) = p.strip_suffix("/*") {
+        format!("{}/[^;]*", esc(main))
+    } else if let Some((main, rest)) = p.split_once("/*+") {
+        format!("{}/[^;/]*\\+{}", esc(main), esc(rest))
+    } else {
+        esc(&p)
+    };
+    StringMatcher {
+        match_pattern: Some(string_matcher::MatchPattern::SafeRegex(RegexMatcher {
+            regex: format!("(?i)^{body}\\s*(;.*)?$"),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+/// Escapes RE2 metacharacters.
+fn regex_syntax_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The `compressor` filter (gzip) with the settings of the first route that compresses; the
+/// other routes turn it off or on per route.
+fn compressing(snap: &Snapshot) -> impl Iterator<Item = &PRoute> {
+    snap.routes
+        .iter()
+        .map(|r| &**r)
+        .filter(|r| r.compression.as_ref().is_some_and(|c| c.enabled))
+}
+
+/// What the filter chain cannot express, named once per route (`check --target envoy`).
+pub fn warn(snap: &Snapshot, w: &mut Warnings) {
+    for r in snap.routes.iter().filter(|r| r.max_request_body.is_some()) {
+        w.push(
+            &r.name,
+            "spec.max_request_body_bytes",
+            "Envoy's buffer filter holds the whole request body (up to the limit) before forwarding it; Portico streams it",
+        );
+    }
+    let mut on = compressing(snap);
+    let Some(first) = on.next() else { return };
+    let Some(c) = &first.compression else { return };
+    w.push(
+        &first.name,
+        "spec.compression",
+        "Envoy compresses with gzip only (Portico also offers br and zstd)",
+    );
+    for r in on {
+        if let Some(o) = &r.compression
+            && (o.min_bytes != c.min_bytes || o.content_types != c.content_types)
+        {
+            w.push(
+                &r.name,
+                "spec.compression",
+                &format!(
+                    "Envoy has one compressor setting: {}'s min_bytes and content_types apply",
+                    first.name
+                ),
+            );
+        }
+    }
+}
+
+fn compressor(snap: &Snapshot) -> Option<Compressor> {
+    use compressor::{CommonDirectionConfig, ResponseDirectionConfig};
+    let c = compressing(snap).next()?.compression.as_ref()?;
+    let patterns: Vec<String> = if c.content_types.is_empty() {
+        DEFAULT_COMPRESSED_TYPES
+            .iter()
+            .map(|t| t.to_string())
+            .collect()
+    } else {
+        c.content_types.clone()
+    };
+    Some(Compressor {
+        compressor_library: Some(TypedExtensionConfig {
+            name: "gzip".to_string(),
+            typed_config: Some(pack_any(Gzip::default())),
+        }),
+        response_direction_config: Some(ResponseDirectionConfig {
+            common_config: Some(CommonDirectionConfig {
+                min_content_length: Some(UInt32Value {
+                    value: u32::try_from(c.min_bytes).unwrap_or(u32::MAX),
+                }),
+                content_type_matcher: patterns.iter().map(|p| content_type_matcher(p)).collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// The types Portico compresses when a route names none (`portico-proxy`'s defaults).
+const DEFAULT_COMPRESSED_TYPES: &[&str] = &[
+    "text/*",
+    "application/json",
+    "application/javascript",
+    "application/xml",
+    "application/x-javascript",
+    "image/svg+xml",
+    "application/*+json",
+    "application/*+xml",
+];
 
 fn global_rules(r: &PRoute) -> impl Iterator<Item = &RateLimitConf> {
     r.rate_limits
@@ -176,6 +320,31 @@ pub fn per_route(snap: &Snapshot, r: &PRoute, w: &mut Warnings) -> HashMap<Strin
     }
     if let Some(l) = local_ratelimit(r, w) {
         m.insert(LOCAL_RATELIMIT.to_string(), pack_any(l));
+    }
+    if snap.routes.iter().any(|o| o.max_request_body.is_some()) {
+        let o = match r.max_request_body {
+            Some(b) => buffer_per_route::Override::Buffer(buffer(b)),
+            None => buffer_per_route::Override::Disabled(true),
+        };
+        m.insert(
+            BUFFER.to_string(),
+            pack_any(BufferPerRoute {
+                r#override: Some(o),
+            }),
+        );
+    }
+    if !r.compression.as_ref().is_some_and(|c| c.enabled)
+        && snap
+            .routes
+            .iter()
+            .any(|o| o.compression.as_ref().is_some_and(|c| c.enabled))
+    {
+        m.insert(
+            COMPRESSOR.to_string(),
+            pack_any(CompressorPerRoute {
+                r#override: Some(compressor_per_route::Override::Disabled(true)),
+            }),
+        );
     }
     m
 }

@@ -290,3 +290,55 @@ fn cors_without_methods_or_headers_is_warned() {
     assert!(warned(&t, "spec.cors.headers"));
     assert!(warned(&t, "spec.method"));
 }
+
+#[test]
+fn compression_and_body_limits_are_filters_switched_per_route() {
+    use envoy_types::pb::envoy::extensions::filters::http::buffer::v3::{
+        BufferPerRoute, buffer_per_route,
+    };
+    use envoy_types::pb::envoy::extensions::filters::http::compressor::v3::{
+        CompressorPerRoute, compressor_per_route,
+    };
+    let t = translate(&snap(&[
+        mapping("gz", "  prefix: /gz/\n  service: a:80\n  compression: { enabled: true, min_bytes: 100, content_types: [text/*, application/json, \"application/*+json\"] }\n  max_request_body_bytes: 1000"),
+        mapping("plain", "  prefix: /\n  service: a:80"),
+    ].concat()));
+    assert_eq!(chain(&t), [BUFFER, COMPRESSOR, ROUTER]);
+    let rc: RouteConfiguration = unpack(&t.resources.routes[0]);
+    assert!(
+        !route(&rc, "gz")
+            .typed_per_filter_config
+            .contains_key(COMPRESSOR)
+    );
+    let off: CompressorPerRoute = per_filter(route(&rc, "plain"), COMPRESSOR).expect("off");
+    assert_eq!(
+        off.r#override,
+        Some(compressor_per_route::Override::Disabled(true))
+    );
+    let b: BufferPerRoute = per_filter(route(&rc, "gz"), BUFFER).expect("buffer");
+    assert!(matches!(
+        b.r#override,
+        Some(buffer_per_route::Override::Buffer(ref x)) if x.max_request_bytes.map(|v| v.value) == Some(1000)
+    ));
+    let b: BufferPerRoute = per_filter(route(&rc, "plain"), BUFFER).expect("buffer");
+    assert_eq!(
+        b.r#override,
+        Some(buffer_per_route::Override::Disabled(true))
+    );
+    assert!(warned(&t, "spec.compression"));
+    assert!(warned(&t, "spec.max_request_body_bytes"));
+}
+
+#[test]
+fn content_type_patterns_become_anchored_matchers() {
+    let re = |p: &str| match content_type_matcher(p).match_pattern {
+        Some(MatchPattern::SafeRegex(r)) => r.regex,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(re("text/*"), "(?i)^text/[^;]*\\s*(;.*)?$");
+    assert_eq!(
+        re("application/*+json"),
+        "(?i)^application/[^;/]*\\+json\\s*(;.*)?$"
+    );
+    assert_eq!(re("image/svg+xml"), "(?i)^image/svg\\+xml\\s*(;.*)?$");
+}

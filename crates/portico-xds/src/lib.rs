@@ -56,6 +56,7 @@ pub fn translate(snap: &Snapshot) -> Translation {
         );
     }
     auth::warn(snap, &mut w);
+    filters::warn(snap, &mut w);
     let secrets = listener::secrets(snap, &mut w);
     for l in &snap.listeners {
         let el = listener::listener(l, snap, &secrets, &mut w);

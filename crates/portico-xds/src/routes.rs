@@ -167,20 +167,6 @@ fn route_for_group(snap: &Snapshot, group: &[&PRoute], w: &mut Warnings) -> Opti
 
 /// Settings with no Envoy route-level equivalent (yet): named so `check --target envoy` can warn.
 fn warn_unexpressed(r: &PRoute, w: &mut Warnings) {
-    if r.compression.is_some() {
-        w.push(
-            &r.name,
-            "spec.compression",
-            "not translated for Envoy (no compressor filter is configured)",
-        );
-    }
-    if r.max_request_body.is_some() {
-        w.push(
-            &r.name,
-            "spec.max_request_body_bytes",
-            "not translated for Envoy",
-        );
-    }
     if r.upstream().is_none()
         && r.rate_limits
             .iter()
