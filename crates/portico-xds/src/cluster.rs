@@ -221,7 +221,6 @@ fn slow_start(u: &UpstreamConf, w: &mut Warnings) -> Option<cluster::LbConfig> {
         LbPolicy::RoundRobin => Some(cluster::LbConfig::RoundRobinLbConfig(
             cluster::RoundRobinLbConfig {
                 slow_start_config: cfg,
-                ..Default::default()
             },
         )),
         LbPolicy::LeastRequest | LbPolicy::Ewma => Some(cluster::LbConfig::LeastRequestLbConfig(

@@ -630,3 +630,102 @@ async fn global_rate_limits_through_the_ratelimit_filter_match_portico_run() {
         assert_eq!(s, &want, "{who}\nenvoy log: {}", pair.envoy_log());
     }
 }
+
+/// `compression` (gzip) through Envoy's compressor filter and `max_request_body_bytes`
+/// through its buffer filter: the same requests get the same encoding, the same decoded body
+/// and the same 413.
+#[tokio::test]
+async fn compression_and_body_limits_match_portico_run() {
+    use std::io::Read as _;
+    let text = "portico and envoy compress the same text. ".repeat(100);
+    let body = text.clone();
+    let big = Upstream::with(
+        "big",
+        std::sync::Arc::new(move |_s: &Seen| {
+            let mut r =
+                http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body.clone())));
+            r.headers_mut().insert(
+                "content-type",
+                "text/plain; charset=utf-8".parse().expect("ct"),
+            );
+            r.headers_mut()
+                .insert("x-upstream", "big".parse().expect("name"));
+            r
+        }),
+    )
+    .await;
+    let docs = [
+        mapping("probe", &format!("  prefix: /probe/\n  service: {}", big.addr)),
+        mapping(
+            "gz",
+            &format!(
+                "  prefix: /gz/\n  service: {}\n  compression: {{ enabled: true, min_bytes: 256, content_types: [text/*] }}\n  max_request_body_bytes: 1000",
+                big.addr
+            ),
+        ),
+        mapping("plain", &format!("  prefix: /plain/\n  service: {}", big.addr)),
+    ]
+    .concat();
+    let Some(pair) = Pair::start("compression_and_body_limits_match_portico_run", &docs).await
+    else {
+        return;
+    };
+    let gz: &[(&str, &str)] = &[("accept-encoding", "gzip")];
+    let mut diffs = Vec::new();
+    for (method, path, headers, body_len) in [
+        ("GET", "/gz/x", gz, 0),
+        ("GET", "/gz/x", &[][..], 0),
+        ("GET", "/plain/x", gz, 0),
+        ("POST", "/gz/small", gz, 500),
+        ("POST", "/gz/big", gz, 2000),
+    ] {
+        let mut facts = Vec::new();
+        for (_, port) in pair.both() {
+            let g = send(
+                request(
+                    method,
+                    &format!("http://127.0.0.1:{port}{path}"),
+                    headers,
+                    bytes::Bytes::from(vec![b'x'; body_len]),
+                ),
+                false,
+            )
+            .await
+            .expect("request");
+            let encoding = g.header("content-encoding").map(str::to_string);
+            let decoded = if encoding.as_deref() == Some("gzip") {
+                let mut s = String::new();
+                flate2::read::GzDecoder::new(&g.body[..])
+                    .read_to_string(&mut s)
+                    .expect("gzip body");
+                s
+            } else {
+                g.text()
+            };
+            facts.push((
+                g.status.as_u16(),
+                encoding,
+                g.header("x-upstream").is_some(),
+                g.status == StatusCode::OK && decoded == text,
+            ));
+        }
+        if facts[0] != facts[1] {
+            diffs.push(format!(
+                "{method} {path} {headers:?} body {body_len}\n  portico: {:?}\n  envoy:   {:?}",
+                facts[0], facts[1]
+            ));
+        }
+        if (method, path, headers) == ("GET", "/gz/x", gz) {
+            assert_eq!(facts[0].1.as_deref(), Some("gzip"), "{facts:?}");
+        }
+        if path == "/gz/big" {
+            assert_eq!(facts[0].0, 413, "{facts:?}");
+        }
+    }
+    assert!(
+        diffs.is_empty(),
+        "Envoy differs from portico run:\n{}\nenvoy log: {}",
+        diffs.join("\n"),
+        pair.envoy_log()
+    );
+}
