@@ -46,8 +46,9 @@ pub fn translate(snap: &Snapshot) -> Translation {
         }
         res.clusters.push(named(c.name.clone(), c));
     }
-    let rc = routes::route_configuration(snap, &mut w);
-    res.routes.push(named(rc.name.clone(), rc));
+    for rc in routes::route_configurations(snap, &mut w) {
+        res.routes.push(named(rc.name.clone(), rc));
+    }
     if let Some(r) = snap.routes.iter().find(|r| r.timeout.is_some()) {
         w.push(
             &r.name,

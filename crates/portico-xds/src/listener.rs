@@ -28,7 +28,7 @@ use portico_config::snapshot::{HostConf, HostGlob, ListenerConf, Snapshot, TlsVe
 use crate::cluster::{ads_source, inline_file, socket};
 use crate::common::{Warnings, duration};
 use crate::filters;
-use crate::routes::ROUTE_CONFIG_NAME;
+use crate::routes::{CLEARTEXT_ROUTE_CONFIG_NAME, ROUTE_CONFIG_NAME, needs_cleartext};
 
 /// SDS name of a Host's certificate and key.
 pub fn cert_secret_name(h: &HostConf) -> String {
@@ -108,7 +108,12 @@ fn hcm(l: &ListenerConf, snap: &Snapshot) -> Filter {
         codec_type: 0, // AUTO: HTTP/1.1, and h2 by ALPN or prior knowledge.
         route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
             config_source: Some(ads_source()),
-            route_config_name: ROUTE_CONFIG_NAME.to_string(),
+            route_config_name: if !l.protocol.is_tls() && needs_cleartext(snap) {
+                CLEARTEXT_ROUTE_CONFIG_NAME
+            } else {
+                ROUTE_CONFIG_NAME
+            }
+            .to_string(),
         })),
         http_filters: filters::http_filters(snap),
         // Portico matches hostnames with the port stripped (reference §2.3.1).

@@ -133,3 +133,62 @@ fn max_connections_becomes_the_connection_limit_filter() {
     assert_eq!(c.max_connections.map(|v| v.value), Some(64));
     assert!(!t.warnings.iter().any(|w| w.field == "spec.max_connections"));
 }
+
+#[test]
+fn insecure_policies_give_cleartext_listeners_their_own_routes() {
+    use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, route};
+    let dir = std::env::temp_dir().join(format!("portico-xds-insecure-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    for f in ["a.crt", "a.key"] {
+        std::fs::write(dir.join(f), format!("PEM {f}")).expect("write");
+    }
+    let host = |name: &str, glob: &str, action: &str| {
+        format!(
+            "---\napiVersion: portico.dev/v1\nkind: Host\nmetadata: {{ name: {name} }}\nspec: {{ hostname: \"{glob}\", tls: {{ cert_chain_file: a.crt, private_key_file: a.key }}, requestPolicy: {{ insecure: {{ action: {action} }} }} }}\n"
+        )
+    };
+    let y = [
+        "apiVersion: portico.dev/v1\nkind: Listener\nmetadata: { name: web }\nspec: { port: 8080, protocol: HTTP }\n---\napiVersion: portico.dev/v1\nkind: Listener\nmetadata: { name: tls }\nspec: { port: 8443, protocol: HTTPS }\n".to_string(),
+        host("red", "*.example", "Redirect"),
+        host("ok", "open.example", "Route"),
+        host("no", "no.example", "Reject"),
+        "---\napiVersion: portico.dev/v1\nkind: Mapping\nmetadata: { name: api }\nspec: { hostname: api.example, prefix: /, service: 127.0.0.1:80 }\n".to_string(),
+        "---\napiVersion: portico.dev/v1\nkind: Mapping\nmetadata: { name: any }\nspec: { prefix: /, service: 127.0.0.1:80 }\n".to_string(),
+    ]
+    .concat();
+    let t = translate(&snap_in(&y, &dir));
+    let rds = |i: usize| {
+        let l: Listener = unpack(&t.resources.listeners[i]);
+        match hcm_of(&l, 0).route_specifier {
+            Some(http_connection_manager::RouteSpecifier::Rds(r)) => r.route_config_name,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(rds(0), "portico/cleartext");
+    assert_eq!(rds(1), "portico");
+    let names: Vec<&str> = t.resources.routes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["portico", "portico/cleartext"]);
+    let clear: RouteConfiguration = unpack(&t.resources.routes[1]);
+    let vh = |d: &str| {
+        clear
+            .virtual_hosts
+            .iter()
+            .find(|v| v.domains == [d])
+            .unwrap_or_else(|| panic!("no {d}"))
+    };
+    // api.example is a route glob, covered by the *.example Host: redirected, as Portico does.
+    for d in ["api.example", "*.example"] {
+        assert!(
+            matches!(&vh(d).routes[..], [r] if matches!(&r.action, Some(route::Action::Redirect(rd)) if rd.scheme_rewrite_specifier.is_some())),
+            "{d}: {:?}",
+            vh(d).routes
+        );
+    }
+    assert!(matches!(
+        &vh("no.example").routes[..],
+        [r] if matches!(&r.action, Some(route::Action::DirectResponse(d)) if d.status == 403)
+    ));
+    // Route: the ordinary routes; no Host: the ordinary routes.
+    assert_eq!(vh("open.example").routes[0].name, "any");
+    assert_eq!(vh("*").routes[0].name, "any");
+}
