@@ -729,3 +729,73 @@ async fn compression_and_body_limits_match_portico_run() {
         pair.envoy_log()
     );
 }
+
+/// `requestPolicy.insecure` on a cleartext listener: a Host that redirects answers 301 to
+/// https (also for a more specific route hostname it covers), one that rejects answers 403,
+/// `Route` and hosts without a Host are routed — the same through Envoy.
+#[tokio::test]
+async fn insecure_policies_on_cleartext_listeners_match_portico_run() {
+    use crate::tls::{Pki, host_doc};
+    let pki = Pki::new();
+    let leaf = pki.leaf("w", "x.test", &["*.x.test", "open.test", "no.test"], false);
+    let a = echo("a").await;
+    let docs = [
+        format!(
+            "---\n{}",
+            host_doc("red", "*.x.test", &leaf, "", "Redirect")
+        ),
+        format!("---\n{}", host_doc("ok", "open.test", &leaf, "", "Route")),
+        format!("---\n{}", host_doc("no", "no.test", &leaf, "", "Reject")),
+        mapping(
+            "probe",
+            &format!("  prefix: /probe/\n  service: {}", a.addr),
+        ),
+        mapping(
+            "api",
+            &format!("  hostname: api.x.test\n  prefix: /\n  service: {}", a.addr),
+        ),
+        mapping("any", &format!("  prefix: /\n  service: {}", a.addr)),
+    ]
+    .concat();
+    let Some(pair) = Pair::start(
+        "insecure_policies_on_cleartext_listeners_match_portico_run",
+        &docs,
+    )
+    .await
+    else {
+        return;
+    };
+    let mut diffs = Vec::new();
+    for host in [
+        "api.x.test",
+        "www.x.test:8080",
+        "open.test",
+        "no.test",
+        "other.test",
+    ] {
+        let facts = |g: &Got| {
+            (
+                g.status.as_u16(),
+                g.header("location").map(str::to_string),
+                g.header("x-upstream").is_some(),
+            )
+        };
+        let p = facts(&ask(pair.portico.port, "GET", "/p?q=1", &[("host", host)]).await);
+        let e = facts(&ask(pair.envoy_port, "GET", "/p?q=1", &[("host", host)]).await);
+        if host == "api.x.test" {
+            assert_eq!(
+                p,
+                (301, Some("https://api.x.test/p?q=1".to_string()), false)
+            );
+        }
+        if p != e {
+            diffs.push(format!("host {host}\n  portico: {p:?}\n  envoy:   {e:?}"));
+        }
+    }
+    assert!(
+        diffs.is_empty(),
+        "Envoy differs from portico run:\n{}\nenvoy log: {}",
+        diffs.join("\n"),
+        pair.envoy_log()
+    );
+}
