@@ -169,11 +169,6 @@ pub fn warn(snap: &Snapshot, w: &mut Warnings) {
                         &format!("cannot read {}: {e}", path.display()),
                     );
                 }
-                w.push(
-                    &p.name,
-                    "spec.jwks_file",
-                    "the keys go to Envoy inline: a changed file reaches Envoy with the next config reload",
-                );
             }
             JwksSource::Uri { .. } => {}
         }

@@ -72,6 +72,35 @@ pub fn translate(snap: &Snapshot) -> Translation {
     }
 }
 
+/// The files whose contents the translation sends inline (Host certificates, keys and client
+/// CAs, upstream TLS files, JWKS files): `portico xds` reloads when one changes, so a
+/// certificate rotated on disk reaches Envoys as a new secret.
+pub fn inlined_files(snap: &Snapshot) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for h in &snap.hosts {
+        if let Some(t) = &h.tls {
+            out.push(t.cert_chain_file.clone());
+            out.push(t.private_key_file.clone());
+            out.extend(t.ca_file.clone());
+        }
+    }
+    for u in &snap.upstreams {
+        if let Some(t) = &u.tls {
+            out.extend(t.ca_file.clone());
+            out.extend(t.cert_chain_file.clone());
+            out.extend(t.private_key_file.clone());
+        }
+    }
+    for p in &snap.jwt_providers {
+        if let portico_config::snapshot::JwksSource::File(f) = &p.keys {
+            out.push(f.clone());
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// Test helpers: a snapshot from YAML text, and unpacking of the produced resources.
 #[cfg(test)]
 pub(crate) mod test_util {

@@ -192,3 +192,19 @@ fn insecure_policies_give_cleartext_listeners_their_own_routes() {
     assert_eq!(vh("open.example").routes[0].name, "any");
     assert_eq!(vh("*").routes[0].name, "any");
 }
+
+#[test]
+fn inlined_files_are_every_tls_file_the_config_names() {
+    let dir = std::env::temp_dir().join(format!("portico-xds-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    for f in ["a.crt", "a.key", "ca.pem", "jwks.json"] {
+        std::fs::write(dir.join(f), "x").expect("write");
+    }
+    let y = "apiVersion: portico.dev/v1\nkind: Host\nmetadata: { name: a }\nspec: { hostname: a.example, tls: { cert_chain_file: a.crt, private_key_file: a.key, ca_file: ca.pem } }\n---\napiVersion: portico.dev/v1\nkind: JWTProvider\nmetadata: { name: j }\nspec: { issuer: \"https://i\", jwks_file: jwks.json }\n";
+    let files = crate::inlined_files(&snap_in(y, &dir));
+    let names: Vec<String> = files
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    assert_eq!(names, ["a.crt", "a.key", "ca.pem", "jwks.json"]);
+}

