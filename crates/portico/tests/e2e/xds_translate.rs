@@ -900,3 +900,33 @@ async fn a_rotated_certificate_reaches_envoy_as_a_new_secret() {
         "a new secret version: {nodes}"
     );
 }
+
+/// `portico check --target envoy` names the fields whose Envoy translation differs, on the
+/// resource that has them.
+#[tokio::test]
+async fn check_target_envoy_names_the_translated_fields_that_differ() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = [
+        format!("{API}\nkind: Mapping\nmetadata: {{ name: c }}\nspec: {{ prefix: /c/, service: 127.0.0.1:9, cors: {{ origins: [\"*\"] }} }}\n"),
+        format!("{API}\nkind: Mapping\nmetadata: {{ name: z }}\nspec: {{ prefix: /z/, service: 127.0.0.1:9, compression: {{ enabled: true }}, max_request_body_bytes: 10 }}\n"),
+        format!("{API}\nkind: Mapping\nmetadata: {{ name: p }}\nspec: {{ prefix: /p/, service: 127.0.0.1:9, rate_limits: [{{ key: [path], requests_per_unit: 1 }}] }}\n"),
+    ]
+    .join("---\n");
+    std::fs::write(dir.path().join("c.yaml"), cfg).expect("write");
+    let (code, out, err) = portico_cmd(dir.path(), &["check", "--target", "envoy", "c.yaml"]);
+    assert_eq!(code, 0, "warnings only: {out} {err}");
+    for (who, field) in [
+        ("Mapping/c", "spec.cors.methods"),
+        ("Mapping/c", "spec.cors.headers"),
+        ("Mapping/z", "spec.compression"),
+        ("Mapping/z", "spec.max_request_body_bytes"),
+        ("Mapping/p", "spec.rate_limits.key"),
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.contains(&format!("{who}: warning: envoy cannot express {field}:"))),
+            "no warning naming {field} on {who}: {out}"
+        );
+    }
+    assert!(!out.contains("spec.cors:"), "CORS is translated: {out}");
+}
