@@ -652,7 +652,7 @@ async fn jwt_key_rotation_through_jwks_uri() {
 
 // ---------------------------------------------------------------- gRPC AuthService
 
-mod grpc_auth {
+pub(crate) mod grpc_auth {
     use envoy_types::ext_authz::v3::pb::{
         Authorization, AuthorizationServer, CheckRequest, CheckResponse, DeniedHttpResponse,
         HttpResponse, OkHttpResponse,
