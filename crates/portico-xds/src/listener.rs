@@ -121,6 +121,18 @@ fn hcm(l: &ListenerConf, snap: &Snapshot) -> Filter {
             true,
         )),
         use_remote_address: Some(BoolValue { value: true }),
+        // A verified client certificate becomes `x-forwarded-client-cert`
+        // (`Hash=..;Subject="..";URI=..;DNS=..`), a client's own header is dropped: as Portico.
+        forward_client_cert_details: http_connection_manager::ForwardClientCertDetails::SanitizeSet
+            as i32,
+        set_current_client_cert_details: Some(
+            http_connection_manager::SetCurrentClientCertDetails {
+                subject: Some(BoolValue { value: true }),
+                uri: true,
+                dns: true,
+                ..Default::default()
+            },
+        ),
         xff_num_trusted_hops: 0,
         max_request_headers_kb: Some(UInt32Value {
             value: l.limits.max_request_headers_bytes.div_ceil(1024),

