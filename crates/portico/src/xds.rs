@@ -234,7 +234,22 @@ pub async fn run(opts: XdsOpts) -> anyhow::Result<()> {
     if let Some(g) = &git_source {
         g.spawn_poller(cp.clone());
     }
-    files::spawn(cp.clone());
+    let (listed, reloader) = (cp.clone(), cp.clone());
+    files::spawn(
+        move || {
+            listed
+                .files
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+        },
+        move || {
+            let cp = reloader.clone();
+            async move {
+                let _ = cp.reload("file change").await;
+            }
+        },
+    );
     let _watcher = if git_source.is_some() || opts.config.is_empty() {
         None
     } else {

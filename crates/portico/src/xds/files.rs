@@ -5,11 +5,9 @@
 //! secret at every Envoy; a half-written pair fails the certificate check, is not sent, and
 //! the next poll tries again).
 
+use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, PoisonError};
 use std::time::{Duration, SystemTime};
-
-use super::ControlPlane;
 
 /// How often the files are looked at (the contract wants a rotation in effect within 2 s).
 const POLL: Duration = Duration::from_millis(500);
@@ -28,26 +26,25 @@ fn stamps(files: &[PathBuf]) -> Vec<Stamp> {
         .collect()
 }
 
-fn files(cp: &ControlPlane) -> Vec<PathBuf> {
-    cp.files
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone()
-}
-
-/// Starts the poller; it runs as long as the process.
-pub(super) fn spawn(cp: Arc<ControlPlane>) {
+/// Starts the poller: `files` lists the files of the published config, `reload` reloads it.
+/// It runs as long as the process.
+pub(super) fn spawn<F, R, Fut>(files: F, reload: R)
+where
+    F: Fn() -> Vec<PathBuf> + Send + 'static,
+    R: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
     tokio::spawn(async move {
-        let mut seen = stamps(&files(&cp));
+        let mut seen = stamps(&files());
         loop {
             tokio::time::sleep(POLL).await;
-            let now = stamps(&files(&cp));
+            let now = stamps(&files());
             let same_set =
                 now.len() == seen.len() && now.iter().zip(&seen).all(|(a, b)| a.0 == b.0);
             if same_set && now != seen {
                 tracing::info!("a certificate, key or JWKS file changed: reloading");
-                let _ = cp.reload("file change").await;
-                seen = stamps(&files(&cp));
+                reload().await;
+                seen = stamps(&files());
             } else {
                 seen = now;
             }
