@@ -123,8 +123,12 @@ fn hcm(l: &ListenerConf, snap: &Snapshot) -> Filter {
         use_remote_address: Some(BoolValue { value: true }),
         // A verified client certificate becomes `x-forwarded-client-cert`
         // (`Hash=..;Subject="..";URI=..;DNS=..`), a client's own header is dropped: as Portico.
-        forward_client_cert_details: http_connection_manager::ForwardClientCertDetails::SanitizeSet
-            as i32,
+        // Behind a trusted proxy (`trust_forwarded`) the forwarded header is kept.
+        forward_client_cert_details: if l.trust_forwarded {
+            http_connection_manager::ForwardClientCertDetails::AppendForward
+        } else {
+            http_connection_manager::ForwardClientCertDetails::SanitizeSet
+        } as i32,
         set_current_client_cert_details: Some(
             http_connection_manager::SetCurrentClientCertDetails {
                 subject: Some(BoolValue { value: true }),
@@ -224,6 +228,19 @@ pub fn listener(
             &l.name,
             "spec.max_connections",
             "Envoy counts connections per filter chain: each Host's chain gets the whole limit",
+        );
+    }
+    if l.trust_forwarded
+        && l.protocol.is_tls()
+        && snap
+            .hosts
+            .iter()
+            .any(|h| h.tls.as_ref().is_some_and(|t| t.ca_file.is_some()))
+    {
+        w.push(
+            &l.name,
+            "spec.trust_forwarded",
+            "with a client certificate, Envoy appends its details to a forwarded x-forwarded-client-cert (Portico replaces it)",
         );
     }
     if !l.protocol.is_tls() {

@@ -208,3 +208,26 @@ fn inlined_files_are_every_tls_file_the_config_names() {
         .collect();
     assert_eq!(names, ["a.crt", "a.key", "ca.pem", "jwks.json"]);
 }
+
+#[test]
+fn client_certificates_are_forwarded_like_portico() {
+    let plain = translate(&snap(
+        "apiVersion: portico.dev/v1\nkind: Listener\nmetadata: { name: web }\nspec: { port: 8081, protocol: HTTP }\n",
+    ));
+    let l: Listener = unpack(&plain.resources.listeners[0]);
+    let h = hcm_of(&l, 0);
+    assert_eq!(
+        h.forward_client_cert_details,
+        http_connection_manager::ForwardClientCertDetails::SanitizeSet as i32
+    );
+    let d = h.set_current_client_cert_details.expect("details");
+    assert!(d.subject.is_some_and(|b| b.value) && d.uri && d.dns && !d.cert);
+    let trusted = translate(&snap(
+        "apiVersion: portico.dev/v1\nkind: Listener\nmetadata: { name: web }\nspec: { port: 8081, protocol: HTTP, trust_forwarded: true }\n",
+    ));
+    let l: Listener = unpack(&trusted.resources.listeners[0]);
+    assert_eq!(
+        hcm_of(&l, 0).forward_client_cert_details,
+        http_connection_manager::ForwardClientCertDetails::AppendForward as i32
+    );
+}
