@@ -3,19 +3,22 @@
 //! Static endpoints that are all IP addresses become an EDS cluster whose endpoints are served
 //! over ADS (so an endpoint change pushes one small resource); endpoints naming hosts, and DNS
 //! upstreams, become `STRICT_DNS` clusters with the endpoints inline (Envoy resolves them, as
-//! Portico does). Connect timeout, load balancer, panic threshold, circuit breakers, active
-//! health checks, outlier detection, upstream HTTP/2 and TLS are carried over.
+//! Portico does). Connect timeout, load balancer (and slow start), panic threshold, circuit
+//! breakers (and the routes' retry budget), active health checks, outlier detection, upstream
+//! HTTP/2 and TLS are carried over.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use envoy_types::pb::envoy::config::cluster::v3::{
-    CircuitBreakers, Cluster, OutlierDetection, circuit_breakers::Thresholds, cluster,
+    CircuitBreakers, Cluster, OutlierDetection,
+    circuit_breakers::{Thresholds, thresholds::RetryBudget},
+    cluster,
 };
 use envoy_types::pb::envoy::config::core::v3::{
     Address, AggregatedConfigSource, ApiVersion, ConfigSource, DataSource, HealthCheck,
-    SocketAddress, TransportSocket, address, config_source, data_source, health_check,
-    socket_address, transport_socket,
+    RuntimeDouble, SocketAddress, TransportSocket, address, config_source, data_source,
+    health_check, socket_address, transport_socket,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
@@ -142,13 +145,7 @@ pub fn cluster(u: &UpstreamConf, w: &mut Warnings) -> (Cluster, Option<ClusterLo
         }),
         ..Default::default()
     };
-    if u.lb.slow_start_window.is_some() {
-        w.push(
-            &u.name,
-            "spec.load_balancer.slow_start_window",
-            "not translated for Envoy",
-        );
-    }
+    c.lb_config = slow_start(u, w);
     protocol(u, &mut c, w);
     let cla = match &u.endpoints {
         EndpointSource::Static(eps) => {
@@ -207,6 +204,75 @@ fn dns_endpoints(u: &UpstreamConf, eps: &[EndpointConf], w: &mut Warnings) -> Ve
             a.map(|a| lb_endpoint(a, e.weight))
         })
         .collect()
+}
+
+/// Slow start: Envoy's ramp with the defaults Portico uses (linear, from 10% of the weight).
+fn slow_start(u: &UpstreamConf, w: &mut Warnings) -> Option<cluster::LbConfig> {
+    let window = u.lb.slow_start_window?;
+    let cfg = Some(cluster::SlowStartConfig {
+        slow_start_window: Some(duration(window)),
+        aggression: Some(RuntimeDouble {
+            default_value: 1.0,
+            ..Default::default()
+        }),
+        min_weight_percent: Some(Percent { value: 10.0 }),
+    });
+    match u.lb.policy {
+        LbPolicy::RoundRobin => Some(cluster::LbConfig::RoundRobinLbConfig(
+            cluster::RoundRobinLbConfig {
+                slow_start_config: cfg,
+            },
+        )),
+        LbPolicy::LeastRequest | LbPolicy::Ewma => Some(cluster::LbConfig::LeastRequestLbConfig(
+            cluster::LeastRequestLbConfig {
+                slow_start_config: cfg,
+                ..Default::default()
+            },
+        )),
+        LbPolicy::Random | LbPolicy::RingHash | LbPolicy::Maglev => {
+            w.push(
+                &u.name,
+                "spec.load_balancer.slow_start_window",
+                "Envoy ramps new endpoints only with round_robin and least_request: not translated",
+            );
+            None
+        }
+    }
+}
+
+/// The retry budget of the routes to `u` as the cluster's (Envoy's budgets are per cluster;
+/// Portico's per route): the first route's, with a warning when routes to `u` differ.
+pub fn retry_budget(
+    snap: &portico_config::snapshot::Snapshot,
+    u: &UpstreamConf,
+    w: &mut Warnings,
+) -> Option<RetryBudget> {
+    let budgets: Vec<(&str, Option<(f64, u32)>)> = snap
+        .routes
+        .iter()
+        .filter(|r| r.upstream() == Some(u.id))
+        .map(|r| {
+            let b = r
+                .retry
+                .as_ref()
+                .filter(|p| p.budget_percent > 0.0)
+                .map(|p| (p.budget_percent, p.min_retry_concurrency));
+            (r.name.as_str(), b)
+        })
+        .collect();
+    let (first, b) = budgets.iter().find_map(|(n, b)| b.map(|b| (*n, b)))?;
+    if budgets.iter().any(|(_, o)| *o != Some(b)) {
+        w.push(
+            first,
+            "spec.retry_policy.retry_budget",
+            "Envoy's retry budget is per cluster: this route's applies to every route to its service",
+        );
+    }
+    Some(RetryBudget {
+        budget_percent: Some(Percent { value: b.0 }),
+        min_retry_concurrency: u32v(b.1),
+        ..Default::default()
+    })
 }
 
 fn lb_policy(u: &UpstreamConf, w: &mut Warnings) -> cluster::LbPolicy {

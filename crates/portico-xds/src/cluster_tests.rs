@@ -231,3 +231,53 @@ fn h2c_and_tls_upstreams() {
         "verifies by default"
     );
 }
+
+#[test]
+fn slow_start_and_retry_budget_reach_the_cluster() {
+    let (cs, _, w) = clusters(&[
+        upstream(
+            "rr",
+            "  endpoints: [\"10.0.0.1:80\"]\n  load_balancer: { policy: round_robin, slow_start_window_ms: 30000 }",
+        ),
+        upstream(
+            "lr",
+            "  endpoints: [\"10.0.0.2:80\"]\n  load_balancer: { policy: least_request, slow_start_window_ms: 5000 }",
+        ),
+        upstream(
+            "rh",
+            "  endpoints: [\"10.0.0.3:80\"]\n  load_balancer: { policy: ring_hash, header: x-k, slow_start_window_ms: 5000 }",
+        ),
+        "---\napiVersion: portico.dev/v1\nkind: Mapping\nmetadata: { name: budget }\nspec: { prefix: /b/, service: rr, retry_policy: { retry_on: 5xx, num_retries: 2, retry_budget: { budget_percent: 25, min_retry_concurrency: 4 } } }\n".to_string(),
+    ]
+    .concat());
+    let by = |n: &str| cs.iter().find(|c| c.name == n).expect("cluster");
+    let Some(cluster::LbConfig::RoundRobinLbConfig(rr)) = &by("rr").lb_config else {
+        panic!("round robin config")
+    };
+    let ss = rr.slow_start_config.as_ref().expect("slow start");
+    assert_eq!(ss.slow_start_window.as_ref().map(|d| d.seconds), Some(30));
+    assert_eq!(ss.min_weight_percent.as_ref().map(|p| p.value), Some(10.0));
+    assert_eq!(ss.aggression.as_ref().map(|a| a.default_value), Some(1.0));
+    assert!(matches!(
+        &by("lr").lb_config,
+        Some(cluster::LbConfig::LeastRequestLbConfig(l)) if l.slow_start_config.is_some()
+    ));
+    assert!(
+        w.iter()
+            .any(|x| x.resource == "rh" && x.field == "spec.load_balancer.slow_start_window")
+    );
+    let t = &by("rr").circuit_breakers.as_ref().expect("cb").thresholds[0];
+    let b = t.retry_budget.as_ref().expect("budget");
+    assert_eq!(b.budget_percent.as_ref().map(|p| p.value), Some(25.0));
+    assert_eq!(b.min_retry_concurrency.as_ref().map(|v| v.value), Some(4));
+    // The other route to rr (m-rr) has no budget: Envoy's applies to it too.
+    assert!(
+        w.iter()
+            .any(|x| x.resource == "budget" && x.field == "spec.retry_policy.retry_budget")
+    );
+    assert!(
+        by("lr").circuit_breakers.as_ref().expect("cb").thresholds[0]
+            .retry_budget
+            .is_none()
+    );
+}

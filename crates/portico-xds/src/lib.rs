@@ -6,14 +6,18 @@
 //! into SDS secrets, so Envoys on other machines need no copies). Settings Envoy cannot express
 //! are reported as [`Warning`]s naming the resource and field (`portico check --target envoy`).
 //!
-//! Modules: [`routes`] (RouteConfiguration, Portico's match order), [`cluster`] (Cluster and
+//! Modules: [`routes`] (RouteConfiguration, Portico's match order), [`filters`] (the HTTP
+//! filter chain and per-route filter settings: CORS, rate limits), [`auth`] (ext_authz and
+//! jwt_authn), [`cluster`] (Cluster and
 //! ClusterLoadAssignment), [`listener`] (Listener with SNI filter chains, and Secret), [`server`]
 //! (the ADS gRPC server, ACK/NACK tracking, `/xds` and metrics) with its two stream kinds,
 //! `sotw` (State-of-the-World) and `delta` (incremental), and their shared `state`.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod bootstrap;
 pub mod cluster;
+pub mod filters;
 pub mod listener;
 pub mod routes;
 pub mod server;
@@ -32,14 +36,23 @@ pub fn translate(snap: &Snapshot) -> Translation {
     let mut w = Warnings::default();
     let mut res = Resources::default();
     for u in &snap.upstreams {
-        let (c, cla) = cluster::cluster(u, &mut w);
+        let (mut c, cla) = cluster::cluster(u, &mut w);
+        if let Some(b) = cluster::retry_budget(snap, u, &mut w)
+            && let Some(t) = c
+                .circuit_breakers
+                .as_mut()
+                .and_then(|cb| cb.thresholds.first_mut())
+        {
+            t.retry_budget = Some(b);
+        }
         if let Some(cla) = cla {
             res.endpoints.push(named(cla.cluster_name.clone(), cla));
         }
         res.clusters.push(named(c.name.clone(), c));
     }
-    let rc = routes::route_configuration(snap, &mut w);
-    res.routes.push(named(rc.name.clone(), rc));
+    for rc in routes::route_configurations(snap, &mut w) {
+        res.routes.push(named(rc.name.clone(), rc));
+    }
     if let Some(r) = snap.routes.iter().find(|r| r.timeout.is_some()) {
         w.push(
             &r.name,
@@ -47,6 +60,8 @@ pub fn translate(snap: &Snapshot) -> Translation {
             "Envoy sends x-envoy-expected-rq-timeout-ms, not x-portico-expected-timeout-ms",
         );
     }
+    auth::warn(snap, &mut w);
+    filters::warn(snap, &mut w);
     let secrets = listener::secrets(snap, &mut w);
     for l in &snap.listeners {
         let el = listener::listener(l, snap, &secrets, &mut w);
@@ -59,6 +74,35 @@ pub fn translate(snap: &Snapshot) -> Translation {
         resources: res,
         warnings: w.0,
     }
+}
+
+/// The files whose contents the translation sends inline (Host certificates, keys and client
+/// CAs, upstream TLS files, JWKS files): `portico xds` reloads when one changes, so a
+/// certificate rotated on disk reaches Envoys as a new secret.
+pub fn inlined_files(snap: &Snapshot) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for h in &snap.hosts {
+        if let Some(t) = &h.tls {
+            out.push(t.cert_chain_file.clone());
+            out.push(t.private_key_file.clone());
+            out.extend(t.ca_file.clone());
+        }
+    }
+    for u in &snap.upstreams {
+        if let Some(t) = &u.tls {
+            out.extend(t.ca_file.clone());
+            out.extend(t.cert_chain_file.clone());
+            out.extend(t.private_key_file.clone());
+        }
+    }
+    for p in &snap.jwt_providers {
+        if let portico_config::snapshot::JwksSource::File(f) = &p.keys {
+            out.push(f.clone());
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Test helpers: a snapshot from YAML text, and unpacking of the produced resources.

@@ -11,23 +11,24 @@ use envoy_types::pb::envoy::config::core::v3::{TransportSocket, transport_socket
 use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter, listener_filter,
 };
-use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::listener::proxy_protocol::v3::ProxyProtocol;
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
+use envoy_types::pb::envoy::extensions::filters::network::connection_limit::v3::ConnectionLimit;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
+    HttpConnectionManager, Rds, http_connection_manager,
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig, Secret,
     TlsCertificate, TlsParameters, common_tls_context, secret, tls_parameters,
 };
-use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
+use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value, UInt64Value};
 use envoy_types::util::pack_any;
 use portico_config::snapshot::{HostConf, HostGlob, ListenerConf, Snapshot, TlsVersion};
 
 use crate::cluster::{ads_source, inline_file, socket};
 use crate::common::{Warnings, duration};
-use crate::routes::ROUTE_CONFIG_NAME;
+use crate::filters;
+use crate::routes::{CLEARTEXT_ROUTE_CONFIG_NAME, ROUTE_CONFIG_NAME, needs_cleartext};
 
 /// SDS name of a Host's certificate and key.
 pub fn cert_secret_name(h: &HostConf) -> String {
@@ -81,26 +82,61 @@ fn sds(name: String) -> SdsSecretConfig {
     }
 }
 
-fn hcm(l: &ListenerConf) -> Filter {
+/// The network filters of one filter chain: the connection limit (Portico's `max_connections`,
+/// beyond which Envoy closes new connections), then the HTTP connection manager.
+fn filters(l: &ListenerConf, snap: &Snapshot) -> Vec<Filter> {
+    let mut out = Vec::with_capacity(2);
+    if l.max_connections > 0 {
+        out.push(Filter {
+            name: "envoy.filters.network.connection_limit".to_string(),
+            config_type: Some(filter::ConfigType::TypedConfig(pack_any(ConnectionLimit {
+                stat_prefix: l.name.clone(),
+                max_connections: Some(UInt64Value {
+                    value: u64::from(l.max_connections),
+                }),
+                ..Default::default()
+            }))),
+        });
+    }
+    out.push(hcm(l, snap));
+    out
+}
+
+fn hcm(l: &ListenerConf, snap: &Snapshot) -> Filter {
     let m = HttpConnectionManager {
         stat_prefix: l.name.clone(),
         codec_type: 0, // AUTO: HTTP/1.1, and h2 by ALPN or prior knowledge.
         route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
             config_source: Some(ads_source()),
-            route_config_name: ROUTE_CONFIG_NAME.to_string(),
+            route_config_name: if !l.protocol.is_tls() && needs_cleartext(snap) {
+                CLEARTEXT_ROUTE_CONFIG_NAME
+            } else {
+                ROUTE_CONFIG_NAME
+            }
+            .to_string(),
         })),
-        http_filters: vec![HttpFilter {
-            name: "envoy.filters.http.router".to_string(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
-                Router::default(),
-            ))),
-            ..Default::default()
-        }],
+        http_filters: filters::http_filters(snap),
         // Portico matches hostnames with the port stripped (reference §2.3.1).
         strip_port_mode: Some(http_connection_manager::StripPortMode::StripAnyHostPort(
             true,
         )),
         use_remote_address: Some(BoolValue { value: true }),
+        // A verified client certificate becomes `x-forwarded-client-cert`
+        // (`Hash=..;Subject="..";URI=..;DNS=..`), a client's own header is dropped: as Portico.
+        // Behind a trusted proxy (`trust_forwarded`) the forwarded header is kept.
+        forward_client_cert_details: if l.trust_forwarded {
+            http_connection_manager::ForwardClientCertDetails::AppendForward
+        } else {
+            http_connection_manager::ForwardClientCertDetails::SanitizeSet
+        } as i32,
+        set_current_client_cert_details: Some(
+            http_connection_manager::SetCurrentClientCertDetails {
+                subject: Some(BoolValue { value: true }),
+                uri: true,
+                dns: true,
+                ..Default::default()
+            },
+        ),
         xff_num_trusted_hops: 0,
         max_request_headers_kb: Some(UInt32Value {
             value: l.limits.max_request_headers_bytes.div_ceil(1024),
@@ -184,16 +220,32 @@ pub fn listener(
             ..Default::default()
         });
     }
-    if l.max_connections > 0 {
+    if l.max_connections > 0
+        && l.protocol.is_tls()
+        && snap.hosts.iter().filter(|h| h.tls.is_some()).count() > 1
+    {
         w.push(
             &l.name,
             "spec.max_connections",
-            "Envoy limits connections per listener through its overload manager: not translated",
+            "Envoy counts connections per filter chain: each Host's chain gets the whole limit",
+        );
+    }
+    if l.trust_forwarded
+        && l.protocol.is_tls()
+        && snap
+            .hosts
+            .iter()
+            .any(|h| h.tls.as_ref().is_some_and(|t| t.ca_file.is_some()))
+    {
+        w.push(
+            &l.name,
+            "spec.trust_forwarded",
+            "with a client certificate, Envoy appends its details to a forwarded x-forwarded-client-cert (Portico replaces it)",
         );
     }
     if !l.protocol.is_tls() {
         out.filter_chains.push(FilterChain {
-            filters: vec![hcm(l)],
+            filters: filters(l, snap),
             ..Default::default()
         });
         return out;
@@ -223,7 +275,7 @@ pub fn listener(
                 server_names,
                 ..Default::default()
             }),
-            filters: vec![hcm(l)],
+            filters: filters(l, snap),
             transport_socket: Some(ts),
             ..Default::default()
         });

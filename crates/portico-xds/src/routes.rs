@@ -30,17 +30,32 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
 use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent};
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use portico_config::snapshot::{
-    DirectResponseConf, HashOn, HeaderAdd, HostGlob, PathMatch, RedirectConf, RetryOn, RetryPolicy,
-    Rewrite, Route as PRoute, RouteAction, Snapshot, ValueMatch,
+    DirectResponseConf, HashOn, HeaderAdd, HostConf, HostGlob, InsecureAction, PathMatch,
+    RateLimitScope, RedirectConf, RetryOn, RetryPolicy, Rewrite, Route as PRoute, RouteAction,
+    Snapshot, ValueMatch,
 };
 
 use crate::common::{Warnings, cluster_name, duration};
+use crate::filters;
 
 /// The name of the one route configuration every listener's HTTP connection manager uses.
 pub const ROUTE_CONFIG_NAME: &str = "portico";
 
-/// Builds the route configuration for `snap`.
-pub fn route_configuration(snap: &Snapshot, w: &mut Warnings) -> RouteConfiguration {
+/// The route configuration of cleartext listeners when a TLS Host redirects or rejects
+/// plain-HTTP requests (`requestPolicy.insecure`); HTTPS listeners use [`ROUTE_CONFIG_NAME`].
+pub const CLEARTEXT_ROUTE_CONFIG_NAME: &str = "portico/cleartext";
+
+/// Whether cleartext listeners need their own route configuration: some TLS Host's
+/// `requestPolicy.insecure` is not `Route`.
+pub fn needs_cleartext(snap: &Snapshot) -> bool {
+    snap.hosts
+        .iter()
+        .any(|h| h.tls.is_some() && h.insecure != InsecureAction::Route)
+}
+
+/// Builds the route configurations for `snap`: [`ROUTE_CONFIG_NAME`], and
+/// [`CLEARTEXT_ROUTE_CONFIG_NAME`] when [`needs_cleartext`].
+pub fn route_configurations(snap: &Snapshot, w: &mut Warnings) -> Vec<RouteConfiguration> {
     let envoy_routes: Vec<(HostGlob, Route)> = groups(snap)
         .into_iter()
         .filter_map(|group| {
@@ -54,19 +69,107 @@ pub fn route_configuration(snap: &Snapshot, w: &mut Warnings) -> RouteConfigurat
             globs.push(r.hostname.clone());
         }
     }
-    let virtual_hosts = globs
+    let mut out = vec![config(
+        snap,
+        ROUTE_CONFIG_NAME,
+        virtual_hosts(&globs, &envoy_routes, None),
+    )];
+    if needs_cleartext(snap) {
+        // Every Host glob is a domain too: Envoy's most specific domain for a host is then
+        // covered by the most specific Host matching it, the Host Portico applies.
+        for h in snap.hosts.iter().filter(|h| h.tls.is_some()) {
+            if !globs.contains(&h.hostname) {
+                globs.push(h.hostname.clone());
+            }
+        }
+        out.push(config(
+            snap,
+            CLEARTEXT_ROUTE_CONFIG_NAME,
+            virtual_hosts(&globs, &envoy_routes, Some(snap)),
+        ));
+        if snap.listeners.iter().any(|l| l.trust_forwarded) {
+            w.push(
+                &snap.listeners[0].name,
+                "spec.trust_forwarded",
+                "Envoy redirects or rejects plain-HTTP requests per Host even with x-forwarded-proto: https",
+            );
+        }
+    }
+    out
+}
+
+/// One virtual host per glob holding the routes whose glob covers it; with `insecure`, a
+/// glob whose Host redirects or rejects plain HTTP holds that answer instead.
+fn virtual_hosts(
+    globs: &[HostGlob],
+    envoy_routes: &[(HostGlob, Route)],
+    insecure: Option<&Snapshot>,
+) -> Vec<VirtualHost> {
+    globs
         .iter()
-        .map(|g| VirtualHost {
-            name: format!("portico/{g}"),
-            domains: vec![g.to_string()],
-            routes: envoy_routes
-                .iter()
-                .filter(|(rg, _)| covers(rg, g))
-                .map(|(_, er)| er.clone())
-                .collect(),
+        .map(|g| {
+            let host = insecure.and_then(|snap| {
+                snap.hosts
+                    .iter()
+                    .filter(|h| h.tls.is_some() && covers(&h.hostname, g))
+                    .max_by_key(|h| h.hostname.specificity())
+            });
+            let routes = match host.map(|h| (h, h.insecure)) {
+                Some((h, InsecureAction::Redirect)) => vec![insecure_route(h, true)],
+                Some((h, InsecureAction::Reject)) => vec![insecure_route(h, false)],
+                _ => envoy_routes
+                    .iter()
+                    .filter(|(rg, _)| covers(rg, g))
+                    .map(|(_, er)| er.clone())
+                    .collect(),
+            };
+            VirtualHost {
+                name: format!("portico/{g}"),
+                domains: vec![g.to_string()],
+                routes,
+                ..Default::default()
+            }
+        })
+        .collect()
+}
+
+/// A Host's answer to plain HTTP: 301 to https (same host without port, path and query), or
+/// 403.
+fn insecure_route(h: &HostConf, redirect: bool) -> Route {
+    let action = if redirect {
+        route::Action::Redirect(RedirectAction {
+            scheme_rewrite_specifier: Some(redirect_action::SchemeRewriteSpecifier::HttpsRedirect(
+                true,
+            )),
+            response_code: redirect_action::RedirectResponseCode::MovedPermanently as i32,
             ..Default::default()
         })
-        .collect();
+    } else {
+        route::Action::DirectResponse(
+            envoy_types::pb::envoy::config::route::v3::DirectResponseAction {
+                status: 403,
+                body: Some(DataSource {
+                    specifier: Some(data_source::Specifier::InlineString(
+                        "insecure request rejected: use https\n".to_string(),
+                    )),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+    };
+    Route {
+        name: format!("host/{}/insecure", h.name),
+        r#match: Some(RouteMatch {
+            path_specifier: Some(route_match::PathSpecifier::Prefix("/".to_string())),
+            ..Default::default()
+        }),
+        action: Some(action),
+        ..Default::default()
+    }
+}
+
+fn config(snap: &Snapshot, name: &str, virtual_hosts: Vec<VirtualHost>) -> RouteConfiguration {
     // Envoy refuses direct response bodies over 4 KiB unless told the largest one.
     let largest_body = snap
         .routes
@@ -78,7 +181,7 @@ pub fn route_configuration(snap: &Snapshot, w: &mut Warnings) -> RouteConfigurat
         .max()
         .unwrap_or(0);
     RouteConfiguration {
-        name: ROUTE_CONFIG_NAME.to_string(),
+        name: name.to_string(),
         virtual_hosts,
         max_direct_response_body_size_bytes: (largest_body > 4096).then(|| UInt32Value {
             value: u32::try_from(largest_body).unwrap_or(u32::MAX),
@@ -136,6 +239,7 @@ fn route_for_group(snap: &Snapshot, group: &[&PRoute], w: &mut Warnings) -> Opti
             .iter()
             .map(|h| h.to_string())
             .collect(),
+        typed_per_filter_config: filters::per_route(snap, r, w),
         ..Default::default()
     };
     out.action = Some(match &r.action {
@@ -165,31 +269,15 @@ fn route_for_group(snap: &Snapshot, group: &[&PRoute], w: &mut Warnings) -> Opti
 
 /// Settings with no Envoy route-level equivalent (yet): named so `check --target envoy` can warn.
 fn warn_unexpressed(r: &PRoute, w: &mut Warnings) {
-    if r.compression.is_some() {
+    if r.upstream().is_none()
+        && r.rate_limits
+            .iter()
+            .any(|rl| rl.scope == RateLimitScope::Global)
+    {
         w.push(
             &r.name,
-            "spec.compression",
-            "not translated for Envoy (no compressor filter is configured)",
-        );
-    }
-    if r.max_request_body.is_some() {
-        w.push(
-            &r.name,
-            "spec.max_request_body_bytes",
-            "not translated for Envoy",
-        );
-    }
-    if !r.rate_limits.is_empty() {
-        w.push(&r.name, "spec.rate_limits", "not translated for Envoy yet");
-    }
-    if r.cors.is_some() {
-        w.push(&r.name, "spec.cors", "not translated for Envoy yet");
-    }
-    if r.retry.as_ref().is_some_and(|p| p.budget_percent > 0.0) {
-        w.push(
-            &r.name,
-            "spec.retry_policy.budget",
-            "Envoy's retry budget is per cluster, not per route: not translated",
+            "spec.rate_limits.scope",
+            "Envoy asks the rate limit service only for routes to a service, not for redirects or direct responses",
         );
     }
     if r.timeout.is_some() {
@@ -405,6 +493,7 @@ fn forward(snap: &Snapshot, group: &[&PRoute], w: &mut Warnings) -> EnvoyAction 
         timeout: Some(duration(r.timeout.unwrap_or(StdDuration::ZERO))),
         idle_timeout: r.idle_timeout.map(duration),
         retry_policy: r.retry.as_ref().map(retry_policy),
+        rate_limits: filters::global_rate_limits(r, w),
         max_stream_duration: r.grpc_timeout_max.map(|d| route_action::MaxStreamDuration {
             grpc_timeout_header_max: Some(duration(d)),
             ..Default::default()

@@ -381,10 +381,10 @@ fn warnings_name_fields() {
     .concat();
     let s = snap(&y);
     let mut w = Warnings::default();
-    let rc = super::route_configuration(&s, &mut w);
+    let rc = super::route_configurations(&s, &mut w).remove(0);
     assert!(
         w.0.iter()
-            .any(|x| x.resource == "c" && x.field == "spec.cors")
+            .any(|x| x.resource == "c" && x.field == "spec.cors.methods")
     );
     assert!(
         w.0.iter()

@@ -6,7 +6,8 @@
 //! version `<generation>`, or with `--git` the commit's full hash. Reloads come from the same
 //! machinery as `run`: the file watcher (`portico_control::watch`, through its `FileReloader`
 //! trait), the git poller (`portico_control::git`, through `Reloader`), SIGHUP and
-//! `POST /reload`. A rejected config is logged and never sent. The admin address serves
+//! `POST /reload`, and a change to a certificate, key or JWKS file the config names (module
+//! `files`). A rejected config is logged and never sent. The admin address serves
 //! `GET /xds` (nodes, per-type ACK/NACK) and `GET /metrics`.
 
 use std::convert::Infallible;
@@ -24,6 +25,8 @@ use hyper_util::rt::TokioIo;
 use portico_config::ConfigSource;
 use portico_control::reload;
 use portico_xds::server::{Published, XdsServer};
+
+mod files;
 
 /// Flags of `portico xds`.
 pub struct XdsOpts {
@@ -45,6 +48,8 @@ struct ControlPlane {
     reload_lock: tokio::sync::Mutex<()>,
     applied: AtomicU64,
     rejected: AtomicU64,
+    /// The files the published config sends inline (followed by [`files`]).
+    files: std::sync::Mutex<Vec<PathBuf>>,
 }
 
 impl ControlPlane {
@@ -91,6 +96,8 @@ impl ControlPlane {
             return Err(errors);
         };
         let t = portico_xds::translate(&snapshot);
+        *self.files.lock().unwrap_or_else(PoisonError::into_inner) =
+            portico_xds::inlined_files(&snapshot);
         for w in &t.warnings {
             tracing::warn!(resource = %w.resource, field = %w.field, "envoy: {}", w.message);
         }
@@ -226,6 +233,7 @@ pub async fn run(opts: XdsOpts) -> anyhow::Result<()> {
         reload_lock: tokio::sync::Mutex::new(()),
         applied: AtomicU64::new(0),
         rejected: AtomicU64::new(0),
+        files: std::sync::Mutex::new(Vec::new()),
     });
     if cp.reload("start").await.is_err() {
         anyhow::bail!("configuration rejected; not starting");
@@ -233,6 +241,22 @@ pub async fn run(opts: XdsOpts) -> anyhow::Result<()> {
     if let Some(g) = &git_source {
         g.spawn_poller(cp.clone());
     }
+    let (listed, reloader) = (cp.clone(), cp.clone());
+    files::spawn(
+        move || {
+            listed
+                .files
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+        },
+        move || {
+            let cp = reloader.clone();
+            async move {
+                let _ = cp.reload("file change").await;
+            }
+        },
+    );
     let _watcher = if git_source.is_some() || opts.config.is_empty() {
         None
     } else {

@@ -18,7 +18,7 @@ const EM: &str = "apiVersion: getambassador.io/v3alpha1";
 
 /// An HTTP auth service: `/extauth/.../allow...` → 200 with `x-user-id: 42` (and `x-other`,
 /// which must not be copied); anything else → 401 with its own body and `www-authenticate`.
-async fn auth_server() -> Upstream {
+pub(crate) async fn auth_server() -> Upstream {
     Upstream::with(
         "auth",
         Arc::new(|s: &Seen| {
@@ -43,7 +43,7 @@ async fn auth_server() -> Upstream {
     .await
 }
 
-fn auth_service(target: &str, extra: &str) -> String {
+pub(crate) fn auth_service(target: &str, extra: &str) -> String {
     format!(
         "{API}\nkind: AuthService\nmetadata: {{ name: auth }}\nspec:\n  auth_service: \"{target}\"\n  path_prefix: /extauth\n{extra}"
     )
@@ -386,13 +386,13 @@ print(json.dumps({
 }))
 "#;
 
-struct Tokens {
+pub(crate) struct Tokens {
     dir: tempfile::TempDir,
     t: serde_json::Value,
 }
 
 impl Tokens {
-    fn make(iss: &str) -> Tokens {
+    pub(crate) fn make(iss: &str) -> Tokens {
         let dir = tempfile::tempdir().expect("tempdir");
         let py = pyjwt_dir();
         let out = std::process::Command::new("python3")
@@ -411,17 +411,17 @@ impl Tokens {
         let t = serde_json::from_slice(&out.stdout).expect("tokens JSON");
         Tokens { dir, t }
     }
-    fn get(&self, name: &str) -> String {
+    pub(crate) fn get(&self, name: &str) -> String {
         self.t[name].as_str().expect("token").to_string()
     }
-    fn jwks(&self, n: u8) -> std::path::PathBuf {
+    pub(crate) fn jwks(&self, n: u8) -> std::path::PathBuf {
         self.dir.path().join(format!("jwks{n}.json"))
     }
 }
 
-const ISS: &str = "https://issuer.test";
+pub(crate) const ISS: &str = "https://issuer.test";
 
-fn provider(name: &str, keys: &str, extra: &str) -> String {
+pub(crate) fn provider(name: &str, keys: &str, extra: &str) -> String {
     format!(
         "{API}\nkind: JWTProvider\nmetadata: {{ name: {name} }}\nspec:\n  issuer: {ISS}\n  audiences: [api]\n  {keys}\n  forward_claims: {{ sub: x-user-id }}\n{extra}"
     )
@@ -652,7 +652,7 @@ async fn jwt_key_rotation_through_jwks_uri() {
 
 // ---------------------------------------------------------------- gRPC AuthService
 
-mod grpc_auth {
+pub(crate) mod grpc_auth {
     use envoy_types::ext_authz::v3::pb::{
         Authorization, AuthorizationServer, CheckRequest, CheckResponse, DeniedHttpResponse,
         HttpResponse, OkHttpResponse,

@@ -41,3 +41,4 @@ mod upstream_tls;
 mod websocket;
 mod xds;
 mod xds_delta;
+mod xds_translate;

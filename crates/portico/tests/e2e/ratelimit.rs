@@ -153,14 +153,14 @@ async fn local_limit_state_survives_a_reload() {
 // ------------------------------------------------------------------------ global limits
 
 /// A `redis-server` on a free loopback port, killed on drop.
-struct Redis {
+pub(crate) struct Redis {
     child: Child,
     port: u16,
     _dir: tempfile::TempDir,
 }
 
 impl Redis {
-    fn start() -> Option<Redis> {
+    pub(crate) fn start() -> Option<Redis> {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let child = Command::new("redis-server")
@@ -240,13 +240,13 @@ fn wait_port(port: u16) {
 }
 
 /// A `portico ratelimit` process.
-struct RlServer {
+pub(crate) struct RlServer {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl RlServer {
-    fn start(redis: &Redis, rules: &Path) -> RlServer {
+    pub(crate) fn start(redis: &Redis, rules: &Path) -> RlServer {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_portico"))
             .args(["ratelimit", "--listen", &format!("127.0.0.1:{port}")])
@@ -276,7 +276,7 @@ fn rules_file(dir: &Path) -> PathBuf {
     f
 }
 
-fn rls_doc(port: u16, timeout_ms: u64, deny: bool) -> String {
+pub(crate) fn rls_doc(port: u16, timeout_ms: u64, deny: bool) -> String {
     format!(
         "{API}\nkind: RateLimitService\nmetadata: {{ name: rls }}\nspec:\n  service: 127.0.0.1:{port}\n  domain: portico\n  timeout_ms: {timeout_ms}\n  failure_mode_deny: {deny}\n"
     )
@@ -346,7 +346,7 @@ impl Drop for Silent {
 }
 
 /// Waits until the current minute has at least `need` seconds left (fixed windows).
-async fn fresh_window(need: u64) {
+pub(crate) async fn fresh_window(need: u64) {
     let s = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

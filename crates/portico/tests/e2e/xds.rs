@@ -58,7 +58,7 @@ fn without_port(host: &str) -> String {
 
 /// What a request produced, in comparable form.
 #[derive(Debug, PartialEq, Eq)]
-struct Outcome {
+pub(crate) struct Outcome {
     status: u16,
     upstream: Option<String>,
     path: Option<String>,
@@ -67,7 +67,7 @@ struct Outcome {
     seen_headers: Vec<(String, String)>,
 }
 
-fn outcome(g: &Got) -> Outcome {
+pub(crate) fn outcome(g: &Got) -> Outcome {
     let upstream = g.header("x-upstream").map(str::to_string);
     let mut seen_headers: Vec<(String, String)> = g
         .headers
@@ -167,7 +167,7 @@ const TABLE: &[Row] = &[
     ("GET", "/nothing", &[]),
 ];
 
-async fn ask(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Got {
+pub(crate) async fn ask(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Got {
     send(
         request(
             method,
