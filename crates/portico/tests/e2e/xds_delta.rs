@@ -169,6 +169,30 @@ async fn envoy_on_delta_gets_additions_removals_and_nacks_show() {
         get(&at("/new/x"), &[]).await.header("x-upstream"),
         Some("b")
     );
+
+    // A config Portico rejects (a Mapping without a service) is never sent: the reload fails,
+    // the served version stays, and no push happens.
+    let pushes = |m: &str| -> f64 {
+        m.lines()
+            .filter_map(|l| l.strip_prefix("portico_xds_pushes_total{"))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    };
+    let before = pushes(&get(&xds.admin_url("/metrics"), &[]).await.text());
+    let served = xds.nodes().await["version"].clone();
+    let bad = format!(
+        "{base}---\n{API}\nkind: Mapping\nmetadata: {{ name: broken }}\nspec: {{ prefix: /broken/ }}\n"
+    );
+    std::fs::write(&config, bad).expect("config");
+    let r = post(&xds.admin_url("/reload"), "").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    assert_eq!(xds.nodes().await["version"], served);
+    let after = pushes(&get(&xds.admin_url("/metrics"), &[]).await.text());
+    assert_eq!(before, after, "a rejected config was pushed");
+    assert_eq!(
+        get(&at("/new/x"), &[]).await.header("x-upstream"),
+        Some("b")
+    );
 }
 
 /// An Envoy on Delta xDS keeps its config while `portico xds` is away, and resyncs (saying
