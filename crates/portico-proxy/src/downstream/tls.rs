@@ -38,6 +38,7 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use portico_config::snapshot::{HostConf, HostGlob, InsecureAction, TlsConf, TlsVersion};
 use portico_config::{Diagnostic, Severity, Snapshot};
 use rustls::crypto::CryptoProvider;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{Acceptor, ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
@@ -76,6 +77,8 @@ struct Built {
     not_after: Option<i64>,
     /// The certificate and key, for QUIC handshakes (`downstream::h3`).
     certified: Arc<CertifiedKey>,
+    /// The client certificate verifier of a Host with `ca_file`, for QUIC handshakes.
+    verifier: Option<Arc<dyn ClientCertVerifier>>,
 }
 
 /// File identity used to notice a change without reading the file.
@@ -320,17 +323,32 @@ impl TlsHosts {
     }
 }
 
+/// What a QUIC (HTTP/3) handshake needs of the Host its SNI picks.
+pub struct QuicHost {
+    /// The Host's current (rotated) certificate and key.
+    pub key: Arc<CertifiedKey>,
+    /// The Host's client certificate verifier when it has `ca_file` (mTLS).
+    pub client_auth: Option<Arc<dyn ClientCertVerifier>>,
+}
+
 impl TlsHosts {
-    /// The certificate for a QUIC (HTTP/3) handshake's SNI: the Host [`TlsHosts::select`]
-    /// picks, with its current (rotated) certificate. `None` also for a Host with `ca_file`:
-    /// HTTP/3 does not ask for client certificates, so such a Host is not served over QUIC.
-    pub fn quic_key(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+    /// The Host [`TlsHosts::select`] picks for a QUIC handshake's SNI, with its current
+    /// certificate and, for a Host with `ca_file`, its client certificate verifier.
+    pub fn quic_host(&self, sni: Option<&str>) -> Option<QuicHost> {
         let h = self.select(sni)?;
-        if h.conf.ca_file.is_some() {
-            return None;
-        }
         let b = h.built.load();
-        (**b).as_ref().map(|b| b.certified.clone())
+        (**b).as_ref().map(|b| QuicHost {
+            key: b.certified.clone(),
+            client_auth: b.verifier.clone(),
+        })
+    }
+
+    /// The client certificate verifiers of every Host with `ca_file`.
+    pub fn client_verifiers(&self) -> Vec<Arc<dyn ClientCertVerifier>> {
+        self.hosts
+            .iter()
+            .filter_map(|h| (**h.built.load()).as_ref()?.verifier.clone())
+            .collect()
     }
 }
 
@@ -448,11 +466,11 @@ fn build_with(
                     .add(c)
                     .map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
             }
-            Some(
+            let v: Arc<dyn ClientCertVerifier> =
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots), p.clone())
                     .build()
-                    .map_err(|e| format!("ca_file {}: {e}", ca.display()))?,
-            )
+                    .map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
+            Some(v)
         }
     };
     let versions: &[&'static rustls::SupportedProtocolVersion] = match conf.min_tls_version {
@@ -481,6 +499,7 @@ fn build_with(
         h1: make(false)?,
         not_after,
         certified,
+        verifier,
     })
 }
 

@@ -8,12 +8,18 @@ Reads one JSON job from argv[1] and prints one JSON line per request, then a sum
                  "headers": [["x", "y"]], "raw_headers": false,
                  "body_size": 0, "trailers": [["x-sum", "1"]]}],
    "wait_goaway": false,            # keep reading until the server's GOAWAY (drain tests)
-   "hold": 0}                       # seconds to keep the connection open, idle, at the end
+   "hold": 0,                       # seconds to keep the connection open, idle, at the end
+   "cert": "/path/client.pem", "key": "/path/client.key"}   # a client certificate (mTLS)
+
+A request with "no_read": true never opens its stream's flow-control window beyond the initial
+one (the client reads nothing more of that response; slow-reader tests); the connection's
+other streams are unaffected.
 
 Per request: {"status", "headers", "body_len", "body_sha256", "body" (first 300 bytes),
 "trailers", "reset" (the stream's reset code, if reset)}. The summary: {"summary": true,
 "retries": connections that got a Retry, "goaway": GOAWAY seen, "errors": [...],
-"certs": the subject of each connection's server certificate}.
+"certs": the subject of each connection's server certificate, "terminated": the error code of a
+connection the server closed, if any}.
 """
 
 import asyncio
@@ -27,7 +33,7 @@ from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.events import StreamDataReceived, StreamReset
+from aioquic.quic.events import ConnectionTerminated, StreamDataReceived, StreamReset
 
 
 def varint(buf, pos):
@@ -49,6 +55,16 @@ class Client(QuicConnectionProtocol):
         self.results = {}
         self.control = {}  # server uni stream id -> bytes
         self.goaway = asyncio.Event()
+        self.terminated = None
+        # Streams whose receive window is never raised ("no_read").
+        self.frozen = set()
+        raise_limits = self._quic._write_stream_limits
+
+        def limits(builder, space, stream):
+            if stream.stream_id not in self.frozen:
+                raise_limits(builder, space, stream)
+
+        self._quic._write_stream_limits = limits
 
     def watch_control(self, ev):
         # aioquic drops GOAWAY's payload: read the server's control stream ourselves.
@@ -71,6 +87,10 @@ class Client(QuicConnectionProtocol):
             pos = p + ln
 
     def quic_event_received(self, ev):
+        if isinstance(ev, ConnectionTerminated):
+            self.terminated = ev.error_code
+            for sid in list(self.waiters):
+                self.finish(sid)
         if isinstance(ev, StreamDataReceived):
             self.watch_control(ev)
         if isinstance(ev, StreamReset) and ev.stream_id in self.results:
@@ -122,6 +142,8 @@ class Client(QuicConnectionProtocol):
             "status": None, "headers": [], "body_len": 0, "body": "", "trailers": [],
             "reset": None, "_body": hashlib.sha256(),
         }
+        if spec.get("no_read"):
+            self.frozen.add(sid)
         fut = asyncio.get_running_loop().create_future()
         self.waiters[sid] = fut
         no_body = size == 0 and not trailers
@@ -169,6 +191,8 @@ async def one_connection(job, cfg, out, summary):
             if job.get("wait_goaway"):
                 await asyncio.wait_for(client.goaway.wait(), job.get("goaway_timeout", 30))
             summary["goaway"] = summary["goaway"] or client.goaway.is_set()
+            if client.terminated is not None:
+                summary["terminated"] = client.terminated
     except Exception as e:  # reported, the test decides
         summary["errors"].append(f"{type(e).__name__}: {e}")
 
@@ -182,8 +206,10 @@ async def main():
         cfg.load_verify_locations(job["ca"])
     else:
         cfg.verify_mode = ssl.CERT_NONE
+    if job.get("cert"):
+        cfg.load_cert_chain(job["cert"], job["key"])
     out = []
-    summary = {"summary": True, "retries": 0, "goaway": False, "errors": [], "certs": []}
+    summary = {"summary": True, "retries": 0, "goaway": False, "errors": [], "certs": [], "terminated": None}
     await asyncio.wait_for(
         asyncio.gather(*(one_connection(job, cfg, out, summary) for _ in range(job.get("connections", 1)))),
         job.get("timeout", 120),

@@ -17,7 +17,7 @@ use http_body_util::{BodyExt, Empty};
 use serde_json::{Value, json};
 
 /// Where aioquic is installed (a directory for PYTHONPATH), if it imports.
-fn aioquic() -> Option<PathBuf> {
+pub(crate) fn aioquic() -> Option<PathBuf> {
     let dir = std::env::var_os("AIOQUIC_PATH")
         .map(PathBuf::from)
         .unwrap_or_else(|| browser::target_dir().join("aioquic"));
@@ -43,9 +43,10 @@ macro_rules! need_aioquic {
         }
     };
 }
+pub(crate) use need_aioquic;
 
 /// Runs one `h3client.py` job; returns the per-request results and the summary.
-async fn h3(dir: &std::path::Path, job: Value) -> (Vec<Value>, Value) {
+pub(crate) async fn h3(dir: &std::path::Path, job: Value) -> (Vec<Value>, Value) {
     let dir = dir.to_path_buf();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/h3client.py");
     let out = tokio::task::spawn_blocking(move || {
@@ -70,7 +71,7 @@ async fn h3(dir: &std::path::Path, job: Value) -> (Vec<Value>, Value) {
     (lines, summary)
 }
 
-fn header<'a>(r: &'a Value, name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(r: &'a Value, name: &str) -> Option<&'a str> {
     r["headers"]
         .as_array()?
         .iter()
@@ -78,7 +79,13 @@ fn header<'a>(r: &'a Value, name: &str) -> Option<&'a str> {
         .and_then(|h| h[1].as_str())
 }
 
-fn mapping_doc(name: &str, host: &str, prefix: &str, service: &str, extra: &str) -> String {
+pub(crate) fn mapping_doc(
+    name: &str,
+    host: &str,
+    prefix: &str,
+    service: &str,
+    extra: &str,
+) -> String {
     format!(
         "{API}\nkind: Mapping\nmetadata: {{ name: {name} }}\nspec:\n  hostname: \"{host}\"\n  prefix: {prefix}\n  service: {service}\n{extra}"
     )
@@ -113,7 +120,7 @@ async fn start(
     (p, port)
 }
 
-fn job(port: u16, pki: &Pki, sni: &str, requests: Value) -> Value {
+pub(crate) fn job(port: u16, pki: &Pki, sni: &str, requests: Value) -> Value {
     json!({
         "port": port,
         "sni": sni,

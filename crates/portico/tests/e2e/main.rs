@@ -22,6 +22,7 @@ mod h2_edge;
 mod h2_rules;
 mod health;
 mod http3;
+mod http3_more;
 mod http_versions;
 mod kubernetes;
 mod lifecycle;

@@ -8,8 +8,10 @@
 //! (a connection with no packet for that long is closed; [`NO_IDLE_CAP`] when the listener
 //! has none). Request body limits and timeouts are the pipeline's.
 //!
-//! Drain: HTTP/3 GOAWAY naming the last stream accepted, then the streams in flight finish,
-//! then the connection closes (waiting briefly for the client to acknowledge the last bytes).
+//! Drain, and memory pressure from the overload manager: HTTP/3 GOAWAY naming the last stream
+//! accepted, then the streams in flight finish, then the connection closes (waiting briefly
+//! for the client to acknowledge the last bytes). Pressure counts in
+//! `portico_overload_actions_total{action="disable_keepalive"}` as for HTTP/1 and HTTP/2.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,6 +32,9 @@ pub const NO_IDLE_CAP: Duration = Duration::from_secs(600);
 /// Unidirectional streams a client may open: HTTP/3 needs three (control, QPACK encoder and
 /// decoder); a few more for extensions and GREASE.
 const MAX_UNI_STREAMS: u32 = 8;
+/// H3_REQUEST_REJECTED (RFC 9114 §8.1): the close code of a connection refused after its
+/// handshake (an mTLS Host's client without an acceptable certificate).
+const H3_REQUEST_REJECTED: u32 = 0x10b;
 /// How long a closing connection waits for the client to acknowledge its last bytes.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
@@ -93,8 +98,17 @@ pub(super) async fn serve(
     };
     drop(shaking);
     let peer = conn.remote_address();
+    let client_cert = match super::tls::client_cert(&proxy, &conn) {
+        Ok(c) => c,
+        Err(why) => {
+            // An mTLS Host's client without an acceptable certificate: no request is read.
+            tracing::info!(client = %peer, reason = why, "QUIC connection refused: client certificate");
+            conn.close(VarInt::from_u32(H3_REQUEST_REJECTED), why.as_bytes());
+            return;
+        }
+    };
     let max_field_section = u64::from(listener.limits.max_request_headers_bytes);
-    let mut info = ConnInfo::new(peer, listener, true, None);
+    let mut info = ConnInfo::new(peer, listener, true, client_cert);
     info.alt_svc = None;
     let info = Arc::new(info);
     let built = h3::server::builder()
@@ -108,21 +122,46 @@ pub(super) async fn serve(
             return;
         }
     };
-    let mut draining = false;
+    let mut closing = false;
+    // Memory pressure (the overload manager) closes the connection like a drain does: GOAWAY,
+    // then the streams in flight finish. A connection opened under pressure is not closed for
+    // it (its requests get the 503 with the overload flag).
+    let mut pressure = proxy.overload.subscribe_memory();
+    let mut pressured = *pressure.borrow_and_update();
+    let mut pressure_open = true;
     loop {
-        let next = if draining {
+        let next = if closing {
             h3conn.accept().await
         } else {
-            tokio::select! {
-                r = h3conn.accept() => r,
-                _ = async { drain.wait_for(|d| *d).await.map(|_| ()) } => {
-                    draining = true;
+            let why = tokio::select! {
+                r = h3conn.accept() => Ok(r),
+                _ = async { drain.wait_for(|d| *d).await.map(|_| ()) } => Err("drain"),
+                c = pressure.changed(), if pressure_open => {
+                    pressure_open = c.is_ok();
+                    let now = *pressure.borrow_and_update();
+                    let began = now && !pressured;
+                    pressured = now;
+                    if !began {
+                        continue;
+                    }
+                    proxy
+                        .overload
+                        .actions
+                        .disable_keepalive
+                        .fetch_add(1, Ordering::Relaxed);
+                    Err("memory pressure")
+                }
+            };
+            match why {
+                Ok(r) => r,
+                Err(why) => {
+                    closing = true;
                     // GOAWAY: the streams accepted so far are served, later ones refused.
                     if let Err(e) = h3conn.shutdown(1).await {
                         tracing::debug!(client = %peer, error = %e, "HTTP/3 GOAWAY not sent");
                         break;
                     }
-                    tracing::debug!(client = %peer, "HTTP/3 GOAWAY sent (drain)");
+                    tracing::debug!(client = %peer, reason = why, "HTTP/3 GOAWAY sent");
                     continue;
                 }
             }

@@ -8,9 +8,10 @@
 //!   packet of a connection ever reaches another endpoint; connection migration is off.
 //! - **TLS.** TLS 1.3 only (QUIC), 0-RTT off (`max_early_data_size` 0: no replayable
 //!   requests at the edge). The certificate is picked per handshake by SNI from the current
-//!   snapshot's Hosts (`tls::TlsHosts::quic_key`), so Hosts, certificates and their rotation
-//!   are the TCP side's. A Host that asks for client certificates (`ca_file`) is not served
-//!   over QUIC (the handshake fails) rather than served without mTLS.
+//!   snapshot's Hosts (`tls::TlsHosts::quic_host`), so Hosts, certificates and their rotation
+//!   are the TCP side's. A Host with `ca_file` requires client certificates over QUIC too
+//!   (`tls.rs`), and its clients' certificates reach the upstream in
+//!   `x-forwarded-client-cert` as on TCP.
 //! - **Admission.** `Listener.http3_max_handshakes` handshakes in progress: beyond it a new
 //!   client whose address is not validated yet gets a Retry (address validation, RFC 9000
 //!   §8.1) first. QUIC connections take a `max_connections` slot and count in
@@ -21,14 +22,13 @@
 pub mod body;
 mod conn;
 mod stream;
+mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use portico_config::snapshot::ListenerConf;
-use rustls::server::{ClientHello, ResolvesServerCert};
-use rustls::sign::CertifiedKey;
 use tokio::sync::watch;
 
 use crate::state::Proxy;
@@ -56,35 +56,18 @@ pub fn bind_udp(addr: std::net::SocketAddr) -> std::io::Result<std::net::UdpSock
     Ok(socket.into())
 }
 
-/// Picks each handshake's certificate by SNI from the current snapshot's TLS Hosts.
-struct SniResolver(Arc<Proxy>);
-
-impl std::fmt::Debug for SniResolver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SniResolver")
-    }
-}
-
-impl ResolvesServerCert for SniResolver {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let hosts = self.0.active().tls.clone();
-        let key = hosts.quic_key(hello.server_name());
-        if key.is_none() {
-            tracing::debug!(sni = ?hello.server_name(), "QUIC handshake refused: no Host for SNI");
-        }
-        key
-    }
-}
-
 /// The endpoint's server config: TLS 1.3 with ALPN `h3`, 0-RTT off, no migration, the
 /// listener's limits as QUIC transport parameters.
 fn server_config(proxy: &Arc<Proxy>, conf: &ListenerConf) -> Result<quinn::ServerConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SniResolver(proxy.clone())));
+        .with_client_cert_verifier(Arc::new(tls::ClientAuth {
+            proxy: proxy.clone(),
+            provider: provider.clone(),
+        }))
+        .with_cert_resolver(Arc::new(tls::SniResolver(proxy.clone())));
     tls.alpn_protocols = vec![ALPN_H3.to_vec()];
     // 0-RTT off: early data could be replayed.
     tls.max_early_data_size = 0;

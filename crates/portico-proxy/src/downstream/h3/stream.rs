@@ -11,6 +11,12 @@
 //! surrounding whitespace are refused by the pipeline's screen (`h2_rules::check`, 400 DPE),
 //! as for HTTP/2. A body longer or shorter than its `content-length` is malformed (RFC 9114
 //! §4.1.2): the request ends with 400 DPE (or the upstream request is cut).
+//!
+//! Send-side bounds (`send_watch`): a response carrying a [`SendWatch`](crate::downstream::send_watch::SendWatch)
+//! (a deadline or an `idle_timeout_ms`) is written under a [`Watchdog`]: a client that reads
+//! nothing for the idle timeout (its QUIC flow-control credit stays shut, so writing blocks and
+//! the body is no longer polled), or a response still streaming at the deadline, resets the
+//! stream with H3_REQUEST_CANCELLED; the body logs the status already sent with flag SI or UT.
 
 use std::sync::Arc;
 
@@ -21,6 +27,7 @@ use http::{HeaderMap, Request, Version, header};
 use http_body::Body;
 
 use super::body::RecvBody;
+use crate::downstream::send_watch::{Slot, Watchdog};
 use crate::reqbody::{BoxError, ClientBody};
 use crate::request::{self, ConnInfo};
 use crate::state::Proxy;
@@ -98,8 +105,29 @@ pub(super) async fn serve(proxy: Arc<Proxy>, info: Arc<ConnInfo>, resolver: Reso
     parts.version = Version::HTTP_3;
     let body = ClientBody::H3(Box::new(RecvBody::new(recv, declared)));
     let Ok(resp) = request::handle(proxy, info.clone(), Request::from_parts(parts, body)).await;
-    if let Err(e) = respond(&mut send, resp).await {
-        tracing::debug!(client = %info.peer, error = %e, "HTTP/3 response not completed");
+    let Some(watch) = resp.body().send_watch().cloned() else {
+        if let Err(e) = respond(&mut send, resp).await {
+            tracing::debug!(client = %info.peer, error = %e, "HTTP/3 response not completed");
+        }
+        return;
+    };
+    let slot = Arc::new(Slot::default());
+    slot.watch(watch);
+    let mut dog = Watchdog::new(slot);
+    // `biased`: the response is polled first; the watchdog only wakes on its own timer.
+    // The losing future (with the response body) is dropped before either arm runs, so the
+    // body has logged its end before the stream is reset.
+    tokio::select! {
+        biased;
+        r = respond(&mut send, resp) => {
+            if let Err(e) = r {
+                tracing::debug!(client = %info.peer, error = %e, "HTTP/3 response not completed");
+            }
+        }
+        cut = &mut dog => {
+            tracing::debug!(client = %info.peer, reason = %cut, "HTTP/3 response cut; stream reset");
+            send.stop_stream(Code::H3_REQUEST_CANCELLED);
+        }
     }
 }
 
