@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-use crate::common::*;
 use crate::common::envoy::{Proc, Xds, echo, envoy_bin, envoy_log, start_envoy};
+use crate::common::*;
 use crate::xds::{ask, outcome};
 
 /// The same config served by `portico run` and by Envoy through `portico xds`.
