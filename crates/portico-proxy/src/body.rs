@@ -48,10 +48,10 @@ pin_project_lite::pin_project! {
         kind: Kind,
         bytes_sent: u64,
         deadline_at: Option<tokio::time::Instant>,
-        #[pin]
-        deadline: Option<tokio::time::Sleep>,
-        #[pin]
-        idle: Option<tokio::time::Sleep>,
+        // Boxed: a response body is moved several times on its way to the writer, and a
+        // timer is made only when the upstream makes it wait.
+        deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+        idle: Option<Pin<Box<tokio::time::Sleep>>>,
         idle_for: Option<std::time::Duration>,
         // Whether `idle` counts from the last wait (cleared when bytes come).
         idle_armed: bool,
@@ -191,32 +191,28 @@ impl RespBody {
 fn poll_timers(
     cx: &mut Context<'_>,
     deadline_at: Option<tokio::time::Instant>,
-    mut deadline: Pin<&mut Option<tokio::time::Sleep>>,
+    deadline: &mut Option<Pin<Box<tokio::time::Sleep>>>,
     idle_for: Option<std::time::Duration>,
-    mut idle: Pin<&mut Option<tokio::time::Sleep>>,
+    idle: &mut Option<Pin<Box<tokio::time::Sleep>>>,
     idle_armed: &mut bool,
 ) -> Option<Cut> {
     if let Some(at) = deadline_at {
-        if deadline.is_none() {
-            deadline.set(Some(tokio::time::sleep_until(at)));
-        }
-        if let Some(d) = deadline.as_mut().as_pin_mut()
-            && d.poll(cx).is_ready()
-        {
+        let d = deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if d.as_mut().poll(cx).is_ready() {
             return Some(Cut::Deadline);
         }
     }
     if let Some(d) = idle_for {
         if !*idle_armed {
             let when = tokio::time::Instant::now() + d;
-            match idle.as_mut().as_pin_mut() {
-                Some(s) => s.reset(when),
-                None => idle.set(Some(tokio::time::sleep_until(when))),
+            match idle.as_mut() {
+                Some(s) => s.as_mut().reset(when),
+                None => *idle = Some(Box::pin(tokio::time::sleep_until(when))),
             }
             *idle_armed = true;
         }
-        if let Some(i) = idle.as_mut().as_pin_mut()
-            && i.poll(cx).is_ready()
+        if let Some(i) = idle.as_mut()
+            && i.as_mut().poll(cx).is_ready()
         {
             return Some(Cut::Idle);
         }
@@ -232,7 +228,7 @@ impl Body for RespBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let mut this = self.project();
+        let this = self.project();
         let res: Option<Result<Frame<Bytes>, BoxError>> = match this.kind {
             Kind::Full(b) => b.take().map(|b| Ok(Frame::data(b))),
             Kind::Compressed(inner, enc) => loop {
@@ -262,9 +258,9 @@ impl Body for RespBody {
                     Poll::Pending => match poll_timers(
                         cx,
                         *this.deadline_at,
-                        this.deadline.as_mut(),
+                        this.deadline,
                         *this.idle_for,
-                        this.idle.as_mut(),
+                        this.idle,
                         this.idle_armed,
                     ) {
                         Some(cut) => break Some(Err(Box::new(cut) as BoxError)),
@@ -281,9 +277,9 @@ impl Body for RespBody {
                 Poll::Pending => match poll_timers(
                     cx,
                     *this.deadline_at,
-                    this.deadline.as_mut(),
+                    this.deadline,
                     *this.idle_for,
-                    this.idle.as_mut(),
+                    this.idle,
                     this.idle_armed,
                 ) {
                     Some(cut) => Some(Err(Box::new(cut) as BoxError)),

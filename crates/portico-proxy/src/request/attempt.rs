@@ -126,12 +126,12 @@ pub(crate) async fn attempt(
 ) -> Result<Answer, Failed> {
     let cb = up.conf.circuit_breakers;
     let timeout = || Failed::new(AttemptError::PerTryTimeout, None);
-    let mut pooled = within(
-        deadline,
-        pool::checkout(key, params.protocol, params.connect_timeout),
-    )
-    .await
-    .map_err(|Elapsed| timeout())?;
+    // The futures given to `within` are pinned where they are made: moving them (into
+    // `within`'s state, then into its await) was a memcpy each.
+    let checkout = std::pin::pin!(pool::checkout(key, params.protocol, params.connect_timeout));
+    let mut pooled = within(deadline, checkout)
+        .await
+        .map_err(|Elapsed| timeout())?;
     loop {
         let fresh = pooled.is_none();
         let conn = match pooled.take() {
@@ -146,7 +146,8 @@ pub(crate) async fn attempt(
                     .breakers
                     .try_hold(Which::Connections, cb.max_connections)
                     .ok_or_else(overflow)?;
-                match within(deadline, pool::connect(key, params.clone(), slot)).await {
+                let connect = std::pin::pin!(pool::connect(key, params.clone(), slot));
+                match within(deadline, connect).await {
                     Err(Elapsed) => return Err(timeout()),
                     Ok(Err(e)) => {
                         tracing::debug!(upstream = %up.conf.name, endpoint = %key.addr, error = %e, "connect failed");
@@ -165,7 +166,8 @@ pub(crate) async fn attempt(
                     max_idle: up.conf.max_idle_connections_per_endpoint,
                     idle_timeout: up.conf.idle_connection_timeout,
                 };
-                match within(deadline, h1::exchange(c, req, Some(release))).await {
+                let exchange = std::pin::pin!(h1::exchange(c, req, Some(release)));
+                match within(deadline, exchange).await {
                     Err(Elapsed) => return Err(timeout()),
                     Ok(Ok(resp)) => resp.map(UpBody::H1),
                     Ok(Err(f)) => match f.back {
@@ -184,7 +186,8 @@ pub(crate) async fn attempt(
             }
             Conn::H2(mut tx) => {
                 pool::fit_form(&mut req, true, params.protocol);
-                match within(deadline, tx.try_send_request(req)).await {
+                let sent = std::pin::pin!(tx.try_send_request(req));
+                match within(deadline, sent).await {
                     Err(Elapsed) => return Err(timeout()),
                     Ok(Ok(resp)) => resp.map(UpBody::H2),
                     Ok(Err(mut e)) => match e.take_message() {

@@ -71,7 +71,7 @@ pub(super) async fn forward(
         return rec.reply(&proxy, LocalReply::overloaded());
     };
     let downstream_version = req.version();
-    let prepared = prepare(
+    let prepared = std::pin::pin!(prepare(
         &route,
         &up,
         &conn,
@@ -79,7 +79,7 @@ pub(super) async fn forward(
         mirror,
         deadline,
         (req, body_read),
-    )
+    ))
     .await;
     let Prepared {
         req,

@@ -79,7 +79,9 @@ pub async fn handle(
     req: Request<ClientBody>,
 ) -> Result<Response<RespBody>, Infallible> {
     let alt_svc = conn.alt_svc.clone();
-    let mut resp = handle_request(proxy, conn, req).await?;
+    // Pinned where it is made: awaiting it by value moved it (a memcpy).
+    let handled = std::pin::pin!(handle_request(proxy, conn, req));
+    let mut resp = handled.await?;
     if let Some(v) = alt_svc {
         resp.headers_mut().insert(header::ALT_SVC, v);
     }

@@ -3,7 +3,7 @@
 //! decides framing, so what is checked is what is forwarded).
 //!
 //! While a request with a body is in flight the body owns the connection's read side
-//! ([`ReadSide`]: the read half and its buffer) and reads from the socket itself, in the task
+//! ([`ReadSide`]: the stream's read half and its buffer) and reads from the socket itself, in the task
 //! that consumes it (the upstream exchange); no channel, no second task. When the body ends,
 //! fails or is dropped it hands the read side back through [`Home`], saying whether the body
 //! was read to its end; the connection then reads the next request from the same buffer, or
@@ -24,12 +24,18 @@ use super::handoff::Expect;
 
 /// The connection's read half, type-erased so the body type is not generic.
 pub trait ReadIo: AsyncRead + Send + Sync + Unpin + 'static {
-    /// The concrete read half back (to rejoin it with its write half).
+    /// The concrete stream or read half back (to rejoin it with its write half).
     fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send>;
+    /// The concrete stream (the connection loop writes through it while it owns the whole
+    /// stream, see `conn.rs`).
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
 }
 
 impl<T: AsyncRead + Send + Sync + Unpin + 'static> ReadIo for T {
     fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
         self
     }
 }

@@ -8,6 +8,10 @@
 //! keep-alive idle timeout (closed silently). Both share one lazily re-armed timer, so a
 //! request that arrives whole in one read costs a clock read, not a timer insertion.
 //!
+//! The stream is one value owned by this loop while no request body is being read; only a
+//! request with a body splits it (the body holds the read half), and the halves are joined
+//! again when the body hands its side back: writing through the whole stream takes no lock.
+//!
 //! `Expect: 100-continue` is answered when the body is first read; an upgrade answered `101`
 //! hands the connection to the request path's tunnel (`handoff.rs`). What this server hands to
 //! hyper's connection instead (with the bytes read so far put back in front of the stream):
@@ -28,7 +32,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, Wr
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
-use super::body::{Home, ReadSide, RecvBody};
+use super::body::{Home, ReadIo, ReadSide, RecvBody};
 use super::handoff::{Expect, OnUpgrade, Prefixed, Upgraded};
 use super::respond::{ReqMeta, Written, error_head, write_response};
 use crate::downstream::h1_guard::{LINGER_BYTES, LINGER_TIME};
@@ -40,6 +44,8 @@ use crate::state::Proxy;
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// What the read buffer holds at least while a head is read.
 const HEAD_BUF: usize = 8 * 1024;
+/// Header fields the request path may add to a request before it goes upstream.
+const ADDED_FIELDS: usize = 6;
 
 /// How a connection served here ended.
 pub enum Outcome<S> {
@@ -205,20 +211,113 @@ where
             Ok(_) => {}
         }
     }
-    let (rd, wr) = tokio::io::split(stream);
+    // The read side holds the whole stream; it is split only for a request with a body.
     let side = ReadSide {
-        io: Box::new(rd),
+        io: Box::new(stream),
         buf,
     };
-    conn.run::<S>(side, wr).await
+    conn.run::<S>(side).await
+}
+
+/// Where the connection loop writes: the write half while the stream is split (a request
+/// body holds the read half), else the whole stream, which the read side holds. Writing
+/// through the whole stream takes no lock (`tokio::io::split`'s halves share one).
+struct Out<'a>(Option<&'a mut (dyn AsyncWrite + Unpin + Send)>);
+
+fn writer<'a, S>(rs: Option<&'a mut ReadSide>, half: &'a mut Option<WriteHalf<S>>) -> Out<'a>
+where
+    S: AsyncWrite + Unpin + Send + 'static,
+{
+    if let Some(h) = half.as_mut() {
+        return Out(Some(h));
+    }
+    let whole = rs.and_then(|rs| (*rs.io).as_any_mut().downcast_mut::<S>());
+    Out(whole.map(|s| s as &mut (dyn AsyncWrite + Unpin + Send)))
+}
+
+impl AsyncWrite for Out<'_> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match &mut self.get_mut().0 {
+            Some(w) => Pin::new(&mut **w).poll_write(cx, buf),
+            None => Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match &mut self.get_mut().0 {
+            Some(w) => Pin::new(&mut **w).poll_flush(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match &mut self.get_mut().0 {
+            Some(w) => Pin::new(&mut **w).poll_shutdown(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// Splits the stream the read side holds (for a request with a body): the read half stays
+/// in the read side, the write half goes to `half`. `None` only if the side holds no whole
+/// stream (never: the loop splits only when `half` is empty).
+fn split<S>(rs: ReadSide, half: &mut Option<WriteHalf<S>>) -> Option<ReadSide>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static,
+{
+    if half.is_some() {
+        return Some(rs);
+    }
+    let ReadSide { io, buf } = rs;
+    let stream = io.into_any().downcast::<S>().ok()?;
+    let (rd, wr) = tokio::io::split(*stream);
+    *half = Some(wr);
+    Some(ReadSide {
+        io: Box::new(rd),
+        buf,
+    })
+}
+
+/// The whole stream back in the read side (the body gave the read half back).
+fn join<S>(rs: ReadSide, half: &mut Option<WriteHalf<S>>) -> Option<ReadSide>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static,
+{
+    let Some(wr) = half.take() else {
+        return Some(rs);
+    };
+    let ReadSide { io, buf } = rs;
+    let rd = io.into_any().downcast::<ReadHalf<S>>().ok()?;
+    Some(ReadSide {
+        io: Box::new(rd.unsplit(wr)),
+        buf,
+    })
+}
+
+/// The stream itself (for hyper or an upgrade tunnel), whole or from its two halves.
+fn into_stream<S>(io: Box<dyn ReadIo>, half: Option<WriteHalf<S>>) -> Option<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static,
+{
+    let any = io.into_any();
+    match half {
+        None => any.downcast::<S>().ok().map(|s| *s),
+        Some(wr) => any.downcast::<ReadHalf<S>>().ok().map(|rd| rd.unsplit(wr)),
+    }
 }
 
 impl Conn<'_> {
-    async fn run<S>(&mut self, side: ReadSide, mut wr: WriteHalf<S>) -> Outcome<S>
+    async fn run<S>(&mut self, side: ReadSide) -> Outcome<S>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static,
     {
         let mut side = Some(side);
+        // The write half while the stream is split (see `writer`).
+        let mut half: Option<WriteHalf<S>> = None;
         let mut first = true;
         let mut wbuf = BytesMut::new();
         let slot = Arc::new(send_watch::Slot::default());
@@ -232,13 +331,19 @@ impl Conn<'_> {
                 Ok(h) => h,
                 Err(HeadEnd::Closed) => return Outcome::Done,
                 Err(HeadEnd::Timeout) => {
-                    self.refuse_timeout(&mut wr).await;
-                    linger(rs, wr).await;
+                    self.refuse_timeout(&mut writer(Some(&mut rs), &mut half))
+                        .await;
+                    linger(rs, half).await;
                     return Outcome::Done;
                 }
                 Err(HeadEnd::Refused(e)) => {
-                    self.refuse(&mut wr, e.status(), e.as_str()).await;
-                    linger(rs, wr).await;
+                    self.refuse(
+                        &mut writer(Some(&mut rs), &mut half),
+                        e.status(),
+                        e.as_str(),
+                    )
+                    .await;
+                    linger(rs, half).await;
                     return Outcome::Done;
                 }
             };
@@ -250,10 +355,10 @@ impl Conn<'_> {
                 let mut prefix = BytesMut::with_capacity(head.bytes().len() + rs.buf.len());
                 prefix.extend_from_slice(head.bytes());
                 prefix.extend_from_slice(&rs.buf);
-                let Ok(rd) = rs.io.into_any().downcast::<ReadHalf<S>>() else {
+                let Some(stream) = into_stream(rs.io, half) else {
                     return Outcome::Done;
                 };
-                return Outcome::Hyper(rd.unsplit(wr), prefix);
+                return Outcome::Hyper(stream, prefix);
             }
             let meta = ReqMeta {
                 head: head.method() == b"HEAD",
@@ -270,6 +375,10 @@ impl Conn<'_> {
                     ClientBody::Empty
                 }
                 Some(home) => {
+                    // The body reads while the response may already be written: split.
+                    let Some(rs) = split(rs, &mut half) else {
+                        return Outcome::Done;
+                    };
                     let decoder = BodyDecoder::new(framing, self.parser.limits());
                     let body = RecvBody::new(rs, decoder, home.clone(), expect.clone());
                     ClientBody::H1(Box::new(body))
@@ -285,21 +394,32 @@ impl Conn<'_> {
                     r
                 }
                 Err(e) => {
-                    self.refuse(&mut wr, e.status(), e.as_str()).await;
                     if let Some(rs) = side
                         .take()
                         .or_else(|| home.and_then(|h| h.take()).map(|(s, _)| s))
                     {
-                        linger(rs, wr).await;
+                        let mut rs = rs;
+                        self.refuse(
+                            &mut writer(Some(&mut rs), &mut half),
+                            e.status(),
+                            e.as_str(),
+                        )
+                        .await;
+                        linger(rs, half).await;
+                    } else {
+                        self.refuse(&mut writer(None, &mut half), e.status(), e.as_str())
+                            .await;
                     }
                     return Outcome::Done;
                 }
             };
             drop(head);
-            let handled = request::handle(self.proxy.clone(), self.info.clone(), req);
+            // Pinned where it is made: awaiting it by value moved it (a memcpy).
+            let handled =
+                std::pin::pin!(request::handle(self.proxy.clone(), self.info.clone(), req));
             let resp = match &expect {
                 None => handled.await,
-                Some(x) => with_continue(handled, x, &mut wr).await,
+                Some(x) => with_continue(handled, x, &mut writer(None, &mut half)).await,
             };
             let Ok(resp) = resp;
             let switching = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
@@ -313,7 +433,7 @@ impl Conn<'_> {
                 match home.take() {
                     Some((rs, done)) => {
                         complete = done;
-                        side = Some(rs);
+                        side = join(rs, &mut half);
                     }
                     None => complete = false,
                 }
@@ -332,12 +452,15 @@ impl Conn<'_> {
                 keep_alive: meta.keep_alive && complete && !draining && !pressure,
                 ..meta
             };
-            let written = tokio::select! {
-                biased;
-                r = write_response(&mut wr, resp, meta, &mut wbuf) => r,
-                cut = &mut dog => {
-                    tracing::debug!(client = %self.info.peer, reason = %cut, "response cut; connection closed");
-                    return Outcome::Done;
+            let written = {
+                let mut out = writer(side.as_mut(), &mut half);
+                tokio::select! {
+                    biased;
+                    r = write_response(&mut out, resp, meta, &mut wbuf) => r,
+                    cut = &mut dog => {
+                        tracing::debug!(client = %self.info.peer, reason = %cut, "response cut; connection closed");
+                        return Outcome::Done;
+                    }
                 }
             };
             if let (true, Some(tx), Ok(_)) = (switching, upgrade.take(), &written) {
@@ -345,21 +468,21 @@ impl Conn<'_> {
                 let Some(rs) = side.take() else {
                     return Outcome::Done;
                 };
-                let Ok(rd) = rs.io.into_any().downcast::<ReadHalf<S>>() else {
+                let Some(stream) = into_stream(rs.io, half) else {
                     return Outcome::Done;
                 };
-                let up: Upgraded = Box::new(Prefixed::new(rd.unsplit(wr), rs.buf));
+                let up: Upgraded = Box::new(Prefixed::new(stream, rs.buf));
                 let _ = tx.send(up);
                 return Outcome::Done;
             }
             match written {
                 Ok(Written::KeepAlive) => {}
                 Ok(Written::Close) => {
-                    let _ = wr.shutdown().await;
+                    let _ = writer(side.as_mut(), &mut half).shutdown().await;
                     if let Some(rs) = side.take()
                         && (!complete || !rs.buf.is_empty())
                     {
-                        linger(rs, wr).await;
+                        linger(rs, half).await;
                     }
                     return Outcome::Done;
                 }
@@ -478,8 +601,11 @@ async fn with_continue<F: Future, W: AsyncWrite + Unpin>(
 /// Lingering close (nginx's): the write side is shut; what the client still sends is read
 /// and dropped for a while, so that closing with unread bytes does not reset the connection
 /// before the client has read the answer.
-async fn linger<S: AsyncWrite>(mut rs: ReadSide, mut wr: WriteHalf<S>) {
-    let _ = wr.shutdown().await;
+async fn linger<S: AsyncWrite + Unpin + Send + 'static>(
+    mut rs: ReadSide,
+    mut half: Option<WriteHalf<S>>,
+) {
+    let _ = writer(Some(&mut rs), &mut half).shutdown().await;
     let mut total = 0usize;
     let mut scratch = vec![0u8; 8192];
     let _ = tokio::time::timeout(LINGER_TIME, async {
@@ -501,7 +627,10 @@ fn to_request(head: &RequestHead, body: ClientBody) -> Result<Request<ClientBody
     let uri = Uri::from_maybe_shared(bytes.slice_ref(head.target()))
         .map_err(|_| H1Error::BadRequestLine)?;
     let fields = head.headers();
-    let mut headers = HeaderMap::with_capacity(fields.len());
+    // Room for the fields the request path adds for the upstream (x-forwarded-for,
+    // x-forwarded-proto, x-request-id, the attempt count, the expected timeout, host): the
+    // map is then never grown (rehashed and copied) on the way.
+    let mut headers = HeaderMap::with_capacity(fields.len() + ADDED_FIELDS);
     for (name, value) in fields.iter() {
         let name = HeaderName::from_bytes(name).map_err(|_| H1Error::BadHeader)?;
         let value = HeaderValue::from_maybe_shared(bytes.slice_ref(value))
@@ -523,6 +652,41 @@ fn to_request(head: &RequestHead, body: ClientBody) -> Result<Request<ClientBody
 mod tests {
     use super::*;
     use portico_h1::Framing;
+    use tokio::io::DuplexStream;
+
+    /// The loop writes through the whole stream the read side holds (no lock), through the
+    /// write half while a body holds the read half, and gets the stream back whole.
+    #[tokio::test]
+    async fn writes_through_the_whole_stream_and_its_halves() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut rs = ReadSide {
+            io: Box::new(server),
+            buf: BytesMut::new(),
+        };
+        let mut half: Option<WriteHalf<DuplexStream>> = None;
+        assert!(writer(Some(&mut rs), &mut half).0.is_some());
+        writer(Some(&mut rs), &mut half)
+            .write_all(b"a")
+            .await
+            .unwrap();
+        let rs = split(rs, &mut half).unwrap();
+        assert!(half.is_some());
+        writer(None, &mut half).write_all(b"b").await.unwrap();
+        let mut rs = join(rs, &mut half).unwrap();
+        assert!(half.is_none());
+        writer(Some(&mut rs), &mut half)
+            .write_all(b"c")
+            .await
+            .unwrap();
+        let mut got = [0u8; 3];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"abc");
+        let rs = split(rs, &mut half).unwrap();
+        let mut stream = into_stream::<DuplexStream>(rs.io, half).unwrap();
+        stream.write_all(b"d").await.unwrap();
+        client.read_exact(&mut got[..1]).await.unwrap();
+        assert_eq!(&got[..1], b"d");
+    }
 
     #[test]
     fn request_from_head_keeps_fields_in_order() {
