@@ -233,9 +233,10 @@ impl Future for Watchdog {
     }
 }
 
-/// hyper's executor for HTTP/2 streams: each stream's task gets its own [`Slot`] (readable
-/// by the stream's service future through [`stream_slot`]) and a [`Watchdog`]; a cut drops
-/// the stream's future, which resets the stream.
+/// hyper's executor for HTTP/2 streams: each stream gets its own [`Slot`] (readable by the
+/// stream's service future through [`stream_slot`]) and a [`Watchdog`]; a cut drops the
+/// stream's future, which resets the stream. Streams run in their connection's task
+/// (`downstream::h2_streams`), anything else in a task of its own.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StreamExec;
 
@@ -247,7 +248,7 @@ where
     fn execute(&self, fut: F) {
         let slot = Arc::new(Slot::default());
         let dog = Watchdog::new(slot.clone());
-        tokio::spawn(STREAM_SLOT.scope(slot, Watched { fut, dog }));
+        crate::downstream::h2_streams::execute(STREAM_SLOT.scope(slot, Watched { fut, dog }));
     }
 }
 
