@@ -9,10 +9,12 @@
 //! box is reused by the next stream, and [`Driven`] polls the connection and the woken streams
 //! in the same task, each with a waker of its own, so a wake-up polls only what was woken.
 //!
-//! The executor ([`crate::downstream::send_watch::StreamExec`]) finds the connection being
-//! polled through a thread-local set by [`Driven`] around the connection's poll (hyper starts
-//! streams only from there). Anything started elsewhere (an HTTP/2 upgrade's send task, started
-//! by a stream) or of another type is spawned as before.
+//! The executor ([`StreamExec`]) finds the connection being polled through a thread-local set
+//! by [`Driven`] around the connection's poll (hyper starts streams only from there), and moves
+//! the stream's future straight into a slot (each by-value move of it costs a memcpy of
+//! several KB). Each stream keeps the send-side watchdog it had as a task
+//! (`send_watch::poll_watched`). Anything started elsewhere (an HTTP/2 upgrade's send task,
+//! started by a stream) or of another type is spawned as before (`send_watch::watched`).
 //!
 //! A stream ends the way it did as a task: its future completes, or is dropped when the
 //! connection's serving ends ([`Streams::close`]; hyper resets a stream dropped unfinished).
@@ -29,6 +31,8 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use futures_util::task::AtomicWaker;
 
+use crate::downstream::send_watch::{self, Watchdog};
+
 /// Slots kept allocated while a connection has no stream in flight (memory of an idle
 /// connection); above this, slots are freed when the last stream ends.
 const KEEP_IDLE_SLOTS: usize = 4;
@@ -41,22 +45,33 @@ thread_local! {
     static CURRENT: RefCell<Option<Arc<Shared>>> = const { RefCell::new(None) };
 }
 
-/// Runs `fut` (a stream of the connection being polled) in that connection's set, or spawns
-/// it as its own task when there is none (or it is of another kind).
-pub(crate) fn execute<W>(fut: W)
+/// hyper's executor for HTTP/2 streams: a stream of the connection being polled goes into
+/// that connection's set; anything else runs as a task of its own.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StreamExec;
+
+impl<F> hyper::rt::Executor<F> for StreamExec
 where
-    W: Future<Output = ()> + Send + 'static,
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
 {
-    let fut = CURRENT.with(|c| match c.try_borrow() {
-        Ok(cur) => match cur.as_ref() {
+    #[inline]
+    fn execute(&self, fut: F) {
+        let current = CURRENT.with(|c| c.try_borrow().ok().and_then(|c| c.clone()));
+        match current {
             Some(shared) => shared.insert(fut),
-            None => Err(fut),
-        },
-        Err(_) => Err(fut),
-    });
-    if let Err(fut) = fut {
-        tokio::spawn(fut);
+            None => spawn(fut),
+        }
     }
+}
+
+/// A stream (or anything else hyper starts) as a task of its own.
+fn spawn<F>(fut: F)
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(send_watch::watched(fut));
 }
 
 /// What wakes the connection's task: the connection itself or some of its streams.
@@ -126,6 +141,9 @@ trait Slots: Send {
 
 struct Slot<W> {
     fut: Pin<Box<Option<W>>>,
+    /// The stream's send-side watch and its watchdog (new for each stream).
+    watch: Arc<send_watch::Slot>,
+    dog: Watchdog,
     wake: Arc<StreamWake>,
     waker: Waker,
 }
@@ -137,7 +155,8 @@ struct Typed<W> {
     ready: Arc<Ready>,
 }
 
-impl<W: Future<Output = ()> + Send + 'static> Typed<W> {
+impl<W: Future + Send + 'static> Typed<W> {
+    #[inline]
     fn insert(&mut self, fut: W) {
         let idx = match self.free.pop() {
             Some(i) => i,
@@ -149,8 +168,11 @@ impl<W: Future<Output = ()> + Send + 'static> Typed<W> {
                     ready: self.ready.clone(),
                 });
                 let waker = Waker::from(wake.clone());
+                let watch = Arc::new(send_watch::Slot::default());
                 self.slots.push(Slot {
                     fut: Box::pin(None),
+                    dog: Watchdog::new(watch.clone()),
+                    watch,
                     wake,
                     waker,
                 });
@@ -158,6 +180,10 @@ impl<W: Future<Output = ()> + Send + 'static> Typed<W> {
             }
         };
         if let Some(slot) = self.slots.get_mut(idx) {
+            if slot.watch.is_used() {
+                slot.watch = Arc::new(send_watch::Slot::default());
+                slot.dog = Watchdog::new(slot.watch.clone());
+            }
             slot.fut.as_mut().set(Some(fut));
             self.live += 1;
             // First poll in this round (after the connection's).
@@ -166,7 +192,7 @@ impl<W: Future<Output = ()> + Send + 'static> Typed<W> {
     }
 }
 
-impl<W: Future<Output = ()> + Send + 'static> Slots for Typed<W> {
+impl<W: Future + Send + 'static> Slots for Typed<W> {
     fn as_any(&mut self) -> &mut dyn Any {
         self
     }
@@ -183,7 +209,7 @@ impl<W: Future<Output = ()> + Send + 'static> Slots for Typed<W> {
                 continue;
             };
             let mut cx = Context::from_waker(&slot.waker);
-            if fut.poll(&mut cx).is_ready() {
+            if send_watch::poll_watched(&slot.watch, &mut slot.dog, fut, &mut cx).is_ready() {
                 slot.fut.as_mut().set(None);
                 self.free.push(idx);
                 self.live -= 1;
@@ -212,11 +238,16 @@ struct Shared {
 }
 
 impl Shared {
-    /// Puts `fut` in a slot; gives it back when this set holds another kind of future (or is
+    /// Puts `fut` in a slot, or spawns it when this set holds another kind of future (or is
     /// busy: a stream being polled started it).
-    fn insert<W: Future<Output = ()> + Send + 'static>(&self, fut: W) -> Result<(), W> {
+    #[inline]
+    fn insert<W>(&self, fut: W)
+    where
+        W: Future + Send + 'static,
+        W::Output: Send + 'static,
+    {
         let Ok(mut set) = self.set.try_lock() else {
-            return Err(fut);
+            return spawn(fut);
         };
         let slots = set.get_or_insert_with(|| {
             Box::new(Typed::<W> {
@@ -227,11 +258,11 @@ impl Shared {
             })
         });
         match slots.as_any().downcast_mut::<Typed<W>>() {
-            Some(t) => {
-                t.insert(fut);
-                Ok(())
+            Some(t) => t.insert(fut),
+            None => {
+                drop(set);
+                spawn(fut)
             }
-            None => Err(fut),
         }
     }
 }
@@ -400,6 +431,11 @@ impl<C: Future> Future for Driven<'_, C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hyper::rt::Executor;
+
+    fn exec<F: Future<Output = ()> + Send + 'static>(fut: F) {
+        StreamExec.execute(fut);
+    }
     use std::sync::atomic::AtomicUsize;
     use std::time::Duration;
 
@@ -428,7 +464,7 @@ mod tests {
             round += 1;
             for i in 0..10u64 {
                 let (d, cw) = (d.clone(), cw.clone());
-                execute(async move {
+                exec(async move {
                     tokio::time::sleep(Duration::from_millis(1 + i)).await;
                     d.fetch_add(1, Ordering::SeqCst);
                     if let Some(w) = cw.lock().ok().and_then(|mut w| w.take()) {
@@ -462,7 +498,7 @@ mod tests {
         let conn = std::future::poll_fn(|_cx| {
             for _ in 0..3 {
                 let d = d.clone();
-                execute(async move {
+                exec(async move {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     d.fetch_add(1, Ordering::SeqCst);
                 });
@@ -481,7 +517,7 @@ mod tests {
     #[tokio::test]
     async fn execute_outside_a_connection_spawns() {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        execute(async move {
+        exec(async move {
             let _ = tx.send(());
         });
         tokio::time::timeout(Duration::from_secs(10), rx)
@@ -507,7 +543,7 @@ mod tests {
             if !started {
                 started = true;
                 let flag = Flag(flag.0.clone());
-                execute(async move {
+                exec(async move {
                     let _f = flag;
                     std::future::pending::<()>().await;
                 });

@@ -21,9 +21,10 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::downstream::h1_guard::{Guarded, Report, Versions, Violation};
+use crate::downstream::h2_streams::StreamExec;
 use crate::downstream::keepalive;
 use crate::downstream::proxy_protocol::{self, Prefixed};
-use crate::downstream::send_watch::{self, StreamExec, Watchdog};
+use crate::downstream::send_watch::{self, Watchdog};
 use crate::downstream::tls;
 use crate::request::{self, ConnInfo};
 use crate::state::Proxy;
