@@ -6,6 +6,7 @@ pub mod field_rules;
 pub mod h1;
 pub mod h1_guard;
 pub mod h2_rules;
+pub mod h2_streams;
 pub mod h3;
 pub mod host_rules;
 pub mod keepalive;

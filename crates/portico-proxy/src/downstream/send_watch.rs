@@ -94,7 +94,7 @@ impl SendWatch {
 ///
 /// The watchdog must be polled after what sets the slot, in the same task (it is woken by
 /// nothing but its own timer): `serve` polls it right after the connection (`biased`),
-/// [`Watched`] right after the stream.
+/// [`Watched`] (or [`poll_watched`]) right after the stream.
 #[derive(Default)]
 pub struct Slot {
     current: ArcSwapOption<SendWatch>,
@@ -105,14 +105,20 @@ impl Slot {
     pub fn watch(&self, w: Arc<SendWatch>) {
         self.current.store(Some(w));
     }
+
+    /// Whether a response was ever watched through this slot (a slot never used can serve
+    /// the next stream as it is).
+    pub fn is_used(&self) -> bool {
+        self.current.load().is_some()
+    }
 }
 
 tokio::task_local! {
-    /// The slot of the HTTP/2 stream whose task is running (set by [`StreamExec`]).
+    /// The slot of the HTTP/2 stream being polled (set by [`watched`] and [`poll_watched`]).
     static STREAM_SLOT: Arc<Slot>;
 }
 
-/// The current task's HTTP/2 stream slot, if it runs under [`StreamExec`].
+/// The HTTP/2 stream slot of the stream being polled, if any.
 pub fn stream_slot() -> Option<Arc<Slot>> {
     STREAM_SLOT.try_with(Arc::clone).ok()
 }
@@ -233,21 +239,36 @@ impl Future for Watchdog {
     }
 }
 
-/// hyper's executor for HTTP/2 streams: each stream's task gets its own [`Slot`] (readable
-/// by the stream's service future through [`stream_slot`]) and a [`Watchdog`]; a cut drops
-/// the stream's future, which resets the stream.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct StreamExec;
+/// `fut` (an HTTP/2 stream) raced against a watchdog of its own, with its own [`Slot`]
+/// (readable by the stream's service future through [`stream_slot`]): the form in which a
+/// stream runs as a task of its own. A cut ends the future, which resets the stream.
+pub fn watched<F: Future>(fut: F) -> impl Future<Output = ()> {
+    let slot = Arc::new(Slot::default());
+    let dog = Watchdog::new(slot.clone());
+    STREAM_SLOT.scope(slot, Watched { fut, dog })
+}
 
-impl<F> hyper::rt::Executor<F> for StreamExec
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    fn execute(&self, fut: F) {
-        let slot = Arc::new(Slot::default());
-        let dog = Watchdog::new(slot.clone());
-        tokio::spawn(STREAM_SLOT.scope(slot, Watched { fut, dog }));
+/// Polls a stream kept elsewhere (`downstream::h2_streams`) the way [`watched`] does: inside
+/// the scope of its `slot`, then its watchdog. `Ready` once it ended or was cut (the caller
+/// drops it then, which resets the stream).
+pub fn poll_watched<F: Future>(
+    slot: &Arc<Slot>,
+    dog: &mut Watchdog,
+    fut: Pin<&mut F>,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    if STREAM_SLOT
+        .sync_scope(slot.clone(), || fut.poll(cx))
+        .is_ready()
+    {
+        return Poll::Ready(());
+    }
+    match Pin::new(dog).poll(cx) {
+        Poll::Ready(cut) => {
+            tracing::debug!(reason = %cut, "HTTP/2 response cut; stream reset");
+            Poll::Ready(())
+        }
+        Poll::Pending => Poll::Pending,
     }
 }
 

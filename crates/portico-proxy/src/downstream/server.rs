@@ -21,9 +21,10 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::downstream::h1_guard::{Guarded, Report, Versions, Violation};
+use crate::downstream::h2_streams::StreamExec;
 use crate::downstream::keepalive;
 use crate::downstream::proxy_protocol::{self, Prefixed};
-use crate::downstream::send_watch::{self, StreamExec, Watchdog};
+use crate::downstream::send_watch::{self, Watchdog};
 use crate::downstream::tls;
 use crate::request::{self, ConnInfo};
 use crate::state::Proxy;
@@ -608,39 +609,51 @@ async fn serve_hyper<S>(
         )
         .with_versions(versions);
     let io = TokioIo::new(guarded);
-    let conn = builder.serve_connection_with_upgrades(io, svc);
-    tokio::pin!(conn);
     let mut overload = proxy_for_log.overload.subscribe_memory();
-    // Every arm also races the HTTP/1 response's watchdog: a response past its deadline or
-    // send-side idle timeout closes the connection (the body logs why when it is dropped).
-    // `biased`: the watchdog is polled right after the connection, which sets its slot.
-    let res = tokio::select! {
-        biased;
-        r = conn.as_mut() => Ok(r),
-        cut = &mut dog => Err(cut),
-        _ = async { drain.wait_for(|d| *d).await.map(|_| ()) } => {
-            conn.as_mut().graceful_shutdown();
-            until_cut(conn.as_mut(), &mut dog).await
-        }
-        _ = keepalive_expires(&streams, keepalive_timeout) => {
-            // No request in flight for the keep-alive timeout: HTTP/2 gets GOAWAY, HTTP/1
-            // closes (nothing is in flight, so nothing is cut).
-            tracing::debug!(client = %info.peer, "keep-alive idle timeout; connection closed");
-            conn.as_mut().graceful_shutdown();
-            until_cut(conn.as_mut(), &mut dog).await
-        }
-        _ = memory_pressure_begins(&mut overload) => {
-            // Overload manager: keep-alive off (HTTP/1 closes when idle or after the response
-            // in flight; HTTP/2 gets GOAWAY).
-            proxy_for_log
-                .overload
-                .actions
-                .disable_keepalive
-                .fetch_add(1, Ordering::Relaxed);
-            conn.as_mut().graceful_shutdown();
-            until_cut(conn.as_mut(), &mut dog).await
+    // HTTP/2 streams run in this task, polled beside the connection (`h2_streams`).
+    let mut h2_streams = crate::downstream::h2_streams::Streams::default();
+    let res = {
+        let conn = crate::downstream::h2_streams::Driven::new(
+            builder.serve_connection_with_upgrades(io, svc),
+            &mut h2_streams,
+        );
+        tokio::pin!(conn);
+        // Every arm also races the HTTP/1 response's watchdog: a response past its deadline or
+        // send-side idle timeout closes the connection (the body logs why when it is dropped).
+        // `biased`: the watchdog is polled right after the connection, which sets its slot.
+        tokio::select! {
+            biased;
+            r = conn.as_mut() => Ok(r),
+            cut = &mut dog => Err(cut),
+            _ = async { drain.wait_for(|d| *d).await.map(|_| ()) } => {
+                conn.as_mut().conn().graceful_shutdown();
+                until_cut(conn.as_mut(), &mut dog).await
+            }
+            _ = keepalive_expires(&streams, keepalive_timeout) => {
+                // No request in flight for the keep-alive timeout: HTTP/2 gets GOAWAY, HTTP/1
+                // closes (nothing is in flight, so nothing is cut).
+                tracing::debug!(client = %info.peer, "keep-alive idle timeout; connection closed");
+                conn.as_mut().conn().graceful_shutdown();
+                until_cut(conn.as_mut(), &mut dog).await
+            }
+            _ = memory_pressure_begins(&mut overload) => {
+                // Overload manager: keep-alive off (HTTP/1 closes when idle or after the response
+                // in flight; HTTP/2 gets GOAWAY).
+                proxy_for_log
+                    .overload
+                    .actions
+                    .disable_keepalive
+                    .fetch_add(1, Ordering::Relaxed);
+                conn.as_mut().conn().graceful_shutdown();
+                until_cut(conn.as_mut(), &mut dog).await
+            }
         }
     };
+    // Streams still in flight when the connection ended run to their end, as they would in
+    // tasks of their own.
+    if res.is_ok() {
+        h2_streams.finish().await;
+    }
     let res = match res {
         Ok(r) => r,
         Err(cut) => {
