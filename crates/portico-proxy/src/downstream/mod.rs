@@ -4,7 +4,6 @@
 pub mod acme;
 pub mod field_rules;
 pub mod h1;
-pub mod h1_guard;
 pub mod h2_rules;
 pub mod h3;
 pub mod host_rules;
@@ -14,3 +13,4 @@ pub mod proxy_protocol;
 pub mod send_watch;
 pub mod server;
 pub mod tls;
+pub mod versions;
