@@ -66,7 +66,11 @@ fuzz_target!(|input: Input| {
     } else {
         [input.client[0], input.client[1], input.client[2], input.client[3]].into()
     };
-    append_forwarded_for(&mut h, client);
+    // The request path passes the peer address pre-rendered (`ConnInfo::peer_ip`).
+    let Ok(client_value) = http::HeaderValue::from_str(&client.to_string()) else {
+        return;
+    };
+    append_forwarded_for(&mut h, &client_value);
     assert!(h.get_all(&X_FORWARDED_FOR).iter().count() <= 1);
     // Whatever came before, the client is now the last entry.
     assert_eq!(last_forwarded_for(&h), Some(client));

@@ -148,6 +148,7 @@ fuzz_target!(|req: Req| {
     let host = req.host.to_ascii_lowercase();
     let view = RequestView {
         host: &host,
+        authority: &req.host,
         path: &req.path,
         query: req.query.as_deref(),
         method: &method,

@@ -1,9 +1,8 @@
 //! The one error type of the codec: every reason a message is refused, typed, with the status a
 //! server answers it with and a short reason for the access log.
 //!
-//! The variants mirror the rules of the old HTTP/1 gate (`portico-proxy/src/h1_guard.rs`,
-//! docs/security.md "HTTP/1 rules") so that the log reasons and statuses stay the same once
-//! the codec replaces it. Downstream (request) errors are the client's fault: 400 with the
+//! The variants mirror the rules of the HTTP/1 gate the codec replaced (docs/security.md
+//! "HTTP/1 rules"), so the log reasons and statuses stayed the same. Downstream (request) errors are the client's fault: 400 with the
 //! `DPE` flag (431 for a head over the limits, 414 for a long target). Upstream (response)
 //! errors are answered 502 by the proxy ([`H1Error::upstream_status`]).
 

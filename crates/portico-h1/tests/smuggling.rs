@@ -1,4 +1,4 @@
-//! The old gate's smuggling table (portico-proxy/src/h1_guard.rs tests), ported: every case is
+//! The old HTTP/1 gate's smuggling table (its tests, before the gate was removed), ported: every case is
 //! read whole, split at every point, one byte at a time and in random pieces, and must give
 //! the same transcript every way.
 
@@ -71,7 +71,7 @@ fn accepts_well_formed_traffic() {
 
 #[test]
 fn the_http2_preface_is_not_http1() {
-    // The connection layer checks the preface before HTTP/1 parsing (h1_guard `Versions`);
+    // The connection layer checks the preface before HTTP/1 parsing (`downstream/versions.rs`);
     // to the codec it is a request line with an unsupported version.
     assert_eq!(
         run(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),

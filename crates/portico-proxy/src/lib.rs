@@ -1,7 +1,7 @@
 //! Portico's data plane, laid out by concern:
 //!
 //! - `downstream/`: what faces clients: workers, listeners and connections (`server`), the
-//!   HTTP/1 gate (`h1_guard`), HTTP/2 field rules, Host rules, PROXY protocol, TLS
+//!   own HTTP/1.1 server (`h1`), the version gate (`versions`), HTTP/2 field rules, Host rules, PROXY protocol, TLS
 //!   termination, keep-alive, the overload manager and the response watchdog.
 //! - `request/`: the request lifecycle as phases over one context (route, CORS, rate limits,
 //!   breaker, pick, attempt, retry, respond, log), and the per-route policies they apply

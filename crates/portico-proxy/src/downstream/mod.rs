@@ -4,7 +4,6 @@
 pub mod acme;
 pub mod field_rules;
 pub mod h1;
-pub mod h1_guard;
 pub mod h2_rules;
 pub mod h2_streams;
 pub mod h3;
@@ -15,3 +14,4 @@ pub mod proxy_protocol;
 pub mod send_watch;
 pub mod server;
 pub mod tls;
+pub mod versions;

@@ -20,12 +20,12 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::downstream::h1_guard::{Guarded, Report, Versions, Violation};
 use crate::downstream::h2_streams::StreamExec;
 use crate::downstream::keepalive;
 use crate::downstream::proxy_protocol::{self, Prefixed};
 use crate::downstream::send_watch::{self, Watchdog};
 use crate::downstream::tls;
+use crate::downstream::versions::{self, Versions};
 use crate::request::{self, ConnInfo};
 use crate::state::Proxy;
 
@@ -35,7 +35,7 @@ use crate::state::Proxy;
 
 /// Request-line allowance added to `max_request_headers_kb` for the HTTP/1 read buffer.
 pub const REQUEST_LINE_ALLOWANCE: usize = 4 * 1024;
-/// hyper's smallest accepted HTTP/1 read buffer.
+/// The smallest HTTP/1 head limit (the own server's read buffer starts at this size).
 const MIN_H1_BUF: usize = 8 * 1024;
 /// Streams a client may open and reset before the server even accepted them; beyond this the
 /// connection gets GOAWAY ENHANCE_YOUR_CALM (h2's CVE-2023-44487 "rapid reset" guard).
@@ -355,12 +355,9 @@ fn h1_buf_size(conf: &ListenerConf) -> usize {
 
 fn builder(conf: &ListenerConf) -> auto::Builder<StreamExec> {
     let limits = &conf.limits;
-    let mut b = auto::Builder::new(StreamExec);
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_headers(limits.max_headers_count as usize)
-        .max_buf_size(h1_buf_size(conf));
+    // HTTP/2 only: HTTP/1.1 is Portico's own server's (`downstream::h1`), which hands hyper
+    // nothing but connections that start with the HTTP/2 preface.
+    let mut b = auto::Builder::new(StreamExec).http2_only();
     b.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_concurrent_streams)
@@ -373,8 +370,7 @@ fn builder(conf: &ListenerConf) -> auto::Builder<StreamExec> {
         .initial_connection_window_size(limits.initial_connection_window_bytes)
         .max_frame_size(H2_MAX_FRAME_SIZE)
         .max_send_buf_size(H2_MAX_SEND_BUF);
-    // `http2: false` is enforced on the connection's first bytes (`Versions`):
-    // hyper-util's version choice does not apply to upgradeable connections.
+    // `http2: false` and ALPN are enforced on the connection's first bytes (`versions.rs`).
     b
 }
 
@@ -533,8 +529,8 @@ async fn connection(
     drop(slot);
 }
 
-/// HTTP/1.1 on Portico's own server (`downstream::h1`); HTTP/2, and the requests that server
-/// hands over (upgrades, `Expect: 100-continue`), on hyper's.
+/// HTTP/1.1 on Portico's own server (`downstream::h1`); HTTP/2 (the connections that start
+/// with its preface) on hyper's, once the connection's versions allow it (`versions.rs`).
 async fn serve<S>(
     proxy: Arc<Proxy>,
     builder: Arc<auto::Builder<StreamExec>>,
@@ -545,17 +541,29 @@ async fn serve<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Sync + 'static,
 {
-    let (stream, read) = if versions == Versions::Http2Only {
-        (stream, bytes::BytesMut::new())
+    let mut stream = stream;
+    let read = if versions == Versions::Http2Only {
+        match versions::expect_preface(&proxy, &info, &mut stream).await {
+            Some(read) => read,
+            None => return,
+        }
     } else {
         let max_head = h1_buf_size(&info.listener);
         match crate::downstream::h1::serve(&proxy, stream, &info, &mut drain, max_head).await {
             crate::downstream::h1::Outcome::Done => return,
-            crate::downstream::h1::Outcome::Hyper(s, read) => (s, read),
+            // The HTTP/2 preface.
+            crate::downstream::h1::Outcome::Hyper(s, _) if versions == Versions::Http1Only => {
+                versions::refuse_preface(&proxy, &info, s).await;
+                return;
+            }
+            crate::downstream::h1::Outcome::Hyper(s, read) => {
+                stream = s;
+                read
+            }
         }
     };
     let stream = Prefixed::new(stream, read);
-    serve_hyper(proxy, builder, stream, info, drain, versions).await;
+    serve_hyper(proxy, builder, stream, info, drain).await;
 }
 
 async fn serve_hyper<S>(
@@ -564,7 +572,6 @@ async fn serve_hyper<S>(
     stream: S,
     info: Arc<ConnInfo>,
     mut drain: watch::Receiver<bool>,
-    versions: Versions,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -599,16 +606,9 @@ async fn serve_hyper<S>(
     };
     let mut dog = Watchdog::new(h1_slot);
     let keepalive_timeout = info.listener.limits.keepalive_timeout;
-    let report = Arc::new(Report::default());
     let stream =
         crate::downstream::h2_rules::ResetWatch::new(stream, proxy_for_log.clone(), info.clone());
-    let guarded = Guarded::new(stream, report.clone())
-        .with_limits(
-            info.listener.limits.header_read_timeout,
-            h1_buf_size(&info.listener) + 16 * 1024,
-        )
-        .with_versions(versions);
-    let io = TokioIo::new(guarded);
+    let io = TokioIo::new(stream);
     let mut overload = proxy_for_log.overload.subscribe_memory();
     // HTTP/2 streams run in this task, polled beside the connection (`h2_streams`).
     let mut h2_streams = crate::downstream::h2_streams::Streams::default();
@@ -662,29 +662,9 @@ async fn serve_hyper<S>(
         }
     };
     if let Err(e) = res {
-        // Malformed requests, resets and timeouts: hyper has answered or closed already.
-        let violation = report.get();
-        let parse = e
-            .downcast_ref::<hyper::Error>()
-            .map(|h| (h.is_parse(), h.is_parse_too_large()));
-        if violation != Violation::None || matches!(parse, Some((true, _))) {
-            let status = if violation == Violation::HeadTimeout {
-                408
-            } else if matches!(parse, Some((_, true))) || violation == Violation::HeadTooLarge {
-                431
-            } else {
-                400
-            };
-            let detail = if violation != Violation::None {
-                violation.as_str().to_string()
-            } else {
-                e.to_string()
-            };
-            tracing::info!(client = %info.peer, status, reason = %detail, "invalid request rejected");
-            request::log_rejected(&proxy_for_log, &info, status, &detail, "HTTP/1.1");
-        } else {
-            tracing::debug!(client = %info.peer, error = %e, "downstream connection error");
-        }
+        // HTTP/2 protocol errors are logged by `h2_rules::ResetWatch`; resets and timeouts
+        // need no log line of their own.
+        tracing::debug!(client = %info.peer, error = %e, "downstream connection error");
     }
 }
 

@@ -25,8 +25,6 @@ use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode, Version};
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 use portico_config::snapshot::{Route, UpstreamProtocol};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
@@ -36,15 +34,10 @@ use crate::downstream::h1::handoff;
 
 /// An allowed upgrade, waiting for the upstream's answer.
 pub struct Upgrade {
-    downstream: Downstream,
+    /// The client connection, once the `101` is written (from Portico's own HTTP/1 server:
+    /// no other server hands over upgrades).
+    downstream: tokio::sync::oneshot::Receiver<handoff::Upgraded>,
     protocol: HeaderValue,
-}
-
-/// The client connection, once the `101` is written: from Portico's own HTTP/1 server, or
-/// from hyper's (a connection it took over).
-enum Downstream {
-    Own(tokio::sync::oneshot::Receiver<handoff::Upgraded>),
-    Hyper(OnUpgrade),
 }
 
 /// What a request asks for.
@@ -99,15 +92,11 @@ pub fn take(route: &Route, protocol: UpstreamProtocol, parts: &mut http::request
     let Ok(protocol) = HeaderValue::from_bytes(first) else {
         return Asked::Refused;
     };
-    let own = parts
+    let Some(downstream) = parts
         .extensions
         .remove::<handoff::OnUpgrade>()
-        .and_then(|o| o.take());
-    let downstream = if let Some(own) = own {
-        Downstream::Own(own)
-    } else if let Some(h) = parts.extensions.remove::<OnUpgrade>() {
-        Downstream::Hyper(h)
-    } else {
+        .and_then(|o| o.take())
+    else {
         return Asked::Refused;
     };
     Asked::Allowed(Upgrade {
@@ -159,21 +148,9 @@ impl Upgrade {
         resp.headers.insert(header::UPGRADE, upgrade_value);
         let downstream = self.downstream;
         tokio::spawn(async move {
-            let down: handoff::Upgraded = match downstream {
-                Downstream::Own(rx) => match rx.await {
-                    Ok(d) => d,
-                    Err(_) => {
-                        tracing::debug!("upgrade did not complete");
-                        return;
-                    }
-                },
-                Downstream::Hyper(on) => match on.await {
-                    Ok(d) => Box::new(TokioIo::new(d)),
-                    Err(e) => {
-                        tracing::debug!(error = %e, "upgrade did not complete");
-                        return;
-                    }
-                },
+            let Ok(down) = downstream.await else {
+                tracing::debug!("upgrade did not complete");
+                return;
             };
             let clock = Arc::new(Clock::new());
             let mut down = Activity {

@@ -18,6 +18,7 @@ mod explain_agreement;
 mod footprint;
 mod gitops;
 mod grpc;
+mod h1_upgrade;
 mod h2_edge;
 mod h2_rules;
 mod health;

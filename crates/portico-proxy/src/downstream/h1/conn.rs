@@ -13,10 +13,10 @@
 //! again when the body hands its side back: writing through the whole stream takes no lock.
 //!
 //! `Expect: 100-continue` is answered when the body is first read; an upgrade answered `101`
-//! hands the connection to the request path's tunnel (`handoff.rs`). What this server hands to
-//! hyper's connection instead (with the bytes read so far put back in front of the stream):
-//! the HTTP/2 preface, and an upgrade request that carries a body. From there on hyper (behind
-//! the HTTP/1 gate) serves the connection.
+//! hands the connection to the request path's tunnel (`handoff.rs`), also when the upgrade
+//! request carried a body (forwarded by its framing first). What this server hands to hyper's
+//! connection instead (with the bytes read so far put back in front of the stream): the
+//! HTTP/2 preface only.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -35,13 +35,15 @@ use tokio::time::Instant;
 use super::body::{Home, ReadIo, ReadSide, RecvBody};
 use super::handoff::{Expect, OnUpgrade, Prefixed, Upgraded};
 use super::respond::{ReqMeta, Written, error_head, write_response};
-use crate::downstream::h1_guard::{LINGER_BYTES, LINGER_TIME};
 use crate::downstream::send_watch::{self, Watchdog};
 use crate::reqbody::ClientBody;
 use crate::request::{self, ConnInfo};
 use crate::state::Proxy;
 
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const H2_PREFACE: &[u8] = crate::downstream::versions::H2_PREFACE;
+/// Lingering close: how long, and how many bytes, a closing connection still reads and drops.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1024 * 1024;
 /// What the read buffer holds at least while a head is read.
 const HEAD_BUF: usize = 8 * 1024;
 /// Header fields the request path may add to a request before it goes upstream.
@@ -349,17 +351,6 @@ impl Conn<'_> {
             };
             first = false;
             let framing = head.framing();
-            if head.upgrade() && !framing.is_empty() {
-                // An upgrade request with a body (rare): served by hyper from this request on,
-                // with this head put back.
-                let mut prefix = BytesMut::with_capacity(head.bytes().len() + rs.buf.len());
-                prefix.extend_from_slice(head.bytes());
-                prefix.extend_from_slice(&rs.buf);
-                let Some(stream) = into_stream(rs.io, half) else {
-                    return Outcome::Done;
-                };
-                return Outcome::Hyper(stream, prefix);
-            }
             let meta = ReqMeta {
                 head: head.method() == b"HEAD",
                 connect: head.method() == b"CONNECT",
@@ -463,8 +454,13 @@ impl Conn<'_> {
                     }
                 }
             };
-            if let (true, Some(tx), Ok(_)) = (switching, upgrade.take(), &written) {
-                // The tunnel takes the connection, with what was read past the head.
+            // An upgrade with a body switches once the body was forwarded to its end (RFC 9110
+            // §7.8: the client finishes its request message first); a `101` that came before
+            // that is not honoured: the connection closes (`complete` is false, so the answer
+            // said `connection: close`).
+            if let (true, true, Some(tx), Ok(_)) = (switching, complete, upgrade.take(), &written) {
+                // The tunnel takes the connection, with what was read past the head (or past
+                // the body).
                 let Some(rs) = side.take() else {
                     return Outcome::Done;
                 };
