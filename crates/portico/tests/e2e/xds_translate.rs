@@ -68,6 +68,16 @@ impl Pair {
         [("portico", self.portico.port), ("envoy", self.envoy_port)]
     }
 
+    /// Fails the test with every difference seen and Envoy's log.
+    fn assert_same(&self, diffs: &[String]) {
+        assert!(
+            diffs.is_empty(),
+            "Envoy differs from portico run:\n{}\nenvoy log: {}",
+            diffs.join("\n"),
+            self.envoy_log()
+        );
+    }
+
     fn envoy_log(&self) -> String {
         envoy_log(self.dir.path())
     }
@@ -423,12 +433,7 @@ async fn http_auth_service_through_ext_authz_matches_portico_run() {
     seen_by("bypass_auth".into(), op.to_string(), oe.to_string());
     assert_eq!(op, StatusCode::OK);
     assert_eq!(auth.count(), checks, "bypass_auth asked the auth service");
-    assert!(
-        diffs.is_empty(),
-        "Envoy differs from portico run:\n{}\nenvoy log: {}",
-        diffs.join("\n"),
-        pair.envoy_log()
-    );
+    pair.assert_same(&diffs);
 }
 
 /// `JWTProvider` through Envoy's jwt_authn (keys from a JWKS file, tokens made by PyJWT):
@@ -746,12 +751,7 @@ async fn compression_and_body_limits_match_portico_run() {
             assert_eq!(facts[0].0, 413, "{facts:?}");
         }
     }
-    assert!(
-        diffs.is_empty(),
-        "Envoy differs from portico run:\n{}\nenvoy log: {}",
-        diffs.join("\n"),
-        pair.envoy_log()
-    );
+    pair.assert_same(&diffs);
 }
 
 /// `requestPolicy.insecure` on a cleartext listener: a Host that redirects answers 301 to
@@ -816,12 +816,7 @@ async fn insecure_policies_on_cleartext_listeners_match_portico_run() {
             diffs.push(format!("host {host}\n  portico: {p:?}\n  envoy:   {e:?}"));
         }
     }
-    assert!(
-        diffs.is_empty(),
-        "Envoy differs from portico run:\n{}\nenvoy log: {}",
-        diffs.join("\n"),
-        pair.envoy_log()
-    );
+    pair.assert_same(&diffs);
 }
 
 /// A certificate rotated on disk reaches Envoy: `portico xds` follows the Host's files, sends
@@ -1039,12 +1034,7 @@ async fn grpc_auth_service_through_ext_authz_matches_portico_run() {
             ));
         }
     }
-    assert!(
-        diffs.is_empty(),
-        "Envoy differs from portico run:\n{}\nenvoy log: {}",
-        diffs.join("\n"),
-        pair.envoy_log()
-    );
+    pair.assert_same(&diffs);
 }
 
 /// Host mTLS through SDS: Envoy requires a client certificate signed by the Host's `ca_file`
