@@ -457,20 +457,7 @@ async fn envoy_keeps_serving_while_portico_xds_restarts() {
     })
     .await;
 
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (stop2, url2) = (stop.clone(), url.clone());
-    let traffic = tokio::spawn(async move {
-        let (mut ok, mut failed) = (0u32, Vec::new());
-        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-            match http_get(&url2, &[]).await {
-                Ok(r) if r.status == StatusCode::OK => ok += 1,
-                Ok(r) => failed.push(r.status.to_string()),
-                Err(e) => failed.push(e),
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        (ok, failed)
-    });
+    let traffic = GetLoop::start(&url);
     // The control plane goes away, stays away a while, and comes back on the same ports.
     drop(xds);
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -481,8 +468,7 @@ async fn envoy_keeps_serving_while_portico_xds_restarts() {
             == "1"
     })
     .await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (ok, failed) = traffic.await.expect("traffic task");
+    let (ok, failed) = traffic.stop().await;
     eprintln!(
         "during the control plane's restart: {ok} requests ok, {} failed",
         failed.len()

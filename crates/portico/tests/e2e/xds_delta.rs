@@ -6,7 +6,6 @@
 //! change within seconds, with the control plane under 100 MB RSS. Needs `ENVOY_BIN`
 //! (scripts/fetch-envoy.sh; scripts/test.sh sets it); without it the tests say SKIPPED loudly.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
@@ -225,20 +224,7 @@ async fn envoy_on_delta_keeps_serving_while_portico_xds_restarts() {
     })
     .await;
 
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (stop2, url2) = (stop.clone(), url.clone());
-    let traffic = tokio::spawn(async move {
-        let (mut ok, mut failed) = (0u32, Vec::new());
-        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-            match http_get(&url2, &[]).await {
-                Ok(r) if r.status == StatusCode::OK => ok += 1,
-                Ok(r) => failed.push(r.status.to_string()),
-                Err(e) => failed.push(e),
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        (ok, failed)
-    });
+    let traffic = GetLoop::start(&url);
     drop(xds);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let xds = Xds::start_on(dir.path(), &config, grpc, admin).await;
@@ -251,8 +237,7 @@ async fn envoy_on_delta_keeps_serving_while_portico_xds_restarts() {
         },
     )
     .await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (ok, failed) = traffic.await.expect("traffic task");
+    let (ok, failed) = traffic.stop().await;
     eprintln!(
         "Delta, during the control plane's restart: {ok} requests ok, {} failed",
         failed.len()

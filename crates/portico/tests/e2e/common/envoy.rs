@@ -170,3 +170,36 @@ pub async fn echo(name: &str) -> Upstream {
     )
     .await
 }
+
+/// GETs `url` in a loop (one every 5 ms) until stopped, counting 200s and keeping every other
+/// answer: the traffic that must not fail while the control plane restarts.
+pub struct GetLoop {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<(u32, Vec<String>)>,
+}
+
+impl GetLoop {
+    pub fn start(url: &str) -> GetLoop {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (stop2, url) = (stop.clone(), url.to_string());
+        let task = tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                match http_get(&url, &[]).await {
+                    Ok(r) if r.status == StatusCode::OK => ok += 1,
+                    Ok(r) => failed.push(r.status.to_string()),
+                    Err(e) => failed.push(e),
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (ok, failed)
+        });
+        GetLoop { stop, task }
+    }
+
+    /// Stops the loop: (answers 200, every other answer or error).
+    pub async fn stop(self) -> (u32, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.expect("traffic task")
+    }
+}
