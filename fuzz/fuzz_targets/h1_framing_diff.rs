@@ -14,7 +14,7 @@
 //! syntax), §3.2 (Host), §6.1 and §6.3 (message body length), §9.3 (persistence), RFC 9110
 //! §5.6 (lists, tokens), §7.8 (Upgrade), with the rules where Portico is stricter than the RFC
 //! by its contract (docs/security.md, "HTTP/1 rules") encoded as such (each marked
-//! `CONTRACT:` below):
+//! `STRICT:` below):
 //!
 //! - requests: a bare LF or bare CR is refused (the RFC lets a recipient accept a bare LF);
 //!   responses accept a bare LF as a line ending (RFC 9112 §2.2), refuse a bare CR;
@@ -301,7 +301,7 @@ fn lines(bytes: &[u8], bare_lf_ok: bool) -> Result<Option<Vec<&[u8]>>, ()> {
         } else {
             (&rest[..lf], false)
         };
-        // CONTRACT: requests refuse a bare LF.
+        // STRICT: requests refuse a bare LF.
         if !crlf && !bare_lf_ok {
             return Err(());
         }
@@ -322,7 +322,7 @@ fn lines(bytes: &[u8], bare_lf_ok: bool) -> Result<Option<Vec<&[u8]>>, ()> {
 }
 
 /// One field line: RFC 9112 §5.1 (`field-name ":" OWS field-value OWS`, no whitespace
-/// before the colon), §5.2 (obs-fold: CONTRACT refused).
+/// before the colon), §5.2 (obs-fold: refused, STRICT).
 fn field(line: &[u8]) -> Option<(Vec<u8>, &[u8])> {
     if line[0] == b' ' || line[0] == b'\t' {
         return None;
@@ -348,7 +348,7 @@ fn field(line: &[u8]) -> Option<(Vec<u8>, &[u8])> {
     Some((lower(name), value))
 }
 
-/// A `Content-Length` element: CONTRACT 1 to 18 digits (RFC 9110 §8.6: 1*DIGIT).
+/// A `Content-Length` element: STRICT, 1 to 18 digits (RFC 9110 §8.6: 1*DIGIT).
 fn decimal(e: &[u8]) -> Option<u64> {
     if e.is_empty() || e.len() > 18 || !e.iter().all(u8::is_ascii_digit) {
         return None;
@@ -412,7 +412,7 @@ fn read_fields(lines: &[&[u8]]) -> Option<Fields> {
             f.lookalike = true;
         }
     }
-    // CONTRACT: `chunked` applied more than once is refused (both sides).
+    // STRICT: `chunked` applied more than once is refused (both sides).
     if let Some(te) = &f.te
         && te.iter().filter(|e| e.as_slice() == b"chunked").count() > 1
     {
@@ -461,7 +461,7 @@ fn model_request(head: &[u8]) -> Verdict {
     let [method, target, ver] = parts.as_slice() else {
         return Verdict::Reject;
     };
-    // CONTRACT: the target is visible ASCII (RFC 3986 allows no other byte).
+    // STRICT: the target is visible ASCII (RFC 3986 allows no other byte).
     if !is_token(method) || target.is_empty() || !target.iter().all(|b| (0x21..=0x7e).contains(b)) {
         return Verdict::Reject;
     }
@@ -471,14 +471,14 @@ fn model_request(head: &[u8]) -> Verdict {
     let Some(f) = read_fields(&lines[1..]) else {
         return Verdict::Reject;
     };
-    // CONTRACT (and RFC 9112 §3.2: 400): more than one Host; `_` look-alikes.
+    // STRICT (and RFC 9112 §3.2: 400): more than one Host; `_` look-alikes.
     if f.hosts > 1 || f.lookalike {
         return Verdict::Reject;
     }
     // RFC 9112 §6.3 items 3, 4, 6, 7 for requests.
     let len = match (&f.te, f.cl) {
         (Some(_), Some(_)) => return Verdict::Reject,
-        // CONTRACT: TE on HTTP/1.0; last element not chunked (item 4 says 400 too).
+        // STRICT: TE on HTTP/1.0; last element not chunked (item 4 says 400 too).
         (Some(_), None) if !http11 || !f.te_last_chunked() => return Verdict::Reject,
         (Some(_), None) => Len::Chunked,
         (None, Some(n)) => Len::Length(n),
@@ -529,7 +529,7 @@ fn model_response(head: &[u8], req: RequestContext) -> Verdict {
     };
     // RFC 9112 §6.3, in order.
     let len = if status == 101 {
-        // CONTRACT: a 101 nobody asked for is refused.
+        // STRICT: a 101 nobody asked for is refused.
         if !req.upgrade {
             return Verdict::Reject;
         }
@@ -542,9 +542,9 @@ fn model_response(head: &[u8], req: RequestContext) -> Verdict {
         Len::Tunnel
     } else {
         match (&f.te, f.cl) {
-            // Item 3, CONTRACT: refused.
+            // Item 3, STRICT: refused.
             (Some(_), Some(_)) => return Verdict::Reject,
-            // RFC 9112 §6.1: TE from HTTP/1.0 is faulty framing; CONTRACT: refused.
+            // RFC 9112 §6.1: TE from HTTP/1.0 is faulty framing; STRICT: refused.
             (Some(_), None) if !http11 => return Verdict::Reject,
             (Some(_), None) if f.te_last_chunked() => Len::Chunked,
             // Item 4: read until close.
